@@ -1,0 +1,1221 @@
+"""Offline sync: push a journal's unacknowledged records to the back office.
+
+A terminal keeps selling while its link is down; when the link returns, a
+:class:`Syncer` pushes every record the back office has not acknowledged
+(``seq > journal.sync_watermark``) in seq order, in batches, each with its
+payload and its hash-chain link.  Only after the target has *committed* a batch
+does the syncer advance the journal's durable sync watermark, so:
+
+* a crash before the target commits loses nothing (the batch is re-sent);
+* a crash between the target's commit and the watermark save re-sends the
+  batch too, and the target de-duplicates on ``(journal_id, seq)``: the back
+  office still holds each record exactly once;
+* the watermark is never ahead of what the back office has committed.
+
+Targets
+-------
+``SqliteTarget(path)``
+    The embedded default back office: one SQLite file (WAL,
+    ``synchronous=FULL``), one transaction per batch.
+``PostgresTarget(dsn)``
+    The same schema in PostgreSQL (psycopg 3).  A batch is COPYed into a
+    temporary table and inserted with ``ON CONFLICT DO NOTHING`` inside one
+    transaction; continuity is checked under ``SELECT ... FOR UPDATE`` on the
+    journal's row, so two syncers of the same journal cannot interleave.
+``HttpTarget(url, token)``
+    Standard-library HTTP client for ``posfast serve`` (:mod:`posfast.server`),
+    which writes to either database.
+
+``target_from_url("sqlite:///back.db" | "postgresql://..." | "http://host:8080",
+token=None)`` builds one from a URL (``sqlite:///rel.db``, ``sqlite:////abs.db``).
+
+Back-office schema (both databases)
+-----------------------------------
+``records``: primary key ``(journal_id, seq)``, every ``RECORD_DTYPE`` column
+(unsigned 64-bit columns are stored as their two's-complement signed 64-bit
+value, so nothing overflows; :meth:`read_range` gives the original values
+back), ``payload`` and ``link`` blobs; index ``(day, terminal)``.
+``journals``: one row per journal: ``anchor_seq`` (the first seq held),
+``high_seq`` (the high-water mark), ``last_link``, ``records``, times.
+``sync_refusals``: every refused batch (reason, seqs, message), so a refusal
+is reported in the back office too, not only on the terminal.
+
+Continuity rules (what a target accepts)
+----------------------------------------
+1. A batch is ``count >= 1`` records of one journal with consecutive seqs;
+   each record's link must equal ``posfast.chain_link(previous link, row,
+   payload)`` inside the batch, else ``SyncRefused(reason="chain")``.
+2. The first batch a target ever receives for a journal must start at seq 1
+   (its link is checked against the journal's genesis link when posfast
+   exposes it).  *Anchor*: a batch sent with ``anchor=True`` may start at any
+   seq when the target holds nothing for that journal; its first link is then
+   trusted as given (trust on first use) and recorded as ``anchor_seq``.  The
+   :class:`Syncer` sets ``anchor`` by itself only when the journal has never
+   been synced (watermark 0) and its oldest live record is past seq 1 (it was
+   created with a retention policy that evicted records before any sync);
+   ``Syncer(anchor=True)`` forces it, e.g. to start a brand-new back office
+   for a journal synced elsewhere before.  Once a target holds records of a
+   journal, ``anchor`` is ignored.
+3. Later batches must start at or below ``high_seq + 1``: a later start is a
+   ``gap``.  Records the target already holds must be identical in every
+   column, payload and link, else ``fork``; they are counted as duplicates
+   and not written again.  The first new record must link to the held
+   ``last_link``, else ``chain``.  A batch starting below ``anchor_seq`` is a
+   ``gap`` (that history is not in this back office).
+4. An identical replay of a held batch is accepted: the ack carries the held
+   high-water mark and ``stored == 0``.
+
+Refusals raise :class:`SyncRefused` (a ``PosfastError``) with ``.reason`` in
+``gap / fork / chain / auth / invalid``; connectivity problems raise
+:class:`SyncUnavailable` and are retried by :meth:`Syncer.run_forever`.
+
+HTTP wire format (``posfast serve``)
+------------------------------------
+``POST /v1/journals/<journal_id>/batches`` with ``Authorization: Bearer
+<token>`` and a JSON body (columnar, bytes in base64)::
+
+    {"format": "posfast-batch/1", "layout": "<RECORD_DTYPE fingerprint>",
+     "journal_id": "<uuid>", "first_seq": 1, "count": 1000, "anchor": false,
+     "rows": "<base64: count x RECORD_DTYPE.itemsize little-endian bytes>",
+     "links": "<base64: count x 16 bytes>",
+     "payloads": "<base64: payloads concatenated; lengths = rows.payload_len>"}
+
+``200 {"ok": true, "journal_id", "high_seq", "stored", "duplicates"}``, or an
+error ``{"ok": false, "reason", "message", ...}`` with 400 (invalid), 401/403
+(auth), 409 (gap / fork / chain), 413 (too large), 503 (database unavailable).
+``GET /v1/journals/<journal_id>`` returns the held state, ``GET /v1/health``
+``{"ok": true}``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import http.client
+import json
+import logging
+import random
+import sqlite3
+import threading
+import time
+import urllib.parse
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from . import errors as _errors
+from .errors import PosfastError
+
+log = logging.getLogger("posfast.sync")
+
+__all__ = [
+    "Ack", "HttpTarget", "JournalState", "PostgresTarget", "REASONS", "RecordBatch",
+    "SqliteTarget", "SyncError", "SyncRefused", "SyncResult", "SyncUnavailable", "Syncer",
+    "decode_batch", "encode_batch", "sync_status", "target_from_url",
+]
+
+#: Reason codes carried by :class:`SyncRefused`.
+REASONS = ("gap", "fork", "chain", "auth", "invalid")
+WIRE_FORMAT = "posfast-batch/1"
+LINK_SIZE = 16
+#: Largest batch a target accepts (records); the server may lower it.
+MAX_BATCH = 10_000
+
+
+# --------------------------------------------------------------------------- errors
+
+class SyncError(PosfastError):
+    """Base class of sync failures."""
+
+
+class SyncRefused(SyncError, _errors.SyncRefused):
+    """The target refused a batch; retrying the same batch will not help.
+
+    ``reason`` is one of :data:`REASONS`: ``gap`` (records missing before the
+    batch), ``fork`` (a held seq with different bytes or link), ``chain`` (a link
+    that does not follow from the previous one), ``auth`` (bad or foreign token),
+    ``invalid`` (malformed or oversized batch).  Also a ``posfast.errors.SyncRefused``.
+
+    >>> e = SyncRefused("batch starts at seq 7, back office holds up to 5", "gap")
+    >>> e.reason, str(e)
+    ('gap', 'gap: batch starts at seq 7, back office holds up to 5')
+    """
+
+    def __init__(self, message: str, reason: str = "invalid", *, journal_id=None, first_seq=None,
+                 last_seq=None, high_seq=None, status=None):
+        if reason not in REASONS:
+            raise ValueError(f"unknown sync refusal reason {reason!r}")
+        _errors.SyncRefused.__init__(self, f"{reason}: {message}", reason)
+        self.detail = message
+        self.journal_id = journal_id
+        self.first_seq = first_seq
+        self.last_seq = last_seq
+        self.high_seq = high_seq
+        self.status = status  # HTTP status when it came over HTTP
+
+    def to_json(self) -> dict:
+        return {"ok": False, "reason": self.reason, "message": self.detail,
+                "journal_id": None if self.journal_id is None else str(self.journal_id),
+                "first_seq": self.first_seq, "last_seq": self.last_seq, "high_seq": self.high_seq}
+
+
+def _refusal(reason: str, message: str, **where) -> SyncRefused:
+    return SyncRefused(message, reason, **where)
+
+
+class SyncUnavailable(SyncError):
+    """The target could not be reached or could not commit; retry later."""
+
+
+# --------------------------------------------------------------------------- values
+
+@dataclass(frozen=True)
+class Ack:
+    """A target's acknowledgement: everything up to ``high_seq`` is committed."""
+    journal_id: uuid.UUID
+    high_seq: int
+    stored: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class JournalState:
+    """What a back office holds of one journal."""
+    journal_id: uuid.UUID
+    anchor_seq: int
+    high_seq: int
+    last_link: bytes
+    records: int
+
+
+@dataclass
+class RecordBatch:
+    """Records of one journal in seq order (same shape as ``Journal.read_range``)."""
+    journal_id: uuid.UUID
+    rows: np.ndarray
+    payloads: list
+    links: list
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """Outcome of :meth:`Syncer.run_once`."""
+    sent: int
+    batches: int
+    watermark: int
+    duplicates: int = 0
+
+
+# --------------------------------------------------------------------------- posfast API
+
+def _record_dtype() -> np.dtype:
+    from . import RECORD_DTYPE
+    return RECORD_DTYPE
+
+
+def _chain_link_fn() -> Callable[[bytes, Any, bytes], bytes]:
+    from . import chain_link
+    return chain_link
+
+
+def _genesis_link(journal_id: uuid.UUID) -> Optional[bytes]:
+    """link(0) of a journal, or None when this posfast build does not expose it."""
+    import posfast
+    fn = getattr(posfast, "genesis_link", None)
+    if fn is None:
+        return None
+    return bytes(fn(journal_id))
+
+
+_layout_cache: dict = {}
+
+
+def layout_fingerprint(dtype: Optional[np.dtype] = None) -> str:
+    """Short fingerprint of the record layout, so mismatched posfast versions refuse cleanly."""
+    dtype = _record_dtype() if dtype is None else dtype
+    fp = _layout_cache.get(dtype)
+    if fp is None:
+        desc = [(n, dtype.fields[n][0].str, dtype.fields[n][1]) for n in dtype.names]
+        fp = hashlib.sha256(repr((desc, dtype.itemsize)).encode()).hexdigest()[:16]
+        _layout_cache[dtype] = fp
+    return fp
+
+
+def _db_dtype(dtype: np.dtype) -> np.dtype:
+    """RECORD_DTYPE with unsigned 64-bit fields as signed (same offsets): how databases hold them."""
+    formats = []
+    for name in dtype.names:
+        ft = dtype.fields[name][0]
+        formats.append(np.dtype("<i8") if ft.kind == "u" and ft.itemsize == 8 else ft)
+    return np.dtype({"names": list(dtype.names), "formats": formats,
+                     "offsets": [dtype.fields[n][1] for n in dtype.names], "itemsize": dtype.itemsize})
+
+
+def _as_uuid(value) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+# --------------------------------------------------------------------------- validation
+
+def _normalize(batch, *, max_batch: int = MAX_BATCH) -> RecordBatch:
+    """Check a batch's shape and its internal hash chain; return it normalized.
+
+    Raises SyncRefused("invalid" | "gap" | "chain").
+    """
+    dtype = _record_dtype()
+    try:
+        journal_id = _as_uuid(batch.journal_id)
+    except (ValueError, AttributeError, TypeError):
+        raise _refusal("invalid", f"journal id {getattr(batch, 'journal_id', None)!r} is not a UUID")
+    rows = batch.rows
+    if not isinstance(rows, np.ndarray) or rows.dtype != dtype or rows.ndim != 1:
+        raise _refusal("invalid", "rows must be a 1-d RECORD_DTYPE array", journal_id=journal_id)
+    count = len(rows)
+    if count == 0:
+        raise _refusal("invalid", "empty batch", journal_id=journal_id)
+    if count > max_batch:
+        raise _refusal("invalid", f"batch of {count} records exceeds the limit of {max_batch}",
+                          journal_id=journal_id)
+    payloads = [bytes(p) for p in batch.payloads]
+    links = [bytes(link) for link in batch.links]
+    if len(payloads) != count or len(links) != count:
+        raise _refusal("invalid", f"{count} rows but {len(payloads)} payloads and {len(links)} links",
+                          journal_id=journal_id)
+    seqs = rows["seq"].astype(np.int64)
+    first = int(rows["seq"][0])
+    last = int(rows["seq"][-1])
+    if first < 1:
+        raise _refusal("invalid", "seq 0 is not a record", journal_id=journal_id)
+    steps = np.diff(seqs)
+    if count > 1 and not (steps == 1).all():
+        bad = int(np.flatnonzero(steps != 1)[0])
+        a, b = int(seqs[bad]), int(seqs[bad + 1])
+        if b > a:
+            raise _refusal("gap", f"batch jumps from seq {a} to seq {b} (records {a + 1}..{b - 1} missing)",
+                              journal_id=journal_id, first_seq=first, last_seq=last)
+        raise _refusal("invalid", f"batch seqs are not increasing (seq {b} after seq {a})",
+                          journal_id=journal_id, first_seq=first, last_seq=last)
+    if any(len(link) != LINK_SIZE for link in links):
+        raise _refusal("invalid", f"every link must be {LINK_SIZE} bytes", journal_id=journal_id,
+                          first_seq=first, last_seq=last)
+    lens = rows["payload_len"]
+    for i, p in enumerate(payloads):
+        if len(p) != lens[i]:
+            raise _refusal("invalid", f"seq {first + i}: payload is {len(p)} bytes but payload_len says "
+                              f"{int(lens[i])}", journal_id=journal_id, first_seq=first, last_seq=last)
+    chain_link = _chain_link_fn()
+    for i in range(1, count):
+        if bytes(chain_link(links[i - 1], rows[i], payloads[i])) != links[i]:
+            raise _refusal("chain", f"seq {first + i}: link does not follow from seq {first + i - 1} "
+                              "(record or link altered)", journal_id=journal_id, first_seq=first, last_seq=last)
+    return RecordBatch(journal_id, rows, payloads, links)
+
+
+@dataclass
+class _Plan:
+    new_from: int          # index of the first record not yet held
+    duplicates: int
+    anchor_seq: int        # anchor to record when the journal is new (0: keep)
+
+
+def _plan(inc: RecordBatch, state: Optional[JournalState],
+          read_held: Callable[[int, int], RecordBatch], *, anchor: bool) -> _Plan:
+    """Decide what of ``inc`` is new, or refuse it (the continuity rules of the module doc)."""
+    jid = inc.journal_id
+    first = int(inc.rows["seq"][0])
+    count = len(inc.rows)
+    last = first + count - 1
+    where = dict(journal_id=jid, first_seq=first, last_seq=last)
+    if state is None or state.high_seq == 0:
+        if first == 1:
+            genesis = _genesis_link(jid)
+            if genesis is not None and bytes(_chain_link_fn()(genesis, inc.rows[0], inc.payloads[0])) != inc.links[0]:
+                raise _refusal("chain", "seq 1 does not link to the journal's genesis link", high_seq=0, **where)
+            return _Plan(0, 0, 1)
+        if anchor:
+            return _Plan(0, 0, first)
+        raise _refusal("gap", f"back office holds nothing of journal {jid}, batch starts at seq {first} "
+                          "(records 1.. missing; send with anchor=True only if those records were evicted "
+                          "before any sync)", high_seq=0, **where)
+    high = state.high_seq
+    if first > high + 1:
+        raise _refusal("gap", f"batch starts at seq {first} but back office holds journal {jid} only up to "
+                          f"seq {high} (records {high + 1}..{first - 1} missing)", high_seq=high, **where)
+    if first < state.anchor_seq:
+        raise _refusal("gap", f"batch starts at seq {first}, below seq {state.anchor_seq} where this back "
+                          f"office's copy of journal {jid} starts", high_seq=high, **where)
+    duplicates = 0
+    overlap_hi = min(last, high)
+    if first <= overlap_hi:
+        held = read_held(first, overlap_hi)
+        n = overlap_hi - first + 1
+        if len(held.rows) != n:
+            raise SyncUnavailable(f"back office is missing held records of journal {jid} in {first}..{overlap_hi}")
+        mismatch = np.zeros(n, dtype=bool)
+        mine = inc.rows[:n]
+        for name in mine.dtype.names:
+            mismatch |= held.rows[name] != mine[name]
+        for k in range(n):
+            if mismatch[k] or held.payloads[k] != inc.payloads[k] or held.links[k] != inc.links[k]:
+                raise _refusal("fork", f"seq {first + k} differs from the record the back office already "
+                                  f"holds for journal {jid} (same seq, different bytes or link)",
+                                  high_seq=high, **where)
+        duplicates = n
+    if last > high and first == high + 1:
+        if bytes(_chain_link_fn()(state.last_link, inc.rows[0], inc.payloads[0])) != inc.links[0]:
+            raise _refusal("chain", f"seq {first} does not link to seq {high} held by the back office "
+                              f"for journal {jid}", high_seq=high, **where)
+    return _Plan(min(count, max(0, high + 1 - first)), duplicates, 0)
+
+
+# --------------------------------------------------------------------------- wire format
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def encode_batch(batch, *, anchor: bool = False) -> bytes:
+    """Encode a batch as the JSON body ``posfast serve`` accepts (see the module doc).
+
+    >>> body = encode_batch(journal.read_range(1, 10))    # doctest: +SKIP
+    """
+    dtype = _record_dtype()
+    rows = np.ascontiguousarray(batch.rows)
+    if rows.dtype != dtype:
+        raise _refusal("invalid", "rows must be a RECORD_DTYPE array")
+    doc = {
+        "format": WIRE_FORMAT, "layout": layout_fingerprint(dtype),
+        "journal_id": str(_as_uuid(batch.journal_id)),
+        "first_seq": int(rows["seq"][0]) if len(rows) else 0, "count": len(rows), "anchor": bool(anchor),
+        "rows": _b64(rows.tobytes()),
+        "links": _b64(b"".join(bytes(x) for x in batch.links)),
+        "payloads": _b64(b"".join(bytes(x) for x in batch.payloads)),
+    }
+    return json.dumps(doc, separators=(",", ":")).encode("ascii")
+
+
+def decode_batch(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple:
+    """Parse and check a JSON batch body; return ``(RecordBatch, anchor)``.
+
+    Every malformation raises ``SyncRefused(reason="invalid", message=...)`` naming the field.
+    """
+    dtype = _record_dtype()
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _refusal("invalid", f"body is not JSON ({exc})")
+    if not isinstance(doc, dict):
+        raise _refusal("invalid", "body must be a JSON object")
+
+    def field(name, kind):
+        if name not in doc:
+            raise _refusal("invalid", f"missing field {name!r}")
+        value = doc[name]
+        ok = (isinstance(value, kind) and not isinstance(value, bool)) if kind is int else isinstance(value, kind)
+        if not ok:
+            raise _refusal("invalid", f"field {name!r} must be {kind.__name__}, not {type(value).__name__}")
+        return value
+
+    def blob(name):
+        try:
+            return base64.b64decode(field(name, str), validate=True)
+        except (binascii.Error, ValueError):
+            raise _refusal("invalid", f"field {name!r} is not valid base64")
+
+    if field("format", str) != WIRE_FORMAT:
+        raise _refusal("invalid", f"unsupported format {doc['format']!r} (expected {WIRE_FORMAT!r})")
+    if field("layout", str) != layout_fingerprint(dtype):
+        raise _refusal("invalid", "record layout differs from this server's posfast version "
+                          "(upgrade the terminal or the server)")
+    jid_text = field("journal_id", str)
+    try:
+        journal_id = uuid.UUID(jid_text)
+    except ValueError:
+        raise _refusal("invalid", f"journal_id {jid_text!r} is not a UUID")
+    first_seq = field("first_seq", int)
+    count = field("count", int)
+    anchor = field("anchor", bool)
+    if count < 1:
+        raise _refusal("invalid", "count must be at least 1", journal_id=journal_id)
+    if count > max_batch:
+        raise _refusal("invalid", f"batch of {count} records exceeds the limit of {max_batch}",
+                          journal_id=journal_id)
+    raw_rows, raw_links, raw_payloads = blob("rows"), blob("links"), blob("payloads")
+    if len(raw_rows) != count * dtype.itemsize:
+        raise _refusal("invalid", f"rows hold {len(raw_rows)} bytes, expected {count} x {dtype.itemsize}",
+                          journal_id=journal_id)
+    if len(raw_links) != count * LINK_SIZE:
+        raise _refusal("invalid", f"links hold {len(raw_links)} bytes, expected {count} x {LINK_SIZE}",
+                          journal_id=journal_id)
+    rows = np.frombuffer(raw_rows, dtype=dtype).copy()
+    if int(rows["seq"][0]) != first_seq:
+        raise _refusal("invalid", f"first_seq {first_seq} but the first row has seq {int(rows['seq'][0])}",
+                          journal_id=journal_id)
+    ends = np.cumsum(rows["payload_len"], dtype=np.int64)
+    if int(ends[-1]) != len(raw_payloads):
+        raise _refusal("invalid", f"payloads hold {len(raw_payloads)} bytes but payload_len adds up to "
+                          f"{int(ends[-1])}", journal_id=journal_id)
+    starts = ends - rows["payload_len"]
+    payloads = [raw_payloads[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+    links = [raw_links[i:i + LINK_SIZE] for i in range(0, len(raw_links), LINK_SIZE)]
+    return RecordBatch(journal_id, rows, payloads, links), anchor
+
+
+# --------------------------------------------------------------------------- databases
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _sql_type(ft: np.dtype, dialect: str) -> str:
+    if ft.kind == "S":
+        return "BLOB" if dialect == "sqlite" else "bytea"
+    if dialect == "sqlite":
+        return "INTEGER"
+    if ft.itemsize == 8 or (ft.kind == "u" and ft.itemsize == 4):
+        return "bigint"
+    if ft.itemsize == 4 or (ft.kind == "u" and ft.itemsize == 2):
+        return "integer"
+    return "smallint"
+
+
+def _schema(dialect: str) -> list:
+    dtype = _record_dtype()
+    jid = "TEXT" if dialect == "sqlite" else "uuid"
+    blob = "BLOB" if dialect == "sqlite" else "bytea"
+    big = "INTEGER" if dialect == "sqlite" else "bigint"
+    cols = ",\n  ".join(f'"{n}" {_sql_type(dtype.fields[n][0], dialect)} NOT NULL' for n in dtype.names)
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT" if dialect == "sqlite" else "bigserial PRIMARY KEY"
+    return [
+        f"""CREATE TABLE IF NOT EXISTS journals (
+  journal_id {jid} PRIMARY KEY,
+  anchor_seq {big} NOT NULL,
+  high_seq {big} NOT NULL,
+  last_link {blob} NOT NULL,
+  records {big} NOT NULL,
+  first_synced_us {big} NOT NULL,
+  last_synced_us {big} NOT NULL)""",
+        f"""CREATE TABLE IF NOT EXISTS records (
+  journal_id {jid} NOT NULL,
+  {cols},
+  payload {blob} NOT NULL,
+  link {blob} NOT NULL,
+  PRIMARY KEY (journal_id, seq))""",
+        "CREATE INDEX IF NOT EXISTS records_day_terminal ON records (day, terminal)",
+        f"""CREATE TABLE IF NOT EXISTS sync_refusals (
+  id {serial},
+  at_us {big} NOT NULL,
+  journal_id TEXT,
+  reason TEXT NOT NULL,
+  first_seq {big},
+  last_seq {big},
+  message TEXT NOT NULL)""",
+    ]
+
+
+def _db_rows(jid_value, batch: RecordBatch, start: int) -> Iterator[tuple]:
+    """Insert tuples for records ``start:`` of a batch: journal id, columns, payload, link."""
+    rows = batch.rows[start:]
+    cols = []
+    for name in rows.dtype.names:
+        col = rows[name]
+        if col.dtype.kind == "u" and col.dtype.itemsize == 8:
+            col = col.astype("<u8").view("<i8")
+        cols.append(col.tolist())
+    return zip(repeat(jid_value), *cols, batch.payloads[start:], batch.links[start:])
+
+
+def _batch_from_db(journal_id: uuid.UUID, fetched: Sequence[tuple]) -> RecordBatch:
+    dtype = _record_dtype()
+    n = len(dtype.names)
+    if not fetched:
+        return RecordBatch(journal_id, np.zeros(0, dtype=dtype), [], [])
+    rows = np.array([tuple(r[:n]) for r in fetched], dtype=_db_dtype(dtype)).view(dtype)
+    return RecordBatch(journal_id, rows, [bytes(r[n]) for r in fetched], [bytes(r[n + 1]) for r in fetched])
+
+
+class _BackOffice:
+    """Shared logic of the database targets."""
+
+    max_batch = MAX_BATCH
+
+    def _column_list(self) -> str:
+        return ", ".join(f'"{n}"' for n in _record_dtype().names)
+
+    def _refused(self, exc: SyncRefused) -> None:
+        log.warning("sync refused for journal %s seqs %s..%s: %s", exc.journal_id, exc.first_seq,
+                    exc.last_seq, exc)
+        try:
+            self._record_refusal(exc)
+        except Exception:  # reporting must not hide the refusal itself
+            log.exception("could not record the sync refusal in the back office")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class SqliteTarget(_BackOffice):
+    """The embedded back office: one SQLite file (WAL), one transaction per batch.
+
+    Thread-safe; several processes may share the file (writers queue on SQLite's lock).
+
+    >>> bo = SqliteTarget("/tmp/back.db")                 # doctest: +SKIP
+    >>> Syncer(journal, bo).run_once().watermark          # doctest: +SKIP
+    1200
+    """
+
+    def __init__(self, path, *, synchronous: str = "FULL", timeout: float = 30.0):
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                     check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # The terminal forgets what we acknowledge: an ack must survive a power cut here.
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _schema("sqlite"):
+                    self._conn.execute(stmt)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        names = _record_dtype().names
+        self._insert_sql = (f"INSERT INTO records (journal_id, {self._column_list()}, payload, link) "
+                            f"VALUES ({', '.join('?' * (len(names) + 3))}) ON CONFLICT DO NOTHING")
+
+    def __repr__(self):
+        return f"SqliteTarget({self.path!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _state(self, jid: uuid.UUID) -> Optional[JournalState]:
+        row = self._conn.execute("SELECT anchor_seq, high_seq, last_link, records FROM journals "
+                                 "WHERE journal_id = ?", (str(jid),)).fetchone()
+        return None if row is None else JournalState(jid, row[0], row[1], bytes(row[2]), row[3])
+
+    def _read(self, jid: uuid.UUID, first: int, last: int) -> RecordBatch:
+        fetched = self._conn.execute(
+            f"SELECT {self._column_list()}, payload, link FROM records WHERE journal_id = ? AND seq "
+            "BETWEEN ? AND ? ORDER BY seq", (str(jid), first, last)).fetchall()
+        return _batch_from_db(jid, fetched)
+
+    def push(self, batch, *, anchor: bool = False) -> Ack:
+        """Store a batch in one transaction; return the ack or raise SyncRefused."""
+        try:
+            inc = _normalize(batch, max_batch=self.max_batch)
+        except SyncRefused as exc:
+            self._refused(exc)
+            raise
+        jid = inc.journal_id
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    state = self._state(jid)
+                    plan = _plan(inc, state, lambda a, b: self._read(jid, a, b), anchor=anchor)
+                    stored = len(inc.rows) - plan.new_from
+                    if stored:
+                        cur = conn.executemany(self._insert_sql, _db_rows(str(jid), inc, plan.new_from))
+                        if cur.rowcount != stored:
+                            raise SyncUnavailable(f"journal {jid}: expected to store {stored} records, "
+                                                  f"stored {cur.rowcount}; back office inconsistent")
+                        now = _now_us()
+                        conn.execute(
+                            "INSERT INTO journals (journal_id, anchor_seq, high_seq, last_link, records, "
+                            "first_synced_us, last_synced_us) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                            "ON CONFLICT (journal_id) DO UPDATE SET high_seq = excluded.high_seq, "
+                            "last_link = excluded.last_link, records = records + excluded.records, "
+                            "last_synced_us = excluded.last_synced_us",
+                            (str(jid), plan.anchor_seq, int(inc.rows["seq"][-1]), inc.links[-1], stored,
+                             now, now))
+                        high = int(inc.rows["seq"][-1])
+                    else:
+                        high = state.high_seq
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except SyncRefused as exc:
+                self._refused(exc)
+                raise
+            except sqlite3.Error as exc:
+                raise SyncUnavailable(f"back office {self.path}: {exc}") from exc
+        return Ack(jid, high, stored, plan.duplicates)
+
+    def _record_refusal(self, exc: SyncRefused) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO sync_refusals (at_us, journal_id, reason, first_seq, last_seq, message) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (_now_us(), None if exc.journal_id is None else str(exc.journal_id), exc.reason,
+                 exc.first_seq, exc.last_seq, exc.detail))
+
+    def state(self, journal_id) -> Optional[JournalState]:
+        """What this back office holds of a journal (None if nothing)."""
+        with self._lock:
+            return self._state(_as_uuid(journal_id))
+
+    def journals(self) -> list:
+        with self._lock:
+            rows = self._conn.execute("SELECT journal_id, anchor_seq, high_seq, last_link, records "
+                                      "FROM journals ORDER BY journal_id").fetchall()
+        return [JournalState(uuid.UUID(r[0]), r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+
+    def read_range(self, journal_id, first_seq: int = 1, last_seq: Optional[int] = None) -> RecordBatch:
+        """Held records of a journal in ``first_seq..last_seq`` (default: up to the high-water mark)."""
+        jid = _as_uuid(journal_id)
+        with self._lock:
+            return self._read(jid, first_seq, (1 << 63) - 1 if last_seq is None else last_seq)
+
+    def count(self, journal_id=None) -> int:
+        with self._lock:
+            if journal_id is None:
+                return self._conn.execute("SELECT count(*) FROM records").fetchone()[0]
+            return self._conn.execute("SELECT count(*) FROM records WHERE journal_id = ?",
+                                      (str(_as_uuid(journal_id)),)).fetchone()[0]
+
+    def refusals(self) -> list:
+        with self._lock:
+            cur = self._conn.execute("SELECT at_us, journal_id, reason, first_seq, last_seq, message "
+                                     "FROM sync_refusals ORDER BY id")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+class _PgPool:
+    """A few psycopg connections shared by threads (the server's workers)."""
+
+    def __init__(self, dsn: str, size: int, setup: Callable):
+        self._dsn = dsn
+        self._setup = setup
+        self._idle: list = []
+        self._mutex = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)
+
+    @contextmanager
+    def connection(self):
+        import psycopg
+        self._slots.acquire()
+        conn = None
+        try:
+            with self._mutex:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None or conn.closed:
+                conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+                self._setup(conn)
+            yield conn
+        except BaseException:
+            if conn is not None and (conn.closed or conn.info.transaction_status != 0):
+                conn.close()
+            raise
+        finally:
+            if conn is not None and not conn.closed:
+                with self._mutex:
+                    self._idle.append(conn)
+            self._slots.release()
+
+    def close(self):
+        with self._mutex:
+            for conn in self._idle:
+                conn.close()
+            self._idle.clear()
+
+
+class PostgresTarget(_BackOffice):
+    """Back office in PostgreSQL (psycopg 3, ``pip install 'posfast[sync-postgres]'``).
+
+    One transaction per batch: the journal's row is locked (``SELECT ... FOR UPDATE``)
+    while continuity is checked, the batch is COPYed into a temporary table and
+    inserted with ``ON CONFLICT DO NOTHING``.  Thread-safe (a small connection pool).
+
+    >>> bo = PostgresTarget("postgresql://pos@127.0.0.1/backoffice")   # doctest: +SKIP
+    """
+
+    def __init__(self, dsn: str, *, pool_size: int = 4):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise ImportError("PostgresTarget needs psycopg 3: pip install 'psycopg[binary]'") from exc
+        self.dsn = dsn
+        self._pool = _PgPool(dsn, pool_size, self._setup_connection)
+        names = _record_dtype().names
+        self._copy_sql = f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link) FROM STDIN"
+        self._insert_sql = (f"INSERT INTO records SELECT * FROM _pf_incoming ORDER BY seq "
+                            "ON CONFLICT (journal_id, seq) DO NOTHING")
+        assert names  # schema follows RECORD_DTYPE
+        self._create_schema()
+
+    def __repr__(self):
+        return f"PostgresTarget({self._safe_dsn()!r})"
+
+    def _safe_dsn(self) -> str:
+        parts = urllib.parse.urlsplit(self.dsn)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return self.dsn
+
+    def _create_schema(self):
+        import psycopg
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+                with conn.transaction():
+                    # Concurrent first starts (the server's workers) must not race on CREATE TABLE.
+                    conn.execute("SELECT pg_advisory_xact_lock(7402381)")
+                    for stmt in _schema("postgres"):
+                        conn.execute(stmt)
+        except psycopg.OperationalError as exc:
+            raise SyncUnavailable(f"back office {self._safe_dsn()}: {exc}".strip()) from exc
+
+    @staticmethod
+    def _setup_connection(conn):
+        conn.execute("CREATE TEMP TABLE _pf_incoming (LIKE records) ON COMMIT DELETE ROWS")
+
+    def _run(self, fn):
+        import psycopg
+        try:
+            with self._pool.connection() as conn:
+                return fn(conn)
+        except psycopg.OperationalError as exc:
+            raise SyncUnavailable(f"back office {self._safe_dsn()}: {exc}".strip()) from exc
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @staticmethod
+    def _state_in(conn, jid, lock=False) -> Optional[JournalState]:
+        row = conn.execute("SELECT anchor_seq, high_seq, last_link, records FROM journals WHERE journal_id = %s"
+                           + (" FOR UPDATE" if lock else ""), (jid,)).fetchone()
+        return None if row is None else JournalState(jid, row[0], row[1], bytes(row[2]), row[3])
+
+    def _read_in(self, conn, jid, first, last) -> RecordBatch:
+        fetched = conn.execute(f"SELECT {self._column_list()}, payload, link FROM records WHERE journal_id = %s "
+                               "AND seq BETWEEN %s AND %s ORDER BY seq", (jid, first, last)).fetchall()
+        return _batch_from_db(jid, fetched)
+
+    def push(self, batch, *, anchor: bool = False) -> Ack:
+        """Store a batch in one transaction; return the ack or raise SyncRefused."""
+        try:
+            inc = _normalize(batch, max_batch=self.max_batch)
+        except SyncRefused as exc:
+            self._refused(exc)
+            raise
+        jid = inc.journal_id
+
+        def work(conn):
+            with conn.transaction():
+                now = _now_us()
+                conn.execute("INSERT INTO journals (journal_id, anchor_seq, high_seq, last_link, records, "
+                             "first_synced_us, last_synced_us) VALUES (%s, 0, 0, '', 0, %s, %s) "
+                             "ON CONFLICT (journal_id) DO NOTHING", (jid, now, now))
+                state = self._state_in(conn, jid, lock=True)
+                plan = _plan(inc, state, lambda a, b: self._read_in(conn, jid, a, b), anchor=anchor)
+                stored = len(inc.rows) - plan.new_from
+                if not stored:
+                    return Ack(jid, state.high_seq, 0, plan.duplicates)
+                with conn.cursor() as cur:
+                    with cur.copy(self._copy_sql) as copy:
+                        for row in _db_rows(jid, inc, plan.new_from):
+                            copy.write_row(row)
+                    cur.execute(self._insert_sql)
+                    if cur.rowcount != stored:
+                        raise SyncUnavailable(f"journal {jid}: expected to store {stored} records, stored "
+                                              f"{cur.rowcount}; back office inconsistent")
+                high = int(inc.rows["seq"][-1])
+                conn.execute("UPDATE journals SET high_seq = %s, last_link = %s, records = records + %s, "
+                             "last_synced_us = %s, anchor_seq = CASE WHEN anchor_seq = 0 THEN %s ELSE anchor_seq "
+                             "END WHERE journal_id = %s",
+                             (high, inc.links[-1], stored, now, plan.anchor_seq, jid))
+                return Ack(jid, high, stored, plan.duplicates)
+
+        try:
+            return self._run(work)
+        except SyncRefused as exc:
+            self._refused(exc)
+            raise
+
+    def _record_refusal(self, exc: SyncRefused) -> None:
+        self._run(lambda conn: conn.execute(
+            "INSERT INTO sync_refusals (at_us, journal_id, reason, first_seq, last_seq, message) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (_now_us(), None if exc.journal_id is None else str(exc.journal_id), exc.reason, exc.first_seq,
+             exc.last_seq, exc.detail)))
+
+    def state(self, journal_id) -> Optional[JournalState]:
+        """What this back office holds of a journal (None if nothing)."""
+        jid = _as_uuid(journal_id)
+        st = self._run(lambda conn: self._state_in(conn, jid))
+        return None if st is None or st.high_seq == 0 else st
+
+    def journals(self) -> list:
+        rows = self._run(lambda conn: conn.execute(
+            "SELECT journal_id, anchor_seq, high_seq, last_link, records FROM journals WHERE high_seq > 0 "
+            "ORDER BY journal_id").fetchall())
+        return [JournalState(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+
+    def read_range(self, journal_id, first_seq: int = 1, last_seq: Optional[int] = None) -> RecordBatch:
+        """Held records of a journal in ``first_seq..last_seq`` (default: up to the high-water mark)."""
+        jid = _as_uuid(journal_id)
+        last = (1 << 63) - 1 if last_seq is None else last_seq
+        return self._run(lambda conn: self._read_in(conn, jid, first_seq, last))
+
+    def count(self, journal_id=None) -> int:
+        if journal_id is None:
+            return self._run(lambda conn: conn.execute("SELECT count(*) FROM records").fetchone()[0])
+        jid = _as_uuid(journal_id)
+        return self._run(lambda conn: conn.execute("SELECT count(*) FROM records WHERE journal_id = %s",
+                                                   (jid,)).fetchone()[0])
+
+    def refusals(self) -> list:
+        def fetch(conn):
+            cur = conn.execute("SELECT at_us, journal_id, reason, first_seq, last_seq, message "
+                               "FROM sync_refusals ORDER BY id")
+            names = [d.name for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+        return self._run(fetch)
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+class HttpTarget:
+    """Client of ``posfast serve`` using only the standard library.
+
+    One keep-alive connection, re-opened once on a dropped connection (a re-sent
+    batch is safe: the server de-duplicates).  HTTP 409/400/401/403/413 become
+    :class:`SyncRefused`; connection errors, time-outs and 5xx :class:`SyncUnavailable`.
+
+    >>> target = HttpTarget("http://127.0.0.1:8080", token="s3cret", timeout=10)   # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        if not token:
+            raise ValueError("HttpTarget needs the journal's token")
+        self.url = url.rstrip("/")
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+        self._conn: Optional[http.client.HTTPConnection] = None
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return f"HttpTarget({self.url!r})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self.timeout)
+        return self._conn
+
+    def _request(self, method: str, path: str, body: Optional[bytes] = None) -> tuple:
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._connection()
+                try:
+                    conn.request(method, self._prefix + path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    if resp.will_close:
+                        conn.close()
+                        self._conn = None
+                    return resp.status, data
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                        http.client.BadStatusLine) as exc:
+                    conn.close()
+                    self._conn = None
+                    if attempt == 2:
+                        raise SyncUnavailable(f"{self.url}: connection lost ({exc})") from exc
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    self._conn = None
+                    raise SyncUnavailable(f"{self.url}: {exc or type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _error(status: int, data: bytes, where: dict):
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        message = doc.get("message") or data[:200].decode("utf-8", "replace") or f"HTTP {status}"
+        if status >= 500 or status in (408, 429):
+            return SyncUnavailable(f"server answered {status}: {message}")
+        reason = doc.get("reason")
+        if reason not in REASONS:
+            reason = "auth" if status in (401, 403) else "invalid"
+        high = doc.get("high_seq")
+        return SyncRefused(message, reason, high_seq=high if isinstance(high, int) else None,
+                           status=status, **where)
+
+    def push(self, batch, *, anchor: bool = False) -> Ack:
+        """POST a batch; return the server's ack or raise SyncRefused / SyncUnavailable."""
+        jid = _as_uuid(batch.journal_id)
+        body = encode_batch(batch, anchor=anchor)
+        seqs = batch.rows["seq"]
+        where = dict(journal_id=jid, first_seq=int(seqs[0]), last_seq=int(seqs[-1]))
+        status, data = self._request("POST", f"/v1/journals/{jid}/batches", body)
+        if status != 200:
+            raise self._error(status, data, where)
+        try:
+            doc = json.loads(data)
+            return Ack(uuid.UUID(doc["journal_id"]), int(doc["high_seq"]), int(doc["stored"]),
+                       int(doc["duplicates"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SyncUnavailable(f"{self.url}: malformed acknowledgement {data[:200]!r}") from exc
+
+    def state(self, journal_id) -> Optional[JournalState]:
+        """What the server's back office holds of this journal (None if nothing)."""
+        jid = _as_uuid(journal_id)
+        status, data = self._request("GET", f"/v1/journals/{jid}")
+        if status != 200:
+            raise self._error(status, data, dict(journal_id=jid))
+        doc = json.loads(data)
+        if not doc.get("high_seq"):
+            return None
+        return JournalState(jid, doc["anchor_seq"], doc["high_seq"], base64.b64decode(doc["last_link"]),
+                            doc["records"])
+
+
+def target_from_url(url: str, token: Optional[str] = None, **options):
+    """Build a target from a URL (what ``posfast sync --to URL`` takes).
+
+    >>> target_from_url("sqlite:///back.db")                          # doctest: +SKIP
+    SqliteTarget('back.db')
+    >>> target_from_url("http://10.0.0.5:8080", token="s3cret")       # doctest: +SKIP
+    HttpTarget('http://10.0.0.5:8080')
+
+    ``sqlite:///relative.db`` and ``sqlite:////absolute/path.db`` (SQLAlchemy style);
+    ``postgresql://`` / ``postgres://`` DSNs; ``http(s)://`` needs ``token``.
+    """
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"SQLite URLs look like sqlite:///back.db or sqlite:////abs/back.db, not {url!r}")
+        path = url[len("sqlite:///"):]
+        if not path:
+            raise ValueError(f"no database file in {url!r}")
+        return SqliteTarget(path, **options)
+    if scheme in ("postgresql", "postgres"):
+        return PostgresTarget(url, **options)
+    if scheme in ("http", "https"):
+        if not token:
+            raise ValueError(f"{url} needs a token (the journal's token on the sync server)")
+        return HttpTarget(url, token, **options)
+    raise ValueError(f"unknown sync target {url!r}: use sqlite:///FILE, postgresql://... or http://HOST:PORT")
+
+
+# --------------------------------------------------------------------------- syncer
+
+class Syncer:
+    """Push a journal's unacknowledged records to a target, advancing the sync watermark.
+
+    >>> syncer = Syncer(journal, SqliteTarget("back.db"), batch=1000)   # doctest: +SKIP
+    >>> syncer.run_once()                                                 # doctest: +SKIP
+    SyncResult(sent=2500, batches=3, watermark=2500, duplicates=0)
+
+    In a background thread, alongside the POS appending (the journal is thread-safe
+    and the syncer holds no journal lock while it waits on the network)::
+
+        stop = threading.Event()
+        threading.Thread(target=syncer.run_forever, args=(stop,), daemon=True).start()
+
+    ``anchor``: ``"auto"`` (default) anchors only a never-synced journal whose oldest
+    live record is past seq 1; ``True`` always asks for an anchor (start a new back
+    office for a journal synced elsewhere before); ``False`` never.
+    """
+
+    def __init__(self, journal, target, batch: int = 1000, *, anchor="auto"):
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        if anchor not in ("auto", True, False):
+            raise ValueError("anchor must be 'auto', True or False")
+        self.journal = journal
+        self.target = target
+        self.batch = int(batch)
+        self.anchor = anchor
+        self.last_error: Optional[BaseException] = None
+        self.last_result: Optional[SyncResult] = None
+        self.last_success_at: Optional[float] = None
+        self.failures = 0  # consecutive failed rounds of run_forever
+
+    def __repr__(self):
+        return f"Syncer({self.journal!r}, {self.target!r}, batch={self.batch})"
+
+    def _first_unsynced(self, watermark: int) -> tuple:
+        oldest = self.journal.oldest_seq
+        first = watermark + 1
+        if oldest and first < oldest:
+            # Records past the watermark were evicted before they were synced.
+            first = oldest
+        anchor = self.anchor is True or (self.anchor == "auto" and watermark == 0 and first > 1)
+        return first, anchor
+
+    def run_once(self, max_records: Optional[int] = None) -> SyncResult:
+        """Push every unacknowledged record (up to ``max_records``) once; raise on failure.
+
+        Batches are sent in seq order; the watermark advances after each acknowledged
+        batch, so a failure part-way keeps the progress made so far.
+        """
+        journal = self.journal
+        watermark = journal.sync_watermark
+        head = journal.head_seq
+        sent = batches = duplicates = 0
+        if head <= watermark:
+            return self._done(SyncResult(0, 0, watermark))
+        first, anchor = self._first_unsynced(watermark)
+        if max_records is not None:
+            head = min(head, first + max_records - 1)
+        size = self.batch
+        while first <= head:
+            last = min(first + size - 1, head)
+            batch = journal.read_range(first, last)
+            try:
+                ack = self.target.push(batch, anchor=anchor)
+            except SyncRefused as exc:
+                if exc.status == 413 and last > first:
+                    size = max(1, (last - first + 1) // 2)  # the server's body limit: smaller batches
+                    continue
+                raise
+            if ack.high_seq < last:
+                raise SyncUnavailable(f"target acknowledged journal {journal.journal_id} only up to seq "
+                                      f"{ack.high_seq} after a batch ending at {last}")
+            journal.set_sync_watermark(last)
+            watermark = last
+            sent += last - first + 1
+            duplicates += ack.duplicates
+            batches += 1
+            anchor = False  # the target now holds this journal: later batches just continue it
+            first = last + 1
+        return self._done(SyncResult(sent, batches, watermark, duplicates))
+
+    def _done(self, result: SyncResult) -> SyncResult:
+        self.last_result = result
+        self.last_error = None
+        self.last_success_at = time.time()
+        return result
+
+    def run_forever(self, stop_event: Optional[threading.Event] = None, interval: float = 5.0, *,
+                    max_backoff: float = 300.0, on_error: Optional[Callable[[BaseException], None]] = None,
+                    on_sync: Optional[Callable[[SyncResult], None]] = None) -> None:
+        """Sync until ``stop_event`` is set: every ``interval`` s when idle, with backoff on failures.
+
+        A failed round waits ``min(max_backoff, interval * 2**failures)`` scaled by a
+        random factor in [0.5, 1.0] (jitter, so a fleet of terminals coming back
+        online does not hammer the server in step).  A refusal (gap, fork, chain,
+        auth, invalid) needs a human: it is logged at ERROR, passed to ``on_error``
+        and retried at the slowest pace.  Appends are never blocked.
+        """
+        stop_event = stop_event or threading.Event()
+        while not stop_event.is_set():
+            try:
+                result = self.run_once()
+            except SyncError as exc:
+                self.last_error = exc
+                self.failures += 1
+                if isinstance(exc, SyncRefused):
+                    log.error("sync of journal %s refused: %s", self.journal.journal_id, exc)
+                    delay = max_backoff
+                else:
+                    log.warning("sync of journal %s failed (attempt %d): %s", self.journal.journal_id,
+                                self.failures, exc)
+                    delay = min(max_backoff, interval * (2 ** min(self.failures, 30)))
+                if on_error is not None:
+                    on_error(exc)
+                stop_event.wait(delay * random.uniform(0.5, 1.0))
+                continue
+            self.failures = 0
+            if on_sync is not None and result.sent:
+                on_sync(result)
+            if self.journal.head_seq > result.watermark and result.sent:
+                continue  # more arrived while we were sending
+            stop_event.wait(interval)
+
+
+# --------------------------------------------------------------------------- status
+
+def sync_status(journal, deadline_hours: float = 72, *, now: Optional[float] = None,
+                full_fraction: float = 0.8) -> dict:
+    """How far behind the back office a journal is, with a warning flag.
+
+    >>> sync_status(journal)["warning"]          # doctest: +SKIP
+    False
+
+    ``warning`` is True when the oldest unsynced record is older than
+    ``deadline_hours`` (``state == "overdue"``) or unsynced records fill more than
+    ``full_fraction`` of the ring (``state == "ring_filling"``; both: ``"overdue"``
+    and both listed in ``reasons``).  ``lost_unsynced`` counts records evicted
+    before they were synced (only possible with a non-default retention policy).
+    """
+    now = time.time() if now is None else now
+    watermark = int(journal.sync_watermark)
+    head = int(journal.head_seq)
+    oldest = int(journal.oldest_seq) if head else 0
+    capacity = int(journal.capacity)
+    first_unsynced = max(watermark + 1, oldest) if head else watermark + 1
+    unsynced = max(0, head - first_unsynced + 1)
+    lost = max(0, min(head, oldest - 1) - watermark) if head else 0
+    oldest_ts = oldest_age = None
+    if unsynced:
+        oldest_ts = int(journal.get(first_unsynced).ts)
+        oldest_age = max(0.0, now - oldest_ts / 1e6)
+    fraction = unsynced / capacity if capacity else 0.0
+    reasons = []
+    if oldest_age is not None and oldest_age > deadline_hours * 3600:
+        reasons.append("overdue")
+    if fraction > full_fraction:
+        reasons.append("ring_filling")
+    if lost:
+        reasons.append("lost_unsynced")
+    return {
+        "journal_id": str(journal.journal_id),
+        "sync_watermark": watermark,
+        "head_seq": head,
+        "unsynced": unsynced,
+        "oldest_unsynced_seq": first_unsynced if unsynced else None,
+        "oldest_unsynced_ts": oldest_ts,
+        "oldest_unsynced_age_s": oldest_age,
+        "unsynced_fraction": fraction,
+        "capacity": capacity,
+        "deadline_hours": deadline_hours,
+        "lost_unsynced": lost,
+        "warning": bool(reasons),
+        "state": reasons[0] if reasons else "ok",
+        "reasons": reasons,
+    }

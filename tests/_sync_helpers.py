@@ -1,0 +1,111 @@
+"""Hand-made record streams for the sync tests (plain module, imported by the test files).
+
+``HandJournal`` builds records exactly as a journal would hand them to a syncer
+(RECORD_DTYPE rows, payloads, chained links) without the ring file, so targets and
+the server can be tested in isolation; it also quacks enough like a Journal
+(``sync_watermark``, ``head_seq``, ``oldest_seq``, ``read_range``...) to drive a
+Syncer where a test needs eviction or failure injection a real journal cannot give.
+"""
+import threading
+import uuid
+
+import numpy as np
+
+import posfast
+from posfast.sync import RecordBatch
+
+RECORD_DTYPE = posfast.RECORD_DTYPE
+
+
+def genesis(journal_id):
+    fn = getattr(posfast, "genesis_link", None)
+    if fn is not None:
+        return bytes(fn(journal_id))
+    return b"\0" * 16  # unverifiable: the target takes seq 1 as the chain's start
+
+
+class HandJournal:
+    def __init__(self, n=0, *, journal_id=None, terminal=1, seed=0, capacity=1_000_000, max_payload=300):
+        self.journal_id = journal_id or uuid.uuid4()
+        self.terminal = terminal
+        self.capacity = capacity
+        self.max_payload = max_payload
+        self.rng = np.random.default_rng(seed)
+        self.rows = np.zeros(0, dtype=RECORD_DTYPE)
+        self.payloads = []
+        self.links = []
+        self.sync_watermark = 0
+        self.oldest_seq = 1
+        self._lock = threading.Lock()
+        self.extend(n)
+
+    @property
+    def head_seq(self):
+        return len(self.rows)
+
+    def extend(self, n):
+        rng = self.rng
+        start = len(self.rows) + 1
+        rows = np.zeros(n, dtype=RECORD_DTYPE)
+        rows["seq"] = np.arange(start, start + n)
+        rows["ts"] = 1_763_000_000_000_000 + rows["seq"].astype(np.int64) * 1_000_000
+        rows["amount"] = rng.integers(1, 100_000, n)
+        rows["txn_id"] = rows["seq"]
+        rows["day"] = 20_400 + (rows["seq"] // 500).astype(np.int32)
+        rows["terminal"] = self.terminal
+        rows["receipt_no"] = rows["seq"]
+        rows["operator"] = rng.integers(1, 9, n)
+        rows["currency"] = 156
+        rows["kind"] = rng.integers(1, 8, n)
+        rows["state"] = rng.integers(0, 8, n)
+        rows["method"] = rng.integers(0, 6, n)
+        rows["pan_last4"] = [b"%04d" % x for x in rng.integers(0, 10_000, n)]
+        rows["auth_code"] = b"A1B2C3"
+        rows["rrn"] = [b"%012d" % x for x in rng.integers(0, 10**12, n)]
+        rows["client_ref"] = [b"order-%d" % s for s in rows["seq"]]
+        payloads = [rng.bytes(int(k)) for k in rng.integers(0, self.max_payload + 1, n)]
+        rows["payload_len"] = [len(p) for p in payloads]
+        prev = self.links[-1] if self.links else genesis(self.journal_id)
+        links = []
+        for i in range(n):
+            prev = bytes(posfast.chain_link(prev, rows[i], payloads[i]))
+            links.append(prev)
+        with self._lock:
+            self.rows = np.concatenate([self.rows, rows])
+            self.payloads += payloads
+            self.links += links
+        return range(start, start + n)
+
+    def batch(self, first, last):
+        """Records first..last (seqs, inclusive) as a batch."""
+        return RecordBatch(self.journal_id, self.rows[first - 1:last].copy(),
+                           list(self.payloads[first - 1:last]), list(self.links[first - 1:last]))
+
+    # -- the slice of the Journal API a Syncer uses
+    def read_range(self, first, last):
+        if first < self.oldest_seq:
+            raise KeyError(first)
+        return self.batch(first, last)
+
+    def set_sync_watermark(self, seq):
+        assert seq >= self.sync_watermark
+        self.sync_watermark = seq
+
+    def evict_to(self, seq):
+        self.oldest_seq = seq
+
+    class _Rec:
+        def __init__(self, row):
+            self.ts = int(row["ts"])
+
+    def get(self, seq):
+        return self._Rec(self.rows[seq - 1])
+
+
+def assert_same_records(held, expected_rows, expected_payloads, expected_links):
+    """Back office content equals the journal's, record for record, every column."""
+    assert len(held.rows) == len(expected_rows)
+    for name in RECORD_DTYPE.names:
+        np.testing.assert_array_equal(held.rows[name], expected_rows[name], err_msg=name)
+    assert held.payloads == list(expected_payloads)
+    assert held.links == list(expected_links)

@@ -1,0 +1,559 @@
+"""The Journal: the public object a POS application embeds.
+
+>>> import posfast, tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "till.pfj")
+>>> with posfast.Journal.create(path, capacity=1024) as j:
+...     seq = j.append(terminal=3, kind="sale", state="approved", amount=1250, currency=156)
+...     j.last(terminal=3).amount
+1250
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _core
+from .errors import CorruptRecord, InvalidRecord, JournalClosed, JournalLocked
+from .index import Index
+from .records import (PAYMENT_KINDS, RECORD_DTYPE, DayRule, Kind, State, day_number, make_row,
+                      make_rows, now_us, to_us)
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+_DURABILITY = {"none": _core.DURABILITY_NONE, "batch": _core.DURABILITY_BATCH,
+               "fsync": _core.DURABILITY_FSYNC}
+_RETENTION = {"synced": _core.RETENTION_SYNCED, "overwrite": _core.RETENTION_OVERWRITE,
+              "archive": _core.RETENTION_ARCHIVE}
+_RETENTION_NAMES = {v: k for k, v in _RETENTION.items()}
+_EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
+
+
+@dataclass
+class Problem:
+    """One finding of `Journal.verify()`: where (slot), which record (seq), why."""
+    seq: int
+    slot: object
+    cause: str
+    code: int = 0
+
+    def __str__(self):
+        where = "slot %s" % self.slot if self.slot is not None else "slot unknown"
+        return "seq %d (%s): %s" % (self.seq, where, self.cause)
+
+
+@dataclass
+class VerifyReport:
+    """Result of `Journal.verify()`: ``ok`` is True when nothing is damaged."""
+    path: str
+    checked: int
+    oldest_seq: int
+    head_seq: int
+    problems: list = field(default_factory=list)
+    torn: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self):
+        lines = ["%s: %d records checked (seq %d..%d): %s" % (
+            self.path, self.checked, self.oldest_seq, self.head_seq,
+            "OK" if self.ok else "%d problem(s)" % len(self.problems))]
+        lines += ["  " + str(p) for p in self.problems[:50]]
+        if len(self.problems) > 50:
+            lines.append("  ... %d more" % (len(self.problems) - 50))
+        if self.torn:
+            lines.append("  dropped at open: %d unacknowledged record(s) torn by a crash (seq %s)"
+                         % (len(self.torn), ", ".join(str(s) for s, _ in self.torn[:10])))
+        return "\n".join(lines)
+
+
+@dataclass
+class Batch:
+    """Records of a seq range, as sync hands them to the back office."""
+    journal_id: uuid.UUID
+    rows: np.ndarray
+    payloads: list
+    links: list
+    prev_link: bytes
+
+    def __len__(self):
+        return len(self.rows)
+
+
+class _Lock:
+    """One writer per journal: an OS lock on ``<journal>.lock`` holding the writer's pid."""
+
+    def __init__(self, path):
+        self.path = path + ".lock"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                msvcrt.locking(self.fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() if hasattr(
+                os, "pread") else "?"
+            os.close(self.fd)
+            raise JournalLocked("posfast: journal %s is open for writing by process %s; close it "
+                                "there, or open with readonly=True to read" % (path, holder or "?"))
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, b"%d\n" % os.getpid())
+
+    def release(self):
+        if self.fd >= 0:
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Journal:
+    """An open posfast journal (use `Journal.create` or `Journal.open`)."""
+
+    def __init__(self, ring, readonly, lock, batch_ms):
+        self._ring = ring
+        self.path = ring.path
+        self.readonly = readonly
+        self._lock_file = lock
+        self._mutex = threading.RLock()
+        self.journal_id = uuid.UUID(bytes=ring.journal_id)
+        self.day_rule = DayRule(utc_offset=ring.day_offset_min, starts_at=ring.day_start_min)
+        self.index = Index()
+        self._stop = threading.Event()
+        self._flusher = None
+        self.on_evict = None     # archive hook: called with (first_seq, last_seq) before eviction
+        if ring.durability == _core.DURABILITY_BATCH and not readonly:
+            self._flusher = threading.Thread(target=self._flush_loop, args=(batch_ms / 1000.0,),
+                                             name="posfast-group-commit", daemon=True)
+            self._flusher.start()
+
+    # ------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, path, capacity=1_000_000, slot_size=128, max_payload=4096,
+               durability="fsync", day_rule=None, retention="synced", journal_id=None,
+               batch_records=64, batch_ms=50):
+        """Create a journal file of `capacity` slots at full size, then open it for writing.
+
+        >>> j = Journal.create("/tmp/doc-create.pfj", capacity=1000)   # doctest: +SKIP
+        """
+        path = os.fspath(path)
+        day_rule = day_rule or DayRule()
+        if retention not in _RETENTION:
+            raise ValueError("retention=%r: use 'synced', 'overwrite' or 'archive'" % (retention,))
+        if durability not in _DURABILITY:
+            raise ValueError("durability=%r: use 'fsync', 'batch' or 'none'" % (durability,))
+        if not (128 <= slot_size <= 65536) or slot_size % 64:
+            raise ValueError("slot_size=%d: use a multiple of 64 between 128 and 65536" % slot_size)
+        if not 0 <= max_payload <= 65535:
+            raise ValueError("max_payload=%d: at most 65535 bytes" % max_payload)
+        if capacity < 2:
+            raise ValueError("capacity=%d: a journal needs at least 2 slots" % capacity)
+        jid = (journal_id or uuid.uuid4())
+        jid = jid.bytes if isinstance(jid, uuid.UUID) else bytes(jid)
+        if os.path.exists(path):
+            raise FileExistsError("posfast: %s already exists; open it with Journal.open or choose "
+                                  "a new path" % path)
+        _core.Ring.create(path, capacity, slot_size, max_payload, jid, now_us(),
+                          day_rule.offset_minutes, day_rule.start_minutes, _RETENTION[retention])
+        return cls.open(path, durability=durability, batch_records=batch_records, batch_ms=batch_ms)
+
+    @classmethod
+    def open(cls, path, readonly=False, durability="fsync", batch_records=64, batch_ms=50):
+        """Open an existing journal; recovery runs here (torn tail dropped, damage noted)."""
+        path = os.fspath(path)
+        if durability not in _DURABILITY:
+            raise ValueError("durability=%r: use 'fsync', 'batch' or 'none'" % (durability,))
+        if not os.path.exists(path):
+            raise FileNotFoundError("posfast: no journal at %s (create one with Journal.create or "
+                                    "`posfast demo`)" % path)
+        lock = None if readonly else _Lock(path)
+        try:
+            ring = _core.Ring.open(path, not readonly)
+            ring.durability = _DURABILITY[durability]
+            ring.batch_records = max(1, int(batch_records))
+            journal = cls(ring, readonly, lock, batch_ms)
+            journal._recover()
+        except BaseException:
+            if lock:
+                lock.release()
+            raise
+        return journal
+
+    def _recover(self):
+        ring = self._ring
+        loaded = Index.load(self.path + ".idx", ring.journal_id)
+        if loaded is not None:
+            index, head, oldest, link, positions = loaded
+            if ring.recover_from(head, oldest, link, positions):
+                self.index = index
+                self._index_range(head + 1, ring.head_seq)
+                self.index.maybe_compact(ring.oldest_seq, ring.capacity)
+                return
+        ring.recover_scan()
+        self.index = Index()
+        self._index_range(ring.oldest_seq, ring.head_seq)
+
+    def _index_range(self, first, last, chunk=1 << 20):
+        for start in range(first, last + 1, chunk):
+            seqs = np.arange(start, min(last, start + chunk - 1) + 1, dtype=np.uint64)
+            rows = self._gather(seqs)
+            self.index.add_rows(rows)
+
+    def _flush_loop(self, interval):
+        while not self._stop.wait(interval):
+            with self._mutex:
+                ring = self._ring
+                if ring.closed or ring.failed:
+                    return
+                if ring.unsynced_writes:
+                    try:
+                        ring.sync()
+                    except Exception:
+                        return   # the handle is retired; the next append reports it
+
+    def flush(self):
+        """Make every appended record durable (batch/none modes) and save the index."""
+        with self._mutex:
+            self._check_open()
+            if not self.readonly:
+                if self._ring.unsynced_writes:
+                    self._ring.sync()
+                self._save_index()
+
+    def _save_index(self):
+        ring = self._ring
+        if ring.failed:
+            return
+        self.index.save(self.path + ".idx", ring.journal_id, ring.head_seq, ring.oldest_seq,
+                        ring.head_link, ring.positions())
+
+    def close(self):
+        """Flush, save the index and release the writer lock.  Safe to call twice."""
+        with self._mutex:
+            if self._ring.closed:
+                return
+            self._stop.set()
+            try:
+                if not self.readonly and not self._ring.failed:
+                    if self._ring.unsynced_writes:
+                        self._ring.sync()
+                    self._save_index()
+            finally:
+                self._ring.close()
+                if self._lock_file:
+                    self._lock_file.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return "<posfast.Journal %s seq %d..%d of capacity %d%s>" % (
+            self.path, self._ring.oldest_seq, self._ring.head_seq, self._ring.capacity,
+            ", read-only" if self.readonly else "")
+
+    def _check_open(self):
+        if self._ring.closed:
+            raise JournalClosed("posfast: journal %s is closed" % self.path)
+
+    def _refresh(self):
+        if self.readonly:
+            self._check_open()
+            before = self._ring.head_seq
+            added = self._ring.refresh()
+            if added < 0:
+                self._ring.recover_scan()
+                self.index = Index()
+                self._index_range(self._ring.oldest_seq, self._ring.head_seq)
+            elif added:
+                self._index_range(before + 1, self._ring.head_seq)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def capacity(self) -> int:
+        return self._ring.capacity
+
+    @property
+    def slot_size(self) -> int:
+        return self._ring.slot_size
+
+    @property
+    def max_payload(self) -> int:
+        return self._ring.max_payload
+
+    @property
+    def head_seq(self) -> int:
+        with self._mutex:
+            self._refresh()
+            return self._ring.head_seq
+
+    @property
+    def oldest_seq(self) -> int:
+        return self._ring.oldest_seq
+
+    @property
+    def sync_watermark(self) -> int:
+        return self._ring.sync_watermark
+
+    @property
+    def retention(self) -> str:
+        return _RETENTION_NAMES[self._ring.retention]
+
+    @property
+    def created_us(self) -> int:
+        return self._ring.created_us
+
+    # ------------------------------------------------------------ append
+    def append(self, payload=b"", **fields) -> int:
+        """Append one record and return its seq (durable on return in fsync mode).
+
+        >>> j.append(terminal=3, kind="sale", state="approved", amount=1250,   # doctest: +SKIP
+        ...          currency=156, method="card", pan_last4="4242")
+        1
+        """
+        payload = bytes(payload or b"")
+        row = make_row(fields, self.day_rule)
+        return self._append_rows(row, [payload] if payload else None)[0]
+
+    def append_many(self, columns: dict, payloads=None) -> range:
+        """Append many records from a dict of equal-length columns; returns their seq range.
+
+        Validated as a whole first: a bad value or a full journal writes nothing.
+
+        >>> j.append_many({"terminal": [1, 2], "kind": "sale", "amount": [100, 250]})  # doctest: +SKIP
+        range(1, 3)
+        """
+        rows = make_rows(columns, self.day_rule)
+        if payloads is not None:
+            payloads = [bytes(p) for p in payloads]
+            if len(payloads) != len(rows):
+                raise InvalidRecord("posfast: %d payloads for %d records" % (len(payloads), len(rows)))
+        return self._append_rows(rows, payloads)
+
+    def _append_rows(self, rows: np.ndarray, payloads) -> range:
+        n = len(rows)
+        if payloads:
+            lengths = np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
+            too_big = np.flatnonzero(lengths > self._ring.max_payload)
+            if len(too_big):
+                i = int(too_big[0])
+                raise InvalidRecord("posfast: payload of record %d is %d bytes; %s allows at most %d "
+                                    "(max_payload at create)" % (i, lengths[i], self.path,
+                                                                 self._ring.max_payload))
+            offsets = np.zeros(n + 1, dtype=np.uint64)
+            np.cumsum(lengths, out=offsets[1:])
+            buf = b"".join(payloads)
+        else:
+            buf = offsets = None
+        with self._mutex:
+            self._check_open()
+            ring = self._ring
+            first = ring.head_seq + 1
+            seqs = np.arange(first, first + n, dtype=np.uint64)
+            payment = np.isin(rows["kind"], [int(k) for k in PAYMENT_KINDS]) & (rows["txn_id"] == 0)
+            if payment.any():
+                rows["txn_id"] = np.where(payment, seqs, rows["txn_id"])
+            if self.on_evict is not None and ring.retention == _core.RETENTION_ARCHIVE:
+                lens = np.diff(offsets).astype(np.uint16) if offsets is not None else \
+                    np.zeros(n, dtype=np.uint16)
+                last_evicted, _ = ring.plan(lens)
+                if last_evicted >= ring.oldest_seq:
+                    self.on_evict(ring.oldest_seq, min(last_evicted, ring.sync_watermark))
+            got = ring.append(rows.view(np.uint8).reshape(n, RECORD_DTYPE.itemsize), buf, offsets)
+            assert got == first
+            rows["seq"] = seqs
+            self.index.add_rows(rows)
+            self.index.maybe_compact(ring.oldest_seq, ring.capacity)
+            return range(first, first + n)
+
+    def set_sync_watermark(self, seq: int) -> None:
+        """Durably record that the back office holds every record up to `seq` (never backwards)."""
+        with self._mutex:
+            self._check_open()
+            self._ring.set_sync_watermark(int(seq))
+
+    # ------------------------------------------------------------ lookups
+    def get(self, seq: int):
+        """The Record of `seq`.  KeyError if it is not in the journal; CorruptRecord if damaged."""
+        with self._mutex:
+            self._refresh()
+            return self._ring.get(int(seq))
+
+    def last(self, terminal: int, kind=None):
+        """Newest Record of a terminal (optionally of one kind), or None."""
+        with self._mutex:
+            self._refresh()
+            kind_value = None if kind is None else int(Kind.coerce(kind, "kind"))
+            seq = self.index.newest_of(terminal, kind_value)
+            if seq < self._ring.oldest_seq:
+                return None
+            return self._ring.get(seq)
+
+    def _gather(self, seqs: np.ndarray) -> np.ndarray:
+        seqs = np.ascontiguousarray(seqs, dtype=np.uint64)
+        out = np.zeros(len(seqs), dtype=RECORD_DTYPE)
+        if len(seqs) == 0:
+            return out
+        status = self._ring.read_rows(seqs, out.view(np.uint8).reshape(len(seqs), RECORD_DTYPE.itemsize))
+        if status.any():
+            out = out[status == 0]
+        return out
+
+    def query(self, day=None, terminal=None, kind=None, since=None, until=None, state=None):
+        """Records matching every given filter, in seq order, as a RECORD_DTYPE array.
+
+        `day` is a date, 'YYYY-MM-DD' or a day number; `terminal`, `kind` and
+        `state` a value or a list of values; `since`/`until` bound `ts`
+        (datetime or microseconds, until exclusive).  Damaged records are skipped.
+
+        >>> rows = j.query(day="2026-11-20", terminal=3)          # doctest: +SKIP
+        >>> int(rows["amount"].sum())                             # doctest: +SKIP
+        48210
+        """
+        with self._mutex:
+            self._refresh()
+            ring = self._ring
+            days = None
+            if day is not None:
+                days = ([day_number(d) for d in day] if isinstance(day, (list, tuple, set))
+                        else day_number(day))
+            elif since is not None and until is not None:
+                lo = self.day_rule.day_number(to_us(since))
+                hi = self.day_rule.day_number(to_us(until) - 1)
+                if hi - lo < 400:
+                    days = list(range(lo, hi + 1))
+            kinds = None
+            if kind is not None:
+                kinds = ([int(Kind.coerce(k, "kind")) for k in kind]
+                         if isinstance(kind, (list, tuple, set)) else int(Kind.coerce(kind, "kind")))
+            seqs = self.index.select(ring.oldest_seq, ring.head_seq, day=days, terminal=terminal,
+                                     kind=kinds)
+            rows = self._gather(seqs)
+        if since is not None:
+            rows = rows[rows["ts"] >= to_us(since)]
+        if until is not None:
+            rows = rows[rows["ts"] < to_us(until)]
+        if state is not None:
+            states = [int(State.coerce(s, "state")) for s in
+                      (state if isinstance(state, (list, tuple, set)) else [state])]
+            rows = rows[np.isin(rows["state"], states)]
+        return rows
+
+    def count(self, day=None, terminal=None, kind=None) -> int:
+        """How many live records match (from the bitmaps alone, no record is read)."""
+        with self._mutex:
+            self._refresh()
+            kinds = None if kind is None else int(Kind.coerce(kind, "kind"))
+            days = None if day is None else day_number(day)
+            return len(self.index.select(self._ring.oldest_seq, self._ring.head_seq, day=days,
+                                         terminal=terminal, kind=kinds))
+
+    def payloads(self, seqs) -> list:
+        """Payload bytes of each seq, in order (b"" where a record is gone or damaged)."""
+        with self._mutex:
+            self._refresh()
+            return self._ring.payloads(np.ascontiguousarray(seqs, dtype=np.uint64))
+
+    def link(self, seq: int) -> bytes:
+        """The 16-byte hash-chain link stored in record `seq`."""
+        return self.get(seq).link
+
+    def read_range(self, first_seq: int, last_seq: int) -> Batch:
+        """Records first_seq..last_seq (inclusive) with payloads and links, for sync."""
+        with self._mutex:
+            self._refresh()
+            ring = self._ring
+            first_seq = max(int(first_seq), ring.oldest_seq)
+            last_seq = min(int(last_seq), ring.head_seq)
+            if last_seq < first_seq:
+                return Batch(self.journal_id, _EMPTY.copy(), [], [], b"")
+            seqs = np.arange(first_seq, last_seq + 1, dtype=np.uint64)
+            out = np.zeros(len(seqs), dtype=RECORD_DTYPE)
+            status = ring.read_rows(seqs, out.view(np.uint8).reshape(len(seqs), RECORD_DTYPE.itemsize))
+            if status.any():
+                bad = int(seqs[np.flatnonzero(status)[0]])
+                raise CorruptRecord(
+                    "posfast: record seq %d of %s is damaged (%s); it cannot be sent. Run `posfast "
+                    "verify %s` and restore it before syncing further."
+                    % (bad, self.path, _core.CAUSES.get(int(status[np.flatnonzero(status)[0]]), "?"),
+                       self.path))
+            if first_seq == 1:
+                prev = _core.genesis_link(ring.journal_id)
+            else:
+                prev = ring.links(np.array([first_seq - 1], dtype=np.uint64))[0] or b""
+            return Batch(self.journal_id, out, ring.payloads(seqs), ring.links(seqs), prev)
+
+    # ------------------------------------------------------------ health
+    def status(self) -> dict:
+        """Where the journal stands: sizes, seqs, sync backlog, damage found at open."""
+        with self._mutex:
+            self._refresh()
+            ring = self._ring
+            unsynced = max(0, ring.head_seq - max(ring.sync_watermark, ring.oldest_seq - 1))
+            oldest_unsynced_ts = None
+            if unsynced:
+                first = max(ring.sync_watermark + 1, ring.oldest_seq)
+                rows = self._gather(np.array([first], dtype=np.uint64))
+                if len(rows):
+                    oldest_unsynced_ts = int(rows["ts"][0])
+            return {
+                "path": self.path,
+                "journal_id": str(self.journal_id),
+                "format_version": _core.FORMAT_VERSION,
+                "capacity": ring.capacity,
+                "slot_size": ring.slot_size,
+                "max_payload": ring.max_payload,
+                "file_bytes": os.path.getsize(self.path),
+                "head_seq": ring.head_seq,
+                "oldest_seq": ring.oldest_seq,
+                "live_records": ring.live_records,
+                "used_slots": ring.used_slots,
+                "fill": ring.used_slots / ring.capacity,
+                "sync_watermark": ring.sync_watermark,
+                "unsynced": unsynced,
+                "oldest_unsynced_ts": oldest_unsynced_ts,
+                "retention": self.retention,
+                "durability": {v: k for k, v in _DURABILITY.items()}[ring.durability],
+                "day_rule": self.day_rule.describe(),
+                "readonly": self.readonly,
+                "damaged_at_open": len(ring.damaged),
+                "torn_at_open": len(ring.torn),
+            }
+
+    def verify(self, check_index=True) -> VerifyReport:
+        """Check every live record (checksum, seq, position, hash chain) and the index.
+
+        Damage is reported with slot, seq and cause; nothing is changed.
+        """
+        with self._mutex:
+            self._refresh()
+            ring = self._ring
+            checked, problems = ring.verify()
+            report = VerifyReport(self.path, checked, ring.oldest_seq, ring.head_seq,
+                                  [Problem(seq, slot, detail, code)
+                                   for seq, slot, code, detail in problems],
+                                  list(ring.torn))
+            if check_index:
+                rebuilt = Index()
+                seqs = np.arange(ring.oldest_seq, ring.head_seq + 1, dtype=np.uint64)
+                for start in range(0, len(seqs), 1 << 20):
+                    rebuilt.add_rows(self._gather(seqs[start:start + (1 << 20)]))
+                if not rebuilt.equals(self.index, ring.oldest_seq):
+                    report.problems.append(Problem(0, None, "index file disagrees with the records "
+                                                   "(rebuilt in memory; it is rewritten on close)"))
+                    self.index = rebuilt
+            return report

@@ -1,0 +1,18 @@
+# cython: language_level=3
+"""posfast._core: the compiled ring file (format v1), its checksums and records.
+
+Services never import this module; they use posfast.Journal.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.string cimport memcpy, memset, memcmp
+from libc.stdlib cimport malloc, free
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+
+from pf cimport *
+
+from posfast.errors import (CorruptRecord, FormatVersionError, IOFailure, JournalClosed,
+                            JournalFull, InvalidRecord)
+
+include "checksum.pxi"
+include "record.pxi"
+include "ring.pxi"

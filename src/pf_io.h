@@ -1,0 +1,136 @@
+/* Thin file I/O shim so the core compiles on POSIX and Windows alike.
+ * Every call returns -1 on failure with the reason in pf_errno(). */
+#ifndef PF_IO_H
+#define PF_IO_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <errno.h>
+
+#ifdef _WIN32
+#include <windows.h>
+#include <io.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+static inline int pf_errno(void) { return errno; }
+static inline int pf_open(const char *path, int writable, int create) {
+    int flags = (writable ? _O_RDWR : _O_RDONLY) | _O_BINARY | (create ? (_O_CREAT | _O_EXCL) : 0);
+    return _open(path, flags, _S_IREAD | _S_IWRITE);
+}
+static inline int pf_close(int fd) { return _close(fd); }
+static inline long long pf_pwrite(int fd, const void *buf, size_t len, uint64_t off) {
+    HANDLE h = (HANDLE)_get_osfhandle(fd);
+    OVERLAPPED ov = {0};
+    DWORD done = 0;
+    ov.Offset = (DWORD)off; ov.OffsetHigh = (DWORD)(off >> 32);
+    if (!WriteFile(h, buf, (DWORD)len, &done, &ov)) { errno = EIO; return -1; }
+    return (long long)done;
+}
+static inline long long pf_pread(int fd, void *buf, size_t len, uint64_t off) {
+    HANDLE h = (HANDLE)_get_osfhandle(fd);
+    OVERLAPPED ov = {0};
+    DWORD done = 0;
+    ov.Offset = (DWORD)off; ov.OffsetHigh = (DWORD)(off >> 32);
+    if (!ReadFile(h, buf, (DWORD)len, &done, &ov)) {
+        if (GetLastError() == ERROR_HANDLE_EOF) return 0;
+        errno = EIO; return -1;
+    }
+    return (long long)done;
+}
+static inline int pf_datasync(int fd) {
+    if (!FlushFileBuffers((HANDLE)_get_osfhandle(fd))) { errno = EIO; return -1; }
+    return 0;
+}
+static inline int pf_fullsync(int fd) { return pf_datasync(fd); }
+static inline int pf_allocate(int fd, uint64_t size) {
+    if (_chsize_s(fd, (__int64)size) != 0) return -1;
+    return 0;
+}
+static inline long long pf_file_size(int fd) { return (long long)_filelengthi64(fd); }
+static inline void *pf_map(int fd, size_t len) {
+    HANDLE fm = CreateFileMappingA((HANDLE)_get_osfhandle(fd), NULL, PAGE_READONLY, 0, 0, NULL);
+    void *p;
+    if (fm == NULL) { errno = EIO; return NULL; }
+    p = MapViewOfFile(fm, FILE_MAP_READ, 0, 0, len);
+    CloseHandle(fm);
+    if (p == NULL) errno = ENOMEM;
+    return p;
+}
+static inline int pf_unmap(void *addr, size_t len) { (void)len; return UnmapViewOfFile(addr) ? 0 : -1; }
+static inline int pf_sync_dir(const char *dirpath) { (void)dirpath; return 0; } /* NTFS journals directory entries */
+
+#else
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+static inline int pf_errno(void) { return errno; }
+static inline int pf_open(const char *path, int writable, int create) {
+    int flags = (writable ? O_RDWR : O_RDONLY) | (create ? (O_CREAT | O_EXCL) : 0);
+#ifdef O_CLOEXEC
+    flags |= O_CLOEXEC;
+#endif
+    return open(path, flags, 0644);
+}
+static inline int pf_close(int fd) { return close(fd); }
+static inline long long pf_pwrite(int fd, const void *buf, size_t len, uint64_t off) {
+    ssize_t r;
+    do { r = pwrite(fd, buf, len, (off_t)off); } while (r < 0 && errno == EINTR);
+    return (long long)r;
+}
+static inline long long pf_pread(int fd, void *buf, size_t len, uint64_t off) {
+    ssize_t r;
+    do { r = pread(fd, buf, len, (off_t)off); } while (r < 0 && errno == EINTR);
+    return (long long)r;
+}
+static inline int pf_datasync(int fd) {
+#if defined(__APPLE__)
+    /* macOS fsync does not flush the drive cache; F_FULLFSYNC does. */
+    if (fcntl(fd, F_FULLFSYNC) == 0) return 0;
+    return fsync(fd);
+#elif defined(_POSIX_SYNCHRONIZED_IO) && _POSIX_SYNCHRONIZED_IO > 0
+    return fdatasync(fd);
+#else
+    return fsync(fd);
+#endif
+}
+static inline int pf_fullsync(int fd) {
+#if defined(__APPLE__)
+    if (fcntl(fd, F_FULLFSYNC) == 0) return 0;
+#endif
+    return fsync(fd);
+}
+static inline int pf_allocate(int fd, uint64_t size) {
+#if defined(__linux__)
+    int r = posix_fallocate(fd, 0, (off_t)size);
+    if (r == 0) return 0;
+    if (r != EOPNOTSUPP && r != EINVAL) { errno = r; return -1; }
+#endif
+    /* No fallocate (tmpfs on old kernels, macOS): extend; the hole reads as zeros. */
+    if (ftruncate(fd, (off_t)size) != 0) return -1;
+    return 0;
+}
+static inline long long pf_file_size(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    return (long long)st.st_size;
+}
+static inline void *pf_map(int fd, size_t len) {
+    void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+static inline int pf_unmap(void *addr, size_t len) { return munmap(addr, len); }
+static inline int pf_sync_dir(const char *dirpath) {
+    int r, fd = open(dirpath, O_RDONLY);
+    if (fd < 0) return -1;
+    r = fsync(fd);
+    close(fd);
+    return r;
+}
+#endif
+#endif

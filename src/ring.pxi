@@ -1,0 +1,962 @@
+# The ring file: header, append (group commit), recovery walk, gather, verify.
+#
+# Invariants (see DESIGN.md): seq 1, 2, 3... without gaps; position p lives in
+# slot (p - 1) % capacity; every record's CRC32C covers the journal id, so a
+# record from another journal or an earlier lap never passes as current; the
+# newest commit group is the only place a torn write can be, so damage anywhere
+# else is reported, never truncated away.
+
+import os as _os
+import errno as _errno
+
+RETENTION_SYNCED = 0
+RETENTION_OVERWRITE = 1
+RETENTION_ARCHIVE = 2
+DURABILITY_NONE = 0
+DURABILITY_BATCH = 1
+DURABILITY_FSYNC = 2
+
+# A commit group (records written between two syncs) is at most this many slots,
+# which bounds both the write buffer and how far a torn tail can reach.
+DEF GROUP_SLOTS_MAX = 65536
+
+# Outcome codes of _check_at (also the verify causes).
+DEF CHK_OK = 0
+DEF CHK_NOT_HEAD = 1      # no record head at this position (zeros, payload bytes, another lap)
+DEF CHK_CRC = 2           # head found but checksum fails
+DEF CHK_LENGTH = 3        # payload length beyond the journal's limit
+DEF CHK_OUTSIDE = 4       # slot lies beyond the end of a truncated file
+DEF CHK_STALE = 5         # a valid record, but of another seq (earlier lap)
+DEF CHK_CHAIN = 6         # checksum fine but the hash chain does not follow
+DEF CHK_MISSING = 7       # seq known to be lost since recovery
+
+CAUSES = {
+    CHK_NOT_HEAD: "no record head where the seq should start (overwritten or zeroed)",
+    CHK_CRC: "checksum mismatch (bytes changed on disk)",
+    CHK_LENGTH: "payload length field out of range",
+    CHK_OUTSIDE: "slot lies beyond the end of the file (file truncated)",
+    CHK_STALE: "stale record from an earlier lap of the ring",
+    CHK_CHAIN: "hash chain broken (record edited, inserted or removed after it was written)",
+    CHK_MISSING: "record lost: found damaged when the journal was opened",
+}
+
+
+cdef inline uint64_t _ceil_div(uint64_t a, uint64_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef class Ring:
+    """One open ring file.  Not thread-safe by itself: posfast.Journal locks around it."""
+    cdef int fd
+    cdef uint8_t *map
+    cdef size_t map_len
+    cdef uint64_t avail_slots          # slots backed by the file (less than capacity only if truncated)
+    cdef readonly object path
+    cdef readonly bint writable
+    cdef readonly uint64_t capacity
+    cdef readonly uint32_t slot_size, max_payload
+    cdef uint8_t jid[16]
+    cdef uint32_t jid_crc              # CRC32C state after the journal id, reused by every record
+    cdef readonly int32_t day_offset_min, day_start_min
+    cdef readonly uint32_t retention
+    cdef readonly uint64_t sync_watermark, generation
+    cdef readonly int64_t created_us
+    cdef readonly uint64_t head_seq, oldest_seq, next_pos
+    cdef uint8_t head_link[16]
+    cdef uint64_t *pos_of              # position of live seq s at [(s - 1) % capacity]; 0 = damaged
+    cdef public int durability
+    cdef public uint32_t batch_records
+    cdef readonly uint64_t group_first_seq   # first seq written since the last sync, 0 if none
+    cdef readonly bint failed
+    cdef public object io_hook
+    cdef readonly list damaged         # (seq, slot, cause) lost records found by recovery
+    cdef readonly list torn            # (seq, slot) unacknowledged records dropped from the tail
+
+    def __cinit__(self):
+        self.fd = -1
+        self.map = NULL
+        self.pos_of = NULL
+        self.damaged = []
+        self.torn = []
+        self.io_hook = None
+        self.durability = DURABILITY_FSYNC
+        self.batch_records = 64
+
+    def __dealloc__(self):
+        if self.map != NULL:
+            pf_unmap(self.map, self.map_len)
+        if self.fd >= 0:
+            pf_close(self.fd)
+        if self.pos_of != NULL:
+            free(self.pos_of)
+
+    # ----------------------------------------------------------------- I/O layer
+    # Every write and sync goes through these two methods so that tests can
+    # record them (power-loss images) or make them fail (EIO, ENOSPC, short writes).
+
+    cdef int _write(self, const uint8_t *buf, size_t length, uint64_t offset) except -1:
+        cdef long long r = 0
+        cdef size_t done = 0, chunk
+        cdef int err = 0
+        while done < length:
+            chunk = length - done
+            if self.io_hook is not None:
+                # The hook may record the write, shorten it (return a byte count)
+                # or fail it (raise OSError), exactly like the kernel could.
+                try:
+                    want = self.io_hook("write", offset + done,
+                                        PyBytes_FromStringAndSize(<const char *>buf + done, chunk))
+                except OSError as e:
+                    err = e.errno or _errno.EIO
+                    break
+                if want is not None and <size_t>want < chunk:
+                    chunk = <size_t>want
+            with nogil:
+                r = pf_pwrite(self.fd, buf + done, chunk, offset + done)
+                if r < 0:
+                    err = pf_errno()
+            if r < 0:
+                break
+            if r == 0:
+                err = _errno.ENOSPC
+                break
+            done += <size_t>r
+        if err:
+            self.failed = True
+            raise IOFailure(err, "posfast: write of %d bytes at offset %d of %s failed: %s; nothing "
+                            "after it was acknowledged. Reopen the journal (it re-checks the file), "
+                            "and free storage if the disk is full."
+                            % (length, offset, self.path, _os.strerror(err)))
+        return 0
+
+    cdef int _sync(self) except -1:
+        cdef int r = 0, err = 0
+        if self.io_hook is not None:
+            try:
+                self.io_hook("sync", 0, None)
+            except OSError as e:
+                r = -1
+                err = e.errno or _errno.EIO
+        if r == 0:
+            with nogil:
+                r = pf_datasync(self.fd)
+                if r != 0:
+                    err = pf_errno()
+        if r != 0:
+            # A failed fsync may have dropped dirty pages: retrying could report success
+            # for data that is gone.  Retire the handle; reopen re-checks from disk.
+            self.failed = True
+            raise IOFailure(err, "posfast: fdatasync of %s failed: %s; records since the last "
+                            "successful sync are not acknowledged. Reopen the journal."
+                            % (self.path, _os.strerror(err)))
+        self.group_first_seq = 0
+        return 0
+
+    cdef int _usable(self) except -1:
+        if self.fd < 0:
+            raise JournalClosed("posfast: journal %s is closed" % (self.path,))
+        if self.failed:
+            raise JournalClosed("posfast: journal %s had a failed write or sync and refuses further "
+                                "writes; reopen it" % (self.path,))
+        if not self.writable:
+            raise JournalClosed("posfast: journal %s is open read-only" % (self.path,))
+        return 0
+
+    # ------------------------------------------------------------------ header
+    @staticmethod
+    def encode_header(uint64_t generation, uint32_t slot_size, uint32_t max_payload,
+                      uint64_t capacity, bytes journal_id, int64_t created_us,
+                      int32_t day_offset_min, int32_t day_start_min, uint32_t retention,
+                      uint64_t sync_watermark):
+        cdef uint8_t h[128]   # PFH_SIZE
+        memset(h, 0, PFH_SIZE)
+        memcpy(h + PFH_MAGIC, PF_MAGIC, 8)
+        pf_st32(h + PFH_VERSION, PF_FORMAT_VERSION)
+        pf_st32(h + PFH_HEADER_SIZE, PFH_SIZE)
+        pf_st64(h + PFH_GENERATION, generation)
+        pf_st32(h + PFH_SLOT_SIZE, slot_size)
+        pf_st32(h + PFH_MAX_PAYLOAD, max_payload)
+        pf_st64(h + PFH_CAPACITY, capacity)
+        memcpy(h + PFH_JOURNAL_ID, PyBytes_AS_STRING(journal_id), 16)
+        pf_st64(h + PFH_CREATED_US, <uint64_t>created_us)
+        pf_st32(h + PFH_DAY_OFFSET_MIN, <uint32_t>day_offset_min)
+        pf_st32(h + PFH_DAY_START_MIN, <uint32_t>day_start_min)
+        pf_st32(h + PFH_RETENTION, retention)
+        pf_st64(h + PFH_SYNC_WATERMARK, sync_watermark)
+        pf_st32(h + PFH_CRC, pf_crc32c(0, h, PFH_CRC))
+        return PyBytes_FromStringAndSize(<char *>h, PFH_SIZE)
+
+    @staticmethod
+    def decode_header(bytes raw):
+        """Fields of one header copy, or raise FormatVersionError / CorruptRecord."""
+        cdef const uint8_t *h = <const uint8_t *>PyBytes_AS_STRING(raw)
+        if len(raw) < PFH_SIZE or memcmp(h, PF_MAGIC, 8) != 0:
+            raise FormatVersionError("not a posfast journal (no magic)")
+        if pf_ld32(h + PFH_VERSION) != PF_FORMAT_VERSION:
+            raise FormatVersionError("format version %d, this posfast reads version %d"
+                                     % (pf_ld32(h + PFH_VERSION), PF_FORMAT_VERSION))
+        if pf_ld32(h + PFH_CRC) != pf_crc32c(0, h, PFH_CRC):
+            raise CorruptRecord("header checksum mismatch")
+        return {
+            "generation": pf_ld64(h + PFH_GENERATION),
+            "slot_size": pf_ld32(h + PFH_SLOT_SIZE),
+            "max_payload": pf_ld32(h + PFH_MAX_PAYLOAD),
+            "capacity": pf_ld64(h + PFH_CAPACITY),
+            "journal_id": PyBytes_FromStringAndSize(<const char *>h + PFH_JOURNAL_ID, 16),
+            "created_us": <int64_t>pf_ld64(h + PFH_CREATED_US),
+            "day_offset_min": <int32_t>pf_ld32(h + PFH_DAY_OFFSET_MIN),
+            "day_start_min": <int32_t>pf_ld32(h + PFH_DAY_START_MIN),
+            "retention": pf_ld32(h + PFH_RETENTION),
+            "sync_watermark": pf_ld64(h + PFH_SYNC_WATERMARK),
+        }
+
+    cdef int _write_header(self, uint64_t watermark) except -1:
+        # Both copies, each synced before the next is touched: a crash leaves at
+        # least one valid copy, holding either the old or the new watermark.
+        cdef bytes raw
+        cdef int i, first = <int>((self.generation + 1) % 2)
+        self._usable()
+        for i in range(2):
+            raw = Ring.encode_header(self.generation + 1, self.slot_size, self.max_payload,
+                                     self.capacity, bytes(self.jid[:16]), self.created_us,
+                                     self.day_offset_min, self.day_start_min, self.retention,
+                                     watermark)
+            self._write(<const uint8_t *>PyBytes_AS_STRING(raw), PFH_SIZE,
+                        <uint64_t>((first + i) % 2) * PF_HEADER_COPY_SIZE)
+            self._sync()
+        self.generation += 1
+        self.sync_watermark = watermark
+        return 0
+
+    def set_sync_watermark(self, uint64_t seq):
+        """Durably record that the back office holds every record up to `seq`."""
+        if seq < self.sync_watermark:
+            raise ValueError("posfast: the sync watermark of %s only moves forward (%d < %d)"
+                             % (self.path, seq, self.sync_watermark))
+        if seq > self.head_seq:
+            raise ValueError("posfast: cannot acknowledge seq %d of %s: the newest record is %d"
+                             % (seq, self.path, self.head_seq))
+        if seq != self.sync_watermark:
+            self._write_header(seq)
+
+    # ------------------------------------------------------------ create / open
+    @staticmethod
+    def create(path, uint64_t capacity, uint32_t slot_size, uint32_t max_payload,
+               bytes journal_id, int64_t created_us, int32_t day_offset_min,
+               int32_t day_start_min, uint32_t retention):
+        """Create the file at full size, zero-filled, write both header copies, fsync file and directory."""
+        cdef bytes bpath = _os.fsencode(path)
+        cdef int fd, r
+        cdef uint64_t size = PF_DATA_OFFSET + capacity * slot_size
+        cdef bytes raw
+        fd = pf_open(bpath, 1, 1)
+        if fd < 0:
+            err = pf_errno()
+            raise FileExistsError(err, "posfast: cannot create journal %s: %s%s" % (
+                path, _os.strerror(err),
+                " (open it with Journal.open, or choose a new path)" if err == _errno.EEXIST else ""))
+        try:
+            with nogil:
+                r = pf_allocate(fd, size)
+            if r != 0:
+                err = pf_errno()
+                raise IOFailure(err, "posfast: cannot allocate %d bytes for %s: %s; choose a smaller "
+                                "capacity or free storage" % (size, path, _os.strerror(err)))
+            for copy in range(2):
+                raw = Ring.encode_header(copy, slot_size, max_payload, capacity, journal_id,
+                                         created_us, day_offset_min, day_start_min, retention, 0)
+                if pf_pwrite(fd, PyBytes_AS_STRING(raw), PFH_SIZE, copy * PF_HEADER_COPY_SIZE) != PFH_SIZE:
+                    raise IOFailure(pf_errno(), "posfast: cannot write the header of %s" % (path,))
+            if pf_fullsync(fd) != 0:
+                raise IOFailure(pf_errno(), "posfast: cannot sync new journal %s" % (path,))
+        except BaseException:
+            pf_close(fd)
+            try:
+                _os.unlink(path)
+            except OSError:
+                pass
+            raise
+        pf_close(fd)
+        pf_sync_dir(_os.fsencode(_os.path.dirname(_os.path.abspath(path))))
+
+    @staticmethod
+    def open(path, bint writable):
+        """Open and map the file; the caller runs recovery (recover_from / recover_scan) next."""
+        cdef Ring self = Ring.__new__(Ring)
+        cdef bytes bpath = _os.fsencode(path)
+        cdef uint8_t buf[128]   # PFH_SIZE
+        cdef long long size, expected
+        self.path = path
+        self.writable = writable
+        self.fd = pf_open(bpath, writable, 0)
+        if self.fd < 0:
+            err = pf_errno()
+            if err == _errno.ENOENT:
+                raise FileNotFoundError(err, "posfast: no journal at %s (create it with "
+                                        "Journal.create or `posfast demo`)" % (path,))
+            raise OSError(err, "posfast: cannot open journal %s: %s" % (path, _os.strerror(err)))
+        size = pf_file_size(self.fd)
+        best = None
+        problems = []
+        for copy in range(2):
+            if pf_pread(self.fd, buf, PFH_SIZE, copy * PF_HEADER_COPY_SIZE) != PFH_SIZE:
+                problems.append("copy %d: unreadable (file too short)" % copy)
+                continue
+            try:
+                h = Ring.decode_header(PyBytes_FromStringAndSize(<char *>buf, PFH_SIZE))
+            except FormatVersionError as e:
+                problems.append("copy %d: %s" % (copy, e))
+                continue
+            except CorruptRecord as e:
+                problems.append("copy %d: %s" % (copy, e))
+                continue
+            if best is None or h["generation"] > best["generation"]:
+                best = h
+        if best is None:
+            if all("no magic" in p or "unreadable" in p for p in problems):
+                raise FormatVersionError("posfast: %s is not a posfast journal (%s)"
+                                         % (path, "; ".join(problems)))
+            if any("format version" in p for p in problems):
+                raise FormatVersionError("posfast: %s: %s; upgrade posfast to read it"
+                                         % (path, "; ".join(problems)))
+            raise CorruptRecord("posfast: both header copies of %s are damaged (%s); restore the "
+                                "file from a backup or the back office" % (path, "; ".join(problems)))
+        if not (PF_MIN_SLOT <= best["slot_size"] <= PF_MAX_SLOT) or best["capacity"] < 2 \
+                or best["max_payload"] > PF_MAX_PAYLOAD \
+                or best["capacity"] > (1 << 40) // best["slot_size"]:
+            raise CorruptRecord("posfast: header of %s holds impossible sizes (slot %d, capacity %d, "
+                                "payload %d)" % (path, best["slot_size"], best["capacity"],
+                                                 best["max_payload"]))
+        self.slot_size = best["slot_size"]
+        self.capacity = best["capacity"]
+        self.max_payload = best["max_payload"]
+        memcpy(self.jid, PyBytes_AS_STRING(best["journal_id"]), 16)
+        self.jid_crc = pf_crc32c(0, self.jid, 16)
+        self.created_us = best["created_us"]
+        self.day_offset_min = best["day_offset_min"]
+        self.day_start_min = best["day_start_min"]
+        self.retention = best["retention"]
+        self.sync_watermark = best["sync_watermark"]
+        self.generation = best["generation"]
+        expected = PF_DATA_OFFSET + <long long>(self.capacity * self.slot_size)
+        if size < expected:
+            # A truncated file keeps its surviving slots readable; the missing
+            # ones read as damaged.  Refuse sizes that could only be a bad header.
+            if expected > 2 * size + (1 << 20):
+                raise CorruptRecord("posfast: %s is %d bytes but its header describes %d bytes: "
+                                    "truncated or not this journal; restore from a backup"
+                                    % (path, size, expected))
+            if writable:
+                if pf_allocate(self.fd, <uint64_t>expected) != 0:
+                    raise IOFailure(pf_errno(), "posfast: %s is truncated (%d of %d bytes) and "
+                                    "could not be extended" % (path, size, expected))
+                self.damaged.append((0, <long long>((size - PF_DATA_OFFSET) // self.slot_size)
+                                     if size > PF_DATA_OFFSET else 0,
+                                     "file was truncated to %d of %d bytes" % (size, expected)))
+                size = expected
+        if sizeof(void *) < 8 and expected > (1 << 30):
+            raise FormatVersionError("posfast: %s is %d bytes: journals over 1 GiB need a 64-bit "
+                                     "CPU; create a smaller one on this terminal" % (path, expected))
+        self.map_len = <size_t>(size if size < expected else expected)
+        self.avail_slots = (<uint64_t>(self.map_len - PF_DATA_OFFSET) // self.slot_size
+                            if self.map_len > PF_DATA_OFFSET else 0)
+        self.map = <uint8_t *>pf_map(self.fd, self.map_len)
+        if self.map == NULL:
+            raise OSError(pf_errno(), "posfast: cannot map %s (%d bytes)" % (path, self.map_len))
+        self.pos_of = <uint64_t *>malloc(self.capacity * sizeof(uint64_t))
+        if self.pos_of == NULL:
+            raise MemoryError("posfast: %d slots of %s do not fit in memory" % (self.capacity, path))
+        memset(self.pos_of, 0, self.capacity * sizeof(uint64_t))
+        self.head_seq = 0
+        self.oldest_seq = 1
+        self.next_pos = 1
+        self._genesis()
+        return self
+
+    cdef void _genesis(self):
+        g = genesis_link(bytes(self.jid[:16]))
+        memcpy(self.head_link, PyBytes_AS_STRING(g), 16)
+
+    def close(self):
+        if self.map != NULL:
+            pf_unmap(self.map, self.map_len)
+            self.map = NULL
+        if self.fd >= 0:
+            if self.writable and not self.failed and self.group_first_seq:
+                self._sync()
+            pf_close(self.fd)
+            self.fd = -1
+
+    @property
+    def journal_id(self):
+        return bytes(self.jid[:16])
+
+    @property
+    def head_link(self):
+        return bytes(self.head_link[:16])
+
+    @property
+    def closed(self):
+        return self.fd < 0
+
+    @property
+    def live_records(self):
+        return self.head_seq - self.oldest_seq + 1 if self.head_seq >= self.oldest_seq else 0
+
+    @property
+    def used_slots(self):
+        if self.head_seq < self.oldest_seq:
+            return 0
+        return self.next_pos - self.pos_of[(self.oldest_seq - 1) % self.capacity] \
+            if self.pos_of[(self.oldest_seq - 1) % self.capacity] else self.live_records
+
+    def position_of(self, uint64_t seq):
+        """Slot position of a live seq (0 if damaged); used by the index file and tests."""
+        if seq < self.oldest_seq or seq > self.head_seq:
+            raise KeyError(seq)
+        return self.pos_of[(seq - 1) % self.capacity]
+
+    def slot_of(self, uint64_t seq):
+        cdef uint64_t p = self.position_of(seq)
+        return (p - 1) % self.capacity if p else None
+
+    # --------------------------------------------------------------- checking
+    cdef inline const uint8_t *_slot_ptr(self, uint64_t slot) noexcept nogil:
+        return self.map + PF_DATA_OFFSET + slot * self.slot_size
+
+    cdef uint32_t _crc_at(self, uint64_t slot, uint64_t length) noexcept nogil:
+        # CRC of the record bytes [4, length) starting at `slot`, wrapping at the ring end.
+        cdef uint64_t ring_bytes = self.capacity * self.slot_size
+        cdef uint64_t start = slot * self.slot_size
+        cdef uint64_t first = length
+        cdef uint32_t crc = self.jid_crc
+        if start + first > ring_bytes:
+            first = ring_bytes - start
+        crc = pf_crc32c(crc, self.map + PF_DATA_OFFSET + start + 4, first - 4)
+        if first < length:
+            crc = pf_crc32c(crc, self.map + PF_DATA_OFFSET, length - first)
+        return crc
+
+    cdef int _check_at(self, uint64_t pos, uint64_t seq) noexcept nogil:
+        # Is a valid record of `seq` (0 = any) at position `pos`?
+        cdef uint64_t slot = (pos - 1) % self.capacity
+        cdef const uint8_t *h
+        cdef uint64_t length, nslots
+        cdef uint32_t plen
+        if slot >= self.avail_slots:
+            return CHK_OUTSIDE
+        h = self._slot_ptr(slot)
+        if pf_ld64(h + PFR_POS) != pos or pf_ld64(h + PFR_SEQ) == 0:
+            return CHK_NOT_HEAD
+        plen = pf_ld16(h + PFR_PAYLOAD_LEN)
+        if plen > self.max_payload:
+            return CHK_LENGTH
+        length = PFR_HEAD_SIZE + plen
+        nslots = _ceil_div(length, self.slot_size)
+        if nslots > 1 and ((slot + nslots > self.capacity and self.avail_slots < self.capacity)
+                           or (slot + nslots <= self.capacity and slot + nslots > self.avail_slots)):
+            return CHK_OUTSIDE
+        if pf_ld32(h) != self._crc_at(slot, length):
+            return CHK_CRC
+        if seq != 0 and pf_ld64(h + PFR_SEQ) != seq:
+            return CHK_STALE
+        return CHK_OK
+
+    cdef inline uint64_t _nslots_at(self, uint64_t pos) noexcept nogil:
+        return pf_record_slots(pf_ld16(self._slot_ptr((pos - 1) % self.capacity) + PFR_PAYLOAD_LEN),
+                               self.slot_size)
+
+    cdef inline const uint8_t *_head_of(self, uint64_t pos) noexcept nogil:
+        return self._slot_ptr((pos - 1) % self.capacity)
+
+    cdef void _evict_before(self, uint64_t end_pos) noexcept nogil:
+        # A live record whose first slot recurs below end_pos would be (partly) overwritten.
+        cdef uint64_t p
+        while self.oldest_seq <= self.head_seq:
+            p = self.pos_of[(self.oldest_seq - 1) % self.capacity]
+            if p != 0 and p + self.capacity >= end_pos:
+                break
+            self.oldest_seq += 1      # damaged seqs (p == 0) at the old end simply go
+
+    cdef void _walk(self) noexcept nogil:
+        # Follow positions from next_pos while each holds the next seq, intact.
+        cdef uint64_t seq = self.head_seq + 1
+        cdef uint64_t n
+        while self._check_at(self.next_pos, seq) == CHK_OK:
+            n = self._nslots_at(self.next_pos)
+            self._evict_before(self.next_pos + n)
+            self.pos_of[(seq - 1) % self.capacity] = self.next_pos
+            self.head_seq = seq
+            self.next_pos += n
+            seq += 1
+        if self.head_seq >= self.oldest_seq and self.pos_of[(self.head_seq - 1) % self.capacity]:
+            memcpy(self.head_link, self._head_of(self.pos_of[(self.head_seq - 1) % self.capacity])
+                   + PFR_LINK, 16)
+
+    cdef list _heads_ahead(self):
+        # Valid current-lap heads after the tail, up to where the oldest live record's
+        # slot comes round again: the only place a torn group or post-damage records can be.
+        cdef uint64_t limit, q, slot
+        cdef const uint8_t *h
+        found = []
+        if self.head_seq >= self.oldest_seq and self.pos_of[(self.oldest_seq - 1) % self.capacity]:
+            limit = self.pos_of[(self.oldest_seq - 1) % self.capacity] + self.capacity
+        else:
+            limit = self.next_pos + self.capacity
+        q = self.next_pos
+        while q < limit:
+            slot = (q - 1) % self.capacity
+            if slot < self.avail_slots:
+                h = self._slot_ptr(slot)
+                if pf_ld64(h + PFR_POS) == q and pf_ld64(h + PFR_SEQ) > self.head_seq \
+                        and self._check_at(q, 0) == CHK_OK:
+                    found.append((pf_ld64(h + PFR_SEQ), q, pf_ld16(h + PFR_GROUP_OFF)))
+            q += 1
+        return found
+
+    cdef int _finish_recovery(self) except -1:
+        # The walk stopped.  Records after the stop are either the torn rest of
+        # the newest commit group (never acknowledged: dropped) or live records
+        # behind damage (kept, the damage reported).
+        cdef uint64_t gap_seq, seq, pos
+        while True:
+            self._walk()
+            ahead = self._heads_ahead()
+            if not ahead:
+                return 0
+            ahead.sort()
+            gap_seq = self.head_seq + 1
+            last_seq, _, last_off = ahead[len(ahead) - 1]
+            if last_seq - last_off <= gap_seq:
+                # the newest group began at or before the gap: a torn tail
+                for seq, pos, _ in ahead:
+                    self.torn.append((seq, (pos - 1) % self.capacity))
+                    if self.writable and not self.failed:
+                        self._zero_head(pos)
+                if self.writable and not self.failed and ahead:
+                    self._sync()
+                return 0
+            first_seq, first_pos, _ = ahead[0]
+            if first_pos <= self.next_pos or first_seq <= gap_seq:
+                return 0
+            for seq in range(gap_seq, first_seq):
+                self.damaged.append((seq, (self.next_pos - 1) % self.capacity,
+                                     "record lost to damage: followed by intact seq %d" % first_seq))
+                self.pos_of[(seq - 1) % self.capacity] = 0
+            self.head_seq = first_seq - 1
+            self._evict_before(first_pos)
+            self.next_pos = first_pos
+
+    cdef int _zero_head(self, uint64_t pos) except -1:
+        cdef uint8_t zeros[128]   # PFR_HEAD_SIZE
+        memset(zeros, 0, PFR_HEAD_SIZE)
+        self._write(zeros, PFR_HEAD_SIZE, PF_DATA_OFFSET + ((pos - 1) % self.capacity) * self.slot_size)
+        return 0
+
+    def recover_from(self, uint64_t hint_seq, uint64_t oldest_seq, bytes hint_link, positions):
+        """Resume from an index snapshot: positions[i] is the position of seq oldest_seq + i.
+
+        Returns False (and leaves the ring empty) when the snapshot does not match
+        the file; the caller then runs recover_scan().
+        """
+        cdef const uint64_t[::1] pos_view = positions
+        cdef uint64_t i, n = pos_view.shape[0]
+        cdef uint64_t hint_pos
+        if hint_seq == 0:
+            return self.recover_scan()
+        if n != hint_seq - oldest_seq + 1 or n > self.capacity or len(hint_link) != 16:
+            return False
+        hint_pos = pos_view[n - 1]
+        if hint_pos == 0 or self._check_at(hint_pos, hint_seq) != CHK_OK or \
+                memcmp(self._head_of(hint_pos) + PFR_LINK, PyBytes_AS_STRING(hint_link), 16) != 0:
+            return False
+        for i in range(n):
+            self.pos_of[(oldest_seq + i - 1) % self.capacity] = pos_view[i]
+        self.oldest_seq = oldest_seq
+        self.head_seq = hint_seq
+        self.next_pos = hint_pos + self._nslots_at(hint_pos)
+        self._finish_recovery()
+        return True
+
+    def recover_scan(self):
+        """Rebuild the live range from a scan of every slot (no usable index)."""
+        cdef uint64_t slot, pos, seq, best_seq = 0, best_pos = 0, end, start_seq, start_pos
+        cdef const uint8_t *h
+        heads = []
+        for slot in range(self.avail_slots):
+            h = self._slot_ptr(slot)
+            pos = pf_ld64(h + PFR_POS)
+            if pos == 0 or (pos - 1) % self.capacity != slot:
+                continue
+            if self._check_at(pos, 0) != CHK_OK:
+                continue
+            seq = pf_ld64(h + PFR_SEQ)
+            heads.append((seq, pos))
+            if seq > best_seq:
+                best_seq, best_pos = seq, pos
+        self.head_seq = 0
+        self.oldest_seq = 1
+        self.next_pos = 1
+        if not heads:
+            if self.sync_watermark:
+                self.damaged.append((self.sync_watermark, 0, "no intact record found, yet the back "
+                                     "office acknowledged up to seq %d" % self.sync_watermark))
+            return True
+        end = best_pos + self._nslots_at(best_pos)
+        start_seq, start_pos = best_seq, best_pos
+        for seq, pos in heads:
+            if pos + self.capacity >= end and seq < start_seq and pos < start_pos:
+                start_seq, start_pos = seq, pos
+        # Records before start_seq are gone: evicted after sync (normal) or lost.
+        if start_seq > 1 and end <= self.capacity + 1:
+            # the ring never wrapped, so nothing was evicted: seqs before start_seq are lost
+            self.damaged.append((1, 0, "records 1..%d lost before the oldest intact record %d"
+                                 % (start_seq - 1, start_seq)))
+        self.head_seq = start_seq - 1
+        self.oldest_seq = start_seq
+        self.next_pos = start_pos
+        self._finish_recovery()
+        return True
+
+    def refresh(self):
+        """Read-only handles: pick up records the writer appended since.  Returns how many."""
+        cdef uint64_t before = self.head_seq
+        if self.fd < 0:
+            raise JournalClosed("posfast: journal %s is closed" % (self.path,))
+        with nogil:
+            self._walk()
+        if self.head_seq == before and self.next_pos and self._check_at(self.next_pos, 0) == CHK_STALE:
+            return -1
+        return self.head_seq - before
+
+    # ------------------------------------------------------------------ append
+    def plan(self, const uint16_t[::1] payload_lens):
+        """Last seq that appending records with these payload lengths would evict (0 if none)."""
+        cdef uint64_t slots = 0, i, end, seq, p, last = 0
+        for i in range(<uint64_t>payload_lens.shape[0]):
+            slots += pf_record_slots(payload_lens[i], self.slot_size)
+        end = self.next_pos + slots
+        seq = self.oldest_seq
+        while seq <= self.head_seq:
+            p = self.pos_of[(seq - 1) % self.capacity]
+            if p != 0 and p + self.capacity >= end:
+                break
+            last = seq
+            seq += 1
+        return last, slots
+
+    def append(self, const uint8_t[:, ::1] rows, payload_buf=None, offsets=None):
+        """Append rows (RECORD_DTYPE bytes) with optional payloads; returns the first new seq.
+
+        payload_buf is one bytes object, offsets an array of n+1 uint64 offsets into it.
+        Rows are written in commit groups; in fsync mode each group is on stable
+        storage before the next is written and before this returns.
+        """
+        cdef uint64_t n = rows.shape[0]
+        cdef const uint8_t[::1] pay
+        cdef const uint64_t[::1] offs
+        cdef uint64_t i, j, k, seq, first_seq, plen, nsl, gslots, total_slots, last_evicted
+        cdef uint64_t gstart_pos, slot0, first_part
+        cdef uint8_t *buf = NULL
+        cdef uint8_t *head
+        cdef const uint8_t *pp
+        cdef uint8_t prev_link[16]
+        cdef uint32_t crc
+        cdef int r
+        cdef bint has_payload = payload_buf is not None
+        self._usable()
+        if rows.shape[1] != PFW_SIZE:
+            raise ValueError("rows must be RECORD_DTYPE (%d bytes each)" % PFW_SIZE)
+        if n == 0:
+            return self.head_seq + 1
+        import numpy
+        if has_payload:
+            pay = memoryview(payload_buf).cast("B") if len(payload_buf) else b"\0"
+            offs = offsets
+            if <uint64_t>offs.shape[0] != n + 1:
+                raise ValueError("offsets must have one entry more than rows")
+            lens = numpy.ascontiguousarray(numpy.diff(offsets), dtype=numpy.uint16)
+            for i in range(n):
+                if offs[i + 1] < offs[i] or offs[i + 1] - offs[i] > self.max_payload:
+                    raise InvalidRecord("posfast: payload of record %d is %d bytes; %s allows at most "
+                                        "%d (max_payload at create)" % (i, offs[i + 1] - offs[i],
+                                                                        self.path, self.max_payload))
+        else:
+            lens = numpy.zeros(n, dtype=numpy.uint16)
+        last_evicted, total_slots = self.plan(lens)
+        if self.retention != RETENTION_OVERWRITE:
+            if total_slots > self.capacity:
+                raise JournalFull("posfast: %d records need %d slots but %s holds %d; append fewer "
+                                  "at a time" % (n, total_slots, self.path, self.capacity))
+            if last_evicted > self.sync_watermark:
+                raise JournalFull(
+                    "posfast: journal %s is full: %d records are not yet acknowledged by the back "
+                    "office (synced up to seq %d of %d) and appending would overwrite seq %d. "
+                    "Nothing was written. Run `posfast sync` to free space, or create the journal "
+                    "with retention='overwrite'." % (self.path, self.head_seq - self.sync_watermark,
+                                                      self.sync_watermark, self.head_seq,
+                                                      self.sync_watermark + 1))
+        first_seq = self.head_seq + 1
+        i = 0
+        buf = <uint8_t *>malloc(GROUP_SLOTS_MAX * <size_t>self.slot_size
+                                + (PF_MAX_PAYLOAD + PFR_HEAD_SIZE))
+        if buf == NULL:
+            raise MemoryError()
+        try:
+            while i < n:
+                if self.group_first_seq and \
+                        self.head_seq + 1 - self.group_first_seq >= PF_MAX_GROUP_RECORDS:
+                    self._group_full()
+                if self.group_first_seq == 0:
+                    self.group_first_seq = self.head_seq + 1
+                # encode one group into buf
+                memcpy(prev_link, self.head_link, 16)
+                gslots = 0
+                j = i
+                gstart_pos = self.next_pos
+                seq = self.head_seq + 1
+                with nogil:
+                    while j < n:
+                        plen = offs[j + 1] - offs[j] if has_payload else 0
+                        nsl = pf_record_slots(<uint32_t>plen, self.slot_size)
+                        if j > i and (gslots + nsl > GROUP_SLOTS_MAX or
+                                      seq - self.group_first_seq >= PF_MAX_GROUP_RECORDS):
+                            break
+                        head = buf + gslots * self.slot_size
+                        memset(head, 0, nsl * self.slot_size)
+                        _encode_row(&rows[j, 0], head)
+                        pf_st64(head + PFR_SEQ, seq)
+                        pf_st64(head + PFR_POS, gstart_pos + gslots)
+                        pf_st16(head + PFR_PAYLOAD_LEN, <uint16_t>plen)
+                        pf_st16(head + PFR_GROUP_OFF, <uint16_t>(seq - self.group_first_seq))
+                        if plen:
+                            memcpy(head + PFR_HEAD_SIZE, &pay[offs[j]], plen)
+                        _link_of(prev_link, head, head + PFR_HEAD_SIZE, plen, NULL, 0,
+                                 head + PFR_LINK)
+                        memcpy(prev_link, head + PFR_LINK, 16)
+                        crc = pf_crc32c(self.jid_crc, head + 4, PFR_HEAD_SIZE + plen - 4)
+                        pf_st32(head + PFR_CRC, crc)
+                        gslots += nsl
+                        seq += 1
+                        j += 1
+                # write it, wrapping at the ring end
+                slot0 = (gstart_pos - 1) % self.capacity
+                first_part = gslots if slot0 + gslots <= self.capacity else self.capacity - slot0
+                self._write(buf, first_part * self.slot_size, PF_DATA_OFFSET + slot0 * self.slot_size)
+                if first_part < gslots:
+                    self._write(buf + first_part * self.slot_size, (gslots - first_part) * self.slot_size,
+                                PF_DATA_OFFSET)
+                if self.durability == DURABILITY_FSYNC:
+                    self._sync()
+                # the group is written (and synced if asked): make it live
+                with nogil:
+                    self._evict_before(gstart_pos + gslots)
+                    k = 0
+                    seq = self.head_seq + 1
+                    while k < gslots:
+                        self.pos_of[(seq - 1) % self.capacity] = gstart_pos + k
+                        k += pf_record_slots(pf_ld16(buf + k * self.slot_size + PFR_PAYLOAD_LEN),
+                                             self.slot_size)
+                        seq += 1
+                    self.head_seq = seq - 1
+                    self.next_pos = gstart_pos + gslots
+                    memcpy(self.head_link, prev_link, 16)
+                if self.durability == DURABILITY_BATCH and \
+                        self.head_seq + 1 - self.group_first_seq >= self.batch_records:
+                    self._sync()
+                i = j
+        finally:
+            free(buf)
+        return first_seq
+
+    cdef int _group_full(self) except -1:
+        if self.durability == DURABILITY_NONE:
+            self.group_first_seq = 0     # no durability promise: just start a new group
+        else:
+            self._sync()
+        return 0
+
+    def sync(self):
+        """fdatasync now (batch/none durability); acknowledges every record written so far."""
+        self._usable()
+        self._sync()
+
+    @property
+    def unsynced_writes(self):
+        return self.head_seq + 1 - self.group_first_seq if self.group_first_seq else 0
+
+    # ------------------------------------------------------------------- reads
+    def read_rows(self, const uint64_t[::1] seqs, uint8_t[:, ::1] out):
+        """Decode the records of `seqs` into `out` (RECORD_DTYPE rows), checking each.
+
+        Returns an array of status codes (0 = ok) so callers skip and report the rest.
+        """
+        import numpy
+        cdef uint64_t n = seqs.shape[0], i, seq, pos
+        status_arr = numpy.zeros(n, dtype=numpy.uint8)
+        cdef uint8_t[::1] status = status_arr
+        cdef int r
+        if self.fd < 0:
+            raise JournalClosed("posfast: journal %s is closed" % (self.path,))
+        with nogil:
+            for i in range(n):
+                seq = seqs[i]
+                if seq < self.oldest_seq or seq > self.head_seq:
+                    status[i] = CHK_STALE
+                    continue
+                pos = self.pos_of[(seq - 1) % self.capacity]
+                if pos == 0:
+                    status[i] = CHK_MISSING
+                    continue
+                r = self._check_at(pos, seq)
+                status[i] = <uint8_t>r
+                if r == CHK_OK:
+                    _decode_head(self._head_of(pos), &out[i, 0], self.day_offset_min,
+                                 self.day_start_min)
+        return status_arr
+
+    cdef bytes _payload_at(self, uint64_t pos):
+        cdef uint64_t slot = (pos - 1) % self.capacity
+        cdef const uint8_t *h = self._slot_ptr(slot)
+        cdef uint64_t plen = pf_ld16(h + PFR_PAYLOAD_LEN)
+        cdef uint64_t ring_bytes = self.capacity * self.slot_size
+        cdef uint64_t start = slot * self.slot_size + PFR_HEAD_SIZE
+        cdef uint64_t first
+        if plen == 0:
+            return b""
+        if start >= ring_bytes:
+            start -= ring_bytes
+        first = plen if start + plen <= ring_bytes else ring_bytes - start
+        if first == plen:
+            return PyBytes_FromStringAndSize(<const char *>self.map + PF_DATA_OFFSET + start, plen)
+        return (PyBytes_FromStringAndSize(<const char *>self.map + PF_DATA_OFFSET + start, first)
+                + PyBytes_FromStringAndSize(<const char *>self.map + PF_DATA_OFFSET, plen - first))
+
+    def check(self, uint64_t seq):
+        """Status code of one live seq (0 ok, else a key of CAUSES)."""
+        cdef uint64_t pos
+        if seq < self.oldest_seq or seq > self.head_seq:
+            return CHK_STALE
+        pos = self.pos_of[(seq - 1) % self.capacity]
+        if pos == 0:
+            return CHK_MISSING
+        return self._check_at(pos, seq)
+
+    def get(self, uint64_t seq):
+        """The Record of a live seq; KeyError if not live, CorruptRecord if damaged."""
+        cdef uint64_t pos
+        cdef int r
+        cdef uint8_t row[104]   # PFW_SIZE
+        if self.fd < 0:
+            raise JournalClosed("posfast: journal %s is closed" % (self.path,))
+        if seq < self.oldest_seq or seq > self.head_seq or seq == 0:
+            raise KeyError(seq)
+        pos = self.pos_of[(seq - 1) % self.capacity]
+        r = self._check_at(pos, seq) if pos else CHK_MISSING
+        if r != CHK_OK:
+            if r == CHK_STALE and not self.writable:
+                raise KeyError(seq)
+            raise CorruptRecord("posfast: record seq %d of %s (slot %s) is damaged: %s. It is not "
+                                "returned; run `posfast verify` and restore it from the back office."
+                                % (seq, self.path, (pos - 1) % self.capacity if pos else "?",
+                                   CAUSES[r]))
+        _decode_head(self._head_of(pos), row, self.day_offset_min, self.day_start_min)
+        return Record._from_row(row, self._payload_at(pos),
+                                PyBytes_FromStringAndSize(<const char *>self._head_of(pos) + PFR_LINK, 16),
+                                False)
+
+    def payloads(self, const uint64_t[::1] seqs):
+        """Payload bytes of each seq (b"" for seqs that are not live and intact)."""
+        cdef uint64_t i, seq, pos
+        out = []
+        for i in range(<uint64_t>seqs.shape[0]):
+            seq = seqs[i]
+            pos = self.pos_of[(seq - 1) % self.capacity] if self.oldest_seq <= seq <= self.head_seq else 0
+            if pos and self._check_at(pos, seq) == CHK_OK:
+                out.append(self._payload_at(pos))
+            else:
+                out.append(b"")
+        return out
+
+    def links(self, const uint64_t[::1] seqs):
+        cdef uint64_t i, seq, pos
+        out = []
+        for i in range(<uint64_t>seqs.shape[0]):
+            seq = seqs[i]
+            pos = self.pos_of[(seq - 1) % self.capacity] if self.oldest_seq <= seq <= self.head_seq else 0
+            if pos and self._check_at(pos, seq) == CHK_OK:
+                out.append(PyBytes_FromStringAndSize(<const char *>self._head_of(pos) + PFR_LINK, 16))
+            else:
+                out.append(None)
+        return out
+
+    def positions(self):
+        """Positions of the live seqs oldest..head as a uint64 array (for the index file)."""
+        import numpy
+        cdef uint64_t n = self.live_records, i
+        arr = numpy.zeros(n, dtype=numpy.uint64)
+        cdef uint64_t[::1] view = arr
+        for i in range(n):
+            view[i] = self.pos_of[(self.oldest_seq + i - 1) % self.capacity]
+        return arr
+
+    # ------------------------------------------------------------------ verify
+    def verify(self):
+        """Check every live record: checksum, seq, position and the hash chain.
+
+        Returns (checked, problems) with problems as (seq, slot, code, detail).
+        """
+        cdef uint64_t seq, pos, checked = 0
+        cdef int r
+        cdef bint have_prev
+        cdef uint8_t prev[16]
+        cdef uint8_t link[16]
+        cdef const uint8_t *h
+        cdef uint64_t plen, slot, start, ring_bytes = self.capacity * self.slot_size, first
+        problems = []
+        if self.fd < 0:
+            raise JournalClosed("posfast: journal %s is closed" % (self.path,))
+        for seq, slot, detail in self.damaged:
+            if seq == 0 or seq < self.oldest_seq:
+                problems.append((seq, slot, CHK_MISSING, detail))
+        have_prev = False
+        if self.oldest_seq == 1:
+            g = genesis_link(bytes(self.jid[:16]))
+            memcpy(prev, PyBytes_AS_STRING(g), 16)
+            have_prev = True
+        seq = self.oldest_seq
+        while seq <= self.head_seq:
+            pos = self.pos_of[(seq - 1) % self.capacity]
+            if pos == 0:
+                problems.append((seq, None, CHK_MISSING, CAUSES[CHK_MISSING]))
+                have_prev = False
+                seq += 1
+                continue
+            slot = (pos - 1) % self.capacity
+            with nogil:
+                r = self._check_at(pos, seq)
+            if r != CHK_OK:
+                detail = CAUSES[r]
+                if r == CHK_STALE:
+                    detail += " (holds seq %d)" % pf_ld64(self._head_of(pos) + PFR_SEQ)
+                problems.append((seq, slot, r, detail))
+                have_prev = False
+                seq += 1
+                continue
+            checked += 1
+            h = self._head_of(pos)
+            if have_prev:
+                plen = pf_ld16(h + PFR_PAYLOAD_LEN)
+                start = slot * self.slot_size + PFR_HEAD_SIZE
+                if start >= ring_bytes:
+                    start -= ring_bytes
+                first = plen if start + plen <= ring_bytes else ring_bytes - start
+                with nogil:
+                    _link_of(prev, h, self.map + PF_DATA_OFFSET + start, first,
+                             self.map + PF_DATA_OFFSET, plen - first, link)
+                if memcmp(link, h + PFR_LINK, 16) != 0:
+                    problems.append((seq, slot, CHK_CHAIN, CAUSES[CHK_CHAIN]))
+            memcpy(prev, h + PFR_LINK, 16)
+            have_prev = True
+            seq += 1
+        return checked, problems

@@ -46,8 +46,7 @@ Continuity rules (what a target accepts)
    each record's link must equal ``posfast.chain_link(previous link, row,
    payload)`` inside the batch, else ``SyncRefused(reason="chain")``.
 2. The first batch a target ever receives for a journal must start at seq 1
-   (its link is checked against the journal's genesis link when posfast
-   exposes it).  *Anchor*: a batch sent with ``anchor=True`` may start at any
+   (its link is checked against ``posfast.genesis_link(journal_id.bytes)``).  *Anchor*: a batch sent with ``anchor=True`` may start at any
    seq when the target holds nothing for that journal; its first link is then
    trusted as given (trust on first use) and recorded as ``anchor_seq``.  The
    :class:`Syncer` sets ``anchor`` by itself only when the journal has never
@@ -225,13 +224,10 @@ def _chain_link_fn() -> Callable[[bytes, Any, bytes], bytes]:
     return chain_link
 
 
-def _genesis_link(journal_id: uuid.UUID) -> Optional[bytes]:
-    """link(0) of a journal, or None when this posfast build does not expose it."""
-    import posfast
-    fn = getattr(posfast, "genesis_link", None)
-    if fn is None:
-        return None
-    return bytes(fn(journal_id))
+def _genesis_link(journal_id: uuid.UUID) -> bytes:
+    """link(0) of a journal: what its seq 1 chains from."""
+    from . import genesis_link
+    return bytes(genesis_link(journal_id.bytes))
 
 
 _layout_cache: dict = {}
@@ -275,6 +271,9 @@ def _normalize(batch, *, max_batch: int = MAX_BATCH) -> RecordBatch:
     except (ValueError, AttributeError, TypeError):
         raise _refusal("invalid", f"journal id {getattr(batch, 'journal_id', None)!r} is not a UUID")
     rows = batch.rows
+    if isinstance(rows, np.ndarray) and rows.dtype != dtype and rows.dtype.names == dtype.names and all(
+            rows.dtype.fields[n][0] == dtype.fields[n][0] for n in dtype.names):
+        rows = rows.astype(dtype)  # same fields, other padding (numpy drops it when concatenating)
     if not isinstance(rows, np.ndarray) or rows.dtype != dtype or rows.ndim != 1:
         raise _refusal("invalid", "rows must be a 1-d RECORD_DTYPE array", journal_id=journal_id)
     count = len(rows)
@@ -282,7 +281,7 @@ def _normalize(batch, *, max_batch: int = MAX_BATCH) -> RecordBatch:
         raise _refusal("invalid", "empty batch", journal_id=journal_id)
     if count > max_batch:
         raise _refusal("invalid", f"batch of {count} records exceeds the limit of {max_batch}",
-                          journal_id=journal_id)
+                       journal_id=journal_id, status=413)
     payloads = [bytes(p) for p in batch.payloads]
     links = [bytes(link) for link in batch.links]
     if len(payloads) != count or len(links) != count:
@@ -335,9 +334,9 @@ def _plan(inc: RecordBatch, state: Optional[JournalState],
     where = dict(journal_id=jid, first_seq=first, last_seq=last)
     if state is None or state.high_seq == 0:
         if first == 1:
-            genesis = _genesis_link(jid)
-            if genesis is not None and bytes(_chain_link_fn()(genesis, inc.rows[0], inc.payloads[0])) != inc.links[0]:
-                raise _refusal("chain", "seq 1 does not link to the journal's genesis link", high_seq=0, **where)
+            if bytes(_chain_link_fn()(_genesis_link(jid), inc.rows[0], inc.payloads[0])) != inc.links[0]:
+                raise _refusal("chain", f"seq 1 does not link to the genesis link of journal {jid}", high_seq=0,
+                               **where)
             return _Plan(0, 0, 1)
         if anchor:
             return _Plan(0, 0, first)
@@ -446,7 +445,7 @@ def decode_batch(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple:
         raise _refusal("invalid", "count must be at least 1", journal_id=journal_id)
     if count > max_batch:
         raise _refusal("invalid", f"batch of {count} records exceeds the limit of {max_batch}",
-                          journal_id=journal_id)
+                       journal_id=journal_id, status=413)
     raw_rows, raw_links, raw_payloads = blob("rows"), blob("links"), blob("payloads")
     if len(raw_rows) != count * dtype.itemsize:
         raise _refusal("invalid", f"rows hold {len(raw_rows)} bytes, expected {count} x {dtype.itemsize}",
@@ -1179,23 +1178,22 @@ def sync_status(journal, deadline_hours: float = 72, *, now: Optional[float] = N
 
     ``warning`` is True when the oldest unsynced record is older than
     ``deadline_hours`` (``state == "overdue"``) or unsynced records fill more than
-    ``full_fraction`` of the ring (``state == "ring_filling"``; both: ``"overdue"``
-    and both listed in ``reasons``).  ``lost_unsynced`` counts records evicted
-    before they were synced (only possible with a non-default retention policy).
+    ``full_fraction`` of the ring's slots (``state == "ring_filling"``; appends will
+    soon fail with ``JournalFull``).  ``lost_unsynced`` counts records evicted before
+    they were synced (only possible with retention ``overwrite``/``archive``); all
+    the reasons that apply are listed in ``reasons``, the first is ``state``.
     """
     now = time.time() if now is None else now
-    watermark = int(journal.sync_watermark)
-    head = int(journal.head_seq)
-    oldest = int(journal.oldest_seq) if head else 0
-    capacity = int(journal.capacity)
-    first_unsynced = max(watermark + 1, oldest) if head else watermark + 1
-    unsynced = max(0, head - first_unsynced + 1)
+    st = journal.status()
+    watermark, head, oldest = int(st["sync_watermark"]), int(st["head_seq"]), int(st["oldest_seq"])
+    capacity, unsynced = int(st["capacity"]), int(st["unsynced"])
+    live, used = int(st.get("live_records") or 0), int(st.get("used_slots") or 0)
+    # A record may span several slots: estimate the unsynced share of the used slots.
+    unsynced_slots = round(used * unsynced / live) if live and used else unsynced
+    fraction = unsynced_slots / capacity if capacity else 0.0
     lost = max(0, min(head, oldest - 1) - watermark) if head else 0
-    oldest_ts = oldest_age = None
-    if unsynced:
-        oldest_ts = int(journal.get(first_unsynced).ts)
-        oldest_age = max(0.0, now - oldest_ts / 1e6)
-    fraction = unsynced / capacity if capacity else 0.0
+    oldest_ts = st.get("oldest_unsynced_ts") if unsynced else None
+    oldest_age = None if oldest_ts is None else max(0.0, now - oldest_ts / 1e6)
     reasons = []
     if oldest_age is not None and oldest_age > deadline_hours * 3600:
         reasons.append("overdue")
@@ -1208,9 +1206,10 @@ def sync_status(journal, deadline_hours: float = 72, *, now: Optional[float] = N
         "sync_watermark": watermark,
         "head_seq": head,
         "unsynced": unsynced,
-        "oldest_unsynced_seq": first_unsynced if unsynced else None,
+        "oldest_unsynced_seq": max(watermark + 1, oldest) if unsynced else None,
         "oldest_unsynced_ts": oldest_ts,
         "oldest_unsynced_age_s": oldest_age,
+        "unsynced_slots": unsynced_slots,
         "unsynced_fraction": fraction,
         "capacity": capacity,
         "deadline_hours": deadline_hours,

@@ -18,10 +18,7 @@ RECORD_DTYPE = posfast.RECORD_DTYPE
 
 
 def genesis(journal_id):
-    fn = getattr(posfast, "genesis_link", None)
-    if fn is not None:
-        return bytes(fn(journal_id))
-    return b"\0" * 16  # unverifiable: the target takes seq 1 as the chain's start
+    return bytes(posfast.genesis_link(journal_id.bytes))
 
 
 class HandJournal:
@@ -71,7 +68,10 @@ class HandJournal:
             prev = bytes(posfast.chain_link(prev, rows[i], payloads[i]))
             links.append(prev)
         with self._lock:
-            self.rows = np.concatenate([self.rows, rows])
+            grown = np.zeros(len(self.rows) + n, dtype=RECORD_DTYPE)   # concatenate would drop padding
+            grown[:len(self.rows)] = self.rows
+            grown[len(self.rows):] = rows
+            self.rows = grown
             self.payloads += payloads
             self.links += links
         return range(start, start + n)
@@ -100,6 +100,15 @@ class HandJournal:
 
     def get(self, seq):
         return self._Rec(self.rows[seq - 1])
+
+    def status(self):
+        head, wm = self.head_seq, self.sync_watermark
+        unsynced = max(0, head - max(wm, self.oldest_seq - 1))
+        first = max(wm + 1, self.oldest_seq)
+        return {"head_seq": head, "oldest_seq": self.oldest_seq, "sync_watermark": wm, "unsynced": unsynced,
+                "capacity": self.capacity, "live_records": head - self.oldest_seq + 1,
+                "used_slots": head - self.oldest_seq + 1,
+                "oldest_unsynced_ts": int(self.rows["ts"][first - 1]) if unsynced else None}
 
 
 def assert_same_records(held, expected_rows, expected_payloads, expected_links):

@@ -1,0 +1,852 @@
+"""Receipts: the data stored with a payment, and their rendering to text.
+
+A receipt is *data*, not print-ready text: the merchant header, the line
+items, the totals, the payments and the footer are stored in the payment
+record's payload (:meth:`Receipt.to_payload`, compact UTF-8 JSON) and rendered
+on demand, so that a reprint days later reproduces the original slip exactly,
+plus the copy marker (``重印 / COPY n`` and the reprint time).
+
+Money is an integer number of minor units everywhere (fen, cents, yen); it is
+formatted with the ISO 4217 exponent of the currency, never through a float.
+
+Rendering lays out fixed-width lines for 58 mm (32 columns) and 80 mm paper
+(42 or 48 columns).  East Asian Wide and Fullwidth characters take two
+columns, combining marks none; no line ever exceeds the width.
+
+>>> r = Receipt(merchant="好又多超市", receipt_no=123, terminal=3,
+...             issued_at="2026-11-20T13:45:12+08:00", currency=156,
+...             items=[ReceiptItem("宫保鸡丁", unit_price=3800),
+...                    ReceiptItem("Cola", qty=3, unit_price=350)],
+...             total=4850, payments=[Payment("card", 4850, pan_last4="1234")])
+>>> Receipt.from_payload(r.to_payload()) == r
+True
+>>> text = render_text(r, width=32)
+>>> max(display_width(line) for line in text.splitlines()) <= 32
+True
+>>> [line for line in text.splitlines() if "宫保" in line]
+['宫保鸡丁                   38.00']
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import operator
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+
+from posfast.errors import InvalidRecord
+
+__all__ = [
+    "CURRENCIES",
+    "InvalidReceipt",
+    "Payment",
+    "Receipt",
+    "ReceiptItem",
+    "char_width",
+    "currency_alpha",
+    "currency_exponent",
+    "display_width",
+    "format_amount",
+    "render_text",
+    "wrap_text",
+    "PAPER_WIDTHS",
+]
+
+#: Columns of Font A on common paper: 58 mm -> 32, 80 mm -> 42 (512-dot heads) or 48 (576-dot heads).
+PAPER_WIDTHS = (32, 42, 48)
+_MIN_WIDTH, _MAX_WIDTH = 16, 160
+
+PAYLOAD_VERSION = 1
+
+
+class InvalidReceipt(InvalidRecord):
+    """Receipt data is inconsistent, out of range, or a payload is not a posfast receipt."""
+
+
+# ---------------------------------------------------------------------------
+# Currencies (ISO 4217 numeric code -> alphabetic code, minor-unit exponent)
+# ---------------------------------------------------------------------------
+
+#: ISO 4217 numeric code -> (alphabetic code, exponent).  Exponent 0: yen and won
+#: have no minor unit; exponent 3: the Gulf dinars have fils of 1/1000.
+CURRENCIES = {
+    8: ("ALL", 2), 12: ("DZD", 2), 32: ("ARS", 2), 36: ("AUD", 2), 48: ("BHD", 3),
+    50: ("BDT", 2), 96: ("BND", 2), 104: ("MMK", 2), 108: ("BIF", 0), 116: ("KHR", 2),
+    124: ("CAD", 2), 144: ("LKR", 2), 152: ("CLP", 0), 156: ("CNY", 2), 170: ("COP", 2),
+    203: ("CZK", 2), 208: ("DKK", 2), 262: ("DJF", 0), 324: ("GNF", 0), 344: ("HKD", 2),
+    348: ("HUF", 2), 352: ("ISK", 0), 356: ("INR", 2), 360: ("IDR", 2), 368: ("IQD", 3),
+    376: ("ILS", 2), 392: ("JPY", 0), 398: ("KZT", 2), 400: ("JOD", 3), 404: ("KES", 2),
+    410: ("KRW", 0), 414: ("KWD", 3), 418: ("LAK", 2), 434: ("LYD", 3), 446: ("MOP", 2),
+    458: ("MYR", 2), 484: ("MXN", 2), 496: ("MNT", 2), 512: ("OMR", 3), 524: ("NPR", 2),
+    548: ("VUV", 0), 554: ("NZD", 2), 566: ("NGN", 2), 578: ("NOK", 2), 586: ("PKR", 2),
+    600: ("PYG", 0), 604: ("PEN", 2), 608: ("PHP", 2), 634: ("QAR", 2), 643: ("RUB", 2),
+    646: ("RWF", 0), 682: ("SAR", 2), 702: ("SGD", 2), 704: ("VND", 0), 710: ("ZAR", 2),
+    752: ("SEK", 2), 756: ("CHF", 2), 764: ("THB", 2), 784: ("AED", 2), 788: ("TND", 3),
+    800: ("UGX", 0), 818: ("EGP", 2), 826: ("GBP", 2), 840: ("USD", 2), 860: ("UZS", 2),
+    901: ("TWD", 2), 941: ("RSD", 2), 944: ("AZN", 2), 946: ("RON", 2), 949: ("TRY", 2),
+    950: ("XAF", 0), 952: ("XOF", 0), 953: ("XPF", 0), 975: ("BGN", 2), 978: ("EUR", 2),
+    980: ("UAH", 2), 985: ("PLN", 2), 986: ("BRL", 2), 990: ("CLF", 4),
+}
+
+
+def currency_exponent(currency: int) -> int:
+    """Minor-unit exponent of an ISO 4217 numeric currency code.
+
+    >>> currency_exponent(156), currency_exponent(392), currency_exponent(48)
+    (2, 0, 3)
+    """
+    try:
+        return CURRENCIES[int(currency)][1]
+    except KeyError:
+        raise InvalidReceipt(
+            f"unknown ISO 4217 numeric currency code {currency}: pass exponent= "
+            f"(digits after the decimal point) explicitly, or use a code from "
+            f"posfast.receipt.CURRENCIES") from None
+
+
+def currency_alpha(currency: int) -> str:
+    """Alphabetic ISO 4217 code for a numeric one (the number itself if unknown).
+
+    >>> currency_alpha(978), currency_alpha(999)
+    ('EUR', '999')
+    """
+    entry = CURRENCIES.get(int(currency))
+    return entry[0] if entry else "%03d" % int(currency)
+
+
+def _as_int(value, what: str) -> int:
+    """An exact integer (numpy integers welcome); bools, floats and strings refused."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InvalidReceipt(f"{what} must be an integer number of minor units, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise InvalidReceipt(f"{what} must be an integer, got {type(value).__name__} {value!r}") from None
+
+
+def _format_fixed(units: int, exponent: int, grouping: bool) -> str:
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), 10 ** exponent)
+    whole_text = f"{whole:,}" if grouping else str(whole)
+    if exponent:
+        return f"{sign}{whole_text}.{frac:0{exponent}d}"
+    return sign + whole_text
+
+
+def format_amount(minor_units: int, currency: int = 156, exponent: Optional[int] = None,
+                  grouping: bool = True) -> str:
+    """Format an integer amount of minor units with its currency's exponent.
+
+    >>> format_amount(123450, 156), format_amount(-5, 840), format_amount(1250, 392)
+    ('1,234.50', '-0.05', '1,250')
+    >>> format_amount(1005, 414), format_amount(123450, 978, grouping=False)
+    ('1.005', '1234.50')
+    """
+    units = _as_int(minor_units, "amount")
+    if exponent is None:
+        exponent = currency_exponent(currency)
+    return _format_fixed(units, exponent, grouping)
+
+
+# ---------------------------------------------------------------------------
+# Display width (a wcwidth for receipts)
+# ---------------------------------------------------------------------------
+
+def char_width(ch: str) -> int:
+    """Columns one character takes on a fixed-pitch receipt: 0, 1 or 2.
+
+    East Asian Wide (W) and Fullwidth (F) characters take two columns;
+    combining marks, format characters (zero-width joiner, variation
+    selectors) and Hangul medial/final jamo take none.
+
+    >>> char_width("a"), char_width("中"), char_width("Ａ"), char_width("\\u0301")
+    (1, 2, 2, 0)
+    """
+    if ch < "\u0300":  # Latin fast path; C0/C1 controls are replaced before layout
+        return 1
+    if unicodedata.combining(ch):
+        return 0
+    category = unicodedata.category(ch)
+    if category in ("Mn", "Me", "Cf") or "\u1160" <= ch <= "\u11ff":
+        return 0
+    if unicodedata.east_asian_width(ch) in ("W", "F"):
+        return 2
+    return 1
+
+
+def display_width(text: str) -> int:
+    """Columns a string takes on a fixed-pitch receipt (see :func:`char_width`).
+
+    >>> display_width("宫保鸡丁 x2"), display_width("café"), display_width("cafe\\u0301")
+    (11, 4, 4)
+    """
+    if text.isascii():
+        return len(text)
+    return sum(char_width(ch) for ch in text)
+
+
+def _sanitize(text: str) -> str:
+    """Control characters never reach the paper: on an ESC/POS printer an ESC or GS
+    inside an item name would be a command.  Tabs and newlines become spaces."""
+    if text.isprintable():
+        return unicodedata.normalize("NFC", text) if not text.isascii() else text
+    cleaned = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+    return unicodedata.normalize("NFC", cleaned)
+
+
+def wrap_text(text: str, width: int, measure: Callable[[str], int] = char_width) -> List[str]:
+    """Wrap text into lines of at most ``width`` columns.
+
+    Breaks after spaces where it can and between wide (CJK) characters, never
+    inside a double-width character; a combining mark stays with its base.
+
+    >>> wrap_text("Coca-Cola Zero Sugar 330ml can", 12)
+    ['Coca-Cola', 'Zero Sugar', '330ml can']
+    >>> wrap_text("北京烤鸭半只配荷叶饼", 9)
+    ['北京烤鸭', '半只配荷', '叶饼']
+    """
+    if width < 2:
+        raise ValueError(f"wrap width must be at least 2 columns, got {width}")
+    text = text.strip(" ")
+    if not text:
+        return [""]
+    lines: List[str] = []
+    current: List[str] = []   # characters of the current line
+    widths: List[int] = []    # their widths
+    used = 0
+    last_break = -1           # index in current after which a break is allowed
+    for ch in text:
+        w = measure(ch)
+        if used + w > width and current:
+            if ch == " ":
+                lines.append("".join(current).rstrip(" "))
+                current, widths, used, last_break = [], [], 0, -1
+                continue
+            if last_break >= 0:
+                head, tail = current[: last_break + 1], current[last_break + 1:]
+                tail_widths = widths[last_break + 1:]
+            else:
+                head, tail, tail_widths = current, [], []
+            lines.append("".join(head).rstrip(" "))
+            current, widths = tail, tail_widths
+            while current and current[0] == " ":
+                current.pop(0)
+                widths.pop(0)
+            used = sum(widths)
+            last_break = -1
+            for i, c in enumerate(current):
+                if c == " " or widths[i] == 2:
+                    last_break = i
+        if not current and ch == " ":
+            continue
+        if w == 2 and current and last_break != len(current) - 1:
+            last_break = len(current) - 1  # a break is allowed before a wide character
+        current.append(ch)
+        widths.append(w)
+        used += w
+        if ch == " " or w == 2:
+            last_break = len(current) - 1
+    if current or not lines:
+        lines.append("".join(current).rstrip(" "))
+    return lines
+
+
+# ---------------------------------------------------------------------------
+# Data model
+# ---------------------------------------------------------------------------
+
+_KINDS = ("sale", "refund", "void", "reversal", "preauth", "completion")
+# Same numbers as posfast.Kind, so an IntEnum member or its int is accepted here
+_KIND_NUMBERS = {1: "sale", 2: "refund", 3: "void", 4: "reversal", 5: "preauth", 6: "completion"}
+_METHODS = ("cash", "card", "qr", "wallet", "voucher", "other")
+_METHOD_NUMBERS = {1: "cash", 2: "card", 3: "qr", 4: "wallet", 5: "voucher", 6: "other"}
+
+
+def _as_name(value, table_numbers, names, what):
+    if isinstance(value, int) and not isinstance(value, bool):
+        name = table_numbers.get(int(value))
+    elif isinstance(value, str):
+        name = value.strip().lower()
+        name = {"pre_auth": "preauth", "pre-auth": "preauth"}.get(name, name)
+    else:
+        name = None
+    if name not in names:
+        raise InvalidReceipt(f"{what} must be one of {', '.join(names)}, got {value!r}")
+    return name
+
+
+def _as_text(value, what: str, limit: int = 200) -> str:
+    if not isinstance(value, str):
+        raise InvalidReceipt(f"{what} must be a str, got {type(value).__name__} {value!r}")
+    if len(value) > limit:
+        raise InvalidReceipt(f"{what} is {len(value)} characters long; at most {limit} fit a receipt")
+    return value
+
+
+def _as_lines(value, what: str) -> Tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,) if value else ()
+    return tuple(_as_text(v, f"{what} line") for v in value)
+
+
+def _set(obj, name, value):
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True)
+class ReceiptItem:
+    """One line item: name, quantity, unit price and line amount (minor units).
+
+    ``qty`` is an integer scaled by ``qty_exp`` decimal places, so 0.535 kg is
+    ``qty=535, qty_exp=3, unit="kg"``.  ``amount`` defaults to qty x unit price
+    (rounded half away from zero to the minor unit); pass it explicitly for a
+    discounted line.
+
+    >>> ReceiptItem("Cola", qty=3, unit_price=350).amount
+    1050
+    >>> ReceiptItem("猪肉", qty=535, qty_exp=3, unit="kg", unit_price=2680).amount
+    1434
+    """
+
+    name: str
+    qty: int = 1
+    unit_price: int = 0
+    amount: Optional[int] = None
+    qty_exp: int = 0
+    unit: str = ""
+
+    def __post_init__(self):
+        _set(self, "name", _as_text(self.name, "item name"))
+        _set(self, "unit", _as_text(self.unit, "item unit", 8))
+        qty = _as_int(self.qty, f"quantity of item {self.name!r}")
+        qty_exp = _as_int(self.qty_exp, f"qty_exp of item {self.name!r}")
+        if not 0 <= qty_exp <= 4:
+            raise InvalidReceipt(f"qty_exp of item {self.name!r} must be 0..4, got {qty_exp}")
+        price = _as_int(self.unit_price, f"unit_price of item {self.name!r}")
+        _set(self, "qty", qty)
+        _set(self, "qty_exp", qty_exp)
+        _set(self, "unit_price", price)
+        if self.amount is None:
+            product, scale = qty * price, 10 ** qty_exp
+            rounded = (abs(product) * 2 + scale) // (2 * scale)
+            _set(self, "amount", -rounded if product < 0 else rounded)
+        else:
+            _set(self, "amount", _as_int(self.amount, f"amount of item {self.name!r}"))
+        for what, v in (("amount", self.amount), ("unit_price", price), ("quantity", qty)):
+            if not -(2 ** 63) < v < 2 ** 63:
+                raise InvalidReceipt(f"{what} of item {self.name!r} is out of the 64-bit range: {v}")
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One tender: method, amount (minor units) and the card/QR details to print.
+
+    ``method`` is cash, card, qr, wallet, voucher or other (or a posfast
+    ``Method``); ``label`` overrides the printed name ("支付宝", "Visa").  Only
+    the last four digits of a card number may be stored.
+
+    >>> Payment("card", 4850, pan_last4="1234", auth_code="A1B2C3").method
+    'card'
+    """
+
+    method: str
+    amount: int
+    label: str = ""
+    pan_last4: str = ""
+    auth_code: str = ""
+    rrn: str = ""
+
+    def __post_init__(self):
+        _set(self, "method", _as_name(self.method, _METHOD_NUMBERS, _METHODS, "payment method"))
+        _set(self, "amount", _as_int(self.amount, f"amount of the {self.method} payment"))
+        for name, limit in (("label", 40), ("pan_last4", 4), ("auth_code", 6), ("rrn", 12)):
+            value = getattr(self, name)
+            if isinstance(value, bytes):
+                value = value.decode("ascii", "replace")
+            if name == "pan_last4" and isinstance(value, str) and len(value) > 4:
+                raise InvalidReceipt(
+                    "pan_last4 takes at most the last four digits of the card number, got "
+                    f"{len(value)} characters: never store a whole card number")
+            _set(self, name, _as_text(value, f"payment {name}", limit))
+
+
+def _as_item(value) -> ReceiptItem:
+    if isinstance(value, ReceiptItem):
+        return value
+    if isinstance(value, dict):
+        return ReceiptItem(**value)
+    raise InvalidReceipt(f"an item must be a ReceiptItem or a dict of its fields, got {value!r}")
+
+
+def _as_payment(value) -> Payment:
+    if isinstance(value, Payment):
+        return value
+    if isinstance(value, dict):
+        return Payment(**value)
+    raise InvalidReceipt(f"a payment must be a Payment or a dict of its fields, got {value!r}")
+
+
+def _as_issued_at(value) -> str:
+    if isinstance(value, _dt.datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, str):
+        if value == "":
+            return value
+        try:
+            _dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidReceipt(
+                f"issued_at must be ISO 8601 like '2026-11-20T13:45:12+08:00', got {value!r}") from None
+        return value
+    raise InvalidReceipt(f"issued_at must be a datetime or an ISO 8601 string, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Everything printed on a payment receipt, stored in the payment's payload.
+
+    ``total`` must equal the sum of the item amounts plus the adjustments
+    (discounts negative, surcharges positive, each a ``(label, amount)``), and,
+    when payments are given, the payments less ``change``.
+
+    >>> r = Receipt(merchant="Café Zürich", currency=978, receipt_no=7,
+    ...             items=[ReceiptItem("Espresso", qty=2, unit_price=250)],
+    ...             adjustments=[("Rabatt", -50)], total=450,
+    ...             payments=[Payment("cash", 500)], change=50, lang="en")
+    >>> r.subtotal, r.receipt_code
+    (500, '000007')
+    """
+
+    merchant: str
+    items: Sequence[ReceiptItem] = ()
+    total: Optional[int] = None
+    currency: int = 156
+    exponent: Optional[int] = None
+    kind: str = "sale"
+    receipt_no: int = 0
+    terminal: int = 0
+    operator: int = 0
+    merchant_id: str = ""
+    issued_at: str = ""
+    header: Sequence[str] = ()
+    adjustments: Sequence[Tuple[str, int]] = ()
+    payments: Sequence[Payment] = ()
+    change: int = 0
+    footer: Sequence[str] = ()
+    lang: str = "zh"
+
+    def __post_init__(self):
+        _set(self, "merchant", _as_text(self.merchant, "merchant"))
+        _set(self, "header", _as_lines(self.header, "header"))
+        _set(self, "footer", _as_lines(self.footer, "footer"))
+        _set(self, "merchant_id", _as_text(self.merchant_id, "merchant_id", 32))
+        _set(self, "kind", _as_name(self.kind, _KIND_NUMBERS, _KINDS, "receipt kind"))
+        if self.lang not in ("zh", "en"):
+            raise InvalidReceipt(f"lang must be 'zh' or 'en', got {self.lang!r}")
+        for name in ("receipt_no", "terminal", "operator"):
+            value = _as_int(getattr(self, name), name)
+            if not 0 <= value < 2 ** 32:
+                raise InvalidReceipt(f"{name} must fit the journal's u32 field, got {value}")
+            _set(self, name, value)
+        currency = _as_int(self.currency, "currency")
+        if not 0 < currency < 1000:
+            raise InvalidReceipt(f"currency must be an ISO 4217 numeric code (e.g. 156 for CNY), got {currency}")
+        _set(self, "currency", currency)
+        if self.exponent is None:
+            currency_exponent(currency)  # unknown code: clear error now, not at print time
+        else:
+            exponent = _as_int(self.exponent, "exponent")
+            if not 0 <= exponent <= 4:
+                raise InvalidReceipt(f"exponent must be 0..4, got {exponent}")
+            _set(self, "exponent", exponent)
+        _set(self, "issued_at", _as_issued_at(self.issued_at))
+        _set(self, "items", tuple(_as_item(i) for i in self.items))
+        adjustments = []
+        for adj in self.adjustments:
+            if not isinstance(adj, (tuple, list)) or len(adj) != 2:
+                raise InvalidReceipt(f"an adjustment is a (label, amount) pair, got {adj!r}")
+            label = _as_text(adj[0], "adjustment label", 40)
+            adjustments.append((label, _as_int(adj[1], f"adjustment {label!r}")))
+        _set(self, "adjustments", tuple(adjustments))
+        _set(self, "payments", tuple(_as_payment(p) for p in self.payments))
+        _set(self, "change", _as_int(self.change, "change"))
+        expected = self.subtotal + sum(a for _, a in self.adjustments)
+        if self.total is None:
+            _set(self, "total", expected)
+        else:
+            _set(self, "total", _as_int(self.total, "total"))
+            if self.total != expected:
+                raise InvalidReceipt(
+                    f"total {self.total} does not add up: items {self.subtotal} + adjustments "
+                    f"{expected - self.subtotal} = {expected} (minor units); fix the items or "
+                    f"add the missing discount/rounding as an adjustment")
+        if self.payments:
+            tendered = sum(p.amount for p in self.payments)
+            if tendered - self.change != self.total:
+                raise InvalidReceipt(
+                    f"payments {tendered} less change {self.change} = {tendered - self.change} "
+                    f"does not match the total {self.total} (minor units)")
+        elif self.change:
+            raise InvalidReceipt(f"change {self.change} given without any payment")
+
+    # -- derived values ----------------------------------------------------
+    @property
+    def subtotal(self) -> int:
+        """Sum of the item amounts, in minor units."""
+        return sum(item.amount for item in self.items)
+
+    @property
+    def minor_exponent(self) -> int:
+        """Digits after the decimal point for this receipt's currency."""
+        return self.exponent if self.exponent is not None else currency_exponent(self.currency)
+
+    @property
+    def receipt_code(self) -> str:
+        """The receipt number as printed and put in the QR code: ``"3-000123"``
+        (terminal, dash, six-digit receipt number), or just the number without
+        a terminal."""
+        if self.terminal:
+            return f"{self.terminal}-{self.receipt_no:06d}"
+        return f"{self.receipt_no:06d}"
+
+    def amount_text(self, minor_units: int) -> str:
+        """``minor_units`` formatted in this receipt's currency (no symbol)."""
+        return _format_fixed(minor_units, self.minor_exponent, True)
+
+    # -- payload -----------------------------------------------------------
+    def to_payload(self) -> bytes:
+        """Compact, stable encoding for the payment record's payload.
+
+        UTF-8 JSON, sorted keys, no whitespace, default values left out; the
+        same receipt always gives the same bytes, and
+        ``Receipt.from_payload(r.to_payload()) == r``.
+
+        >>> Receipt(merchant="M", items=[ReceiptItem("x", unit_price=5)]).to_payload()
+        b'{"it":[{"a":5,"n":"x","p":5}],"m":"M","tot":5,"v":1}'
+        """
+        doc = {"v": PAYLOAD_VERSION, "m": self.merchant, "tot": self.total}
+        optional = (
+            ("h", list(self.header), []), ("f", list(self.footer), []),
+            ("mid", self.merchant_id, ""), ("k", self.kind, "sale"), ("no", self.receipt_no, 0),
+            ("t", self.terminal, 0), ("op", self.operator, 0), ("at", self.issued_at, ""),
+            ("cur", self.currency, 156), ("exp", self.exponent, None), ("chg", self.change, 0),
+            ("lang", self.lang, "zh"),
+            ("adj", [[label, amount] for label, amount in self.adjustments], []),
+        )
+        for key, value, default in optional:
+            if value != default:
+                doc[key] = value
+        items = []
+        for item in self.items:
+            entry = {"n": item.name, "p": item.unit_price, "a": item.amount}
+            if item.qty != 1:
+                entry["q"] = item.qty
+            if item.qty_exp:
+                entry["qe"] = item.qty_exp
+            if item.unit:
+                entry["u"] = item.unit
+            items.append(entry)
+        if items:
+            doc["it"] = items
+        payments = []
+        for p in self.payments:
+            entry = {"m": p.method, "a": p.amount}
+            for key, value in (("l", p.label), ("c", p.pan_last4), ("ac", p.auth_code), ("rrn", p.rrn)):
+                if value:
+                    entry[key] = value
+            payments.append(entry)
+        if payments:
+            doc["pay"] = payments
+        return json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> "Receipt":
+        """Decode a payload written by :meth:`to_payload`.
+
+        Raises :class:`InvalidReceipt` naming the problem when the bytes are
+        not a posfast receipt (empty payload, other JSON, newer version).
+
+        >>> Receipt.from_payload(b'{"m":"M","tot":0,"v":1}').merchant
+        'M'
+        """
+        if not payload:
+            raise InvalidReceipt("the payload is empty: this record carries no receipt "
+                                 "(store Receipt.to_payload() in the payment record's payload)")
+
+        def no_float(text):
+            raise InvalidReceipt(f"receipt payload holds a non-integer amount {text}: amounts are minor units")
+
+        try:
+            doc = json.loads(bytes(payload).decode("utf-8"), parse_float=no_float,
+                             parse_constant=no_float)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidReceipt(f"payload is not a posfast receipt (not UTF-8 JSON: {exc})") from None
+        if not isinstance(doc, dict) or "v" not in doc or "m" not in doc:
+            raise InvalidReceipt("payload is not a posfast receipt (JSON without the 'v' and 'm' keys)")
+        if doc["v"] != PAYLOAD_VERSION:
+            raise InvalidReceipt(f"receipt payload version {doc['v']!r} is not {PAYLOAD_VERSION}: "
+                                 f"it was written by another posfast version; upgrade posfast to read it")
+        known = {"v", "m", "tot", "h", "f", "mid", "k", "no", "t", "op", "at", "cur", "exp",
+                 "chg", "lang", "adj", "it", "pay"}
+        unknown = set(doc) - known
+        if unknown:
+            raise InvalidReceipt(f"receipt payload has unknown keys {sorted(unknown)}")
+        try:
+            items = [ReceiptItem(name=i["n"], qty=i.get("q", 1), unit_price=i["p"], amount=i["a"],
+                                 qty_exp=i.get("qe", 0), unit=i.get("u", ""))
+                     for i in doc.get("it", [])]
+            payments = [Payment(method=p["m"], amount=p["a"], label=p.get("l", ""),
+                                pan_last4=p.get("c", ""), auth_code=p.get("ac", ""), rrn=p.get("rrn", ""))
+                        for p in doc.get("pay", [])]
+            return cls(
+                merchant=doc["m"], items=items, total=doc["tot"], currency=doc.get("cur", 156),
+                exponent=doc.get("exp"), kind=doc.get("k", "sale"), receipt_no=doc.get("no", 0),
+                terminal=doc.get("t", 0), operator=doc.get("op", 0), merchant_id=doc.get("mid", ""),
+                issued_at=doc.get("at", ""), header=doc.get("h", []),
+                adjustments=[tuple(a) for a in doc.get("adj", [])], payments=payments,
+                change=doc.get("chg", 0), footer=doc.get("f", []), lang=doc.get("lang", "zh"))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InvalidReceipt(f"receipt payload is malformed ({type(exc).__name__}: {exc})") from None
+
+
+# ---------------------------------------------------------------------------
+# Layout (shared by render_text and posfast.escpos.render_escpos)
+# ---------------------------------------------------------------------------
+
+LEFT, CENTER, RIGHT = 0, 1, 2
+
+
+@dataclass
+class Line:
+    """One laid-out line: text plus the style an ESC/POS printer applies to it.
+
+    ``wide`` and ``tall`` are double width / double height: a wide line was
+    laid out for half the columns.  ``code`` marks a QR/barcode slot whose data
+    is ``text`` (text rendering prints nothing for it).
+    """
+
+    text: str
+    align: int = LEFT
+    bold: bool = False
+    wide: bool = False
+    tall: bool = False
+    code: bool = False
+
+
+_LABELS = {
+    #  key: (English, Chinese)
+    "sale": ("SALE", "消费"), "refund": ("REFUND", "退货"), "void": ("VOID", "撤销"),
+    "reversal": ("REVERSAL", "冲正"), "preauth": ("PRE-AUTH", "预授权"),
+    "completion": ("AUTH COMPLETION", "预授权完成"),
+    "merchant_id": ("Merchant ID", "商户号"), "terminal": ("Terminal", "终端号"),
+    "receipt_no": ("Receipt No", "票据号"), "operator": ("Operator", "操作员"),
+    "date": ("Date", "日期"), "subtotal": ("Subtotal", "小计"), "total": ("TOTAL", "合计"),
+    "change": ("Change", "找零"), "auth": ("Auth code", "授权码"), "rrn": ("Ref no", "参考号"),
+    "reprinted": ("Reprinted", "重印时间"),
+    "cash": ("Cash", "现金"), "card": ("Card", "银行卡"), "qr": ("QR pay", "扫码支付"),
+    "wallet": ("Wallet", "钱包"), "voucher": ("Voucher", "券"), "other": ("Other", "其他"),
+}
+
+
+def _format_time(value) -> str:
+    if isinstance(value, _dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, (int,)) and not isinstance(value, bool):  # microseconds since epoch, UTC
+        moment = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(microseconds=value)
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, str):
+        try:
+            return _dt.datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return value
+    raise TypeError(f"a time must be a datetime, an ISO 8601 string or microseconds, got {value!r}")
+
+
+def _check_width(width) -> int:
+    width = operator.index(width)
+    if not _MIN_WIDTH <= width <= _MAX_WIDTH:
+        raise ValueError(f"paper width must be {_MIN_WIDTH}..{_MAX_WIDTH} columns "
+                         f"(32 for 58 mm paper, 42 or 48 for 80 mm), got {width}")
+    return width
+
+
+class _Layout:
+    """Builds the list of :class:`Line` for one receipt and one target."""
+
+    def __init__(self, width: int, measure: Callable[[str], int], prepare: Callable[[str], str],
+                 chinese: bool, double_title: bool):
+        self.width = width
+        self.char_width = measure
+        self.prepare = prepare
+        self.chinese = chinese
+        self.double_title = double_title
+        self.lines: List[Line] = []
+
+    def measure(self, text: str) -> int:
+        if text.isascii():
+            return len(text)
+        return sum(self.char_width(ch) for ch in text)
+
+    def label(self, key: str, lang: str) -> str:
+        english, chinese = _LABELS[key]
+        return chinese if (lang == "zh" and self.chinese) else english
+
+    def marker(self, english: str, chinese: str, order_chinese_first: bool) -> str:
+        if not self.chinese:
+            return english
+        return f"{chinese} / {english}" if order_chinese_first else f"{english} / {chinese}"
+
+    def add(self, text: str, align=LEFT, bold=False, wide=False, tall=False):
+        text = self.prepare(text)
+        columns = self.width // 2 if wide else self.width
+        for piece in wrap_text(text, columns, self.char_width):
+            self.lines.append(Line(piece, align, bold, wide, tall))
+
+    def rule(self, ch="-"):
+        self.lines.append(Line(ch * self.width))
+
+    def pair(self, label: str, value: str, indent: int = 0, bold=False, tall=False):
+        """Label on the left, value right-aligned; wraps the label, and moves
+        the value to its own line when both do not fit."""
+        label, value = self.prepare(label), self.prepare(value)
+        pad = " " * indent
+        value_width = self.measure(value)
+        if value_width > self.width:
+            for piece in wrap_text(pad + label, self.width, self.char_width):
+                self.lines.append(Line(piece, LEFT, bold, False, tall))
+            for piece in wrap_text(value, self.width, self.char_width):
+                self.lines.append(Line(piece, RIGHT, bold, False, tall))
+            return
+        label_lines = wrap_text(label, self.width - indent, self.char_width) if label else [""]
+        label_lines = [pad + piece if piece else piece for piece in label_lines]
+        for piece in label_lines[:-1]:
+            self.lines.append(Line(piece, LEFT, bold, False, tall))
+        last = label_lines[-1]
+        gap = self.width - self.measure(last) - value_width
+        if last and gap < 1:
+            self.lines.append(Line(last, LEFT, bold, False, tall))
+            last, gap = "", self.width - value_width
+        self.lines.append(Line(last + " " * gap + value, LEFT, bold, False, tall))
+
+    def build(self, receipt: Receipt, copy: int, reprinted_at, training: bool) -> List[Line]:
+        lang = receipt.lang
+        amount = receipt.amount_text
+        title_wide = self.double_title
+        self.add(receipt.merchant, CENTER, bold=True, wide=title_wide, tall=title_wide)
+        for text in receipt.header:
+            self.add(text, CENTER)
+        if training:
+            self.add(self.marker("TRAINING", "培训", False), CENTER, bold=True)
+        if copy:
+            self.add(self.marker(f"COPY {copy}", "重印", True), CENTER, bold=True)
+            if reprinted_at is not None:
+                self.pair(self.label("reprinted", lang), _format_time(reprinted_at))
+        self.rule("=")
+        self.add(self.label(receipt.kind, lang), LEFT, bold=True)
+        if receipt.merchant_id:
+            self.pair(self.label("merchant_id", lang), receipt.merchant_id)
+        if receipt.terminal:
+            self.pair(self.label("terminal", lang), str(receipt.terminal))
+        self.pair(self.label("receipt_no", lang), receipt.receipt_code)
+        if receipt.operator:
+            self.pair(self.label("operator", lang), str(receipt.operator))
+        if receipt.issued_at:
+            self.pair(self.label("date", lang), _format_time(receipt.issued_at))
+        self.rule()
+        for item in receipt.items:
+            simple = item.qty == 1 and item.qty_exp == 0 and not item.unit
+            if simple:
+                self.pair(item.name, amount(item.amount))
+            else:
+                self.add(item.name)
+                qty = _format_fixed(item.qty, item.qty_exp, False) + item.unit
+                self.pair(f"{qty} x {amount(item.unit_price)}", amount(item.amount), indent=2)
+        self.rule()
+        if receipt.adjustments:
+            self.pair(self.label("subtotal", lang), amount(receipt.subtotal))
+            for label, value in receipt.adjustments:
+                self.pair(label, amount(value))
+        total_label = f"{self.label('total', lang)} {currency_alpha(receipt.currency)}"
+        self.pair(total_label, amount(receipt.total), bold=True, tall=self.double_title)
+        if receipt.payments:
+            self.rule()
+            for p in receipt.payments:
+                name = p.label or self.label(p.method, lang)
+                if p.pan_last4:
+                    name = f"{name} **** {p.pan_last4}"
+                self.pair(name, amount(p.amount))
+                if p.auth_code:
+                    self.pair(self.label("auth", lang), p.auth_code, indent=2)
+                if p.rrn:
+                    self.pair(self.label("rrn", lang), p.rrn, indent=2)
+            if receipt.change:
+                self.pair(self.label("change", lang), amount(receipt.change))
+        if receipt.footer:
+            self.rule()
+            for text in receipt.footer:
+                self.add(text, CENTER)
+        self.lines.append(Line(receipt.receipt_code, CENTER, code=True))
+        if copy:
+            self.add(self.marker(f"COPY {copy}", "重印", True), CENTER, bold=True)
+        if training:
+            self.add(self.marker("TRAINING", "培训", False), CENTER, bold=True)
+        return self.lines
+
+
+def layout(receipt: Receipt, width: int = 42, copy: int = 0, reprinted_at=None, training: bool = False,
+           measure: Callable[[str], int] = char_width, prepare: Callable[[str], str] = _sanitize,
+           chinese: bool = True, double_title: bool = False) -> List[Line]:
+    """Lay a receipt out as styled :class:`Line` objects (used by both renderers).
+
+    ``measure`` gives a character's columns on the target, ``prepare`` maps
+    text to what the target can print, ``chinese`` says whether Chinese labels
+    can be printed, ``double_title`` lays the title out for double-size print.
+
+    >>> [l.text for l in layout(Receipt(merchant="M"), width=16)][:2]
+    ['M', '================']
+    """
+    width = _check_width(width)
+    copy = operator.index(copy)
+    if copy < 0:
+        raise ValueError(f"copy must be 0 (the original) or a copy number >= 1, got {copy}")
+    if not isinstance(receipt, Receipt):
+        raise TypeError(f"expected a posfast.receipt.Receipt, got {type(receipt).__name__}")
+    return _Layout(width, measure, prepare, chinese, double_title).build(receipt, copy, reprinted_at, training)
+
+
+def render_text(receipt: Receipt, width: int = 42, copy: int = 0, reprinted_at=None,
+                training: bool = False) -> str:
+    """Render a receipt as plain text lines of at most ``width`` display columns.
+
+    ``copy`` >= 1 marks a reprint (``重印 / COPY n``, plus ``reprinted_at``, a
+    datetime, ISO string or microseconds since the epoch); ``training`` marks a
+    training-mode slip (``TRAINING / 培训``).  The result ends with a newline.
+
+    >>> r = Receipt(merchant="Shop", receipt_no=42, lang="en",
+    ...             items=[ReceiptItem("Tea", unit_price=1200)])
+    >>> print(render_text(r, width=20, copy=2, reprinted_at="2026-11-23T09:00:00"), end="")
+            Shop
+       重印 / COPY 2
+    Reprinted
+     2026-11-23 09:00:00
+    ====================
+    SALE
+    Receipt No    000042
+    --------------------
+    Tea            12.00
+    --------------------
+    TOTAL CNY      12.00
+       重印 / COPY 2
+    """
+    width = _check_width(width)
+    out = []
+    for line in layout(receipt, width, copy, reprinted_at, training):
+        if line.code:
+            continue
+        text = line.text
+        if line.align != LEFT and text:
+            free = width - display_width(text)
+            text = " " * (free // 2 if line.align == CENTER else free) + text
+        out.append(text.rstrip(" "))
+    return "\n".join(out) + "\n"

@@ -118,3 +118,39 @@ def assert_same_records(held, expected_rows, expected_payloads, expected_links):
         np.testing.assert_array_equal(held.rows[name], expected_rows[name], err_msg=name)
     assert held.payloads == list(expected_payloads)
     assert held.links == list(expected_links)
+
+
+def fill_journal(journal, n, *, seed=0, terminal=1, ts0=None, max_payload=300, chunk=5000):
+    """Append n varied records (every column used, payloads of random size) to a real Journal."""
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < n:
+        k = min(chunk, n - done)
+        cols = {
+            "terminal": terminal,
+            "kind": rng.choice(["sale", "refund", "void", "print", "preauth", "note"], k),
+            "state": rng.choice(["approved", "declined", "pending", "ok", "failed"], k),
+            "method": rng.choice(["card", "cash", "qr", "wallet"], k),
+            "amount": rng.integers(1, 1_000_000, k),
+            "currency": rng.choice([156, 978, 840], k),
+            "receipt_no": np.arange(done + 1, done + k + 1),
+            "operator": rng.integers(1, 20, k),
+            "flags": rng.choice([0, 1, 2, 4], k),
+            "ref_seq": rng.integers(0, 50, k),
+            "pan_last4": [b"%04d" % x for x in rng.integers(0, 10_000, k)],
+            "auth_code": [b"%06d" % x for x in rng.integers(0, 10**6, k)],
+            "rrn": [b"%012d" % x for x in rng.integers(0, 10**12, k)],
+            "client_ref": [b"ord-%d-%d" % (terminal, done + i) for i in range(k)],
+        }
+        if ts0 is not None:
+            cols["ts"] = ts0 + np.arange(done, done + k, dtype=np.int64) * 1_000_000
+        payloads = [rng.bytes(int(x)) for x in rng.integers(0, max_payload + 1, k)]
+        journal.append_many(cols, payloads=payloads)
+        done += k
+
+
+def assert_back_office_equals_journal(target, journal, first=1, last=None):
+    last = journal.head_seq if last is None else last
+    want = journal.read_range(first, last)
+    held = target.read_range(journal.journal_id, first, last)
+    assert_same_records(held, want.rows, want.payloads, want.links)

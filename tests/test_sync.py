@@ -389,3 +389,149 @@ def test_refusal_message_names_reason_and_is_a_posfast_error():
     assert str(err) == "fork: seq 5 differs" and err.reason == "fork"
     with pytest.raises(ValueError):
         SyncRefused("x", "bogus")
+
+
+# ----------------------------------------------------------------------------- with real journals
+
+from _sync_helpers import assert_back_office_equals_journal, fill_journal  # noqa: E402
+
+
+@pytest.fixture
+def make_journal(tmp_path):
+    opened = []
+
+    def make(name="t.pfj", capacity=50_000, **kw):
+        kw.setdefault("durability", "none")
+        j = posfast.Journal.create(tmp_path / name, capacity=capacity, **kw)
+        opened.append(j)
+        return j
+
+    yield make
+    for j in opened:
+        j.close()
+
+
+def test_offline_for_many_batches_then_sync_equals_journal(make_journal, back):
+    j = make_journal()
+    for day in range(5):                      # five offline days of trading
+        fill_journal(j, 1500, seed=day, ts0=1_763_000_000_000_000 + day * 86_400_000_000)
+    assert sync_status(j)["unsynced"] == 7500
+    result = Syncer(j, back, batch=257).run_once()
+    assert result == SyncResult(sent=7500, batches=30, watermark=7500)
+    assert j.sync_watermark == 7500 and j.status()["unsynced"] == 0
+    assert_back_office_equals_journal(back, j)
+    assert back.state(j.journal_id).last_link == j.link(7500)
+    # payloads and every column, spot-checked through the journal's own Record too
+    rec, held = j.get(4321), back.read_range(j.journal_id, 4321, 4321)
+    assert (int(held.rows["amount"][0]), held.payloads[0], held.links[0]) == (rec.amount, rec.payload, rec.link)
+    fill_journal(j, 10, seed=99)
+    assert Syncer(j, back).run_once().sent == 10
+    assert back.count() == 7510
+    st = sync_status(j)
+    assert (st["unsynced"], st["warning"], st["sync_watermark"]) == (0, False, 7510)
+
+
+def test_reopened_journal_resumes_from_durable_watermark(tmp_path, back):
+    path = tmp_path / "t.pfj"
+    j = posfast.Journal.create(path, capacity=10_000)
+    fill_journal(j, 900)
+    Syncer(j, back, batch=100).run_once(max_records=450)
+    j.close()
+    j = posfast.Journal.open(path)
+    assert j.sync_watermark == 450
+    assert Syncer(j, back, batch=100).run_once() == SyncResult(450, 5, 900)
+    assert_back_office_equals_journal(back, j)
+    j.close()
+
+
+def test_two_terminal_journals_and_refused_batches(make_journal, back):
+    j1, j2 = make_journal("t1.pfj"), make_journal("t2.pfj")
+    fill_journal(j1, 1200, terminal=1, seed=1)
+    fill_journal(j2, 800, terminal=2, seed=2)
+    Syncer(j1, back, batch=300).run_once()
+    Syncer(j2, back, batch=300).run_once()
+    assert back.count(j1.journal_id) == 1200 and back.count(j2.journal_id) == 800
+    # replayed: acknowledged, nothing stored twice
+    ack = back.push(j1.read_range(901, 1200))
+    assert (ack.stored, ack.duplicates, ack.high_seq) == (0, 300, 1200)
+    fill_journal(j1, 200, terminal=1, seed=3)
+    # gapped: 1301.. without 1201..1300
+    refused(back, j1.read_range(1301, 1400), "gap")
+    # forged: an edited amount in an otherwise genuine batch
+    forged = j1.read_range(1201, 1400)
+    forged.rows["amount"][7] += 100
+    refused(back, forged, "chain")
+    # another terminal's batch pretending to be this journal
+    foreign = j2.read_range(1, 50)
+    foreign.journal_id = j1.journal_id
+    refused(back, foreign, "fork")
+    assert back.count() == 2000
+    assert Syncer(j1, back).run_once().sent == 200
+    assert_back_office_equals_journal(back, j1)
+    assert_back_office_equals_journal(back, j2)
+
+
+def test_overwrite_journal_anchors_at_its_oldest_record(make_journal, back):
+    j = make_journal(capacity=100, retention="overwrite")
+    for i in range(150):
+        j.append(terminal=1, kind="sale", state="approved", amount=i + 1, currency=156)
+    assert (j.oldest_seq, sync_status(j)["lost_unsynced"]) == (51, 50)
+    assert Syncer(j, back, batch=30).run_once() == SyncResult(100, 4, 150)
+    assert back.state(j.journal_id).anchor_seq == 51
+    assert_back_office_equals_journal(back, j, 51)
+    for i in range(10):
+        j.append(terminal=1, kind="sale", state="approved", amount=7, currency=156)
+    assert Syncer(j, back).run_once().sent == 10
+    assert Syncer(j, back, anchor=False).run_once().sent == 0
+
+
+def test_sync_frees_a_full_journal(make_journal, back):
+    j = make_journal(capacity=200)
+    for i in range(200):
+        j.append(terminal=1, kind="sale", state="approved", amount=i + 1, currency=156)
+    st = sync_status(j)
+    assert (st["state"], st["unsynced_fraction"]) == ("ring_filling", 1.0)
+    with pytest.raises(posfast.JournalFull):
+        j.append(terminal=1, kind="sale", state="approved", amount=1, currency=156)
+    Syncer(j, back).run_once()
+    j.append(terminal=1, kind="sale", state="approved", amount=1, currency=156)
+    assert sync_status(j)["state"] == "ok" and back.count() == 200
+
+
+def test_sync_status_deadline_on_a_real_journal(make_journal):
+    j = make_journal()
+    old = int((time.time() - 80 * 3600) * 1e6)
+    j.append(terminal=1, kind="sale", state="approved", amount=100, currency=156, ts=old)
+    j.append(terminal=1, kind="sale", state="approved", amount=100, currency=156)
+    st = sync_status(j, deadline_hours=72)
+    assert st["warning"] and st["state"] == "overdue" and st["oldest_unsynced_ts"] == old
+    assert 79 * 3600 < st["oldest_unsynced_age_s"] < 81 * 3600
+    assert not sync_status(j, deadline_hours=100)["warning"]
+
+
+def test_background_syncer_never_blocks_appends(make_journal, back):
+    j = make_journal()
+
+    class SlowNetwork:
+        def push(self, batch, *, anchor=False):
+            time.sleep(0.15)                  # a slow uplink
+            return back.push(batch, anchor=anchor)
+
+    syncer = Syncer(j, SlowNetwork(), batch=50)
+    stop = threading.Event()
+    thread = threading.Thread(target=syncer.run_forever, args=(stop,), kwargs=dict(interval=0.01))
+    thread.start()
+    worst = 0.0
+    for i in range(300):
+        t0 = time.perf_counter()
+        j.append(terminal=1, kind="sale", state="approved", amount=i + 1, currency=156, payload=b"r" * 40)
+        worst = max(worst, time.perf_counter() - t0)
+        time.sleep(0.002)
+    deadline = time.monotonic() + 20
+    while j.sync_watermark < 300 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    thread.join(10)
+    assert worst < 0.1, f"an append waited {worst:.3f}s on the syncer"
+    assert j.sync_watermark == 300 and back.count() == 300
+    assert_back_office_equals_journal(back, j)

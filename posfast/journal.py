@@ -19,6 +19,7 @@ import numpy as np
 from . import _core
 from .errors import CorruptRecord, InvalidRecord, JournalClosed, JournalLocked
 from .index import Index
+from .payments import PaymentsMixin
 from .records import (PAYMENT_KINDS, RECORD_DTYPE, DayRule, Kind, State, day_number, make_row,
                       make_rows, now_us, to_us)
 
@@ -119,7 +120,7 @@ class _Lock:
             self.fd = -1
 
 
-class Journal:
+class Journal(PaymentsMixin):
     """An open posfast journal (use `Journal.create` or `Journal.open`)."""
 
     def __init__(self, ring, readonly, lock, batch_ms):

@@ -1,0 +1,326 @@
+"""Payment lifecycle on top of the journal: pending before the host is asked,
+final after; in-doubt payments after a crash; the last-transaction answer.
+
+A payment's first record is written PENDING and its seq becomes its `txn_id`;
+`finish_payment` appends the outcome as a second record of the same kind with
+the same txn_id (and the same `ref_seq`, which for refunds, voids and
+reversals names the original payment).  The newest record of a txn_id is the
+payment's state.  Nothing is ever rewritten.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InvalidRecord, PaymentError
+from .records import PAYMENT_KINDS, RECORD_DTYPE, Flag, Kind, Method, State
+
+_PAYMENT_KIND_VALUES = sorted(int(k) for k in PAYMENT_KINDS)
+_FINAL_STATES = {State.APPROVED, State.DECLINED, State.FAILED, State.REVERSED, State.VOIDED}
+_REFERRING = {Kind.REFUND, Kind.VOID, Kind.REVERSAL, Kind.COMPLETION}
+_LOOKBACK = 256          # records of one terminal walked back to find its newest payment
+
+
+def _client_ref_key(value) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    value = bytes(value)
+    if not value or len(value) > 16:
+        raise InvalidRecord("posfast: client_ref must be 1..16 bytes, got %d" % len(value))
+    return value
+
+
+def _hash_refs(refs: np.ndarray) -> np.ndarray:
+    # 16-byte keys folded to 64 bits; collisions are resolved by reading the record.
+    raw = np.zeros(len(refs), dtype="S16")
+    raw[:] = refs
+    halves = raw.view("<u8").reshape(-1, 2)
+    return (halves[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ halves[:, 1]
+
+
+class _Catchup:
+    """Derived lookups (client_ref map, pending set) built lazily, then kept current
+    by reading only the records appended since (so appends stay untouched)."""
+
+    def __init__(self):
+        self.upto = 0
+        self.ref_hash = np.zeros(0, dtype=np.uint64)
+        self.ref_seq = np.zeros(0, dtype=np.uint64)
+        self.recent: dict = {}
+        self.pending: set = set()
+
+    def catch_up(self, journal):
+        ring = journal._ring
+        first = max(self.upto + 1, ring.oldest_seq)
+        if first > ring.head_seq:
+            return
+        for start in range(first, ring.head_seq + 1, 1 << 20):
+            seqs = np.arange(start, min(ring.head_seq, start + (1 << 20) - 1) + 1, dtype=np.uint64)
+            rows = journal._gather(seqs)
+            self._absorb(rows)
+        self.upto = ring.head_seq
+
+    def _absorb(self, rows):
+        with_ref = rows[rows["client_ref"] != b""]
+        if len(with_ref):
+            begins = with_ref[with_ref["txn_id"] == with_ref["seq"]]
+            if len(begins) < 64 and len(self.recent) < 4096:
+                for ref, seq in zip(begins["client_ref"].tolist(), begins["seq"].tolist()):
+                    self.recent.setdefault(ref, seq)
+            else:
+                for ref, seq in self.recent.items():
+                    begins = np.append(begins, np.zeros(1, RECORD_DTYPE))
+                    begins["client_ref"][-1] = ref
+                    begins["seq"][-1] = seq
+                self.recent = {}
+                hashes = np.concatenate((self.ref_hash, _hash_refs(begins["client_ref"])))
+                seqs = np.concatenate((self.ref_seq, begins["seq"]))
+                order = np.argsort(hashes, kind="stable")
+                self.ref_hash, self.ref_seq = hashes[order], seqs[order]
+        pay = rows[np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
+        if len(pay):
+            opened = pay["seq"][(pay["state"] == State.PENDING) & (pay["txn_id"] == pay["seq"])]
+            closed = pay["txn_id"][pay["state"] != State.PENDING]
+            self.pending.update(opened.tolist())
+            self.pending.difference_update(closed.tolist())
+
+    def find_ref(self, ref: bytes) -> list:
+        out = []
+        if ref in self.recent:
+            out.append(self.recent[ref])
+        h = _hash_refs(np.array([ref], dtype="S16"))[0]
+        lo = np.searchsorted(self.ref_hash, h, side="left")
+        hi = np.searchsorted(self.ref_hash, h, side="right")
+        out.extend(self.ref_seq[lo:hi].tolist())
+        return out
+
+
+class PaymentsMixin:
+    """Methods of `Journal` for the payment lifecycle (see module docstring)."""
+
+    def _derived(self):
+        state = self.__dict__.get("_payments_state")
+        if state is None:
+            state = self.__dict__["_payments_state"] = _Catchup()
+        state.catch_up(self)
+        return state
+
+    # ---------------------------------------------------------------- queries
+    def txn_records(self, txn_id: int) -> np.ndarray:
+        """Every live record of payment `txn_id` and of payments referring to it, seq order."""
+        txn_id = int(txn_id)
+        with self._mutex:
+            first = self.get(txn_id)
+            seqs = self.index.select(max(txn_id, self._ring.oldest_seq), self._ring.head_seq,
+                                     terminal=first.terminal)
+            rows = self._gather(seqs)
+        return rows[(rows["txn_id"] == txn_id) | (rows["ref_seq"] == txn_id)]
+
+    def payment(self, txn_id: int):
+        """Current state of a payment: its newest record (a `Record`)."""
+        rows = self.txn_records(txn_id)
+        own = rows[rows["txn_id"] == int(txn_id)]
+        if not len(own):
+            raise KeyError(txn_id)
+        return self.get(int(own["seq"][-1]))
+
+    def _effective(self, txn_id: int):
+        rows = self.txn_records(txn_id)
+        own = rows[rows["txn_id"] == txn_id]
+        current = own[-1]
+        others = rows[(rows["ref_seq"] == txn_id) & (rows["txn_id"] != txn_id)]
+        newest = {}
+        for row in others:               # few rows: the refunds/voids of one payment
+            newest[int(row["txn_id"])] = row
+        approved = [r for r in newest.values() if r["state"] == State.APPROVED]
+        refunded = sum(int(r["amount"]) for r in approved if r["kind"] == Kind.REFUND)
+        voided = any(r["kind"] == Kind.VOID for r in approved)
+        reversed_ = any(r["kind"] == Kind.REVERSAL for r in approved)
+        return current, refunded, voided, reversed_
+
+    def find(self, client_ref):
+        """The payment begun with this idempotency key (its current Record), or None."""
+        ref = _client_ref_key(client_ref)
+        with self._mutex:
+            for seq in self._derived().find_ref(ref):
+                if seq < self._ring.oldest_seq:
+                    continue
+                rec = self.get(seq)
+                if rec.client_ref == ref:
+                    return self._summary(rec)
+        return None
+
+    def in_doubt(self, terminal=None) -> list:
+        """Payments whose newest state is PENDING (begun, never finished): oldest first."""
+        with self._mutex:
+            pending = sorted(s for s in self._derived().pending if s >= self._ring.oldest_seq)
+            out = []
+            for seq in pending:
+                rec = self.get(seq)
+                if terminal is None or rec.terminal == int(terminal):
+                    out.append(rec)
+            return out
+
+    def last_transaction(self, terminal: int):
+        """What a cashier needs after a crash: the terminal's newest payment, its state,
+        amount, auth code, receipt number and whether its receipt printed.  Returns a
+        dict (None when the terminal has no payment)."""
+        with self._mutex:
+            self._refresh()
+            bm = self.index.by_terminal.get(int(terminal))
+            if not bm:
+                return None
+            # Walk back from the terminal's newest record to its newest payment begin.
+            n = len(bm)
+            for back in range(1, min(n, _LOOKBACK) + 1):
+                seq = bm[-back]
+                if seq < self._ring.oldest_seq:
+                    break
+                try:
+                    rec = self._ring.get(seq)
+                except Exception:
+                    continue
+                if rec.kind in PAYMENT_KINDS:
+                    return self._summary(self.get(rec.txn_id) if rec.txn_id != rec.seq
+                                         and rec.txn_id >= self._ring.oldest_seq else rec)
+            return None
+
+    def _summary(self, begin) -> dict:
+        txn_id = begin.txn_id
+        rows = self.txn_records(txn_id)
+        own = rows[rows["txn_id"] == txn_id]
+        current = self.get(int(own["seq"][-1])) if len(own) else begin
+        prints = rows[(rows["kind"] == Kind.PRINT) & (rows["ref_seq"] == txn_id)]
+        printed = prints[np.isin(prints["state"], [State.OK])]
+        state = State(current.state)
+        return {
+            "txn_id": txn_id,
+            "terminal": current.terminal,
+            "kind": Kind(current.kind).name.lower(),
+            "state": state.name.lower(),
+            "in_doubt": state == State.PENDING,
+            "amount": current.amount,
+            "currency": current.currency,
+            "method": Method(current.method).name.lower() if current.method in
+            Method._value2member_map_ else current.method,
+            "auth_code": current.auth_code.decode(errors="replace"),
+            "rrn": current.rrn.decode(errors="replace"),
+            "pan_last4": current.pan_last4.decode(errors="replace"),
+            "receipt_no": current.receipt_no,
+            "client_ref": current.client_ref,
+            "ts": current.ts,
+            "seq": current.seq,
+            "receipt_printed": bool(len(printed)),
+            "print_attempts": int(len(prints)),
+            "training": bool(current.flags & Flag.TRAINING),
+        }
+
+    # ---------------------------------------------------------------- writes
+    def _next_receipt_no(self, terminal: int) -> int:
+        counters = self.__dict__.setdefault("_receipt_counters", {})
+        if terminal not in counters:
+            rows = self.query(terminal=terminal, kind=_PAYMENT_KIND_VALUES)
+            counters[terminal] = int(rows["receipt_no"].max()) if len(rows) else 0
+        counters[terminal] += 1
+        return counters[terminal]
+
+    def begin_payment(self, terminal, kind="sale", amount=0, currency=156, method="card",
+                      client_ref=None, payload=b"", ref_seq=0, receipt_no=None, operator=0,
+                      flags=0, ts=None) -> int:
+        """Write a PENDING payment durably *before* the host is contacted; returns its txn_id.
+
+        The same `client_ref` twice returns the existing payment's txn_id (no second sale).
+        Refunds, voids and reversals name the original with `ref_seq` and are checked.
+
+        >>> txn = j.begin_payment(terminal=3, amount=1250, currency=156, client_ref="T3-0001")  # doctest: +SKIP
+        >>> j.finish_payment(txn, "approved", auth_code="A1B2C3", rrn="123456789012")        # doctest: +SKIP
+        """
+        kind_enum = Kind.coerce(kind, "kind")
+        if kind_enum not in PAYMENT_KINDS:
+            raise InvalidRecord("posfast: kind=%s is not a payment kind" % kind_enum.name.lower())
+        if isinstance(amount, float) or not isinstance(amount, (int, np.integer)) or amount < 0:
+            raise InvalidRecord("posfast: amount=%r must be a non-negative integer of minor units"
+                                % (amount,))
+        with self._mutex:
+            if client_ref:
+                existing = self.find(client_ref)
+                if existing is not None:
+                    return existing["txn_id"]
+            if kind_enum in _REFERRING:
+                self._check_reference(kind_enum, int(ref_seq), int(amount))
+            if receipt_no is None:
+                receipt_no = self._next_receipt_no(int(terminal))
+            return self.append(payload=payload, terminal=terminal, kind=kind_enum,
+                               state=State.PENDING, amount=amount, currency=currency,
+                               method=method, client_ref=client_ref, ref_seq=ref_seq,
+                               receipt_no=receipt_no, operator=operator, flags=flags, ts=ts)
+
+    def _check_reference(self, kind, ref_seq, amount):
+        if not ref_seq:
+            raise PaymentError("posfast: a %s needs ref_seq= naming the original payment"
+                               % kind.name.lower())
+        try:
+            original = self.get(ref_seq)
+        except KeyError:
+            raise PaymentError("posfast: %s refers to seq %d, which is not in journal %s"
+                               % (kind.name.lower(), ref_seq, self.path)) from None
+        if original.txn_id != original.seq or original.kind not in (Kind.SALE, Kind.PREAUTH,
+                                                                     Kind.COMPLETION):
+            raise PaymentError("posfast: seq %d is not the first record of a sale or "
+                               "pre-authorisation; refer to its txn_id" % ref_seq)
+        current, refunded, voided, reversed_ = self._effective(ref_seq)
+        if current["state"] != State.APPROVED and not (kind == Kind.REVERSAL and
+                                                       current["state"] == State.PENDING):
+            raise PaymentError("posfast: payment %d is %s, not approved: it cannot be %s"
+                               % (ref_seq, State(int(current["state"])).name.lower(),
+                                  {Kind.REFUND: "refunded", Kind.VOID: "voided",
+                                   Kind.REVERSAL: "reversed",
+                                   Kind.COMPLETION: "completed"}[kind]))
+        if voided or reversed_:
+            raise PaymentError("posfast: payment %d was already %s" % (
+                ref_seq, "voided" if voided else "reversed"))
+        if kind == Kind.REFUND and refunded + amount > int(current["amount"]):
+            raise PaymentError("posfast: refund of %d would exceed payment %d: paid %d, already "
+                               "refunded %d" % (amount, ref_seq, int(current["amount"]), refunded))
+
+    def finish_payment(self, txn_id, state, auth_code=None, rrn=None, pan_last4=None,
+                       payload=b"", ts=None) -> int:
+        """Record the host's answer for a pending payment; returns the new record's seq."""
+        state_enum = State.coerce(state, "state")
+        if state_enum not in _FINAL_STATES:
+            raise InvalidRecord("posfast: finish_payment state must be approved, declined, failed, "
+                                "reversed or voided, not %s" % state_enum.name.lower())
+        with self._mutex:
+            try:
+                begin = self.get(int(txn_id))
+            except KeyError:
+                raise PaymentError("posfast: no payment %s in journal %s" % (txn_id, self.path)) \
+                    from None
+            if begin.txn_id != begin.seq or begin.kind not in PAYMENT_KINDS:
+                raise PaymentError("posfast: seq %s is not the start of a payment" % txn_id)
+            current = self.payment(txn_id)
+            if current.state != State.PENDING:
+                if current.state == state_enum:
+                    return current.seq       # the same answer again: idempotent
+                raise PaymentError("posfast: payment %d is already %s; it cannot become %s"
+                                   % (txn_id, State(current.state).name.lower(),
+                                      state_enum.name.lower()))
+            seq = self.append(payload=payload, terminal=begin.terminal, kind=begin.kind,
+                              state=state_enum, amount=begin.amount, currency=begin.currency,
+                              method=begin.method, client_ref=begin.client_ref,
+                              txn_id=begin.txn_id, ref_seq=begin.ref_seq,
+                              receipt_no=begin.receipt_no, operator=begin.operator,
+                              flags=begin.flags,
+                              auth_code=auth_code if auth_code is not None else begin.auth_code,
+                              rrn=rrn if rrn is not None else begin.rrn,
+                              pan_last4=pan_last4 if pan_last4 is not None else begin.pan_last4,
+                              ts=ts)
+            return seq
+
+    def resolve(self, txn_id, state, **fields) -> int:
+        """Close an in-doubt payment after asking the host; refuses payments not in doubt."""
+        with self._mutex:
+            current = self.payment(txn_id)
+            if current.state != State.PENDING:
+                raise PaymentError("posfast: payment %d is not in doubt (it is %s)"
+                                   % (txn_id, State(current.state).name.lower()))
+            return self.finish_payment(txn_id, state, **fields)

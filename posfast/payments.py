@@ -118,14 +118,14 @@ class PaymentsMixin:
     def payment(self, txn_id: int):
         """Current state of a payment: its newest record (a `Record`)."""
         rows = self.txn_records(txn_id)
-        own = rows[rows["txn_id"] == int(txn_id)]
+        own = rows[(rows["txn_id"] == int(txn_id)) & np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
         if not len(own):
             raise KeyError(txn_id)
         return self.get(int(own["seq"][-1]))
 
     def _effective(self, txn_id: int):
         rows = self.txn_records(txn_id)
-        own = rows[rows["txn_id"] == txn_id]
+        own = rows[(rows["txn_id"] == txn_id) & np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
         current = own[-1]
         others = rows[(rows["ref_seq"] == txn_id) & (rows["txn_id"] != txn_id)]
         newest = {}
@@ -163,37 +163,59 @@ class PaymentsMixin:
     def last_transaction(self, terminal: int):
         """What a cashier needs after a crash: the terminal's newest payment, its state,
         amount, auth code, receipt number and whether its receipt printed.  Returns a
-        dict (None when the terminal has no payment)."""
+        dict (None when the terminal has no payment).  Reads only the terminal's newest
+        few records, newest first, down to the newest payment's first record."""
         with self._mutex:
             self._refresh()
-            bm = self.index.by_terminal.get(int(terminal))
-            if not bm:
+            walked = self._walk_back(int(terminal), stop_at_begin=True)
+            if not walked:
                 return None
-            # Walk back from the terminal's newest record to its newest payment begin.
-            n = len(bm)
-            for back in range(1, min(n, _LOOKBACK) + 1):
-                seq = bm[-back]
-                if seq < self._ring.oldest_seq:
-                    break
-                try:
-                    rec = self._ring.get(seq)
-                except Exception:
-                    continue
-                if rec.kind in PAYMENT_KINDS:
-                    return self._summary(self.get(rec.txn_id) if rec.txn_id != rec.seq
-                                         and rec.txn_id >= self._ring.oldest_seq else rec)
-            return None
+            begin = walked[-1]
+            return self._summary_of(begin, walked)
+
+    def _walk_back(self, terminal, stop_at_begin=False, down_to=0, limit=_LOOKBACK):
+        # Newest-first records of one terminal until the newest payment begin (or seq
+        # down_to).  Returns [] when nothing qualifies or the walk exceeds `limit`.
+        bm = self.index.by_terminal.get(terminal)
+        if not bm:
+            return []
+        ring = self._ring
+        out = []
+        for back in range(1, min(len(bm), limit) + 1):
+            seq = bm[-back]
+            if seq < ring.oldest_seq or seq < down_to:
+                break
+            try:
+                rec = ring.get(seq)
+            except Exception:
+                continue           # damaged: verify reports it; skip like any lookup
+            out.append(rec)
+            if rec.kind in PAYMENT_KINDS and rec.txn_id == rec.seq and (
+                    stop_at_begin or rec.seq == down_to):
+                return out
+        return []
+
+    def _summary_of(self, begin, walked) -> dict:
+        txn_id = begin.txn_id
+        current = next(r for r in walked if r.txn_id == txn_id and r.kind in PAYMENT_KINDS)
+        prints = [r for r in walked if r.kind == Kind.PRINT and r.txn_id == txn_id]
+        return self._summary_dict(current, prints)
 
     def _summary(self, begin) -> dict:
-        txn_id = begin.txn_id
-        rows = self.txn_records(txn_id)
-        own = rows[rows["txn_id"] == txn_id]
+        walked = self._walk_back(begin.terminal, down_to=begin.seq, limit=64)
+        if walked:
+            return self._summary_of(begin, walked)
+        rows = self.txn_records(begin.txn_id)
+        own = rows[(rows["txn_id"] == begin.txn_id) & np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
         current = self.get(int(own["seq"][-1])) if len(own) else begin
-        prints = rows[(rows["kind"] == Kind.PRINT) & (rows["ref_seq"] == txn_id)]
-        printed = prints[np.isin(prints["state"], [State.OK])]
+        prints = [self.get(int(s)) for s in
+                  rows["seq"][(rows["kind"] == Kind.PRINT) & (rows["txn_id"] == begin.txn_id)]]
+        return self._summary_dict(current, prints)
+
+    def _summary_dict(self, current, prints) -> dict:
         state = State(current.state)
         return {
-            "txn_id": txn_id,
+            "txn_id": current.txn_id,
             "terminal": current.terminal,
             "kind": Kind(current.kind).name.lower(),
             "state": state.name.lower(),
@@ -209,8 +231,8 @@ class PaymentsMixin:
             "client_ref": current.client_ref,
             "ts": current.ts,
             "seq": current.seq,
-            "receipt_printed": bool(len(printed)),
-            "print_attempts": int(len(prints)),
+            "receipt_printed": any(p.state == State.OK for p in prints),
+            "print_attempts": len(prints),
             "training": bool(current.flags & Flag.TRAINING),
         }
 

@@ -1,0 +1,406 @@
+"""Printers (file, raw TCP 9100, python-escpos adapter) and journaled print / reprint.
+
+TCP printers are real servers on loopback: one that reads the job and closes
+(a healthy printer), one that accepts and never answers, one that reads a
+little then drops the connection, and a closed port.
+"""
+import datetime as dt
+import doctest
+import json
+import socket
+import sys
+import threading
+import time
+
+import pytest
+
+import posfast
+import posfast.printing
+from posfast import DayRule, Flag, Journal, Kind, State
+from posfast.errors import PosfastError, ReprintRefused
+from posfast.escpos import commands, printed_lines, printed_text
+from posfast.printing import (EscposPrinter, FilePrinter, PrintResult, TcpPrinter, print_counts, print_receipt,
+                              reprint)
+from posfast.receipt import Payment, Receipt, ReceiptItem, render_text
+
+SHORT = 2.0  # seconds: bounds waits that end as soon as the printer answers (roomy for a loaded CI box)
+
+
+class FakePrinter:
+    """A raw-TCP 'printer' on 127.0.0.1.
+
+    mode "print": read the job until the client half-closes, then close (what
+    real port-9100 printers do); "hang": accept and never read nor close;
+    "drop": read `drop_after` bytes then close with data unread (a reset);
+    "stay": read the job but never close.
+    """
+
+    def __init__(self, mode="print", drop_after=16):
+        self.mode, self.drop_after = mode, drop_after
+        self.jobs = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.02)  # lets the thread notice close() promptly
+        self.port = self.listener.getsockname()[1]
+        self.held = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if self.mode == "hang":
+                self.held.append(conn)
+                continue
+            job = bytearray()
+            conn.settimeout(5)
+            try:
+                while True:
+                    want = self.drop_after - len(job) if self.mode == "drop" else 65536
+                    chunk = conn.recv(max(want, 1))
+                    if not chunk:
+                        break
+                    job += chunk
+                    if self.mode == "drop" and len(job) >= self.drop_after:
+                        break
+            except OSError:
+                pass
+            self.jobs.append(bytes(job))
+            if self.mode == "stay":
+                self.held.append(conn)
+            else:
+                conn.close()
+
+    def wait_jobs(self, count, timeout=2.0):
+        """Wait until `count` jobs arrived (python-escpos returns before the printer has read)."""
+        deadline = time.monotonic() + timeout
+        while len(self.jobs) < count and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return self.jobs
+
+    def close(self):
+        self.stopping.set()
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+        self.thread.join(2)
+
+
+@pytest.fixture
+def fake_printer():
+    servers = []
+
+    def start(mode="print", **kw):
+        server = FakePrinter(mode, **kw)
+        servers.append(server)
+        return server
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ---------------------------------------------------------------- printers
+def test_file_printer_appends(tmp_path):
+    path = tmp_path / "printer.bin"
+    printer = FilePrinter(path)
+    assert printer.send(b"\x1b@one\n") == PrintResult("ok", "", 6, f"file:{path}")
+    assert printer.send(b"two\n").outcome == "ok"
+    assert path.read_bytes() == b"\x1b@one\ntwo\n"
+
+
+def test_file_printer_that_cannot_be_opened_fails(tmp_path):
+    result = FilePrinter(tmp_path / "no-such-dir" / "lp0").send(b"x")
+    assert (result.outcome, result.bytes_sent) == ("failed", 0)
+    assert "cannot open printer file" in result.error and "no such file or directory" in result.error
+
+
+def test_tcp_printer_delivers_the_whole_job(fake_printer):
+    server = fake_printer("print")
+    job = b"\x1b@" + "合计 48.50\n".encode("gb18030") * 500  # larger than one TCP segment
+    result = TcpPrinter("127.0.0.1", server.port, timeout=SHORT).send(job)
+    assert (result.outcome, result.error, result.bytes_sent) == ("ok", "", len(job))
+    assert result.printer == f"tcp:127.0.0.1:{server.port}"
+    assert server.jobs == [job]
+
+
+def test_tcp_printer_switched_off_is_failed(closed_port):
+    result = TcpPrinter("127.0.0.1", closed_port, timeout=SHORT).send(b"\x1b@x\n")
+    assert (result.outcome, result.bytes_sent) == ("failed", 0)
+    assert "connection refused" in result.error and "nothing was printed" in result.error
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on Linux dropping SYNs on a full backlog")
+def test_tcp_printer_that_never_answers_the_connect_is_failed():
+    # A listener with a full accept queue drops new SYNs: the connect times out, like a host that is down
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        result = TcpPrinter("127.0.0.1", port, timeout=0.3).send(b"x" * 100)
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+    assert (result.outcome, result.bytes_sent) == ("failed", 0)
+    assert "timed out" in result.error
+
+
+def test_tcp_printer_that_hangs_after_accepting_is_unknown(fake_printer):
+    server = fake_printer("hang")
+    result = TcpPrinter("127.0.0.1", server.port, timeout=0.3).send(b"\x1b@" + b"x" * 2000)
+    assert result.outcome == "unknown"
+    assert result.bytes_sent == 2002
+    assert "did not close the connection within 0.3 s" in result.error
+    assert "may have printed" in result.error
+
+
+def test_tcp_printer_that_drops_the_connection_mid_job_is_unknown(fake_printer):
+    server = fake_printer("drop", drop_after=100)
+    result = TcpPrinter("127.0.0.1", server.port, timeout=SHORT).send(b"y" * 50_000)
+    assert result.outcome == "unknown"
+    assert result.bytes_sent > 0
+    assert "may have printed" in result.error
+
+
+def test_tcp_printer_that_keeps_the_connection_open(fake_printer):
+    server = fake_printer("stay")
+    result = TcpPrinter("127.0.0.1", server.port, timeout=0.3).send(b"job")
+    assert result.outcome == "unknown"  # confirm="close": no close, no confirmation
+    if sys.platform.startswith("linux"):
+        result = TcpPrinter("127.0.0.1", server.port, timeout=SHORT, confirm="ack").send(b"job")
+        assert (result.outcome, result.error) == ("ok", "")
+    assert server.jobs[-1] == b"job"
+
+
+def test_escpos_adapter_with_a_dummy_printer():
+    escpos_printer = pytest.importorskip("escpos.printer", reason="python-escpos (posfast[escpos]) not installed")
+    dummy = escpos_printer.Dummy()
+    result = EscposPrinter(dummy).send(b"\x1b@hello\n")
+    assert (result.outcome, result.bytes_sent) == ("ok", 8)
+    assert dummy.output == b"\x1b@hello\n"
+
+
+def test_escpos_adapter_network_backend(fake_printer, closed_port):
+    pytest.importorskip("escpos.printer", reason="python-escpos (posfast[escpos]) not installed")
+    server = fake_printer("print")
+    printer = EscposPrinter.network("127.0.0.1", server.port, timeout=SHORT)
+    assert printer.send(b"\x1b@net\n").outcome == "ok"
+    assert printer.send(b"\x1b@again\n").outcome == "ok"  # reopened after each job
+    assert server.wait_jobs(2) == [b"\x1b@net\n", b"\x1b@again\n"]
+    off = EscposPrinter.network("127.0.0.1", closed_port, timeout=SHORT).send(b"x")
+    assert (off.outcome, off.bytes_sent) == ("failed", 0)
+    assert "cannot open escpos-network:127.0.0.1" in off.error
+
+
+def test_escpos_adapter_error_while_sending_is_unknown():
+    class Broken:
+        _device = object()
+
+        def _raw(self, data):
+            raise OSError(5, "Input/output error")
+
+        def close(self):
+            pass
+
+    result = EscposPrinter(Broken()).send(b"data")
+    assert (result.outcome, result.bytes_sent) == ("unknown", None)
+    assert "input/output error" in result.error and "may have printed" in result.error
+
+
+def test_escpos_adapter_refuses_other_objects():
+    with pytest.raises(TypeError, match="python-escpos printer object"):
+        EscposPrinter(object())
+
+
+# ---------------------------------------------------------------- journaled printing
+def make_receipt(receipt_no=123, terminal=3, **overrides):
+    fields = dict(merchant="老北京饭庄", terminal=terminal, receipt_no=receipt_no, operator=7,
+                  issued_at="2026-11-20T13:45:12+08:00",
+                  items=[ReceiptItem("北京烤鸭", unit_price=16800), ReceiptItem("啤酒", qty=2, unit_price=1500)],
+                  payments=[Payment("card", 19800, pan_last4="6789", auth_code="A1B2C3")],
+                  footer=["谢谢惠顾"])
+    fields.update(overrides)
+    return Receipt(**fields)
+
+
+@pytest.fixture
+def journal(tmp_path):
+    j = Journal.create(tmp_path / "t.pfj", capacity=4096, durability="none",
+                       day_rule=DayRule(utc_offset="+08:00", starts_at="04:00"))
+    yield j
+    j.close()
+
+
+def add_payment(journal, receipt, flags=0):
+    return journal.append(terminal=receipt.terminal, kind="sale", state="approved", amount=receipt.total,
+                          currency=receipt.currency, method="card", receipt_no=receipt.receipt_no,
+                          operator=receipt.operator, flags=flags, pan_last4=b"6789", auth_code=b"A1B2C3",
+                          payload=receipt.to_payload())
+
+
+def test_print_receipt_prints_the_original_and_journals_it(journal, fake_printer):
+    server = fake_printer("print")
+    receipt = make_receipt()
+    seq = add_payment(journal, receipt)
+    result = print_receipt(journal, seq, TcpPrinter("127.0.0.1", server.port, timeout=SHORT), operator=9)
+    assert (result.outcome, result.copy) == ("ok", 0)
+    # what came out of the printer
+    text = printed_text(server.jobs[0])
+    assert "北京烤鸭" in text and "COPY" not in text and "重印" not in text
+    assert ("QR_STORE", (b"3-000123",)) in commands(server.jobs[0])
+    # the PRINT record
+    rec = journal.get(result.seq)
+    assert (rec.kind, rec.state, rec.ref_seq, rec.txn_id, rec.terminal, rec.receipt_no, rec.amount,
+            rec.operator, rec.flags) == (Kind.PRINT, State.OK, seq, seq, 3, 123, 0, 9, 0)
+    assert json.loads(rec.payload) == {"copy": 0, "printer": f"tcp:127.0.0.1:{server.port}"}
+
+
+def test_a_second_original_is_refused(journal, tmp_path):
+    seq = add_payment(journal, make_receipt())
+    print_receipt(journal, seq, FilePrinter(tmp_path / "p.bin"))
+    with pytest.raises(ReprintRefused, match=r"original receipt 3-000123 of payment seq 1 was already printed "
+                                             r"\(OK print, seq 2\); print a copy with reprint\(\)"):
+        print_receipt(journal, seq, FilePrinter(tmp_path / "p.bin"))
+    assert issubclass(ReprintRefused, PosfastError)
+
+
+def test_printer_off_gives_a_journaled_failed_print_and_the_original_can_be_retried(journal, closed_port,
+                                                                                    fake_printer):
+    seq = add_payment(journal, make_receipt())
+    result = print_receipt(journal, seq, TcpPrinter("127.0.0.1", closed_port, timeout=SHORT))
+    assert result.outcome == "failed" and "connection refused" in result.error
+    rec = journal.get(result.seq)
+    assert (rec.kind, rec.state, rec.ref_seq) == (Kind.PRINT, State.FAILED, seq)
+    assert "connection refused" in json.loads(rec.payload)["error"]
+    server = fake_printer("print")
+    retry = print_receipt(journal, seq, TcpPrinter("127.0.0.1", server.port, timeout=SHORT))
+    assert retry.outcome == "ok"
+    assert print_counts(journal, seq) == {"original": 1, "copies": 0, "failed": 1, "unknown": 0}
+
+
+def test_printer_hanging_gives_a_journaled_unknown_print(journal, fake_printer):
+    seq = add_payment(journal, make_receipt())
+    server = fake_printer("hang")
+    result = print_receipt(journal, seq, TcpPrinter("127.0.0.1", server.port, timeout=0.3))
+    assert result.outcome == "unknown"
+    assert journal.get(result.seq).state == State.UNKNOWN
+    # an unknown original may be on paper: the next print must be a copy
+    with pytest.raises(ReprintRefused, match="UNKNOWN print"):
+        print_receipt(journal, seq, TcpPrinter("127.0.0.1", server.port, timeout=0.3))
+
+
+def test_reprint_days_later_reproduces_the_original_with_a_copy_marker(journal, tmp_path):
+    receipt = make_receipt()
+    seq = add_payment(journal, receipt)
+    spool = tmp_path / "printer.bin"
+    print_receipt(journal, seq, FilePrinter(spool))
+    original = spool.read_bytes()
+    spool.write_bytes(b"")
+    later = dt.datetime(2026, 11, 23, 2, 5, 0, tzinfo=dt.timezone.utc)  # 10:05 in the journal's +08:00
+    result = reprint(journal, receipt_no=123, terminal=3, printer=FilePrinter(spool), now=later, text=True)
+    assert (result.outcome, result.copy) == ("ok", 1)
+    copy = spool.read_bytes()
+    copy_lines = [line.text for line in printed_lines(copy)]
+    marker_lines = ["重印 / COPY 1", "重印时间" + "2026-11-23 10:05:00".rjust(42 - 8)]
+    assert copy_lines.count("重印 / COPY 1") == 2 and marker_lines[1] in copy_lines
+    assert [t for t in copy_lines if t not in marker_lines] == [line.text for line in printed_lines(original)]
+    assert result.text == render_text(receipt, width=42, copy=1,
+                                      reprinted_at=dt.datetime(2026, 11, 23, 10, 5, tzinfo=dt.timezone(
+                                          dt.timedelta(hours=8))))
+    rec = journal.get(result.seq)
+    assert (rec.kind, rec.state, rec.ref_seq, rec.flags, rec.ts) == (
+        Kind.PRINT, State.OK, seq, Flag.COPY, int(later.timestamp() * 1_000_000))
+    assert json.loads(rec.payload)["copy"] == 1
+
+
+def test_copies_are_numbered_and_limited(journal, tmp_path, closed_port, fake_printer):
+    seq = add_payment(journal, make_receipt())
+    spool = FilePrinter(tmp_path / "p.bin")
+    assert [reprint(journal, seq=seq, printer=spool).copy for _ in range(2)] == [1, 2]
+    # a failed copy does not use up its number ...
+    failed = reprint(journal, seq=seq, printer=TcpPrinter("127.0.0.1", closed_port, timeout=SHORT))
+    assert (failed.outcome, failed.copy) == ("failed", 3)
+    # ... an unknown one does (it may be on paper)
+    hang = fake_printer("hang")
+    unknown = reprint(journal, seq=seq, printer=TcpPrinter("127.0.0.1", hang.port, timeout=0.3))
+    assert (unknown.outcome, unknown.copy) == ("unknown", 3)
+    with pytest.raises(ReprintRefused, match=r"receipt 3-000123 \(payment seq 1\) already has 3 copies, "
+                                             r"the limit is max_copies=3"):
+        reprint(journal, seq=seq, printer=spool)
+    assert reprint(journal, seq=seq, printer=spool, max_copies=4).copy == 4
+    prints = journal.query(kind="print")
+    assert list(prints["state"]) == [State.OK, State.OK, State.FAILED, State.UNKNOWN, State.OK]
+    assert [json.loads(p)["copy"] for p in journal.payloads(prints["seq"])] == [1, 2, 3, 3, 4]
+    assert print_counts(journal, seq) == {"original": 0, "copies": 4, "failed": 1, "unknown": 1}
+
+
+def test_reprint_preview_neither_prints_nor_journals(journal):
+    seq = add_payment(journal, make_receipt())
+    result = reprint(journal, seq=seq, now=dt.datetime(2026, 11, 23, 2, 5, tzinfo=dt.timezone.utc))
+    assert (result.outcome, result.copy, result.seq) == ("preview", 1, 0)
+    assert "重印 / COPY 1" in result.text and "2026-11-23 10:05:00" in result.text
+    assert len(journal.query(kind="print")) == 0
+
+
+def test_reprint_by_receipt_number_across_terminals(journal, tmp_path):
+    seq_t3 = add_payment(journal, make_receipt(receipt_no=55, terminal=3))
+    seq_t4 = add_payment(journal, make_receipt(receipt_no=55, terminal=4, merchant="分店"))
+    with pytest.raises(ReprintRefused, match="receipt number 55 matches 2 payments .*pass terminal= or seq="):
+        reprint(journal, receipt_no=55, printer=FilePrinter(tmp_path / "p.bin"))
+    result = reprint(journal, receipt_no=55, terminal=4, printer=FilePrinter(tmp_path / "p.bin"))
+    assert journal.get(result.seq).ref_seq == seq_t4
+    assert "分店" in printed_text((tmp_path / "p.bin").read_bytes())
+    with pytest.raises(ReprintRefused, match="no payment with receipt number 56 on terminal 3"):
+        reprint(journal, receipt_no=56, terminal=3, printer=FilePrinter(tmp_path / "p.bin"))
+    assert seq_t3 != seq_t4
+
+
+def test_reprint_of_a_training_payment_is_marked(journal, tmp_path):
+    seq = add_payment(journal, make_receipt(), flags=Flag.TRAINING)
+    result = reprint(journal, seq=seq, printer=FilePrinter(tmp_path / "p.bin"))
+    assert journal.get(result.seq).flags == Flag.COPY | Flag.TRAINING
+    texts = [line.text for line in printed_lines((tmp_path / "p.bin").read_bytes())]
+    assert texts.count("TRAINING / 培训") == 2
+
+
+def test_records_that_cannot_be_printed(journal, tmp_path):
+    bare = journal.append(terminal=1, kind="sale", state="approved", amount=100, currency=156)
+    note = journal.append(terminal=1, kind="note")
+    printer = FilePrinter(tmp_path / "p.bin")
+    with pytest.raises(ReprintRefused, match="payment seq 1 .* carries no receipt"):
+        print_receipt(journal, bare, printer)
+    with pytest.raises(ReprintRefused, match="record seq 2 .* is a NOTE record, not a payment"):
+        reprint(journal, seq=note, printer=printer)
+    with pytest.raises(ReprintRefused, match="no record seq 99"):
+        reprint(journal, seq=99, printer=printer)
+    with pytest.raises(ValueError, match="exactly one of seq= or receipt_no="):
+        reprint(journal, printer=printer)
+    assert not (tmp_path / "p.bin").exists()
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(posfast.printing, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 3 and result.failed == 0

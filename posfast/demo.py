@@ -113,6 +113,7 @@ def _history(journal, rng, days, terminals, today):
 
 def run_demo(directory=None, days=7, terminals=4, seed=20261120):
     from .printing import FilePrinter, print_receipt, reprint
+    days, terminals = max(2, days), max(3, terminals)   # the walkthrough uses terminals 2 and 3
     rng = np.random.default_rng(seed)
     directory = directory or tempfile.mkdtemp(prefix="posfast-demo-")
     os.makedirs(directory, exist_ok=True)
@@ -190,7 +191,7 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
     last_us = _timeit(lambda: journal.last(3))
     lt_us = _timeit(lambda: journal.last_transaction(3), repeat=300)
 
-    day3 = today - 3
+    day3 = today - min(3, days - 1)
     rows = journal.query(day=day3, terminal=3)
     q_us = _timeit(lambda: journal.query(day=day3, terminal=3), repeat=300)
     _say("\n5. Every record of terminal 3 on %s (%d records; first 8 shown):"
@@ -216,7 +217,7 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
              % (day_to_date(day), len(final), _money(net),
                 " ".join("%s %s" % (k, _money(v)) for k, v in by_method.items()), declined))
 
-    _say("\n7. Reprint (补打) of a receipt from three days ago, terminal 3:")
+    _say("\n7. Reprint (补打) of a receipt from %d day(s) ago, terminal 3:" % (today - day3))
     first = rows[(rows["kind"] == Kind.SALE) & (rows["payload_len"] > 0)][0]
     result = reprint(journal, receipt_no=int(first["receipt_no"]), terminal=3, printer=printer,
                      text=True)

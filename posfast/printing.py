@@ -24,6 +24,7 @@ PrintResult(outcome='ok', error='', bytes_sent=8, printer='file:...printer.bin',
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import errno
 import json
@@ -416,11 +417,53 @@ def _journal_print(journal, payment, result: PrintResult, copy: int, operator: i
         payload=json.dumps(note, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8"))
 
 
+def _current_record(journal, payment):
+    """The payment's newest record (its state after finish/resolve), via the journal's
+    payment lifecycle lookup where there is one."""
+    finder = getattr(journal, "payment", None)
+    if callable(finder) and payment.txn_id:
+        try:
+            return finder(int(payment.txn_id))
+        except (KeyError, PosfastError):
+            pass
+    return payment
+
+
 def _receipt_of(journal, payment) -> Receipt:
+    """The stored receipt, completed with the host's answer, refused unless approved.
+
+    The receipt is stored when the payment begins; the authorisation code,
+    reference number and card's last digits arrive with the final record, so
+    a card payment on the receipt that lacks them takes them from it.  The
+    final record never changes, so a reprint shows the same values.
+    """
     try:
-        return Receipt.from_payload(payment.payload)
+        receipt = Receipt.from_payload(payment.payload)
     except InvalidReceipt as exc:
         raise InvalidReceipt(f"payment seq {payment.seq} in journal {journal.path}: {exc}") from None
+    current = _current_record(journal, payment)
+    state = State(int(current.state))
+    if state != State.APPROVED:
+        advice = ("it is still in doubt: finish or resolve the payment first" if state == State.PENDING
+                  else "only an approved payment gets a receipt, or the paper would show a sale "
+                       "that did not happen")
+        raise ReprintRefused(f"payment txn {int(payment.txn_id)} (receipt {receipt.receipt_code}, seq "
+                             f"{payment.seq}) is {state.name}: {advice}")
+    method = {1: "cash", 2: "card", 3: "qr", 4: "wallet", 5: "voucher", 6: "other"}.get(int(current.method))
+    matching = [i for i, p in enumerate(receipt.payments) if p.method == method]
+    if len(matching) == 1:
+        i = matching[0]
+        pay = receipt.payments[i]
+        fill = {}
+        for name in ("auth_code", "rrn") + (("pan_last4",) if method == "card" else ()):
+            recorded = getattr(current, name).rstrip(b"\0").decode("ascii", "replace")
+            if recorded and not getattr(pay, name):
+                fill[name] = recorded
+        if fill:
+            payments = list(receipt.payments)
+            payments[i] = dataclasses.replace(pay, **fill)
+            receipt = dataclasses.replace(receipt, payments=payments)
+    return receipt
 
 
 def print_receipt(journal, txn_seq: int, printer: Printer, operator: int = 0, width: int = 42,
@@ -432,9 +475,13 @@ def print_receipt(journal, txn_seq: int, printer: Printer, operator: int = 0, wi
     a training payment; its payload is ``{"copy": 0, "printer": ..., "error": ...}``.
     A printer fault gives a FAILED or UNKNOWN result, not an exception.
 
-    After an "ok" or "unknown" original, a second original is refused
-    (:class:`ReprintRefused`): print a copy with :func:`reprint`.  After
-    "failed", printing the original again is allowed.
+    Only an approved payment is printed (its current state, after
+    ``finish_payment``/``resolve``); a pending or declined one raises
+    :class:`ReprintRefused`.  A card payment on the stored receipt that lacks
+    the authorisation code, RRN or last four digits gets them from the
+    payment's final record.  After an "ok" or "unknown" original, a second
+    original is refused: print a copy with :func:`reprint`.  After "failed",
+    printing the original again is allowed.
 
     >>> result = print_receipt(journal, seq, TcpPrinter("192.168.1.50"))   # doctest: +SKIP
     >>> result.outcome, journal.get(result.seq).ref_seq == seq             # doctest: +SKIP
@@ -489,7 +536,8 @@ def reprint(journal, seq: Optional[int] = None, receipt_no: Optional[int] = None
     UNKNOWN copy PRINT records) are counted from the journal; past
     ``max_copies`` the reprint is refused with :class:`ReprintRefused`.  The
     attempt is journaled as a PRINT record with flags COPY and payload
-    ``{"copy": n, ...}``; a failed copy does not use up its number.
+    ``{"copy": n, ...}``; a failed copy does not use up its number.  As with
+    :func:`print_receipt`, only an approved payment is printed.
 
     With ``printer=None`` nothing is sent or journaled: the result carries the
     rendered text (outcome ``"preview"``).  ``text=True`` adds the text to a

@@ -21,7 +21,7 @@ from posfast.errors import PosfastError, ReprintRefused
 from posfast.escpos import commands, printed_lines, printed_text
 from posfast.printing import (EscposPrinter, FilePrinter, PrintResult, TcpPrinter, print_counts, print_receipt,
                               reprint)
-from posfast.receipt import Payment, Receipt, ReceiptItem, render_text
+from posfast.receipt import Payment, Receipt, ReceiptItem, display_width, render_text
 
 SHORT = 2.0  # seconds: bounds waits that end as soon as the printer answers (roomy for a loaded CI box)
 
@@ -236,6 +236,11 @@ def test_escpos_adapter_refuses_other_objects():
 
 
 # ---------------------------------------------------------------- journaled printing
+def row(label, value, width=42):
+    """A label/amount line as a person reads it: the value flush with the right edge."""
+    return label + " " * (width - display_width(label) - display_width(value)) + value
+
+
 def make_receipt(receipt_no=123, terminal=3, **overrides):
     fields = dict(merchant="老北京饭庄", terminal=terminal, receipt_no=receipt_no, operator=7,
                   issued_at="2026-11-20T13:45:12+08:00",
@@ -324,7 +329,7 @@ def test_reprint_days_later_reproduces_the_original_with_a_copy_marker(journal, 
     assert (result.outcome, result.copy) == ("ok", 1)
     copy = spool.read_bytes()
     copy_lines = [line.text for line in printed_lines(copy)]
-    marker_lines = ["重印 / COPY 1", "重印时间" + "2026-11-23 10:05:00".rjust(42 - 8)]
+    marker_lines = ["重印 / COPY 1", row("重印时间", "2026-11-23 10:05:00")]
     assert copy_lines.count("重印 / COPY 1") == 2 and marker_lines[1] in copy_lines
     assert [t for t in copy_lines if t not in marker_lines] == [line.text for line in printed_lines(original)]
     assert result.text == render_text(receipt, width=42, copy=1,
@@ -399,6 +404,39 @@ def test_records_that_cannot_be_printed(journal, tmp_path):
     with pytest.raises(ValueError, match="exactly one of seq= or receipt_no="):
         reprint(journal, printer=printer)
     assert not (tmp_path / "p.bin").exists()
+
+
+def test_payment_lifecycle_receipt_carries_the_hosts_answer(journal, tmp_path):
+    # the receipt is stored when the payment begins; auth code and RRN arrive with the final record
+    receipt = make_receipt(payments=[Payment("card", 19800)])
+    txn = journal.begin_payment(terminal=3, amount=receipt.total, currency=156, method="card",
+                                receipt_no=123, payload=receipt.to_payload())
+    with pytest.raises(ReprintRefused, match=r"payment txn 1 \(receipt 3-000123, seq 1\) is PENDING: it is "
+                                             r"still in doubt: finish or resolve the payment first"):
+        print_receipt(journal, txn, FilePrinter(tmp_path / "p.bin"))
+    journal.finish_payment(txn, "approved", auth_code="A00042", rrn="900000000042", pan_last4="4242")
+    spool = tmp_path / "p.bin"
+    result = print_receipt(journal, txn, FilePrinter(spool))
+    texts = [line.text for line in printed_lines(spool.read_bytes())]
+    assert row("银行卡 **** 4242", "198.00") in texts
+    assert row("  授权码", "A00042") in texts
+    assert row("  参考号", "900000000042") in texts
+    assert journal.last_transaction(3)["receipt_printed"] is True
+    copy = reprint(journal, receipt_no=123, terminal=3, printer=None)
+    assert "A00042" in copy.text and "900000000042" in copy.text
+    assert journal.get(result.seq).txn_id == txn
+
+
+def test_declined_payment_gets_no_receipt(journal, tmp_path):
+    receipt = make_receipt()
+    txn = journal.begin_payment(terminal=3, amount=receipt.total, currency=156, method="card",
+                                receipt_no=123, payload=receipt.to_payload())
+    journal.finish_payment(txn, "declined")
+    with pytest.raises(ReprintRefused, match="is DECLINED: only an approved payment gets a receipt"):
+        print_receipt(journal, txn, FilePrinter(tmp_path / "p.bin"))
+    with pytest.raises(ReprintRefused, match="is DECLINED"):
+        reprint(journal, receipt_no=123, terminal=3, printer=FilePrinter(tmp_path / "p.bin"))
+    assert len(journal.query(kind="print")) == 0
 
 
 def test_docstring_examples_run():

@@ -16,11 +16,25 @@ printer fault:
 (``ref_seq`` = the payment, ``state`` = OK / FAILED / UNKNOWN, ``flags`` COPY for
 copies) so reconciliation can match paper to payments.
 
->>> import tempfile, os
->>> from posfast.receipt import Receipt
->>> path = os.path.join(tempfile.mkdtemp(), "printer.bin")
->>> FilePrinter(path).send(b"\\x1b@hello\\n")  # doctest: +ELLIPSIS
-PrintResult(outcome='ok', error='', bytes_sent=8, printer='file:...printer.bin', seq=0, copy=0, text=None)
+>>> import os, tempfile
+>>> from posfast import Journal
+>>> from posfast.receipt import Receipt, ReceiptItem
+>>> folder = tempfile.mkdtemp()
+>>> journal = Journal.create(os.path.join(folder, "doc.pfj"), capacity=1000)
+>>> receipt = Receipt(merchant="好又多", terminal=3, receipt_no=123,
+...                   items=[ReceiptItem("宫保鸡丁", unit_price=3800)])
+>>> txn = journal.begin_payment(terminal=3, amount=3800, method="cash", receipt_no=123,
+...                             payload=receipt.to_payload())
+>>> _ = journal.finish_payment(txn, "approved")
+>>> printer = FilePrinter(os.path.join(folder, "printer.bin"))
+>>> print_receipt(journal, txn, printer)  # doctest: +ELLIPSIS
+PrintResult(outcome='ok', error='', bytes_sent=..., printer='file:...printer.bin', seq=3, copy=0, text=None)
+>>> result = reprint(journal, receipt_no=123, terminal=3, printer=printer)
+>>> result.outcome, result.copy, journal.get(result.seq).ref_seq == txn
+('ok', 1, True)
+>>> print_counts(journal, txn)
+{'original': 1, 'copies': 1, 'failed': 0, 'unknown': 0}
+>>> journal.close()
 """
 from __future__ import annotations
 
@@ -390,8 +404,7 @@ def print_counts(journal, seq: int) -> dict:
     Returns ``{"original": n, "copies": n, "failed": n, "unknown": n}``:
     originals and copies count OK and UNKNOWN prints (either may be on paper).
 
-    >>> print_counts(journal, seq)  # doctest: +SKIP
-    {'original': 1, 'copies': 2, 'failed': 0, 'unknown': 0}
+    (A runnable example is in the module docstring.)
     """
     prints = _print_records(journal, _payment_record(journal, seq))
     state, flags = prints["state"], prints["flags"]
@@ -483,9 +496,17 @@ def print_receipt(journal, txn_seq: int, printer: Printer, operator: int = 0, wi
     original is refused: print a copy with :func:`reprint`.  After "failed",
     printing the original again is allowed.
 
-    >>> result = print_receipt(journal, seq, TcpPrinter("192.168.1.50"))   # doctest: +SKIP
-    >>> result.outcome, journal.get(result.seq).ref_seq == seq             # doctest: +SKIP
-    ('ok', True)
+    >>> import os, tempfile
+    >>> from posfast import Journal
+    >>> from posfast.receipt import Receipt
+    >>> journal = Journal.create(os.path.join(tempfile.mkdtemp(), "doc.pfj"), capacity=100)
+    >>> seq = journal.append(terminal=1, kind="sale", state="approved", amount=0,
+    ...                      payload=Receipt(merchant="Shop").to_payload())
+    >>> off = TcpPrinter("127.0.0.1", 1, timeout=0.5)         # nothing listens on port 1
+    >>> result = print_receipt(journal, seq, off)
+    >>> result.outcome, journal.get(result.seq).state == State.FAILED
+    ('failed', True)
+    >>> journal.close()
     """
     payment = _payment_record(journal, txn_seq)
     receipt = _receipt_of(journal, payment)
@@ -544,9 +565,16 @@ def reprint(journal, seq: Optional[int] = None, receipt_no: Optional[int] = None
     real print's result too.  ``now`` (datetime or microseconds) fixes the
     reprint time; it defaults to the clock, shown in the journal's time zone.
 
-    >>> result = reprint(journal, receipt_no=123, terminal=3, printer=TcpPrinter("10.0.0.9"))  # doctest: +SKIP
-    >>> result.outcome, result.copy                                                          # doctest: +SKIP
-    ('ok', 1)
+    >>> import os, tempfile
+    >>> from posfast import Journal
+    >>> from posfast.receipt import Receipt
+    >>> journal = Journal.create(os.path.join(tempfile.mkdtemp(), "doc.pfj"), capacity=100)
+    >>> _ = journal.append(terminal=3, kind="sale", state="approved", amount=0, receipt_no=7,
+    ...                    payload=Receipt(merchant="Shop", terminal=3, receipt_no=7).to_payload())
+    >>> preview = reprint(journal, receipt_no=7, terminal=3, now=1_795_000_000_000_000)
+    >>> print(preview.text.splitlines()[1].strip())
+    重印 / COPY 1
+    >>> journal.close()
     """
     if (seq is None) == (receipt_no is None):
         raise ValueError("give exactly one of seq= or receipt_no= to choose the receipt to reprint")

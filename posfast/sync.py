@@ -752,11 +752,9 @@ class PostgresTarget(_BackOffice):
             raise ImportError("PostgresTarget needs psycopg 3: pip install 'psycopg[binary]'") from exc
         self.dsn = dsn
         self._pool = _PgPool(dsn, pool_size, self._setup_connection)
-        names = _record_dtype().names
         self._copy_sql = f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link) FROM STDIN"
-        self._insert_sql = (f"INSERT INTO records SELECT * FROM _pf_incoming ORDER BY seq "
+        self._insert_sql = ("INSERT INTO records SELECT * FROM _pf_incoming ORDER BY seq "
                             "ON CONFLICT (journal_id, seq) DO NOTHING")
-        assert names  # schema follows RECORD_DTYPE
         self._create_schema()
 
     def __repr__(self):

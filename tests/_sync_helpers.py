@@ -6,6 +6,9 @@ the server can be tested in isolation; it also quacks enough like a Journal
 (``sync_watermark``, ``head_seq``, ``oldest_seq``, ``read_range``...) to drive a
 Syncer where a test needs eviction or failure injection a real journal cannot give.
 """
+import os
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -15,6 +18,7 @@ import posfast
 from posfast.sync import RecordBatch
 
 RECORD_DTYPE = posfast.RECORD_DTYPE
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def genesis(journal_id):
@@ -154,3 +158,16 @@ def assert_back_office_equals_journal(target, journal, first=1, last=None):
     want = journal.read_range(first, last)
     held = target.read_range(journal.journal_id, first, last)
     assert_same_records(held, want.rows, want.payloads, want.links)
+
+
+def start_serve_process(db_url, tokens_file, tmp_path, *extra):
+    """Run `python -m posfast.server` on 127.0.0.1, a free port; returns (process, url)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH")] if p))
+    proc = subprocess.Popen([sys.executable, "-m", "posfast.server", "--db", db_url, "--port", "0",
+                             "--tokens-file", str(tokens_file), *extra],
+                            stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.log", "ab"), text=True, env=env)
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise AssertionError(f"server did not start: {line!r} {(tmp_path / 'serve.log').read_text()}")
+    return proc, line.split("listening on ")[1].split()[0]

@@ -2,9 +2,6 @@
 import base64
 import http.client
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,10 +14,7 @@ from posfast.server import load_tokens, parse_tokens, start_in_thread  # noqa: E
 from posfast.sync import (HttpTarget, SqliteTarget, SyncRefused, SyncResult, SyncUnavailable, Syncer,  # noqa: E402
                           encode_batch)
 
-from _sync_helpers import HandJournal, assert_same_records  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from _sync_helpers import HandJournal, assert_same_records, start_serve_process  # noqa: E402
 
 @pytest.fixture
 def two_terminals():
@@ -207,18 +201,6 @@ def test_tokens_file_and_specs(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the real `serve` process
-
-def start_serve_process(db_url, tokens_file, tmp_path, *extra):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH")] if p))
-    proc = subprocess.Popen([sys.executable, "-m", "posfast.server", "--db", db_url, "--port", "0",
-                             "--tokens-file", str(tokens_file), *extra],
-                            stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.log", "ab"), text=True, env=env)
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise AssertionError(f"server did not start: {line!r} {(tmp_path / 'serve.log').read_text()}")
-    return proc, line.split("listening on ")[1].split()[0]
-
 
 def test_fifty_terminals_sync_concurrently_through_serve(tmp_path):
     terminals, per_terminal, batch = 50, 240, 40

@@ -683,6 +683,11 @@ cdef class Ring:
                                                                         self.path, self.max_payload))
         else:
             lens = numpy.zeros(n, dtype=numpy.uint16)
+        if n and pf_record_slots(<uint32_t>lens.max(), self.slot_size) > self.capacity:
+            raise InvalidRecord("posfast: a record with %d payload bytes needs %d slots but %s has "
+                                "only %d; use a smaller payload" % (
+                                    lens.max(), pf_record_slots(<uint32_t>lens.max(), self.slot_size),
+                                    self.path, self.capacity))
         last_evicted, total_slots = self.plan(lens)
         if self.retention != RETENTION_OVERWRITE:
             if total_slots > self.capacity:
@@ -719,7 +724,8 @@ cdef class Ring:
                     while j < n:
                         plen = offs[j + 1] - offs[j] if has_payload else 0
                         nsl = pf_record_slots(<uint32_t>plen, self.slot_size)
-                        if j > i and (gslots + nsl > GROUP_SLOTS_MAX or
+                        # a group wider than the ring would overwrite its own records
+                        if j > i and (gslots + nsl > GROUP_SLOTS_MAX or gslots + nsl > self.capacity or
                                       seq - self.group_first_seq >= PF_MAX_GROUP_RECORDS):
                             break
                         head = buf + gslots * self.slot_size

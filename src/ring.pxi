@@ -216,6 +216,10 @@ cdef class Ring:
         cdef bytes raw
         cdef int i, first = <int>((self.generation + 1) % 2)
         self._usable()
+        if self.group_first_seq:
+            # Records written but not yet synced first: otherwise the header could reach the
+            # disk before them and a crash leave a watermark above the newest record.
+            self._sync()
         for i in range(2):
             raw = Ring.encode_header(self.generation + 1, self.slot_size, self.max_payload,
                                      self.capacity, bytes(self.jid[:16]), self.created_us,

@@ -19,6 +19,7 @@ import numpy as np
 from . import _core
 from .errors import CorruptRecord, InvalidRecord, JournalClosed, JournalLocked
 from .index import Index
+from .dayclose import DayCloseMixin
 from .payments import PaymentsMixin
 from .records import (PAYMENT_KINDS, RECORD_DTYPE, DayRule, Kind, State, day_number, make_row,
                       make_rows, now_us, to_us)
@@ -120,7 +121,7 @@ class _Lock:
             self.fd = -1
 
 
-class Journal(PaymentsMixin):
+class Journal(PaymentsMixin, DayCloseMixin):
     """An open posfast journal (use `Journal.create` or `Journal.open`)."""
 
     def __init__(self, ring, readonly, lock, batch_ms):
@@ -557,4 +558,5 @@ class Journal(PaymentsMixin):
                     report.problems.append(Problem(0, None, "index file disagrees with the records "
                                                    "(rebuilt in memory; it is rewritten on close)"))
                     self.index = rebuilt
+            self._verify_day_closes(report)
             return report

@@ -327,6 +327,11 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
                 if digits.any():
                     raise InvalidRecord("posfast: row %d: pan_last4 holds more than 4 digits; never "
                                         "store a full card number" % int(np.argmax(digits)))
+            if name != "pan_last4" and width >= 13 and n:
+                # as append refuses it: a field wide enough to hold a card number must not hold one
+                raw = np.ascontiguousarray(arr).view(np.uint8).reshape(n, width)
+                for i in np.flatnonzero(((raw >= 48) & (raw <= 57)).sum(axis=1) >= 13).tolist():
+                    _refuse_pan("row %d: %s" % (i, name), bytes(arr[i]))
             rows[name] = arr
         else:
             arr = np.asarray(col)

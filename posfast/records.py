@@ -300,9 +300,10 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
             enum_cls = _ENUM_FIELDS[name]
             arr = np.asarray(col)
             if arr.dtype.kind in "US" or arr.dtype == object:
-                values = np.unique(arr)
+                if isinstance(col, (list, tuple)):
+                    arr = np.array(col, dtype=object)   # ints among names must not become "6"
                 mapping = {v: int(enum_cls.coerce(v.decode() if isinstance(v, bytes) else v, name))
-                           for v in values.tolist()}
+                           for v in set(arr.ravel().tolist())}
                 arr = np.vectorize(mapping.__getitem__, otypes=[np.int64])(arr) if n else \
                     np.zeros(0, np.int64)
             arr = np.broadcast_to(np.asarray(arr, dtype=np.int64), (n,))

@@ -1,0 +1,174 @@
+"""Shared helpers of the core tests: file surgery on ring files and the brute-force
+index check.  (Fixtures here are opt-in; nothing is autouse.)"""
+import os
+import shutil
+import struct
+import uuid
+
+import numpy as np
+import pytest
+
+import posfast
+from posfast import _core
+from posfast.index import Index
+
+from _writer_child import MAX_PAYLOAD, columns_for, expected, expected_dict  # noqa: F401
+
+FIXED_JID = uuid.UUID("5f0c7a3e-2b1d-4c8e-9a6f-0123456789ab")
+DATA_OFFSET = _core.DATA_OFFSET
+HEAD = _core.HEAD_SIZE
+
+
+def ring_file_offset(journal, seq):
+    """Byte offset in the file of the head of live record `seq`."""
+    return DATA_OFFSET + journal._ring.slot_of(seq) * journal.slot_size
+
+
+def record_span(journal, seq):
+    """File offsets of every byte of record `seq` (head + payload, wrapping at the ring end)."""
+    slot = journal._ring.slot_of(seq)
+    head_offset = DATA_OFFSET + slot * journal.slot_size
+    (plen,) = struct.unpack("<H", read_at(journal.path, head_offset + 4, 2))
+    ring_bytes = journal.capacity * journal.slot_size
+    start = slot * journal.slot_size
+    return [DATA_OFFSET + (start + i) % ring_bytes for i in range(HEAD + plen)]
+
+
+def read_at(path, offset, n):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(n)
+
+
+def write_at(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def flip_byte(path, offset, mask=0x40):
+    old = read_at(path, offset, 1)[0]
+    write_at(path, offset, bytes([old ^ mask]))
+
+
+def crash_copy(path, dest):
+    """Copy a journal file as a crash would leave it (no index, no lock)."""
+    shutil.copyfile(path, dest)
+    return dest
+
+
+def drop_without_close(journal):
+    """Simulate the writer process dying: no index save, lock gone (a SIGKILL's leftovers)."""
+    journal._stop.set()
+    if journal._lock_file:
+        journal._lock_file.release()
+    journal._ring.close()          # fsync mode: nothing pending, so this only closes the fd
+
+
+def record_dicts(journal, seqs):
+    return [journal.get(int(s)).to_dict() for s in seqs]
+
+
+def live_rows(journal):
+    """Every live, intact record as RECORD_DTYPE rows, by reading each seq (no index)."""
+    ring = journal._ring
+    seqs = np.arange(journal.oldest_seq, journal.head_seq + 1, dtype=np.uint64)
+    out = np.zeros(len(seqs), dtype=posfast.RECORD_DTYPE)
+    status = ring.read_rows(seqs, out.view(np.uint8).reshape(len(seqs), posfast.RECORD_DTYPE.itemsize))
+    return out[status == 0]
+
+
+def assert_index_matches_scan(journal):
+    """The bitmap index gives exactly what a brute-force numpy scan of the live rows gives."""
+    rows = live_rows(journal)
+    everything = journal.query()
+    assert everything["seq"].tolist() == rows["seq"].tolist()
+    assert everything.tobytes() == rows.tobytes()
+    for name in ("day", "terminal", "kind"):
+        for value in np.unique(rows[name]).tolist():
+            got = journal.query(**{name: int(value)})["seq"].tolist()
+            assert got == rows["seq"][rows[name] == value].tolist(), (name, value)
+            assert journal.count(**{name: int(value)}) == int((rows[name] == value).sum())
+    for terminal in np.unique(rows["terminal"]).tolist():
+        mine = rows[rows["terminal"] == terminal]
+        newest = journal.last(terminal=int(terminal))
+        assert newest is not None and newest.seq == int(mine["seq"].max())
+        for kind in np.unique(mine["kind"]).tolist():
+            got = journal.query(terminal=int(terminal), kind=int(kind))["seq"].tolist()
+            assert got == mine["seq"][mine["kind"] == kind].tolist()
+            assert journal.last(terminal=int(terminal), kind=int(kind)).seq == got[-1]
+    # a value nobody used gives nothing
+    assert len(journal.query(terminal=999_999)) == 0
+    rebuilt = Index()
+    rebuilt.add_rows(rows)
+    assert rebuilt.equals(journal.index, journal.oldest_seq)
+    assert journal.index.equals(rebuilt, journal.oldest_seq)
+
+
+def index_equal(a, b, oldest):
+    return a.equals(b, oldest) and b.equals(a, oldest)
+
+
+def state_of(journal):
+    """What a user would compare between two opens of the same file."""
+    report = journal.verify()
+    rows = journal.query()
+    return {
+        "head": journal.head_seq,
+        "oldest": journal.oldest_seq,
+        "watermark": journal.sync_watermark,
+        "ok": report.ok,
+        "problems": sorted((p.seq, p.slot, p.code) for p in report.problems),
+        "rows": rows.tobytes(),
+        "payloads": journal.payloads(rows["seq"]),
+    }
+
+
+def header_bytes(path, copy=0):
+    return read_at(path, copy * _core.HEADER_COPY_SIZE, 128)
+
+
+def unpack_header(raw):
+    """Header copy fields at the offsets pf_format.h documents (little-endian)."""
+    magic, version, size, generation, slot, max_payload, capacity = struct.unpack_from("<8sIIQIIQ", raw, 0)
+    jid = raw[40:56]
+    created, off_min, start_min, retention, flags, watermark = struct.unpack_from("<qiiIIQ", raw, 56)
+    (crc,) = struct.unpack_from("<I", raw, 124)
+    return {"magic": magic, "version": version, "header_size": size, "generation": generation,
+            "slot_size": slot, "max_payload": max_payload, "capacity": capacity,
+            "journal_id": uuid.UUID(bytes=jid), "created_us": created, "day_offset_min": off_min,
+            "day_start_min": start_min, "retention": retention, "flags": flags,
+            "sync_watermark": watermark, "crc": crc}
+
+
+def append_expected(journal, seqs):
+    """Append the deterministic records of `seqs` (consecutive, starting at head + 1)."""
+    seqs = list(seqs)
+    assert seqs[0] == journal.head_seq + 1
+    if len(seqs) == 1:
+        fields, payload = expected(seqs[0], journal.max_payload)
+        return range(journal.append(payload=payload, **fields), seqs[0] + 1)
+    columns, payloads = columns_for(seqs, journal.max_payload)
+    return journal.append_many(columns, payloads)
+
+
+@pytest.fixture
+def jpath(tmp_path):
+    return str(tmp_path / "till.pfj")
+
+
+@pytest.fixture
+def make_journal(jpath):
+    opened = []
+
+    def make(**kw):
+        kw.setdefault("capacity", 64)
+        kw.setdefault("max_payload", MAX_PAYLOAD)
+        kw.setdefault("journal_id", FIXED_JID)
+        journal = posfast.Journal.create(kw.pop("path", jpath), **kw)
+        opened.append(journal)
+        return journal
+
+    yield make
+    for journal in opened:
+        journal.close()

@@ -1,0 +1,309 @@
+"""Record model: every field round-trips, payload sizes, enums by name, the day rule,
+and the refusals (full card numbers, float money, out-of-range fields)."""
+import datetime as dt
+
+import numpy as np
+import pytest
+
+import posfast
+from posfast import DayRule, InvalidRecord, Kind, Method, State
+
+from conftest import MAX_PAYLOAD, expected, expected_dict
+
+CST = dt.timezone(dt.timedelta(hours=8))
+
+FULL = dict(ts=1_795_000_000_123_456, terminal=4_000_000_001, kind="refund", state="approved",
+            method="card", flags=posfast.Flag.OFFLINE | posfast.Flag.FORCED, currency=978,
+            amount=-(2**62) + 7, txn_id=2**63 - 1, ref_seq=41, receipt_no=2**32 - 1,
+            operator=77, client_ref=b"order-2026-00042", pan_last4=b"4242", auth_code=b"Z9Y8X7",
+            rrn=b"123456789012")
+
+
+def test_every_field_round_trips_through_get_query_and_reopen(make_journal):
+    j = make_journal()
+    seq = j.append(payload=b"\x00receipt\xff" * 3, **FULL)
+    want = {"seq": seq, "ts": FULL["ts"], "day": DayRule().day_number(FULL["ts"]),
+            "terminal": 4_000_000_001, "kind": 2, "state": 2, "method": 2, "flags": 18,
+            "currency": 978, "amount": -(2**62) + 7, "txn_id": 2**63 - 1, "ref_seq": 41,
+            "receipt_no": 2**32 - 1, "operator": 77, "client_ref": b"order-2026-00042",
+            "pan_last4": b"4242", "auth_code": b"Z9Y8X7", "rrn": b"123456789012",
+            "payload": b"\x00receipt\xff" * 3}
+    rec = j.get(seq)
+    assert rec.to_dict() == want
+    assert rec["amount"] == rec.amount == -(2**62) + 7
+    assert rec.kind == Kind.REFUND and rec.state == State.APPROVED and rec.method == Method.CARD
+    row = j.query(terminal=4_000_000_001)
+    assert len(row) == 1
+    for name, value in want.items():
+        if name != "payload":
+            assert row[name][0] == value, name
+    assert row["payload_len"][0] == 27
+    assert j.payloads(row["seq"]) == [want["payload"]]
+    j.close()
+    with posfast.Journal.open(j.path, readonly=True) as again:
+        assert again.get(seq).to_dict() == want
+        assert again.last(terminal=4_000_000_001, kind="refund").to_dict() == want
+
+
+def test_append_many_round_trips_like_append(make_journal):
+    j = make_journal(capacity=512)
+    seqs = range(1, 41)
+    columns = {name: [expected(s)[0][name] for s in seqs] for name in expected(1)[0]}
+    payloads = [expected(s)[1] for s in seqs]
+    got = j.append_many(columns, payloads)
+    assert got == range(1, 41)
+    for s in seqs:
+        assert j.get(s).to_dict() == expected_dict(s, j.day_rule)
+    rows = j.query()
+    assert rows["seq"].tolist() == list(seqs)
+    assert rows["amount"].tolist() == columns["amount"]
+    assert rows["payload_len"].tolist() == [len(p) for p in payloads]
+    assert j.payloads(rows["seq"]) == payloads
+
+
+@pytest.mark.parametrize("slot_size", [128, 256])
+def test_every_payload_size_from_zero_to_the_limit(make_journal, slot_size):
+    j = make_journal(capacity=8192, slot_size=slot_size, max_payload=MAX_PAYLOAD, durability="none")
+    payloads = [bytes((size * 31 + i) & 0xFF for i in range(size)) for size in range(MAX_PAYLOAD + 1)]
+    for size, payload in enumerate(payloads):
+        assert j.append(terminal=1, kind="note", amount=size, payload=payload) == size + 1
+    j.close()
+    j = posfast.Journal.open(j.path, readonly=True)
+    try:
+        assert j.head_seq == MAX_PAYLOAD + 1 and j.oldest_seq == 1
+        for size, payload in enumerate(payloads):
+            rec = j.get(size + 1)
+            assert rec.amount == size and rec.payload == payload
+        rows = j.query()
+        assert rows["payload_len"].tolist() == list(range(MAX_PAYLOAD + 1))
+        # records of head + payload > slot_size take several slots (and move positions)
+        assert j.verify().ok
+        assert j.status()["used_slots"] == sum(-(-(128 + n) // slot_size) for n in range(MAX_PAYLOAD + 1))
+    finally:
+        j.close()
+
+
+def test_payload_beyond_max_payload_is_refused_and_nothing_written(make_journal):
+    j = make_journal(max_payload=300)
+    j.append(terminal=1, kind="sale", amount=1, payload=b"x" * 300)
+    with pytest.raises(InvalidRecord, match="payload.*301 bytes.*at most 300"):
+        j.append(terminal=1, kind="sale", amount=2, payload=b"x" * 301)
+    with pytest.raises(InvalidRecord, match="payload of record 1 is 301 bytes"):
+        j.append_many({"terminal": [1, 1], "kind": "sale"}, payloads=[b"", b"y" * 301])
+    assert j.head_seq == 1 and j.query()["amount"].tolist() == [1]
+
+
+@pytest.mark.parametrize("value, want", [
+    ("sale", Kind.SALE), ("SALE", Kind.SALE), ("Refund", Kind.REFUND), (" void ", Kind.VOID),
+    ("day-close", Kind.DAY_CLOSE), ("day_close", Kind.DAY_CLOSE), (Kind.PRINT, Kind.PRINT),
+    (4, Kind.REVERSAL), (np.uint8(6), Kind.COMPLETION)])
+def test_kind_accepts_enum_int_and_name(make_journal, value, want):
+    j = make_journal()
+    seq = j.append(terminal=1, kind=value, amount=0)
+    assert j.get(seq).kind == want
+    assert j.query(kind=value)["seq"].tolist() == [seq]
+    assert Kind.coerce(value) is want
+
+
+def test_state_and_method_accept_names_in_append_and_append_many(make_journal):
+    j = make_journal()
+    j.append(terminal=1, kind="sale", state="Declined", method="qr", amount=5)
+    j.append_many({"terminal": [1, 2, 3], "kind": ["sale", "REFUND", 6],
+                   "state": ["approved", "pending", State.VOIDED],
+                   "method": ["wallet", Method.CASH, "voucher"], "amount": [1, 2, 3]})
+    rows = j.query()
+    assert rows["kind"].tolist() == [1, 1, 2, 6]
+    assert rows["state"].tolist() == [3, 2, 1, 5]
+    assert rows["method"].tolist() == [3, 4, 1, 5]
+    assert j.query(state="approved")["seq"].tolist() == [2]
+    assert j.query(state=["pending", "voided"])["seq"].tolist() == [3, 4]
+
+
+@pytest.mark.parametrize("field, value", [("kind", "sell"), ("state", "done"), ("method", "cheque"),
+                                          ("kind", 99), ("state", -1)])
+def test_unknown_enum_value_names_the_field(make_journal, field, value):
+    j = make_journal()
+    fields = {"terminal": 1, "kind": "sale", field: value}
+    with pytest.raises(InvalidRecord, match=r"%s=" % field):
+        j.append(**fields)
+    with pytest.raises(InvalidRecord, match=field):
+        j.append_many({"terminal": [1, 1], "kind": "sale", field: ["sale" if field == "kind" else 0,
+                                                                   value]})
+    assert j.head_seq == 0
+
+
+@pytest.mark.parametrize("field, value", [
+    ("pan_last4", "4111111111111111"), ("pan_last4", b"4111 1111 1111 1111"), ("pan_last4", "41111"),
+    ("client_ref", "4111111111111111"), ("client_ref", b"4111-1111-1111-1111"[:16]),
+    ("auth_code", "4111111111111")])
+def test_full_card_number_is_refused(make_journal, field, value):
+    j = make_journal()
+    with pytest.raises(InvalidRecord, match=field if field == "pan_last4" else "card number|%s" % field):
+        j.append(terminal=1, kind="sale", amount=100, **{field: value})
+    assert j.head_seq == 0
+
+
+@pytest.mark.parametrize("field, value", [
+    ("pan_last4", b"4111111111111111"), ("pan_last4", b"12345"),
+    ("client_ref", b"4111111111111111"), ("client_ref", b"x4111111111111111"[1:])])
+def test_full_card_number_is_refused_by_append_many(make_journal, field, value):
+    j = make_journal()
+    with pytest.raises(InvalidRecord, match=field):
+        j.append_many({"terminal": [1, 1], "kind": "sale", "amount": [1, 2], field: [b"", value]})
+    assert j.head_seq == 0
+
+
+def test_last_four_digits_are_kept(make_journal):
+    j = make_journal()
+    seq = j.append(terminal=1, kind="sale", amount=100, pan_last4="0042")
+    assert j.get(seq).pan_last4 == b"0042"
+
+
+@pytest.mark.parametrize("amount", [12.5, 12.0, np.float64(3.0), np.float32(1.0)])
+def test_float_amount_is_refused(make_journal, amount):
+    j = make_journal()
+    with pytest.raises(InvalidRecord, match="amount.*minor units"):
+        j.append(terminal=1, kind="sale", amount=amount)
+    with pytest.raises(InvalidRecord, match="amount.*minor units"):
+        j.append_many({"terminal": [1, 1], "kind": "sale", "amount": [1, amount]})
+    with pytest.raises(InvalidRecord, match="amount"):
+        j.append_many({"terminal": [1], "kind": "sale", "amount": np.array([1.0])})
+    assert j.head_seq == 0
+
+
+@pytest.mark.parametrize("field, value, pattern", [
+    ("terminal", -1, "terminal=-1 is out of range"),
+    ("terminal", 2**32, "terminal=4294967296 is out of range"),
+    ("currency", 1000, "currency=1000 is out of range"),
+    ("flags", 256, "flags=256 is out of range"),
+    ("receipt_no", 1.0, "receipt_no=1.0 must be an integer"),
+    ("operator", "7", "operator='7' must be an integer"),
+    ("txn_id", True, "txn_id=True must be an integer"),
+    ("auth_code", b"ABCDEFG", "auth_code=b'ABCDEFG' is 7 bytes, the field holds 6"),
+    ("rrn", "ABCDEFGHIJKLMN", "rrn=.* is 14 bytes, the field holds 12"),
+    ("client_ref", b"x" * 17, "client_ref=.* is 17 bytes, the field holds 16"),
+    ("ts", "yesterday", "cannot read 'yesterday' as a time"),
+])
+def test_invalid_record_message_names_the_field(make_journal, field, value, pattern):
+    j = make_journal()
+    fields = {"terminal": 1, "kind": "sale", "amount": 1}
+    fields[field] = value
+    with pytest.raises(InvalidRecord, match=pattern):
+        j.append(**fields)
+    assert j.head_seq == 0
+
+
+def test_unknown_field_and_missing_kind_are_named(make_journal):
+    j = make_journal()
+    with pytest.raises(InvalidRecord, match="amout"):
+        j.append(terminal=1, kind="sale", amout=5)
+    with pytest.raises(InvalidRecord, match="kind="):
+        j.append(terminal=1, amount=5)
+    with pytest.raises(InvalidRecord, match="row 2: currency=1001 is out of range"):
+        j.append_many({"terminal": [1, 2, 3], "kind": "sale", "currency": [156, 978, 1001]})
+    with pytest.raises(InvalidRecord, match="differ in length"):
+        j.append_many({"terminal": [1, 2, 3], "kind": "sale", "amount": [1, 2]})
+    with pytest.raises(InvalidRecord, match="3 payloads for 2 records"):
+        j.append_many({"terminal": [1, 2], "kind": "sale"}, payloads=[b"", b"", b""])
+    assert j.head_seq == 0
+
+
+def test_append_many_is_validated_as_a_whole(make_journal):
+    j = make_journal()
+    j.append(terminal=1, kind="sale", amount=1)
+    with pytest.raises(InvalidRecord, match="row 3"):
+        j.append_many({"terminal": [1, 2, 3, -4, 5], "kind": "sale", "amount": [1, 2, 3, 4, 5]})
+    assert j.head_seq == 1
+    assert j.append(terminal=1, kind="sale", amount=2) == 2
+
+
+def test_txn_id_defaults_to_own_seq_for_payment_kinds_only(make_journal):
+    j = make_journal()
+    j.append(terminal=1, kind="note", amount=0)
+    sale = j.append(terminal=1, kind="sale", amount=100)
+    printed = j.append(terminal=1, kind="print", state="ok", ref_seq=sale)
+    refund = j.append(terminal=1, kind="refund", amount=100, txn_id=sale)
+    many = j.append_many({"terminal": [1, 1], "kind": ["void", "print"], "amount": [0, 0]})
+    assert j.get(sale).txn_id == sale
+    assert j.get(printed).txn_id == 0 and j.get(printed).ref_seq == sale
+    assert j.get(refund).txn_id == sale
+    assert j.get(1).txn_id == 0
+    assert j.get(many[0]).txn_id == many[0] and j.get(many[1]).txn_id == 0
+
+
+def test_ts_defaults_to_now_and_accepts_datetimes(make_journal):
+    j = make_journal()
+    before = posfast.records.now_us()
+    a = j.append(terminal=1, kind="sale", amount=1)
+    after = posfast.records.now_us()
+    b = j.append(terminal=1, kind="sale", amount=1, ts=dt.datetime(2026, 11, 20, 12, 0, tzinfo=CST))
+    c = j.append(terminal=1, kind="sale", amount=1, ts=dt.datetime(2026, 11, 20, 4, 0))  # naive = UTC
+    assert before <= j.get(a).ts <= after
+    assert j.get(b).ts == j.get(c).ts == 1_795_147_200_000_000     # 2026-11-20 04:00 UTC
+
+
+def local_us(*args):
+    return posfast.records.to_us(dt.datetime(*args, tzinfo=CST))
+
+
+def test_day_follows_the_day_rule_offset_and_cutoff(make_journal):
+    rule = DayRule(utc_offset="+08:00", starts_at="04:00")
+    j = make_journal(day_rule=rule)
+    stamps = {
+        "evening": local_us(2026, 11, 20, 21, 30),       # 20th
+        "2am": local_us(2026, 11, 21, 2, 0),              # still the 20th's business day
+        "3:59": local_us(2026, 11, 21, 3, 59, 59),        # still the 20th
+        "4am": local_us(2026, 11, 21, 4, 0),              # the 21st begins
+        "utc_midnight": posfast.records.to_us(dt.datetime(2026, 11, 21, 0, 0)),  # 08:00 local: 21st
+    }
+    seqs = {name: j.append(terminal=1, kind="sale", amount=1, ts=ts) for name, ts in stamps.items()}
+    day20 = (dt.date(2026, 11, 20) - dt.date(1970, 1, 1)).days
+    assert j.get(seqs["evening"]).day == day20
+    assert j.get(seqs["2am"]).day == day20
+    assert j.get(seqs["3:59"]).day == day20
+    assert j.get(seqs["4am"]).day == day20 + 1
+    assert j.get(seqs["utc_midnight"]).day == day20 + 1
+    assert rule.day_of(stamps["2am"]) == dt.date(2026, 11, 20)
+    assert j.query(day="2026-11-20")["seq"].tolist() == [seqs["evening"], seqs["2am"], seqs["3:59"]]
+    assert j.query(day=dt.date(2026, 11, 21))["seq"].tolist() == [seqs["4am"], seqs["utc_midnight"]]
+    assert j.query(day=day20 + 1)["seq"].tolist() == [seqs["4am"], seqs["utc_midnight"]]
+    assert rule.day_start_us("2026-11-21") == stamps["4am"]
+    # append_many derives the same days
+    j.append_many({"terminal": [2] * 5, "kind": "sale", "ts": list(stamps.values())})
+    assert j.query(terminal=2)["day"].tolist() == [day20, day20, day20, day20 + 1, day20 + 1]
+    # the rule lives in the file header
+    j.close()
+    with posfast.Journal.open(j.path, readonly=True) as again:
+        assert again.day_rule.offset_minutes == 480 and again.day_rule.start_minutes == 240
+        assert again.get(seqs["2am"]).day == day20
+
+
+def test_day_rule_negative_offset_and_times_before_1970():
+    rule = DayRule(utc_offset="-05:30", starts_at="06:00")
+    ts = posfast.records.to_us(dt.datetime(2026, 3, 1, 11, 0))      # 05:30 local on the 1st
+    assert rule.day_of(ts) == dt.date(2026, 2, 28)
+    assert rule.day_of(ts + 30 * 60 * 1_000_000) == dt.date(2026, 3, 1)
+    assert DayRule().day_number(-1) == -1
+    assert DayRule().day_of(dt.datetime(1969, 12, 31, 23, 59)) == dt.date(1969, 12, 31)
+    with pytest.raises(ValueError, match="utc_offset"):
+        DayRule(utc_offset="+15:00")
+    with pytest.raises(ValueError, match="starts_at"):
+        DayRule(starts_at="25:00")
+
+
+def test_hash_chain_links_recompute_from_rows(make_journal):
+    j = make_journal(capacity=256)
+    for s in range(1, 21):
+        fields, payload = expected(s)
+        j.append(payload=payload, **fields)
+    prev = posfast.genesis_link(j.journal_id.bytes)
+    batch = j.read_range(1, 20)
+    assert batch.prev_link == prev
+    for i, s in enumerate(range(1, 21)):
+        link = posfast.chain_link(prev, batch.rows[i], batch.payloads[i])
+        assert link == j.link(s) == batch.links[i]
+        prev = link
+    # the link covers the fields: change one and it no longer matches
+    row = batch.rows[4].copy()
+    row["amount"] += 1
+    assert posfast.chain_link(j.link(4), row, batch.payloads[4]) != j.link(5)

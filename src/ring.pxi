@@ -503,10 +503,9 @@ cdef class Ring:
         cdef uint64_t limit, q, slot
         cdef const uint8_t *h
         found = []
-        if self.head_seq >= self.oldest_seq and self.pos_of[(self.oldest_seq - 1) % self.capacity]:
-            limit = self.pos_of[(self.oldest_seq - 1) % self.capacity] + self.capacity
-        else:
-            limit = self.next_pos + self.capacity
+        # A full lap from the tail: a torn group may already have overwritten the oldest
+        # records' slots (their own heads there carry older positions, so cannot match).
+        limit = self.next_pos + self.capacity
         q = self.next_pos
         while q < limit:
             slot = (q - 1) % self.capacity
@@ -532,12 +531,27 @@ cdef class Ring:
             gap_seq = self.head_seq + 1
             last_seq, _, last_off = ahead[len(ahead) - 1]
             if last_seq - last_off <= gap_seq:
-                # the newest group began at or before the gap: a torn tail
+                # the newest group began at or before the gap: a torn tail.  What it was
+                # overwriting had been evicted by the writer (never the newest intact record).
+                torn_end = 0
                 for seq, pos, _ in ahead:
                     self.torn.append((seq, (pos - 1) % self.capacity))
-                    if self.writable and not self.failed:
+                    torn_end = max(torn_end, pos + self._nslots_at(pos))
+                if self.head_seq >= self.oldest_seq:
+                    seq = self.oldest_seq
+                    self._evict_before(min(torn_end, self.pos_of[(self.head_seq - 1) % self.capacity]
+                                           + self.capacity))
+                    # records noted lost on the way were that group's doing, not damage
+                    self.damaged[:] = [d for d in self.damaged
+                                       if not seq <= d[0] < self.oldest_seq]
+                if self.writable and not self.failed:
+                    # Zeroing the torn heads erases how far the group reached, so first
+                    # zero the heads of the records it evicted (else a later scan takes them
+                    # for live ones): a crash anywhere in here recovers the same way again.
+                    if self._zero_evicted():
+                        self._sync()
+                    for seq, pos, _ in ahead:
                         self._zero_head(pos)
-                if self.writable and not self.failed and ahead:
                     self._sync()
                 return 0
             first_seq, first_pos, _ = ahead[0]
@@ -550,6 +564,24 @@ cdef class Ring:
             self.head_seq = first_seq - 1
             self._evict_before(first_pos)
             self.next_pos = first_pos
+
+    cdef bint _zero_evicted(self) except -1:
+        # Intact heads within a lap of the tail but older than the oldest live record.
+        cdef uint64_t q, end, slot
+        cdef const uint8_t *h
+        cdef bint wrote = False
+        end = self.pos_of[(self.oldest_seq - 1) % self.capacity] \
+            if self.head_seq >= self.oldest_seq else self.next_pos
+        q = self.next_pos - self.capacity if self.next_pos > self.capacity else 1
+        while q < end:
+            slot = (q - 1) % self.capacity
+            if slot < self.avail_slots:
+                h = self._slot_ptr(slot)
+                if pf_ld64(h + PFR_POS) == q and self._check_at(q, 0) == CHK_OK:
+                    self._zero_head(q)
+                    wrote = True
+            q += 1
+        return wrote
 
     cdef int _zero_head(self, uint64_t pos) except -1:
         cdef uint8_t zeros[128]   # PFR_HEAD_SIZE
@@ -566,6 +598,7 @@ cdef class Ring:
         cdef const uint64_t[::1] pos_view = positions
         cdef uint64_t i, n = pos_view.shape[0]
         cdef uint64_t hint_pos
+        cdef size_t known_damage = len(self.damaged)
         if hint_seq == 0:
             return self.recover_scan()
         if n != hint_seq - oldest_seq + 1 or n > self.capacity or len(hint_link) != 16:
@@ -580,6 +613,14 @@ cdef class Ring:
         self.head_seq = hint_seq
         self.next_pos = hint_pos + self._nslots_at(hint_pos)
         self._finish_recovery()
+        if self.head_seq >= self.oldest_seq and (
+                self.pos_of[(self.oldest_seq - 1) % self.capacity] == 0 or
+                self._check_at(self.pos_of[(self.oldest_seq - 1) % self.capacity],
+                               self.oldest_seq) != CHK_OK):
+            # The snapshot's oldest records are gone (evicted by a torn group, whose heads
+            # recovery zeroed): let the scan decide where the ring starts, as without index.
+            del self.damaged[known_damage:]
+            return False
         return True
 
     def recover_scan(self):

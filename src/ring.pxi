@@ -653,8 +653,10 @@ cdef class Ring:
             if pos + self.capacity >= end and seq < start_seq and pos < start_pos:
                 start_seq, start_pos = seq, pos
         # Records before start_seq are gone: evicted after sync (normal) or lost.
-        if start_seq > 1 and end <= self.capacity + 1:
-            # the ring never wrapped, so nothing was evicted: seqs before start_seq are lost
+        if start_seq > 1 and end <= self.capacity + 1 and start_seq - 1 > self.sync_watermark \
+                and self.retention != RETENTION_OVERWRITE:
+            # the ring never wrapped and an append in flight at a crash could not have
+            # evicted them (not acknowledged by the back office): seqs before start_seq are lost
             self.damaged.append((1, 0, "records 1..%d lost before the oldest intact record %d"
                                  % (start_seq - 1, start_seq)))
         self.head_seq = start_seq - 1

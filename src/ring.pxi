@@ -703,7 +703,7 @@ cdef class Ring:
         cdef const uint8_t[::1] pay
         cdef const uint64_t[::1] offs
         cdef uint64_t i, j, k, seq, first_seq, plen, nsl, gslots, total_slots, last_evicted
-        cdef uint64_t gstart_pos, slot0, first_part
+        cdef uint64_t gstart_pos, slot0, first_part, room, used
         cdef uint8_t *buf = NULL
         cdef uint8_t *head
         cdef const uint8_t *pp
@@ -756,9 +756,19 @@ cdef class Ring:
             raise MemoryError()
         try:
             while i < n:
-                if self.group_first_seq and \
-                        self.head_seq + 1 - self.group_first_seq >= PF_MAX_GROUP_RECORDS:
+                # A commit group spans at most half the ring, so the next one, torn by a
+                # crash, can never overwrite it: recovery then never mistakes a synced group
+                # for a torn one (and drops acknowledged records).
+                room = self.capacity // 2 if self.capacity > 1 else 1
+                used = self.next_pos - self.pos_of[(self.group_first_seq - 1) % self.capacity] \
+                    if self.group_first_seq and self.group_first_seq <= self.head_seq else 0
+                plen = offs[i + 1] - offs[i] if has_payload else 0
+                if self.group_first_seq and (
+                        self.head_seq + 1 - self.group_first_seq >= PF_MAX_GROUP_RECORDS or
+                        (used and used + pf_record_slots(<uint32_t>plen, self.slot_size) > room)):
                     self._group_full()
+                    used = 0
+                room = room - used if room > used else 0
                 if self.group_first_seq == 0:
                     self.group_first_seq = self.head_seq + 1
                 # encode one group into buf
@@ -771,8 +781,7 @@ cdef class Ring:
                     while j < n:
                         plen = offs[j + 1] - offs[j] if has_payload else 0
                         nsl = pf_record_slots(<uint32_t>plen, self.slot_size)
-                        # a group wider than the ring would overwrite its own records
-                        if j > i and (gslots + nsl > GROUP_SLOTS_MAX or gslots + nsl > self.capacity or
+                        if j > i and (gslots + nsl > GROUP_SLOTS_MAX or gslots + nsl > room or
                                       seq - self.group_first_seq >= PF_MAX_GROUP_RECORDS):
                             break
                         head = buf + gslots * self.slot_size

@@ -1,0 +1,214 @@
+"""The bitmap index file: saved on close, loaded on open with only the tail replayed,
+ignored and rebuilt when stale, damaged or from another journal."""
+import os
+import shutil
+import uuid
+
+import numpy as np
+import pytest
+
+import posfast
+from posfast.index import Index
+
+from conftest import (append_expected, assert_index_matches_scan, crash_copy, drop_without_close,
+                      expected_dict, flip_byte, index_equal)
+
+
+@pytest.fixture
+def replays(monkeypatch):
+    """Records which seq ranges each open indexes from the ring: (saved head + 1, head) when the
+    index file was used, (oldest, head) when it was rebuilt."""
+    calls = []
+    original = posfast.journal.Journal._index_range
+
+    def spy(self, first, last, *args, **kw):
+        calls.append((first, last))
+        return original(self, first, last, *args, **kw)
+
+    monkeypatch.setattr(posfast.journal.Journal, "_index_range", spy)
+    return calls
+
+
+def test_index_is_saved_on_close_and_loaded_on_open(make_journal, replays):
+    j = make_journal(capacity=128)
+    append_expected(j, range(1, 31))
+    j.close()
+    loaded = Index.load(j.path + ".idx", j.journal_id.bytes)
+    assert loaded is not None
+    index, head, oldest, link, positions = loaded
+    assert (head, oldest) == (30, 1) and len(positions) == 30 and link == j._ring.head_link
+    replays.clear()
+    with posfast.Journal.open(j.path) as again:
+        assert replays == [(31, 30)]                # nothing to replay: the file was current
+        assert again.head_seq == 30
+        assert_index_matches_scan(again)
+        assert index_equal(again.index, index, 1)
+
+
+def test_records_appended_after_an_index_save_are_found_after_a_crash(make_journal, replays):
+    j = make_journal(capacity=256)
+    append_expected(j, range(1, 51))
+    j.flush()                                       # index saved at seq 50
+    append_expected(j, range(51, 81))
+    append_expected(j, [81])
+    drop_without_close(j)                           # the writer dies: index still says 50
+    assert Index.load(j.path + ".idx", j.journal_id.bytes)[1] == 50
+    replays.clear()
+    with posfast.Journal.open(j.path) as again:
+        assert replays == [(51, 81)]                # only the tail was read from the ring
+        assert again.head_seq == 81
+        for s in (1, 50, 51, 80, 81):
+            assert again.get(s).to_dict() == expected_dict(s, again.day_rule)
+        assert_index_matches_scan(again)
+        tail_terminal = expected_dict(81, again.day_rule)["terminal"]
+        assert again.last(terminal=tail_terminal).seq == 81
+
+
+def test_rebuilt_index_equals_the_loaded_one(make_journal, replays):
+    j = make_journal(capacity=64, retention="overwrite")
+    append_expected(j, range(1, 150))
+    j.close()
+    with posfast.Journal.open(j.path) as loaded:
+        assert replays[-1] == (150, 149)
+        loaded_index, oldest = loaded.index, loaded.oldest_seq
+    os.unlink(j.path + ".idx")
+    replays.clear()
+    with posfast.Journal.open(j.path) as rebuilt:
+        assert replays == [(oldest, 149)]
+        assert index_equal(rebuilt.index, loaded_index, oldest)
+        assert_index_matches_scan(rebuilt)
+
+
+def test_index_of_another_journal_is_ignored(make_journal, replays, tmp_path):
+    a = make_journal(capacity=64)
+    append_expected(a, range(1, 21))
+    a.close()
+    b = make_journal(path=str(tmp_path / "other.pfj"), capacity=64, journal_id=uuid.uuid4())
+    b.append_many({"terminal": [9] * 20, "kind": "note", "amount": list(range(20))})
+    b.close()
+    shutil.copyfile(a.path + ".idx", b.path + ".idx")
+    replays.clear()
+    with posfast.Journal.open(b.path) as again:
+        assert replays == [(1, 20)]                 # rebuilt
+        assert again.query(terminal=9)["amount"].tolist() == list(range(20))
+        assert_index_matches_scan(again)
+
+
+def test_index_older_than_the_ring_by_more_than_a_lap_is_rebuilt(make_journal, replays, tmp_path):
+    j = make_journal(capacity=32, retention="overwrite")
+    append_expected(j, range(1, 21))
+    j.flush()
+    old_index = str(tmp_path / "old.idx")
+    shutil.copyfile(j.path + ".idx", old_index)
+    append_expected(j, range(21, 200))               # several laps later
+    j.close()
+    shutil.copyfile(old_index, j.path + ".idx")
+    replays.clear()
+    with posfast.Journal.open(j.path) as again:
+        assert replays == [(again.oldest_seq, 199)]
+        assert again.head_seq == 199 and again.oldest_seq > 160
+        assert_index_matches_scan(again)
+        for s in range(again.oldest_seq, 200):
+            assert again.get(s).to_dict() == expected_dict(s, again.day_rule)
+
+
+def test_index_within_a_lap_replays_with_evictions(make_journal, replays):
+    j = make_journal(capacity=64, retention="overwrite")
+    append_expected(j, range(1, 61))
+    j.flush()
+    append_expected(j, range(61, 90))                # evicts records the saved index listed
+    drop_without_close(j)
+    replays.clear()
+    with posfast.Journal.open(j.path) as again:
+        assert again.head_seq == 89
+        assert_index_matches_scan(again)
+        for s in range(again.oldest_seq, 90):
+            assert again.get(s).to_dict() == expected_dict(s, again.day_rule)
+
+
+def test_index_newer_than_the_ring_is_rebuilt(make_journal, replays, tmp_path):
+    """The ring file restored from an older copy while the index beside it is newer."""
+    j = make_journal(capacity=512)
+    append_expected(j, range(1, 31))
+    older_ring = crash_copy(j.path, str(tmp_path / "ring-at-30"))
+    append_expected(j, range(31, 61))
+    j.close()                                       # index at 60
+    shutil.copyfile(older_ring, j.path)
+    replays.clear()
+    with posfast.Journal.open(j.path) as again:
+        assert replays == [(1, 30)]
+        assert again.head_seq == 30
+        assert_index_matches_scan(again)
+
+
+def test_index_of_a_forked_copy_is_rebuilt(make_journal, replays, tmp_path):
+    """Same journal id and head seq, different records: the head link tells them apart."""
+    j = make_journal(capacity=512)
+    append_expected(j, range(1, 31))
+    fork = crash_copy(j.path, str(tmp_path / "fork.pfj"))
+    append_expected(j, range(31, 41))
+    j.close()
+    with posfast.Journal.open(fork) as f:
+        f.append_many({"terminal": [7] * 10, "kind": "note", "amount": list(range(10))})
+    shutil.copyfile(j.path + ".idx", fork + ".idx")
+    replays.clear()
+    with posfast.Journal.open(fork) as f:
+        assert replays == [(1, 40)]
+        assert f.query(terminal=7)["seq"].tolist() == list(range(31, 41))
+        assert_index_matches_scan(f)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "garbage", "other-version"])
+def test_damaged_index_file_is_ignored_and_rebuilt(make_journal, replays, damage):
+    j = make_journal(capacity=128)
+    append_expected(j, range(1, 41))
+    j.close()
+    idx = j.path + ".idx"
+    size = os.path.getsize(idx)
+    if damage == "flip":
+        flip_byte(idx, size // 2)
+    elif damage == "truncate":
+        with open(idx, "r+b") as f:
+            f.truncate(size - 9)
+    elif damage == "empty":
+        open(idx, "wb").close()
+    elif damage == "garbage":
+        with open(idx, "wb") as f:
+            f.write(np.random.default_rng(1).bytes(size))
+    else:
+        data = bytearray(open(idx, "rb").read())
+        data[8] = 2                                  # version 2, checksum recomputed
+        body = bytes(data[:-4])
+        data[-4:] = posfast._core.crc32c(body).to_bytes(4, "little")
+        open(idx, "wb").write(bytes(data))
+    replays.clear()
+    with posfast.Journal.open(j.path) as again:
+        assert replays == [(1, 40)]
+        assert again.head_seq == 40
+        assert_index_matches_scan(again)
+        assert again.verify().ok
+    # and the rebuilt index was saved on close
+    assert Index.load(idx, j.journal_id.bytes)[1] == 40
+
+
+def test_verify_replaces_an_index_that_disagrees_with_the_records(make_journal):
+    j = make_journal(capacity=64)
+    append_expected(j, range(1, 21))
+    terminal = expected_dict(5, j.day_rule)["terminal"]
+    j.index.by_terminal[terminal].discard(5)          # an index out of step with the ring
+    report = j.verify()
+    assert not report.ok and any("index" in p.cause for p in report.problems)
+    assert 5 in j.query(terminal=terminal)["seq"].tolist()
+    assert j.verify().ok
+    assert_index_matches_scan(j)
+
+
+def test_readonly_reader_does_not_write_the_index(make_journal):
+    j = make_journal(capacity=64)
+    append_expected(j, range(1, 11))
+    j.close()
+    os.unlink(j.path + ".idx")
+    with posfast.Journal.open(j.path, readonly=True) as ro:
+        assert ro.head_seq == 10
+        assert_index_matches_scan(ro)
+    assert not os.path.exists(j.path + ".idx")

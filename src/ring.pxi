@@ -350,13 +350,14 @@ cdef class Ring:
                 raise CorruptRecord("posfast: %s is %d bytes but its header describes %d bytes: "
                                     "truncated or not this journal; restore from a backup"
                                     % (path, size, expected))
+            # reported to read-only openers too (`posfast verify` opens read-only)
+            self.damaged.append((0, <long long>((size - PF_DATA_OFFSET) // self.slot_size)
+                                 if size > PF_DATA_OFFSET else 0,
+                                 "file was truncated to %d of %d bytes" % (size, expected)))
             if writable:
                 if pf_allocate(self.fd, <uint64_t>expected) != 0:
                     raise IOFailure(pf_errno(), "posfast: %s is truncated (%d of %d bytes) and "
                                     "could not be extended" % (path, size, expected))
-                self.damaged.append((0, <long long>((size - PF_DATA_OFFSET) // self.slot_size)
-                                     if size > PF_DATA_OFFSET else 0,
-                                     "file was truncated to %d of %d bytes" % (size, expected)))
                 size = expected
         if sizeof(void *) < 8 and expected > (1 << 30):
             raise FormatVersionError("posfast: %s is %d bytes: journals over 1 GiB need a 64-bit "

@@ -28,21 +28,40 @@ def _as_q(seqs: np.ndarray) -> array.array:
     return out
 
 
-def _add_grouped(mapping: dict, keys: np.ndarray, seqs: np.ndarray) -> None:
+def _add_seqs(mapping: dict, key: int, seqs: np.ndarray, ascending: bool) -> None:
+    bm = mapping.get(key)
+    if bm is None:
+        bm = mapping[key] = BitMap64()
+    if ascending and int(seqs[-1]) - int(seqs[0]) == len(seqs) - 1:
+        bm.add_range(int(seqs[0]), int(seqs[-1]) + 1)     # a run: a day's records, one kind only
+    else:
+        bm.update(_as_q(seqs))
+
+
+def _add_grouped(mapping: dict, keys: np.ndarray, seqs: np.ndarray, ascending: bool = False) -> None:
+    """Add seqs to mapping[key] for each key; `ascending`: seqs strictly increase."""
     if len(keys) == 0:
         return
     first = keys[0]
     if (keys == first).all():
-        mapping.setdefault(int(first), BitMap64()).update(_as_q(seqs))
+        _add_seqs(mapping, int(first), seqs, ascending)
         return
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    sorted_seqs = seqs[order]
+    if (keys[1:] >= keys[:-1]).all():       # already grouped (days of rows in time order)
+        sorted_keys, sorted_seqs = keys, seqs
+    else:
+        low = keys.min()
+        if int(keys.max()) - int(low) < 65536:
+            # a stable sort of 16-bit keys is a radix sort: ~5x faster than on wider keys
+            order = np.argsort((keys - low).astype(np.uint16), kind="stable")
+        else:
+            order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        sorted_seqs = seqs[order]
     bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(keys)]))
     for start, end in zip(starts.tolist(), ends.tolist()):
-        mapping.setdefault(int(sorted_keys[start]), BitMap64()).update(_as_q(sorted_seqs[start:end]))
+        _add_seqs(mapping, int(sorted_keys[start]), sorted_seqs[start:end], ascending)
 
 
 class Index:
@@ -70,18 +89,28 @@ class Index:
             self.newest[(terminal, kind)] = max(seq, self.newest.get((terminal, kind), 0))
             self.newest[(terminal, None)] = max(seq, self.newest.get((terminal, None), 0))
             return
-        _add_grouped(self.by_day, rows["day"], seqs)
-        _add_grouped(self.by_terminal, rows["terminal"], seqs)
-        _add_grouped(self.by_kind, rows["kind"], seqs)
+        ascending = bool((seqs[1:] > seqs[:-1]).all())
+        _add_grouped(self.by_day, rows["day"], seqs, ascending)
+        _add_grouped(self.by_terminal, rows["terminal"], seqs, ascending)
+        _add_grouped(self.by_kind, rows["kind"], seqs, ascending)
         self._note_newest(rows["terminal"].astype(np.uint64) << np.uint64(8)
                           | rows["kind"].astype(np.uint64), seqs, with_kind=True)
         self._note_newest(rows["terminal"].astype(np.uint64), seqs, with_kind=False)
 
     def _note_newest(self, keys, seqs, with_kind):
-        order = np.lexsort((seqs, keys))
-        sorted_keys = keys[order]
-        last = np.flatnonzero(np.append(np.diff(sorted_keys) != 0, True))
-        for key, seq in zip(sorted_keys[last].tolist(), seqs[order][last].tolist()):
+        low, high = int(keys.min()), int(keys.max())
+        if high - low < (1 << 20):
+            # newest seq per key without sorting (a lexsort of 1M rows costs ~50 ms)
+            top = np.zeros(high - low + 1, dtype=np.uint64)
+            np.maximum.at(top, (keys - np.uint64(low)).astype(np.intp), seqs.astype(np.uint64))
+            present = np.flatnonzero(top)
+            pairs = zip((present + low).tolist(), top[present].tolist())
+        else:
+            order = np.lexsort((seqs, keys))
+            sorted_keys = keys[order]
+            last = np.flatnonzero(np.append(np.diff(sorted_keys) != 0, True))
+            pairs = zip(sorted_keys[last].tolist(), seqs[order][last].tolist())
+        for key, seq in pairs:
             name = (key >> 8, key & 0xFF) if with_kind else (key, None)
             if seq > self.newest.get(name, 0):
                 self.newest[name] = seq

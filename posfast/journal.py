@@ -36,6 +36,8 @@ _RETENTION = {"synced": _core.RETENTION_SYNCED, "overwrite": _core.RETENTION_OVE
               "archive": _core.RETENTION_ARCHIVE}
 _RETENTION_NAMES = {v: k for k, v in _RETENTION.items()}
 _EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
+_IS_PAYMENT = np.zeros(256, dtype=bool)   # by kind (u1): np.isin costs ~20 µs per append
+_IS_PAYMENT[[int(k) for k in PAYMENT_KINDS]] = True
 
 
 @dataclass
@@ -366,7 +368,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
             ring = self._ring
             first = ring.head_seq + 1
             seqs = np.arange(first, first + n, dtype=np.uint64)
-            payment = np.isin(rows["kind"], [int(k) for k in PAYMENT_KINDS]) & (rows["txn_id"] == 0)
+            payment = _IS_PAYMENT[rows["kind"]] & (rows["txn_id"] == 0)
             if payment.any():
                 rows["txn_id"] = np.where(payment, seqs, rows["txn_id"])
             if self.on_evict is not None and ring.retention == _core.RETENTION_ARCHIVE:

@@ -341,8 +341,9 @@ def _plan(inc: RecordBatch, state: Optional[JournalState],
         if anchor:
             return _Plan(0, 0, first)
         raise _refusal("gap", f"back office holds nothing of journal {jid}, batch starts at seq {first} "
-                          "(records 1.. missing; send with anchor=True only if those records were evicted "
-                          "before any sync)", high_seq=0, **where)
+                       f"(records 1..{first - 1} missing). If this back office is meant to start here (the "
+                       "journal was synced elsewhere before, or evicted records unsynced), sync with "
+                       "anchor=True", high_seq=0, **where)
     high = state.high_seq
     if first > high + 1:
         raise _refusal("gap", f"batch starts at seq {first} but back office holds journal {jid} only up to "
@@ -746,10 +747,10 @@ class PostgresTarget(_BackOffice):
     """
 
     def __init__(self, dsn: str, *, pool_size: int = 4):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError as exc:
-            raise ImportError("PostgresTarget needs psycopg 3: pip install 'psycopg[binary]'") from exc
+        import importlib.util
+        if importlib.util.find_spec("psycopg") is None:
+            raise ImportError("PostgresTarget needs psycopg 3: pip install 'posfast[sync-postgres]' "
+                              "(psycopg[binary])")
         self.dsn = dsn
         self._pool = _PgPool(dsn, pool_size, self._setup_connection)
         self._copy_sql = f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link) FROM STDIN"
@@ -776,7 +777,7 @@ class PostgresTarget(_BackOffice):
                     conn.execute("SELECT pg_advisory_xact_lock(7402381)")
                     for stmt in _schema("postgres"):
                         conn.execute(stmt)
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
             raise SyncUnavailable(f"back office {self._safe_dsn()}: {exc}".strip()) from exc
 
     @staticmethod
@@ -788,8 +789,8 @@ class PostgresTarget(_BackOffice):
         try:
             with self._pool.connection() as conn:
                 return fn(conn)
-        except psycopg.OperationalError as exc:
-            raise SyncUnavailable(f"back office {self._safe_dsn()}: {exc}".strip()) from exc
+        except psycopg.Error as exc:   # connection lost, deadlock, disk full...: nothing was committed
+            raise SyncUnavailable(f"back office {self._safe_dsn()}: {type(exc).__name__}: {exc}".strip()) from exc
 
     def close(self) -> None:
         self._pool.close()
@@ -1136,23 +1137,31 @@ class Syncer:
         A failed round waits ``min(max_backoff, interval * 2**failures)`` scaled by a
         random factor in [0.5, 1.0] (jitter, so a fleet of terminals coming back
         online does not hammer the server in step).  A refusal (gap, fork, chain,
-        auth, invalid) needs a human: it is logged at ERROR, passed to ``on_error``
-        and retried at the slowest pace.  Appends are never blocked.
+        auth, invalid), a damaged record or any other error needs a human: it is
+        logged at ERROR, passed to ``on_error`` and retried at the slowest pace.
+        Returns when the journal is closed.  Appends are never blocked.
         """
         stop_event = stop_event or threading.Event()
         while not stop_event.is_set():
+            if getattr(self.journal, "closed", False):
+                log.info("journal %s closed: syncer stops", self.journal.journal_id)
+                return
             try:
                 result = self.run_once()
-            except SyncError as exc:
+            except _errors.JournalClosed:
+                log.info("journal %s closed: syncer stops", self.journal.journal_id)
+                return
+            except Exception as exc:
                 self.last_error = exc
                 self.failures += 1
-                if isinstance(exc, SyncRefused):
-                    log.error("sync of journal %s refused: %s", self.journal.journal_id, exc)
-                    delay = max_backoff
-                else:
+                if isinstance(exc, SyncUnavailable):
                     log.warning("sync of journal %s failed (attempt %d): %s", self.journal.journal_id,
                                 self.failures, exc)
                     delay = min(max_backoff, interval * (2 ** min(self.failures, 30)))
+                else:  # refused, a damaged record, a bug: needs a human, retry slowly
+                    log.error("sync of journal %s stopped: %s", self.journal.journal_id, exc,
+                              exc_info=not isinstance(exc, PosfastError))
+                    delay = max_backoff
                 if on_error is not None:
                     on_error(exc)
                 stop_event.wait(delay * random.uniform(0.5, 1.0))

@@ -535,3 +535,43 @@ def test_background_syncer_never_blocks_appends(make_journal, back):
     assert worst < 0.1, f"an append waited {worst:.3f}s on the syncer"
     assert j.sync_watermark == 300 and back.count() == 300
     assert_back_office_equals_journal(back, j)
+
+
+def test_run_forever_survives_target_bugs_and_stops_when_journal_closes(make_journal, back):
+    j = make_journal()
+    fill_journal(j, 100)
+
+    class Buggy:
+        calls = 0
+
+        def push(self, batch, *, anchor=False):
+            Buggy.calls += 1
+            if Buggy.calls == 1:
+                raise RuntimeError("driver bug")
+            return back.push(batch, anchor=anchor)
+
+    errors = []
+    stop = threading.Event()
+    thread = threading.Thread(target=Syncer(j, Buggy()).run_forever, args=(stop,),
+                              kwargs=dict(interval=0.01, max_backoff=0.05, on_error=errors.append))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while j.sync_watermark < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert j.sync_watermark == 100 and [type(e) for e in errors] == [RuntimeError]
+    assert thread.is_alive()
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_run_forever_ends_when_the_journal_closes(back):
+    hj = HandJournal(10)
+    thread = threading.Thread(target=Syncer(hj, back).run_forever, kwargs=dict(interval=0.01))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while hj.sync_watermark < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    hj.closed = True                   # the POS shuts the journal: the syncer thread ends by itself
+    thread.join(5)
+    assert not thread.is_alive() and back.count() == 10

@@ -45,9 +45,10 @@ Continuity rules (what a target accepts)
 1. A batch is ``count >= 1`` records of one journal with consecutive seqs;
    each record's link must equal ``posfast.chain_link(previous link, row,
    payload)`` inside the batch, else ``SyncRefused(reason="chain")``.
-2. The first batch a target ever receives for a journal must start at seq 1
-   (its link is checked against ``posfast.genesis_link(journal_id.bytes)``).  *Anchor*: a batch sent with ``anchor=True`` may start at any
-   seq when the target holds nothing for that journal; its first link is then
+2. The first batch a target ever receives for a journal must start at seq 1,
+   whose link must follow from ``posfast.genesis_link(journal_id.bytes)``.
+   *Anchor*: a batch sent with ``anchor=True`` may start at any seq when the
+   target holds nothing for that journal; its first link is then
    trusted as given (trust on first use) and recorded as ``anchor_seq``.  The
    :class:`Syncer` sets ``anchor`` by itself only when the journal has never
    been synced (watermark 0) and its oldest live record is past seq 1 (it was
@@ -63,6 +64,10 @@ Continuity rules (what a target accepts)
    ``gap`` (that history is not in this back office).
 4. An identical replay of a held batch is accepted: the ack carries the held
    high-water mark and ``stored == 0``.
+
+The link covers every stored field except ``day``, which the journal derives
+from ``ts`` by its day rule; a target stores ``day`` as sent (and compares it
+on replays like every other column).
 
 Refusals raise :class:`SyncRefused` (a ``PosfastError``) with ``.reason`` in
 ``gap / fork / chain / auth / invalid``; connectivity problems raise
@@ -286,7 +291,7 @@ def _normalize(batch, *, max_batch: int = MAX_BATCH) -> RecordBatch:
     links = [bytes(link) for link in batch.links]
     if len(payloads) != count or len(links) != count:
         raise _refusal("invalid", f"{count} rows but {len(payloads)} payloads and {len(links)} links",
-                          journal_id=journal_id)
+                       journal_id=journal_id)
     seqs = rows["seq"].astype(np.int64)
     first = int(rows["seq"][0])
     last = int(rows["seq"][-1])
@@ -298,22 +303,22 @@ def _normalize(batch, *, max_batch: int = MAX_BATCH) -> RecordBatch:
         a, b = int(seqs[bad]), int(seqs[bad + 1])
         if b > a:
             raise _refusal("gap", f"batch jumps from seq {a} to seq {b} (records {a + 1}..{b - 1} missing)",
-                              journal_id=journal_id, first_seq=first, last_seq=last)
+                           journal_id=journal_id, first_seq=first, last_seq=last)
         raise _refusal("invalid", f"batch seqs are not increasing (seq {b} after seq {a})",
-                          journal_id=journal_id, first_seq=first, last_seq=last)
+                       journal_id=journal_id, first_seq=first, last_seq=last)
     if any(len(link) != LINK_SIZE for link in links):
         raise _refusal("invalid", f"every link must be {LINK_SIZE} bytes", journal_id=journal_id,
-                          first_seq=first, last_seq=last)
+                       first_seq=first, last_seq=last)
     lens = rows["payload_len"]
     for i, p in enumerate(payloads):
         if len(p) != lens[i]:
             raise _refusal("invalid", f"seq {first + i}: payload is {len(p)} bytes but payload_len says "
-                              f"{int(lens[i])}", journal_id=journal_id, first_seq=first, last_seq=last)
+                           f"{int(lens[i])}", journal_id=journal_id, first_seq=first, last_seq=last)
     chain_link = _chain_link_fn()
     for i in range(1, count):
         if bytes(chain_link(links[i - 1], rows[i], payloads[i])) != links[i]:
             raise _refusal("chain", f"seq {first + i}: link does not follow from seq {first + i - 1} "
-                              "(record or link altered)", journal_id=journal_id, first_seq=first, last_seq=last)
+                           "(record or link altered)", journal_id=journal_id, first_seq=first, last_seq=last)
     return RecordBatch(journal_id, rows, payloads, links)
 
 
@@ -347,10 +352,10 @@ def _plan(inc: RecordBatch, state: Optional[JournalState],
     high = state.high_seq
     if first > high + 1:
         raise _refusal("gap", f"batch starts at seq {first} but back office holds journal {jid} only up to "
-                          f"seq {high} (records {high + 1}..{first - 1} missing)", high_seq=high, **where)
+                       f"seq {high} (records {high + 1}..{first - 1} missing)", high_seq=high, **where)
     if first < state.anchor_seq:
         raise _refusal("gap", f"batch starts at seq {first}, below seq {state.anchor_seq} where this back "
-                          f"office's copy of journal {jid} starts", high_seq=high, **where)
+                       f"office's copy of journal {jid} starts", high_seq=high, **where)
     duplicates = 0
     overlap_hi = min(last, high)
     if first <= overlap_hi:
@@ -365,13 +370,13 @@ def _plan(inc: RecordBatch, state: Optional[JournalState],
         for k in range(n):
             if mismatch[k] or held.payloads[k] != inc.payloads[k] or held.links[k] != inc.links[k]:
                 raise _refusal("fork", f"seq {first + k} differs from the record the back office already "
-                                  f"holds for journal {jid} (same seq, different bytes or link)",
-                                  high_seq=high, **where)
+                               f"holds for journal {jid} (same seq, different bytes or link)",
+                               high_seq=high, **where)
         duplicates = n
     if last > high and first == high + 1:
         if bytes(_chain_link_fn()(state.last_link, inc.rows[0], inc.payloads[0])) != inc.links[0]:
             raise _refusal("chain", f"seq {first} does not link to seq {high} held by the back office "
-                              f"for journal {jid}", high_seq=high, **where)
+                           f"for journal {jid}", high_seq=high, **where)
     return _Plan(min(count, max(0, high + 1 - first)), duplicates, 0)
 
 
@@ -433,7 +438,7 @@ def decode_batch(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple:
         raise _refusal("invalid", f"unsupported format {doc['format']!r} (expected {WIRE_FORMAT!r})")
     if field("layout", str) != layout_fingerprint(dtype):
         raise _refusal("invalid", "record layout differs from this server's posfast version "
-                          "(upgrade the terminal or the server)")
+                       "(upgrade the terminal or the server)")
     jid_text = field("journal_id", str)
     try:
         journal_id = uuid.UUID(jid_text)
@@ -450,18 +455,18 @@ def decode_batch(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple:
     raw_rows, raw_links, raw_payloads = blob("rows"), blob("links"), blob("payloads")
     if len(raw_rows) != count * dtype.itemsize:
         raise _refusal("invalid", f"rows hold {len(raw_rows)} bytes, expected {count} x {dtype.itemsize}",
-                          journal_id=journal_id)
+                       journal_id=journal_id)
     if len(raw_links) != count * LINK_SIZE:
         raise _refusal("invalid", f"links hold {len(raw_links)} bytes, expected {count} x {LINK_SIZE}",
-                          journal_id=journal_id)
+                       journal_id=journal_id)
     rows = np.frombuffer(raw_rows, dtype=dtype).copy()
     if int(rows["seq"][0]) != first_seq:
         raise _refusal("invalid", f"first_seq {first_seq} but the first row has seq {int(rows['seq'][0])}",
-                          journal_id=journal_id)
+                       journal_id=journal_id)
     ends = np.cumsum(rows["payload_len"], dtype=np.int64)
     if int(ends[-1]) != len(raw_payloads):
         raise _refusal("invalid", f"payloads hold {len(raw_payloads)} bytes but payload_len adds up to "
-                          f"{int(ends[-1])}", journal_id=journal_id)
+                       f"{int(ends[-1])}", journal_id=journal_id)
     starts = ends - rows["payload_len"]
     payloads = [raw_payloads[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
     links = [raw_links[i:i + LINK_SIZE] for i in range(0, len(raw_links), LINK_SIZE)]

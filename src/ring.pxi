@@ -654,12 +654,13 @@ cdef class Ring:
             if pos + self.capacity >= end and seq < start_seq and pos < start_pos:
                 start_seq, start_pos = seq, pos
         # Records before start_seq are gone: evicted after sync (normal) or lost.
-        if start_seq > 1 and end <= self.capacity + 1 and start_seq - 1 > self.sync_watermark \
+        if start_seq > 1 and start_seq - 1 > self.sync_watermark \
                 and self.retention != RETENTION_OVERWRITE:
-            # the ring never wrapped and an append in flight at a crash could not have
-            # evicted them (not acknowledged by the back office): seqs before start_seq are lost
-            self.damaged.append((1, 0, "records 1..%d lost before the oldest intact record %d"
-                                 % (start_seq - 1, start_seq)))
+            # an append (even one in flight at a crash) never evicts what the back office has
+            # not acknowledged, wrapped or not: seqs above the watermark before start_seq are lost
+            first_lost = 1 if end <= self.capacity + 1 else self.sync_watermark + 1
+            self.damaged.append((first_lost, 0, "records %d..%d lost before the oldest intact "
+                                 "record %d" % (first_lost, start_seq - 1, start_seq)))
         self.head_seq = start_seq - 1
         self.oldest_seq = start_seq
         self.next_pos = start_pos

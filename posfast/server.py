@@ -52,6 +52,14 @@ __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY", "RunningServer", "load_token
            "parse_tokens", "serve", "start_in_thread"]
 
 
+def _web():
+    try:
+        from aiohttp import web
+    except ImportError as exc:
+        raise ImportError("the posfast sync server needs aiohttp: pip install 'posfast[server]'") from exc
+    return web
+
+
 # --------------------------------------------------------------------------- tokens
 
 def _digest(token: str) -> bytes:
@@ -123,8 +131,7 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
 
     >>> app = make_app("sqlite:///back.db", {"s3cret": "0b1c9f3e-8a3d-4a55-9f0e-6f1d2c3b4a59"})  # doctest: +SKIP
     """
-    from aiohttp import web
-
+    web = _web()
     table = _token_table(tokens)
     target = open_back_office(db_url)
     target.max_batch = max_batch
@@ -242,7 +249,7 @@ def _collect_tokens(tokens, tokens_file, token_specs) -> dict:
 
 
 async def _start(app, host: str, port: int):
-    from aiohttp import web
+    web = _web()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

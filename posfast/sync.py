@@ -742,7 +742,7 @@ class _PgPool:
 
 
 class PostgresTarget(_BackOffice):
-    """Back office in PostgreSQL (psycopg 3, ``pip install 'posfast[sync-postgres]'``).
+    """Back office in PostgreSQL (psycopg 3, ``pip install 'posfast[postgres]'``).
 
     One transaction per batch: the journal's row is locked (``SELECT ... FOR UPDATE``)
     while continuity is checked, the batch is COPYed into a temporary table and
@@ -754,7 +754,7 @@ class PostgresTarget(_BackOffice):
     def __init__(self, dsn: str, *, pool_size: int = 4):
         import importlib.util
         if importlib.util.find_spec("psycopg") is None:
-            raise ImportError("PostgresTarget needs psycopg 3: pip install 'posfast[sync-postgres]' "
+            raise ImportError("PostgresTarget needs psycopg 3: pip install 'posfast[postgres]' "
                               "(psycopg[binary])")
         self.dsn = dsn
         self._pool = _PgPool(dsn, pool_size, self._setup_connection)

@@ -113,8 +113,10 @@ def cmd_status(args):
         status = j.status()
         try:
             from .sync import sync_status
-            status.update({"sync_" + k: v for k, v in sync_status(j).items()
-                           if k not in ("watermark", "unsynced")})
+            extra = sync_status(j)
+            status.update({"sync_" + k: extra[k] for k in
+                           ("warning", "state", "reasons", "oldest_unsynced_age_s",
+                            "unsynced_fraction", "lost_unsynced") if k in extra})
         except Exception:
             pass
     if args.format == "json":
@@ -256,10 +258,23 @@ def cmd_reprint(args):
 
 
 def cmd_sync(args):
-    from .sync import Syncer, target_from_url
-    target = target_from_url(args.to, token=args.token)
+    from .sync import SyncRefused, SyncUnavailable, Syncer, target_from_url
+    target = target_from_url(args.to, token=args.token or os.environ.get("POSFAST_SYNC_TOKEN"))
+    anchor = {"auto": "auto", "yes": True, "no": False}[args.anchor]
+    try:
+        return _sync(args, target, anchor, Syncer)
+    except SyncRefused as exc:
+        print("posfast: the back office refused the batch (%s): %s" % (exc.reason, exc), file=sys.stderr)
+        return 3
+    except SyncUnavailable as exc:
+        print("posfast: back office unavailable: %s; records stay queued, try again later" % exc,
+              file=sys.stderr)
+        return 75
+
+
+def _sync(args, target, anchor, Syncer):
     with Journal.open(args.journal) as j:
-        syncer = Syncer(j, target, batch=args.batch)
+        syncer = Syncer(j, target, batch=args.batch, anchor=anchor)
         if args.forever:
             print("syncing %s to %s every %.0f s (Ctrl-C to stop)" % (args.journal, args.to,
                                                                      args.interval))
@@ -305,6 +320,9 @@ def cmd_serve(args):
         argv += ["--token", spec]
     if args.tokens_file:
         argv += ["--tokens-file", args.tokens_file]
+    for name in ("max_body", "max_batch", "workers"):
+        if getattr(args, name) is not None:
+            argv += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     return server.main(argv) or 0
 
 
@@ -401,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--forever", action="store_true")
     p.add_argument("--interval", type=float, default=5.0)
+    p.add_argument("--anchor", choices=("auto", "yes", "no"), default="auto",
+                   help="start the chain at this journal's oldest record on a new back office")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("serve", help="run the back-office sync server")
@@ -409,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token", action="append", help="JOURNAL_ID=TOKEN (repeatable)")
     p.add_argument("--tokens-file")
+    p.add_argument("--max-body", type=int, help="largest request body in bytes")
+    p.add_argument("--max-batch", type=int, help="most records in one batch")
+    p.add_argument("--workers", type=int, help="database worker threads")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("reconcile", help="journal vs host vs printed receipts for a day (exit 1 on discrepancies)")

@@ -138,6 +138,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
         self._stop = threading.Event()
         self._flusher = None
         self.on_evict = None     # archive hook: called with (first_seq, last_seq) before eviction
+        self.archive = None      # posfast.archive.Archive when retention == "archive"
         if ring.durability == _core.DURABILITY_BATCH and not readonly:
             self._flusher = threading.Thread(target=self._flush_loop, args=(batch_ms / 1000.0,),
                                              name="posfast-group-commit", daemon=True)
@@ -189,6 +190,9 @@ class Journal(PaymentsMixin, DayCloseMixin):
             ring.batch_records = max(1, int(batch_records))
             journal = cls(ring, readonly, lock, batch_ms)
             journal._recover()
+            if ring.retention == _core.RETENTION_ARCHIVE:
+                from .archive import Archive
+                journal.archive = Archive.attach(journal)
         except BaseException:
             if lock:
                 lock.release()
@@ -235,6 +239,8 @@ class Journal(PaymentsMixin, DayCloseMixin):
                 if self._ring.unsynced_writes:
                     self._ring.sync()
                 self._save_index()
+                if self.archive is not None:
+                    self.archive.flush()
 
     def _save_index(self):
         ring = self._ring
@@ -254,6 +260,8 @@ class Journal(PaymentsMixin, DayCloseMixin):
                     if self._ring.unsynced_writes:
                         self._ring.sync()
                     self._save_index()
+                    if self.archive is not None:
+                        self.archive.close()
             finally:
                 self._ring.close()
                 if self._lock_file:
@@ -288,6 +296,10 @@ class Journal(PaymentsMixin, DayCloseMixin):
 
     # ------------------------------------------------------------ properties
     @property
+    def closed(self) -> bool:
+        return self._ring.closed
+
+    @property
     def capacity(self) -> int:
         return self._ring.capacity
 
@@ -302,6 +314,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
     @property
     def head_seq(self) -> int:
         with self._mutex:
+            self._check_open()
             self._refresh()
             return self._ring.head_seq
 
@@ -395,7 +408,12 @@ class Journal(PaymentsMixin, DayCloseMixin):
         """The Record of `seq`.  KeyError if it is not in the journal; CorruptRecord if damaged."""
         with self._mutex:
             self._refresh()
-            return self._ring.get(int(seq))
+            try:
+                return self._ring.get(int(seq))
+            except KeyError:
+                if self.archive is None or int(seq) >= self._ring.oldest_seq:
+                    raise
+                return self.archive.get(int(seq))
 
     def last(self, terminal: int, kind=None):
         """Newest Record of a terminal (optionally of one kind), or None."""
@@ -404,7 +422,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
             kind_value = None if kind is None else int(Kind.coerce(kind, "kind"))
             seq = self.index.newest_of(terminal, kind_value)
             if seq < self._ring.oldest_seq:
-                return None
+                return None if self.archive is None else self.archive.last(terminal, kind_value)
             return self._ring.get(seq)
 
     def _gather(self, seqs: np.ndarray) -> np.ndarray:
@@ -447,6 +465,9 @@ class Journal(PaymentsMixin, DayCloseMixin):
             seqs = self.index.select(ring.oldest_seq, ring.head_seq, day=days, terminal=terminal,
                                      kind=kinds)
             rows = self._gather(seqs)
+            if self.archive is not None:
+                rows = self.archive.extend_query(rows, ring.oldest_seq, day=days, terminal=terminal,
+                                                 kind=kinds)
         if since is not None:
             rows = rows[rows["ts"] >= to_us(since)]
         if until is not None:
@@ -470,7 +491,10 @@ class Journal(PaymentsMixin, DayCloseMixin):
         """Payload bytes of each seq, in order (b"" where a record is gone or damaged)."""
         with self._mutex:
             self._refresh()
-            return self._ring.payloads(np.ascontiguousarray(seqs, dtype=np.uint64))
+            seqs = np.ascontiguousarray(seqs, dtype=np.uint64)
+            if self.archive is not None:
+                return self.archive.fill_payloads(seqs, self._ring.payloads(seqs), self._ring.oldest_seq)
+            return self._ring.payloads(seqs)
 
     def link(self, seq: int) -> bytes:
         """The 16-byte hash-chain link stored in record `seq`."""
@@ -560,5 +584,10 @@ class Journal(PaymentsMixin, DayCloseMixin):
                     report.problems.append(Problem(0, None, "index file disagrees with the records "
                                                    "(rebuilt in memory; it is rewritten on close)"))
                     self.index = rebuilt
+            if self.archive is not None:
+                problems, archived = self.archive.verify(ring.oldest_seq)
+                report.problems += [Problem(seq, "archive" if where is None else "archive/%s" % where,
+                                            cause) for seq, where, cause in problems]
+                report.checked += archived
             self._verify_day_closes(report)
             return report

@@ -314,16 +314,10 @@ def _progress(done, total, started):
 
 
 def cmd_serve(args):
+    import logging
     from . import server
-    argv = ["--db", args.db, "--host", args.host, "--port", str(args.port)]
-    for spec in args.token or []:
-        argv += ["--token", spec]
-    if args.tokens_file:
-        argv += ["--tokens-file", args.tokens_file]
-    for name in ("max_body", "max_batch", "workers"):
-        if getattr(args, name) is not None:
-            argv += ["--" + name.replace("_", "-"), str(getattr(args, name))]
-    return server.main(argv) or 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return server.run_from_args(args)
 
 
 def cmd_reconcile(args):
@@ -424,14 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("serve", help="run the back-office sync server")
-    p.add_argument("--db", required=True, help="sqlite:///back.db or postgresql://...")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--token", action="append", help="JOURNAL_ID=TOKEN (repeatable)")
-    p.add_argument("--tokens-file")
-    p.add_argument("--max-body", type=int, help="largest request body in bytes")
-    p.add_argument("--max-batch", type=int, help="most records in one batch")
-    p.add_argument("--workers", type=int, help="database worker threads")
+    from .server import add_arguments as serve_arguments     # aiohttp is imported only when run
+    serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("reconcile", help="journal vs host vs printed receipts for a day (exit 1 on discrepancies)")

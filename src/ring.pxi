@@ -251,6 +251,7 @@ cdef class Ring:
         """Create the file at full size, zero-filled, write both header copies, fsync file and directory."""
         cdef bytes bpath = _os.fsencode(path)
         cdef int fd, r
+        cdef size_t done
         cdef uint64_t size = PF_DATA_OFFSET + capacity * slot_size
         cdef bytes raw
         fd = pf_open(bpath, 1, 1)
@@ -269,8 +270,15 @@ cdef class Ring:
             for copy in range(2):
                 raw = Ring.encode_header(copy, slot_size, max_payload, capacity, journal_id,
                                          created_us, day_offset_min, day_start_min, retention, 0)
-                if pf_pwrite(fd, PyBytes_AS_STRING(raw), PFH_SIZE, copy * PF_HEADER_COPY_SIZE) != PFH_SIZE:
-                    raise IOFailure(pf_errno(), "posfast: cannot write the header of %s" % (path,))
+                done = 0
+                while done < PFH_SIZE:       # a short write is continued, as in _write
+                    r = <int>pf_pwrite(fd, PyBytes_AS_STRING(raw) + done, PFH_SIZE - done,
+                                       copy * PF_HEADER_COPY_SIZE + done)
+                    if r <= 0:
+                        err = pf_errno() if r < 0 else _errno.ENOSPC
+                        raise IOFailure(err, "posfast: cannot write the header of %s: %s"
+                                        % (path, _os.strerror(err)))
+                    done += <size_t>r
             if pf_fullsync(fd) != 0:
                 raise IOFailure(pf_errno(), "posfast: cannot sync new journal %s" % (path,))
         except BaseException:

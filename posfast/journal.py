@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _core
-from .errors import CorruptRecord, InvalidRecord, JournalClosed, JournalLocked
+from .errors import CorruptRecord, InvalidRecord, IOFailure, JournalClosed, JournalLocked
 from .index import Index
 from .dayclose import DayCloseMixin
 from .payments import PaymentsMixin
@@ -246,8 +246,17 @@ class Journal(PaymentsMixin, DayCloseMixin):
         ring = self._ring
         if ring.failed:
             return
-        self.index.save(self.path + ".idx", ring.journal_id, ring.head_seq, ring.oldest_seq,
-                        ring.head_link, ring.positions())
+        try:
+            self.index.save(self.path + ".idx", ring.journal_id, ring.head_seq, ring.oldest_seq,
+                            ring.head_link, ring.positions())
+        except OSError as exc:      # a full or failing disk: the records are safe, the index is a cache
+            try:
+                os.unlink(self.path + ".idx.tmp")
+            except OSError:
+                pass
+            raise IOFailure(exc.errno, "posfast: could not save the index %s.idx (%s); every record "
+                            "is safe in %s and the next open rebuilds the index from it. Free "
+                            "storage." % (self.path, exc.strerror or exc, self.path)) from exc
 
     def close(self):
         """Flush, save the index and release the writer lock.  Safe to call twice."""

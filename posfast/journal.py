@@ -236,8 +236,8 @@ class Journal(PaymentsMixin, DayCloseMixin):
         with self._mutex:
             self._check_open()
             if not self.readonly:
-                if self._ring.unsynced_writes:
-                    self._ring.sync()
+                if self._ring.unsynced_writes or self._ring.failed:
+                    self._ring.sync()         # a retired handle says so (JournalClosed)
                 self._save_index()
                 if self.archive is not None:
                     self.archive.flush()

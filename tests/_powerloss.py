@@ -187,7 +187,12 @@ class Recorder:
 
     def set_watermark(self, value):
         start = len(self.ops)
-        self.journal.set_sync_watermark(value)
+        try:
+            self.journal.set_sync_watermark(value)
+        finally:            # even a failed attempt may have made its first header copy durable
+            self._note_watermark(value, start)
+
+    def _note_watermark(self, value, start):
         durable_at = None
         seen_header = False
         for i in range(start, len(self.ops)):

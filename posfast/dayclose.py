@@ -35,8 +35,8 @@ outcome may arrive after the cut-off and is read from the later days too.
 >>> path = os.path.join(tempfile.mkdtemp(), "till.pfj")
 >>> with posfast.Journal.create(path, capacity=1024) as j:
 ...     seq = j.append(terminal=1, kind="sale", state="approved", amount=1250,
-...                    ts=1795140000_000000)
-...     z = j.close_day("2026-11-21")
+...                    currency=156, ts=1795140000_000000)      # 2026-11-20 02:00 UTC
+...     z = j.close_day("2026-11-20")
 ...     (z.z_no, z.net(156), z.grand[156])
 (1, 1250, (1250, 1250))
 """
@@ -89,44 +89,46 @@ def payment_transactions(rows: np.ndarray, day: int, oldest_seq: int = 1):
     """Fold payment records into one row per payment begun on business `day`.
 
     `rows` are RECORD_DTYPE records in seq order covering `day` and the days
-    after it that may hold outcomes.  Returns ``(txns, records)``: a TXN_DTYPE
+    after it that may hold outcomes.  Returns ``(txns, positions)``: a TXN_DTYPE
     array in txn_id order (state, amount, rrn and auth code of the newest
-    record; terminal, kind, time and client_ref of the first) and the payment
-    records folded.  Training records are skipped; a record whose first record
-    was evicted (txn_id below `oldest_seq`) counts for its own day.  Vectorized.
+    record; terminal, kind, time and client_ref of the first) and the
+    positions in `rows` of the payment records folded, in seq order.  Training
+    records are skipped; a record whose first record was evicted (txn_id below
+    `oldest_seq`) counts for its own day.  Vectorized.
 
     >>> import numpy as np, posfast
     >>> rows = np.zeros(2, posfast.RECORD_DTYPE)
     >>> rows["seq"] = rows["txn_id"] = 5; rows["seq"][1] = 6
     >>> rows["kind"] = 1; rows["state"] = [1, 2]; rows["amount"] = 900; rows["day"] = 20777
-    >>> txns, _ = payment_transactions(rows, 20777)
-    >>> txns[["txn_id", "first_seq", "final_seq", "state"]].tolist()
-    [(5, 5, 6, 2)]
+    >>> txns, positions = payment_transactions(rows, 20777)
+    >>> txns[["txn_id", "first_seq", "final_seq", "state"]].tolist(), positions.tolist()
+    ([(5, 5, 6, 2)], [0, 1])
     """
-    pay = rows[np.isin(rows["kind"], PAYMENT_KIND_VALUES) & ((rows["flags"] & _TRAINING) == 0)]
-    on_day = pay["day"] == day
-    ids = pay["txn_id"][on_day & ((pay["seq"] == pay["txn_id"]) | (pay["txn_id"] < oldest_seq))]
-    mine = pay[np.isin(pay["txn_id"], ids)]
-    if not len(mine):
-        return np.zeros(0, TXN_DTYPE), mine
-    order = np.lexsort((mine["seq"], mine["txn_id"]))
-    grouped = mine[order]
-    tid = grouped["txn_id"]
+    kind, txn = rows["kind"], rows["txn_id"]
+    pay = np.flatnonzero(np.isin(kind, PAYMENT_KIND_VALUES) & ((rows["flags"] & _TRAINING) == 0))
+    ptxn, pseq = txn[pay], rows["seq"][pay]
+    ids = ptxn[(rows["day"][pay] == day) & ((pseq == ptxn) | (ptxn < oldest_seq))]
+    positions = pay[np.isin(ptxn, ids)]
+    if not len(positions):
+        return np.zeros(0, TXN_DTYPE), positions
+    mine = txn[positions]
+    order = np.argsort(mine, kind="stable")          # seq order within a payment
+    grouped, tid = positions[order], mine[order]
     cut = np.flatnonzero(tid[1:] != tid[:-1]) + 1
     first_idx = np.concatenate(([0], cut))
     last_idx = np.concatenate((cut - 1, [len(grouped) - 1]))
     first, last = grouped[first_idx], grouped[last_idx]
     out = np.zeros(len(first_idx), TXN_DTYPE)
-    out["txn_id"] = first["txn_id"]
-    out["first_seq"] = first["seq"]
-    out["final_seq"] = last["seq"]
+    out["txn_id"] = tid[first_idx]
+    out["first_seq"] = rows["seq"][first]
+    out["final_seq"] = rows["seq"][last]
     out["records"] = np.diff(np.append(first_idx, len(grouped)))
     for name in ("terminal", "ts", "kind", "flags", "receipt_no", "ref_seq", "day", "client_ref"):
-        out[name] = first[name]
+        out[name] = rows[name][first]
     for name in ("amount", "currency", "state", "method", "rrn", "auth_code"):
-        out[name] = last[name]
-    out["first_amount"] = first["amount"]
-    return out, mine
+        out[name] = rows[name][last]
+    out["first_amount"] = rows["amount"][first]
+    return out, positions
 
 
 def _groups(columns, amount):
@@ -175,7 +177,8 @@ def day_summary(rows: np.ndarray, day: int, oldest_seq: int = 1) -> dict:
     ``in_doubt`` (txn ids whose newest state is PENDING), ``transactions`` (the
     TXN_DTYPE array).
     """
-    txns, records = payment_transactions(rows, day, oldest_seq)
+    txns, positions = payment_transactions(rows, day, oldest_seq)
+    records = rows[positions]
     cube = _groups([(txns["kind"], 8), (txns["state"], 8), (txns["method"], 8),
                     (txns["currency"], 16)], txns["amount"])
     keys = [(txns["terminal"], 32), (txns["state"], 8), (txns["currency"], 16)]

@@ -369,13 +369,36 @@ def read_settlement(source, utc_offset=0, path=None) -> Settlement:
     return _read_settlement(source, path or getattr(source, "name", "<stream>"), int(offset))
 
 
-def _read_settlement(handle, path, offset) -> Settlement:
-    reader = csv.reader(handle)
+def _split_csv(text, path):
+    """(header, header line, data line numbers, rows or columns, are_columns).
+
+    Files without quotes are split with str.split over the whole text (several
+    times faster than the csv module, same result); others go through csv."""
+    text = text.replace("\r\n", "\n")
+    if '"' not in text and "\r" not in text:
+        numbered = [(number, line) for number, line in enumerate(text.split("\n"), 1)
+                    if line.strip()]
+        if not numbered:
+            return None, 0, [], [], False
+        (header_line, header), numbered = numbered[0], numbered[1:]
+        header = header.split(",")
+        lines = [number for number, _ in numbered]
+        data = [line for _, line in numbered]
+        width = len(header)
+        commas = np.fromiter(map(str.count, data, [","] * len(data)), np.int64, len(data))
+        if (commas != width - 1).any():
+            i = int(np.argmax(commas != width - 1))
+            raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
+                                  "(line %d) has %d" % (path, lines[i], commas[i] + 1, header_line,
+                                                        width), path, lines[i])
+        cells = ",".join(data).split(",") if data else []
+        return header, header_line, lines, [cells[k::width] for k in range(width)], True
+    reader = csv.reader(io.StringIO(text))
     header, header_line = None, 0
     lines, records = [], []
     try:
         for row in reader:
-            if not row or all(not cell.strip() for cell in row):
+            if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if header is None:
                 header, header_line = row, reader.line_num
@@ -385,6 +408,11 @@ def _read_settlement(handle, path, offset) -> Settlement:
     except csv.Error as exc:
         raise SettlementError("posfast: settlement file %s, line %d: %s" % (path, reader.line_num, exc),
                               path, reader.line_num) from None
+    return header, header_line, lines, records, False
+
+
+def _read_settlement(handle, path, offset) -> Settlement:
+    header, header_line, lines, records, are_columns = _split_csv(handle.read(), path)
     if header is None:
         raise SettlementError("posfast: settlement file %s is empty; it needs a header row: %s"
                               % (path, ",".join(SETTLEMENT_COLUMNS)), path, 1)
@@ -396,76 +424,75 @@ def _read_settlement(handle, path, offset) -> Settlement:
                               "columns are %s" % (path, header_line, ", ".join(missing),
                                                   ",".join(SETTLEMENT_COLUMNS)),
                               path, header_line, missing[0])
-    width = len(header)
-    for line, row in zip(lines, records):
-        if len(row) != width:
-            raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
-                                  "(line %d) has %d" % (path, line, len(row), header_line, width),
-                                  path, line)
-    n = len(records)
-    columns = list(zip(*records)) if n else [()] * width
-    col = {name: columns[names.index(name)] for name in SETTLEMENT_COLUMNS}
+    n, width = len(lines), len(header)
     rows = np.zeros(n, SETTLEMENT_DTYPE)
     rows["line"] = lines
     if not n:
         return Settlement(path, rows)
+    if are_columns:
+        columns = records
+    else:
+        counts = np.fromiter(map(len, records), np.int64, n)
+        if (counts != width).any():
+            i = int(np.argmax(counts != width))
+            raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
+                                  "(line %d) has %d" % (path, lines[i], counts[i], header_line,
+                                                        width), path, lines[i])
+        columns = list(zip(*records))
+    col = {name: columns[names.index(name)] for name in SETTLEMENT_COLUMNS}
 
-    def integers(name, values, why, lo, hi):
+    def integers(name, why, lo, hi):
+        values = col[name]
         try:
-            arr = np.asarray(values, dtype=str).astype(np.int64)
+            arr = np.fromiter(map(int, values), np.int64, n)
         except (ValueError, OverflowError):
-            _find_bad(path, lines, name, values, lambda v: int(v.strip()), why)
+            _find_bad(path, lines, name, values, lambda v: int(v), why)
         bad = (arr < lo) | (arr > hi)
         if bad.any():
             i = int(np.argmax(bad))
             raise _column_error(path, lines[i], name, values[i], "is out of range %d..%d" % (lo, hi))
         return arr
 
-    rows["terminal"] = integers("terminal", col["terminal"], "is not a terminal number", 0,
-                                2**32 - 1)
-    amounts = np.asarray(col["amount"], dtype=str)
-    if (np.char.find(amounts, ".") >= 0).any() or (np.char.find(amounts, ",") >= 0).any():
-        i = int(np.argmax((np.char.find(amounts, ".") >= 0) | (np.char.find(amounts, ",") >= 0)))
+    def lookup(name, table, dtype):
+        # few distinct values (types, currencies): each is checked once
+        known = {}
+        for value in set(col[name]):
+            known[value] = table(value.strip())
+            if known[value] is None:
+                i = col[name].index(value)
+                raise _column_error(path, lines[i], name, value, {
+                    "type": "is not a payment type; use sale, refund, void, reversal, preauth or "
+                            "completion",
+                    "currency": "is not an ISO 4217 currency code (156 or CNY)"}[name])
+        return np.fromiter(map(known.__getitem__, col[name]), dtype, n)
+
+    rows["terminal"] = integers("terminal", "is not a terminal number", 0, 2**32 - 1)
+    joined = "\x00".join(col["amount"])
+    if "." in joined or "," in joined:
+        i = next(k for k, v in enumerate(col["amount"]) if "." in v or "," in v)
         raise _column_error(path, lines[i], "amount", col["amount"][i],
                             "is not an integer number of minor units (write 1250 for 12.50)")
-    amount = integers("amount", col["amount"], "is not an integer number of minor units",
-                      -(2**62), 2**62)
-    # type and currency: few distinct values, each checked once
-    kinds = np.asarray([v.strip().lower() for v in col["type"]]) if n < 64 else \
-        np.char.lower(np.char.strip(np.asarray(col["type"], dtype=str)))
-    values, inverse = np.unique(kinds, return_inverse=True)
-    table = np.zeros(len(values), np.uint8)
-    for k, value in enumerate(values.tolist()):
-        name = {"pre_auth": "preauth", "pre-auth": "preauth"}.get(value, value)
-        try:
-            kind = Kind[name.upper()]
-            if kind not in _SETTLEMENT_KINDS:
-                raise KeyError(name)
-        except KeyError:
-            i = int(np.argmax(inverse == k))
-            raise _column_error(path, lines[i], "type", col["type"][i], "is not a payment type; "
-                                "use sale, refund, void, reversal, preauth or completion") from None
-        table[k] = int(kind)
-    rows["kind"] = table[inverse]
-    currencies = np.char.upper(np.char.strip(np.asarray(col["currency"], dtype=str)))
-    values, inverse = np.unique(currencies, return_inverse=True)
-    table = np.zeros(len(values), np.uint16)
-    alpha = None
-    for k, value in enumerate(values.tolist()):
-        if value.isdigit() and len(value) <= 3:
-            table[k] = int(value)
-            continue
-        alpha = alpha or _currency_codes()
-        if value not in alpha:
-            i = int(np.argmax(inverse == k))
-            raise _column_error(path, lines[i], "currency", col["currency"][i],
-                                "is not an ISO 4217 currency code (156 or CNY)")
-        table[k] = alpha[value]
-    rows["currency"] = table[inverse]
+    amount = integers("amount", "is not an integer number of minor units", -(2**62), 2**62)
+
+    def kind_of(text):
+        name = text.lower().replace("-", "_")
+        kind = Kind.__members__.get({"pre_auth": "preauth"}.get(name, name).upper())
+        return int(kind) if kind in _SETTLEMENT_KINDS else None
+
+    alpha = {}
+
+    def currency_of(text):
+        if text.isdigit() and len(text) <= 3:
+            return int(text)
+        if not alpha:
+            alpha.update(_currency_codes())
+        return alpha.get(text.upper())
+
+    rows["kind"] = lookup("type", kind_of, np.uint8)
+    rows["currency"] = lookup("currency", currency_of, np.uint16)
     negative = amount < 0
     if negative.any():
-        allowed = _SIGN_TABLE[rows["kind"]] < 0
-        bad = negative & ~allowed
+        bad = negative & (_SIGN_TABLE[rows["kind"]] >= 0)
         if bad.any():
             i = int(np.argmax(bad))
             raise _column_error(path, lines[i], "amount", col["amount"][i],
@@ -473,14 +500,15 @@ def _read_settlement(handle, path, offset) -> Settlement:
                                 "negative" % Kind(int(rows["kind"][i])).name.lower())
     rows["amount"] = np.abs(amount)
     for name, size in (("rrn", 12), ("auth_code", 6)):
-        text = np.char.strip(np.asarray(col[name], dtype=str))
-        too_long = np.char.str_len(text) > size
-        if too_long.any():
-            i = int(np.argmax(too_long))
+        values = col[name]
+        if " " in "".join(values):
+            values = [v.strip() for v in values]
+        if max(map(len, values)) > size:
+            i = next(k for k, v in enumerate(values) if len(v) > size)
             raise _column_error(path, lines[i], name, col[name][i], "is longer than %d characters"
                                 % size)
         try:
-            rows[name] = np.char.encode(text, "ascii") if len(text) else text
+            rows[name] = np.array(values, dtype="S%d" % size)
         except UnicodeEncodeError:
             _find_bad(path, lines, name, col[name], lambda v: v.encode("ascii"),
                       "holds characters that are not ASCII")
@@ -489,8 +517,9 @@ def _read_settlement(handle, path, offset) -> Settlement:
 
 
 # ---------------------------------------------------------------- host sources
-_HOST_COLUMNS = ("seq", "ts", "amount", "txn_id", "ref_seq", "day", "terminal", "receipt_no",
-                 "currency", "kind", "state", "method", "flags", "auth_code", "rrn", "client_ref")
+# what the matching reads of a back-office record (training records are skipped in SQL)
+_HOST_COLUMNS = ("seq", "ts", "amount", "txn_id", "day", "terminal", "currency", "kind", "state",
+                 "auth_code", "rrn", "client_ref")
 
 
 def _host_source(host):
@@ -556,8 +585,8 @@ def _back_office_rows(kind, where, journal_id, first_day, last_day, terminal):
         conn = psycopg.connect(where, connect_timeout=10)
         mark = "%s"
         jid = journal_id
-    sql = ("SELECT %s FROM records WHERE journal_id = %s AND day BETWEEN %s AND %s AND kind IN (%s)"
-           % (columns, mark, mark, mark, kinds))
+    sql = ("SELECT %s FROM records WHERE journal_id = %s AND day BETWEEN %s AND %s AND kind IN (%s) "
+           "AND (flags & %d) = 0" % (columns, mark, mark, mark, kinds, int(Flag.TRAINING)))
     params = [jid, first_day, last_day]
     if terminal is not None:
         sql += " AND terminal = %s" % mark
@@ -579,39 +608,69 @@ def _back_office_rows(kind, where, journal_id, first_day, last_day, terminal):
 
 
 # ---------------------------------------------------------------- matching helpers
-def _dedupe(keys, prefer):
-    """Representative of each key (first by `prefer` ascending, then position) and
-    the position of each element's representative."""
-    n = len(keys)
-    if not n:
-        return np.zeros(0, bool), np.zeros(0, np.int64)
-    _, inverse = np.unique(keys, return_inverse=True)
-    order = np.lexsort((np.arange(n), prefer, inverse))
-    sorted_inv = inverse[order]
-    starts = np.flatnonzero(np.concatenate(([True], sorted_inv[1:] != sorted_inv[:-1])))
-    rep_of_group = order[starts]
-    rep = rep_of_group[np.searchsorted(sorted_inv[starts], inverse)]
-    return rep == np.arange(n), rep
+_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _join(j_keys, h_keys):
-    """Pairs (j index, h index) of equal keys; keys unique on each side."""
-    if not len(j_keys) or not len(h_keys):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    _, ji, hi = np.intersect1d(j_keys, h_keys, assume_unique=True, return_indices=True)
-    return ji.astype(np.int64), hi.astype(np.int64)
+def _key_ids(*columns) -> np.ndarray:
+    """Exact dense ids (0..groups-1) of the row-wise values of several columns.
 
-
-def _void_key(*columns):
-    """Row-wise byte keys (numpy void) of several columns, for sorting and joining."""
+    The columns' bytes are folded into a 64-bit hash for a fast integer sort;
+    equal hashes are then checked byte for byte, and a collision (never seen in
+    practice) falls back to sorting the raw bytes, so the ids are always exact.
+    """
     n = len(columns[0])
+    if not n:
+        return np.zeros(0, np.int64)
     sizes = [np.asarray(c).dtype.itemsize for c in columns]
-    raw = np.empty((n, sum(sizes)), np.uint8)
+    width = -(-sum(sizes) // 8) * 8
+    raw = np.zeros((n, width), np.uint8)
     offset = 0
     for c, size in zip(columns, sizes):
         raw[:, offset:offset + size] = np.ascontiguousarray(c).view(np.uint8).reshape(n, size)
         offset += size
-    return raw.view("V%d" % raw.shape[1]).ravel()
+    words = raw.view("<u8")
+    h = np.full(n, 0xCBF29CE484222325, np.uint64)
+    for k in range(words.shape[1]):
+        h ^= words[:, k]
+        h *= _MIX
+        h ^= h >> np.uint64(29)
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if words.shape[1] > 1 and not (words == words[first[inverse]]).all():
+        _, inverse = np.unique(raw.view("V%d" % width).ravel(), return_inverse=True)
+        inverse = inverse.reshape(-1)
+    return inverse.astype(np.int64)
+
+
+def _dedupe(ids, prefer):
+    """Representative of each id (dense, from _key_ids: first by `prefer` ascending,
+    then position) and the position of each element's representative."""
+    n = len(ids)
+    if not n:
+        return np.zeros(0, bool), np.zeros(0, np.int64)
+    # stable sorts: among equals, the earlier position comes first
+    order = (np.argsort(ids, kind="stable") if not prefer.any()
+             else np.lexsort((prefer, ids)))
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+    rep_of_id = np.empty(int(sorted_ids[-1]) + 1, np.int64)
+    rep_of_id[sorted_ids[starts]] = order[starts]
+    rep = rep_of_id[ids]
+    return rep == np.arange(n), rep
+
+
+def _join(j_ids, h_ids):
+    """Pairs (j index, h index) of equal ids; ids unique on each side."""
+    if not len(j_ids) or not len(h_ids):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    _, ji, hi = np.intersect1d(j_ids, h_ids, assume_unique=True, return_indices=True)
+    return ji.astype(np.int64), hi.astype(np.int64)
+
+
+def _split_ids(j_columns, h_columns):
+    """_key_ids over both sides at once, split back: equal ids mean equal values."""
+    ids = _key_ids(*[np.concatenate((a, b)) for a, b in zip(j_columns, h_columns)])
+    return ids[:len(j_columns[0])], ids[len(j_columns[0]):]
 
 
 def _window_pairs(j_group, j_ts, h_group, h_ts, window_us, max_rounds=100_000):
@@ -621,6 +680,7 @@ def _window_pairs(j_group, j_ts, h_group, h_ts, window_us, max_rounds=100_000):
     if not nj or not nh:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     groups, inverse = np.unique(np.concatenate((j_group, h_group)), return_inverse=True)
+    inverse = inverse.reshape(-1)
     t0 = min(int(j_ts.min()), int(h_ts.min()))
     span = max(int(j_ts.max()), int(h_ts.max())) - t0 + 2 * window_us + 1
     if len(groups) * span >= 2**62:
@@ -762,7 +822,7 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
                                           jtx["currency"])
     if settlement is not None:
         report.host = "settlement %s" % os.path.basename(settlement.path)
-        partner, set_aside = _against_settlement(jtx, settlement, wanted, rule, terminal, window,
+        partner = _against_settlement(jtx, settlement, wanted, rule, terminal, window,
                                                  settled_methods, out, report)
     else:
         hrows, held = _back_office_rows(source, where, journal.journal_id, wanted, wanted + 1,
@@ -772,9 +832,9 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
             report.notes.append("the back office holds no record of journal %s: it was never "
                                 "synced there" % journal.journal_id)
         htx, _ = payment_transactions(hrows, wanted, 1)
-        partner, set_aside = _against_back_office(jtx, htx, oldest, out, report)
+        partner = _against_back_office(jtx, htx, oldest, out, report)
     for i in np.flatnonzero(jtx["state"] == _PENDING).tolist():
-        host_rows, host_state, host_amount = partner.get(i, ((), "", None))
+        host_rows, host_state, host_amount = partner(i) or ((), "", None)
         if host_rows and host_state != "pending":
             detail = ("payment begun, never finished; the host has it as %s (%s %s): resolve it "
                       "accordingly" % (host_state, report.host_rows_are,
@@ -789,7 +849,7 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
         seqs, host_rows = [], []
         for m in members.tolist():
             seqs += [int(jtx["first_seq"][m]), int(jtx["final_seq"][m])]
-            host_rows += list(partner.get(m, ((), "", None))[0])
+            host_rows += list((partner(m) or ((),))[0])
         out.txn("duplicate", jtx[members[0]], host=tuple(dict.fromkeys(host_rows)),
                 extra_seqs=tuple(dict.fromkeys(seqs)),
                 detail="%d approved payments with %s %s (txn %s)" % (
@@ -821,7 +881,7 @@ def _duplicates(txns) -> dict:
         idx = np.flatnonzero(approved & (txns[name] != b""))
         if len(idx) < 2:
             continue
-        keys = _void_key(txns[name][idx], txns["kind"][idx]) if name == "rrn" else txns[name][idx]
+        keys = _key_ids(txns[name][idx], txns["kind"][idx]) if name == "rrn" else txns[name][idx]
         _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         for g in np.flatnonzero(counts > 1).tolist():
             members = idx[inverse == g]
@@ -835,8 +895,8 @@ def _host_seqs(h):
 
 
 def _against_back_office(jtx, htx, oldest, out, report):
-    """Back office: payments matched on txn_id.  Returns ({journal index: (host rows,
-    host state, host amount)}, set of journal indices set aside)."""
+    """Back office: payments matched on txn_id.  Returns partner(journal index) ->
+    (host rows, host state, host amount) or None."""
     report.host_payments = len(htx)
     report.host_net = _net_by_currency(htx["kind"], htx["state"], htx["amount"], htx["currency"])
     ji, hi = _join(jtx["txn_id"], htx["txn_id"])
@@ -874,15 +934,20 @@ def _against_back_office(jtx, htx, oldest, out, report):
                 detail="journal %s (seq %d), back office %s (seq %d)%s" % (
                     _name(State, a["state"]), int(a["final_seq"]), _name(State, b["state"]),
                     int(b["final_seq"]), ": the outcome was not synced yet" if behind else ""))
-    partner = {int(a): (_host_seqs(htx[b]), _name(State, htx["state"][b]), int(htx["amount"][b]))
-               for a, b in zip(ji.tolist(), hi.tolist())}
-    return partner, set()
+    j_to_h = np.full(len(jtx), -1, np.int64)
+    j_to_h[ji] = hi
+
+    def partner(i):
+        b = int(j_to_h[i])
+        return None if b < 0 else (_host_seqs(htx[b]), _name(State, htx["state"][b]),
+                                   int(htx["amount"][b]))
+    return partner
 
 
 def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled_methods, out,
                         report):
     """Acquirer settlement: rrn, then terminal + auth code, then terminal + amount +
-    currency + type within the window.  Same return value as _against_back_office."""
+    currency + type within the window.  Returns partner() as _against_back_office does."""
     window_us = int(window * _US)
     start = rule.day_start_us(wanted)
     end = start + 86_400 * _US
@@ -911,87 +976,93 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
     # host rows listed twice: the same rrn and type, or identical rows without an rrn
     h_dupes = {}
     has_rrn = htx["rrn"] != b""
-    for mask, key in ((has_rrn, _void_key(htx["rrn"], htx["kind"])),
-                      (~has_rrn, _void_key(htx["terminal"], htx["ts"], htx["amount"],
-                                           htx["currency"], htx["kind"], htx["auth_code"]))):
+    for mask, names in ((has_rrn, ("rrn", "kind")),
+                        (~has_rrn, ("terminal", "ts", "amount", "currency", "kind", "auth_code"))):
         idx = np.flatnonzero(mask)
-        rep, rep_of = _dedupe(key[idx], np.zeros(len(idx), np.int8))
+        rep, rep_of = _dedupe(_key_ids(*[htx[name][idx] for name in names]),
+                              np.zeros(len(idx), np.int8))
         for extra in np.flatnonzero(~rep).tolist():
             h_dupes.setdefault(int(idx[rep_of[extra]]), []).append(int(idx[extra]))
             h_done[idx[extra]] = True
     # pass 1: rrn and type; an approved payment represents its rrn, other approved
     # payments with the same rrn are duplicates (reported by the caller)
     idx = np.flatnonzero(expected & (jtx["rrn"] != b""))
-    jkey = _void_key(jtx["rrn"][idx], jtx["kind"][idx])
-    rep, _ = _dedupe(jkey, (~approved[idx]).astype(np.int8))
+    hidx = np.flatnonzero(~h_done & has_rrn)
+    jids, hids = _split_ids([jtx["rrn"][idx], jtx["kind"][idx]],
+                            [htx["rrn"][hidx], htx["kind"][hidx]])
+    rep, _ = _dedupe(jids, (~approved[idx]).astype(np.int8))
     set_aside = idx[~rep & approved[idx]]
     j_done[set_aside] = True
-    hidx = np.flatnonzero(~h_done & has_rrn)
-    a, b = _join(jkey[rep], _void_key(htx["rrn"][hidx], htx["kind"][hidx]))
+    a, b = _join(jids[rep], hids)
     take(idx[rep][a], hidx[b])
     # pass 2: terminal, authorisation code and type
     idx = np.flatnonzero(~j_done & (jtx["auth_code"] != b""))
     hidx = np.flatnonzero(~h_done & (htx["auth_code"] != b""))
-    jkey = _void_key(jtx["terminal"][idx], jtx["auth_code"][idx], jtx["kind"][idx])
-    hkey = _void_key(htx["terminal"][hidx], htx["auth_code"][hidx], htx["kind"][hidx])
-    jrep, _ = _dedupe(jkey, (~approved[idx]).astype(np.int8))
-    hrep, _ = _dedupe(hkey, np.zeros(len(hidx), np.int8))
-    a, b = _join(jkey[jrep], hkey[hrep])
+    names = ("terminal", "auth_code", "kind")
+    jids, hids = _split_ids([jtx[n][idx] for n in names], [htx[n][hidx] for n in names])
+    jrep, _ = _dedupe(jids, (~approved[idx]).astype(np.int8))
+    hrep, _ = _dedupe(hids, np.zeros(len(hidx), np.int8))
+    a, b = _join(jids[jrep], hids[hrep])
     take(idx[jrep][a], hidx[hrep][b])
     # pass 3: terminal + amount + currency + type within the window (approved, then pending)
+    names = ("terminal", "amount", "currency", "kind")
     for state in (_APPROVED, _PENDING):
         idx = np.flatnonzero(~j_done & (jtx["state"] == state))
         hidx = np.flatnonzero(~h_done)
         if len(idx) and len(hidx):
-            a, b = _window_pairs(
-                _void_key(jtx["terminal"][idx], jtx["amount"][idx], jtx["currency"][idx],
-                          jtx["kind"][idx]), jtx["ts"][idx],
-                _void_key(htx["terminal"][hidx], htx["amount"][hidx], htx["currency"][hidx],
-                          htx["kind"][hidx]), htx["ts"][hidx], window_us)
+            jids, hids = _split_ids([jtx[n][idx] for n in names], [htx[n][hidx] for n in names])
+            a, b = _window_pairs(jids, jtx["ts"][idx], hids, htx["ts"][hidx], window_us)
             take(idx[a], hidx[b])
     pj, ph = np.concatenate(pairs_j), np.concatenate(pairs_h)
     report.matched = len(pj)
     report.host_payments = int(inside.sum())
     hin = htx[inside]
     report.host_net = _net_by_currency(hin["kind"], hin["state"], hin["amount"], hin["currency"])
-
-    def line(k):
-        return (int(htx["first_seq"][k]),)
+    lines = htx["first_seq"]
 
     for i in np.flatnonzero(approved & ~j_done).tolist():
         out.txn("missing_at_host", jtx[i], detail="approved here, not in the acquirer's "
                 "settlement (not settled, or settled on another day)")
     for i in np.flatnonzero(~h_done & inside).tolist():
-        out.host_only("missing_in_journal", htx[i], line(i), "settled by the acquirer, no such "
-                      "payment in the journal")
-    for a_idx, b_idx in zip(pj.tolist(), ph.tolist()):
-        a, b = jtx[a_idx], htx[b_idx]
-        if a["state"] == _PENDING:
-            continue                       # in_doubt, reported by the caller
-        if a["amount"] != b["amount"] or a["currency"] != b["currency"]:
-            out.txn("amount_mismatch", a, host=line(b_idx), host_amount=int(b["amount"]),
-                    host_state="settled", detail="journal %d (currency %d), settlement %d "
-                    "(currency %d)" % (int(a["amount"]), int(a["currency"]), int(b["amount"]),
-                                       int(b["currency"])))
-        if a["state"] != _APPROVED:
-            out.txn("state_mismatch", a, host=line(b_idx), host_amount=int(b["amount"]),
-                    host_state="settled", detail="the journal has it as %s, the acquirer settled "
-                    "it" % _name(State, a["state"]))
-    partner = {a: (line(b), "settled", int(htx["amount"][b]))
-               for a, b in zip(pj.tolist(), ph.tolist())}
-    back = {b: a for a, b in zip(pj.tolist(), ph.tolist())}
+        out.host_only("missing_in_journal", htx[i], (int(lines[i]),), "settled by the acquirer, "
+                      "no such payment in the journal")
+    jstate = jtx["state"][pj]
+    settled = jstate != _PENDING                       # pending: in_doubt, reported by the caller
+    amount_off = settled & ((jtx["amount"][pj] != htx["amount"][ph])
+                            | (jtx["currency"][pj] != htx["currency"][ph]))
+    state_off = settled & (jstate != _APPROVED)
+    for k in np.flatnonzero(amount_off).tolist():
+        a, b = jtx[pj[k]], htx[ph[k]]
+        out.txn("amount_mismatch", a, host=(int(b["first_seq"]),), host_amount=int(b["amount"]),
+                host_state="settled", detail="journal %d (currency %d), settlement %d "
+                "(currency %d)" % (int(a["amount"]), int(a["currency"]), int(b["amount"]),
+                                   int(b["currency"])))
+    for k in np.flatnonzero(state_off).tolist():
+        a, b = jtx[pj[k]], htx[ph[k]]
+        out.txn("state_mismatch", a, host=(int(b["first_seq"]),), host_amount=int(b["amount"]),
+                host_state="settled", detail="the journal has it as %s, the acquirer settled it"
+                % _name(State, a["state"]))
+    j_to_h = np.full(len(jtx), -1, np.int64)
+    j_to_h[pj] = ph
+    h_to_j = np.full(len(htx), -1, np.int64)
+    h_to_j[ph] = pj
+
+    def partner(i):
+        h = int(j_to_h[i])
+        return None if h < 0 else ((int(lines[h]),), "settled", int(htx["amount"][h]))
+
     for rep_idx, extras in h_dupes.items():
         if not inside[rep_idx]:
             continue
-        rows = line(rep_idx) + tuple(line(e)[0] for e in extras)
+        rows = (int(lines[rep_idx]),) + tuple(int(lines[e]) for e in extras)
         h = htx[rep_idx]
         why = "settled %d times (lines %s)" % (len(rows), ", ".join(map(str, rows)))
-        if rep_idx in back:
-            out.txn("duplicate", jtx[back[rep_idx]], host=rows, host_amount=int(h["amount"]),
+        if h_to_j[rep_idx] >= 0:
+            out.txn("duplicate", jtx[h_to_j[rep_idx]], host=rows, host_amount=int(h["amount"]),
                     host_state="settled", detail=why)
         else:
             out.host_only("duplicate", h, rows, why + ", no such payment in the journal")
-    return partner, set(set_aside.tolist())
+    return partner
 
 
 def _receipts(journal, rows, jtx, wanted, out):

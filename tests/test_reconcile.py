@@ -281,6 +281,7 @@ def test_window_pairs_nearest_first():
      "tip", "payment type"),
     ("1,2025-11-20 10:00:00,1234567890123,,1250,156,sale\n", 2, "rrn", "1234567890123", "12"),
     ("1,2025-11-20 10:00:00,1,,-5,156,sale\n", 2, "amount", "-5", "negative"),
+    ("1,2025-11-20 10:00:00,12\u00e9,,5,156,sale\n", 2, "rrn", "12\u00e9", "ASCII"),
 ])
 def test_malformed_settlement_names_line_column_value(tmp_path, body, line, column, value, words):
     path = tmp_path / "bad.csv"
@@ -308,6 +309,16 @@ def test_malformed_settlement_structure(tmp_path, journal):
     with pytest.raises(SettlementError, match="line 3, column amount"):
         reconcile(journal, str(path), day=DAY)
     assert main(["reconcile", journal.path, "--day", DAY, "--host", str(path)]) == 2
+
+
+def test_quoted_and_crlf_files_read_like_plain_ones():
+    plain = (HEADER + "3,2025-11-20 10:00:00,000000000001,A1,1250,156,sale\n\n"
+             "7,2025-11-20 11:00:00,,,99,978,refund\n")
+    quoted = plain.replace("000000000001", '"000000000001"').replace("\n", "\r\n")
+    a, b = read_settlement(io.StringIO(plain)).rows, read_settlement(io.StringIO(quoted)).rows
+    assert a.tolist() == b.tolist() and a["line"].tolist() == [2, 4]
+    with pytest.raises(SettlementError, match="line 3: 2 fields"):
+        read_settlement(io.StringIO(quoted.replace("\r\n\r\n", '\r\n"x",1\r\n')))
 
 
 def test_settlement_columns_any_order_aliases_and_bom(tmp_path):

@@ -1,0 +1,392 @@
+"""Reconciliation of one business day: posfast (numpy) against the same matching in
+SQL in SQLite (stdlib sqlite3, indexed), in the same run.  Prints one table.
+
+    python bench/bench_reconcile.py                    # 100,000 records a side, ~15 s on 2 cores
+    python bench/bench_reconcile.py --records 20000
+
+Two workloads, each 100,000 journal records of one business day against 100,000
+host rows, with about 1% planted discrepancies of every kind:
+
+* settlement: 100,000 card/QR payments against an acquirer settlement CSV of
+  100,000 rows (shuffled, clocks off by up to +-30 s, a third without RRN, a
+  sixth without auth code): RRN, then terminal + auth code, then terminal +
+  amount + currency + type in a 300 s window, nearest first.  posfast times the
+  CSV parse and the reconcile separately; SQLite loads both sides into indexed
+  tables (timed apart) and runs the same three passes as SQL (the window pass
+  in rounds of nearest proposals, as posfast does).
+* back office: 33,670 payments (PENDING + final record each) and the
+  receipt prints of the approved ones in the journal (100,000 records),
+  synced to a SQLite back office (100,000 records there too): posfast reads the back office and reconciles, print
+  checks included; SQLite folds both sides into payments with window
+  functions over the same rows (the journal's day loaded into a table, timed
+  apart) and runs the same comparisons and print checks as SQL.
+
+Each side's category counts are printed so that both can be seen to agree.
+"""
+import argparse
+import csv
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import posfast  # noqa: E402
+from posfast import DayRule, Flag, Journal, Kind, State  # noqa: E402
+from posfast.reconcile import read_settlement, reconcile  # noqa: E402
+from posfast.sync import SqliteTarget, Syncer  # noqa: E402
+
+RULE = DayRule(utc_offset="+08:00", starts_at="04:00")
+DAY = posfast.records.day_number("2025-11-20")
+START = RULE.day_start_us(DAY)
+WINDOW = 300 * 10**6
+PAY_KINDS = "(1,2,3,4,5,6,9,10)"
+
+
+def best(fn, repeat):
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
+
+
+# ------------------------------------------------------------------ settlement workload
+def settlement_workload(directory, n, seed=1):
+    rng = np.random.default_rng(seed)
+    j = Journal.create(os.path.join(directory, "settle.pfj"), capacity=n + 1000, day_rule=RULE,
+                       durability="none")
+    ts = np.sort(START + rng.integers(0, 86_400 * 10**6 - 60 * 10**6, n))
+    terminal = rng.integers(1, 41, n).astype(np.uint32)
+    amount = rng.integers(100, 50_000, n)
+    kind = np.where(rng.random(n) < 0.03, int(Kind.REFUND), int(Kind.SALE)).astype(np.uint8)
+    state = np.where(rng.random(n) < 0.01, int(State.DECLINED), int(State.APPROVED)).astype(np.uint8)
+    method = np.where(rng.random(n) < 0.3, 3, 2).astype(np.uint8)
+    rrn = np.char.mod("%012d", rng.permutation(10**7)[:n] + 10**11).astype("S12")
+    rrn[rng.random(n) < 1 / 3] = b""
+    auth = np.char.mod("%06X", rng.integers(0, 16**6, n)).astype("S6")
+    auth[rng.random(n) < 1 / 6] = b""
+    j.append_many({"ts": ts, "terminal": terminal, "kind": kind, "state": state, "method": method,
+                   "amount": amount, "currency": 156, "rrn": rrn, "auth_code": auth})
+    # the acquirer's view: approved payments, plus planted differences
+    keep = state == State.APPROVED
+    k = max(1, n // 300)
+    idx = np.flatnonzero(keep)
+    drop = rng.choice(idx, k, replace=False)                 # missing at host
+    keep[drop] = False
+    rows_idx = np.flatnonzero(keep)
+    host_amount = amount.copy()
+    off = rng.choice(rows_idx[rrn[rows_idx] != b""], k, replace=False)
+    host_amount[off] += 1                                    # amount mismatch
+    declined_settled = rng.choice(np.flatnonzero(state != State.APPROVED), min(k, int((state != 2).sum())),
+                                  replace=False)             # state mismatch (by rrn, when it has one)
+    dup = rng.choice(rows_idx[rrn[rows_idx] != b""], k, replace=False)   # settled twice
+    order = np.concatenate([rows_idx, declined_settled, dup])
+    shift = rng.integers(-30, 31, len(order)) * 10**6
+    extra = k                                                # missing in journal
+    lines = []
+    names = {int(Kind.SALE): "sale", int(Kind.REFUND): "refund"}
+    for pos, i in enumerate(order.tolist()):
+        local = np.datetime64(int(ts[i] + shift[pos] + 8 * 3600 * 10**6), "us").astype(str)[:19]
+        lines.append((int(terminal[i]), local, rrn[i].decode(), auth[i].decode(), int(host_amount[i]),
+                      156, names[int(kind[i])]))
+    for e in range(extra):
+        local = np.datetime64(int(START + 3600 * 10**6 + e * 10**6 + 8 * 3600 * 10**6), "us").astype(str)[:19]
+        lines.append((99, local, "%012d" % (900000000000 + e), "", 4242, 156, "sale"))
+    perm = rng.permutation(len(lines))
+    path = os.path.join(directory, "settlement.csv")
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("terminal", "time", "rrn", "auth_code", "amount", "currency", "type"))
+        w.writerows(lines[p] for p in perm.tolist())
+    return j, path, len(lines)
+
+
+def sql_settlement(journal, settlement_rows, repeat):
+    """The same three-pass matching in SQL; returns (load s, match s, counts)."""
+    con = sqlite3.connect(":memory:")
+    rows = journal.query(day=[DAY, DAY + 1])
+
+    def load():
+        con.executescript("""
+            DROP TABLE IF EXISTS rec; DROP TABLE IF EXISTS ht;
+            CREATE TABLE rec (seq INTEGER PRIMARY KEY, txn_id INT, ts INT, day INT, terminal INT,
+              amount INT, currency INT, kind INT, state INT, method INT, flags INT, rrn BLOB, auth BLOB);
+            CREATE TABLE ht (line INTEGER PRIMARY KEY, terminal INT, ts INT, amount INT, currency INT,
+              kind INT, rrn BLOB, auth BLOB);""")
+        con.executemany("INSERT INTO rec VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", zip(
+            *(rows[c].tolist() for c in ("seq", "txn_id", "ts", "day", "terminal", "amount",
+                                         "currency", "kind", "state", "method", "flags", "rrn",
+                                         "auth_code"))))
+        s = settlement_rows
+        con.executemany("INSERT INTO ht VALUES (?,?,?,?,?,?,?,?)", zip(
+            *(s[c].tolist() for c in ("line", "terminal", "ts", "amount", "currency", "kind", "rrn",
+                                      "auth_code"))))
+        con.execute("CREATE INDEX rec_txn ON rec (txn_id, seq)")
+        con.execute("CREATE INDEX ht_rrn ON ht (rrn, kind)")
+        con.execute("CREATE INDEX ht_auth ON ht (terminal, auth, kind)")
+        con.execute("CREATE INDEX ht_win ON ht (terminal, amount, currency, kind, ts)")
+        con.commit()
+
+    def match():
+        start, end = START, START + 86_400 * 10**6
+        con.executescript(f"""
+            DROP TABLE IF EXISTS jt; DROP TABLE IF EXISTS pairs; DROP TABLE IF EXISTS hs;
+            CREATE TABLE jt AS
+              WITH pay AS (SELECT * FROM rec WHERE kind IN {PAY_KINDS} AND flags & 1 = 0),
+                   fin AS (SELECT txn_id, MAX(seq) AS final FROM pay
+                           WHERE txn_id IN (SELECT seq FROM pay WHERE seq = txn_id AND day = {DAY})
+                           GROUP BY txn_id)
+              SELECT p.txn_id AS idx, p.terminal, b.ts, p.amount, p.currency, b.kind, p.state,
+                     p.rrn, p.auth, 0 AS done
+              FROM fin JOIN pay p ON p.seq = fin.final JOIN pay b ON b.seq = fin.txn_id
+              WHERE p.method NOT IN (1, 5) AND b.kind NOT IN (9, 10);
+            CREATE INDEX jt_idx ON jt (idx);
+            CREATE TABLE hs AS SELECT *, 0 AS done FROM ht
+              WHERE ts >= {start - WINDOW} AND ts < {end + WINDOW};
+            CREATE INDEX hs_line ON hs (line);
+            CREATE INDEX hs_rrn ON hs (rrn, kind);
+            CREATE INDEX hs_auth ON hs (terminal, auth, kind);
+            CREATE INDEX hs_win ON hs (terminal, amount, currency, kind, ts);
+            CREATE TABLE pairs (j INT, h INT);
+            -- host rows listed twice
+            UPDATE hs SET done = 2 WHERE rrn != x'' AND line NOT IN
+              (SELECT MIN(line) FROM hs WHERE rrn != x'' GROUP BY rrn, kind);
+            -- pass 1: rrn
+            INSERT INTO pairs SELECT j.idx, h.line FROM
+              (SELECT rrn, kind, MIN(idx) AS idx FROM jt WHERE rrn != x'' GROUP BY rrn, kind) j
+              JOIN hs h ON h.rrn = j.rrn AND h.kind = j.kind AND h.done = 0;
+            UPDATE jt SET done = 1 WHERE idx IN (SELECT j FROM pairs);
+            UPDATE hs SET done = 1 WHERE line IN (SELECT h FROM pairs);
+            -- pass 2: terminal + auth code
+            INSERT INTO pairs SELECT j.idx, h.line FROM
+              (SELECT idx, terminal, auth, kind FROM (SELECT idx, terminal, auth, kind,
+                 ROW_NUMBER() OVER (PARTITION BY terminal, auth, kind ORDER BY state != 2, idx) AS rn
+                 FROM jt WHERE done = 0 AND auth != x'') WHERE rn = 1) j
+              JOIN (SELECT terminal, auth, kind, MIN(line) AS line FROM hs WHERE done = 0 AND auth != x''
+                    GROUP BY terminal, auth, kind) h
+              ON h.terminal = j.terminal AND h.auth = j.auth AND h.kind = j.kind;
+            UPDATE jt SET done = 1 WHERE done = 0 AND idx IN (SELECT j FROM pairs);
+            UPDATE hs SET done = 1 WHERE done = 0 AND line IN (SELECT h FROM pairs);""")
+        # pass 3: nearest proposals within the window, conflicts won by the nearest, in rounds
+        for state in (2, 1):
+            while True:
+                con.executescript(f"""
+                    DROP TABLE IF EXISTS prop;
+                    CREATE TEMP TABLE prop AS SELECT j, h FROM (
+                      SELECT j.idx AS j, h.line AS h, ROW_NUMBER() OVER (PARTITION BY j.idx
+                        ORDER BY abs(h.ts - j.ts), h.line) AS rn
+                      FROM jt j JOIN hs h ON h.done = 0 AND h.terminal = j.terminal
+                        AND h.amount = j.amount AND h.currency = j.currency AND h.kind = j.kind
+                        AND h.ts BETWEEN j.ts - {WINDOW} AND j.ts + {WINDOW}
+                      WHERE j.done = 0 AND j.state = {state}) WHERE rn = 1;
+                    UPDATE jt SET done = 3 WHERE done = 0 AND state = {state}
+                      AND idx NOT IN (SELECT j FROM prop);""")
+                added = con.execute("""
+                    INSERT INTO pairs SELECT j, h FROM (
+                      SELECT p.j, p.h, ROW_NUMBER() OVER (PARTITION BY p.h
+                        ORDER BY abs(hs.ts - jt.ts), p.j) AS rn
+                      FROM prop p JOIN jt ON jt.idx = p.j JOIN hs ON hs.line = p.h) WHERE rn = 1""").rowcount
+                if added <= 0:
+                    break
+                con.executescript("""
+                    UPDATE jt SET done = 1 WHERE done = 0 AND idx IN (SELECT j FROM pairs);
+                    UPDATE hs SET done = 1 WHERE done = 0 AND line IN (SELECT h FROM pairs);""")
+        q = lambda sql: con.execute(sql).fetchone()[0]
+        return {
+            "missing_at_host": q("SELECT count(*) FROM jt WHERE state = 2 AND done != 1"),
+            "missing_in_journal": q(f"SELECT count(*) FROM hs WHERE done = 0 AND ts >= {start} AND ts < {end}"),
+            "amount_mismatch": q("SELECT count(*) FROM pairs p JOIN jt ON jt.idx = p.j JOIN hs ON hs.line = p.h "
+                                 "WHERE jt.state != 1 AND (jt.amount != hs.amount OR jt.currency != hs.currency)"),
+            "state_mismatch": q("SELECT count(*) FROM pairs p JOIN jt ON jt.idx = p.j WHERE jt.state NOT IN (1, 2)"),
+            "duplicate": q(f"SELECT count(DISTINCT h.rrn) FROM hs h WHERE h.done = 2 AND ts >= {start} AND ts < {end}"),
+            "in_doubt": q("SELECT count(*) FROM jt WHERE state = 1"),
+            "matched": q("SELECT count(*) FROM pairs"),
+        }
+
+    t_load, _ = best(load, 1)
+    t_match, counts = best(match, repeat)
+    con.close()
+    return t_load, t_match, counts
+
+
+# ------------------------------------------------------------------ back-office workload
+def back_office_workload(directory, n, seed=2):
+    """About n records: payments (begin + final) and the receipts of the approved ones."""
+    rng = np.random.default_rng(seed)
+    payments = int(n / 2.97)
+    j = Journal.create(os.path.join(directory, "bo.pfj"), capacity=n + 1000, day_rule=RULE,
+                       durability="none")
+    ts = np.sort(START + rng.integers(0, 86_400 * 10**6 - 60 * 10**6, payments))
+    terminal = rng.integers(1, 41, payments).astype(np.uint32)
+    amount = rng.integers(100, 50_000, payments)
+    final = rng.choice([int(State.APPROVED)] * 97 + [int(State.DECLINED)] * 3, payments).astype(np.uint8)
+    final[rng.choice(payments, max(1, payments // 1000), replace=False)] = int(State.PENDING)
+    rrn = np.char.mod("%012d", rng.permutation(10**7)[:payments] + 10**11).astype("S12")
+    first = 1
+    begins = {"ts": ts, "terminal": terminal, "kind": "sale", "state": "pending", "amount": amount,
+              "currency": 156, "method": "card"}
+    j.append_many(begins)                       # seqs 1..payments: txn_id = seq
+    txn = np.arange(first, first + payments, dtype=np.uint64)
+    done = final != State.PENDING
+    j.append_many({"ts": ts[done] + 2 * 10**6, "terminal": terminal[done], "kind": "sale",
+                   "state": final[done], "amount": amount[done], "currency": 156, "method": "card",
+                   "txn_id": txn[done], "rrn": rrn[done]})
+    # receipts of approved payments; a few failed, unknown, or printed for a declined payment
+    approved = np.flatnonzero(final == State.APPROVED)
+    printed = approved
+    pstate = rng.choice([int(State.OK)] * 995 + [int(State.FAILED)] * 3 + [int(State.UNKNOWN)] * 2,
+                        len(printed)).astype(np.uint8)
+    declined = np.flatnonzero(final == State.DECLINED)[:max(1, n // 10000)]
+    printed = np.concatenate([printed, declined])
+    pstate = np.concatenate([pstate, np.full(len(declined), int(State.OK), np.uint8)])
+    order = np.argsort(ts[printed], kind="stable")
+    printed, pstate = printed[order], pstate[order]
+    j.append_many({"ts": ts[printed] + 3 * 10**6, "terminal": terminal[printed], "kind": "print",
+                   "state": pstate, "txn_id": txn[printed], "ref_seq": txn[printed],
+                   "currency": 156})
+    back = os.path.join(directory, "back.db")
+    Syncer(j, SqliteTarget(back, synchronous="OFF"), batch=10_000).run_once()
+    # the back office differs: a few payments edited there, some never synced
+    k = max(1, n // 1000)
+    con = sqlite3.connect(back)
+    victims = rng.choice(approved, 2 * k, replace=False) + 1
+    con.executemany("UPDATE records SET amount = amount + 1 WHERE txn_id = ?", [(int(t),) for t in victims[:k]])
+    con.executemany("UPDATE records SET state = 3 WHERE txn_id = ? AND seq != txn_id",
+                    [(int(t),) for t in victims[k:]])
+    con.commit()
+    con.close()
+    j.append_many({"ts": START + rng.integers(0, 80_000, k) * 10**6, "terminal": 1, "kind": "sale",
+                   "state": "approved", "amount": 999, "currency": 156, "method": "cash"})
+    return j, back
+
+
+def sql_back_office(journal, back, repeat):
+    con = sqlite3.connect(back)
+    rows = journal.query(day=[DAY, DAY + 1])
+    jid = str(journal.journal_id)
+
+    def load():
+        con.executescript("DROP TABLE IF EXISTS temp.jrec; CREATE TEMP TABLE jrec (seq INTEGER PRIMARY KEY, "
+                          "txn_id INT, ts INT, day INT, terminal INT, amount INT, currency INT, kind INT, "
+                          "state INT, method INT, flags INT, rrn BLOB, client_ref BLOB)")
+        con.executemany("INSERT INTO jrec VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", zip(
+            *(rows[c].tolist() for c in ("seq", "txn_id", "ts", "day", "terminal", "amount", "currency",
+                                         "kind", "state", "method", "flags", "rrn", "client_ref"))))
+        con.execute("CREATE INDEX temp.jrec_txn ON jrec (txn_id, seq)")
+        con.commit()
+
+    def fold(table, where):
+        return f"""
+            WITH pay AS (SELECT * FROM {table} WHERE {where} AND kind IN {PAY_KINDS} AND flags & 1 = 0),
+                 ids AS (SELECT seq AS txn_id FROM pay WHERE seq = txn_id AND day = {DAY}),
+                 agg AS (SELECT txn_id, MIN(seq) AS first, MAX(seq) AS final FROM pay
+                         WHERE txn_id IN (SELECT txn_id FROM ids) GROUP BY txn_id)
+            SELECT agg.txn_id, agg.first, agg.final, f.terminal, f.amount, f.currency, f.state, f.rrn,
+                   b.kind, b.amount AS first_amount, b.client_ref
+            FROM agg JOIN pay f ON f.seq = agg.final JOIN pay b ON b.seq = agg.first"""
+
+    def match():
+        con.executescript(f"""
+            DROP TABLE IF EXISTS temp.jtx; DROP TABLE IF EXISTS temp.htx; DROP TABLE IF EXISTS temp.pr;
+            CREATE TEMP TABLE jtx AS {fold("jrec", "1")};
+            CREATE TEMP TABLE htx AS {fold("main.records", f"journal_id = '{jid}' AND day BETWEEN {DAY} AND {DAY + 1}")};
+            CREATE INDEX temp.jtx_id ON jtx (txn_id);
+            CREATE INDEX temp.htx_id ON htx (txn_id);
+            CREATE TEMP TABLE pr AS SELECT * FROM jrec WHERE kind = 7 AND flags & 1 = 0
+              AND (day = {DAY} OR txn_id IN (SELECT txn_id FROM jtx));
+            CREATE INDEX temp.pr_txn ON pr (txn_id, state);""")
+        q = lambda sql: con.execute(sql).fetchone()[0]
+        return {
+            "missing_at_host": q("SELECT count(*) FROM jtx WHERE txn_id NOT IN (SELECT txn_id FROM htx)"),
+            "missing_in_journal": q("SELECT count(*) FROM htx WHERE txn_id NOT IN (SELECT txn_id FROM jtx)"),
+            "amount_mismatch": q("SELECT count(*) FROM jtx j JOIN htx h USING (txn_id) WHERE j.amount != h.amount "
+                                 "OR j.currency != h.currency OR j.first_amount != h.first_amount"),
+            "state_mismatch": q("SELECT count(*) FROM jtx j JOIN htx h USING (txn_id) WHERE j.state != h.state "
+                                "AND j.state != 1"),
+            "duplicate": q("SELECT count(*) FROM (SELECT rrn FROM jtx WHERE state = 2 AND rrn != x'' "
+                           "GROUP BY rrn, kind HAVING count(*) > 1)") +
+                         q("SELECT count(*) FROM (SELECT client_ref FROM jtx WHERE state = 2 AND "
+                           "client_ref != x'' GROUP BY client_ref HAVING count(*) > 1)"),
+            "receipt_without_transaction": q("SELECT count(*) FROM pr p LEFT JOIN jtx j USING (txn_id) "
+                                             "WHERE p.state IN (7, 8) AND j.txn_id IS NOT NULL AND j.state != 2"),
+            "transaction_without_receipt": q(
+                "SELECT count(*) FROM jtx j WHERE j.state = 2 AND j.kind IN (1, 2, 3, 5, 6) AND NOT EXISTS "
+                "(SELECT 1 FROM pr p WHERE p.txn_id = j.txn_id AND p.state IN (7, 8))"),
+            "print_unknown": q(
+                "SELECT count(*) FROM jtx j WHERE j.state = 2 AND j.kind IN (1, 2, 3, 5, 6) AND NOT EXISTS "
+                "(SELECT 1 FROM pr p WHERE p.txn_id = j.txn_id AND p.state = 7) AND EXISTS "
+                "(SELECT 1 FROM pr p WHERE p.txn_id = j.txn_id AND p.state = 8)"),
+            "in_doubt": q("SELECT count(*) FROM jtx WHERE state = 1"),
+            "matched": q("SELECT count(*) FROM jtx WHERE txn_id IN (SELECT txn_id FROM htx)"),
+        }
+
+    t_load, _ = best(load, 1)
+    t_match, counts = best(match, repeat)
+    con.close()
+    return t_load, t_match, counts
+
+
+# ------------------------------------------------------------------ main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    n = args.records
+    directory = tempfile.mkdtemp(prefix="posfast-bench-reconcile-")
+    print("posfast reconcile benchmark: %d journal records vs ~%d host rows per workload, 2 workloads"
+          % (n, n))
+    print("(building the journals, the settlement file and the back office...)", flush=True)
+    j, path, host_rows = settlement_workload(directory, n)
+    t_parse, settlement = best(lambda: read_settlement(path, RULE), args.repeat)
+    t_ours, report = best(lambda: reconcile(j, settlement, day=DAY, check_receipts=False), args.repeat)
+    t_sql_load, t_sql, sql_counts = sql_settlement(j, settlement.rows, args.repeat)
+    ours = report.counts()
+    ours["matched"] = report.matched
+    j.close()
+
+    jb, back = back_office_workload(directory, n)
+    t_bo, report_bo = best(lambda: reconcile(jb, "sqlite:///" + back, day=DAY), args.repeat)
+    t_bo_load, t_bo_sql, bo_sql_counts = sql_back_office(jb, back, args.repeat)
+    ours_bo = report_bo.counts()
+    ours_bo["matched"] = report_bo.matched
+    bo_rows = SqliteTarget(back).count(jb.journal_id)
+    jb_records = jb.head_seq
+    jb.close()
+
+    print()
+    print("%-46s %14s %14s %8s" % ("", "posfast/numpy", "SQLite SQL", "ratio"))
+    print("%-46s %11.0f ms %11.0f ms" % ("settlement: read the CSV (%d rows)" % host_rows,
+                                         t_parse * 1000, t_sql_load * 1000))
+    print("%-46s %11.0f ms %11.0f ms %7.1fx" % ("settlement: match + report (%d records)" % n,
+                                                t_ours * 1000, t_sql * 1000, t_sql / t_ours))
+    print("%-46s %11.0f ms %11.0f ms %7.1fx" % ("settlement: total", (t_parse + t_ours) * 1000,
+                                                (t_sql_load + t_sql) * 1000,
+                                                (t_sql_load + t_sql) / (t_parse + t_ours)))
+    print("%-46s %14s %11.0f ms" % ("back office: load the journal's day into SQLite", "-",
+                                    t_bo_load * 1000))
+    print("%-46s %11.0f ms %11.0f ms %7.1fx" % ("back office: read + match + prints (%d/%d)"
+                                                % (jb_records, bo_rows), t_bo * 1000, t_bo_sql * 1000,
+                                                t_bo_sql / t_bo))
+    print()
+    print("(SQLite columns: the load puts both sides in indexed tables; the match is the same three")
+    print(" passes / comparisons in SQL.  posfast: best of %d, the CSV parse timed apart.)" % args.repeat)
+    print()
+    keys = [k for k in ours if ours[k] or sql_counts.get(k)]
+    print("settlement findings   posfast: %s" % ", ".join("%s %d" % (k, ours[k]) for k in keys))
+    print("                      SQLite:  %s" % ", ".join("%s %s" % (k, sql_counts.get(k, "-")) for k in keys))
+    keys = [k for k in ours_bo if ours_bo[k] or bo_sql_counts.get(k)]
+    print("back-office findings  posfast: %s" % ", ".join("%s %d" % (k, ours_bo[k]) for k in keys))
+    print("                      SQLite:  %s" % ", ".join("%s %s" % (k, bo_sql_counts.get(k, "-"))
+                                                         for k in keys))
+
+
+if __name__ == "__main__":
+    main()

@@ -298,8 +298,11 @@ def _currency_codes():
 
 
 def _parse_times(path, lines, values, offset_minutes):
-    """ISO 8601 strings to UTC microseconds; naive times are local (offset_minutes)."""
-    arr = np.asarray(values, dtype=str)
+    """ISO 8601 strings to UTC microseconds; naive times are local (offset_minutes).
+
+    numpy parses the usual shapes at once; anything else is parsed value by value
+    with datetime.fromisoformat, and the first value neither can read is an error."""
+    arr = np.asarray([v.strip() for v in values], dtype=str)
     n = len(arr)
     if not n:
         return np.zeros(0, np.int64)
@@ -328,13 +331,20 @@ def _parse_times(path, lines, values, offset_minutes):
             out[i] = (moment - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)) \
                 // _dt.timedelta(microseconds=1)
     except (ValueError, TypeError, OverflowError, Warning):
-        def check(value):
+        local = _dt.timezone(_dt.timedelta(minutes=offset_minutes))
+        epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+        for i, (line, value) in enumerate(zip(lines, values)):
             text = value.strip()
-            if len(text) < 16 or text[10] not in "Tt ":
-                raise ValueError("no time")
-            _dt.datetime.fromisoformat(text.replace("z", "Z"))
-        _find_bad(path, lines, "time", values, check,
-                  "is not an ISO 8601 time with date and clock (2026-11-20T13:45:12[+08:00])")
+            try:
+                if len(text) < 16 or text[10] not in "Tt ":
+                    raise ValueError("no time of day")
+                moment = _dt.datetime.fromisoformat(text.replace("z", "Z"))
+            except ValueError:
+                raise _column_error(path, line, "time", value, "is not an ISO 8601 time with "
+                                    "date and clock (2026-11-20T13:45:12[+08:00])") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=local)
+            out[i] = (moment - epoch) // _dt.timedelta(microseconds=1)
     return out
 
 
@@ -957,6 +967,12 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
         near &= s["terminal"] == int(terminal)
     htx = _host_txns_from_settlement(Settlement(settlement.path, s[near]))
     inside = (htx["ts"] >= start) & (htx["ts"] < end)
+    if len(s) and not inside.any():
+        tz = _dt.timezone(_dt.timedelta(minutes=rule.offset_minutes))
+        report.notes.append("no row of %s falls on business day %s%s (its rows run from %s to %s)"
+                            % (settlement.path, day_to_date(wanted),
+                               "" if terminal is None else " for terminal %d" % terminal,
+                               _iso(int(s["ts"].min()), tz), _iso(int(s["ts"].max()), tz)))
     if settled_methods is None:
         expected = ~np.isin(jtx["method"], [int(m) for m in _NOT_SETTLED_METHODS])
     else:
@@ -1219,7 +1235,7 @@ def demo_reconcile(journal, back_office=None, out=print, day=None):
 
     report = reconcile(journal, "sqlite:///" + os.path.abspath(back_office), day=wanted)
     out("\n   posfast reconcile --host sqlite:///%s" % back_office)
-    out("   " + report.to_table().replace("\n", "\n   "))
+    out("   " + report.to_table(detail_width=48).replace("\n", "\n   "))
 
     # the acquirer's settlement file: what the card host settled (it never saw the unsynced sale)
     settled = [t for t in txns if t["state"] == State.APPROVED

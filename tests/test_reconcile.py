@@ -259,6 +259,20 @@ def test_settlement_time_window_and_offsets(journal, tmp_path):
     assert sale
 
 
+def test_settlement_of_another_day_and_unusual_times(journal, tmp_path):
+    till = Till(journal)
+    sale = till.pay(1, 1000, 10, method="qr")
+    # a comma fraction: numpy's parser refuses it, datetime.fromisoformat reads it
+    report = reconcile(journal, write_settlement(tmp_path / "odd.csv", [
+        (1, local(at(10)) + ",5", "", "", 1000, "CNY", "sale")]), day=DAY)
+    assert report.ok and report.matched == 1, found(report)
+    report = reconcile(journal, write_settlement(tmp_path / "late.csv", [
+        (1, "2025-11-22 10:00:00", "", "", 1000, "CNY", "sale")]), day=DAY)
+    assert [d.category for d in report.discrepancies] == ["missing_at_host"]
+    assert "no row of" in report.notes[0] and "2025-11-22T10:00:00+08:00" in report.notes[0]
+    assert sale
+
+
 def test_window_pairs_nearest_first():
     group = np.array([b"a", b"a", b"a"], dtype="S1").view("V1")
     j_ts = np.array([100, 200, 300], np.int64)
@@ -393,3 +407,28 @@ def test_large_day_is_vectorized(tmp_path):
     report = reconcile(j, settlement, day=DAY, check_receipts=False)
     assert report.matched == n and report.ok, report.counts()
     j.close()
+
+
+def test_postgres_back_office(journal, tmp_path):
+    """The same reading of the records table through a real PostgreSQL server."""
+    pytest.importorskip("psycopg", reason="needs psycopg 3 (pip install 'psycopg[binary]')")
+    import _pg
+    from posfast.sync import PostgresTarget
+    server = _pg.base_dsn()
+    if server is None:
+        pytest.skip(_pg.SKIP_REASON)
+    dsn = _pg.fresh_database(server)
+    till = Till(journal)
+    clean = till.pay(1, 1000, 10, rrn="000000000001")
+    doubt = till.pay(2, 7000, 70, state="pending", printed=None)
+    target = PostgresTarget(dsn)
+    try:
+        Syncer(journal, target).run_once()
+    finally:
+        target.close()
+    unsynced = till.pay(2, 1111, 100)
+    report = reconcile(journal, dsn, day=DAY)
+    assert found(report) == [("missing_at_host", (unsynced[0], unsynced[1]), ()),
+                             ("in_doubt", (doubt[0],), (doubt[0],))]
+    assert report.matched == 2 and report.host_net == {156: 1000} and clean
+    assert report.host.startswith("back office postgresql://")

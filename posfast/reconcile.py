@@ -841,7 +841,9 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
         if not held:
             report.notes.append("the back office holds no record of journal %s: it was never "
                                 "synced there" % journal.journal_id)
-        htx, _ = payment_transactions(hrows, wanted, 1)
+        # the journal's eviction horizon on both sides: a payment whose first record the
+        # journal no longer holds counts on the day of its records, here and there alike
+        htx, _ = payment_transactions(hrows, wanted, oldest)
         partner = _against_back_office(jtx, htx, oldest, out, report)
     for i in np.flatnonzero(jtx["state"] == _PENDING).tolist():
         host_rows, host_state, host_amount = partner(i) or ((), "", None)
@@ -1084,6 +1086,13 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
 def _receipts(journal, rows, jtx, wanted, out):
     """receipt_without_transaction, transaction_without_receipt, print_unknown."""
     prints = rows[rows["kind"] == Kind.PRINT]
+    # a print naming only its payment's seq (txn_id 0): take the txn_id from that record
+    unnamed = np.flatnonzero(prints["txn_id"] == 0)
+    if len(unnamed) and len(rows):
+        at = np.clip(np.searchsorted(rows["seq"], prints["ref_seq"][unnamed]), 0, len(rows) - 1)
+        named = ((rows["seq"][at] == prints["ref_seq"][unnamed])
+                 & np.isin(rows["kind"][at], PAYMENT_KIND_VALUES))
+        prints["txn_id"][unnamed[named]] = rows["txn_id"][at[named]]
     ids = jtx["txn_id"]
     if len(ids):
         pos = np.clip(np.searchsorted(ids, prints["txn_id"]), 0, len(ids) - 1)

@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import posfast  # noqa: E402
-from posfast import DayRule, Flag, Journal, Kind, State  # noqa: E402
+from posfast import DayRule, Journal, Kind, State  # noqa: E402
 from posfast.reconcile import read_settlement, reconcile  # noqa: E402
 from posfast.sync import SqliteTarget, Syncer  # noqa: E402
 

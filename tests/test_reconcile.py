@@ -8,14 +8,13 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import sqlite3
 
 import numpy as np
 import pytest
 
 import posfast
-from posfast import DayRule, Journal, Kind, State
+from posfast import DayRule, Journal, Kind
 from posfast.cli import main
 from posfast.reconcile import (CATEGORIES, SettlementError, _window_pairs, read_settlement,
                                reconcile)

@@ -14,7 +14,9 @@ file line numbers) involved, in one of these categories:
     a host row with no payment in the journal (deleted, never written here, or
     evicted: the detail says which).
 ``amount_mismatch``
-    matched, but amount, currency or type (sale/refund...) differ.
+    matched, but amount or currency differ (back office: the first record's
+    amount too).  Type is part of every match key, so a sale settled as a
+    refund shows as missing on both sides.
 ``state_mismatch``
     matched, but the states differ (back office behind, or the acquirer
     settled a payment the journal holds as declined, failed, reversed, voided).

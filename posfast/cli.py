@@ -10,8 +10,8 @@
     posfast reprint JOURNAL --receipt-no N [--terminal T] [--printer tcp://host:9100 | --out FILE] [--text]
     posfast sync JOURNAL --to sqlite:///back.db | postgresql://... | http://host:8080 [--token T] [--forever]
     posfast serve --db sqlite:///back.db --port 8080 --token JOURNAL_ID=TOKEN
-    posfast reconcile JOURNAL --day D --host sqlite:///back.db | settlement.csv
-    posfast close-day JOURNAL --day D
+    posfast reconcile JOURNAL --day D --host sqlite:///back.db | postgresql://... | settlement.csv
+    posfast close-day JOURNAL --day D [--terminal N] [--force]
     posfast capacity --budget 64MB --per-day 800 [--payload-bytes 300] [--measure]
 """
 from __future__ import annotations

@@ -885,6 +885,9 @@ cdef class Ring:
                 if r == CHK_OK:
                     _decode_head(self._head_of(pos), &out[i, 0], self.day_offset_min,
                                  self.day_start_min)
+                    if not self.writable and self._check_at(pos, seq) != CHK_OK:
+                        # the writer (another handle) overwrote it while we copied: gone
+                        status[i] = CHK_STALE
         return status_arr
 
     cdef bytes _payload_at(self, uint64_t pos):
@@ -933,9 +936,12 @@ cdef class Ring:
                                 % (seq, self.path, (pos - 1) % self.capacity if pos else "?",
                                    CAUSES[r]))
         _decode_head(self._head_of(pos), row, self.day_offset_min, self.day_start_min)
-        return Record._from_row(row, self._payload_at(pos),
-                                PyBytes_FromStringAndSize(<const char *>self._head_of(pos) + PFR_LINK, 16),
-                                False)
+        rec = Record._from_row(row, self._payload_at(pos),
+                               PyBytes_FromStringAndSize(<const char *>self._head_of(pos) + PFR_LINK, 16),
+                               False)
+        if not self.writable and self._check_at(pos, seq) != CHK_OK:
+            raise KeyError(seq)      # overwritten by the writer while we copied it: gone
+        return rec
 
     def payloads(self, const uint64_t[::1] seqs):
         """Payload bytes of each seq (b"" for seqs that are not live and intact)."""
@@ -945,7 +951,9 @@ cdef class Ring:
             seq = seqs[i]
             pos = self.pos_of[(seq - 1) % self.capacity] if self.oldest_seq <= seq <= self.head_seq else 0
             if pos and self._check_at(pos, seq) == CHK_OK:
-                out.append(self._payload_at(pos))
+                payload = self._payload_at(pos)
+                # a reader re-checks: the writer may have overwritten it while we copied
+                out.append(payload if self.writable or self._check_at(pos, seq) == CHK_OK else b"")
             else:
                 out.append(b"")
         return out
@@ -957,7 +965,8 @@ cdef class Ring:
             seq = seqs[i]
             pos = self.pos_of[(seq - 1) % self.capacity] if self.oldest_seq <= seq <= self.head_seq else 0
             if pos and self._check_at(pos, seq) == CHK_OK:
-                out.append(PyBytes_FromStringAndSize(<const char *>self._head_of(pos) + PFR_LINK, 16))
+                link = PyBytes_FromStringAndSize(<const char *>self._head_of(pos) + PFR_LINK, 16)
+                out.append(link if self.writable or self._check_at(pos, seq) == CHK_OK else None)
             else:
                 out.append(None)
         return out

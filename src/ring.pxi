@@ -507,41 +507,54 @@ cdef class Ring:
                    + PFR_LINK, 16)
 
     cdef list _heads_ahead(self):
-        # Valid current-lap heads after the tail, up to where the oldest live record's
-        # slot comes round again: the only place a torn group or post-damage records can be.
-        cdef uint64_t limit, q, slot
+        # Every intact head after the tail, by position: a torn group or records behind
+        # damage.  (A torn group may already have overwritten the oldest records' slots.)
+        cdef uint64_t slot, pos
         cdef const uint8_t *h
         found = []
-        # A full lap from the tail: a torn group may already have overwritten the oldest
-        # records' slots (their own heads there carry older positions, so cannot match).
-        limit = self.next_pos + self.capacity
-        q = self.next_pos
-        while q < limit:
-            slot = (q - 1) % self.capacity
-            if slot < self.avail_slots:
-                h = self._slot_ptr(slot)
-                if pf_ld64(h + PFR_POS) == q and pf_ld64(h + PFR_SEQ) > self.head_seq \
-                        and self._check_at(q, 0) == CHK_OK:
-                    found.append((pf_ld64(h + PFR_SEQ), q, pf_ld16(h + PFR_GROUP_OFF)))
-            q += 1
+        for slot in range(self.avail_slots):
+            h = self._slot_ptr(slot)
+            pos = pf_ld64(h + PFR_POS)
+            if pos >= self.next_pos and (pos - 1) % self.capacity == slot \
+                    and pf_ld64(h + PFR_SEQ) > self.head_seq and self._check_at(pos, 0) == CHK_OK:
+                found.append((pos, pf_ld64(h + PFR_SEQ), pf_ld16(h + PFR_GROUP_OFF)))
+        found.sort()
         return found
 
     cdef int _finish_recovery(self) except -1:
         # The walk stopped.  Records after the stop are either the torn rest of
         # the newest commit group (never acknowledged: dropped) or live records
-        # behind damage (kept, the damage reported).
+        # behind damage (kept, the damage reported).  Candidates are those within a
+        # lap of the tail; the heads are found in one scan and fed through two heaps
+        # as the tail moves (rescanning at every gap made many gaps quadratic).
+        import heapq
         cdef uint64_t gap_seq, seq, pos
+        cdef Py_ssize_t fed = 0
+        heads = None
+        low = []            # (seq, pos, group_off): the oldest candidate on top
+        high = []           # (-seq, pos, group_off): the newest candidate on top
         while True:
             self._walk()
-            ahead = self._heads_ahead()
-            if not ahead:
+            if heads is None:
+                heads = self._heads_ahead()
+            while fed < len(heads) and heads[fed][0] < self.next_pos + self.capacity:
+                head_pos, head_seq, head_off = heads[fed]       # Python ints: -head_seq is fine
+                heapq.heappush(low, (head_seq, head_pos, head_off))
+                heapq.heappush(high, (-head_seq, head_pos, head_off))
+                fed += 1
+            # candidates the walk has passed are done with for good
+            while low and (low[0][0] <= self.head_seq or low[0][1] < self.next_pos):
+                heapq.heappop(low)
+            while high and (-high[0][0] <= self.head_seq or high[0][1] < self.next_pos):
+                heapq.heappop(high)
+            if not low:
                 return 0
-            ahead.sort()
             gap_seq = self.head_seq + 1
-            last_seq, _, last_off = ahead[len(ahead) - 1]
+            last_seq, last_off = -high[0][0], high[0][2]
             if last_seq - last_off <= gap_seq:
                 # the newest group began at or before the gap: a torn tail.  What it was
                 # overwriting had been evicted by the writer (never the newest intact record).
+                ahead = sorted(h for h in low if h[0] > self.head_seq and h[1] >= self.next_pos)
                 torn_end = 0
                 for seq, pos, _ in ahead:
                     self.torn.append((seq, (pos - 1) % self.capacity))
@@ -563,8 +576,10 @@ cdef class Ring:
                         self._zero_head(pos)
                     self._sync()
                 return 0
-            first_seq, first_pos, _ = ahead[0]
-            if first_pos <= self.next_pos or first_seq <= gap_seq:
+            first_seq, first_pos = low[0][0], low[0][1]
+            # the lost seqs must fit in the slots between (each record takes one at least)
+            if first_pos <= self.next_pos or first_seq <= gap_seq or \
+                    first_seq - gap_seq > first_pos - self.next_pos:
                 return 0
             for seq in range(gap_seq, first_seq):
                 self.damaged.append((seq, (self.next_pos - 1) % self.capacity,

@@ -728,7 +728,7 @@ cdef class Ring:
         cdef const uint8_t[::1] pay
         cdef const uint64_t[::1] offs
         cdef uint64_t i, j, k, seq, first_seq, plen, nsl, gslots, total_slots, last_evicted
-        cdef uint64_t gstart_pos, slot0, first_part, room, used
+        cdef uint64_t gstart_pos, slot0, first_part, room, used, gfirst
         cdef uint8_t *buf = NULL
         cdef uint8_t *head
         cdef const uint8_t *pp
@@ -802,6 +802,10 @@ cdef class Ring:
                 j = i
                 gstart_pos = self.next_pos
                 seq = self.head_seq + 1
+                # Without syncs (durability none) a commit group would run on for 65535
+                # records, and recovery would take damage anywhere in them for a torn tail
+                # and drop everything after it: there, each write is its own group.
+                gfirst = self.group_first_seq if self.durability != DURABILITY_NONE else seq
                 with nogil:
                     while j < n:
                         plen = offs[j + 1] - offs[j] if has_payload else 0
@@ -815,7 +819,7 @@ cdef class Ring:
                         pf_st64(head + PFR_SEQ, seq)
                         pf_st64(head + PFR_POS, gstart_pos + gslots)
                         pf_st16(head + PFR_PAYLOAD_LEN, <uint16_t>plen)
-                        pf_st16(head + PFR_GROUP_OFF, <uint16_t>(seq - self.group_first_seq))
+                        pf_st16(head + PFR_GROUP_OFF, <uint16_t>(seq - gfirst))
                         if plen:
                             memcpy(head + PFR_HEAD_SIZE, &pay[offs[j]], plen)
                         _link_of(prev_link, head, head + PFR_HEAD_SIZE, plen, NULL, 0,

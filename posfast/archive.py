@@ -1,0 +1,862 @@
+"""The archive: synced records the ring is about to overwrite, kept in compressed,
+checksummed segments beside it, so old receipts stay reachable.
+
+A journal created with ``retention="archive"`` calls ``on_evict(first, last)``
+before overwriting records (only synced ones are ever overwritten).  The archive
+writes them, and the rest of that business day that is already synced, into
+``<journal>.archive/`` before the append proceeds; if it cannot, the append
+fails and nothing is overwritten.  ``Journal.get``, ``query``, ``last`` and
+``payloads`` fall back to it, so a reprint from three months ago works on a
+ring that holds three weeks: archived records come back with
+``Record.archived`` True and ``Flag.ARCHIVED`` set in query rows.
+
+>>> import posfast, tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "till.pfj")
+>>> j = posfast.Journal.create(path, capacity=64, retention="archive", durability="none")
+>>> for i in range(200):
+...     seq = j.append(terminal=1, kind="sale", state="approved", amount=100 + i, currency=156)
+...     j.set_sync_watermark(seq)
+>>> j.get(1).amount, j.get(1).archived, j.get(200).archived
+(100, True, False)
+>>> j.verify().ok
+True
+>>> j.close()
+
+Layout of ``<journal>.archive/``:
+
+``YYYY-MM-DD_<first seq>-<last seq>.pfa``
+    one segment: a 76-byte header (magic, journal id, seq range, business days,
+    codec, CRC-32C of the compressed body, CRC-32C of the header) and a zlib or
+    lzma body holding the RECORD_DTYPE rows, payloads and hash-chain links of a
+    run of records of one business day (a busy day is split at
+    ``segment_bytes``).  Written to a temp file, synced, renamed; never changed.
+``MANIFEST``
+    JSON, rewritten atomically after every change: every segment with its seq
+    range, days, size and checksum, records lost before they could be archived,
+    where retention pruned the archive, and the policy (codec, age and size
+    limits).  A segment listed here and absent or damaged on disk is reported
+    by ``verify`` and by any lookup that needs it, never skipped.
+``index``
+    the archive's own day/terminal/kind bitmaps (the ``<journal>.idx`` format),
+    valid up to the seq it records; newer segments are replayed at open.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import lzma
+import os
+import re
+import struct
+import threading
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core
+from .errors import CorruptRecord, IOFailure
+from .index import Index
+from .records import RECORD_DTYPE, Flag, day_to_date
+
+_MAGIC = b"POSFARC1"
+_VERSION = 1
+# magic, version, codec, reserved, first day, last day, journal id, first seq, last seq,
+# count, raw body length, compressed body length, body CRC-32C; then the header's own CRC-32C
+_HEAD = struct.Struct("<8sHBBii16sQQIIQI")
+_HEAD_CRC = struct.Struct("<I")
+HEADER_SIZE = _HEAD.size + _HEAD_CRC.size
+_CODECS = {"zlib": 1, "lzma": 2}
+_CODEC_NAMES = {v: k for k, v in _CODECS.items()}
+_SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})_(\d{12,20})-(\d{12,20})\.pfa$")
+_ROW = RECORD_DTYPE.itemsize
+_LINK = 16
+_ARCHIVED = np.uint8(int(Flag.ARCHIVED))
+
+DEFAULT_POLICY = {
+    "codec": "zlib",
+    "level": 6,
+    "segment_records": 65536,        # at most this many records per segment
+    "segment_bytes": 4 << 20,        # and at most this many uncompressed bytes
+    "max_age_days": None,            # prune segments older than this many business days
+    "max_total_bytes": None,         # prune the oldest segments beyond this size on disk
+}
+
+
+@dataclass
+class Segment:
+    """One archive segment as the manifest lists it."""
+    name: str
+    first_seq: int
+    last_seq: int
+    count: int
+    first_day: int
+    last_day: int
+    ts_min: int
+    ts_max: int
+    nbytes: int
+    crc: int          # CRC-32C of the compressed body
+
+    def to_json(self):
+        return dict(self.__dict__)
+
+    def describe(self):
+        days = str(day_to_date(self.first_day))
+        if self.last_day != self.first_day:
+            days += ".." + str(day_to_date(self.last_day))
+        return "archive segment %s (seq %d..%d, business day %s)" % (self.name, self.first_seq,
+                                                                      self.last_seq, days)
+
+
+class _Body:
+    """A decoded segment: rows, payloads and links of its records."""
+    __slots__ = ("rows", "offsets", "payload", "links", "prev_link")
+
+    def __init__(self, rows, offsets, payload, links, prev_link):
+        self.rows, self.offsets, self.payload, self.links, self.prev_link = \
+            rows, offsets, payload, links, prev_link
+
+    def index_of(self, seq):
+        i = int(np.searchsorted(self.rows["seq"], seq))
+        if i < len(self.rows) and int(self.rows["seq"][i]) == seq:
+            return i
+        return -1
+
+    def payload_at(self, i):
+        return self.payload[int(self.offsets[i]):int(self.offsets[i + 1])]
+
+    def link_at(self, i):
+        return self.links[i * _LINK:(i + 1) * _LINK]
+
+
+def _encode_body(rows, payloads, links, prev_link):
+    lengths = np.fromiter(map(len, payloads), dtype=np.uint64, count=len(payloads))
+    offsets = np.zeros(len(rows) + 1, dtype="<u4")
+    np.cumsum(lengths, out=offsets[1:], dtype=np.uint64) if len(rows) else None
+    return b"".join([np.ascontiguousarray(rows, dtype=RECORD_DTYPE).tobytes(), offsets.tobytes(),
+                     b"".join(payloads), b"".join(links), (prev_link or b"").ljust(_LINK, b"\0")])
+
+
+def _decode_body(raw, count):
+    rows_end = count * _ROW
+    offs_end = rows_end + (count + 1) * 4
+    if len(raw) < offs_end + count * _LINK + _LINK:
+        raise ValueError("body is %d bytes, too short for %d records" % (len(raw), count))
+    rows = np.frombuffer(raw, dtype=RECORD_DTYPE, count=count).copy()
+    offsets = np.frombuffer(raw, dtype="<u4", count=count + 1, offset=rows_end).astype(np.int64)
+    total = int(offsets[-1]) if count else 0
+    if total != len(raw) - offs_end - count * _LINK - _LINK or (count and (np.diff(offsets) < 0).any()):
+        raise ValueError("payload offsets do not match the body length")
+    payload = raw[offs_end:offs_end + total]
+    links = raw[offs_end + total:offs_end + total + count * _LINK]
+    prev_link = raw[offs_end + total + count * _LINK:]
+    return _Body(rows, offsets, payload, links, prev_link)
+
+
+def _fsync_dir(path):
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Archive:
+    """Archived records of one journal (``journal.archive`` when retention="archive").
+
+    Use it through the Journal; `configure` sets the archive's own retention:
+
+    >>> j.archive.configure(max_age_days=400, max_total_bytes=256 << 20)   # doctest: +SKIP
+    """
+
+    def __init__(self, journal_path, journal_id: bytes, readonly=True, durable=True):
+        self.journal_path = journal_path
+        self.dir = journal_path + ".archive"
+        self.manifest_path = os.path.join(self.dir, "MANIFEST")
+        self.index_path = os.path.join(self.dir, "index")
+        self.journal_id = bytes(journal_id)
+        self.readonly = readonly
+        self.durable = durable
+        self.policy = dict(DEFAULT_POLICY)
+        self.segments: list[Segment] = []
+        self._firsts: list[int] = []
+        self.lost: list = []                  # [first, last, cause]: evicted but never archived
+        self.pruned_below = 1                 # seqs below were dropped by the archive's retention
+        self.through = 0                      # newest archived seq
+        self.last_link = b""
+        self.index = Index()
+        self.index_through = 0
+        self.notes: list = []                 # what open found wrong (reported by verify)
+        self.unreadable: dict = {}            # segment name -> why it cannot be read
+        self._cache: OrderedDict = OrderedDict()
+        self._mutex = threading.RLock()
+        self._manifest_stamp = None
+        self._unsaved_segments = 0
+        self.journal = None
+
+    # ------------------------------------------------------------ open
+    @classmethod
+    def attach(cls, journal) -> "Archive":
+        """Open the archive of `journal` and hook it in (called by Journal.open)."""
+        ring = journal._ring
+        archive = cls(journal.path, ring.journal_id, readonly=journal.readonly,
+                      durable=ring.durability != _core.DURABILITY_NONE)
+        archive.journal = journal
+        archive._load()
+        if not journal.readonly:
+            journal.on_evict = archive.on_evict
+        return archive
+
+    def _load(self):
+        with self._mutex:
+            self.segments, self.lost, self.notes, self.unreadable = [], [], [], {}
+            self.pruned_below, self.through, self.last_link = 1, 0, b""
+            self._cache.clear()
+            manifest = self._read_manifest()
+            names = self._segment_files()
+            if manifest is not None:
+                self._apply_manifest(manifest)
+            elif names:
+                self.notes.append((0, "MANIFEST", "archive manifest of %s is missing or damaged; "
+                                   "rebuilt from the %d segment files (a lost segment at either end "
+                                   "cannot be detected)" % (self.dir, len(names))))
+            listed = {s.name for s in self.segments}
+            for name in sorted(set(names) - listed, key=lambda n: int(_SEGMENT_NAME.match(n).group(2))):
+                self._adopt(name, rebuilding=manifest is None)
+            if not self.readonly:
+                for name in os.listdir(self.dir) if os.path.isdir(self.dir) else ():
+                    if name.endswith(".tmp"):
+                        os.unlink(os.path.join(self.dir, name))
+                if manifest is None and self.segments:
+                    self._write_manifest()
+            self._load_index()
+
+    def _segment_files(self):
+        if not os.path.isdir(self.dir):
+            return []
+        return [n for n in os.listdir(self.dir) if _SEGMENT_NAME.match(n)]
+
+    def _read_manifest(self):
+        try:
+            with open(self.manifest_path, "rb") as f:
+                data = f.read()
+            st = os.stat(self.manifest_path)
+            self._manifest_stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            self._manifest_stamp = None
+            return None
+        try:
+            body, crc = data.rsplit(b"\n", 1)
+            if int(crc) != _core.crc32c(body):
+                raise ValueError("checksum mismatch")
+            manifest = json.loads(body)
+            if manifest.get("format") != "posfast-archive" or manifest.get("version") != _VERSION:
+                raise ValueError("not a posfast archive manifest of version %d" % _VERSION)
+            if bytes.fromhex(manifest["journal_id"]) != self.journal_id:
+                raise ValueError("it belongs to journal %s" % manifest["journal_id"])
+            return manifest
+        except (ValueError, KeyError, TypeError) as exc:
+            self.notes.append((0, "MANIFEST", "archive manifest %s is damaged (%s)"
+                               % (self.manifest_path, exc)))
+            return None
+
+    def _apply_manifest(self, manifest):
+        self.policy.update(manifest.get("policy", {}))
+        self.segments = [Segment(**s) for s in manifest["segments"]]
+        self.segments.sort(key=lambda s: s.first_seq)
+        self._firsts = [s.first_seq for s in self.segments]
+        self.lost = [list(x) for x in manifest.get("lost", [])]
+        self.pruned_below = int(manifest.get("pruned_below", 1))
+        self.through = int(manifest.get("through", 0))
+        self.last_link = bytes.fromhex(manifest.get("last_link", ""))
+
+    def _adopt(self, name, rebuilding):
+        """A segment file the manifest does not list: a crash between writing it and the
+        manifest (adopted), a leftover of pruning (removed), or something else (reported)."""
+        match = _SEGMENT_NAME.match(name)
+        first, last = int(match.group(2)), int(match.group(3))
+        path = os.path.join(self.dir, name)
+        if last < self.pruned_below:
+            if not self.readonly:
+                os.unlink(path)
+            return
+        if not rebuilding and first != self.through + 1:
+            self.notes.append((first, name, "archive segment %s is not listed in the manifest and "
+                               "does not continue the archive (seq %d..%d)" % (name, first, last)))
+            return
+        try:
+            seg, body = self._read_segment_file(name)
+        except CorruptRecord as exc:
+            self.notes.append((first, name, str(exc)))
+            return
+        if rebuilding and self.segments and first <= self.through:
+            self.notes.append((first, name, "archive segment %s overlaps another" % name))
+            return
+        if rebuilding and not self.segments:
+            self.pruned_below = first
+        elif first > self.through + 1:
+            self.lost.append([self.through + 1, first - 1, "no segment holds these records"])
+        self.segments.append(seg)
+        self._firsts.append(seg.first_seq)
+        self.through = seg.last_seq
+        self.last_link = body.link_at(len(body.rows) - 1) if len(body.rows) else self.last_link
+        if not rebuilding and not self.readonly:
+            self._write_manifest()
+
+    def _load_index(self):
+        loaded = Index.load(self.index_path, self.journal_id)
+        if loaded is not None and loaded[1] <= self.through:
+            self.index, self.index_through = loaded[0], loaded[1]
+        else:
+            self.index, self.index_through = Index(), 0
+        for seg in self.segments:
+            if seg.last_seq > self.index_through:
+                try:
+                    body = self._body(seg)
+                except CorruptRecord:
+                    continue
+                rows = body.rows[body.rows["seq"] > self.index_through]
+                self.index.add_rows(rows)
+        self.index_through = self.through
+        self.index.compacted_below = min(self.index.compacted_below, self.pruned_below)
+
+    def _reload_if_changed(self):
+        """Readers in other processes pick up segments the writer added since."""
+        if not self.readonly:
+            return
+        try:
+            st = os.stat(self.manifest_path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._manifest_stamp:
+            self._load()
+
+    # ------------------------------------------------------------ policy
+    def configure(self, **policy) -> dict:
+        """Set and persist the archive policy; returns it.
+
+        ``codec`` ("zlib" or "lzma") and ``level`` apply to new segments;
+        ``max_age_days`` prunes segments whose last business day is more than
+        that many days before the newest archived one; ``max_total_bytes``
+        prunes the oldest segments until the archive fits (the newest segment is
+        always kept); ``segment_records`` / ``segment_bytes`` cap one segment.
+        Pass None to lift a limit.
+        """
+        unknown = set(policy) - set(DEFAULT_POLICY)
+        if unknown:
+            raise ValueError("unknown archive setting(s) %s; use %s"
+                             % (", ".join(sorted(unknown)), ", ".join(DEFAULT_POLICY)))
+        if "codec" in policy and policy["codec"] not in _CODECS:
+            raise ValueError("codec=%r: use 'zlib' or 'lzma'" % (policy["codec"],))
+        for key in ("max_age_days", "max_total_bytes"):
+            if policy.get(key) is not None and int(policy[key]) < 0:
+                raise ValueError("%s must be positive or None" % key)
+        if self.readonly:
+            raise PermissionError("posfast: the archive of %s is open read-only" % self.journal_path)
+        with self._mutex:
+            self.policy.update(policy)
+            self._prune()
+            self._write_manifest()
+            return dict(self.policy)
+
+    # ------------------------------------------------------------ archiving
+    def on_evict(self, first_seq: int, last_seq: int) -> None:
+        """Archive records first_seq..last_seq (and what else of their day is synced)
+        before the ring overwrites them.  Raises IOFailure if they cannot be archived,
+        which makes the append fail with nothing overwritten."""
+        if last_seq < first_seq or last_seq <= self.through:
+            return
+        with self._mutex:
+            ring = self.journal._ring
+            start = self.through + 1
+            if start < first_seq:
+                self._note_lost(start, first_seq - 1, "evicted before the archive saw them (the "
+                                "journal was written without its archive, or the archive was removed)")
+                self.through, self.last_link = first_seq - 1, b""
+                start = first_seq
+            # Archive ahead, to the end of the business day, what is synced already: one
+            # segment per day rather than one per append.
+            horizon = max(last_seq, min(ring.sync_watermark, ring.head_seq))
+            limit = max(1, int(self.policy["segment_records"]))
+            while start <= last_seq:
+                end = min(start + limit - 1, horizon)
+                rows, payloads, links, prev_link, damaged = self._read(start, end)
+                for seq, cause in damaged:
+                    self._note_lost(seq, seq, "damaged in the ring before it was archived (%s)" % cause)
+                if len(rows) == 0:
+                    self.through, self.last_link = end, b""
+                    start = end + 1
+                    continue
+                start = self._write_run(rows, payloads, links, prev_link, last_seq) + 1
+            self._prune()
+            self._write_manifest()
+            if self._unsaved_segments >= 16:
+                self._save_index()
+
+    def _note_lost(self, first, last, cause):
+        for entry in self.lost:
+            if entry[0] <= first and last <= entry[1]:
+                return
+        if self.lost and self.lost[-1][1] + 1 == first and self.lost[-1][2] == cause:
+            self.lost[-1][1] = last
+        else:
+            self.lost.append([first, last, cause])
+
+    def _read(self, first, last):
+        """Rows, payloads and links of first..last from the ring; damaged ones listed apart."""
+        journal = self.journal
+        try:
+            batch = journal.read_range(first, last)
+            prev = self.last_link if self.through == first - 1 and self.last_link else batch.prev_link
+            return batch.rows, batch.payloads, batch.links, prev, []
+        except CorruptRecord:
+            pass
+        ring = journal._ring
+        seqs = np.arange(first, last + 1, dtype=np.uint64)
+        out = np.zeros(len(seqs), dtype=RECORD_DTYPE)
+        status = ring.read_rows(seqs, out.view(np.uint8).reshape(len(seqs), _ROW))
+        good = status == 0
+        damaged = [(int(s), _core.CAUSES.get(int(c), "damaged")) for s, c in
+                   zip(seqs[~good].tolist(), status[~good].tolist())]
+        rows = out[good]
+        ok = seqs[good]
+        prev = self.last_link if self.through == first - 1 and good[0] else b""
+        return rows, ring.payloads(ok), ring.links(ok), prev, damaged
+
+    def _write_run(self, rows, payloads, links, prev_link, need_to):
+        """Write rows as segments (one business day each, size-capped) at least through
+        `need_to`; the segment holding `need_to` runs on to the end of its day's run in
+        `rows`.  Returns the last seq written."""
+        limit_bytes = int(self.policy["segment_bytes"])
+        days = rows["day"]
+        sizes = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads)) + (_ROW + _LINK + 4)
+        i, n = 0, len(rows)
+        last_written = 0
+        while i < n:
+            j = i + 1
+            day = days[i]
+            used = int(sizes[i])
+            while j < n and days[j] == day and used + int(sizes[j]) <= limit_bytes:
+                used += int(sizes[j])
+                j += 1
+            seq_prev = int(rows["seq"][i]) - 1
+            prev = prev_link if i == 0 else (links[i - 1] if int(rows["seq"][i - 1]) == seq_prev else b"")
+            self._write_segment(rows[i:j], payloads[i:j], links[i:j], prev)
+            last_written = int(rows["seq"][j - 1])
+            if last_written >= need_to:
+                break
+            i = j
+        return last_written
+
+    def _write_segment(self, rows, payloads, links, prev_link):
+        codec = self.policy["codec"]
+        raw = _encode_body(rows, payloads, links, prev_link)
+        if codec == "lzma":
+            body = lzma.compress(raw, preset=min(int(self.policy["level"]), 9))
+        else:
+            body = zlib.compress(raw, int(self.policy["level"]))
+        first, last = int(rows["seq"][0]), int(rows["seq"][-1])
+        first_day, last_day = int(rows["day"].min()), int(rows["day"].max())
+        head = _HEAD.pack(_MAGIC, _VERSION, _CODECS[codec], 0, first_day, last_day, self.journal_id,
+                          first, last, len(rows), len(raw), len(body), _core.crc32c(body))
+        head += _HEAD_CRC.pack(_core.crc32c(head))
+        name = "%s_%012d-%012d.pfa" % (day_to_date(first_day), first, last)
+        path = os.path.join(self.dir, name)
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(head)
+                f.write(body)
+                f.flush()
+                if self.durable:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+            if self.durable:
+                _fsync_dir(self.dir)
+        except OSError as exc:
+            try:
+                os.unlink(path + ".tmp")
+            except OSError:
+                pass
+            raise IOFailure("posfast: cannot archive seq %d..%d of %s to %s: %s; nothing was "
+                            "overwritten. Free space there or lower the archive's max_total_bytes "
+                            "(journal.archive.configure)" % (first, last, self.journal_path, self.dir,
+                                                            exc.strerror or exc)) from exc
+        seg = Segment(name=name, first_seq=first, last_seq=last, count=len(rows), first_day=first_day,
+                      last_day=last_day, ts_min=int(rows["ts"].min()), ts_max=int(rows["ts"].max()),
+                      nbytes=len(head) + len(body), crc=_core.crc32c(body))
+        self.segments.append(seg)
+        self._firsts.append(first)
+        self.through = last
+        self.last_link = bytes(links[-1])
+        self.index.add_rows(rows)
+        self.index_through = last
+        self._unsaved_segments += 1
+        self._cache[name] = _decode_body(raw, len(rows))
+        self._trim_cache()
+
+    def _prune(self):
+        """Apply max_age_days / max_total_bytes: drop the oldest whole segments."""
+        if not self.segments:
+            return
+        drop = 0
+        max_age = self.policy.get("max_age_days")
+        if max_age is not None:
+            newest_day = max(s.last_day for s in self.segments)
+            while drop < len(self.segments) - 1 and \
+                    self.segments[drop].last_day < newest_day - int(max_age):
+                drop += 1
+        max_total = self.policy.get("max_total_bytes")
+        if max_total is not None:
+            total = sum(s.nbytes for s in self.segments[drop:])
+            while drop < len(self.segments) - 1 and total > int(max_total):
+                total -= self.segments[drop].nbytes
+                drop += 1
+        if not drop:
+            return
+        gone, self.segments = self.segments[:drop], self.segments[drop:]
+        self._firsts = [s.first_seq for s in self.segments]
+        self.pruned_below = self.segments[0].first_seq
+        self.lost = [x for x in self.lost if x[1] >= self.pruned_below]
+        self._write_manifest()          # the manifest first: a crash leaves leftovers, not holes
+        for seg in gone:
+            self._cache.pop(seg.name, None)
+            self.unreadable.pop(seg.name, None)
+            try:
+                os.unlink(os.path.join(self.dir, seg.name))
+            except FileNotFoundError:
+                pass
+        self.index.compact(self.pruned_below)
+
+    def _write_manifest(self):
+        manifest = {"format": "posfast-archive", "version": _VERSION,
+                    "journal": os.path.basename(self.journal_path),
+                    "journal_id": self.journal_id.hex(), "policy": self.policy,
+                    "through": self.through, "last_link": bytes(self.last_link).hex(),
+                    "pruned_below": self.pruned_below, "lost": self.lost,
+                    "segments": [s.to_json() for s in self.segments]}
+        body = json.dumps(manifest, indent=0, sort_keys=True).encode()
+        os.makedirs(self.dir, exist_ok=True)
+        tmp = self.manifest_path + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(body + b"\n%d" % _core.crc32c(body))
+                f.flush()
+                if self.durable:
+                    os.fsync(f.fileno())
+            os.replace(tmp, self.manifest_path)
+            if self.durable:
+                _fsync_dir(self.dir)
+        except OSError as exc:
+            raise IOFailure("posfast: cannot write the archive manifest %s: %s"
+                            % (self.manifest_path, exc.strerror or exc)) from exc
+
+    def _save_index(self):
+        if self.readonly or not self.segments and not os.path.isdir(self.dir):
+            return
+        self.index.save(self.index_path, self.journal_id, self.index_through, self.pruned_below,
+                        bytes(self.last_link).ljust(_LINK, b"\0"), np.zeros(0, dtype=np.uint64))
+        self._unsaved_segments = 0
+
+    def flush(self):
+        """Save the archive index (the manifest and segments are always current)."""
+        with self._mutex:
+            if not self.readonly and self._unsaved_segments:
+                self._save_index()
+
+    close = flush
+
+    # ------------------------------------------------------------ reading
+    def _segment_of(self, seq):
+        i = bisect.bisect_right(self._firsts, seq) - 1
+        if i >= 0 and self.segments[i].last_seq >= seq:
+            return self.segments[i]
+        return None
+
+    def _read_segment_file(self, name, expect: Segment = None):
+        path = os.path.join(self.dir, name)
+        where = expect.describe() if expect else "archive segment %s" % name
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise CorruptRecord("posfast: %s is missing from %s; restore it from a backup (the back "
+                                "office holds these records too)" % (where, self.dir)) from None
+        except OSError as exc:
+            raise CorruptRecord("posfast: %s cannot be read: %s" % (where, exc.strerror)) from None
+
+        def bad(why):
+            return CorruptRecord("posfast: %s is damaged (%s); restore it from a backup (the back "
+                                 "office holds these records too)" % (where, why))
+        if len(data) < HEADER_SIZE:
+            raise bad("%d bytes, shorter than its header" % len(data))
+        fields = _HEAD.unpack_from(data)
+        (magic, version, codec, _, first_day, last_day, jid, first, last, count, raw_len,
+         comp_len, body_crc) = fields
+        if magic != _MAGIC:
+            raise bad("no segment magic")
+        if _HEAD_CRC.unpack_from(data, _HEAD.size)[0] != _core.crc32c(data[:_HEAD.size]):
+            raise bad("header checksum mismatch")
+        if version != _VERSION:
+            raise bad("segment format version %d, this posfast reads %d" % (version, _VERSION))
+        if jid != self.journal_id:
+            raise bad("it belongs to another journal")
+        body = data[HEADER_SIZE:]
+        if len(body) != comp_len:
+            raise bad("body is %d bytes, header says %d (truncated?)" % (len(body), comp_len))
+        if _core.crc32c(body) != body_crc:
+            raise bad("body checksum mismatch")
+        if expect is not None and (expect.first_seq, expect.last_seq, expect.count, expect.crc) != \
+                (first, last, count, body_crc):
+            raise bad("it is not the segment the manifest lists (seq %d..%d)" % (first, last))
+        try:
+            raw = lzma.decompress(body) if codec == _CODECS["lzma"] else zlib.decompress(body)
+            if codec not in _CODEC_NAMES:
+                raise ValueError("unknown codec %d" % codec)
+            if len(raw) != raw_len:
+                raise ValueError("%d bytes uncompressed, header says %d" % (len(raw), raw_len))
+            decoded = _decode_body(raw, count)
+        except (ValueError, zlib.error, lzma.LZMAError) as exc:
+            raise bad(str(exc)) from None
+        seqs = decoded.rows["seq"]
+        if count and (int(seqs[0]) != first or int(seqs[-1]) != last or (np.diff(seqs) <= 0).any()):
+            raise bad("its records are not seq %d..%d in order" % (first, last))
+        seg = expect or Segment(name=name, first_seq=first, last_seq=last, count=count,
+                                first_day=first_day, last_day=last_day,
+                                ts_min=int(decoded.rows["ts"].min()) if count else 0,
+                                ts_max=int(decoded.rows["ts"].max()) if count else 0,
+                                nbytes=len(data), crc=body_crc)
+        return seg, decoded
+
+    def _body(self, seg: Segment) -> _Body:
+        body = self._cache.get(seg.name)
+        if body is not None:
+            self._cache.move_to_end(seg.name)
+            return body
+        try:
+            _, body = self._read_segment_file(seg.name, seg)
+        except CorruptRecord as exc:
+            self.unreadable[seg.name] = str(exc)
+            raise
+        self.unreadable.pop(seg.name, None)
+        self._cache[seg.name] = body
+        self._trim_cache()
+        return body
+
+    def _trim_cache(self):
+        while len(self._cache) > 4:
+            self._cache.popitem(last=False)
+
+    def _missing_cause(self, seq):
+        for first, last, cause in self.lost:
+            if first <= seq <= last:
+                return cause
+        return None
+
+    def get(self, seq: int):
+        """The archived Record of `seq` (``archived`` True).  KeyError if the archive never
+        held it or its retention dropped it; CorruptRecord if its segment is missing or damaged."""
+        with self._mutex:
+            self._reload_if_changed()
+            seq = int(seq)
+            if seq < self.pruned_below and self.through:
+                raise KeyError("seq %d was archived and later dropped by the archive's retention "
+                               "(it keeps seq %d on)" % (seq, self.pruned_below))
+            seg = self._segment_of(seq)
+            if seg is None:
+                cause = self._missing_cause(seq)
+                if cause is not None:
+                    raise CorruptRecord("posfast: record seq %d of %s was lost: %s"
+                                        % (seq, self.journal_path, cause))
+                raise KeyError(seq)
+            body = self._body(seg)
+            i = body.index_of(seq)
+            if i < 0:
+                raise CorruptRecord("posfast: record seq %d of %s was lost: %s" % (
+                    seq, self.journal_path, self._missing_cause(seq) or "absent from " + seg.describe()))
+            row = body.rows[i:i + 1].copy()
+            row["flags"] |= _ARCHIVED
+            return _core.Record.from_row(row, body.payload_at(i), body.link_at(i), True)
+
+    def last(self, terminal, kind=None):
+        """Newest archived Record of a terminal (optionally of one kind), or None."""
+        with self._mutex:
+            self._reload_if_changed()
+            seq = self.index.newest_of(terminal, kind)
+            if not seq or seq < self.pruned_below:
+                return None
+            return self.get(seq)
+
+    def select(self, day=None, terminal=None, kind=None, below=None) -> np.ndarray:
+        """Archived seqs matching the filters (ints or lists, as Index.select), below `below`."""
+        with self._mutex:
+            self._reload_if_changed()
+            head = self.through if below is None else min(self.through, int(below) - 1)
+            if not self.segments or head < self.pruned_below:
+                return np.zeros(0, dtype=np.uint64)
+            return self.index.select(self.pruned_below, head, day=day, terminal=terminal, kind=kind)
+
+    def rows(self, seqs) -> np.ndarray:
+        """RECORD_DTYPE rows of archived seqs (Flag.ARCHIVED set), in the order given.
+        Raises CorruptRecord naming the segment if one that holds them is missing or damaged."""
+        seqs = np.asarray(seqs, dtype=np.uint64)
+        out = np.zeros(len(seqs), dtype=RECORD_DTYPE)
+        with self._mutex:
+            for k, seg, idx in self._locate(seqs):
+                body = self._body(seg)
+                pos = np.searchsorted(body.rows["seq"], seqs[idx])
+                out[idx] = body.rows[np.minimum(pos, len(body.rows) - 1)]
+        out["flags"] |= _ARCHIVED
+        return out
+
+    def _locate(self, seqs):
+        """(segment index, Segment, positions in seqs) for each segment holding some of seqs."""
+        if len(seqs) == 0:
+            return []
+        which = np.searchsorted(np.asarray(self._firsts, dtype=np.uint64), seqs, side="right") - 1
+        groups = []
+        for k in np.unique(which).tolist():
+            idx = np.flatnonzero(which == k)
+            if k < 0 or seqs[idx].max() > self.segments[k].last_seq:
+                bad = int(seqs[idx][0]) if k < 0 else int(seqs[idx][seqs[idx] > self.segments[k].last_seq][0])
+                raise CorruptRecord("posfast: archived record seq %d of %s is in no segment: %s"
+                                    % (bad, self.journal_path, self._missing_cause(bad) or "unknown"))
+            groups.append((k, self.segments[k], idx))
+        return groups
+
+    def payloads(self, seqs) -> list:
+        """Payload bytes of archived seqs, in order."""
+        seqs = np.asarray(seqs, dtype=np.uint64)
+        out = [b""] * len(seqs)
+        with self._mutex:
+            for k, seg, idx in self._locate(seqs):
+                body = self._body(seg)
+                for i in idx.tolist():
+                    j = body.index_of(int(seqs[i]))
+                    if j >= 0:
+                        out[i] = body.payload_at(j)
+        return out
+
+    def extend_query(self, live_rows, oldest_seq, day=None, terminal=None, kind=None):
+        """Archived rows matching the filters, followed by `live_rows` (for Journal.query)."""
+        seqs = self.select(day=day, terminal=terminal, kind=kind, below=oldest_seq)
+        if len(seqs) == 0:
+            return live_rows
+        return np.concatenate([self.rows(seqs), live_rows])
+
+    def fill_payloads(self, seqs, payloads, oldest_seq):
+        """Journal.payloads: fill in the payloads of seqs the ring no longer holds."""
+        seqs = np.asarray(seqs, dtype=np.uint64)
+        old = np.flatnonzero((seqs < oldest_seq) & (seqs >= self.pruned_below) & (seqs <= self.through))
+        if len(old):
+            for i, payload in zip(old.tolist(), self.payloads(seqs[old])):
+                payloads[i] = payload
+        return payloads
+
+    # ------------------------------------------------------------ health
+    def status(self) -> dict:
+        with self._mutex:
+            self._reload_if_changed()
+            return {"dir": self.dir, "segments": len(self.segments),
+                    "records": sum(s.count for s in self.segments),
+                    "bytes": sum(s.nbytes for s in self.segments),
+                    "first_seq": self.segments[0].first_seq if self.segments else None,
+                    "last_seq": self.through or None,
+                    "first_day": str(day_to_date(self.segments[0].first_day)) if self.segments else None,
+                    "pruned_below": self.pruned_below, "lost": sum(b - a + 1 for a, b, _ in self.lost),
+                    "policy": dict(self.policy)}
+
+    def verify(self, ring_oldest=None):
+        """Check every segment (presence, checksums, seqs, hash chain within and across
+        segments and into the ring) and the archive index.  Returns a list of
+        (seq, where, cause) and the number of archived records checked."""
+        checked = 0
+        rebuilt = Index()
+        with self._mutex:
+            self._reload_if_changed()
+            problems = list(self.notes)
+            prev_seg, prev_last_link = None, None
+            for seg in self.segments:
+                try:
+                    _, body = self._read_segment_file(seg.name, seg)
+                except CorruptRecord as exc:
+                    self.unreadable[seg.name] = str(exc)
+                    problems.append((seg.first_seq, seg.name, str(exc)))
+                    prev_seg, prev_last_link = seg, None
+                    continue
+                rows = body.rows
+                checked += len(rows)
+                rebuilt.add_rows(rows)
+                # the hash chain inside the segment, from its stored predecessor link
+                link = body.prev_link if body.prev_link.strip(b"\0") else None
+                if prev_seg is not None and prev_seg.last_seq + 1 == seg.first_seq and \
+                        prev_last_link is not None and link is not None and link != prev_last_link:
+                    problems.append((seg.first_seq, seg.name, "hash chain broken between %s and %s"
+                                     % (prev_seg.name, seg.name)))
+                seqs = rows["seq"].tolist()
+                for i, seq in enumerate(seqs):
+                    stored = body.link_at(i)
+                    if link is not None and \
+                            _core.chain_link(link, rows[i:i + 1], body.payload_at(i)) != stored:
+                        problems.append((seq, seg.name, "archived record seq %d in %s does not match "
+                                         "its hash-chain link (altered after it was written)"
+                                         % (seq, seg.name)))
+                        break
+                    link = stored if i + 1 < len(seqs) and seqs[i + 1] == seq + 1 else None
+                prev_seg, prev_last_link = seg, body.link_at(len(rows) - 1)
+            for first, last, cause in self.lost:
+                problems.append((first, None, "records seq %d..%d were never archived: %s"
+                                 % (first, last, cause)))
+            if ring_oldest is not None and ring_oldest - 1 > self.through and ring_oldest > 1 \
+                    and ring_oldest - 1 >= self.pruned_below:
+                problems.append((self.through + 1, None,
+                                 "records seq %d..%d are neither in the ring nor in the archive %s"
+                                 % (self.through + 1, ring_oldest - 1, self.dir)))
+            journal = self.journal
+            if journal is not None and ring_oldest and self._segment_of(ring_oldest - 1) is not None \
+                    and journal._ring.head_seq >= ring_oldest:
+                try:
+                    batch = journal.read_range(ring_oldest, ring_oldest)
+                    if len(batch.rows) and not self.chain_into(ring_oldest, batch.rows[0:1],
+                                                               batch.payloads[0], batch.links[0]):
+                        problems.append((ring_oldest, None, "the ring's oldest record seq %d does not "
+                                         "continue the archive's hash chain" % ring_oldest))
+                except CorruptRecord:
+                    pass      # the ring's own verify reports it
+            if not self.unreadable and not rebuilt.equals(self.index, self.pruned_below):
+                problems.append((0, "index", "archive index disagrees with the segments (rebuilt "
+                                 "in memory; rewritten on close)"))
+                self.index = rebuilt
+                self._unsaved_segments += 1
+        return problems, checked
+
+    def chain_into(self, oldest_seq, row, payload, link):
+        """True if the ring's oldest record continues the archive's hash chain (or the
+        archive does not hold its predecessor)."""
+        seg = self._segment_of(oldest_seq - 1)
+        if seg is None:
+            return True
+        body = self._body(seg)
+        i = body.index_of(oldest_seq - 1)
+        if i < 0:
+            return True
+        return _core.chain_link(body.link_at(i), row, payload) == link
+
+
+def segment_info(path) -> dict:
+    """Header of one segment file, for tools and tests (checks the header checksum only)."""
+    with open(path, "rb") as f:
+        data = f.read(HEADER_SIZE)
+    fields = _HEAD.unpack_from(data)
+    keys = ("magic", "version", "codec", "reserved", "first_day", "last_day", "journal_id",
+            "first_seq", "last_seq", "count", "raw_len", "comp_len", "body_crc")
+    info = dict(zip(keys, fields))
+    info["codec"] = _CODEC_NAMES.get(info["codec"], info["codec"])
+    info["header_ok"] = _HEAD_CRC.unpack_from(data, _HEAD.size)[0] == _core.crc32c(data[:_HEAD.size])
+    return info
+

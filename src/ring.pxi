@@ -632,6 +632,11 @@ cdef class Ring:
                 memcmp(self._head_of(hint_pos) + PFR_LINK, PyBytes_AS_STRING(hint_link), 16) != 0:
             return False
         for i in range(n):
+            if pos_view[i] == 0:
+                # the snapshot says a record was lost: let a scan look again (the file may
+                # have been restored since), rather than keep reporting a record that is there
+                return False
+        for i in range(n):
             self.pos_of[(oldest_seq + i - 1) % self.capacity] = pos_view[i]
         self.oldest_seq = oldest_seq
         self.head_seq = hint_seq

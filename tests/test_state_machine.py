@@ -1,0 +1,310 @@
+"""A hypothesis state machine drives a real journal and a trivial model side by side.
+
+The model is a dict seq -> (fields, payload) plus what the ring rules say: capacity in
+slots, slot positions (a record takes ceil((128 + payload) / slot) slots), the sync
+watermark and the retention policy.  Steps: append, append_many, sync watermark moves,
+flush (index saved), reopen (clean, or without the index file), crash (the writer dies
+without saving the index), a snapshot of the file restored later (a crash at that moment,
+with the index of then, of later, or none), corrupting a byte of a record, and appends a
+full ring must refuse.  After every step the journal must agree with the model: same
+head, the oldest record where the ring rules put it, every live record byte for byte,
+the index equal to a brute-force scan, damaged records reported by verify and never
+returned as good.
+"""
+import copy
+import hashlib
+import os
+import shutil
+
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+import posfast
+from posfast import CorruptRecord, JournalFull
+
+from conftest import (FIXED_JID, assert_index_matches_scan, drop_without_close, expected,
+                      flip_byte, record_span)
+
+SLOT = 128
+MAX_PAYLOAD = 600
+
+
+def nslots(payload_len):
+    return -(-(128 + payload_len) // SLOT)
+
+
+def payload_for(seq, size):
+    base = expected(seq)[1] or b"\x5a"
+    return (base * (size // len(base) + 1))[:size]
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class Model:
+    def __init__(self, capacity, retention):
+        self.capacity = capacity
+        self.retention = retention
+        self.records = {}        # seq -> (fields, payload), live
+        self.pos = {}            # seq -> slot position (1, 2, ...)
+        self.next_pos = 1
+        self.head = 0
+        self.oldest = 1
+        self.watermark = 0
+        self.corrupted = set()   # live seqs whose bytes a test damaged
+        self.lost = set()        # damaged seqs gone from the live range, reported lost
+        self.last_call = range(0)
+
+    def plan(self, sizes):
+        """(seqs the append would evict, whether the ring must refuse it)."""
+        slots = sum(nslots(n) for n in sizes)
+        end = self.next_pos + slots
+        evicted = []
+        for s in range(self.oldest, self.head + 1):
+            if self.pos[s] + self.capacity >= end:
+                break
+            evicted.append(s)
+        refuse = self.retention == "synced" and (
+            slots > self.capacity or (evicted and evicted[-1] > self.watermark))
+        return evicted, refuse
+
+    def append(self, sizes):
+        first = self.head + 1
+        for n in sizes:
+            self.head += 1
+            self.records[self.head] = (dict(expected(self.head)[0]), payload_for(self.head, n))
+            self.pos[self.head] = self.next_pos
+            self.next_pos += nslots(n)
+        self.last_call = range(first, self.head + 1)
+        if first == 1:
+            self.oldest = 1
+        # a record goes once a later one's slots reach its first slot
+        while self.oldest <= self.head and self.pos[self.oldest] + self.capacity < self.next_pos:
+            self.drop(self.oldest)
+            self.oldest += 1
+
+    def drop(self, s):
+        self.records.pop(s, None)
+        self.pos.pop(s, None)
+        self.corrupted.discard(s)
+
+    def want(self, seq, day_rule):
+        fields, payload = self.records[seq]
+        d = dict(fields)
+        d.update(seq=seq, day=day_rule.day_number(fields["ts"]), payload=payload)
+        return d
+
+
+class JournalMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.journal = None
+
+    # ------------------------------------------------------------ set-up
+    @initialize(capacity=st.sampled_from([12, 24, 40]), retention=st.sampled_from(["synced", "overwrite"]))
+    def create(self, capacity, retention):
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="pf-sm-")
+        self.path = os.path.join(self.dir, "sm.pfj")
+        self.journal = posfast.Journal.create(self.path, capacity=capacity, slot_size=SLOT,
+                                              max_payload=MAX_PAYLOAD, retention=retention,
+                                              journal_id=FIXED_JID)
+        self.model = Model(capacity, retention)
+        self.snapshot = None
+
+    def teardown(self):
+        if self.journal is not None:
+            self.journal.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------ appends
+    def _append(self, sizes):
+        model, j = self.model, self.journal
+        _, refuse = model.plan(sizes)
+        first = model.head + 1
+        before = digest(self.path)
+        try:
+            if len(sizes) == 1:
+                fields = expected(first)[0]
+                got = range(j.append(payload=payload_for(first, sizes[0]), **fields), first + 1)
+            else:
+                seqs = range(first, first + len(sizes))
+                columns = {name: [expected(s)[0][name] for s in seqs] for name in expected(first)[0]}
+                got = j.append_many(columns, [payload_for(s, n) for s, n in zip(seqs, sizes)])
+        except JournalFull as exc:
+            assert refuse or self._damage_in_the_way(sizes), "JournalFull not predicted: %s" % exc
+            assert "Nothing was written" in str(exc) or "append fewer" in str(exc)
+            assert digest(self.path) == before and j.head_seq == model.head
+            return
+        assert not refuse, "the ring should have refused %s (watermark %d)" % (sizes, model.watermark)
+        assert got == range(first, first + len(sizes))
+        model.append(sizes)
+        self._reconcile_oldest()
+
+    def _damage_in_the_way(self, sizes):
+        """Records found damaged at open have no known position: the ring counts them as
+        evicted as soon as eviction reaches them, so one above the watermark blocks appends."""
+        model = self.model
+        evicted, _ = model.plan(sizes)
+        s = model.oldest
+        while s <= model.head and (s in evicted or s in model.corrupted):
+            if s in model.corrupted and s > model.watermark:
+                return True
+            s += 1
+        return False
+
+    @rule(size=st.one_of(st.integers(0, 20), st.sampled_from([0, 127, 128, 129, 255, 256, 300]),
+                         st.integers(0, MAX_PAYLOAD)))
+    def append(self, size):
+        self._append([size])
+
+    @rule(sizes=st.lists(st.integers(0, MAX_PAYLOAD) | st.just(0), min_size=2, max_size=8))
+    def append_many(self, sizes):
+        self._append(sizes)
+
+    @rule(data=st.data())
+    def fill_until_full(self, data):
+        """Appends until the ring refuses (synced) or wraps (overwrite)."""
+        for _ in range(self.model.capacity + 2):
+            self._append([data.draw(st.integers(0, 300))])
+
+    # ------------------------------------------------------------ sync
+    @precondition(lambda self: self.model.head > self.model.watermark)
+    @rule(data=st.data())
+    def sync_watermark(self, data):
+        target = data.draw(st.integers(self.model.watermark + 1, self.model.head))
+        self.journal.set_sync_watermark(target)
+        self.model.watermark = target
+
+    @rule()
+    def flush(self):
+        self.journal.flush()
+
+    # ------------------------------------------------------------ reopen / crash
+    def _reconcile_oldest(self):
+        """Damage at the oldest end may go before the model says (at open it cannot be told
+        from eviction; a record found damaged at open goes as soon as eviction reaches it)."""
+        model, j = self.model, self.journal
+        if model.head < model.oldest or j.oldest_seq <= model.oldest:
+            return
+        report = j.verify(check_index=False)
+        while model.oldest < j.oldest_seq:
+            s = model.oldest
+            assert s in model.corrupted, "seq %d vanished (oldest now %d)" % (s, j.oldest_seq)
+            if model.retention == "synced" and s > model.watermark:
+                # never evictable: it must at least be reported as lost
+                assert any(p.seq <= s and "lost" in p.cause for p in report.problems), report
+                model.lost.add(s)
+            model.drop(s)
+            model.oldest += 1
+
+    _after_open = _reconcile_oldest
+
+    @rule(drop_index=st.booleans())
+    def reopen_clean(self, drop_index):
+        self.journal.close()
+        if drop_index:
+            os.unlink(self.path + ".idx")
+        self.journal = posfast.Journal.open(self.path)
+        self._after_open()
+
+    @rule()
+    def crash(self):
+        drop_without_close(self.journal)
+        self.journal = posfast.Journal.open(self.path)
+        self._after_open()
+
+    @rule()
+    def take_snapshot(self):
+        image = os.path.join(self.dir, "snap.pfj")
+        shutil.copyfile(self.path, image)
+        idx = self.path + ".idx"
+        if os.path.exists(idx):
+            shutil.copyfile(idx, image + ".idx")
+        elif os.path.exists(image + ".idx"):
+            os.unlink(image + ".idx")
+        self.snapshot = copy.deepcopy(self.model)
+
+    @precondition(lambda self: self.snapshot is not None)
+    @rule(index=st.sampled_from(["then", "now", "none"]))
+    def crash_back_to_snapshot(self, index):
+        """The machine died when the snapshot was taken: the file as it was then."""
+        drop_without_close(self.journal)
+        image = os.path.join(self.dir, "snap.pfj")
+        shutil.copyfile(image, self.path)
+        idx = self.path + ".idx"
+        if index == "then":
+            if os.path.exists(image + ".idx"):
+                shutil.copyfile(image + ".idx", idx)
+            elif os.path.exists(idx):
+                os.unlink(idx)
+        elif index == "none" and os.path.exists(idx):
+            os.unlink(idx)
+        self.model = copy.deepcopy(self.snapshot)
+        self.journal = posfast.Journal.open(self.path)
+        self._after_open()
+
+    # ------------------------------------------------------------ damage
+    def _corruptible(self):
+        m = self.model
+        return [s for s in range(m.oldest, m.head + 1)
+                if s in m.records and s not in m.corrupted and s not in m.last_call]
+
+    @precondition(lambda self: bool(self._corruptible()))
+    @rule(data=st.data())
+    def corrupt_a_byte(self, data):
+        seq = data.draw(st.sampled_from(self._corruptible()))
+        span = record_span(self.journal, seq)
+        offset = data.draw(st.sampled_from(span[:128]) | st.sampled_from(span))
+        flip_byte(self.path, offset, data.draw(st.sampled_from([0x01, 0x80, 0xFF])))
+        self.model.corrupted.add(seq)
+        with pytest.raises(CorruptRecord, match="seq %d " % seq):
+            self.journal.get(seq)
+
+    # ------------------------------------------------------------ invariants
+    @invariant()
+    def agrees_with_model(self):
+        if self.journal is None:
+            return
+        model, j = self.model, self.journal
+        assert j.head_seq == model.head
+        assert j.sync_watermark == model.watermark
+        if model.head >= model.oldest:
+            assert j.oldest_seq == model.oldest, (j.oldest_seq, model.oldest)
+        if model.retention == "synced":
+            # nothing unsynced ever evicted (damaged ones may be gone, reported lost)
+            assert set(range(model.watermark + 1, j.oldest_seq)) <= model.lost
+        good = [s for s in range(model.oldest, model.head + 1) if s not in model.corrupted]
+        rows = j.query()
+        assert rows["seq"].tolist() == good
+        payloads = j.payloads(rows["seq"])
+        for s, payload in zip(good, payloads):
+            assert payload == model.records[s][1]
+        for s in good:
+            assert j.get(s).to_dict() == model.want(s, j.day_rule)
+        report = j.verify(check_index=False)
+        reported = {p.seq for p in report.problems if p.seq >= model.oldest}
+        assert reported == set(model.corrupted), (report, model.corrupted)
+        for s in model.corrupted:
+            with pytest.raises(CorruptRecord):
+                j.get(s)
+        assert_index_matches_scan(j)
+
+
+JournalMachine.TestCase.settings = settings(
+    max_examples=30, stateful_step_count=25, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_journal_against_model = JournalMachine.TestCase
+
+
+class LongJournalMachine(JournalMachine):
+    pass
+
+
+LongJournalMachine.TestCase.settings = settings(
+    max_examples=400, stateful_step_count=60, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_journal_against_model_long = pytest.mark.slow(LongJournalMachine.TestCase)

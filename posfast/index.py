@@ -165,13 +165,17 @@ class Index:
     def newest_of(self, terminal: int, kind=None) -> int:
         return self.newest.get((int(terminal), None if kind is None else int(kind)), 0)
 
-    def equals(self, other: "Index", oldest: int) -> bool:
-        """Same live content (used by tests and verify to compare a loaded and a rebuilt index)."""
+    def equals(self, other: "Index", oldest: int, ignore=()) -> bool:
+        """Same live content (used by tests and verify to compare a loaded and a rebuilt index),
+        leaving out the seqs in `ignore`."""
+        skip = BitMap64(ignore)
+
         def live(mapping):
             out = {}
             for key, bm in mapping.items():
                 clipped = BitMap64(bm)
                 clipped.remove_range(0, oldest)
+                clipped -= skip
                 if clipped:
                     out[key] = clipped
             return out

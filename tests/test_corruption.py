@@ -422,3 +422,12 @@ def test_valid_header_over_random_slots_returns_nothing_as_good(tmp_path):
     for readonly in (True, False):
         with posfast.Journal.open(path, readonly=readonly) as j:
             assert j.head_seq == 0 and len(j.query()) == 0 and j.verify().ok
+
+
+def test_verify_blames_the_damaged_record_not_the_index(make_journal):
+    j = build(make_journal, n=30)
+    flip_byte(j.path, record_span(j, 9)[70])
+    report = j.verify()                              # index check included
+    assert [(p.seq, p.code) for p in report.problems] == [(9, 2)]
+    assert "checksum mismatch" in report.problems[0].cause
+    assert_index_matches_scan(j)

@@ -952,9 +952,14 @@ cdef class Ring:
             raise KeyError(seq)
         pos = self.pos_of[(seq - 1) % self.capacity]
         r = self._check_at(pos, seq) if pos else CHK_MISSING
-        if r != CHK_OK:
-            if r == CHK_STALE and not self.writable:
+        if r != CHK_OK and not self.writable:
+            # A reader's view lags the writer: if the writer has lapped the record since
+            # (its slot now holds a newer record or a newer record's payload), it is gone.
+            with nogil:
+                self._walk()
+            if r == CHK_STALE or seq < self.oldest_seq:
                 raise KeyError(seq)
+        if r != CHK_OK:
             raise CorruptRecord("posfast: record seq %d of %s (slot %s) is damaged: %s. It is not "
                                 "returned; run `posfast verify` and restore it from the back office."
                                 % (seq, self.path, (pos - 1) % self.capacity if pos else "?",

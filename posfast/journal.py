@@ -511,18 +511,32 @@ class Journal(PaymentsMixin, DayCloseMixin):
 
     def read_range(self, first_seq: int, last_seq: int) -> Batch:
         """Records first_seq..last_seq (inclusive) with payloads and links, for sync."""
+        asked = int(first_seq)
         with self._mutex:
-            self._refresh()
-            ring = self._ring
-            first_seq = max(int(first_seq), ring.oldest_seq)
-            last_seq = min(int(last_seq), ring.head_seq)
-            if last_seq < first_seq:
-                return Batch(self.journal_id, _EMPTY.copy(), [], [], b"")
-            seqs = np.arange(first_seq, last_seq + 1, dtype=np.uint64)
-            out = np.zeros(len(seqs), dtype=RECORD_DTYPE)
-            status = ring.read_rows(seqs, out.view(np.uint8).reshape(len(seqs), RECORD_DTYPE.itemsize))
-            if status.any():
+            for attempt in range(4):
+                self._refresh()
+                ring = self._ring
+                first_seq = max(asked, ring.oldest_seq)
+                last_seq = min(int(last_seq), ring.head_seq)
+                if last_seq < first_seq:
+                    return Batch(self.journal_id, _EMPTY.copy(), [], [], b"")
+                seqs = np.arange(first_seq, last_seq + 1, dtype=np.uint64)
+                out = np.zeros(len(seqs), dtype=RECORD_DTYPE)
+                status = ring.read_rows(seqs, out.view(np.uint8).reshape(len(seqs),
+                                                                          RECORD_DTYPE.itemsize))
+                payloads, links = ring.payloads(seqs), ring.links(seqs)
+                if self.readonly and not status.any():
+                    # a reader re-checks: the writer may have lapped a record while we copied
+                    status = np.array([0 if link is not None and len(p) == n else 5  # stale
+                                       for p, link, n in zip(payloads, links,
+                                                             out["payload_len"].tolist())])
+                if not status.any():
+                    break
                 bad = int(seqs[np.flatnonzero(status)[0]])
+                if self.readonly and attempt < 3:
+                    self._refresh()
+                    if bad < ring.oldest_seq:
+                        continue        # lapped by the writer, not damaged: read again
                 raise CorruptRecord(
                     "posfast: record seq %d of %s is damaged (%s); it cannot be sent. Run `posfast "
                     "verify %s` and restore it before syncing further."
@@ -532,7 +546,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
                 prev = _core.genesis_link(ring.journal_id)
             else:
                 prev = ring.links(np.array([first_seq - 1], dtype=np.uint64))[0] or b""
-            return Batch(self.journal_id, out, ring.payloads(seqs), ring.links(seqs), prev)
+            return Batch(self.journal_id, out, payloads, links, prev)
 
     # ------------------------------------------------------------ health
     def status(self) -> dict:

@@ -129,6 +129,16 @@ static inline void pf_st32(uint8_t *p, uint32_t v) {
 }
 static inline void pf_st16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 
+/* Cache prefetch hint for scattered gathers (a terminal's records of one day). */
+#if defined(__GNUC__) || defined(__clang__)
+#define pf_prefetch(addr) __builtin_prefetch(addr)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#define pf_prefetch(addr) _mm_prefetch((const char *)(addr), _MM_HINT_T0)
+#else
+#define pf_prefetch(addr) ((void)(addr))
+#endif
+
 /* Business day of a timestamp: days since 1970-01-01 of (local time - day start). */
 static inline int32_t pf_business_day(int64_t ts_us, int32_t offset_min, int32_t start_min) {
     int64_t shifted = ts_us + ((int64_t)offset_min - (int64_t)start_min) * 60000000LL;

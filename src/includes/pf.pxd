@@ -24,6 +24,7 @@ cdef extern from "pf_format.h" nogil:
     void pf_st16(uint8_t *p, uint16_t v)
     int32_t pf_business_day(int64_t ts_us, int32_t offset_min, int32_t start_min)
     uint64_t pf_record_slots(uint32_t payload_len, uint32_t slot_size)
+    void pf_prefetch(const void *addr)
 
 cdef extern from "pf_crc32c.h" nogil:
     uint32_t pf_crc32c(uint32_t crc, const void *data, size_t len)

@@ -637,6 +637,16 @@ cdef class Ring:
                 # the snapshot says a record was lost: let a scan look again (the file may
                 # have been restored since), rather than keep reporting a record that is there
                 return False
+        if oldest_seq > 1:
+            # An intact record of oldest_seq - 1 just before the oldest one: the ring holds
+            # more than the snapshot knew (it had found that record damaged, and the file was
+            # restored since); nothing evicts a record without overwriting its head.
+            q = pos_view[0] - 1
+            while q >= 1 and q + pf_record_slots(self.max_payload, self.slot_size) >= pos_view[0]:
+                if self._check_at(q, oldest_seq - 1) == CHK_OK and \
+                        q + self._nslots_at(q) == pos_view[0]:
+                    return False
+                q -= 1
         for i in range(n):
             self.pos_of[(oldest_seq + i - 1) % self.capacity] = pos_view[i]
         self.oldest_seq = oldest_seq

@@ -11,7 +11,7 @@ import posfast
 from posfast.index import Index
 
 from conftest import (append_expected, assert_index_matches_scan, crash_copy, drop_without_close,
-                      expected_dict, flip_byte, index_equal)
+                      expected_dict, flip_byte, index_equal, record_span)
 
 
 @pytest.fixture
@@ -212,3 +212,27 @@ def test_readonly_reader_does_not_write_the_index(make_journal):
         assert ro.head_seq == 10
         assert_index_matches_scan(ro)
     assert not os.path.exists(j.path + ".idx")
+
+
+@pytest.mark.parametrize("victim", ["middle", "oldest"])
+def test_index_saved_while_a_record_was_damaged_does_not_outlive_a_restored_file(
+        make_journal, tmp_path, victim):
+    """Damage found at open is in the index file saved after; restoring the ring file from a
+    copy brings the record back, and the next open must see it again."""
+    j = make_journal(capacity=32, retention="overwrite")
+    for s in range(1, 61):
+        append_expected(j, [s])
+    backup = crash_copy(j.path, str(tmp_path / "backup.pfj"))
+    seq = j.oldest_seq if victim == "oldest" else j.oldest_seq + 3
+    flip_byte(j.path, record_span(j, seq)[40])
+    before = (j.oldest_seq, j.head_seq)
+    j.close()
+    os.unlink(j.path + ".idx")
+    with posfast.Journal.open(j.path) as damaged:      # finds the damage, saves its index
+        assert seq not in damaged.query()["seq"].tolist()
+    shutil.copyfile(backup, j.path)
+    with posfast.Journal.open(j.path) as restored:
+        assert (restored.oldest_seq, restored.head_seq) == before
+        assert restored.verify().ok
+        assert restored.get(seq).to_dict() == expected_dict(seq, restored.day_rule)
+        assert_index_matches_scan(restored)

@@ -446,7 +446,25 @@ def check_open(journal, rec, orc: Oracle, what):
 
 
 def check_image(rec, images, k, image, with_index, path, what, readonly_too=True):
-    """Open one crash image every way and check it.  Returns (state, writes recovery issued)."""
+    """Open one crash image every way and check it.  Returns its state.
+
+    With $POSFAST_POWERLOSS_KEEP set to a directory, a failing image (and its index) is
+    saved there for a post-mortem."""
+    try:
+        return _check_image(rec, images, k, image, with_index, path, what, readonly_too)
+    except ImageFailure:
+        keep = os.environ.get("POSFAST_POWERLOSS_KEEP")
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            n = len(os.listdir(keep))
+            write_image(os.path.join(keep, "fail%d.pfj" % n), image,
+                        rec.index if with_index else None)
+            with open(os.path.join(keep, "fail%d.txt" % n), "w") as f:
+                f.write(what + "\n")
+        raise
+
+
+def _check_image(rec, images, k, image, with_index, path, what, readonly_too):
     orc = oracle(rec, images, k)
     idx = rec.index if with_index else None
     write_image(path, image, idx)

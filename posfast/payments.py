@@ -37,6 +37,14 @@ def _hash_refs(refs: np.ndarray) -> np.ndarray:
     return (halves[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ halves[:, 1]
 
 
+def _hash_one(ref: bytes) -> np.uint64:
+    """_hash_refs of one key without building arrays (the lookup path)."""
+    raw = ref.ljust(16, b"\0")
+    low = int.from_bytes(raw[:8], "little")
+    high = int.from_bytes(raw[8:], "little")
+    return np.uint64(((low * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) ^ high)
+
+
 class _Catchup:
     """Derived lookups (client_ref map, pending set) built lazily, then kept current
     by reading only the records appended since (so appends stay untouched)."""
@@ -87,10 +95,11 @@ class _Catchup:
         out = []
         if ref in self.recent:
             out.append(self.recent[ref])
-        h = _hash_refs(np.array([ref], dtype="S16"))[0]
-        lo = np.searchsorted(self.ref_hash, h, side="left")
-        hi = np.searchsorted(self.ref_hash, h, side="right")
-        out.extend(self.ref_seq[lo:hi].tolist())
+        if len(self.ref_hash):
+            h = _hash_one(ref)
+            lo = int(self.ref_hash.searchsorted(h, side="left"))
+            hi = int(self.ref_hash.searchsorted(h, side="right"))
+            out.extend(self.ref_seq[lo:hi].tolist())
         return out
 
 
@@ -141,12 +150,40 @@ class PaymentsMixin:
         """The payment begun with this idempotency key (its current Record), or None."""
         ref = _client_ref_key(client_ref)
         with self._mutex:
+            self._refresh()
+            hit = self._cache_hit(("ref", ref))
+            if hit is not None:
+                return hit
             for seq in self._derived().find_ref(ref):
                 if seq < self._ring.oldest_seq:
                     continue
                 rec = self.get(seq)
                 if rec.client_ref == ref:
-                    return self._summary(rec)
+                    return self._cached(("ref", ref), rec.terminal, lambda: self._summary(rec))
+        return None
+
+    def _cache_hit(self, key):
+        hit = self.__dict__.get("_summary_cache", {}).get(key)
+        if hit is not None:
+            newest = self.index.newest_of(hit[1]["terminal"])
+            if hit[0] == newest and newest >= self._ring.oldest_seq:
+                return dict(hit[1])
+        return None
+
+    def _cached(self, key, terminal, compute) -> dict:
+        # A payment summary depends only on its terminal's records, so it stays valid
+        # until that terminal's newest seq moves: repeated inquiries cost a dict lookup.
+        hit = self._cache_hit(key)
+        if hit is not None:
+            return hit
+        cache = self.__dict__.setdefault("_summary_cache", {})
+        newest = self.index.newest_of(terminal)
+        summary = compute()
+        if summary is not None:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = (newest, summary)
+            return dict(summary)
         return None
 
     def in_doubt(self, terminal=None) -> list:
@@ -167,11 +204,15 @@ class PaymentsMixin:
         few records, newest first, down to the newest payment's first record."""
         with self._mutex:
             self._refresh()
-            walked = self._walk_back(int(terminal), stop_at_begin=True)
-            if not walked:
-                return None
-            begin = walked[-1]
-            return self._summary_of(begin, walked)
+            terminal = int(terminal)
+            return self._cached(("last", terminal), terminal,
+                                lambda: self._last_transaction(terminal))
+
+    def _last_transaction(self, terminal):
+        walked = self._walk_back(terminal, stop_at_begin=True)
+        if not walked:
+            return None
+        return self._summary_of(walked[-1], walked)
 
     def _walk_back(self, terminal, stop_at_begin=False, down_to=0, limit=_LOOKBACK):
         # Newest-first records of one terminal until the newest payment begin (or seq

@@ -1,6 +1,5 @@
 """Shared helpers of the core tests: file surgery on ring files and the brute-force
 index check.  (Fixtures here are opt-in; nothing is autouse.)"""
-import os
 import shutil
 import struct
 import uuid

@@ -19,9 +19,6 @@ from conftest import (DATA_OFFSET, append_expected, assert_index_matches_scan, d
                       expected_dict, flip_byte, header_bytes, read_at, record_span, unpack_header,
                       write_at)
 
-CAUSE = {code: text for code, text in _core.CAUSES.items()}
-
-
 def build(make_journal, n=40, capacity=256, **kw):
     """A journal of n deterministic records written one append each, closed."""
     j = make_journal(capacity=capacity, **kw)
@@ -57,10 +54,7 @@ def assert_reported(journal, seq, *codes):
     problem = found[0]
     if codes:
         assert problem.code in codes, (problem, codes)
-    if problem.code != _core.CAUSES and problem.slot is not None:
-        assert problem.slot == (journal._ring.position_of(seq) - 1) % journal.capacity \
-            if journal._ring.position_of(seq) else True
-    assert problem.cause
+    assert problem.cause and str(seq) in str(problem)
     return problem
 
 
@@ -292,7 +286,7 @@ def test_deleted_middle_record_is_reported(make_journal):
         with posfast.Journal.open(j.path, readonly=readonly) as again:
             assert again.head_seq == 30
             problem = assert_reported(again, 15)
-            assert problem.slot in (slot, None) and "15" not in str(again.query()["seq"].tolist()[14:15])
+            assert problem.slot in (slot, None)
             assert_not_returned(again, 15)
             rows = check_nothing_bad_returned(again)
             assert rows["seq"].tolist() == [s for s in range(1, 31) if s != 15]

@@ -10,7 +10,6 @@ import pytest
 
 import posfast
 from posfast import IOFailure, InvalidRecord, JournalClosed, JournalFull
-from posfast import _core
 
 from conftest import (DATA_OFFSET, FIXED_JID, append_expected, assert_index_matches_scan,
                       expected_dict, header_bytes, read_at, unpack_header)

@@ -12,7 +12,9 @@ Without atheris, ``python tests/fuzz/fuzz_journal.py FILE...`` replays inputs (t
 suite does that over the corpus with the plain build).
 
 Input layout (compact, so mutations land on fields rather than on header padding):
-    byte 0         flags: 1 read-only, 2 keep the index, 4 raw file (no re-layout), 8 append
+    byte 0         flags: 1 read-only, 2 keep the index, 4 raw file (no re-layout), 8 append,
+                   16 reseal: recompute the CRC of both header copies and of every record head
+                   (so mutated fields reach recovery as valid-looking, crafted records)
     bytes 1-2      index length n (little-endian)
     n bytes        the index file
     rest           raw: the journal file as is; otherwise header copy 0 (128 bytes), header
@@ -43,7 +45,7 @@ import numpy as np
 
 HEADER_COPY = _core.HEADER_COPY_SIZE
 HEADER = 128
-FLAG_READONLY, FLAG_INDEX, FLAG_RAW, FLAG_APPEND = 1, 2, 4, 8
+FLAG_READONLY, FLAG_INDEX, FLAG_RAW, FLAG_APPEND, FLAG_RESEAL = 1, 2, 4, 8, 16
 _DIR = tempfile.mkdtemp(prefix="posfast-fuzz-",
                         dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 PATH = os.path.join(_DIR, "j.pfj")
@@ -75,6 +77,34 @@ def decode(data):
             out += bytes(HEADER_COPY - HEADER) + body[2 * HEADER:]
         body = bytes(out)
     return flags, (idx if flags & FLAG_INDEX else None), body
+
+
+def reseal(journal_bytes):
+    """Recompute the header copies' CRCs, then every plausible record head's CRC."""
+    buf = bytearray(journal_bytes)
+    for off in (0, HEADER_COPY):
+        if len(buf) >= off + HEADER and buf[off:off + 8] == b"POSFJRNL":
+            struct.pack_into("<I", buf, off + 124, _core.crc32c(bytes(buf[off:off + 124])))
+    if len(buf) < HEADER or buf[:8] != b"POSFJRNL":
+        return bytes(buf)
+    slot_size, max_payload, capacity = struct.unpack_from("<IIQ", buf, 24)
+    if not 128 <= slot_size <= 65536 or not 2 <= capacity <= 1 << 16:
+        return bytes(buf)
+    jid_crc = _core.crc32c(bytes(buf[40:56]))
+    ring = 2 * HEADER_COPY
+    slots = max(0, min(capacity, (len(buf) - ring) // slot_size))
+    for slot in range(slots):
+        off = ring + slot * slot_size
+        plen, = struct.unpack_from("<H", buf, off + 4)
+        pos, = struct.unpack_from("<Q", buf, off + 16)
+        if pos == 0 or (pos - 1) % capacity != slot or plen > max_payload:
+            continue
+        length = 128 + plen
+        data = bytes(buf[off + 4:off + length])
+        if len(data) < length - 4:             # wraps at the ring end (or the file is short)
+            data += bytes(buf[ring:ring + length - 4 - len(data)])
+        struct.pack_into("<I", buf, off, _core.crc32c(data, jid_crc))
+    return bytes(buf)
 
 
 def _write_files(index_bytes, journal_bytes):
@@ -142,6 +172,8 @@ def _intact_range(ring):
 
 def TestOneInput(data):
     flags, index_bytes, journal_bytes = decode(bytes(data))
+    if flags & FLAG_RESEAL:
+        journal_bytes = reseal(journal_bytes)
     _write_files(index_bytes, journal_bytes)
     readonly = bool(flags & FLAG_READONLY)
     try:

@@ -105,6 +105,12 @@ def seeds():
 
         data, _ = _read(p)
         out["raw-truncated"] = bytes([target.FLAG_RAW, 0, 0]) + data[:8192 + 300]
+
+        # resealed: what the fuzzer mutates in these reaches recovery as valid-CRC records
+        for name in ("few-append", "wrapped", "torn-tail", "spanning-watermark"):
+            blob = bytearray(out[name])
+            blob[0] |= target.FLAG_RESEAL
+            out[name + "-resealed"] = bytes(blob)
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return out

@@ -316,7 +316,14 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
                                                                             enum_cls.__name__))
             rows[name] = arr
         elif name in _TEXT_FIELDS:
-            arr = np.broadcast_to(np.asarray(col, dtype="S"), (n,))
+            try:
+                arr = np.asarray(col, dtype="S")
+            except UnicodeEncodeError:
+                # non-ASCII text (a Chinese order reference) is stored as UTF-8, as append does
+                arr = np.asarray(col.encode("utf-8") if isinstance(col, str) else
+                                 [v.encode("utf-8") if isinstance(v, str) else v for v in col],
+                                 dtype="S")
+            arr = np.broadcast_to(arr, (n,))
             width = arr.dtype.itemsize
             if width > _TEXT_FIELDS[name]:
                 lens = np.char.str_len(arr)

@@ -307,3 +307,15 @@ def test_hash_chain_links_recompute_from_rows(make_journal):
     row = batch.rows[4].copy()
     row["amount"] += 1
     assert posfast.chain_link(j.link(4), row, batch.payloads[4]) != j.link(5)
+
+
+def test_non_ascii_text_is_stored_as_utf8_by_append_and_append_many(make_journal):
+    j = make_journal()
+    a = j.append(terminal=1, kind="sale", amount=1, client_ref="订单-7")
+    many = j.append_many({"terminal": [1, 1], "kind": "sale", "client_ref": ["订单-7", b"plain"]})
+    assert j.get(a).client_ref == j.get(many[0]).client_ref == "订单-7".encode("utf-8")
+    assert j.get(many[1]).client_ref == b"plain"
+    with pytest.raises(InvalidRecord, match="row 0: client_ref is 18 bytes, the field holds 16"):
+        j.append_many({"terminal": [1], "kind": "sale", "client_ref": ["订单订单订单"]})
+    with pytest.raises(InvalidRecord, match="client_ref=.* is 18 bytes, the field holds 16"):
+        j.append(terminal=1, kind="sale", client_ref="订单订单订单")

@@ -340,6 +340,13 @@ cdef class Ring:
             raise CorruptRecord("posfast: header of %s holds impossible sizes (slot %d, capacity %d, "
                                 "payload %d)" % (path, best["slot_size"], best["capacity"],
                                                  best["max_payload"]))
+        if not -14 * 60 <= best["day_offset_min"] <= 14 * 60 \
+                or not 0 <= best["day_start_min"] < 24 * 60 or best["retention"] > RETENTION_ARCHIVE:
+            # (a valid CRC over such values: written by something else, or crafted)
+            raise CorruptRecord("posfast: header of %s holds an impossible day rule or retention "
+                                "(UTC offset %d min, day start %d min, retention %d); restore it "
+                                "from a backup" % (path, best["day_offset_min"],
+                                                   best["day_start_min"], best["retention"]))
         self.slot_size = best["slot_size"]
         self.capacity = best["capacity"]
         self.max_payload = best["max_payload"]

@@ -216,3 +216,25 @@ def test_a_crafted_head_claiming_a_huge_seq_is_not_a_continuation(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     head, damaged, ok = proc.stdout.split()
     assert int(head) == 4 and int(damaged) == 0 and ok == "True"   # the damaged tail is dropped
+
+
+@pytest.mark.parametrize("field, offset, value", [
+    ("utc offset", 64, 1795162112), ("day start", 68, 24 * 60), ("retention", 72, 7)])
+def test_a_header_with_an_impossible_day_rule_or_retention_is_corrupt(tmp_path, field, offset,
+                                                                      value):
+    """Fuzz finding: a header copy with a valid CRC but a UTC offset of 1795162112 minutes made
+    Journal.open raise a bare ValueError from DayRule (and retention 7 a KeyError later, in
+    status()); both header copies are checked like the sizes: CorruptRecord naming the file."""
+    path = str(tmp_path / "hdr.pfj")
+    posfast.Journal.create(path, capacity=8).close()
+    with open(path, "r+b") as f:
+        for copy in (0, 4096):
+            f.seek(copy)
+            head = bytearray(f.read(128))
+            struct.pack_into("<I", head, offset, value & 0xFFFFFFFF)
+            struct.pack_into("<I", head, 124, _core.crc32c(bytes(head[:124])))
+            f.seek(copy)
+            f.write(head)
+    for readonly in (True, False):
+        with pytest.raises(posfast.CorruptRecord, match="impossible day rule or retention.*hdr"):
+            posfast.Journal.open(path, readonly=readonly)

@@ -513,6 +513,10 @@ class Journal(PaymentsMixin, DayCloseMixin):
         """Records first_seq..last_seq (inclusive) with payloads and links, for sync."""
         asked = int(first_seq)
         with self._mutex:
+            if not self.readonly and self._ring.unsynced_writes:
+                # what leaves the terminal must survive a power cut here first (batch mode),
+                # or the seqs could be issued again with other records after one
+                self._ring.sync()
             for attempt in range(4):
                 self._refresh()
                 ring = self._ring

@@ -720,9 +720,35 @@ cdef class Ring:
             raise JournalClosed("posfast: journal %s is closed" % (self.path,))
         with nogil:
             self._walk()
-        if self.head_seq == before and self.next_pos and self._check_at(self.next_pos, 0) == CHK_STALE:
+        if self._lapped():
             return -1
         return self.head_seq - before
+
+    cdef bint _lapped(self) noexcept nogil:
+        # Has the writer gone round the ring past this (read-only) handle's view?  Then its
+        # newest record is overwritten, or its tail slot holds a head of a later lap.  (A
+        # check for seq 0 never says "stale", so that cannot be what tells.)
+        cdef uint64_t head_pos, q, slot = (self.next_pos - 1) % self.capacity
+        if self.head_seq >= self.oldest_seq:
+            head_pos = self.pos_of[(self.head_seq - 1) % self.capacity]
+            if head_pos and self._check_at(head_pos, self.head_seq) != CHK_OK:
+                return True
+        if slot < self.avail_slots:
+            q = pf_ld64(self._slot_ptr(slot) + PFR_POS)
+            if q > self.next_pos and (q - 1) % self.capacity == slot and self._check_at(q, 0) == CHK_OK:
+                return True
+        return False
+
+    cdef bint _overwritten_since(self, uint64_t pos) noexcept nogil:
+        # Read-only handles lag the writer: has it written position pos + capacity by now
+        # (evicting the record at pos), following its records on from this handle's tail?
+        cdef uint64_t q = self.next_pos, seq = self.head_seq + 1
+        if self._lapped():
+            return True
+        while q <= pos + self.capacity and self._check_at(q, seq) == CHK_OK:
+            q += self._nslots_at(q)
+            seq += 1
+        return q > pos + self.capacity
 
     # ------------------------------------------------------------------ append
     def plan(self, const uint16_t[::1] payload_lens):
@@ -988,9 +1014,8 @@ cdef class Ring:
         if r != CHK_OK and not self.writable:
             # A reader's view lags the writer: if the writer has lapped the record since
             # (its slot now holds a newer record or a newer record's payload), it is gone.
-            with nogil:
-                self._walk()
-            if r == CHK_STALE or seq < self.oldest_seq:
+            # Look without moving this handle on: the Journal indexes only what refresh() adds.
+            if r == CHK_STALE or (pos and self._overwritten_since(pos)):
                 raise KeyError(seq)
         if r != CHK_OK:
             raise CorruptRecord("posfast: record seq %d of %s (slot %s) is damaged: %s. It is not "

@@ -1081,6 +1081,7 @@ cdef class Ring:
         cdef uint8_t link[16]
         cdef const uint8_t *h
         cdef uint64_t plen, slot, start, ring_bytes = self.capacity * self.slot_size, first
+        cdef uint64_t prev_pos = 0     # (a reader re-checks: evicted under it is not damage)
         problems = []
         if self.fd < 0:
             raise JournalClosed("posfast: journal %s is closed" % (self.path,))
@@ -1103,6 +1104,10 @@ cdef class Ring:
             slot = (pos - 1) % self.capacity
             with nogil:
                 r = self._check_at(pos, seq)
+            if r != CHK_OK and not self.writable and self._overwritten_since(pos):
+                have_prev = False       # a reader's view lags: the writer evicted it since
+                seq += 1
+                continue
             if r != CHK_OK:
                 detail = CAUSES[r]
                 if r == CHK_STALE:
@@ -1122,9 +1127,11 @@ cdef class Ring:
                 with nogil:
                     _link_of(prev, h, self.map + PF_DATA_OFFSET + start, first,
                              self.map + PF_DATA_OFFSET, plen - first, link)
-                if memcmp(link, h + PFR_LINK, 16) != 0:
+                if memcmp(link, h + PFR_LINK, 16) != 0 and not (
+                        not self.writable and self._overwritten_since(prev_pos or pos)):
                     problems.append((seq, slot, CHK_CHAIN, CAUSES[CHK_CHAIN]))
             memcpy(prev, h + PFR_LINK, 16)
+            prev_pos = pos
             have_prev = True
             seq += 1
         return checked, problems

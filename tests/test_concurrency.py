@@ -122,6 +122,10 @@ READER = textwrap.dedent("""
             counts.append(len(seqs))
             heads.append(head)
             polls += 1
+            if polls % 10 == 0:
+                report = j.verify()         # while the writer goes on: no false damage
+                if not report.ok:
+                    problems.append(str(report))
         report = j.verify()
     print(json.dumps({"polls": polls, "problems": problems[:20], "counts": counts, "gone": gone,
                       "heads": heads, "verify_ok": report.ok}), flush=True)
@@ -215,3 +219,37 @@ def test_threads_appending_and_querying(make_journal, durability):
     j.close()
     with posfast.Journal.open(j.path) as again:
         assert again.head_seq == writers * per_thread and again.verify().ok
+
+
+def test_reader_lapped_by_the_writer_catches_up(make_journal):
+    j = make_journal(capacity=64, retention="overwrite", durability="none")
+    append_expected(j, range(1, 11))
+    with posfast.Journal.open(j.path, readonly=True) as ro:
+        assert ro.head_seq == 10
+        append_expected(j, range(11, 300))             # several laps while the reader looks away
+        assert (ro.head_seq, ro.oldest_seq) == (j.head_seq, j.oldest_seq)
+        assert ro.query().tolist() == j.query().tolist()
+        for terminal in range(1, 6):
+            assert ro.query(terminal=terminal).tolist() == j.query(terminal=terminal).tolist()
+        with pytest.raises(KeyError):
+            ro.get(5)
+        assert ro.verify().ok
+
+
+def test_reader_asking_for_a_record_evicted_since_it_looked(make_journal):
+    j = make_journal(capacity=64, retention="overwrite", durability="none")
+    for s in range(1, 41):
+        j.append(terminal=1, kind="sale", amount=s)
+    with posfast.Journal.open(j.path, readonly=True) as ro:
+        assert (ro.oldest_seq, ro.head_seq) == (1, 40)
+        for s in range(41, 81):                       # evicts 1..16, on another terminal
+            j.append(terminal=2, kind="sale", amount=s)
+        # the reader has not looked since: the record is gone, not damaged
+        with pytest.raises(KeyError):
+            ro._ring.get(3)
+        with pytest.raises(KeyError):
+            ro.get(3)
+        # and what the writer added since is indexed for the reader's lookups
+        assert ro.query(terminal=2)["amount"].tolist() == list(range(41, 81))
+        assert ro.last(terminal=2).seq == 80
+        assert ro.query(terminal=1)["amount"].tolist() == list(range(17, 41))

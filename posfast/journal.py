@@ -417,6 +417,8 @@ class Journal(PaymentsMixin, DayCloseMixin):
         """The Record of `seq`.  KeyError if it is not in the journal; CorruptRecord if damaged."""
         with self._mutex:
             self._refresh()
+            if not 0 < int(seq) < 1 << 64:
+                raise KeyError(seq)             # (not an OverflowError from the core's u64)
             try:
                 return self._ring.get(int(seq))
             except KeyError:

@@ -319,3 +319,11 @@ def test_non_ascii_text_is_stored_as_utf8_by_append_and_append_many(make_journal
         j.append_many({"terminal": [1], "kind": "sale", "client_ref": ["订单订单订单"]})
     with pytest.raises(InvalidRecord, match="client_ref=.* is 18 bytes, the field holds 16"):
         j.append(terminal=1, kind="sale", client_ref="订单订单订单")
+
+
+@pytest.mark.parametrize("seq", [0, -1, 2**64, 2**70, 2])
+def test_get_of_a_seq_not_in_the_journal_is_a_key_error(make_journal, seq):
+    j = make_journal()
+    j.append(terminal=1, kind="sale", amount=1)
+    with pytest.raises(KeyError):
+        j.get(seq)

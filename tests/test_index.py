@@ -236,3 +236,25 @@ def test_index_saved_while_a_record_was_damaged_does_not_outlive_a_restored_file
         assert restored.verify().ok
         assert restored.get(seq).to_dict() == expected_dict(seq, restored.day_rule)
         assert_index_matches_scan(restored)
+
+
+def test_time_day_and_state_filters_equal_a_scan(make_journal):
+    j = make_journal(capacity=512, day_rule=posfast.DayRule(utc_offset="+08:00", starts_at="04:00"))
+    rng = np.random.default_rng(4)
+    base = 1_795_320_000_000_000
+    n = 300
+    j.append_many({"terminal": rng.integers(1, 4, n), "kind": rng.choice([1, 2, 7], n),
+                   "state": rng.integers(0, 9, n), "ts": base + rng.integers(0, 6 * 86_400_000_000, n)})
+    rows = j.query()
+    for since, until in [(base, base + 86_400_000_000), (base + 5 * 3_600_000_000, base + 3 * 86_400_000_000 + 7),
+                         (base - 10, base + 10**12), (base + 10**9, base + 10**9)]:
+        want = (rows["ts"] >= since) & (rows["ts"] < until)
+        assert j.query(since=since, until=until)["seq"].tolist() == rows["seq"][want].tolist()
+        both = want & (rows["terminal"] == 2) & np.isin(rows["state"], [2, 3])
+        assert j.query(since=since, until=until, terminal=2, state=["approved", "declined"])["seq"].tolist() \
+            == rows["seq"][both].tolist()
+    for day in np.unique(rows["day"]).tolist():
+        assert j.query(day=day)["seq"].tolist() == rows["seq"][rows["day"] == day].tolist()
+        assert j.query(day=[day, day + 1])["seq"].tolist() == \
+            rows["seq"][np.isin(rows["day"], [day, day + 1])].tolist()
+    assert j.query(kind=["sale", "print"])["seq"].tolist() == rows["seq"][np.isin(rows["kind"], [1, 7])].tolist()

@@ -467,7 +467,10 @@ cdef class Ring:
         if slot >= self.avail_slots:
             return CHK_OUTSIDE
         h = self._slot_ptr(slot)
-        if pf_ld64(h + PFR_POS) != pos or pf_ld64(h + PFR_SEQ) == 0:
+        # every record takes a slot at least, so seq <= pos; and 2**62 positions are more than
+        # any terminal writes (crafted heads with absurd ones would overflow pos + capacity)
+        if pf_ld64(h + PFR_POS) != pos or pf_ld64(h + PFR_SEQ) == 0 or pf_ld64(h + PFR_SEQ) > pos \
+                or pos > (<uint64_t>1 << 62):
             return CHK_NOT_HEAD
         plen = pf_ld16(h + PFR_PAYLOAD_LEN)
         if plen > self.max_payload:

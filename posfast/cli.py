@@ -444,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload-bytes", type=int, default=0)
     p.add_argument("--slot-size", type=int, default=128)
     p.add_argument("--measure", action="store_true", help="fill a journal of that size to check")
+    p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_capacity)
     return parser
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -165,6 +166,10 @@ class Journal(PaymentsMixin, DayCloseMixin):
             raise ValueError("max_payload=%d: at most 65535 bytes" % max_payload)
         if capacity < 2:
             raise ValueError("capacity=%d: a journal needs at least 2 slots" % capacity)
+        if sys.maxsize < 2**32 and 8192 + capacity * slot_size > 1 << 30:
+            raise ValueError("capacity=%d of %d-byte slots makes a %d-byte journal: over 1 GiB needs a "
+                             "64-bit CPU; use a smaller capacity on this terminal (posfast capacity "
+                             "--budget ...)" % (capacity, slot_size, 8192 + capacity * slot_size))
         jid = (journal_id or uuid.uuid4())
         jid = jid.bytes if isinstance(jid, uuid.UUID) else bytes(jid)
         if os.path.exists(path):
@@ -589,6 +594,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
                 "readonly": self.readonly,
                 "damaged_at_open": len(ring.damaged),
                 "torn_at_open": len(ring.torn),
+                "archive": self.archive.status() if self.archive is not None else None,
             }
 
     def verify(self, check_index=True) -> VerifyReport:

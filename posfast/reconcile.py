@@ -1137,8 +1137,8 @@ def _receipts(journal, rows, jtx, wanted, out):
                 copy, _name(State, p["state"]), int(p["seq"]), why)))
     # approved payments and their prints
     needs = (jtx["state"] == _APPROVED) & np.isin(jtx["kind"], _RECEIPT_KINDS)
-    ok = np.bincount(pos[in_day & (state == State.OK)], minlength=len(jtx))
-    unknown = np.bincount(pos[in_day & (state == State.UNKNOWN)], minlength=len(jtx))
+    ok = np.bincount(pos[in_day & (state == State.OK)].astype(np.intp), minlength=len(jtx))
+    unknown = np.bincount(pos[in_day & (state == State.UNKNOWN)].astype(np.intp), minlength=len(jtx))
     for i in np.flatnonzero(needs & (ok == 0) & (unknown == 0)).tolist():
         failed = prints["seq"][in_day & (pos == i)].tolist()
         out.txn("transaction_without_receipt", jtx[i], extra_seqs=(),

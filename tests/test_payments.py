@@ -115,6 +115,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL does not exist on Windows")
 def test_crash_between_begin_and_finish_leaves_payment_in_doubt(tmp_path):
     path = tmp_path / "till.pfj"
     with posfast.Journal.create(path, capacity=1024) as j:

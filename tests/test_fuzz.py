@@ -238,3 +238,22 @@ def test_a_header_with_an_impossible_day_rule_or_retention_is_corrupt(tmp_path, 
     for readonly in (True, False):
         with pytest.raises(posfast.CorruptRecord, match=r"hdr\.pfj holds an impossible day rule"):
             posfast.Journal.open(path, readonly=readonly)
+
+
+def test_a_crafted_head_with_seq_beyond_its_position_is_not_a_record(tmp_path):
+    """Fuzz finding: a head with a valid CRC claiming seq 1.7e19 at position 5.4e18 became the
+    newest record (head_seq near 2**64) and close() then failed packing it into the index with
+    struct.error.  Every record takes a slot, so seq <= pos: such a head is not a record."""
+    path = str(tmp_path / "seq.pfj")
+    with posfast.Journal.create(path, capacity=8) as j:
+        for n in range(3):
+            j.append(terminal=1, kind="sale", amount=n)
+    os.unlink(path + ".idx")
+    # slot 3 (empty): a head for position 5.4e18 (slot 3 of a far lap) claiming seq 1.7e19
+    pos = 5352056807292848714 - (5352056807292848714 - 4) % 8
+    _reseal(path, 3, lambda h: (struct.pack_into("<Q", h, 8, 16717361816799281152),
+                                struct.pack_into("<Q", h, 16, pos)))
+    with posfast.Journal.open(path) as j:
+        assert (j.oldest_seq, j.head_seq) == (1, 3) and j.verify().ok
+    with posfast.Journal.open(path) as j:                   # the index close() saved loads
+        assert j.head_seq == 3

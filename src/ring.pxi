@@ -827,8 +827,12 @@ cdef class Ring:
                                                       self.sync_watermark + 1))
         first_seq = self.head_seq + 1
         i = 0
-        buf = <uint8_t *>malloc(GROUP_SLOTS_MAX * <size_t>self.slot_size
-                                + (PF_MAX_PAYLOAD + PFR_HEAD_SIZE))
+        # as large as a group can get (at most half the ring, and no more than these records
+        # take, plus one oversize record) -- not GROUP_SLOTS_MAX slots: with 64 KiB slots that
+        # was a 4 GiB malloc at every append
+        gslots = min(<uint64_t>GROUP_SLOTS_MAX, max(<uint64_t>1, self.capacity // 2), total_slots)
+        buf = <uint8_t *>malloc(gslots * <size_t>self.slot_size
+                                + (PF_MAX_PAYLOAD + PFR_HEAD_SIZE) + self.slot_size)
         if buf == NULL:
             raise MemoryError()
         try:

@@ -257,3 +257,23 @@ def test_a_crafted_head_with_seq_beyond_its_position_is_not_a_record(tmp_path):
         assert (j.oldest_seq, j.head_seq) == (1, 3) and j.verify().ok
     with posfast.Journal.open(path) as j:                   # the index close() saved loads
         assert j.head_seq == 3
+
+
+def test_append_with_64k_slots_allocates_what_it_writes(tmp_path):
+    """Fuzz finding (out-of-memory: malloc(2155937919) in append): append took a buffer of
+    65536 slots whatever it wrote, 4 GiB with the 64 KiB slots create allows.  Appending to
+    such a journal under a 1.5 GiB address-space cap must work."""
+    path = str(tmp_path / "big.pfj")
+    posfast.Journal.create(path, capacity=4, slot_size=65536, max_payload=65535).close()
+    child = (
+        "import resource, sys, posfast\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))\n"
+        "with posfast.Journal.open(sys.argv[1]) as j:\n"
+        "    j.append(terminal=1, kind='note', payload=b'x' * 65535)\n"
+        "    j.append_many({'terminal': [1, 2], 'kind': 'sale'})\n"
+        "    print(j.head_seq, len(j.get(1).payload))\n")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", child, path], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["3", "65535"]

@@ -16,8 +16,8 @@ from posfast import CorruptRecord, FormatVersionError, PosfastError
 from posfast import _core
 
 from conftest import (DATA_OFFSET, append_expected, assert_index_matches_scan, drop_without_close,
-                      expected_dict, flip_byte, header_bytes, read_at, record_span, unpack_header,
-                      write_at)
+                      expected_dict, flip_byte, header_bytes, read_at, record_span, state_of,
+                      unpack_header, write_at)
 
 def build(make_journal, n=40, capacity=256, **kw):
     """A journal of n deterministic records written one append each, closed."""
@@ -164,8 +164,11 @@ def test_flipped_record_in_the_middle_is_reported_after_reopen(make_journal, fie
     slot = j._ring.slot_of(victim)
     j.close()
     flip_byte(j.path, span[field_offset % len(span)], 0x01)
-    for readonly in (True, False, False):
+    states = []
+    for readonly in (True, False, False, True):
         with posfast.Journal.open(j.path, readonly=readonly) as again:
+            states.append({k: v for k, v in state_of(again).items() if k != "problems"}
+                          | {"reported": sorted(p.seq for p in again.verify().problems)})
             assert (again.oldest_seq, again.head_seq) == (1, 40)
             assert_not_returned(again, victim)
             problem = assert_reported(again, victim)
@@ -173,6 +176,8 @@ def test_flipped_record_in_the_middle_is_reported_after_reopen(make_journal, fie
             rows = check_nothing_bad_returned(again)
             assert rows["seq"].tolist() == [s for s in range(1, 41) if s != victim]
             assert again.get(40).to_dict() == expected_dict(40, again.day_rule)
+    assert all(state == states[0] for state in states)       # every open says the same
+    assert states[0]["reported"] == [victim]
 
 
 def test_damaged_record_stays_reported_as_the_journal_grows(make_journal):

@@ -203,8 +203,11 @@ def run_round(tmp_path, retention, capacity, durability, seconds, readers, kill_
         assert res["heads"][0] <= final
     with posfast.Journal.open(path) as j:
         assert j.head_seq == final and j.verify().ok
-    return dict(final_seq=final, polls=sum(r["polls"] for r in results),
-                chained=sum(r["chained"] for r in results), restarts=restarts)
+    got = dict(final_seq=final, polls=sum(r["polls"] for r in results),
+               chained=sum(r["chained"] for r in results), restarts=restarts, readers=readers)
+    import _powerloss
+    _powerloss.report("multiprocess-%s-%s" % (retention, durability), **got)
+    return got
 
 
 def test_readers_beside_a_writer_that_is_killed_and_replaced(tmp_path):

@@ -668,6 +668,7 @@ class Tally:
     torn_images: int = 0          # images whose recovery dropped a torn tail
     recovery_crash_images: int = 0
     sessions: int = 0
+    false_alarms: int = 0         # images where records a write in flight had evicted read as damaged
 
     def add(self, other):
         for name in self.__dataclass_fields__:
@@ -708,6 +709,8 @@ def check_recording(rec, workdir, rng, per_point=2, exhaustive=False, recovery_v
                                 readonly_too=(n % readonly_every == 0))
             tally.images += 1
             tally.opens += 4 if n % readonly_every == 0 else 3
+            if None in state[3]:
+                tally.false_alarms += 1
             got = 0
             if recovery_variants:
                 got = check_recovery_crashes(rec, images, k, image, with_index, path, what, rng,

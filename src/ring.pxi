@@ -647,6 +647,10 @@ cdef class Ring:
                 # the snapshot says a record was lost: let a scan look again (the file may
                 # have been restored since), rather than keep reporting a record that is there
                 return False
+        if self.retention != RETENTION_OVERWRITE and oldest_seq > self.sync_watermark + 1:
+            # records the back office never acknowledged cannot have been evicted: they were
+            # lost, and only a scan reports that (on every open, not just the first)
+            return False
         if oldest_seq > 1:
             # An intact record of oldest_seq - 1 just before the oldest one: the ring holds
             # more than the snapshot knew (it had found that record damaged, and the file was

@@ -430,3 +430,17 @@ def test_verify_blames_the_damaged_record_not_the_index(make_journal):
     assert [(p.seq, p.code) for p in report.problems] == [(9, 2)]
     assert "checksum mismatch" in report.problems[0].cause
     assert_index_matches_scan(j)
+
+
+def test_lost_unsynced_oldest_record_is_reported_on_every_open(make_journal):
+    """Retention 'synced': the index file saved after the first open must not make the
+    next opens forget that seq 1, never acknowledged, is lost."""
+    j = build(make_journal, n=10, capacity=64)
+    flip_byte(j.path, record_span(j, 1)[20])
+    j.close()
+    os.unlink(j.path + ".idx")
+    for _ in range(3):
+        with posfast.Journal.open(j.path) as again:
+            assert again.oldest_seq == 2
+            problems = again.verify().problems
+            assert [(p.seq, "lost" in p.cause) for p in problems] == [(1, True)]

@@ -4,6 +4,7 @@ format, and journal sizes are handled in 64-bit offsets (refused clearly where a
 32-bit terminal cannot map them).  cibuildwheel and .ci/wheel-check run this
 file, with the rest of the suite, against the installed wheel."""
 import importlib.machinery
+import json
 import os
 import platform
 import struct
@@ -102,6 +103,8 @@ def test_installed_distribution_matches_the_package():
         dist = distribution("posfast")
     except PackageNotFoundError:
         pytest.skip("posfast is imported from a source tree, not an installed wheel")
+    if json.loads(dist.read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable"):
+        pytest.skip("posfast is installed in editable mode (pip install -e): no wheel to check")
     if os.path.dirname(os.path.abspath(posfast.__file__)) not in \
             [os.path.dirname(os.path.abspath(str(dist.locate_file("posfast/__init__.py"))))]:
         pytest.skip("an installed posfast exists but this run imports another copy")

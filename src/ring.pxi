@@ -591,6 +591,16 @@ cdef class Ring:
             # the lost seqs must fit in the slots between (each record takes one at least)
             if first_pos <= self.next_pos or first_seq <= gap_seq or \
                     first_seq - gap_seq > first_pos - self.next_pos:
+                # Heads ahead that fit neither story (a file edited or crafted): not ours.
+                # Left in place, the next appends could make them look like records behind
+                # damage (found by fuzzing), so a writer drops them as it does a torn tail.
+                ahead = sorted(h for h in low if h[0] > self.head_seq and h[1] >= self.next_pos)
+                for seq, pos, _ in ahead:
+                    self.torn.append((seq, (pos - 1) % self.capacity))
+                if self.writable and not self.failed and ahead:
+                    for seq, pos, _ in ahead:
+                        self._zero_head(pos)
+                    self._sync()
                 return 0
             for seq in range(gap_seq, first_seq):
                 self.damaged.append((seq, (self.next_pos - 1) % self.capacity,

@@ -277,3 +277,30 @@ def test_append_with_64k_slots_allocates_what_it_writes(tmp_path):
                           timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["3", "65535"]
+
+
+def test_heads_ahead_that_recovery_does_not_adopt_are_dropped(tmp_path):
+    """Fuzz finding: recovery stopped at seq 3 (its head sat one slot too far, at position 4)
+    and left the heads ahead of the tail in place; after the writer appended seq 3, the next
+    open took the stale seq 5 for a record behind damage (seq 4 "lost") -- a record this
+    history never wrote.  Heads ahead that recovery does not adopt are dropped like a torn tail."""
+    path = str(tmp_path / "ahead.pfj")
+    with posfast.Journal.create(path, capacity=12) as j:
+        for n in range(5):
+            j.append(terminal=1, kind="sale", amount=n)
+    os.unlink(path + ".idx")
+    with open(path, "r+b") as f:                 # move seq 3's head from slot 2 to slot 3
+        f.seek(_core.DATA_OFFSET + 2 * 128)
+        head3 = f.read(128)
+        f.seek(_core.DATA_OFFSET + 2 * 128)
+        f.write(bytes(128))
+        f.seek(_core.DATA_OFFSET + 3 * 128)
+        f.write(head3)
+    _reseal(path, 3, lambda h: struct.pack_into("<Q", h, 16, 4))          # claims position 4
+    with posfast.Journal.open(path) as j:
+        assert j.head_seq == 2 and sorted(s for s, _ in j._ring.torn) == [3, 5]
+        assert j.append(terminal=9, kind="note") == 3
+    with posfast.Journal.open(path) as j:
+        assert j.head_seq == 3 and j.get(3).terminal == 9 and j.verify().ok
+        with pytest.raises(KeyError):
+            j.get(5)

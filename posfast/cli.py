@@ -156,6 +156,11 @@ def cmd_last(args):
         print(json.dumps(info, ensure_ascii=False, indent=1))
         return 0
     print(_last_text(info))
+    if info.get("damaged_newer"):
+        print("WARNING: newer record(s) %s of this journal are damaged and may belong to terminal %d: "
+              "this may not be its last transaction. Ask the host, and run `posfast verify`."
+              % (", ".join(map(str, info["damaged_newer"][:10])), info["terminal"]))
+        return 4
     return 0
 
 

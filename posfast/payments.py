@@ -212,7 +212,12 @@ class PaymentsMixin:
         walked = self._walk_back(terminal, stop_at_begin=True)
         if not walked:
             return None
-        return self._summary_of(walked[-1], walked)
+        summary = self._summary_of(walked[-1], walked)
+        # A damaged record cannot say which terminal it was: any newer than the answer
+        # may be this terminal's real last transaction, so the answer says so.
+        summary["damaged_newer"] = sorted(seq for seq, _slot, _why in self._ring.damaged
+                                          if summary["seq"] < seq <= self._ring.head_seq)
+        return summary
 
     def _walk_back(self, terminal, stop_at_begin=False, down_to=0, limit=_LOOKBACK):
         # Newest-first records of one terminal until the newest payment begin (or seq
@@ -275,6 +280,7 @@ class PaymentsMixin:
             "receipt_printed": any(p.state == State.OK for p in prints),
             "print_attempts": len(prints),
             "training": bool(current.flags & Flag.TRAINING),
+            "damaged_newer": [],
         }
 
     # ---------------------------------------------------------------- writes

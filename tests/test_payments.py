@@ -134,3 +134,25 @@ def test_crash_between_begin_and_finish_leaves_payment_in_doubt(tmp_path):
         j.resolve(txn, "reversed")
         assert j.in_doubt() == []
         assert j.last_transaction(2)["state"] == "reversed"
+
+
+def test_last_transaction_warns_when_a_newer_record_is_damaged(tmp_path):
+    import os
+    from posfast import _core
+    path = tmp_path / "till.pfj"
+    with posfast.Journal.create(path, capacity=64) as j:
+        first = j.begin_payment(terminal=3, amount=100)
+        j.finish_payment(first, "approved")
+        newer = j.begin_payment(terminal=3, amount=999)
+        j.append(terminal=4, kind="note")                 # the newest record stays intact
+        slot = j._ring.slot_of(newer)
+    os.remove(str(path) + ".idx")                          # reopen must scan, as after a crash
+    with open(path, "r+b") as f:                           # flip a byte of the newer payment
+        f.seek(_core.DATA_OFFSET + slot * 128 + 60)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with posfast.Journal.open(path) as j:
+        info = j.last_transaction(3)
+        assert info["txn_id"] == first                     # all the intact records can say
+        assert info["damaged_newer"] == [newer]            # ... and that it may not be the last

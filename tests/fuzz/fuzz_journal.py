@@ -23,7 +23,9 @@ Input layout (compact, so mutations land on fields rather than on header padding
 The only exceptions allowed out are posfast's own (PosfastError), KeyError from get() of a
 seq that is not live, and ValueError from set_sync_watermark moving backwards.
 """
+import atexit
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -49,6 +51,7 @@ FLAG_READONLY, FLAG_INDEX, FLAG_RAW, FLAG_APPEND, FLAG_RESEAL = 1, 2, 4, 8, 16
 _DIR = tempfile.mkdtemp(prefix="posfast-fuzz-",
                         dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 PATH = os.path.join(_DIR, "j.pfj")
+atexit.register(shutil.rmtree, _DIR, True)
 
 
 def encode(journal_bytes, index_bytes=None, flags=FLAG_INDEX):

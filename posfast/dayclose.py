@@ -616,34 +616,12 @@ def render_z_report(close: DayClose, width: int = 42, merchant: str = "", tz=Non
 def render_z_escpos(close: DayClose, width: int = 42, encoding: str = "gb18030", merchant: str = "",
                     tz=None, cut: bool = True) -> bytes:
     """The Z-report as ESC/POS bytes for a `width`-column receipt printer."""
-    from .escpos import EscposBuilder, _printer_measure, _printer_prepare
-    from .receipt import LEFT, _check_width
+    from .escpos import EscposBuilder, _printer_measure, _printer_prepare, emit_lines
+    from .receipt import _check_width
     builder = EscposBuilder(encoding)
     lines = _z_lines(close, _check_width(width), _printer_measure(builder.encoding),
                      _printer_prepare(builder.encoding), builder.chinese, True, merchant, tz)
-    builder.init().select_encoding()
-    align, bold, size = LEFT, False, (1, 1)
-    for line in lines:
-        line_size = (2 if line.wide else 1, 2 if line.tall else 1)
-        if line.align != align:
-            builder.align(line.align)
-            align = line.align
-        if line.bold != bold:
-            builder.bold(line.bold)
-            bold = line.bold
-        if line_size != size:
-            builder.size(*line_size)
-            size = line_size
-        builder.text(line.text.rstrip(" ") if line.align == LEFT else line.text.strip(" ")).newline()
-    if bold:
-        builder.bold(False)
-    if size != (1, 1):
-        builder.size(1, 1)
-    if align != LEFT:
-        builder.align(LEFT)
-    if cut:
-        builder.feed(2).cut(partial=True)
-    return bytes(builder)
+    return emit_lines(builder, lines, code=None, cut=cut)
 
 
 def _journal_tz(journal):

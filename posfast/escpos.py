@@ -259,6 +259,12 @@ def render_escpos(receipt: Receipt, width: int = 42, copy: int = 0, reprinted_at
                    measure=_printer_measure(builder.encoding),
                    prepare=_printer_prepare(builder.encoding),
                    chinese=builder.chinese, double_title=True)
+    return emit_lines(builder, lines, code=code, qr_module_size=qr_module_size, cut=cut)
+
+
+def emit_lines(builder: "EscposBuilder", lines, code: Optional[str] = "qr", qr_module_size: int = 6,
+               cut: bool = True) -> bytes:
+    """Laid-out lines (receipt or Z-report) to ESC/POS: init, styles as they change, cut."""
     builder.init().select_encoding()
     align, bold, size = LEFT, False, (1, 1)
     for line in lines:

@@ -304,3 +304,27 @@ def test_heads_ahead_that_recovery_does_not_adopt_are_dropped(tmp_path):
         assert j.head_seq == 3 and j.get(3).terminal == 9 and j.verify().ok
         with pytest.raises(KeyError):
             j.get(5)
+
+
+def test_a_journal_at_the_end_of_its_positions_refuses_appends(tmp_path):
+    """Fuzz finding: a crafted head at position 2**62 (the most a head may claim) was adopted,
+    and the writer appended past it, at a position no open accepts, so the record it had
+    acknowledged was gone on reopen.  Appends that would go past 2**62 are refused."""
+    path = str(tmp_path / "end.pfj")
+    with posfast.Journal.create(path, capacity=12, retention="overwrite") as j:
+        j.append(terminal=1, kind="sale", amount=1)
+    os.unlink(path + ".idx")
+    slot = (2 ** 62 - 1) % 12                            # the slot of position 2**62
+    with open(path, "r+b") as f:                         # a copy of seq 1's head there...
+        f.seek(_core.DATA_OFFSET)
+        head = f.read(128)
+        f.seek(_core.DATA_OFFSET + slot * 128)
+        f.write(head)
+    _reseal(path, slot, lambda h: (struct.pack_into("<Q", h, 8, 2),            # ...as seq 2
+                                   struct.pack_into("<Q", h, 16, 2 ** 62)))    # at 2**62
+    with posfast.Journal.open(path) as j:
+        assert j.head_seq == 2 and j._ring.next_pos == 2 ** 62 + 1
+        with pytest.raises(posfast.JournalFull, match="used up its record positions"):
+            j.append(terminal=1, kind="sale", amount=2)
+    with posfast.Journal.open(path) as j:
+        assert j.head_seq == 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ import time
 import numpy as np
 
 from .journal import Journal
-from .records import DayRule, Flag, Kind, Method, State, day_number, day_to_date
+from .records import DayRule, Kind, Method, State, day_to_date
 
 STORE = "好又多超市 Haoyouduo Market"
 ITEMS = [("宫保鸡丁 Kung Pao chicken", 3800), ("Cola 330ml", 350), ("米饭 Rice", 200),
@@ -57,7 +56,6 @@ def _local(ts_us):
 
 def _history(journal, rng, days, terminals, today):
     """The past days: sales, refunds, voids and declines, appended in bulk per day."""
-    from .receipt import Receipt  # noqa: F401  (receipt module is part of the demo)
     receipt_no = {t: 0 for t in range(1, terminals + 1)}
     written = 0
     for back in range(days - 1, 0, -1):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, List, Optional, Tuple, Union
 
-from posfast.receipt import CENTER, LEFT, RIGHT, Receipt, layout, _sanitize
+from posfast.receipt import CENTER, LEFT, Receipt, layout, _sanitize
 
 __all__ = [
     "EscposBuilder",

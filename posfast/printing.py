@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import errno
 import json
 import os
 import select

@@ -32,8 +32,8 @@ import datetime as _dt
 import json
 import operator
 import unicodedata
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from posfast.errors import InvalidRecord
 

@@ -20,6 +20,7 @@ DURABILITY_FSYNC = 2
 # which bounds both the write buffer and how far a torn tail can reach.
 DEF GROUP_SLOTS_MAX = 65536
 DEF READ_AHEAD = 16         # records prefetched ahead in read_rows
+DEF SCAN_CHUNK_BYTES = 1048576   # one pread of a whole-file scan
 
 # Outcome codes of _check_at (also the verify causes).
 DEF CHK_OK = 0
@@ -520,17 +521,50 @@ cdef class Ring:
     cdef list _heads_ahead(self):
         # Every intact head after the tail, by position: a torn group or records behind
         # damage.  (A torn group may already have overwritten the oldest records' slots.)
-        cdef uint64_t slot, pos
+        cdef uint64_t slot = 0, pos, k, got
         cdef const uint8_t *h
+        cdef uint8_t *buf = self._scan_buffer()
         found = []
-        for slot in range(self.avail_slots):
-            h = self._slot_ptr(slot)
-            pos = pf_ld64(h + PFR_POS)
-            if pos >= self.next_pos and (pos - 1) % self.capacity == slot \
-                    and pf_ld64(h + PFR_SEQ) > self.head_seq and self._check_at(pos, 0) == CHK_OK:
-                found.append((pos, pf_ld64(h + PFR_SEQ), pf_ld16(h + PFR_GROUP_OFF)))
+        try:
+            while slot < self.avail_slots:
+                got = self._read_slots(slot, buf)
+                for k in range(got):
+                    h = buf + k * self.slot_size
+                    pos = pf_ld64(h + PFR_POS)
+                    if pos >= self.next_pos and (pos - 1) % self.capacity == slot + k \
+                            and pf_ld64(h + PFR_SEQ) > self.head_seq \
+                            and self._check_at(pos, 0) == CHK_OK:
+                        found.append((pos, pf_ld64(h + PFR_SEQ), pf_ld16(h + PFR_GROUP_OFF)))
+                slot += got
+        finally:
+            free(buf)
         found.sort()
         return found
+
+    cdef inline uint64_t _chunk_slots(self) noexcept nogil:
+        return SCAN_CHUNK_BYTES // self.slot_size if self.slot_size < SCAN_CHUNK_BYTES else 1
+
+    cdef uint8_t *_scan_buffer(self) except NULL:
+        cdef uint8_t *buf = <uint8_t *>malloc(self._chunk_slots() * <size_t>self.slot_size)
+        if buf == NULL:
+            raise MemoryError()
+        return buf
+
+    cdef uint64_t _read_slots(self, uint64_t slot, uint8_t *buf) except? 0:
+        # Whole-file scans read through pread, not the map: the page cache still serves
+        # them, but they leave no file pages mapped into the process (its RSS stays small).
+        cdef uint64_t n = self.avail_slots - slot
+        cdef long long r
+        if n > self._chunk_slots():
+            n = self._chunk_slots()
+        with nogil:
+            r = pf_pread(self.fd, buf, n * self.slot_size, PF_DATA_OFFSET + slot * self.slot_size)
+        if r < 0:
+            raise IOFailure(pf_errno(), "posfast: cannot read %s while recovering: %s"
+                            % (self.path, _os.strerror(pf_errno())))
+        if <uint64_t>r < n * self.slot_size:
+            memset(buf + r, 0, n * self.slot_size - <uint64_t>r)
+        return n
 
     cdef int _finish_recovery(self) except -1:
         # The walk stopped.  Records after the stop are either the torn rest of
@@ -689,20 +723,28 @@ cdef class Ring:
 
     def recover_scan(self):
         """Rebuild the live range from a scan of every slot (no usable index)."""
-        cdef uint64_t slot, pos, seq, best_seq = 0, best_pos = 0, end, start_seq, start_pos
+        cdef uint64_t slot = 0, pos, seq, best_seq = 0, best_pos = 0, end, start_seq, start_pos
+        cdef uint64_t k, got
         cdef const uint8_t *h
+        cdef uint8_t *buf = self._scan_buffer()
         heads = []
-        for slot in range(self.avail_slots):
-            h = self._slot_ptr(slot)
-            pos = pf_ld64(h + PFR_POS)
-            if pos == 0 or (pos - 1) % self.capacity != slot:
-                continue
-            if self._check_at(pos, 0) != CHK_OK:
-                continue
-            seq = pf_ld64(h + PFR_SEQ)
-            heads.append((seq, pos))
-            if seq > best_seq:
-                best_seq, best_pos = seq, pos
+        try:
+            while slot < self.avail_slots:
+                got = self._read_slots(slot, buf)
+                for k in range(got):
+                    h = buf + k * self.slot_size
+                    pos = pf_ld64(h + PFR_POS)
+                    if pos == 0 or (pos - 1) % self.capacity != slot + k:
+                        continue
+                    if self._check_at(pos, 0) != CHK_OK:
+                        continue
+                    seq = pf_ld64(h + PFR_SEQ)
+                    heads.append((seq, pos))
+                    if seq > best_seq:
+                        best_seq, best_pos = seq, pos
+                slot += got
+        finally:
+            free(buf)
         self.head_seq = 0
         self.oldest_seq = 1
         self.next_pos = 1

@@ -115,6 +115,19 @@ class Index:
             if seq > self.newest.get(name, 0):
                 self.newest[name] = seq
 
+    def merge(self, other: "Index") -> None:
+        """Add everything `other` indexes (built beside an append) to this index."""
+        for mine, theirs in ((self.by_day, other.by_day), (self.by_terminal, other.by_terminal),
+                             (self.by_kind, other.by_kind)):
+            for key, bm in theirs.items():
+                if key in mine:
+                    mine[key] |= bm
+                else:
+                    mine[key] = bm
+        for name, seq in other.newest.items():
+            if seq > self.newest.get(name, 0):
+                self.newest[name] = seq
+
     def compact(self, oldest: int) -> None:
         """Drop evicted seqs (below `oldest`) from every bitmap."""
         if oldest <= self.compacted_below:
@@ -186,7 +199,7 @@ class Index:
     # ------------------------------------------------------------------ file
     def save(self, path: str, journal_id: bytes, head_seq: int, oldest_seq: int,
              head_link: bytes, positions: np.ndarray) -> None:
-        """Write atomically (temp file, fsync, rename): a crash leaves the old or the new index."""
+        """Write through a temp file and a rename; the readers check it before trusting it."""
         self.compact(oldest_seq)
         chunks = [_HEAD.pack(_MAGIC, _VERSION, journal_id, head_seq, oldest_seq, head_link,
                              len(positions)),
@@ -205,8 +218,8 @@ class Index:
         with open(tmp, "wb") as f:
             f.write(body)
             f.write(struct.pack("<I", _core.crc32c(body)))
-            f.flush()
-            os.fsync(f.fileno())
+        # No fsync: the index is a cache.  A crash can leave it torn or stale, and then its
+        # CRC or its seq/link hint (checked against the ring at open) sends open to a rebuild.
         os.replace(tmp, path)
 
     @classmethod

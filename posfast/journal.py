@@ -37,6 +37,7 @@ _RETENTION = {"synced": _core.RETENTION_SYNCED, "overwrite": _core.RETENTION_OVE
               "archive": _core.RETENTION_ARCHIVE}
 _RETENTION_NAMES = {v: k for k, v in _RETENTION.items()}
 _EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
+_PARALLEL_INDEX_ROWS = 50_000   # bulk appends from this size index on a second thread
 _IS_PAYMENT = np.zeros(256, dtype=bool)   # by kind (u1): np.isin costs ~20 µs per append
 _IS_PAYMENT[[int(k) for k in PAYMENT_KINDS]] = True
 
@@ -404,10 +405,24 @@ class Journal(PaymentsMixin, DayCloseMixin):
                 last_evicted, _ = ring.plan(lens)
                 if last_evicted >= ring.oldest_seq:
                     self.on_evict(ring.oldest_seq, min(last_evicted, ring.sync_watermark))
-            got = ring.append(rows.view(np.uint8).reshape(n, RECORD_DTYPE.itemsize), buf, offsets)
+            rows["seq"] = seqs              # the core assigns seqs itself; the index needs them
+            raw = rows.view(np.uint8).reshape(n, RECORD_DTYPE.itemsize)
+            if n < _PARALLEL_INDEX_ROWS:
+                got = ring.append(raw, buf, offsets)
+                self.index.add_rows(rows)
+            else:
+                # The core releases the GIL while it encodes, hashes and writes: build this
+                # batch's bitmaps meanwhile, and merge them only once the records are written.
+                pending = Index()
+                worker = threading.Thread(target=pending.add_rows, args=(rows,),
+                                          name="posfast-index", daemon=True)
+                worker.start()
+                try:
+                    got = ring.append(raw, buf, offsets)
+                finally:
+                    worker.join()
+                self.index.merge(pending)
             assert got == first
-            rows["seq"] = seqs
-            self.index.add_rows(rows)
             self.index.maybe_compact(ring.oldest_seq, ring.capacity)
             return range(first, first + n)
 

@@ -14,9 +14,9 @@ Crash images
         completed): each write kept, dropped, or torn at sector granularity
         (512 B or 4 KiB pieces, each piece kept, dropped or garbage-filled),
         the surviving pieces applied in any order;
-    and the index file ``<path>.idx`` is either absent or the one the last clean
-    close left (it is written by plain Python I/O at close/flush, never through
-    the hook, so a crash can only leave an older one).
+    and the index file ``<path>.idx`` is absent, the one the last clean close
+    left, or a torn copy of that (it is written by plain Python I/O at close/flush,
+    never through the hook, and not fsynced: a crash leaves an older or torn one).
 
     Assumption: powersafe overwrite, as SQLite's unix VFS assumes by default
     (SQLITE_IOCAP_POWERSAFE_OVERWRITE): a torn write damages only the bytes it
@@ -303,6 +303,16 @@ class ImageFailure(AssertionError):
     pass
 
 
+def index_for(rec, with_index):
+    """The index file of an image: none, the last clean close's, or ("torn") a torn copy of it."""
+    if not with_index or rec.index is None:
+        return None
+    if with_index == "torn":
+        cut = len(rec.index) * 2 // 3
+        return rec.index[:cut] + bytes(min(512, len(rec.index) - cut))
+    return rec.index
+
+
 def write_image(path, image, index_bytes):
     with open(path, "wb") as f:
         f.write(image)
@@ -458,7 +468,7 @@ def check_image(rec, images, k, image, with_index, path, what, readonly_too=True
             os.makedirs(keep, exist_ok=True)
             n = len(os.listdir(keep))
             write_image(os.path.join(keep, "fail%d.pfj" % n), image,
-                        rec.index if with_index else None)
+                        index_for(rec, with_index))
             with open(os.path.join(keep, "fail%d.txt" % n), "w") as f:
                 f.write(what + "\n")
         raise
@@ -466,7 +476,7 @@ def check_image(rec, images, k, image, with_index, path, what, readonly_too=True
 
 def _check_image(rec, images, k, image, with_index, path, what, readonly_too):
     orc = oracle(rec, images, k)
-    idx = rec.index if with_index else None
+    idx = index_for(rec, with_index)
     write_image(path, image, idx)
     ro_state = None
     if readonly_too:
@@ -510,7 +520,7 @@ def check_recovery_crashes(rec, images, k, image, with_index, path, what, rng, e
     """Crash the recovery of `image` part-way (its own writes kept/dropped/torn); re-open must agree.
 
     Returns how many images were checked."""
-    idx = rec.index if with_index else None
+    idx = index_for(rec, with_index)
     write_image(path, image, idx)
     ops = recovery_writes(path, with_index)
     if not any(op == "write" for op, _, _ in ops):
@@ -700,10 +710,12 @@ def check_recording(rec, workdir, rng, per_point=2, exhaustive=False, recovery_v
         plans += [(images.random_fates(k, rng), rng.choice(SECTORS)) for _ in range(per_point)]
         for v, (fates, sector) in enumerate(plans):
             with_index = rec.index is not None and (v + k) % 2 == 0
+            if with_index and (v + k) % 3 == 0:
+                with_index = "torn"        # the index is not fsynced: a crash can tear it
             image = images.build(k, fates, rng, sector)
             what = "%s: crash after sync %d of %d, tail writes %s, %d-byte sectors, %s" % (
                 os.path.basename(rec.path), k, len(images.syncs), fates, sector,
-                "old index" if with_index else "no index")
+                {True: "old index", "torn": "torn old index"}.get(with_index, "no index"))
             n += 1
             state = check_image(rec, images, k, image, with_index, path, what,
                                 readonly_too=(n % readonly_every == 0))
@@ -726,7 +738,7 @@ def check_recording(rec, workdir, rng, per_point=2, exhaustive=False, recovery_v
 def chain_session(rec, workdir, image, with_index, wl, rng):
     """Open a crash image (recovery runs) and record a second session on top of it."""
     path = os.path.join(workdir, "chained-%s.pfj" % wl.name)
-    write_image(path, image, rec.index if with_index else None)
+    write_image(path, image, index_for(rec, with_index))
     return record_session(path, wl, rng)
 
 

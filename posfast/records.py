@@ -104,6 +104,10 @@ _INT_FIELDS = {"terminal": (0, 2**32 - 1), "receipt_no": (0, 2**32 - 1),
                "ref_seq": (0, 2**63 - 1), "amount": (-(2**63), 2**63 - 1),
                "ts": (-(2**62), 2**62), "flags": (0, 255)}
 _ENUM_FIELDS = {"kind": Kind, "state": State, "method": Method}
+_ENUM_TABLES = {}
+for _name, _cls in _ENUM_FIELDS.items():
+    _ENUM_TABLES[_name] = np.zeros(256, dtype=bool)
+    _ENUM_TABLES[_name][[int(m) for m in _cls]] = True
 FIELD_NAMES = ("ts", "terminal", "kind", "state", "method", "flags", "currency", "amount",
                "txn_id", "ref_seq", "receipt_no", "operator", "client_ref", "pan_last4",
                "auth_code", "rrn")
@@ -308,8 +312,9 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
                 arr = np.vectorize(mapping.__getitem__, otypes=[np.int64])(arr) if n else \
                     np.zeros(0, np.int64)
             arr = np.broadcast_to(np.asarray(arr, dtype=np.int64), (n,))
-            valid = np.array(sorted(int(m) for m in enum_cls))
-            bad = ~np.isin(arr, valid)
+            bad = (arr < 0) | (arr > 255)
+            if not bad.any():
+                bad = ~_ENUM_TABLES[name][arr]          # a 256-entry lookup: isin sorts
             if bad.any():
                 i = int(np.argmax(bad))
                 raise InvalidRecord("posfast: row %d: %s=%d is not a %s" % (i, name, arr[i],

@@ -219,11 +219,17 @@ class Journal(PaymentsMixin, DayCloseMixin):
         self.index = Index()
         self._index_range(ring.oldest_seq, ring.head_seq)
 
-    def _index_range(self, first, last, chunk=1 << 20):
+    def _index_range(self, first, last, index=None, chunk=1 << 20):
+        """Index the readable records first..last (into `index`, default the journal's own);
+        returns their seqs."""
+        index = self.index if index is None else index
+        readable = [np.zeros(0, dtype=np.uint64)]
         for start in range(first, last + 1, chunk):
             seqs = np.arange(start, min(last, start + chunk - 1) + 1, dtype=np.uint64)
             rows = self._gather(seqs)
-            self.index.add_rows(rows)
+            index.add_rows(rows)
+            readable.append(rows["seq"])
+        return np.concatenate(readable)
 
     def _flush_loop(self, interval):
         while not self._stop.wait(interval):
@@ -627,15 +633,11 @@ class Journal(PaymentsMixin, DayCloseMixin):
                                   list(ring.torn))
             if check_index:
                 rebuilt = Index()
-                seqs = np.arange(ring.oldest_seq, ring.head_seq + 1, dtype=np.uint64)
-                readable = [np.zeros(0, dtype=np.uint64)]
-                for start in range(0, len(seqs), 1 << 20):
-                    rows = self._gather(seqs[start:start + (1 << 20)])
-                    rebuilt.add_rows(rows)
-                    readable.append(rows["seq"])
+                readable = self._index_range(ring.oldest_seq, ring.head_seq, index=rebuilt)
                 # records that cannot be read back (damaged, or evicted meanwhile by the writer
                 # of a read-only handle) are indexed all the same: not the index's fault
-                unreadable = np.setdiff1d(seqs, np.concatenate(readable)).tolist()
+                seqs = np.arange(ring.oldest_seq, ring.head_seq + 1, dtype=np.uint64)
+                unreadable = np.setdiff1d(seqs, readable).tolist()
                 if not rebuilt.equals(self.index, ring.oldest_seq, ignore=unreadable):
                     report.problems.append(Problem(0, None, "index file disagrees with the records "
                                                    "(rebuilt in memory; it is rewritten on close)"))

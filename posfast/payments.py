@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InvalidRecord, PaymentError
-from .records import PAYMENT_KINDS, RECORD_DTYPE, Flag, Kind, Method, State
+from .records import PAYMENT_KINDS, Flag, Kind, Method, State
 
 _PAYMENT_KIND_VALUES = sorted(int(k) for k in PAYMENT_KINDS)
 _FINAL_STATES = {State.APPROVED, State.DECLINED, State.FAILED, State.REVERSED, State.VOIDED}
@@ -27,6 +27,11 @@ def _client_ref_key(value) -> bytes:
     if not value or len(value) > 16:
         raise InvalidRecord("posfast: client_ref must be 1..16 bytes, got %d" % len(value))
     return value
+
+
+def _own_payment_rows(rows, txn_id: int):
+    """The payment records of one txn (its begin and outcome; not its prints), seq order."""
+    return rows[(rows["txn_id"] == txn_id) & np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
 
 
 def _hash_refs(refs: np.ndarray) -> np.ndarray:
@@ -75,13 +80,13 @@ class _Catchup:
                 for ref, seq in zip(begins["client_ref"].tolist(), begins["seq"].tolist()):
                     self.recent.setdefault(ref, seq)
             else:
-                for ref, seq in self.recent.items():
-                    begins = np.append(begins, np.zeros(1, RECORD_DTYPE))
-                    begins["client_ref"][-1] = ref
-                    begins["seq"][-1] = seq
+                # fold the small dict of recent keys and this batch into the sorted arrays
+                recent_refs = np.array(list(self.recent), dtype="S16")
+                recent_seqs = np.array(list(self.recent.values()), dtype=np.uint64)
                 self.recent = {}
-                hashes = np.concatenate((self.ref_hash, _hash_refs(begins["client_ref"])))
-                seqs = np.concatenate((self.ref_seq, begins["seq"]))
+                hashes = np.concatenate((self.ref_hash, _hash_refs(recent_refs),
+                                         _hash_refs(begins["client_ref"])))
+                seqs = np.concatenate((self.ref_seq, recent_seqs, begins["seq"]))
                 order = np.argsort(hashes, kind="stable")
                 self.ref_hash, self.ref_seq = hashes[order], seqs[order]
         pay = rows[np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
@@ -127,14 +132,14 @@ class PaymentsMixin:
     def payment(self, txn_id: int):
         """Current state of a payment: its newest record (a `Record`)."""
         rows = self.txn_records(txn_id)
-        own = rows[(rows["txn_id"] == int(txn_id)) & np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
+        own = _own_payment_rows(rows, int(txn_id))
         if not len(own):
             raise KeyError(txn_id)
         return self.get(int(own["seq"][-1]))
 
     def _effective(self, txn_id: int):
         rows = self.txn_records(txn_id)
-        own = rows[(rows["txn_id"] == txn_id) & np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
+        own = _own_payment_rows(rows, txn_id)
         current = own[-1]
         others = rows[(rows["ref_seq"] == txn_id) & (rows["txn_id"] != txn_id)]
         newest = {}
@@ -252,7 +257,7 @@ class PaymentsMixin:
         if walked:
             return self._summary_of(begin, walked)
         rows = self.txn_records(begin.txn_id)
-        own = rows[(rows["txn_id"] == begin.txn_id) & np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
+        own = _own_payment_rows(rows, begin.txn_id)
         current = self.get(int(own["seq"][-1])) if len(own) else begin
         prints = [self.get(int(s)) for s in
                   rows["seq"][(rows["kind"] == Kind.PRINT) & (rows["txn_id"] == begin.txn_id)]]

@@ -156,3 +156,14 @@ def test_last_transaction_warns_when_a_newer_record_is_damaged(tmp_path):
         info = j.last_transaction(3)
         assert info["txn_id"] == first                     # all the intact records can say
         assert info["damaged_newer"] == [newer]            # ... and that it may not be the last
+
+
+def test_find_after_single_begins_then_a_bulk_batch(journal):
+    singles = [journal.begin_payment(terminal=1, amount=5, client_ref="S%03d" % i) for i in range(10)]
+    assert journal.find("S000")["txn_id"] == singles[0]           # lookups built, singles kept aside
+    bulk = journal.append_many({"terminal": [2] * 100, "kind": "sale", "state": "pending",
+                                "amount": list(range(100)),
+                                "client_ref": ["B%03d" % i for i in range(100)]})
+    assert journal.find("S003")["txn_id"] == singles[3]           # survived the merge with the bulk
+    assert journal.find("B050")["txn_id"] == bulk[50]
+    assert journal.find("B050")["amount"] == 50

@@ -116,7 +116,7 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
     directory = directory or tempfile.mkdtemp(prefix="posfast-demo-")
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "store.pfj")
-    for suffix in ("", ".idx", ".lock"):
+    for suffix in ("", ".idx"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
     today = RULE.day_number(time.time_ns() // 1000)

@@ -18,18 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _core
-from .errors import CorruptRecord, InvalidRecord, IOFailure, JournalClosed, JournalLocked
+from .errors import CorruptRecord, InvalidRecord, IOFailure, JournalClosed
 from .index import Index
 from .dayclose import DayCloseMixin
 from .payments import PaymentsMixin
 from .records import (PAYMENT_KINDS, RECORD_DTYPE, DayRule, Kind, State, day_number, make_row,
                       make_rows, now_us, to_us)
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-    import msvcrt
 
 _DURABILITY = {"none": _core.DURABILITY_NONE, "batch": _core.DURABILITY_BATCH,
                "fsync": _core.DURABILITY_FSYNC}
@@ -95,44 +89,13 @@ class Batch:
         return len(self.rows)
 
 
-class _Lock:
-    """One writer per journal: an OS lock on ``<journal>.lock`` holding the writer's pid."""
-
-    def __init__(self, path):
-        self.path = path + ".lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if fcntl is not None:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            else:
-                msvcrt.locking(self.fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() if hasattr(
-                os, "pread") else "?"
-            os.close(self.fd)
-            raise JournalLocked("posfast: journal %s is open for writing by process %s; close it "
-                                "there, or open with readonly=True to read" % (path, holder or "?"))
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, b"%d\n" % os.getpid())
-
-    def release(self):
-        if self.fd >= 0:
-            try:
-                os.ftruncate(self.fd, 0)
-            except OSError:
-                pass
-            os.close(self.fd)
-            self.fd = -1
-
-
 class Journal(PaymentsMixin, DayCloseMixin):
     """An open posfast journal (use `Journal.create` or `Journal.open`)."""
 
-    def __init__(self, ring, readonly, lock, batch_ms):
+    def __init__(self, ring, readonly, batch_ms):
         self._ring = ring
         self.path = ring.path
         self.readonly = readonly
-        self._lock_file = lock
         self._mutex = threading.RLock()
         self.journal_id = uuid.UUID(bytes=ring.journal_id)
         self.day_rule = DayRule(utc_offset=ring.day_offset_min, starts_at=ring.day_start_min)
@@ -189,19 +152,19 @@ class Journal(PaymentsMixin, DayCloseMixin):
         if not os.path.exists(path):
             raise FileNotFoundError("posfast: no journal at %s (create one with Journal.create or "
                                     "`posfast demo`)" % path)
-        lock = None if readonly else _Lock(path)
+        # a writer locks the file itself (its inode) in the core, before any byte is written:
+        # a second writer by any path, link or mount gets JournalLocked naming the holder
+        ring = _core.Ring.open(path, not readonly)
         try:
-            ring = _core.Ring.open(path, not readonly)
             ring.durability = _DURABILITY[durability]
             ring.batch_records = max(1, int(batch_records))
-            journal = cls(ring, readonly, lock, batch_ms)
+            journal = cls(ring, readonly, batch_ms)
             journal._recover()
             if ring.retention == _core.RETENTION_ARCHIVE:
                 from .archive import Archive
                 journal.archive = Archive.attach(journal)
         except BaseException:
-            if lock:
-                lock.release()
+            ring.close()
             raise
         return journal
 
@@ -284,9 +247,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
                     if self.archive is not None:
                         self.archive.close()
             finally:
-                self._ring.close()
-                if self._lock_file:
-                    self._lock_file.release()
+                self._ring.close()      # (releases the writer lock)
 
     def __enter__(self):
         return self

@@ -11,7 +11,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from pf cimport *
 
 from posfast.errors import (CorruptRecord, FormatVersionError, IOFailure, JournalClosed,
-                            JournalFull, InvalidRecord)
+                            JournalFull, JournalLocked, InvalidRecord)
 
 include "checksum.pxi"
 include "record.pxi"

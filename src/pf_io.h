@@ -59,6 +59,15 @@ static inline void *pf_map(int fd, size_t len) {
 }
 static inline int pf_unmap(void *addr, size_t len) { (void)len; return UnmapViewOfFile(addr) ? 0 : -1; }
 static inline int pf_sync_dir(const char *dirpath) { (void)dirpath; return 0; } /* NTFS journals directory entries */
+/* The writer lock belongs to the file itself: a byte-range lock far past any data, so readers
+ * are never blocked, taken on the very handle the writer writes through. */
+static inline int pf_lock_writer(int fd) {
+    OVERLAPPED ov = {0};
+    ov.Offset = 0; ov.OffsetHigh = 0x7FFFFFFF;
+    if (!LockFileEx((HANDLE)_get_osfhandle(fd), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY,
+                    0, 1, 0, &ov)) { errno = EWOULDBLOCK; return -1; }
+    return 0;
+}
 
 #else
 #ifndef _GNU_SOURCE
@@ -68,6 +77,7 @@ static inline int pf_sync_dir(const char *dirpath) { (void)dirpath; return 0; } 
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/file.h>
 
 static inline int pf_errno(void) { return errno; }
 static inline int pf_open(const char *path, int writable, int create) {
@@ -130,6 +140,15 @@ static inline int pf_sync_dir(const char *dirpath) {
     if (fd < 0) return -1;
     r = fsync(fd);
     close(fd);
+    return r;
+}
+/* The writer lock belongs to the file itself (its inode), not to a name: no symlink, hard link,
+ * bind mount or deleted side file can make a second writer.  flock() locks an open file
+ * description, so a second open in the same process conflicts too, and closing another
+ * descriptor of the file (a reader) does not drop it, as a POSIX record lock would. */
+static inline int pf_lock_writer(int fd) {
+    int r;
+    do { r = flock(fd, LOCK_EX | LOCK_NB); } while (r < 0 && errno == EINTR);
     return r;
 }
 #endif

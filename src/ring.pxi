@@ -43,6 +43,28 @@ CAUSES = {
 }
 
 
+def _writer_of(int fd):
+    """Who holds the writer lock of the file open on `fd`: "process N" (Linux reads it from
+    /proc/locks by the file's device and inode), or "another process or handle"."""
+    try:
+        st = _os.fstat(fd)
+        want = (_os.major(st.st_dev), _os.minor(st.st_dev), st.st_ino)
+        with open("/proc/locks") as locks:
+            for line in locks:
+                fields = line.replace("->", " ").split()
+                if len(fields) < 6 or fields[1] != "FLOCK" or fields[3] != "WRITE":
+                    continue
+                dev_major, dev_minor, ino = fields[5].split(":")
+                if (int(dev_major, 16), int(dev_minor, 16), int(ino)) == want:
+                    pid = int(fields[4])
+                    if pid == _os.getpid():
+                        return "process %d (this process, through another Journal handle)" % pid
+                    return "process %d" % pid
+    except (OSError, ValueError, AttributeError):
+        pass
+    return "another process or handle"
+
+
 cdef inline uint64_t _ceil_div(uint64_t a, uint64_t b) noexcept nogil:
     return (a + b - 1) // b
 
@@ -309,6 +331,18 @@ cdef class Ring:
                 raise FileNotFoundError(err, "posfast: no journal at %s (create it with "
                                         "Journal.create or `posfast demo`)" % (path,))
             raise OSError(err, "posfast: cannot open journal %s: %s" % (path, _os.strerror(err)))
+        if writable and pf_lock_writer(self.fd) != 0:
+            # before a single byte is written: the loser of two writers leaves the file as it was
+            err = pf_errno()
+            holder = _writer_of(self.fd)
+            pf_close(self.fd)
+            self.fd = -1
+            if err not in (_errno.EWOULDBLOCK, _errno.EAGAIN, _errno.EACCES):
+                raise OSError(err, "posfast: cannot lock journal %s for writing: %s"
+                              % (path, _os.strerror(err)))
+            raise JournalLocked("posfast: journal %s is open for writing by %s; close it there (or stop "
+                                "the posfast agent), or open with readonly=True to read"
+                                % (path, holder))
         size = pf_file_size(self.fd)
         best = None
         problems = []

@@ -316,7 +316,7 @@ def index_for(rec, with_index):
 def write_image(path, image, index_bytes):
     with open(path, "wb") as f:
         f.write(image)
-    for extra in (path + ".idx", path + ".lock"):
+    for extra in (path + ".idx",):
         if os.path.exists(extra):
             os.unlink(extra)
     if index_bytes is not None:
@@ -598,7 +598,7 @@ def run_workload(directory, wl: Workload) -> Recorder:
     """Create a journal, fill it a little, close it cleanly, reopen and record the workload."""
     rng = random.Random(wl.seed)
     path = os.path.join(directory, "%s.pfj" % wl.name)
-    for extra in (path, path + ".idx", path + ".lock"):
+    for extra in (path, path + ".idx"):
         if os.path.exists(extra):
             os.unlink(extra)
     j = posfast.Journal.create(path, capacity=wl.capacity, slot_size=wl.slot_size,

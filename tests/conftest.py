@@ -52,7 +52,7 @@ def flip_byte(path, offset, mask=0x40):
 
 
 def crash_copy(path, dest):
-    """Copy a journal file as a crash would leave it (no index, no lock)."""
+    """Copy a journal file as a crash would leave it (no index)."""
     shutil.copyfile(path, dest)
     return dest
 
@@ -60,9 +60,7 @@ def crash_copy(path, dest):
 def drop_without_close(journal):
     """Simulate the writer process dying: no index save, lock gone (a SIGKILL's leftovers)."""
     journal._stop.set()
-    if journal._lock_file:
-        journal._lock_file.release()
-    journal._ring.close()          # fsync mode: nothing pending, so this only closes the fd
+    journal._ring.close()          # fsync mode: nothing pending: closes the fd (and its lock)
 
 
 def record_dicts(journal, seqs):

@@ -86,7 +86,7 @@ def _fresh(workdir, wl):
     """Create the journal of a workload with a few records, close it cleanly; its path."""
     rng = random.Random(wl.seed)
     path = os.path.join(workdir, wl.name + ".pfj")
-    for old in (path, path + ".idx", path + ".lock"):
+    for old in (path, path + ".idx"):
         if os.path.exists(old):
             os.unlink(old)
     j = posfast.Journal.create(path, capacity=wl.capacity, max_payload=wl.max_payload,

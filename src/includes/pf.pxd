@@ -53,4 +53,5 @@ cdef extern from "pf_io.h" nogil:
     void *pf_map(int fd, size_t len)
     int pf_unmap(void *addr, size_t len)
     int pf_sync_dir(const char *dirpath)
+    int pf_lock_writer(int fd)
     int pf_errno()

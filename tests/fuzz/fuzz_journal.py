@@ -113,7 +113,7 @@ def reseal(journal_bytes):
 
 
 def _write_files(index_bytes, journal_bytes):
-    for extra in (PATH + ".idx", PATH + ".lock", PATH + ".idx.tmp"):
+    for extra in (PATH + ".idx", PATH + ".idx.tmp"):
         if os.path.exists(extra):
             os.unlink(extra)
     with open(PATH, "wb") as f:

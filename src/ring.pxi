@@ -31,6 +31,12 @@ DEF CHK_OUTSIDE = 4       # slot lies beyond the end of a truncated file
 DEF CHK_STALE = 5         # a valid record, but of another seq (earlier lap)
 DEF CHK_CHAIN = 6         # checksum fine but the hash chain does not follow
 DEF CHK_MISSING = 7       # seq known to be lost since recovery
+DEF CHK_CONFLICT = 8      # a valid record no single writer could have left (two writers, edits)
+DEF CHK_GROUP = 9         # commit-group offsets that do not follow on
+
+# verify() problem codes, for callers that sort findings (Problem.code)
+CHK_CRC_MISMATCH, CHK_CHAIN_BROKEN, CHK_LOST = CHK_CRC, CHK_CHAIN, CHK_MISSING
+CHK_CONFLICTING, CHK_GROUP_ORDER = CHK_CONFLICT, CHK_GROUP
 
 CAUSES = {
     CHK_NOT_HEAD: "no record head where the seq should start (overwritten or zeroed)",
@@ -40,6 +46,9 @@ CAUSES = {
     CHK_STALE: "stale record from an earlier lap of the ring",
     CHK_CHAIN: "hash chain broken (record edited, inserted or removed after it was written)",
     CHK_MISSING: "record lost: found damaged when the journal was opened",
+    CHK_CONFLICT: "conflicting record (written by a second writer, or the file was edited or "
+                  "restored over a newer copy)",
+    CHK_GROUP: "commit group out of order (records of two writers interleaved, or edited)",
 }
 
 
@@ -1172,21 +1181,35 @@ cdef class Ring:
 
     # ------------------------------------------------------------------ verify
     def verify(self):
-        """Check every live record: checksum, seq, position and the hash chain.
+        """Check every live record: checksum, seq, position, commit group and the hash chain,
+        then every other slot for valid records no single writer could have left.
 
         Returns (checked, problems) with problems as (seq, slot, code, detail).
         """
+        cdef uint8_t *live
+        problems = []
+        if self.fd < 0:
+            raise JournalClosed("posfast: journal %s is closed" % (self.path,))
+        live = <uint8_t *>calloc(self.capacity, 1)     # 1 = slot of a checked live record
+        if live == NULL:
+            raise MemoryError("posfast: verify of %s needs %d bytes" % (self.path, self.capacity))
+        try:
+            checked = self._verify_live(live, problems)
+            self._verify_others(live, problems)
+        finally:
+            free(live)
+        return checked, problems
+
+    cdef uint64_t _verify_live(self, uint8_t *live, list problems) except? 0:
         cdef uint64_t seq, pos, checked = 0
         cdef int r
         cdef bint have_prev
         cdef uint8_t prev[16]
         cdef uint8_t link[16]
         cdef const uint8_t *h
-        cdef uint64_t plen, slot, start, ring_bytes = self.capacity * self.slot_size, first
+        cdef uint64_t plen, slot, start, ring_bytes = self.capacity * self.slot_size, first, k
         cdef uint64_t prev_pos = 0     # (a reader re-checks: evicted under it is not damage)
-        problems = []
-        if self.fd < 0:
-            raise JournalClosed("posfast: journal %s is closed" % (self.path,))
+        cdef long prev_group_off = -1, group_off
         for seq, slot, detail in self.damaged:
             if seq == 0 or seq < self.oldest_seq:
                 problems.append((seq, slot, CHK_MISSING, detail))
@@ -1201,6 +1224,7 @@ cdef class Ring:
             if pos == 0:
                 problems.append((seq, None, CHK_MISSING, CAUSES[CHK_MISSING]))
                 have_prev = False
+                prev_group_off = -1
                 seq += 1
                 continue
             slot = (pos - 1) % self.capacity
@@ -1208,6 +1232,7 @@ cdef class Ring:
                 r = self._check_at(pos, seq)
             if r != CHK_OK and not self.writable and self._overwritten_since(pos):
                 have_prev = False       # a reader's view lags: the writer evicted it since
+                prev_group_off = -1
                 seq += 1
                 continue
             if r != CHK_OK:
@@ -1216,10 +1241,21 @@ cdef class Ring:
                     detail += " (holds seq %d)" % pf_ld64(self._head_of(pos) + PFR_SEQ)
                 problems.append((seq, slot, r, detail))
                 have_prev = False
+                prev_group_off = -1
                 seq += 1
                 continue
             checked += 1
             h = self._head_of(pos)
+            for k in range(self._nslots_at(pos)):
+                live[(slot + k) % self.capacity] = 1
+            # one writer numbers a commit group 0, 1, 2 ...: a record follows its predecessor
+            # in the group or starts a new one
+            group_off = pf_ld16(h + PFR_GROUP_OFF)
+            if prev_group_off >= 0 and group_off != 0 and group_off != prev_group_off + 1:
+                problems.append((seq, slot, CHK_GROUP, "%s: it is record %d of its group, the "
+                                 "record before it is record %d of its own"
+                                 % (CAUSES[CHK_GROUP], group_off, prev_group_off)))
+            prev_group_off = group_off
             if have_prev:
                 plen = pf_ld16(h + PFR_PAYLOAD_LEN)
                 start = slot * self.slot_size + PFR_HEAD_SIZE
@@ -1236,4 +1272,45 @@ cdef class Ring:
             prev_pos = pos
             have_prev = True
             seq += 1
-        return checked, problems
+        return checked
+
+    cdef int _verify_others(self, const uint8_t *live, list problems) except -1:
+        # One writer leaves, outside its live records, only zeros, payload bytes and intact
+        # records of earlier laps (older seqs at lower positions) or of a torn tail (newer seqs
+        # ahead of it).  Two writers on one file, an edited file or a backup restored over a
+        # newer copy leave valid records that break that order: a live seq stored a second
+        # time, an old seq past the newest record, a newer seq behind it.  Damage never passes
+        # the CRC check, so it never shows here.
+        cdef uint64_t slot, pos, seq, end_pos = self.next_pos
+        cdef uint64_t first_live_pos = self.pos_of[(self.oldest_seq - 1) % self.capacity] \
+            if self.head_seq >= self.oldest_seq else end_pos
+        cdef const uint8_t *h
+        cdef int r
+        for slot in range(self.avail_slots):
+            if live[slot]:
+                continue
+            h = self._slot_ptr(slot)
+            pos = pf_ld64(h + PFR_POS)
+            if pos == 0 or (pos - 1) % self.capacity != slot:
+                continue
+            with nogil:
+                r = self._check_at(pos, 0)
+            if r != CHK_OK:
+                continue
+            seq = pf_ld64(h + PFR_SEQ)
+            if self.oldest_seq <= seq <= self.head_seq:
+                if not self.writable and self._overwritten_since(self.pos_of[(seq - 1) % self.capacity] or pos):
+                    continue
+                where = "seq %d is stored a second time, with other contents, at position %d " \
+                        "(the live one is at position %d)" % (
+                            seq, pos, self.pos_of[(seq - 1) % self.capacity])
+            elif seq < self.oldest_seq and first_live_pos and pos >= first_live_pos:
+                where = "an older record, seq %d, lies at position %d, after the oldest live " \
+                        "record (position %d)" % (seq, pos, first_live_pos)
+            elif seq > self.head_seq and pos < end_pos:
+                where = "a newer record, seq %d, lies at position %d, before the end of the " \
+                        "newest one (position %d)" % (seq, pos, end_pos)
+            else:
+                continue
+            problems.append((seq, slot, CHK_CONFLICT, "%s: %s" % (CAUSES[CHK_CONFLICT], where)))
+        return 0

@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 import posfast
-from posfast import JournalLocked
+from posfast import JournalLocked, _core
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -223,3 +223,108 @@ def test_writer_killed_while_contended_loses_nothing(make_journal):
     with posfast.Journal.open(j.path, readonly=True) as ro:
         assert ro.verify().ok
         assert ro.query(terminal=7)["amount"].tolist() == list(range(1, 51))
+
+
+# ---------------------------------------------------------------- a file two writers wrote
+# The lock makes this impossible through posfast; an edited file, a restored backup or another
+# program can still produce one.  Each writer below starts from the same journal, and its
+# writes are recorded through the core's I/O hook, then replayed onto one file in an order two
+# racing writers could produce (the page cache makes both see each other's bytes).
+
+def _writes_of(path, tag, payload_len, durability="fsync", n=50):
+    journal = posfast.Journal.open(path, durability=durability)
+    writes = []
+    journal._ring.io_hook = lambda op, offset, data: writes.append((offset, data)) \
+        if op == "write" else None
+    acked = [(journal.append(bytes([tag]) * payload_len, terminal=tag, kind="sale",
+                             state="approved", amount=100 * tag + i), 100 * tag + i)
+             for i in range(n)]
+    journal.flush()
+    journal._ring.io_hook = None
+    journal._ring.close()
+    return writes, acked
+
+
+def _two_writer_file(make_journal, tmp_path, order, a_len, b_len, a_durability="fsync"):
+    base = make_journal(capacity=512, path=str(tmp_path / "base.pfj"))
+    for i in range(10):
+        base.append(terminal=9, kind="sale", amount=i + 1)
+    base.close()
+    os.remove(base.path + ".idx")
+    for name in ("a.pfj", "b.pfj", "both.pfj"):
+        shutil.copyfile(base.path, str(tmp_path / name))
+    a_writes, a_acked = _writes_of(str(tmp_path / "a.pfj"), 1, a_len, a_durability)
+    b_writes, b_acked = _writes_of(str(tmp_path / "b.pfj"), 2, b_len)
+    with open(str(tmp_path / "both.pfj"), "r+b") as f:
+        for offset, data in order(a_writes, b_writes):
+            f.seek(offset)
+            f.write(data)
+    return str(tmp_path / "both.pfj"), a_acked + b_acked
+
+
+def _interleaved(seed):
+    import random
+
+    def order(a, b):
+        who = [0] * len(a) + [1] * len(b)
+        random.Random(seed).shuffle(who)
+        queues = [list(a), list(b)]
+        return [queues[w].pop(0) for w in who]
+    return order
+
+
+def _lost(path, acked):
+    with posfast.Journal.open(path, readonly=True) as j:
+        found = 0
+        for seq, amount in acked:
+            try:
+                found += j.get(seq).amount == amount
+            except (KeyError, posfast.CorruptRecord):
+                pass
+        return len(acked) - found, j.verify()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_two_interleaved_writers_never_pass_verify(make_journal, tmp_path, seed):
+    path, acked = _two_writer_file(make_journal, tmp_path, _interleaved(seed), 0, 0)
+    lost, report = _lost(path, acked)
+    assert lost == 50                         # one writer's 50 acknowledged sales are gone ...
+    assert not report.ok                      # ... and verify says so (0.1.0 could say OK)
+    assert {p.code for p in report.problems} & {_core.CHK_CHAIN_BROKEN, _core.CHK_CONFLICTING}
+
+
+def test_second_writer_after_the_first_leaves_duplicated_seqs(make_journal, tmp_path):
+    # writer A wrote 50 long records, then writer B 50 short ones over the same seqs:
+    # B's chain is whole, but A's records past B's end still claim seqs 11..60
+    path, acked = _two_writer_file(make_journal, tmp_path, lambda a, b: a + b, 300, 0)
+    lost, report = _lost(path, acked)
+    assert lost == 50
+    assert not report.ok
+    duplicated = [p for p in report.problems if p.code == _core.CHK_CONFLICTING]
+    assert duplicated and all(11 <= p.seq <= 60 for p in duplicated)
+    assert "stored a second time" in str(duplicated[0])
+
+
+def test_commit_groups_of_two_writers_are_reported(make_journal, tmp_path):
+    # A writes in batch mode (one group: offsets 0, 1, 2 ...), B one group per append
+    # (offset 0 each); a file with B's first records and then A's shows a group out of order
+    def order(a, b):
+        return a + b[:3]            # B's records 11..13 over A's
+    path, acked = _two_writer_file(make_journal, tmp_path, order, 0, 0, a_durability="batch")
+    with posfast.Journal.open(path, readonly=True) as j:
+        assert [j.get(s).terminal for s in (13, 14)] == [2, 1]
+        report = j.verify()
+    groups = [p for p in report.problems if p.code == _core.CHK_GROUP_ORDER]
+    assert [p.seq for p in groups] == [14]
+    assert "record 3 of its group" in str(groups[0])
+
+
+def test_healthy_wrapped_journal_shows_no_conflict(make_journal):
+    # stale records of earlier laps and multi-slot payloads are what one writer leaves
+    j = make_journal(capacity=64, retention="overwrite")
+    for i in range(500):
+        j.append(b"x" * (i % 300), terminal=1 + i % 3, kind="sale", amount=i)
+    assert j.verify().ok
+    j.close()
+    with posfast.Journal.open(j.path, readonly=True) as ro:
+        assert ro.verify().ok

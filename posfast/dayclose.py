@@ -348,8 +348,13 @@ class DayCloseMixin:
                 return close
         return None
 
-    def _day_summary(self, day: int, scan_to: int, terminal, upto_seq: int) -> dict:
-        rows = self.query(day=list(range(day, scan_to + 1)), terminal=terminal)
+    def _day_summary(self, day: int, scan_to: int, terminal, upto_seq: int,
+                     from_records: bool = True) -> dict:
+        # A Z-report is permanent: computed from the records themselves, never from the index
+        # (verify, which has just checked the index against every record, may use it)
+        days = list(range(day, scan_to + 1))
+        rows = (self._records_where(days, terminal) if from_records
+                else self.query(day=days, terminal=terminal))
         rows = rows[rows["seq"] <= upto_seq]
         return day_summary(rows, day, self.oldest_seq)
 
@@ -429,7 +434,7 @@ class DayCloseMixin:
                 flags=int(Flag.FORCED) if close.forced else 0)
             return close
 
-    def _verify_day_closes(self, report) -> None:
+    def _verify_day_closes(self, report, index_checked=False) -> None:
         """Add to a VerifyReport what no longer matches in the DAY_CLOSE records: totals
         against the live records they summarise, and the grand totals' continuity."""
         from .journal import Problem
@@ -461,7 +466,8 @@ class DayCloseMixin:
             what = "day close of %s (%s, Z-report %d)" % (
                 close.day, "terminal %d" % close.terminal if close.terminal is not None
                 else "every terminal", close.z_no)
-            now = self._day_summary(close.scan[0], close.scan[1], close.terminal, upto)
+            now = self._day_summary(close.scan[0], close.scan[1], close.terminal, upto,
+                                    from_records=not index_checked)
             changes = []
             if now["txns"] != close.txns or now["terminals"] != close.terminals:
                 before, after = _net(close.txns), _net(now["txns"])

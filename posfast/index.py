@@ -175,6 +175,34 @@ class Index:
             seqs = seqs[(seqs >= oldest) & (seqs <= head)]
         return seqs
 
+    def partition_flaw(self, oldest: int, last: int, live: int) -> str:
+        """Why these bitmaps cannot be the index of `live` readable records oldest..last, or "".
+
+        Every record has one day, one terminal and one kind: each family of bitmaps must hold
+        each live seq exactly once and nothing outside the range.  Cardinalities only, so it
+        costs a few microseconds per bitmap; a record moved between two bitmaps of a family
+        passes, and is caught when it is read (lookups check each row's own columns)."""
+        if last < oldest:
+            return ""
+        for name, mapping in (("day", self.by_day), ("terminal", self.by_terminal),
+                              ("kind", self.by_kind)):
+            held = sum(bm.range_cardinality(oldest, last + 1) for bm in mapping.values())
+            union = BitMap64.union(BitMap64(), *mapping.values()) if mapping else BitMap64()
+            distinct = union.range_cardinality(oldest, last + 1)
+            if held != distinct:
+                return "%d seq(s) filed under two %ss" % (held - distinct, name)
+            if distinct != live:
+                return ("its %s bitmaps hold %d of the %d readable records seq %d..%d"
+                        % (name, distinct, live, oldest, last))
+            if union and union.max() > last:
+                return "its %s bitmaps hold seq %d, past the newest record it covers (%d)" % (
+                    name, union.max(), last)
+        for (terminal, kind), seq in self.newest.items():
+            if seq > last or (seq >= oldest and seq not in self.by_terminal.get(terminal, ())):
+                return "its newest record of terminal %d is seq %d, not one of its records" % (
+                    terminal, seq)
+        return ""
+
     def newest_of(self, terminal: int, kind=None) -> int:
         return self.newest.get((int(terminal), None if kind is None else int(kind)), 0)
 

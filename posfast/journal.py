@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -22,8 +23,8 @@ from .errors import CorruptRecord, InvalidRecord, IOFailure, JournalClosed
 from .index import Index
 from .dayclose import DayCloseMixin
 from .payments import PaymentsMixin
-from .records import (PAYMENT_KINDS, RECORD_DTYPE, DayRule, Kind, State, day_number, make_row,
-                      make_rows, now_us, to_us)
+from .records import (PAYMENT_KINDS, RECORD_DTYPE, DayRule, Kind, State, day_number, day_to_date,
+                      make_row, make_rows, now_us, to_us)
 
 _DURABILITY = {"none": _core.DURABILITY_NONE, "batch": _core.DURABILITY_BATCH,
                "fsync": _core.DURABILITY_FSYNC}
@@ -34,6 +35,24 @@ _EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
 _PARALLEL_INDEX_ROWS = 50_000   # bulk appends from this size index on a second thread
 _IS_PAYMENT = np.zeros(256, dtype=bool)   # by kind (u1): np.isin costs ~20 µs per append
 _IS_PAYMENT[[int(k) for k in PAYMENT_KINDS]] = True
+_SCAN_CHUNK = 1 << 16           # records read at a time by scans that do not trust the index
+_log = logging.getLogger("posfast")
+
+
+def _days_text(days) -> str:
+    if isinstance(days, (list, tuple, set, frozenset, range)):
+        days = sorted(int(d) for d in days)
+        if len(days) > 1:
+            return "%s..%s" % (day_to_date(days[0]), day_to_date(days[-1]))
+        days = days[0] if days else 0
+    return str(day_to_date(int(days)))
+
+
+def _match(rows: np.ndarray, column: str, wanted) -> np.ndarray:
+    """Rows whose own `column` holds `wanted` (a value or a collection of values)."""
+    if isinstance(wanted, (list, tuple, set, frozenset, range)):
+        return np.isin(rows[column], np.fromiter((int(w) for w in wanted), dtype=np.int64))
+    return rows[column] == int(wanted)
 
 
 @dataclass
@@ -100,6 +119,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
         self.journal_id = uuid.UUID(bytes=ring.journal_id)
         self.day_rule = DayRule(utc_offset=ring.day_offset_min, starts_at=ring.day_start_min)
         self.index = Index()
+        self.index_problems = []  # why the index was found untrustworthy and rebuilt (status, verify)
         self._stop = threading.Event()
         self._flusher = None
         self.on_evict = None     # archive hook: called with (first_seq, last_seq) before eviction
@@ -175,6 +195,14 @@ class Journal(PaymentsMixin, DayCloseMixin):
             index, head, oldest, link, positions = loaded
             if ring.recover_from(head, oldest, link, positions):
                 self.index = index
+                # the index is a cache anyone can edit (its CRC is no seal): its bitmaps must
+                # partition the records it covers, or it is rebuilt from the records
+                live = positions[max(0, ring.oldest_seq - oldest):]
+                flaw = index.partition_flaw(ring.oldest_seq, min(head, ring.head_seq),
+                                            int(np.count_nonzero(live)))
+                if flaw:
+                    self._distrust_index(flaw)
+                    return
                 self._index_range(head + 1, ring.head_seq)
                 self.index.maybe_compact(ring.oldest_seq, ring.capacity)
                 return
@@ -193,6 +221,45 @@ class Journal(PaymentsMixin, DayCloseMixin):
             index.add_rows(rows)
             readable.append(rows["seq"])
         return np.concatenate(readable)
+
+    def _distrust_index(self, why):
+        """The index contradicts the records: rebuild it from them (a writer saves the new one
+        at flush and close), and report it in `status()`, `verify()` and the log."""
+        ring = self._ring
+        message = ("index %s.idx disagrees with the records (%s); rebuilt from the journal"
+                   % (self.path, why))
+        _log.warning("posfast: %s", message)
+        self.index_problems.append(message)
+        rebuilt = Index()
+        self._index_range(ring.oldest_seq, ring.head_seq, index=rebuilt)
+        self.index = rebuilt
+
+    def _records_where(self, days, terminal=None):
+        """Live records of business days `days` (and a terminal), found by reading every live
+        record, not by the index: what permanent results (Z-reports) are computed from."""
+        ring = self._ring
+        found = [_EMPTY]
+        for start in range(ring.oldest_seq, ring.head_seq + 1, _SCAN_CHUNK):
+            rows = self._gather(np.arange(start, min(ring.head_seq, start + _SCAN_CHUNK - 1) + 1,
+                                          dtype=np.uint64))
+            keep = _match(rows, "day", days)
+            if terminal is not None:
+                keep &= _match(rows, "terminal", terminal)
+            found.append(rows[keep])
+        rows = np.concatenate(found)
+        # does the index file each of these records under its own day?  (It may hold more:
+        # records that became unreadable since; never fewer.)
+        days_found, counts = np.unique(rows["day"], return_counts=True)
+        for day, count in zip(days_found.tolist(), counts.tolist()):
+            bitmap = self.index.by_day.get(day)
+            indexed = bitmap.range_cardinality(ring.oldest_seq, ring.head_seq + 1) if bitmap else 0
+            if indexed < count:
+                self._distrust_index("it lists %d record(s) of business day %s, the records hold "
+                                     "%d" % (indexed, _days_text(day), count))
+                break
+        if self.archive is not None:
+            rows = self.archive.extend_query(rows, ring.oldest_seq, day=days, terminal=terminal)
+        return rows
 
     def _flush_loop(self, interval):
         while not self._stop.wait(interval):
@@ -418,10 +485,16 @@ class Journal(PaymentsMixin, DayCloseMixin):
         with self._mutex:
             self._refresh()
             kind_value = None if kind is None else int(Kind.coerce(kind, "kind"))
-            seq = self.index.newest_of(terminal, kind_value)
-            if seq < self._ring.oldest_seq:
-                return None if self.archive is None else self.archive.last(terminal, kind_value)
-            return self._ring.get(seq)
+            for attempt in range(2):
+                seq = self.index.newest_of(terminal, kind_value)
+                if seq < self._ring.oldest_seq:
+                    return None if self.archive is None else self.archive.last(terminal, kind_value)
+                record = self._ring.get(seq)
+                if record.terminal == int(terminal) and kind_value in (None, int(record.kind)):
+                    return record
+                self._distrust_index("it names seq %d (terminal %d, kind %d) as the newest of "
+                                     "terminal %d" % (seq, record.terminal, record.kind, terminal))
+            return None
 
     def _gather(self, seqs: np.ndarray) -> np.ndarray:
         seqs = np.ascontiguousarray(seqs, dtype=np.uint64)
@@ -460,9 +533,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
             if kind is not None:
                 kinds = ([int(Kind.coerce(k, "kind")) for k in kind]
                          if isinstance(kind, (list, tuple, set)) else int(Kind.coerce(kind, "kind")))
-            seqs = self.index.select(ring.oldest_seq, ring.head_seq, day=days, terminal=terminal,
-                                     kind=kinds)
-            rows = self._gather(seqs)
+            rows = self._select_checked(days, terminal, kinds)
             if self.archive is not None:
                 rows = self.archive.extend_query(rows, ring.oldest_seq, day=days, terminal=terminal,
                                                  kind=kinds)
@@ -475,6 +546,28 @@ class Journal(PaymentsMixin, DayCloseMixin):
                       (state if isinstance(state, (list, tuple, set)) else [state])]
             rows = rows[np.isin(rows["state"], states)]
         return rows
+
+    def _select_checked(self, days, terminal, kinds) -> np.ndarray:
+        """Live records the index names for the filters, each checked against the filters by its
+        own columns: an index that names one that does not match is rebuilt, never trusted."""
+        ring = self._ring
+        filters = [(c, w) for c, w in (("day", days), ("terminal", terminal), ("kind", kinds))
+                   if w is not None]
+        for attempt in range(2):
+            rows = self._gather(self.index.select(ring.oldest_seq, ring.head_seq, day=days,
+                                                  terminal=terminal, kind=kinds))
+            keep = np.ones(len(rows), dtype=bool)
+            for column, wanted in filters:
+                keep &= _match(rows, column, wanted)
+            if keep.all():
+                return rows
+            if attempt == 0:
+                wrong = rows[~keep][0]
+                self._distrust_index("it files seq %d (day %d, terminal %d, kind %d) under %s" % (
+                    wrong["seq"], wrong["day"], wrong["terminal"], wrong["kind"],
+                    ", ".join("%s %s" % (c, _days_text(w) if c == "day" else w)
+                              for c, w in filters)))
+        return rows[keep]
 
     def count(self, day=None, terminal=None, kind=None) -> int:
         """How many live records match (from the bitmaps alone, no record is read)."""
@@ -575,6 +668,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
                 "day_rule": self.day_rule.describe(),
                 "readonly": self.readonly,
                 "damaged_at_open": len(ring.damaged),
+                "index_problems": list(self.index_problems),
                 "torn_at_open": len(ring.torn),
                 "archive": self.archive.status() if self.archive is not None else None,
             }
@@ -592,6 +686,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
                                   [Problem(seq, slot, detail, code)
                                    for seq, slot, code, detail in problems],
                                   list(ring.torn))
+            report.problems += [Problem(0, None, why) for why in self.index_problems]
             if check_index:
                 rebuilt = Index()
                 readable = self._index_range(ring.oldest_seq, ring.head_seq, index=rebuilt)
@@ -608,5 +703,5 @@ class Journal(PaymentsMixin, DayCloseMixin):
                 report.problems += [Problem(seq, "archive" if where is None else "archive/%s" % where,
                                             cause) for seq, where, cause in problems]
                 report.checked += archived
-            self._verify_day_closes(report)
+            self._verify_day_closes(report, index_checked=check_index)
             return report

@@ -227,6 +227,12 @@ class PaymentsMixin:
     def _walk_back(self, terminal, stop_at_begin=False, down_to=0, limit=_LOOKBACK):
         # Newest-first records of one terminal until the newest payment begin (or seq
         # down_to).  Returns [] when nothing qualifies or the walk exceeds `limit`.
+        walked = self._walk_back_once(terminal, stop_at_begin, down_to, limit)
+        if walked is None:          # the index filed another terminal's record here: rebuilt
+            walked = self._walk_back_once(terminal, stop_at_begin, down_to, limit) or []
+        return walked
+
+    def _walk_back_once(self, terminal, stop_at_begin, down_to, limit):
         bm = self.index.by_terminal.get(terminal)
         if not bm:
             return []
@@ -240,6 +246,10 @@ class PaymentsMixin:
                 rec = ring.get(seq)
             except Exception:
                 continue           # damaged: verify reports it; skip like any lookup
+            if rec.terminal != terminal:
+                self._distrust_index("it files seq %d of terminal %d under terminal %d"
+                                     % (seq, rec.terminal, terminal))
+                return None
             out.append(rec)
             if rec.kind in PAYMENT_KINDS and rec.txn_id == rec.seq and (
                     stop_at_begin or rec.seq == down_to):

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
+from ._files import open_new
 from .errors import CorruptRecord, IOFailure
 from .index import Index
 from .records import RECORD_DTYPE, Flag, day_to_date
@@ -469,7 +470,7 @@ class Archive:
         try:
             os.makedirs(self.dir, exist_ok=True)
             tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
+            with open_new(tmp) as f:
                 f.write(head)
                 f.write(body)
                 f.flush()
@@ -544,7 +545,7 @@ class Archive:
         os.makedirs(self.dir, exist_ok=True)
         tmp = self.manifest_path + ".tmp"
         try:
-            with open(tmp, "wb") as f:
+            with open_new(tmp) as f:
                 f.write(body + b"\n%d" % _core.crc32c(body))
                 f.flush()
                 if self.durable:

@@ -15,6 +15,7 @@ import numpy as np
 from pyroaring import BitMap64
 
 from . import _core
+from ._files import open_new
 
 _MAGIC = b"POSFIDX1"
 _HEAD = struct.Struct("<8sI16sQQ16sQ")   # magic, version, journal id, head seq, oldest seq, head link, n positions
@@ -243,7 +244,7 @@ class Index:
             chunks.append(struct.pack("<Iiq", terminal, -1 if kind is None else kind, seq))
         body = b"".join(chunks)
         tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
+        with open_new(tmp) as f:
             f.write(body)
             f.write(struct.pack("<I", _core.crc32c(body)))
         # No fsync: the index is a cache.  A crash can leave it torn or stale, and then its

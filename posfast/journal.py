@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -296,9 +297,16 @@ class Journal(PaymentsMixin, DayCloseMixin):
                 os.unlink(self.path + ".idx.tmp")
             except OSError:
                 pass
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                action = "Free storage on that file system."
+            elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                action = ("Let this user write to %s (permissions, or a read-only mount)."
+                          % (os.path.dirname(os.path.abspath(self.path)) or "."))
+            else:
+                action = "Check the storage (posfast verify %s)." % self.path
             raise IOFailure(exc.errno, "posfast: could not save the index %s.idx (%s); every record "
-                            "is safe in %s and the next open rebuilds the index from it. Free "
-                            "storage." % (self.path, exc.strerror or exc, self.path)) from exc
+                            "is safe in %s and the next open rebuilds the index from it. %s"
+                            % (self.path, exc.strerror or exc, self.path, action)) from exc
 
     def close(self):
         """Flush, save the index and release the writer lock.  Safe to call twice."""
@@ -319,8 +327,16 @@ class Journal(PaymentsMixin, DayCloseMixin):
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+            return
+        # an error is on its way out (DayClosed, JournalFull ...): that is what the caller must
+        # see; a failure to save the index (a cache) while closing is logged, not raised over it
+        try:
+            self.close()
+        except IOFailure as close_error:
+            _log.warning("%s", close_error)
 
     def __repr__(self):
         return "<posfast.Journal %s seq %d..%d of capacity %d%s>" % (

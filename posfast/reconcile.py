@@ -350,12 +350,36 @@ def _parse_times(path, lines, values, offset_minutes):
     return out
 
 
-def read_settlement(source, utc_offset=0, path=None) -> Settlement:
+#: Characters of text parsed at a time: the file is read, split and converted
+#: block by block, so only one block's Python strings exist at once and the
+#: parsed rows (SETTLEMENT_DTYPE, 45 bytes each) are all that grows with the file.
+_BLOCK_CHARS = 1 << 21
+
+
+def _codec(encoding):
+    """The codec name to decode with: UTF-8 (the default) strips a byte-order mark."""
+    import codecs
+    name = "utf-8" if encoding is None else str(encoding)
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        raise SettlementError("posfast: unknown encoding %r for the settlement file (try utf-8, "
+                              "gbk, gb18030, latin-1, cp1252)" % name, None, None, None,
+                              name) from None
+    return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
+
+
+def read_settlement(source, utc_offset=0, path=None, encoding=None) -> Settlement:
     """Parse an acquirer settlement CSV (a path, or an open text file).
 
     `utc_offset` (minutes, or a DayRule) is the local time of rows without an
-    offset.  Raises :class:`SettlementError` with line, column and value on the
-    first malformed value; never returns part of a file.
+    offset.  `encoding` is the file's text encoding (default UTF-8, with or
+    without a byte-order mark; e.g. ``"gbk"`` or ``"gb18030"`` for Chinese bank
+    exports); it applies to paths, not to text streams.  Line endings may be
+    LF, CRLF or CR alone.  The file is read in blocks: memory grows with the
+    parsed rows only (45 bytes a row), not with the text.  Raises
+    :class:`SettlementError` with line, column and value on the first malformed
+    value; never returns part of a file.
 
     >>> import io
     >>> s = read_settlement(io.StringIO("terminal,time,rrn,auth_code,amount,currency,type\\n"
@@ -372,31 +396,88 @@ def read_settlement(source, utc_offset=0, path=None) -> Settlement:
     offset = getattr(utc_offset, "offset_minutes", utc_offset)
     if isinstance(source, (str, os.PathLike)):
         path = path or os.fspath(source)
+        codec = _codec(encoding)
         try:
-            with open(source, encoding="utf-8-sig", newline="") as handle:
+            with open(source, encoding=codec, newline="") as handle:
                 return _read_settlement(handle, path, int(offset))
         except UnicodeDecodeError as exc:
-            raise SettlementError("posfast: settlement file %s is not UTF-8 text (%s)"
-                                  % (path, exc), path) from None
+            raise _undecodable(path, codec, encoding, exc) from None
     return _read_settlement(source, path or getattr(source, "name", "<stream>"), int(offset))
 
 
-def _split_csv(text, path):
-    """(header, header line, data line numbers, rows or columns, are_columns).
+def _undecodable(path, codec, asked, exc):
+    """The error for a file that is not text in `codec`: names the first bad line
+    (found by decoding the file again line by line) and suggests --encoding."""
+    line, bad = None, exc.object[exc.start:exc.end]
+    try:
+        with open(path, "rb") as handle:
+            number = 0
+            for raw in handle:
+                for piece in raw.rstrip(b"\n").rstrip(b"\r").split(b"\r"):
+                    number += 1
+                    try:
+                        piece.decode(codec)
+                    except UnicodeDecodeError as err:
+                        line, bad = number, piece[err.start:err.end]
+                        break
+                if line is not None:
+                    break
+    except OSError:
+        pass
+    name = {"utf-8-sig": "UTF-8"}.get(codec, codec)
+    hint = ("it may be in another encoding: give it with --encoding (e.g. --encoding gbk for a "
+            "Chinese bank export; API: read_settlement(..., encoding='gbk'))" if asked is None
+            else "check the --encoding given (%s)" % asked)
+    return SettlementError("posfast: settlement file %s%s: bytes %r are not %s text; %s"
+                           % (path, "" if line is None else ", line %d" % line, bytes(bad), name,
+                              hint), path, line, None, bytes(bad))
 
-    Files without quotes are split with str.split over the whole text (several
+
+def _text_blocks(handle):
+    """(first line number, text) of blocks of whole lines, newlines made "\\n" (LF,
+    CRLF and CR alone all end a line).  A block never ends inside a quoted field."""
+    line, carry = 1, ""
+    while True:
+        chunk = handle.read(_BLOCK_CHARS)
+        if not isinstance(chunk, str):
+            raise TypeError("read_settlement reads text: open the file in text mode, or give "
+                            "its path (and encoding=...)")
+        text = carry + chunk
+        if not chunk:
+            if text:
+                yield line, text.replace("\r\n", "\n").replace("\r", "\n")
+            return
+        # a CR at the end may be the first half of a CRLF: keep it for the next block
+        cut = len(text) - 1 if text.endswith("\r") else len(text)
+        end = max(text.rfind("\n", 0, cut), text.rfind("\r", 0, cut)) + 1
+        if end <= 0 or text.count('"', 0, end) % 2:
+            carry = text                   # no whole line yet, or inside a quoted field
+            continue
+        block, carry = text[:end], text[end:]
+        if "\r" in block:
+            block = block.replace("\r\n", "\n").replace("\r", "\n")
+        yield line, block
+        line += block.count("\n")
+
+
+def _split_block(text, line0, path, width, header_line):
+    """(header or None, its line, data line numbers, columns) of one block of text.
+
+    `width` is None until the header is found (then the block's first non-blank
+    row is the header).  Blocks without quotes are split with str.split (several
     times faster than the csv module, same result); others go through csv."""
-    text = text.replace("\r\n", "\n")
-    if '"' not in text and "\r" not in text:
-        numbered = [(number, line) for number, line in enumerate(text.split("\n"), 1)
+    header = None
+    if '"' not in text:
+        numbered = [(number, line) for number, line in enumerate(text.split("\n"), line0)
                     if line.strip()]
-        if not numbered:
-            return None, 0, [], [], False
-        (header_line, header), numbered = numbered[0], numbered[1:]
-        header = header.split(",")
+        if width is None:
+            if not numbered:
+                return None, 0, [], []
+            (header_line, first), numbered = numbered[0], numbered[1:]
+            header = first.split(",")
+            width = len(header)
         lines = [number for number, _ in numbered]
         data = [line for _, line in numbered]
-        width = len(header)
         commas = np.fromiter(map(str.count, data, [","] * len(data)), np.int64, len(data))
         if (commas != width - 1).any():
             i = int(np.argmax(commas != width - 1))
@@ -404,61 +485,100 @@ def _split_csv(text, path):
                                   "(line %d) has %d" % (path, lines[i], commas[i] + 1, header_line,
                                                         width), path, lines[i])
         cells = ",".join(data).split(",") if data else []
-        return header, header_line, lines, [cells[k::width] for k in range(width)], True
+        return header, header_line, lines, [cells[k::width] for k in range(width)]
     reader = csv.reader(io.StringIO(text))
-    header, header_line = None, 0
     lines, records = [], []
     try:
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
-            if header is None:
-                header, header_line = row, reader.line_num
+            if width is None:
+                header, header_line, width = row, line0 - 1 + reader.line_num, len(row)
                 continue
-            lines.append(reader.line_num)
+            if len(row) != width:
+                number = line0 - 1 + reader.line_num
+                raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
+                                      "(line %d) has %d" % (path, number, len(row), header_line,
+                                                            width), path, number)
+            lines.append(line0 - 1 + reader.line_num)
             records.append(row)
     except csv.Error as exc:
-        raise SettlementError("posfast: settlement file %s, line %d: %s" % (path, reader.line_num, exc),
-                              path, reader.line_num) from None
-    return header, header_line, lines, records, False
+        number = line0 - 1 + reader.line_num
+        raise SettlementError("posfast: settlement file %s, line %d: %s" % (path, number, exc),
+                              path, number) from None
+    columns = [list(c) for c in zip(*records)] if records else [[] for _ in range(width or 0)]
+    return header, header_line, lines, columns
 
 
-def _read_settlement(handle, path, offset) -> Settlement:
-    header, header_line, lines, records, are_columns = _split_csv(handle.read(), path)
-    if header is None:
-        raise SettlementError("posfast: settlement file %s is empty; it needs a header row: %s"
-                              % (path, ",".join(SETTLEMENT_COLUMNS)), path, 1)
-    names = [_ALIASES.get(h.strip().lower().replace(" ", "_").replace("-", "_"),
-                          h.strip().lower().replace(" ", "_").replace("-", "_")) for h in header]
-    missing = [c for c in SETTLEMENT_COLUMNS if c not in names]
+def _column_names(header, header_line, path):
+    """The SETTLEMENT_COLUMNS position of each column; refuses a header that lacks
+    a column or names one twice (directly, or through an alias)."""
+    if header:
+        header = [header[0].lstrip("\ufeff")] + list(header[1:])
+    keys = [h.strip().lower().replace(" ", "_").replace("-", "_") for h in header]
+    names = [_ALIASES.get(k, k) for k in keys]
+    where = {}
+    for i, name in enumerate(names):
+        if name not in SETTLEMENT_COLUMNS:
+            continue
+        if name in where:
+            j = where[name]
+            raise SettlementError(
+                "posfast: settlement file %s, line %d: the header names column %s twice: %r "
+                "(field %d) and %r (field %d); keep one of them, or rename the other"
+                % (path, header_line, name, header[j].strip(), j + 1, header[i].strip(), i + 1),
+                path, header_line, name, (header[j].strip(), header[i].strip()))
+        where[name] = i
+    missing = [c for c in SETTLEMENT_COLUMNS if c not in where]
     if missing:
         raise SettlementError("posfast: settlement file %s, line %d: header lacks column(s) %s; "
                               "columns are %s" % (path, header_line, ", ".join(missing),
                                                   ",".join(SETTLEMENT_COLUMNS)),
                               path, header_line, missing[0])
-    n, width = len(lines), len(header)
+    return where
+
+
+def _read_settlement(handle, path, offset) -> Settlement:
+    header = where = width = None
+    header_line = 0
+    parts = []
+    for line0, text in _text_blocks(handle):
+        found, header_line, lines, columns = _split_block(text, line0, path, width, header_line)
+        if found is not None:
+            header, width = found, len(found)
+            where = _column_names(header, header_line, path)
+        if lines:
+            col = {name: columns[i] for name, i in where.items()}
+            parts.append(_settlement_rows(col, lines, path, offset))
+        del text, lines, columns
+    if header is None:
+        raise SettlementError("posfast: settlement file %s is empty; it needs a header row: %s"
+                              % (path, ",".join(SETTLEMENT_COLUMNS)), path, 1)
+    if len(parts) == 1:
+        return Settlement(path, parts[0])
+    return Settlement(path, np.concatenate(parts) if parts else np.zeros(0, SETTLEMENT_DTYPE))
+
+
+def _settlement_rows(col, lines, path, offset) -> np.ndarray:
+    """SETTLEMENT_DTYPE rows of one block: {column: list of text values}, line numbers."""
+    n = len(lines)
     rows = np.zeros(n, SETTLEMENT_DTYPE)
     rows["line"] = lines
-    if not n:
-        return Settlement(path, rows)
-    if are_columns:
-        columns = records
-    else:
-        counts = np.fromiter(map(len, records), np.int64, n)
-        if (counts != width).any():
-            i = int(np.argmax(counts != width))
-            raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
-                                  "(line %d) has %d" % (path, lines[i], counts[i], header_line,
-                                                        width), path, lines[i])
-        columns = list(zip(*records))
-    col = {name: columns[names.index(name)] for name in SETTLEMENT_COLUMNS}
 
     def integers(name, why, lo, hi):
         values = col[name]
         try:
             arr = np.fromiter(map(int, values), np.int64, n)
         except (ValueError, OverflowError):
-            _find_bad(path, lines, name, values, lambda v: int(v), why)
+            for line, value in zip(lines, values):
+                try:
+                    number = int(value)
+                except ValueError:
+                    raise _column_error(path, line, name, value, why) from None
+                if not lo <= number <= hi:
+                    raise _column_error(path, line, name, value,
+                                        "is out of range %d..%d" % (lo, hi)) from None
+            raise
         bad = (arr < lo) | (arr > hi)
         if bad.any():
             i = int(np.argmax(bad))
@@ -484,6 +604,7 @@ def _read_settlement(handle, path, offset) -> Settlement:
         i = next(k for k, v in enumerate(col["amount"]) if "." in v or "," in v)
         raise _column_error(path, lines[i], "amount", col["amount"][i],
                             "is not an integer number of minor units (write 1250 for 12.50)")
+    del joined
     amount = integers("amount", "is not an integer number of minor units", -(2**62), 2**62)
 
     def kind_of(text):
@@ -525,7 +646,7 @@ def _read_settlement(handle, path, offset) -> Settlement:
             _find_bad(path, lines, name, col[name], lambda v: v.encode("ascii"),
                       "holds characters that are not ASCII")
     rows["ts"] = _parse_times(path, lines, col["time"], offset)
-    return Settlement(path, rows)
+    return rows
 
 
 # ---------------------------------------------------------------- host sources
@@ -800,7 +921,7 @@ def _host_txns_from_settlement(settlement: Settlement) -> np.ndarray:
 
 
 def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True,
-              settled_methods=None) -> ReconcileReport:
+              settled_methods=None, encoding=None) -> ReconcileReport:
     """Reconcile one business day of `journal` against `host` (see the module docstring).
 
     `host`: ``"sqlite:///back.db"``, a ``postgresql://`` DSN, a SqliteTarget or
@@ -808,7 +929,9 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
     limits both sides to one terminal; `window` (seconds) bounds the time
     difference of a settlement row matched by terminal + amount; with
     `check_receipts` False the print checks are skipped; `settled_methods`
-    (methods expected in a settlement file) defaults to all but cash and voucher.
+    (methods expected in a settlement file) defaults to all but cash and voucher;
+    `encoding` is a settlement file's text encoding (default UTF-8, see
+    :func:`read_settlement`).
 
     >>> report = reconcile(j, "sqlite:///back.db", day="2026-11-20")      # doctest: +SKIP
     >>> report.counts()["missing_at_host"], report.ok                     # doctest: +SKIP
@@ -820,7 +943,8 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
     source, where = _host_source(host)
     settlement = None
     if source == "settlement":     # read (and refuse) the file before anything else
-        settlement = where if isinstance(where, Settlement) else read_settlement(where, rule)
+        settlement = (where if isinstance(where, Settlement)
+                      else read_settlement(where, rule, encoding=encoding))
     rows = journal.query(day=[wanted, wanted + 1], terminal=terminal)
     rows = rows[(rows["flags"] & int(Flag.TRAINING)) == 0]
     oldest = journal.oldest_seq
@@ -1188,7 +1312,8 @@ def cli_reconcile(args) -> int:
     from .journal import Journal
     with Journal.open(args.journal, readonly=True) as journal:
         report = reconcile(journal, args.host, day=args.day,
-                           terminal=getattr(args, "terminal", None))
+                           terminal=getattr(args, "terminal", None),
+                           encoding=getattr(args, "encoding", None))
     print(report.format(getattr(args, "format", "table") or "table"))
     return 1 if report.discrepancies else 0
 

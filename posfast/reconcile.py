@@ -177,17 +177,37 @@ class ReconcileReport:
     journal_net: dict = field(default_factory=dict)   # currency -> net of approved payments
     host_net: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    #: summary mode (``reconcile(..., summary=True)``): the discrepancies were counted and
+    #: totalled, not kept; ``discrepancies`` is empty and ``category_totals`` holds them
+    summary_only: bool = False
+    _totals: Optional[dict] = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
+        if self.summary_only:
+            return not any(t["count"] for t in self.category_totals().values())
         return not self.discrepancies
 
     def counts(self) -> dict:
         """{category: number of discrepancies}, every category present."""
+        if self.summary_only:
+            return {c: t["count"] for c, t in self.category_totals().items()}
         out = {c: 0 for c in CATEGORIES}
         for d in self.discrepancies:
             out[d.category] += 1
         return out
+
+    def category_totals(self) -> dict:
+        """{category: {"count": n, "amount": {currency: sum}}}, every category present.
+
+        The amount of a discrepancy is the journal's where the journal holds the
+        payment, else the host's; amounts are unsigned minor units as listed."""
+        if self._totals is not None:
+            return self._totals
+        tally = _Tally()
+        for d in self.discrepancies:
+            tally.append(d)
+        return tally.totals
 
     def by_category(self, category: str) -> list:
         return [d for d in self.discrepancies if d.category == category]
@@ -198,62 +218,159 @@ class ReconcileReport:
             self.day.isoformat(), "terminal %d" % self.terminal if self.terminal is not None
             else "all terminals", self.host, self.journal_payments, self.host_payments,
             self.matched, "no discrepancies" if not counts else "%d discrepancies (%s)" % (
-                len(self.discrepancies), ", ".join("%s %d" % kv for kv in counts.items()))))
+                sum(counts.values()), ", ".join("%s %d" % kv for kv in counts.items()))))
+
+    def _head(self) -> dict:
+        out = {"journal": self.journal, "journal_id": self.journal_id,
+               "day": self.day.isoformat(), "terminal": self.terminal, "host": self.host,
+               "host_rows_are": self.host_rows_are, "ok": self.ok, "counts": self.counts(),
+               "journal_payments": self.journal_payments, "host_payments": self.host_payments,
+               "matched": self.matched,
+               "journal_net": {str(c): v for c, v in sorted(self.journal_net.items())},
+               "host_net": {str(c): v for c, v in sorted(self.host_net.items())},
+               "notes": self.notes}
+        if self.summary_only:
+            out["summary_only"] = True
+            out["totals"] = {c: {"count": t["count"],
+                                 "amount": {str(k): v for k, v in sorted(t["amount"].items())}}
+                             for c, t in self.category_totals().items()}
+        return out
 
     def to_dict(self) -> dict:
-        return {"journal": self.journal, "journal_id": self.journal_id,
-                "day": self.day.isoformat(), "terminal": self.terminal, "host": self.host,
-                "host_rows_are": self.host_rows_are, "ok": self.ok, "counts": self.counts(),
-                "journal_payments": self.journal_payments, "host_payments": self.host_payments,
-                "matched": self.matched,
-                "journal_net": {str(c): v for c, v in sorted(self.journal_net.items())},
-                "host_net": {str(c): v for c, v in sorted(self.host_net.items())},
-                "notes": self.notes,
-                "discrepancies": [d.to_dict() for d in self.discrepancies]}
+        out = self._head()
+        out["discrepancies"] = [d.to_dict() for d in self.discrepancies]
+        return out
 
     def to_json(self, indent=1) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+        buf = io.StringIO()
+        self.write_json(buf, indent=indent)
+        return buf.getvalue()
+
+    def write_json(self, out, indent=1) -> None:
+        """The text of :meth:`to_json`, written to the text file `out` one
+        discrepancy at a time (memory does not grow with the report)."""
+        head = dict(self._head(), discrepancies=[])
+        text = json.dumps(head, ensure_ascii=False, indent=indent)
+        tail = text.rindex("[]")
+        out.write(text[:tail + 1])
+        step = None if indent is None else (indent if isinstance(indent, str) else " " * indent)
+        pad = None if step is None else "\n" + step * 2
+        first = True
+        for d in self.discrepancies:
+            item = json.dumps(d.to_dict(), ensure_ascii=False, indent=indent)
+            if pad is None:
+                out.write(item if first else ", " + item)
+            else:
+                out.write(("" if first else ",") + pad + item.replace("\n", pad))
+            first = False
+        if not first and pad is not None:
+            out.write("\n" + step)
+        out.write(text[tail + 1:])
 
     _CSV = ("category", "terminal", "txn_id", "journal_seqs", "host_rows", "amount", "host_amount",
             "currency", "kind", "state", "host_state", "time", "rrn", "auth_code", "detail")
+    _CSV_SUMMARY = ("category", "count", "currency", "amount")
 
     def to_csv(self) -> str:
-        """One line per discrepancy; seq and row lists are space-separated."""
+        """One line per discrepancy; seq and row lists are space-separated.  In
+        summary mode: one line per category and currency (count, amount)."""
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        self.write_csv(buf)
+        return buf.getvalue()
+
+    def write_csv(self, out) -> None:
+        """The text of :meth:`to_csv`, written to `out` one line at a time."""
+        writer = csv.writer(out, lineterminator="\n")
+        if self.summary_only:
+            writer.writerow(self._CSV_SUMMARY)
+            for category, t in self.category_totals().items():
+                amounts = sorted(t["amount"].items()) or [("", "")]
+                for currency, amount in amounts:
+                    writer.writerow((category, t["count"], currency, amount))
+            return
         writer.writerow(self._CSV)
         for d in self.discrepancies:
             values = d.to_dict()
             values["journal_seqs"] = " ".join(map(str, d.journal_seqs))
             values["host_rows"] = " ".join(map(str, d.host_rows))
             writer.writerow(["" if values[c] is None else values[c] for c in self._CSV])
-        return buf.getvalue()
+
+    def write(self, out, fmt: str = "table") -> None:
+        """Write the report as `fmt` (table, json, csv) to the text file `out`,
+        streamed: a report of a million discrepancies never exists as one string."""
+        if fmt == "json":
+            self.write_json(out)
+        elif fmt == "csv":
+            self.write_csv(out)
+        elif fmt == "table":
+            for line in self._table_lines():
+                out.write(line + "\n")
+        else:
+            raise ValueError("format must be table, json or csv, not %r" % (fmt,))
+
+    def _summary_table(self):
+        from .receipt import format_amount
+        cells = [("category", "count", "amount")]
+        for category, t in self.category_totals().items():
+            if not t["count"]:
+                continue
+            amounts = []
+            for currency, amount in sorted(t["amount"].items()):
+                try:
+                    amounts.append(format_amount(amount, currency or 156)
+                                   + ("" if currency in (0, 156) else " (%d)" % currency))
+                except PosfastError:
+                    amounts.append("%d (%d)" % (amount, currency))
+            cells.append((category, str(t["count"]), ", ".join(amounts)))
+        if len(cells) == 1:
+            return []
+        widths = [max(len(row[i]) for row in cells) for i in range(3)]
+        lines = []
+        for n, row in enumerate(cells):
+            lines.append("  ".join(v.rjust(w) if i == 1 else v.ljust(w)
+                                   for i, (v, w) in enumerate(zip(row, widths))).rstrip())
+            if n == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return lines
 
     def to_table(self, detail_width=70) -> str:
+        return "\n".join(self._table_lines(detail_width))
+
+    def _table_lines(self, detail_width=70):
+        """The table's lines: two passes over the discrepancies (widths, then rows)."""
         from .receipt import format_amount
-        lines = [self.summary()]
-        lines += ["note: " + n for n in self.notes]
+        yield self.summary()
+        for n in self.notes:
+            yield "note: " + n
+        if self.summary_only:
+            yield from self._summary_table()
+            return
         if not self.discrepancies:
-            return "\n".join(lines)
+            return
         head = ("category", "term", "txn", "journal seqs", "host " + self.host_rows_are + "s",
                 "amount", "detail")
-        cells = [head]
-        for d in self.discrepancies:
+
+        def cells(d):
             try:
                 amount = "" if d.amount is None else format_amount(d.amount, d.currency or 156)
             except PosfastError:
                 amount = str(d.amount)
             detail = d.detail if len(d.detail) <= detail_width else d.detail[:detail_width - 3] + "..."
-            cells.append((d.category, str(d.terminal), str(d.txn_id or ""),
-                          " ".join(map(str, d.journal_seqs)) or "-",
-                          " ".join(map(str, d.host_rows)) or "-", amount, detail))
-        widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
-        for n, row in enumerate(cells):
-            lines.append("  ".join(v.rjust(w) if i in (1, 2, 5) else v.ljust(w)
-                                   for i, (v, w) in enumerate(zip(row, widths))).rstrip())
-            if n == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+            return (d.category, str(d.terminal), str(d.txn_id or ""),
+                    " ".join(map(str, d.journal_seqs)) or "-",
+                    " ".join(map(str, d.host_rows)) or "-", amount, detail)
+
+        widths = [len(v) for v in head]
+        for d in self.discrepancies:
+            widths = [max(w, len(v)) for w, v in zip(widths, cells(d))]
+
+        def line(row):
+            return "  ".join(v.rjust(w) if i in (1, 2, 5) else v.ljust(w)
+                             for i, (v, w) in enumerate(zip(row, widths))).rstrip()
+        yield line(head)
+        yield "  ".join("-" * w for w in widths)
+        for d in self.discrepancies:
+            yield line(cells(d))
 
     def format(self, fmt: str = "table") -> str:
         return {"table": self.to_table, "json": self.to_json, "csv": self.to_csv}[fmt]()
@@ -882,12 +999,34 @@ def _net_by_currency(kinds, states, amounts, currencies) -> dict:
     return {int(c): int(signed[cur == c].sum()) for c in np.unique(cur)}
 
 
+class _Tally:
+    """Stands in for the list of discrepancies in summary mode: each appended one
+    is counted and totalled, then dropped (only the last is kept, for edits)."""
+
+    def __init__(self):
+        self.totals = {c: {"count": 0, "amount": {}} for c in CATEGORIES}
+        self._last = None
+
+    def append(self, d):
+        t = self.totals[d.category]
+        t["count"] += 1
+        amount = d.amount if d.amount is not None else d.host_amount
+        if amount is not None:
+            t["amount"][d.currency] = t["amount"].get(d.currency, 0) + int(amount)
+        self._last = d
+
+    def __getitem__(self, i):
+        if i != -1 or self._last is None:
+            raise IndexError(i)
+        return self._last
+
+
 class _Builder:
     """Collects discrepancies; the only per-item Python work happens here."""
 
-    def __init__(self, tz):
+    def __init__(self, tz, summary=False):
         self.tz = tz
-        self.items = []
+        self.items = _Tally() if summary else []
 
     def txn(self, category, t, host=(), host_amount=None, host_state="", detail="",
             extra_seqs=()):
@@ -921,7 +1060,7 @@ def _host_txns_from_settlement(settlement: Settlement) -> np.ndarray:
 
 
 def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True,
-              settled_methods=None, encoding=None) -> ReconcileReport:
+              settled_methods=None, encoding=None, summary=False) -> ReconcileReport:
     """Reconcile one business day of `journal` against `host` (see the module docstring).
 
     `host`: ``"sqlite:///back.db"``, a ``postgresql://`` DSN, a SqliteTarget or
@@ -931,7 +1070,9 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
     `check_receipts` False the print checks are skipped; `settled_methods`
     (methods expected in a settlement file) defaults to all but cash and voucher;
     `encoding` is a settlement file's text encoding (default UTF-8, see
-    :func:`read_settlement`).
+    :func:`read_settlement`).  With `summary` True the discrepancies are counted
+    and totalled per category (:meth:`ReconcileReport.category_totals`) but not
+    kept: the report's memory does not grow with their number.
 
     >>> report = reconcile(j, "sqlite:///back.db", day="2026-11-20")      # doctest: +SKIP
     >>> report.counts()["missing_at_host"], report.ok                     # doctest: +SKIP
@@ -949,7 +1090,7 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
     rows = rows[(rows["flags"] & int(Flag.TRAINING)) == 0]
     oldest = journal.oldest_seq
     jtx, _records = payment_transactions(rows, wanted, oldest)
-    out = _Builder(tz)
+    out = _Builder(tz, summary=summary)
     report = ReconcileReport(journal=str(journal.path), journal_id=str(journal.journal_id),
                              day=day_to_date(wanted), terminal=terminal, host="",
                              host_rows_are="seq" if settlement is None else "line")
@@ -995,6 +1136,9 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
                     ", ".join(str(int(t)) for t in jtx["txn_id"][members])))
     if check_receipts:
         _receipts(journal, rows, jtx, wanted, out)
+    if summary:
+        report.summary_only, report._totals = True, out.items.totals
+        return report
     out.items.sort(key=lambda d: (_ORDER[d.category], d.terminal,
                                   d.journal_seqs[0] if d.journal_seqs else 0,
                                   d.host_rows[0] if d.host_rows else 0))
@@ -1305,17 +1449,22 @@ def _lookup_payment(journal, txn_id, ref_seq):
 
 # ---------------------------------------------------------------- command line, demo
 def cli_reconcile(args) -> int:
-    """``posfast reconcile JOURNAL --day D --host URL|FILE [--terminal N] [--format F]``.
+    """``posfast reconcile JOURNAL --day D --host URL|FILE [--terminal N] [--format F]
+    [--encoding E] [--summary]``.
 
-    Prints the report; returns 1 when there are discrepancies, 0 when none.
+    Writes the report to stdout, streamed; returns 1 when there are discrepancies,
+    0 when none.
     """
+    import sys
     from .journal import Journal
     with Journal.open(args.journal, readonly=True) as journal:
         report = reconcile(journal, args.host, day=args.day,
                            terminal=getattr(args, "terminal", None),
-                           encoding=getattr(args, "encoding", None))
-    print(report.format(getattr(args, "format", "table") or "table"))
-    return 1 if report.discrepancies else 0
+                           encoding=getattr(args, "encoding", None),
+                           summary=bool(getattr(args, "summary", False)))
+    report.write(sys.stdout, getattr(args, "format", "table") or "table")
+    sys.stdout.flush()
+    return 0 if report.ok else 1
 
 
 def demo_reconcile(journal, back_office=None, out=print, day=None):

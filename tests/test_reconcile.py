@@ -547,3 +547,60 @@ def test_blocks_join_like_one_read(tmp_path, monkeypatch):
                                        + ROW)).rows
     assert rows["rrn"].tolist() == [b"000000000001", b"1\n2", b"000000000001"]
     assert rows["line"].tolist() == [2, 4, 5]
+
+
+# ------------------------------------------------------------------ large reports
+def _many_findings(journal, tmp_path, rows=40):
+    Till(journal).pay(1, 1000, 10, printed=None)
+    return write_settlement(tmp_path / "many.csv", [
+        (k % 5 + 1, local(at(20 + k)), "%012d" % (500 + k), "", 100 + k, "CNY", "sale")
+        for k in range(rows)])
+
+
+def test_streamed_report_is_the_same_text(journal, tmp_path):
+    report = reconcile(journal, _many_findings(journal, tmp_path), day=DAY)
+    report.notes.append("收银台 ünïcode note")
+    assert report.counts()["missing_in_journal"] == 40
+    for indent in (None, 0, 1, 2, "\t"):
+        assert report.to_json(indent=indent) == json.dumps(report.to_dict(), ensure_ascii=False,
+                                                           indent=indent)
+    for fmt in ("json", "csv", "table"):
+        buf = io.StringIO()
+        report.write(buf, fmt)
+        assert buf.getvalue().rstrip("\n") == report.format(fmt).rstrip("\n")
+    rows = list(csv.DictReader(io.StringIO(report.to_csv())))
+    assert len(rows) == 42 and rows[-1]["category"] == "transaction_without_receipt"
+    assert rows[1]["host_rows"] == "2" and rows[1]["amount"] == "" and rows[1]["host_amount"] == "100"
+    empty = reconcile(journal, write_settlement(tmp_path / "none.csv", []), day=DAY,
+                      check_receipts=False, settled_methods=["voucher"])
+    assert empty.ok and json.loads(empty.to_json())["discrepancies"] == []
+    assert empty.to_json() == json.dumps(empty.to_dict(), ensure_ascii=False, indent=1)
+
+
+def test_summary_mode_counts_and_totals(journal, tmp_path, capsys):
+    path = _many_findings(journal, tmp_path)
+    full = reconcile(journal, path, day=DAY)
+    brief = reconcile(journal, path, day=DAY, summary=True)
+    assert brief.summary_only and brief.discrepancies == [] and not brief.ok
+    assert brief.counts() == full.counts()
+    assert brief.category_totals() == full.category_totals()
+    totals = brief.category_totals()
+    assert totals["missing_in_journal"] == {"count": 40, "amount": {156: sum(range(100, 140))}}
+    assert totals["transaction_without_receipt"] == {"count": 1, "amount": {156: 1000}}
+    assert totals["duplicate"] == {"count": 0, "amount": {}}
+    doc = json.loads(brief.to_json())
+    assert doc["totals"]["missing_in_journal"] == {"count": 40, "amount": {"156": 4780}}
+    assert doc["discrepancies"] == [] and doc["counts"]["missing_in_journal"] == 40
+    assert list(csv.reader(io.StringIO(brief.to_csv())))[1:3] == [
+        ["missing_at_host", "1", "156", "1000"], ["missing_in_journal", "40", "156", "4780"]]
+    # the CLI: one line per category, none per discrepancy; exit 1 as for the full report
+    assert main(["reconcile", journal.path, "--day", DAY, "--host", path, "--summary"]) == 1
+    out = capsys.readouterr().out
+    assert "42 discrepancies" in out and "47.80" in out and out.count("\n") < 10
+    assert "missing_in_journal" in out and "%012d" % 500 not in out
+    assert main(["reconcile", journal.path, "--day", DAY, "--host", path, "--summary",
+                 "--format", "json"]) == 1
+    assert json.loads(capsys.readouterr().out)["totals"]["missing_in_journal"]["count"] == 40
+    clean = reconcile(journal, write_settlement(tmp_path / "none.csv", []), day=DAY,
+                      check_receipts=False, settled_methods=["voucher"], summary=True)
+    assert clean.ok and "no discrepancies" in clean.to_table()

@@ -95,6 +95,7 @@ import sqlite3
 import urllib.parse
 import warnings
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
@@ -1020,31 +1021,139 @@ class _Tally:
             raise IndexError(i)
         return self._last
 
+    def bulk(self, category, amounts, currencies):
+        t = self.totals[category]
+        t["count"] += len(amounts)
+        for currency in np.unique(currencies).tolist():
+            total = int(amounts[currencies == currency].astype(np.int64).sum())
+            t["amount"][int(currency)] = t["amount"].get(int(currency), 0) + total
+
 
 class _Builder:
-    """Collects discrepancies; the only per-item Python work happens here."""
+    """Collects discrepancies; the only per-item Python work happens here.
+
+    Findings that come in bulk (missing at host, missing in the journal: up to a
+    whole file of them) are kept as index arrays into the payment tables and made
+    into :class:`Discrepancy` objects only when the report is read or written."""
 
     def __init__(self, tz, summary=False):
         self.tz = tz
         self.items = _Tally() if summary else []
+        self.bulks = []           # (kind, category, table, indices, detail, explicit items before)
 
-    def txn(self, category, t, host=(), host_amount=None, host_state="", detail="",
-            extra_seqs=()):
+    def _txn(self, category, t, host=(), host_amount=None, host_state="", detail="",
+             extra_seqs=()):
         seqs = tuple(dict.fromkeys(tuple(extra_seqs) + (int(t["first_seq"]), int(t["final_seq"]))))
-        self.items.append(Discrepancy(
+        return Discrepancy(
             category=category, terminal=int(t["terminal"]), txn_id=int(t["txn_id"]),
             journal_seqs=seqs, host_rows=tuple(host), amount=int(t["amount"]),
             host_amount=host_amount, currency=int(t["currency"]), kind=_name(Kind, t["kind"]),
             state=_name(State, t["state"]), host_state=host_state, time=_iso(t["ts"], self.tz),
-            rrn=_text(t["rrn"]), auth_code=_text(t["auth_code"]), detail=detail))
+            rrn=_text(t["rrn"]), auth_code=_text(t["auth_code"]), detail=detail)
 
-    def host_only(self, category, h, rows, detail):
-        self.items.append(Discrepancy(
+    def _host_only(self, category, h, rows, detail):
+        return Discrepancy(
             category=category, terminal=int(h["terminal"]), txn_id=int(h["txn_id"]),
             journal_seqs=(), host_rows=tuple(rows), amount=None, host_amount=int(h["amount"]),
             currency=int(h["currency"]), kind=_name(Kind, h["kind"]), state="",
             host_state=_name(State, h["state"]), time=_iso(h["ts"], self.tz), rrn=_text(h["rrn"]),
-            auth_code=_text(h["auth_code"]), detail=detail))
+            auth_code=_text(h["auth_code"]), detail=detail)
+
+    def txn(self, category, t, **kw):
+        self.items.append(self._txn(category, t, **kw))
+
+    def host_only(self, category, h, rows, detail):
+        self.items.append(self._host_only(category, h, rows, detail))
+
+    def bulk(self, kind, category, table, indices, detail):
+        """Many findings of one category and detail: `kind` "txn" (journal payments,
+        as txn() makes them) or "host" (host rows, as host_only() with _host_seqs)."""
+        indices = np.asarray(indices, np.int64)
+        if not len(indices):
+            return
+        if isinstance(self.items, _Tally):
+            self.items.bulk(category, table["amount"][indices], table["currency"][indices])
+            return
+        self.bulks.append((kind, category, table, indices, detail, len(self.items)))
+
+    def make(self, b, i):
+        kind, category, table, indices, detail, _ = self.bulks[b]
+        row = table[indices[i]]
+        if kind == "txn":
+            return self._txn(category, row, detail=detail)
+        return self._host_only(category, row, _host_seqs(row), detail)
+
+    def finish(self):
+        """The discrepancies in report order: category, terminal, first journal seq,
+        first host row, then the order they were found in."""
+        items = self.items
+        if not self.bulks:
+            items.sort(key=lambda d: (_ORDER[d.category], d.terminal,
+                                      d.journal_seqs[0] if d.journal_seqs else 0,
+                                      d.host_rows[0] if d.host_rows else 0))
+            return items
+        n = len(items)
+        sizes = [len(b[3]) for b in self.bulks]
+        marks = np.array([b[5] for b in self.bulks], np.int64)
+        before = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        cat = [np.array([_ORDER[d.category] for d in items], np.int64)]
+        term = [np.array([d.terminal for d in items], np.int64)]
+        seq0 = [np.array([d.journal_seqs[0] if d.journal_seqs else 0 for d in items], np.int64)]
+        host0 = [np.array([d.host_rows[0] if d.host_rows else 0 for d in items], np.int64)]
+        # explicit item k comes after every bulk added once k items existed
+        ahead = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        found = [np.arange(n, dtype=np.int64)
+                 + ahead[np.searchsorted(marks, np.arange(n), side="right")]]
+        src = [np.full(n, -1, np.int32)]
+        pos = [np.arange(n, dtype=np.int64)]
+        for b, (kind, category, table, indices, _detail, mark) in enumerate(self.bulks):
+            m = len(indices)
+            first = table["first_seq"][indices].astype(np.int64)
+            cat.append(np.full(m, _ORDER[category], np.int64))
+            term.append(table["terminal"][indices].astype(np.int64))
+            seq0.append(first if kind == "txn" else np.zeros(m, np.int64))
+            host0.append(np.zeros(m, np.int64) if kind == "txn" else first)
+            found.append(mark + before[b] + np.arange(m, dtype=np.int64))
+            src.append(np.full(m, b, np.int32))
+            pos.append(np.arange(m, dtype=np.int64))
+        order = np.lexsort(tuple(np.concatenate(k) for k in (found, host0, seq0, term, cat)))
+        return _Discrepancies(self, items, np.concatenate(src)[order], np.concatenate(pos)[order])
+
+
+class _Discrepancies(Sequence):
+    """The report's discrepancies: a read-only sequence whose bulk findings are
+    made into :class:`Discrepancy` objects as they are read (so a report of a
+    million findings holds 12 bytes for each, plus the payment tables)."""
+
+    def __init__(self, builder, items, src, pos):
+        self._builder, self._items, self._src, self._pos = builder, items, src, pos
+
+    def __len__(self):
+        return len(self._src)
+
+    def _at(self, k):
+        b = int(self._src[k])
+        return self._items[int(self._pos[k])] if b < 0 else self._builder.make(b, int(self._pos[k]))
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self._at(i) for i in range(*k.indices(len(self)))]
+        n = len(self)
+        if not -n <= k < n:
+            raise IndexError(k)
+        return self._at(k % n)
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self._at(k)
+
+    def __eq__(self, other):
+        if isinstance(other, (list, tuple, Sequence)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self):
+        return "<%d discrepancies>" % len(self)
 
 
 def _host_txns_from_settlement(settlement: Settlement) -> np.ndarray:
@@ -1139,10 +1248,7 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
     if summary:
         report.summary_only, report._totals = True, out.items.totals
         return report
-    out.items.sort(key=lambda d: (_ORDER[d.category], d.terminal,
-                                  d.journal_seqs[0] if d.journal_seqs else 0,
-                                  d.host_rows[0] if d.host_rows else 0))
-    report.discrepancies = out.items
+    report.discrepancies = out.finish()
     return report
 
 
@@ -1187,15 +1293,13 @@ def _against_back_office(jtx, htx, oldest, out, report):
     j_matched[ji] = True
     h_matched = np.zeros(len(htx), bool)
     h_matched[hi] = True
-    for i in np.flatnonzero(~j_matched).tolist():
-        out.txn("missing_at_host", jtx[i], detail="the back office has no record of this payment "
-                "(never synced, or lost there)")
-    for i in np.flatnonzero(~h_matched).tolist():
-        h = htx[i]
-        out.host_only("missing_in_journal", h, _host_seqs(h),
-                      "evicted from the journal (seq below its oldest live seq %d)" % oldest
-                      if int(h["txn_id"]) < oldest else "the journal has no such payment "
-                      "(deleted, or never written in this journal)")
+    out.bulk("txn", "missing_at_host", jtx, np.flatnonzero(~j_matched),
+             "the back office has no record of this payment (never synced, or lost there)")
+    evicted = htx["txn_id"] < oldest
+    out.bulk("host", "missing_in_journal", htx, np.flatnonzero(~h_matched & evicted),
+             "evicted from the journal (seq below its oldest live seq %d)" % oldest)
+    out.bulk("host", "missing_in_journal", htx, np.flatnonzero(~h_matched & ~evicted),
+             "the journal has no such payment (deleted, or never written in this journal)")
     j, h = jtx[ji], htx[hi]
     amount_off = ((j["amount"] != h["amount"]) | (j["currency"] != h["currency"])
                   | (j["first_amount"] != h["first_amount"]))
@@ -1308,12 +1412,11 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
     report.host_net = _net_by_currency(hin["kind"], hin["state"], hin["amount"], hin["currency"])
     lines = htx["first_seq"]
 
-    for i in np.flatnonzero(approved & ~j_done).tolist():
-        out.txn("missing_at_host", jtx[i], detail="approved here, not in the acquirer's "
-                "settlement (not settled, or settled on another day)")
-    for i in np.flatnonzero(~h_done & inside).tolist():
-        out.host_only("missing_in_journal", htx[i], (int(lines[i]),), "settled by the acquirer, "
-                      "no such payment in the journal")
+    out.bulk("txn", "missing_at_host", jtx, np.flatnonzero(approved & ~j_done),
+             "approved here, not in the acquirer's settlement (not settled, or settled on "
+             "another day)")
+    out.bulk("host", "missing_in_journal", htx, np.flatnonzero(~h_done & inside),
+             "settled by the acquirer, no such payment in the journal")
     jstate = jtx["state"][pj]
     settled = jstate != _PENDING                       # pending: in_doubt, reported by the caller
     amount_off = settled & ((jtx["amount"][pj] != htx["amount"][ph])

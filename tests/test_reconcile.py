@@ -568,6 +568,12 @@ def test_streamed_report_is_the_same_text(journal, tmp_path):
         buf = io.StringIO()
         report.write(buf, fmt)
         assert buf.getvalue().rstrip("\n") == report.format(fmt).rstrip("\n")
+    # the discrepancies read like a list (bulk findings are made as they are read)
+    listed = list(report.discrepancies)
+    assert len(report.discrepancies) == 42 and report.discrepancies == listed
+    assert report.discrepancies[-1] == listed[-1] and report.discrepancies[1:3] == listed[1:3]
+    assert [d.host_rows for d in report.by_category("missing_in_journal")][:3] == [(2,), (7,), (12,)]
+    assert listed[1].detail == "settled by the acquirer, no such payment in the journal"
     rows = list(csv.DictReader(io.StringIO(report.to_csv())))
     assert len(rows) == 42 and rows[-1]["category"] == "transaction_without_receipt"
     assert rows[1]["host_rows"] == "2" and rows[1]["amount"] == "" and rows[1]["host_amount"] == "100"

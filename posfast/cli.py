@@ -433,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", required=True, help="sqlite:///back.db, postgresql://... or settlement.csv")
     p.add_argument("--terminal", type=int)
     p.add_argument("--format", choices=_FORMATS, default="table")
+    p.add_argument("--encoding", help="text encoding of a settlement file (default utf-8, BOM "
+                   "or not; e.g. gbk, gb18030 for Chinese bank exports)")
+    p.add_argument("--summary", action="store_true",
+                   help="counts and totals per category only, not one line per discrepancy")
     p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("close-day", help="write the Z-report (DAY_CLOSE) of a business day")

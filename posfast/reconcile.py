@@ -95,6 +95,7 @@ import sqlite3
 import urllib.parse
 import warnings
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
@@ -177,17 +178,37 @@ class ReconcileReport:
     journal_net: dict = field(default_factory=dict)   # currency -> net of approved payments
     host_net: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    #: summary mode (``reconcile(..., summary=True)``): the discrepancies were counted and
+    #: totalled, not kept; ``discrepancies`` is empty and ``category_totals`` holds them
+    summary_only: bool = False
+    _totals: Optional[dict] = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
+        if self.summary_only:
+            return not any(t["count"] for t in self.category_totals().values())
         return not self.discrepancies
 
     def counts(self) -> dict:
         """{category: number of discrepancies}, every category present."""
+        if self.summary_only:
+            return {c: t["count"] for c, t in self.category_totals().items()}
         out = {c: 0 for c in CATEGORIES}
         for d in self.discrepancies:
             out[d.category] += 1
         return out
+
+    def category_totals(self) -> dict:
+        """{category: {"count": n, "amount": {currency: sum}}}, every category present.
+
+        The amount of a discrepancy is the journal's where the journal holds the
+        payment, else the host's; amounts are unsigned minor units as listed."""
+        if self._totals is not None:
+            return self._totals
+        tally = _Tally()
+        for d in self.discrepancies:
+            tally.append(d)
+        return tally.totals
 
     def by_category(self, category: str) -> list:
         return [d for d in self.discrepancies if d.category == category]
@@ -198,62 +219,159 @@ class ReconcileReport:
             self.day.isoformat(), "terminal %d" % self.terminal if self.terminal is not None
             else "all terminals", self.host, self.journal_payments, self.host_payments,
             self.matched, "no discrepancies" if not counts else "%d discrepancies (%s)" % (
-                len(self.discrepancies), ", ".join("%s %d" % kv for kv in counts.items()))))
+                sum(counts.values()), ", ".join("%s %d" % kv for kv in counts.items()))))
+
+    def _head(self) -> dict:
+        out = {"journal": self.journal, "journal_id": self.journal_id,
+               "day": self.day.isoformat(), "terminal": self.terminal, "host": self.host,
+               "host_rows_are": self.host_rows_are, "ok": self.ok, "counts": self.counts(),
+               "journal_payments": self.journal_payments, "host_payments": self.host_payments,
+               "matched": self.matched,
+               "journal_net": {str(c): v for c, v in sorted(self.journal_net.items())},
+               "host_net": {str(c): v for c, v in sorted(self.host_net.items())},
+               "notes": self.notes}
+        if self.summary_only:
+            out["summary_only"] = True
+            out["totals"] = {c: {"count": t["count"],
+                                 "amount": {str(k): v for k, v in sorted(t["amount"].items())}}
+                             for c, t in self.category_totals().items()}
+        return out
 
     def to_dict(self) -> dict:
-        return {"journal": self.journal, "journal_id": self.journal_id,
-                "day": self.day.isoformat(), "terminal": self.terminal, "host": self.host,
-                "host_rows_are": self.host_rows_are, "ok": self.ok, "counts": self.counts(),
-                "journal_payments": self.journal_payments, "host_payments": self.host_payments,
-                "matched": self.matched,
-                "journal_net": {str(c): v for c, v in sorted(self.journal_net.items())},
-                "host_net": {str(c): v for c, v in sorted(self.host_net.items())},
-                "notes": self.notes,
-                "discrepancies": [d.to_dict() for d in self.discrepancies]}
+        out = self._head()
+        out["discrepancies"] = [d.to_dict() for d in self.discrepancies]
+        return out
 
     def to_json(self, indent=1) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+        buf = io.StringIO()
+        self.write_json(buf, indent=indent)
+        return buf.getvalue()
+
+    def write_json(self, out, indent=1) -> None:
+        """The text of :meth:`to_json`, written to the text file `out` one
+        discrepancy at a time (memory does not grow with the report)."""
+        head = dict(self._head(), discrepancies=[])
+        text = json.dumps(head, ensure_ascii=False, indent=indent)
+        tail = text.rindex("[]")
+        out.write(text[:tail + 1])
+        step = None if indent is None else (indent if isinstance(indent, str) else " " * indent)
+        pad = None if step is None else "\n" + step * 2
+        first = True
+        for d in self.discrepancies:
+            item = json.dumps(d.to_dict(), ensure_ascii=False, indent=indent)
+            if pad is None:
+                out.write(item if first else ", " + item)
+            else:
+                out.write(("" if first else ",") + pad + item.replace("\n", pad))
+            first = False
+        if not first and pad is not None:
+            out.write("\n" + step)
+        out.write(text[tail + 1:])
 
     _CSV = ("category", "terminal", "txn_id", "journal_seqs", "host_rows", "amount", "host_amount",
             "currency", "kind", "state", "host_state", "time", "rrn", "auth_code", "detail")
+    _CSV_SUMMARY = ("category", "count", "currency", "amount")
 
     def to_csv(self) -> str:
-        """One line per discrepancy; seq and row lists are space-separated."""
+        """One line per discrepancy; seq and row lists are space-separated.  In
+        summary mode: one line per category and currency (count, amount)."""
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        self.write_csv(buf)
+        return buf.getvalue()
+
+    def write_csv(self, out) -> None:
+        """The text of :meth:`to_csv`, written to `out` one line at a time."""
+        writer = csv.writer(out, lineterminator="\n")
+        if self.summary_only:
+            writer.writerow(self._CSV_SUMMARY)
+            for category, t in self.category_totals().items():
+                amounts = sorted(t["amount"].items()) or [("", "")]
+                for currency, amount in amounts:
+                    writer.writerow((category, t["count"], currency, amount))
+            return
         writer.writerow(self._CSV)
         for d in self.discrepancies:
             values = d.to_dict()
             values["journal_seqs"] = " ".join(map(str, d.journal_seqs))
             values["host_rows"] = " ".join(map(str, d.host_rows))
             writer.writerow(["" if values[c] is None else values[c] for c in self._CSV])
-        return buf.getvalue()
+
+    def write(self, out, fmt: str = "table") -> None:
+        """Write the report as `fmt` (table, json, csv) to the text file `out`,
+        streamed: a report of a million discrepancies never exists as one string."""
+        if fmt == "json":
+            self.write_json(out)
+        elif fmt == "csv":
+            self.write_csv(out)
+        elif fmt == "table":
+            for line in self._table_lines():
+                out.write(line + "\n")
+        else:
+            raise ValueError("format must be table, json or csv, not %r" % (fmt,))
+
+    def _summary_table(self):
+        from .receipt import format_amount
+        cells = [("category", "count", "amount")]
+        for category, t in self.category_totals().items():
+            if not t["count"]:
+                continue
+            amounts = []
+            for currency, amount in sorted(t["amount"].items()):
+                try:
+                    amounts.append(format_amount(amount, currency or 156)
+                                   + ("" if currency in (0, 156) else " (%d)" % currency))
+                except PosfastError:
+                    amounts.append("%d (%d)" % (amount, currency))
+            cells.append((category, str(t["count"]), ", ".join(amounts)))
+        if len(cells) == 1:
+            return []
+        widths = [max(len(row[i]) for row in cells) for i in range(3)]
+        lines = []
+        for n, row in enumerate(cells):
+            lines.append("  ".join(v.rjust(w) if i == 1 else v.ljust(w)
+                                   for i, (v, w) in enumerate(zip(row, widths))).rstrip())
+            if n == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return lines
 
     def to_table(self, detail_width=70) -> str:
+        return "\n".join(self._table_lines(detail_width))
+
+    def _table_lines(self, detail_width=70):
+        """The table's lines: two passes over the discrepancies (widths, then rows)."""
         from .receipt import format_amount
-        lines = [self.summary()]
-        lines += ["note: " + n for n in self.notes]
+        yield self.summary()
+        for n in self.notes:
+            yield "note: " + n
+        if self.summary_only:
+            yield from self._summary_table()
+            return
         if not self.discrepancies:
-            return "\n".join(lines)
+            return
         head = ("category", "term", "txn", "journal seqs", "host " + self.host_rows_are + "s",
                 "amount", "detail")
-        cells = [head]
-        for d in self.discrepancies:
+
+        def cells(d):
             try:
                 amount = "" if d.amount is None else format_amount(d.amount, d.currency or 156)
             except PosfastError:
                 amount = str(d.amount)
             detail = d.detail if len(d.detail) <= detail_width else d.detail[:detail_width - 3] + "..."
-            cells.append((d.category, str(d.terminal), str(d.txn_id or ""),
-                          " ".join(map(str, d.journal_seqs)) or "-",
-                          " ".join(map(str, d.host_rows)) or "-", amount, detail))
-        widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
-        for n, row in enumerate(cells):
-            lines.append("  ".join(v.rjust(w) if i in (1, 2, 5) else v.ljust(w)
-                                   for i, (v, w) in enumerate(zip(row, widths))).rstrip())
-            if n == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+            return (d.category, str(d.terminal), str(d.txn_id or ""),
+                    " ".join(map(str, d.journal_seqs)) or "-",
+                    " ".join(map(str, d.host_rows)) or "-", amount, detail)
+
+        widths = [len(v) for v in head]
+        for d in self.discrepancies:
+            widths = [max(w, len(v)) for w, v in zip(widths, cells(d))]
+
+        def line(row):
+            return "  ".join(v.rjust(w) if i in (1, 2, 5) else v.ljust(w)
+                             for i, (v, w) in enumerate(zip(row, widths))).rstrip()
+        yield line(head)
+        yield "  ".join("-" * w for w in widths)
+        for d in self.discrepancies:
+            yield line(cells(d))
 
     def format(self, fmt: str = "table") -> str:
         return {"table": self.to_table, "json": self.to_json, "csv": self.to_csv}[fmt]()
@@ -350,12 +468,36 @@ def _parse_times(path, lines, values, offset_minutes):
     return out
 
 
-def read_settlement(source, utc_offset=0, path=None) -> Settlement:
+#: Characters of text parsed at a time: the file is read, split and converted
+#: block by block, so only one block's Python strings exist at once and the
+#: parsed rows (SETTLEMENT_DTYPE, 45 bytes each) are all that grows with the file.
+_BLOCK_CHARS = 1 << 21
+
+
+def _codec(encoding):
+    """The codec name to decode with: UTF-8 (the default) strips a byte-order mark."""
+    import codecs
+    name = "utf-8" if encoding is None else str(encoding)
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        raise SettlementError("posfast: unknown encoding %r for the settlement file (try utf-8, "
+                              "gbk, gb18030, latin-1, cp1252)" % name, None, None, None,
+                              name) from None
+    return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
+
+
+def read_settlement(source, utc_offset=0, path=None, encoding=None) -> Settlement:
     """Parse an acquirer settlement CSV (a path, or an open text file).
 
     `utc_offset` (minutes, or a DayRule) is the local time of rows without an
-    offset.  Raises :class:`SettlementError` with line, column and value on the
-    first malformed value; never returns part of a file.
+    offset.  `encoding` is the file's text encoding (default UTF-8, with or
+    without a byte-order mark; e.g. ``"gbk"`` or ``"gb18030"`` for Chinese bank
+    exports); it applies to paths, not to text streams.  Line endings may be
+    LF, CRLF or CR alone.  The file is read in blocks: memory grows with the
+    parsed rows only (45 bytes a row), not with the text.  Raises
+    :class:`SettlementError` with line, column and value on the first malformed
+    value; never returns part of a file.
 
     >>> import io
     >>> s = read_settlement(io.StringIO("terminal,time,rrn,auth_code,amount,currency,type\\n"
@@ -372,31 +514,88 @@ def read_settlement(source, utc_offset=0, path=None) -> Settlement:
     offset = getattr(utc_offset, "offset_minutes", utc_offset)
     if isinstance(source, (str, os.PathLike)):
         path = path or os.fspath(source)
+        codec = _codec(encoding)
         try:
-            with open(source, encoding="utf-8-sig", newline="") as handle:
+            with open(source, encoding=codec, newline="") as handle:
                 return _read_settlement(handle, path, int(offset))
         except UnicodeDecodeError as exc:
-            raise SettlementError("posfast: settlement file %s is not UTF-8 text (%s)"
-                                  % (path, exc), path) from None
+            raise _undecodable(path, codec, encoding, exc) from None
     return _read_settlement(source, path or getattr(source, "name", "<stream>"), int(offset))
 
 
-def _split_csv(text, path):
-    """(header, header line, data line numbers, rows or columns, are_columns).
+def _undecodable(path, codec, asked, exc):
+    """The error for a file that is not text in `codec`: names the first bad line
+    (found by decoding the file again line by line) and suggests --encoding."""
+    line, bad = None, exc.object[exc.start:exc.end]
+    try:
+        with open(path, "rb") as handle:
+            number = 0
+            for raw in handle:
+                for piece in raw.rstrip(b"\n").rstrip(b"\r").split(b"\r"):
+                    number += 1
+                    try:
+                        piece.decode(codec)
+                    except UnicodeDecodeError as err:
+                        line, bad = number, piece[err.start:err.end]
+                        break
+                if line is not None:
+                    break
+    except OSError:
+        pass
+    name = {"utf-8-sig": "UTF-8"}.get(codec, codec)
+    hint = ("it may be in another encoding: give it with --encoding (e.g. --encoding gbk for a "
+            "Chinese bank export; API: read_settlement(..., encoding='gbk'))" if asked is None
+            else "check the --encoding given (%s)" % asked)
+    return SettlementError("posfast: settlement file %s%s: bytes %r are not %s text; %s"
+                           % (path, "" if line is None else ", line %d" % line, bytes(bad), name,
+                              hint), path, line, None, bytes(bad))
 
-    Files without quotes are split with str.split over the whole text (several
+
+def _text_blocks(handle):
+    """(first line number, text) of blocks of whole lines, newlines made "\\n" (LF,
+    CRLF and CR alone all end a line).  A block never ends inside a quoted field."""
+    line, carry = 1, ""
+    while True:
+        chunk = handle.read(_BLOCK_CHARS)
+        if not isinstance(chunk, str):
+            raise TypeError("read_settlement reads text: open the file in text mode, or give "
+                            "its path (and encoding=...)")
+        text = carry + chunk
+        if not chunk:
+            if text:
+                yield line, text.replace("\r\n", "\n").replace("\r", "\n")
+            return
+        # a CR at the end may be the first half of a CRLF: keep it for the next block
+        cut = len(text) - 1 if text.endswith("\r") else len(text)
+        end = max(text.rfind("\n", 0, cut), text.rfind("\r", 0, cut)) + 1
+        if end <= 0 or text.count('"', 0, end) % 2:
+            carry = text                   # no whole line yet, or inside a quoted field
+            continue
+        block, carry = text[:end], text[end:]
+        if "\r" in block:
+            block = block.replace("\r\n", "\n").replace("\r", "\n")
+        yield line, block
+        line += block.count("\n")
+
+
+def _split_block(text, line0, path, width, header_line):
+    """(header or None, its line, data line numbers, columns) of one block of text.
+
+    `width` is None until the header is found (then the block's first non-blank
+    row is the header).  Blocks without quotes are split with str.split (several
     times faster than the csv module, same result); others go through csv."""
-    text = text.replace("\r\n", "\n")
-    if '"' not in text and "\r" not in text:
-        numbered = [(number, line) for number, line in enumerate(text.split("\n"), 1)
+    header = None
+    if '"' not in text:
+        numbered = [(number, line) for number, line in enumerate(text.split("\n"), line0)
                     if line.strip()]
-        if not numbered:
-            return None, 0, [], [], False
-        (header_line, header), numbered = numbered[0], numbered[1:]
-        header = header.split(",")
+        if width is None:
+            if not numbered:
+                return None, 0, [], []
+            (header_line, first), numbered = numbered[0], numbered[1:]
+            header = first.split(",")
+            width = len(header)
         lines = [number for number, _ in numbered]
         data = [line for _, line in numbered]
-        width = len(header)
         commas = np.fromiter(map(str.count, data, [","] * len(data)), np.int64, len(data))
         if (commas != width - 1).any():
             i = int(np.argmax(commas != width - 1))
@@ -404,61 +603,100 @@ def _split_csv(text, path):
                                   "(line %d) has %d" % (path, lines[i], commas[i] + 1, header_line,
                                                         width), path, lines[i])
         cells = ",".join(data).split(",") if data else []
-        return header, header_line, lines, [cells[k::width] for k in range(width)], True
+        return header, header_line, lines, [cells[k::width] for k in range(width)]
     reader = csv.reader(io.StringIO(text))
-    header, header_line = None, 0
     lines, records = [], []
     try:
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
-            if header is None:
-                header, header_line = row, reader.line_num
+            if width is None:
+                header, header_line, width = row, line0 - 1 + reader.line_num, len(row)
                 continue
-            lines.append(reader.line_num)
+            if len(row) != width:
+                number = line0 - 1 + reader.line_num
+                raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
+                                      "(line %d) has %d" % (path, number, len(row), header_line,
+                                                            width), path, number)
+            lines.append(line0 - 1 + reader.line_num)
             records.append(row)
     except csv.Error as exc:
-        raise SettlementError("posfast: settlement file %s, line %d: %s" % (path, reader.line_num, exc),
-                              path, reader.line_num) from None
-    return header, header_line, lines, records, False
+        number = line0 - 1 + reader.line_num
+        raise SettlementError("posfast: settlement file %s, line %d: %s" % (path, number, exc),
+                              path, number) from None
+    columns = [list(c) for c in zip(*records)] if records else [[] for _ in range(width or 0)]
+    return header, header_line, lines, columns
 
 
-def _read_settlement(handle, path, offset) -> Settlement:
-    header, header_line, lines, records, are_columns = _split_csv(handle.read(), path)
-    if header is None:
-        raise SettlementError("posfast: settlement file %s is empty; it needs a header row: %s"
-                              % (path, ",".join(SETTLEMENT_COLUMNS)), path, 1)
-    names = [_ALIASES.get(h.strip().lower().replace(" ", "_").replace("-", "_"),
-                          h.strip().lower().replace(" ", "_").replace("-", "_")) for h in header]
-    missing = [c for c in SETTLEMENT_COLUMNS if c not in names]
+def _column_names(header, header_line, path):
+    """The SETTLEMENT_COLUMNS position of each column; refuses a header that lacks
+    a column or names one twice (directly, or through an alias)."""
+    if header:
+        header = [header[0].lstrip("\ufeff")] + list(header[1:])
+    keys = [h.strip().lower().replace(" ", "_").replace("-", "_") for h in header]
+    names = [_ALIASES.get(k, k) for k in keys]
+    where = {}
+    for i, name in enumerate(names):
+        if name not in SETTLEMENT_COLUMNS:
+            continue
+        if name in where:
+            j = where[name]
+            raise SettlementError(
+                "posfast: settlement file %s, line %d: the header names column %s twice: %r "
+                "(field %d) and %r (field %d); keep one of them, or rename the other"
+                % (path, header_line, name, header[j].strip(), j + 1, header[i].strip(), i + 1),
+                path, header_line, name, (header[j].strip(), header[i].strip()))
+        where[name] = i
+    missing = [c for c in SETTLEMENT_COLUMNS if c not in where]
     if missing:
         raise SettlementError("posfast: settlement file %s, line %d: header lacks column(s) %s; "
                               "columns are %s" % (path, header_line, ", ".join(missing),
                                                   ",".join(SETTLEMENT_COLUMNS)),
                               path, header_line, missing[0])
-    n, width = len(lines), len(header)
+    return where
+
+
+def _read_settlement(handle, path, offset) -> Settlement:
+    header = where = width = None
+    header_line = 0
+    parts = []
+    for line0, text in _text_blocks(handle):
+        found, header_line, lines, columns = _split_block(text, line0, path, width, header_line)
+        if found is not None:
+            header, width = found, len(found)
+            where = _column_names(header, header_line, path)
+        if lines:
+            col = {name: columns[i] for name, i in where.items()}
+            parts.append(_settlement_rows(col, lines, path, offset))
+        del text, lines, columns
+    if header is None:
+        raise SettlementError("posfast: settlement file %s is empty; it needs a header row: %s"
+                              % (path, ",".join(SETTLEMENT_COLUMNS)), path, 1)
+    if len(parts) == 1:
+        return Settlement(path, parts[0])
+    return Settlement(path, np.concatenate(parts) if parts else np.zeros(0, SETTLEMENT_DTYPE))
+
+
+def _settlement_rows(col, lines, path, offset) -> np.ndarray:
+    """SETTLEMENT_DTYPE rows of one block: {column: list of text values}, line numbers."""
+    n = len(lines)
     rows = np.zeros(n, SETTLEMENT_DTYPE)
     rows["line"] = lines
-    if not n:
-        return Settlement(path, rows)
-    if are_columns:
-        columns = records
-    else:
-        counts = np.fromiter(map(len, records), np.int64, n)
-        if (counts != width).any():
-            i = int(np.argmax(counts != width))
-            raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
-                                  "(line %d) has %d" % (path, lines[i], counts[i], header_line,
-                                                        width), path, lines[i])
-        columns = list(zip(*records))
-    col = {name: columns[names.index(name)] for name in SETTLEMENT_COLUMNS}
 
     def integers(name, why, lo, hi):
         values = col[name]
         try:
             arr = np.fromiter(map(int, values), np.int64, n)
         except (ValueError, OverflowError):
-            _find_bad(path, lines, name, values, lambda v: int(v), why)
+            for line, value in zip(lines, values):
+                try:
+                    number = int(value)
+                except ValueError:
+                    raise _column_error(path, line, name, value, why) from None
+                if not lo <= number <= hi:
+                    raise _column_error(path, line, name, value,
+                                        "is out of range %d..%d" % (lo, hi)) from None
+            raise
         bad = (arr < lo) | (arr > hi)
         if bad.any():
             i = int(np.argmax(bad))
@@ -484,6 +722,7 @@ def _read_settlement(handle, path, offset) -> Settlement:
         i = next(k for k, v in enumerate(col["amount"]) if "." in v or "," in v)
         raise _column_error(path, lines[i], "amount", col["amount"][i],
                             "is not an integer number of minor units (write 1250 for 12.50)")
+    del joined
     amount = integers("amount", "is not an integer number of minor units", -(2**62), 2**62)
 
     def kind_of(text):
@@ -525,7 +764,7 @@ def _read_settlement(handle, path, offset) -> Settlement:
             _find_bad(path, lines, name, col[name], lambda v: v.encode("ascii"),
                       "holds characters that are not ASCII")
     rows["ts"] = _parse_times(path, lines, col["time"], offset)
-    return Settlement(path, rows)
+    return rows
 
 
 # ---------------------------------------------------------------- host sources
@@ -761,30 +1000,160 @@ def _net_by_currency(kinds, states, amounts, currencies) -> dict:
     return {int(c): int(signed[cur == c].sum()) for c in np.unique(cur)}
 
 
+class _Tally:
+    """Stands in for the list of discrepancies in summary mode: each appended one
+    is counted and totalled, then dropped (only the last is kept, for edits)."""
+
+    def __init__(self):
+        self.totals = {c: {"count": 0, "amount": {}} for c in CATEGORIES}
+        self._last = None
+
+    def append(self, d):
+        t = self.totals[d.category]
+        t["count"] += 1
+        amount = d.amount if d.amount is not None else d.host_amount
+        if amount is not None:
+            t["amount"][d.currency] = t["amount"].get(d.currency, 0) + int(amount)
+        self._last = d
+
+    def __getitem__(self, i):
+        if i != -1 or self._last is None:
+            raise IndexError(i)
+        return self._last
+
+    def bulk(self, category, amounts, currencies):
+        t = self.totals[category]
+        t["count"] += len(amounts)
+        for currency in np.unique(currencies).tolist():
+            total = int(amounts[currencies == currency].astype(np.int64).sum())
+            t["amount"][int(currency)] = t["amount"].get(int(currency), 0) + total
+
+
 class _Builder:
-    """Collects discrepancies; the only per-item Python work happens here."""
+    """Collects discrepancies; the only per-item Python work happens here.
 
-    def __init__(self, tz):
+    Findings that come in bulk (missing at host, missing in the journal: up to a
+    whole file of them) are kept as index arrays into the payment tables and made
+    into :class:`Discrepancy` objects only when the report is read or written."""
+
+    def __init__(self, tz, summary=False):
         self.tz = tz
-        self.items = []
+        self.items = _Tally() if summary else []
+        self.bulks = []           # (kind, category, table, indices, detail, explicit items before)
 
-    def txn(self, category, t, host=(), host_amount=None, host_state="", detail="",
-            extra_seqs=()):
+    def _txn(self, category, t, host=(), host_amount=None, host_state="", detail="",
+             extra_seqs=()):
         seqs = tuple(dict.fromkeys(tuple(extra_seqs) + (int(t["first_seq"]), int(t["final_seq"]))))
-        self.items.append(Discrepancy(
+        return Discrepancy(
             category=category, terminal=int(t["terminal"]), txn_id=int(t["txn_id"]),
             journal_seqs=seqs, host_rows=tuple(host), amount=int(t["amount"]),
             host_amount=host_amount, currency=int(t["currency"]), kind=_name(Kind, t["kind"]),
             state=_name(State, t["state"]), host_state=host_state, time=_iso(t["ts"], self.tz),
-            rrn=_text(t["rrn"]), auth_code=_text(t["auth_code"]), detail=detail))
+            rrn=_text(t["rrn"]), auth_code=_text(t["auth_code"]), detail=detail)
 
-    def host_only(self, category, h, rows, detail):
-        self.items.append(Discrepancy(
+    def _host_only(self, category, h, rows, detail):
+        return Discrepancy(
             category=category, terminal=int(h["terminal"]), txn_id=int(h["txn_id"]),
             journal_seqs=(), host_rows=tuple(rows), amount=None, host_amount=int(h["amount"]),
             currency=int(h["currency"]), kind=_name(Kind, h["kind"]), state="",
             host_state=_name(State, h["state"]), time=_iso(h["ts"], self.tz), rrn=_text(h["rrn"]),
-            auth_code=_text(h["auth_code"]), detail=detail))
+            auth_code=_text(h["auth_code"]), detail=detail)
+
+    def txn(self, category, t, **kw):
+        self.items.append(self._txn(category, t, **kw))
+
+    def host_only(self, category, h, rows, detail):
+        self.items.append(self._host_only(category, h, rows, detail))
+
+    def bulk(self, kind, category, table, indices, detail):
+        """Many findings of one category and detail: `kind` "txn" (journal payments,
+        as txn() makes them) or "host" (host rows, as host_only() with _host_seqs)."""
+        indices = np.asarray(indices, np.int64)
+        if not len(indices):
+            return
+        if isinstance(self.items, _Tally):
+            self.items.bulk(category, table["amount"][indices], table["currency"][indices])
+            return
+        self.bulks.append((kind, category, table, indices, detail, len(self.items)))
+
+    def make(self, b, i):
+        kind, category, table, indices, detail, _ = self.bulks[b]
+        row = table[indices[i]]
+        if kind == "txn":
+            return self._txn(category, row, detail=detail)
+        return self._host_only(category, row, _host_seqs(row), detail)
+
+    def finish(self):
+        """The discrepancies in report order: category, terminal, first journal seq,
+        first host row, then the order they were found in."""
+        items = self.items
+        if not self.bulks:
+            items.sort(key=lambda d: (_ORDER[d.category], d.terminal,
+                                      d.journal_seqs[0] if d.journal_seqs else 0,
+                                      d.host_rows[0] if d.host_rows else 0))
+            return items
+        n = len(items)
+        sizes = [len(b[3]) for b in self.bulks]
+        marks = np.array([b[5] for b in self.bulks], np.int64)
+        before = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        cat = [np.array([_ORDER[d.category] for d in items], np.int64)]
+        term = [np.array([d.terminal for d in items], np.int64)]
+        seq0 = [np.array([d.journal_seqs[0] if d.journal_seqs else 0 for d in items], np.int64)]
+        host0 = [np.array([d.host_rows[0] if d.host_rows else 0 for d in items], np.int64)]
+        # explicit item k comes after every bulk added once k items existed
+        ahead = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        found = [np.arange(n, dtype=np.int64)
+                 + ahead[np.searchsorted(marks, np.arange(n), side="right")]]
+        src = [np.full(n, -1, np.int32)]
+        pos = [np.arange(n, dtype=np.int64)]
+        for b, (kind, category, table, indices, _detail, mark) in enumerate(self.bulks):
+            m = len(indices)
+            first = table["first_seq"][indices].astype(np.int64)
+            cat.append(np.full(m, _ORDER[category], np.int64))
+            term.append(table["terminal"][indices].astype(np.int64))
+            seq0.append(first if kind == "txn" else np.zeros(m, np.int64))
+            host0.append(np.zeros(m, np.int64) if kind == "txn" else first)
+            found.append(mark + before[b] + np.arange(m, dtype=np.int64))
+            src.append(np.full(m, b, np.int32))
+            pos.append(np.arange(m, dtype=np.int64))
+        order = np.lexsort(tuple(np.concatenate(k) for k in (found, host0, seq0, term, cat)))
+        return _Discrepancies(self, items, np.concatenate(src)[order], np.concatenate(pos)[order])
+
+
+class _Discrepancies(Sequence):
+    """The report's discrepancies: a read-only sequence whose bulk findings are
+    made into :class:`Discrepancy` objects as they are read (so a report of a
+    million findings holds 12 bytes for each, plus the payment tables)."""
+
+    def __init__(self, builder, items, src, pos):
+        self._builder, self._items, self._src, self._pos = builder, items, src, pos
+
+    def __len__(self):
+        return len(self._src)
+
+    def _at(self, k):
+        b = int(self._src[k])
+        return self._items[int(self._pos[k])] if b < 0 else self._builder.make(b, int(self._pos[k]))
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self._at(i) for i in range(*k.indices(len(self)))]
+        n = len(self)
+        if not -n <= k < n:
+            raise IndexError(k)
+        return self._at(k % n)
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self._at(k)
+
+    def __eq__(self, other):
+        if isinstance(other, (list, tuple, Sequence)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self):
+        return "<%d discrepancies>" % len(self)
 
 
 def _host_txns_from_settlement(settlement: Settlement) -> np.ndarray:
@@ -800,7 +1169,7 @@ def _host_txns_from_settlement(settlement: Settlement) -> np.ndarray:
 
 
 def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True,
-              settled_methods=None) -> ReconcileReport:
+              settled_methods=None, encoding=None, summary=False) -> ReconcileReport:
     """Reconcile one business day of `journal` against `host` (see the module docstring).
 
     `host`: ``"sqlite:///back.db"``, a ``postgresql://`` DSN, a SqliteTarget or
@@ -808,7 +1177,11 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
     limits both sides to one terminal; `window` (seconds) bounds the time
     difference of a settlement row matched by terminal + amount; with
     `check_receipts` False the print checks are skipped; `settled_methods`
-    (methods expected in a settlement file) defaults to all but cash and voucher.
+    (methods expected in a settlement file) defaults to all but cash and voucher;
+    `encoding` is a settlement file's text encoding (default UTF-8, see
+    :func:`read_settlement`).  With `summary` True the discrepancies are counted
+    and totalled per category (:meth:`ReconcileReport.category_totals`) but not
+    kept: the report's memory does not grow with their number.
 
     >>> report = reconcile(j, "sqlite:///back.db", day="2026-11-20")      # doctest: +SKIP
     >>> report.counts()["missing_at_host"], report.ok                     # doctest: +SKIP
@@ -820,12 +1193,13 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
     source, where = _host_source(host)
     settlement = None
     if source == "settlement":     # read (and refuse) the file before anything else
-        settlement = where if isinstance(where, Settlement) else read_settlement(where, rule)
+        settlement = (where if isinstance(where, Settlement)
+                      else read_settlement(where, rule, encoding=encoding))
     rows = journal.query(day=[wanted, wanted + 1], terminal=terminal)
     rows = rows[(rows["flags"] & int(Flag.TRAINING)) == 0]
     oldest = journal.oldest_seq
     jtx, _records = payment_transactions(rows, wanted, oldest)
-    out = _Builder(tz)
+    out = _Builder(tz, summary=summary)
     report = ReconcileReport(journal=str(journal.path), journal_id=str(journal.journal_id),
                              day=day_to_date(wanted), terminal=terminal, host="",
                              host_rows_are="seq" if settlement is None else "line")
@@ -871,10 +1245,10 @@ def reconcile(journal, host, day, terminal=None, window=300, check_receipts=True
                     ", ".join(str(int(t)) for t in jtx["txn_id"][members])))
     if check_receipts:
         _receipts(journal, rows, jtx, wanted, out)
-    out.items.sort(key=lambda d: (_ORDER[d.category], d.terminal,
-                                  d.journal_seqs[0] if d.journal_seqs else 0,
-                                  d.host_rows[0] if d.host_rows else 0))
-    report.discrepancies = out.items
+    if summary:
+        report.summary_only, report._totals = True, out.items.totals
+        return report
+    report.discrepancies = out.finish()
     return report
 
 
@@ -919,15 +1293,13 @@ def _against_back_office(jtx, htx, oldest, out, report):
     j_matched[ji] = True
     h_matched = np.zeros(len(htx), bool)
     h_matched[hi] = True
-    for i in np.flatnonzero(~j_matched).tolist():
-        out.txn("missing_at_host", jtx[i], detail="the back office has no record of this payment "
-                "(never synced, or lost there)")
-    for i in np.flatnonzero(~h_matched).tolist():
-        h = htx[i]
-        out.host_only("missing_in_journal", h, _host_seqs(h),
-                      "evicted from the journal (seq below its oldest live seq %d)" % oldest
-                      if int(h["txn_id"]) < oldest else "the journal has no such payment "
-                      "(deleted, or never written in this journal)")
+    out.bulk("txn", "missing_at_host", jtx, np.flatnonzero(~j_matched),
+             "the back office has no record of this payment (never synced, or lost there)")
+    evicted = htx["txn_id"] < oldest
+    out.bulk("host", "missing_in_journal", htx, np.flatnonzero(~h_matched & evicted),
+             "evicted from the journal (seq below its oldest live seq %d)" % oldest)
+    out.bulk("host", "missing_in_journal", htx, np.flatnonzero(~h_matched & ~evicted),
+             "the journal has no such payment (deleted, or never written in this journal)")
     j, h = jtx[ji], htx[hi]
     amount_off = ((j["amount"] != h["amount"]) | (j["currency"] != h["currency"])
                   | (j["first_amount"] != h["first_amount"]))
@@ -1040,12 +1412,11 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
     report.host_net = _net_by_currency(hin["kind"], hin["state"], hin["amount"], hin["currency"])
     lines = htx["first_seq"]
 
-    for i in np.flatnonzero(approved & ~j_done).tolist():
-        out.txn("missing_at_host", jtx[i], detail="approved here, not in the acquirer's "
-                "settlement (not settled, or settled on another day)")
-    for i in np.flatnonzero(~h_done & inside).tolist():
-        out.host_only("missing_in_journal", htx[i], (int(lines[i]),), "settled by the acquirer, "
-                      "no such payment in the journal")
+    out.bulk("txn", "missing_at_host", jtx, np.flatnonzero(approved & ~j_done),
+             "approved here, not in the acquirer's settlement (not settled, or settled on "
+             "another day)")
+    out.bulk("host", "missing_in_journal", htx, np.flatnonzero(~h_done & inside),
+             "settled by the acquirer, no such payment in the journal")
     jstate = jtx["state"][pj]
     settled = jstate != _PENDING                       # pending: in_doubt, reported by the caller
     amount_off = settled & ((jtx["amount"][pj] != htx["amount"][ph])
@@ -1181,16 +1552,22 @@ def _lookup_payment(journal, txn_id, ref_seq):
 
 # ---------------------------------------------------------------- command line, demo
 def cli_reconcile(args) -> int:
-    """``posfast reconcile JOURNAL --day D --host URL|FILE [--terminal N] [--format F]``.
+    """``posfast reconcile JOURNAL --day D --host URL|FILE [--terminal N] [--format F]
+    [--encoding E] [--summary]``.
 
-    Prints the report; returns 1 when there are discrepancies, 0 when none.
+    Writes the report to stdout, streamed; returns 1 when there are discrepancies,
+    0 when none.
     """
+    import sys
     from .journal import Journal
     with Journal.open(args.journal, readonly=True) as journal:
         report = reconcile(journal, args.host, day=args.day,
-                           terminal=getattr(args, "terminal", None))
-    print(report.format(getattr(args, "format", "table") or "table"))
-    return 1 if report.discrepancies else 0
+                           terminal=getattr(args, "terminal", None),
+                           encoding=getattr(args, "encoding", None),
+                           summary=bool(getattr(args, "summary", False)))
+    report.write(sys.stdout, getattr(args, "format", "table") or "table")
+    sys.stdout.flush()
+    return 0 if report.ok else 1
 
 
 def demo_reconcile(journal, back_office=None, out=print, day=None):

@@ -434,3 +434,179 @@ def test_postgres_back_office(journal, tmp_path):
                              ("in_doubt", (doubt[0],), (doubt[0],))]
     assert report.matched == 2 and report.host_net == {156: 1000} and clean
     assert report.host.startswith("back office postgresql://")
+
+
+# ------------------------------------------------------------------ hostile settlement files
+ROW = "1,2025-11-20 10:00:00,000000000001,A1,1250,156,sale\n"
+
+
+@pytest.mark.parametrize("header, first, second", [
+    ("terminal,time,rrn,auth_code,amount,currency,type,rrn", "rrn", "rrn"),
+    ("terminal,time,reference,auth_code,amount,currency,type,rrn", "reference", "rrn"),
+    ("tid,time,rrn,auth_code,amount,currency,type,Terminal", "tid", "Terminal"),
+    ("terminal,time,rrn,auth_code,amount,currency,type,Transaction Type", "type",
+     "Transaction Type"),
+])
+def test_header_naming_a_column_twice_is_refused(tmp_path, header, first, second):
+    path = tmp_path / "dup.csv"
+    path.write_text(header + "\n" + ROW.rstrip("\n") + ",x\n")
+    with pytest.raises(SettlementError) as info:
+        read_settlement(path)
+    message = str(info.value)
+    assert "twice" in message and repr(first) in message and repr(second) in message
+    assert info.value.line == 1 and "line 1" in message
+
+
+def test_cr_only_line_endings_parse_like_lf(tmp_path):
+    lf = HEADER + ROW + "\n" + "7,2025-11-20 11:00:00,,,99,978,refund\n"
+    path = tmp_path / "mac.csv"
+    path.write_bytes(lf.replace("\n", "\r").encode())
+    rows = read_settlement(path).rows
+    assert rows.tolist() == read_settlement(io.StringIO(lf)).rows.tolist()
+    assert rows["line"].tolist() == [2, 4] and rows["amount"].tolist() == [1250, 99]
+    # quoted fields, and a CR-only stream
+    quoted = lf.replace("000000000001", '"000000000001"').replace("\n", "\r")
+    assert read_settlement(io.StringIO(quoted)).rows.tolist() == rows.tolist()
+    # an error in a CR-only file names the right line
+    path.write_bytes((HEADER + ROW + ROW.replace("1250", "12.50")).replace("\n", "\r").encode())
+    with pytest.raises(SettlementError, match="line 3, column amount: '12.50'"):
+        read_settlement(path)
+
+
+@pytest.mark.parametrize("amount", ["12345678901234567890", "-99999999999999999999",
+                                    "4611686018427387905"])
+def test_out_of_range_amount_names_line_column_value(tmp_path, amount):
+    path = tmp_path / "big.csv"
+    path.write_text(HEADER + ROW + ROW.replace("1250", amount).replace("sale", "refund"))
+    with pytest.raises(SettlementError) as info:
+        read_settlement(path)
+    err = info.value
+    assert (err.line, err.column, err.value) == (3, "amount", amount)
+    assert "line 3, column amount: %r is out of range" % amount in str(err)
+
+
+def test_encoding_option_and_undecodable_bytes(tmp_path, journal, capsys):
+    header = HEADER.replace("terminal", "终端")
+    text = header + ROW + ROW.replace("000000000001", "000000000002")
+    path = tmp_path / "gbk.csv"
+    path.write_bytes(text.encode("gbk"))
+    # read as UTF-8 (the default): refused, naming the line and the way out
+    with pytest.raises(SettlementError) as info:
+        read_settlement(path)
+    message = str(info.value)
+    assert info.value.line == 1 and "line 1" in message and "--encoding" in message
+    assert "UTF-8" in message
+    # "终端" is not a column name: with the encoding given, it is read and the header lacks terminal
+    with pytest.raises(SettlementError, match="lacks column.*terminal"):
+        read_settlement(path, encoding="gbk")
+    path.write_bytes((HEADER.replace("type", "type,备注") + ROW.replace("\n", ",现金\n")
+                      + ROW.replace("000000000001", "000000000002").replace("\n", ",银联\n"))
+                     .encode("gbk"))
+    rows = read_settlement(path, encoding="gbk").rows
+    assert rows["rrn"].tolist() == [b"000000000001", b"000000000002"]
+    # a bad byte deep in the file: its line is named
+    path.write_bytes(HEADER.encode() + ROW.encode() * 5 + b"1,2025-11-20 10:00:00,1,,5,156,sale\xff\n")
+    with pytest.raises(SettlementError, match="line 7: bytes b'\\\\xff' are not UTF-8 text"):
+        read_settlement(path)
+    with pytest.raises(SettlementError, match="unknown encoding 'klingon'"):
+        read_settlement(path, encoding="klingon")
+    # the CLI: --encoding reaches the reader; a wrong one is one line, exit 2
+    path.write_bytes((HEADER.replace("type", "type,note") + ROW.replace("\n", ",现金\n")).encode("gbk"))
+    assert main(["reconcile", journal.path, "--day", DAY, "--host", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "--encoding" in err and "line 2" in err and "Traceback" not in err
+    assert main(["reconcile", journal.path, "--day", DAY, "--host", str(path), "--encoding",
+                 "gbk"]) == 1
+    assert "missing_in_journal" in capsys.readouterr().out
+    # UTF-8 with a BOM, given explicitly or not
+    path.write_bytes(("\ufeff" + HEADER + ROW).encode("utf-8"))
+    assert read_settlement(path).rows["amount"].tolist() == [1250]
+    assert read_settlement(path, encoding="utf-8").rows["amount"].tolist() == [1250]
+
+
+def test_blocks_join_like_one_read(tmp_path, monkeypatch):
+    """The reader works block by block: a file many blocks long reads exactly like
+    one read whole, whatever falls on a block boundary (a CRLF, a quoted newline)."""
+    import posfast.reconcile as rec
+    body = []
+    for k in range(300):
+        rrn = '"%012d"' % k if k % 7 == 0 else "%012d" % k
+        body.append("%d,2025-11-20 10:%02d:00,%s,A%d,%d,156,sale" % (k % 9 + 1, k % 60, rrn, k, 100 + k))
+        if k % 50 == 0:
+            body.append("")
+    text = HEADER.replace("\n", "\r\n") + "\r\n".join(body) + "\r\n"
+    whole = read_settlement(io.StringIO(text)).rows
+    for size in (7, 64, 1000):
+        monkeypatch.setattr(rec, "_BLOCK_CHARS", size)
+        assert read_settlement(io.StringIO(text)).rows.tolist() == whole.tolist()
+        assert read_settlement(io.StringIO(text.replace("\r\n", "\r"))).rows.tolist() == whole.tolist()
+    assert len(whole) == 300 and whole["line"][-1] == 300 + 6 + 1
+    # a quoted field holding a newline, across a block boundary
+    monkeypatch.setattr(rec, "_BLOCK_CHARS", 5)
+    rows = read_settlement(io.StringIO(HEADER + ROW + '1,2025-11-20 10:00:00,"1\n2",,5,156,sale\n'
+                                       + ROW)).rows
+    assert rows["rrn"].tolist() == [b"000000000001", b"1\n2", b"000000000001"]
+    assert rows["line"].tolist() == [2, 4, 5]
+
+
+# ------------------------------------------------------------------ large reports
+def _many_findings(journal, tmp_path, rows=40):
+    Till(journal).pay(1, 1000, 10, printed=None)
+    return write_settlement(tmp_path / "many.csv", [
+        (k % 5 + 1, local(at(20 + k)), "%012d" % (500 + k), "", 100 + k, "CNY", "sale")
+        for k in range(rows)])
+
+
+def test_streamed_report_is_the_same_text(journal, tmp_path):
+    report = reconcile(journal, _many_findings(journal, tmp_path), day=DAY)
+    report.notes.append("收银台 ünïcode note")
+    assert report.counts()["missing_in_journal"] == 40
+    for indent in (None, 0, 1, 2, "\t"):
+        assert report.to_json(indent=indent) == json.dumps(report.to_dict(), ensure_ascii=False,
+                                                           indent=indent)
+    for fmt in ("json", "csv", "table"):
+        buf = io.StringIO()
+        report.write(buf, fmt)
+        assert buf.getvalue().rstrip("\n") == report.format(fmt).rstrip("\n")
+    # the discrepancies read like a list (bulk findings are made as they are read)
+    listed = list(report.discrepancies)
+    assert len(report.discrepancies) == 42 and report.discrepancies == listed
+    assert report.discrepancies[-1] == listed[-1] and report.discrepancies[1:3] == listed[1:3]
+    assert [d.host_rows for d in report.by_category("missing_in_journal")][:3] == [(2,), (7,), (12,)]
+    assert listed[1].detail == "settled by the acquirer, no such payment in the journal"
+    rows = list(csv.DictReader(io.StringIO(report.to_csv())))
+    assert len(rows) == 42 and rows[-1]["category"] == "transaction_without_receipt"
+    assert rows[1]["host_rows"] == "2" and rows[1]["amount"] == "" and rows[1]["host_amount"] == "100"
+    empty = reconcile(journal, write_settlement(tmp_path / "none.csv", []), day=DAY,
+                      check_receipts=False, settled_methods=["voucher"])
+    assert empty.ok and json.loads(empty.to_json())["discrepancies"] == []
+    assert empty.to_json() == json.dumps(empty.to_dict(), ensure_ascii=False, indent=1)
+
+
+def test_summary_mode_counts_and_totals(journal, tmp_path, capsys):
+    path = _many_findings(journal, tmp_path)
+    full = reconcile(journal, path, day=DAY)
+    brief = reconcile(journal, path, day=DAY, summary=True)
+    assert brief.summary_only and brief.discrepancies == [] and not brief.ok
+    assert brief.counts() == full.counts()
+    assert brief.category_totals() == full.category_totals()
+    totals = brief.category_totals()
+    assert totals["missing_in_journal"] == {"count": 40, "amount": {156: sum(range(100, 140))}}
+    assert totals["transaction_without_receipt"] == {"count": 1, "amount": {156: 1000}}
+    assert totals["duplicate"] == {"count": 0, "amount": {}}
+    doc = json.loads(brief.to_json())
+    assert doc["totals"]["missing_in_journal"] == {"count": 40, "amount": {"156": 4780}}
+    assert doc["discrepancies"] == [] and doc["counts"]["missing_in_journal"] == 40
+    assert list(csv.reader(io.StringIO(brief.to_csv())))[1:3] == [
+        ["missing_at_host", "1", "156", "1000"], ["missing_in_journal", "40", "156", "4780"]]
+    # the CLI: one line per category, none per discrepancy; exit 1 as for the full report
+    assert main(["reconcile", journal.path, "--day", DAY, "--host", path, "--summary"]) == 1
+    out = capsys.readouterr().out
+    assert "42 discrepancies" in out and "47.80" in out and out.count("\n") < 10
+    assert "missing_in_journal" in out and "%012d" % 500 not in out
+    assert main(["reconcile", journal.path, "--day", DAY, "--host", path, "--summary",
+                 "--format", "json"]) == 1
+    assert json.loads(capsys.readouterr().out)["totals"]["missing_in_journal"]["count"] == 40
+    clean = reconcile(journal, write_settlement(tmp_path / "none.csv", []), day=DAY,
+                      check_receipts=False, settled_methods=["voucher"], summary=True)
+    assert clean.ok and "no discrepancies" in clean.to_table()

@@ -148,7 +148,7 @@ def main():
             return make_journal(os.path.join(tmp, name), n)
 
         j = fresh("sqlite.pfj")
-        target = SqliteTarget(os.path.join(tmp, "back.db"))
+        target = SqliteTarget(os.path.join(tmp, "back.db"), create=True)
         recs, dt = timed_sync(j, target, b)
         rows.append(("SqliteTarget (Syncer.run_once)", recs, dt, ""))
         target.close()

@@ -14,20 +14,30 @@ does the syncer advance the journal's durable sync watermark, so:
 
 Targets
 -------
-``SqliteTarget(path)``
+``SqliteTarget(path, create=False)``
     The embedded default back office: one SQLite file (WAL,
-    ``synchronous=FULL``), one transaction per batch.
+    ``synchronous=FULL``), one transaction per batch.  A file that does not
+    exist is created only with ``create=True`` (``posfast sync --create``);
+    otherwise :class:`BackOfficeMissing` names the absolute path, so a typo
+    cannot send records to a stray file that acknowledges them.
 ``PostgresTarget(dsn)``
     The same schema in PostgreSQL (psycopg 3).  A batch is COPYed into a
     temporary table and inserted with ``ON CONFLICT DO NOTHING`` inside one
     transaction; continuity is checked under ``SELECT ... FOR UPDATE`` on the
     journal's row, so two syncers of the same journal cannot interleave.
-``HttpTarget(url, token)``
-    Standard-library HTTP client for ``posfast serve`` (:mod:`posfast.server`),
-    which writes to either database.
+``HttpTarget(url, token, ca_file=None, client_cert=None)``
+    Standard-library HTTP(S) client for ``posfast serve`` (:mod:`posfast.server`),
+    which writes to either database.  ``client_cert``: a PEM path holding
+    certificate and key, or a ``(cert_file, key_file)`` tuple.
 
-``target_from_url("sqlite:///back.db" | "postgresql://..." | "http://host:8080",
-token=None)`` builds one from a URL (``sqlite:///rel.db``, ``sqlite:////abs.db``).
+``target_from_url("sqlite:///back.db" | "postgresql://..." | "https://host:8443",
+token=None, create=False)`` builds one from a URL.  SQLite URLs follow SQLAlchemy:
+``sqlite:///var/back.db`` is the *relative* path ``var/back.db`` (from the current
+directory); ``sqlite:////var/back.db`` is the absolute ``/var/back.db``.
+
+The first batch a back office stores for a journal *anchors* its copy: the seq
+it starts at (1, or the anchor), its link, and the journal's day rule.  Later
+batches must continue that chain with that rule.
 
 Back-office schema (both databases)
 -----------------------------------
@@ -65,13 +75,21 @@ Continuity rules (what a target accepts)
 4. An identical replay of a held batch is accepted: the ack carries the held
    high-water mark and ``stored == 0``.
 
-The link covers every stored field except ``day``, which the journal derives
-from ``ts`` by its day rule; a target stores ``day`` as sent (and compares it
-on replays like every other column).
+5. ``day`` must be what the journal's day rule gives for the row's ``ts``
+   (``(ts + (utc_offset - day_start) minutes) // 1 day``).  The rule travels with
+   the batch (``RecordBatch.day_rule``, wire field ``day_rule``); the first stored
+   batch records it for the journal and a later batch with another rule is
+   refused.  Without a rule sent or recorded, UTC / 00:00 (``DayRule()``) applies.
+   So a token holder cannot file a record under another business day, and the
+   genuine record is never shut out as a ``fork`` by such a forgery.
+6. Seqs above ``2**63 - 1`` are ``invalid`` (no journal reaches them).
 
 Refusals raise :class:`SyncRefused` (a ``PosfastError``) with ``.reason`` in
-``gap / fork / chain / auth / invalid``; connectivity problems raise
-:class:`SyncUnavailable` and are retried by :meth:`Syncer.run_forever`.
+``gap / fork / chain / auth / invalid``; ``invalid`` is ``.permanent`` and
+:meth:`Syncer.run_forever` does not re-send it.  Connectivity problems (and
+HTTP 408/429/5xx) raise :class:`SyncUnavailable` and are retried; a full disk on
+the back office is :class:`BackOfficeFull` (a SyncUnavailable).  An answer that
+does not acknowledge exactly the batch sent raises :class:`SyncBadAck`.
 
 HTTP wire format (``posfast serve``)
 ------------------------------------
@@ -82,11 +100,17 @@ HTTP wire format (``posfast serve``)
      "journal_id": "<uuid>", "first_seq": 1, "count": 1000, "anchor": false,
      "rows": "<base64: count x RECORD_DTYPE.itemsize little-endian bytes>",
      "links": "<base64: count x 16 bytes>",
-     "payloads": "<base64: payloads concatenated; lengths = rows.payload_len>"}
+     "payloads": "<base64: payloads concatenated; lengths = rows.payload_len>",
+     "day_rule": {"utc_offset_min": 480, "starts_at_min": 240}}
 
-``200 {"ok": true, "journal_id", "high_seq", "stored", "duplicates"}``, or an
-error ``{"ok": false, "reason", "message", ...}`` with 400 (invalid), 401/403
-(auth), 409 (gap / fork / chain), 413 (too large), 503 (database unavailable).
+``200 {"ok": true, "journal_id", "first_seq", "last_seq", "count", "high_seq",
+"stored", "duplicates", "last_link": "<base64 link of last_seq>"}``; the client
+counts the batch as synced only if journal id, first/last seq and count are those
+it sent, ``stored + duplicates == count``, ``high_seq >= last_seq`` and
+``last_link`` is its own link of the last seq.  Errors are JSON ``{"ok": false,
+"reason", "message", ...}`` with 400 (invalid), 401/403 (auth), 408 (body too
+slow), 409 (gap / fork / chain), 413 (too large), 429 (too many failed tokens),
+503 (database unavailable: no path, DSN or database error is disclosed).
 ``GET /v1/journals/<journal_id>`` returns the held state, ``GET /v1/health``
 ``{"ok": true}``.
 """

@@ -165,7 +165,7 @@ def test_terminal_filter_and_clean_day(journal, tmp_path):
 def test_back_office_that_never_saw_the_journal(journal, tmp_path):
     txn, final, _ = Till(journal).pay(1, 1000, 10)
     back = tmp_path / "empty.db"
-    SqliteTarget(back).close()
+    SqliteTarget(back, create=True).close()
     report = reconcile(journal, back, day=DAY)
     assert found(report) == [("missing_at_host", (txn, final), ())]
     assert "never synced" in report.notes[0]
@@ -352,7 +352,7 @@ def test_report_as_json_csv_and_table(journal, tmp_path):
     till = Till(journal)
     txn, final, _ = till.pay(1, 1000, 10, printed=None)
     back = tmp_path / "back.db"
-    SqliteTarget(back).close()
+    SqliteTarget(back, create=True).close()
     report = reconcile(journal, back, day=DAY)
     doc = json.loads(report.to_json())
     assert doc["ok"] is False and doc["counts"]["missing_at_host"] == 1

@@ -263,7 +263,7 @@ def cmd_reprint(args):
 
 
 def _sync_token(args):
-    """The journal's token: --token-file, then $POSFAST_SYNC_TOKEN, then --token (visible in `ps`)."""
+    """The journal's token: --token-file, else --token (visible in `ps`), else $POSFAST_SYNC_TOKEN."""
     if args.token_file:
         try:
             with open(args.token_file, encoding="utf-8") as fh:
@@ -273,7 +273,7 @@ def _sync_token(args):
         if not token:
             raise errors.PosfastError("--token-file %s is empty" % args.token_file)
         return token
-    return os.environ.get("POSFAST_SYNC_TOKEN") or args.token
+    return args.token or os.environ.get("POSFAST_SYNC_TOKEN")
 
 
 def cmd_sync(args):
@@ -329,6 +329,8 @@ def _sync(args, j, target, anchor, Syncer):
         syncer.run_forever(interval=args.interval,
                            on_sync=lambda r: r.sent and print("synced %d, watermark %d" % (r.sent, r.watermark)),
                            on_error=lambda e: print("sync failed: %s" % e, file=sys.stderr))
+        if getattr(syncer.last_error, "permanent", False):
+            raise syncer.last_error        # a batch that can never be accepted: stop, say so, exit 3
         return 0
     backlog = j.head_seq - j.sync_watermark
     started = time.perf_counter()

@@ -1025,8 +1025,12 @@ class PostgresTarget(_BackOffice):
                     conn.execute("SELECT pg_advisory_xact_lock(7402381)")
                     for stmt in _schema("postgres"):
                         conn.execute(stmt)
-                    for col in _ADDED_JOURNAL_COLUMNS:
-                        conn.execute(f"ALTER TABLE journals ADD COLUMN IF NOT EXISTS {col} bigint")
+                    have = {r[0] for r in conn.execute(
+                        "SELECT column_name FROM information_schema.columns WHERE table_name = 'journals' "
+                        "AND table_schema = current_schema()").fetchall()}
+                    for col in _ADDED_JOURNAL_COLUMNS:   # ALTER locks the table even when nothing is added
+                        if col not in have:
+                            conn.execute(f"ALTER TABLE journals ADD COLUMN IF NOT EXISTS {col} bigint")
         except psycopg.Error as exc:
             raise SyncUnavailable(f"back office {self._safe_dsn()}: {exc}".strip()) from exc
 

@@ -671,6 +671,7 @@ def test_back_office_on_a_full_disk_says_so(tmp_path, capsys):
     _mount_tmpfs(mnt, "size=96k")
     try:
         code = main(["sync", till, "--to", f"sqlite:///{mnt}/back.db", "--create", "--batch", "100"])
+        assert code == 75
         err = _one_line_error(capsys, code, "disk is full", "nothing past seq")
         assert "cannot rollback" not in err
         with posfast.Journal.open(till, readonly=True) as j:
@@ -744,3 +745,24 @@ def test_successful_pushes_are_logged_at_info(tmp_path, caplog):
     assert lines == [f"stored journal {hj.journal_id} seqs 1..100: 100 new, 0 already held (high seq 100)",
                      f"stored journal {hj.journal_id} seqs 101..200: 100 new, 0 already held (high seq 200)",
                      f"stored journal {hj.journal_id} seqs 201..250: 50 new, 0 already held (high seq 250)"]
+
+
+def test_sync_forever_stops_on_a_batch_that_can_never_be_accepted(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "till.pfj"
+    with posfast.Journal.create(path, capacity=1024) as j:
+        fill_journal(j, 20)
+    SqliteTarget(tmp_path / "b.db", create=True).close()
+    # a journal whose records break the day rule it sends: refused as invalid, permanently
+    real_read = posfast.Journal.read_range
+
+    def damaged(self, first, last):
+        b = real_read(self, first, last)
+        b.rows["day"] += 1
+        return b
+
+    monkeypatch.setattr(posfast.Journal, "read_range", damaged)
+    started = time.monotonic()
+    code = main(["sync", str(path), "--to", f"sqlite:///{tmp_path}/b.db", "--forever", "--interval", "0.05"])
+    err = capsys.readouterr().err
+    assert code == 3 and time.monotonic() - started < 10
+    assert "refused the batch (invalid)" in err and "watermark stays at 0" in err

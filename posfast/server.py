@@ -18,12 +18,26 @@ a tokens file with one ``JOURNAL_ID=TOKEN`` per line (``#`` comments, blank
 lines ignored); one journal may have several tokens (rotation), a token maps to
 exactly one journal.  A token may only read and write its own journal: another
 journal's id gets 403, an unknown or missing token 401.  Tokens are kept only
-as SHA-256 digests in memory.
+as SHA-256 digests in memory; they must be at least 16 characters, and a token
+given to two journals (across ``--token`` and ``--tokens-file``) stops the start.
+More than 10 failed tokens a minute from one address get 429; at most 5 WARNING
+lines a minute per address are logged.
+
+TLS: ``--tls-cert FILE --tls-key FILE`` serve HTTPS; ``--client-ca FILE`` also
+requires client certificates signed by that CA (mutual TLS).  Or run on loopback
+behind a TLS-terminating reverse proxy (README, "Security of the sync server").
+
+Slow clients: request headers must arrive within ``--header-timeout`` (10 s), a
+body within ``--body-timeout`` (60 s, else 408); an idle keep-alive connection
+is closed after ``--idle-timeout`` (15 s); beyond ``--max-connections`` (256)
+open connections a client gets 503 and is closed.
 
 Limits: bodies over ``max_body`` bytes get 413 before they are read, batches of
 more than ``max_batch`` records 413 (the syncer halves its batch and retries),
-malformed bodies 400; every error is JSON ``{"ok": false, "reason", "message"}``
-and nothing of a refused batch is stored.  Refusals are logged (logger
+malformed bodies 400 (HTTP-level parse errors too); every error is JSON
+``{"ok": false, "reason", "message"}`` with values from the request cut to 200
+characters, a 503 says nothing of the database (path, DSN, error), and nothing
+of a refused batch is stored.  Refusals are logged (logger
 ``posfast.server``) and recorded in the back office's ``sync_refusals`` table.
 """
 from __future__ import annotations

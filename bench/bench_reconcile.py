@@ -281,7 +281,7 @@ def back_office_workload(directory, n, seed=2):
                    "state": pstate, "txn_id": txn[printed], "ref_seq": txn[printed],
                    "currency": 156})
     back = os.path.join(directory, "back.db")
-    Syncer(j, SqliteTarget(back, synchronous="OFF"), batch=10_000).run_once()
+    Syncer(j, SqliteTarget(back, synchronous="OFF", create=True), batch=10_000).run_once()
     # the back office differs: a few payments edited there, some never synced
     k = max(1, n // 1000)
     con = sqlite3.connect(back)

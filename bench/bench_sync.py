@@ -72,7 +72,7 @@ def baseline_sqlite(db, journal, batch):
 
 def start_server(db_url, tokens_file, log):
     proc = subprocess.Popen([sys.executable, "-m", "posfast.server", "--db", db_url, "--port", "0",
-                             "--tokens-file", tokens_file], stdout=subprocess.PIPE, stderr=log, text=True,
+                             "--tokens-file", tokens_file, "--create"], stdout=subprocess.PIPE, stderr=log, text=True,
                             env=dict(os.environ, PYTHONPATH=REPO))
     line = proc.stdout.readline()
     if "listening on" not in line:
@@ -92,13 +92,13 @@ def fleet(tmp, db_url, terminals, per_terminal, batch, log, tag):
                              max_payload=160) for i in range(terminals)]
     tokens_file = os.path.join(tmp, "fleet-tokens.txt")
     with open(tokens_file, "w") as fh:
-        fh.writelines(f"{j.journal_id}=tok-{i}\n" for i, j in enumerate(journals))
+        fh.writelines(f"{j.journal_id}=bench-token-{i:06d}\n" for i, j in enumerate(journals))
     proc, url = start_server(db_url, tokens_file, log)
     barrier = threading.Barrier(terminals + 1)
     requests = [0] * terminals
 
     def terminal(i):
-        syncer = Syncer(journals[i], HttpTarget(url, f"tok-{i}", timeout=120), batch=batch)
+        syncer = Syncer(journals[i], HttpTarget(url, f"bench-token-{i:06d}", timeout=120), batch=batch)
         barrier.wait()
         while journals[i].sync_watermark < per_terminal:
             try:
@@ -148,7 +148,7 @@ def main():
             return make_journal(os.path.join(tmp, name), n)
 
         j = fresh("sqlite.pfj")
-        target = SqliteTarget(os.path.join(tmp, "back.db"))
+        target = SqliteTarget(os.path.join(tmp, "back.db"), create=True)
         recs, dt = timed_sync(j, target, b)
         rows.append(("SqliteTarget (Syncer.run_once)", recs, dt, ""))
         target.close()
@@ -157,9 +157,9 @@ def main():
         tokens_file = os.path.join(tmp, "tokens.txt")
         j = fresh("http.pfj")
         with open(tokens_file, "w") as fh:
-            fh.write(f"{j.journal_id}=bench\n")
+            fh.write(f"{j.journal_id}=bench-token-0123456\n")
         proc, url = start_server(f"sqlite:///{tmp}/http-back.db", tokens_file, log)
-        recs, dt = timed_sync(j, HttpTarget(url, "bench"), b)
+        recs, dt = timed_sync(j, HttpTarget(url, "bench-token-0123456"), b)
         rows.append(("HTTP -> posfast serve -> SQLite", recs, dt, ""))
         stop_server(proc)
         j.close()
@@ -185,9 +185,9 @@ def main():
             j.close()
             j = fresh("http-pg.pfj")
             with open(tokens_file, "w") as fh:
-                fh.write(f"{j.journal_id}=bench\n")
+                fh.write(f"{j.journal_id}=bench-token-0123456\n")
             proc, url = start_server(_pg.fresh_database(cluster.dsn if cluster else pg_dsn), tokens_file, log)
-            recs, dt = timed_sync(j, HttpTarget(url, "bench"), b)
+            recs, dt = timed_sync(j, HttpTarget(url, "bench-token-0123456"), b)
             rows.append(("HTTP -> posfast serve -> PostgreSQL", recs, dt, "fsync on"))
             stop_server(proc)
             j.close()

@@ -262,51 +262,91 @@ def cmd_reprint(args):
     return 0
 
 
+def _sync_token(args):
+    """The journal's token: --token-file, else --token (visible in `ps`), else $POSFAST_SYNC_TOKEN."""
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise errors.PosfastError("cannot read --token-file %s: %s" % (args.token_file, exc)) from None
+        if not token:
+            raise errors.PosfastError("--token-file %s is empty" % args.token_file)
+        return token
+    return args.token or os.environ.get("POSFAST_SYNC_TOKEN")
+
+
 def cmd_sync(args):
-    from .sync import SyncRefused, SyncUnavailable, Syncer, target_from_url
-    target = target_from_url(args.to, token=args.token or os.environ.get("POSFAST_SYNC_TOKEN"))
+    from .sync import SyncBadAck, SyncConfigError, SyncRefused, SyncUnavailable, Syncer, target_from_url
+    if args.batch < 1:
+        raise SyncConfigError("--batch %d: a batch is at least 1 record (default 1000)" % args.batch)
+    if not args.interval > 0:
+        raise SyncConfigError("--interval must be more than 0 seconds")
     anchor = {"auto": "auto", "yes": True, "no": False}[args.anchor]
-    try:
-        return _sync(args, target, anchor, Syncer)
-    except SyncRefused as exc:
-        print("posfast: the back office refused the batch (%s): %s" % (exc.reason, exc), file=sys.stderr)
-        return 3
-    except SyncUnavailable as exc:
-        print("posfast: back office unavailable: %s; records stay queued, try again later" % exc,
-              file=sys.stderr)
-        return 75
+    options = {}
+    scheme = args.to.split(":", 1)[0].lower()
+    if args.ca_file or args.client_cert:
+        if scheme != "https":
+            raise SyncConfigError("--ca-file / --client-cert need an https:// --to URL")
+        if args.ca_file:
+            options["ca_file"] = args.ca_file
+        if args.client_cert:
+            options["client_cert"] = (args.client_cert, args.client_key) if args.client_key else args.client_cert
+    elif args.client_key:
+        raise SyncConfigError("--client-key goes with --client-cert")
+    if args.create:
+        if scheme != "sqlite":
+            raise SyncConfigError("--create is for a SQLite back office (sqlite:///FILE)")
+        options["create"] = True
+    with Journal.open(args.journal) as j:             # the journal first: no back office for a wrong path
+        target = target_from_url(args.to, token=_sync_token(args), **options)
+        try:
+            return _sync(args, j, target, anchor, Syncer)
+        except SyncRefused as exc:
+            print("posfast: error: the back office refused the batch (%s): %s; watermark stays at %d"
+                  % (exc.reason, exc.detail, j.sync_watermark), file=sys.stderr)
+            return 3
+        except SyncBadAck as exc:
+            print("posfast: error: %s; watermark stays at %d" % (exc, j.sync_watermark), file=sys.stderr)
+            return 3
+        except SyncUnavailable as exc:
+            print("posfast: error: back office unavailable: %s; nothing past seq %d was acknowledged, the records "
+                  "stay queued: try again later" % (exc, j.sync_watermark), file=sys.stderr)
+            return 75
+        except KeyboardInterrupt:
+            print("\nposfast: interrupted: the back office has acknowledged journal %s up to seq %d (watermark); "
+                  "%d record(s) still to sync: run the same command again to continue"
+                  % (j.journal_id, j.sync_watermark, max(0, j.head_seq - j.sync_watermark)), file=sys.stderr)
+            return 130
+        finally:
+            target.close()
 
 
-def _sync(args, target, anchor, Syncer):
-    with Journal.open(args.journal) as j:
-        syncer = Syncer(j, target, batch=args.batch, anchor=anchor)
-        if args.forever:
-            print("syncing %s to %s every %.0f s (Ctrl-C to stop)" % (args.journal, args.to,
-                                                                     args.interval))
-            try:
-                syncer.run_forever(interval=args.interval,
-                                   on_sync=lambda r: r.sent and print("synced %d, watermark %d"
-                                                                      % (r.sent, r.watermark)),
-                                   on_error=lambda e: print("sync failed: %s" % e, file=sys.stderr))
-            except KeyboardInterrupt:
-                pass
-            return 0
-        backlog = j.head_seq - j.sync_watermark
-        started = time.perf_counter()
-        total = 0
-        chunk = max(args.batch * 10, 10_000)
-        while True:
-            result = syncer.run_once(max_records=chunk)
-            total += result.sent
-            if backlog > chunk:
-                _progress(total, backlog, started)
-            if result.sent == 0 or j.head_seq <= j.sync_watermark:
-                break
+def _sync(args, j, target, anchor, Syncer):
+    syncer = Syncer(j, target, batch=args.batch, anchor=anchor)
+    if args.forever:
+        print("syncing %s to %s every %.0f s (Ctrl-C to stop)" % (args.journal, args.to, args.interval))
+        syncer.run_forever(interval=args.interval,
+                           on_sync=lambda r: r.sent and print("synced %d, watermark %d" % (r.sent, r.watermark)),
+                           on_error=lambda e: print("sync failed: %s" % e, file=sys.stderr))
+        if getattr(syncer.last_error, "permanent", False):
+            raise syncer.last_error        # a batch that can never be accepted: stop, say so, exit 3
+        return 0
+    backlog = j.head_seq - j.sync_watermark
+    started = time.perf_counter()
+    total = 0
+    chunk = max(args.batch * 10, 10_000)
+    while True:
+        result = syncer.run_once(max_records=chunk)
+        total += result.sent
         if backlog > chunk:
-            print(file=sys.stderr)
-        took = time.perf_counter() - started
-        print("synced %d record(s) to %s in %.2f s; watermark now %d"
-              % (total, args.to, took, j.sync_watermark))
+            _progress(total, backlog, started)
+        if result.sent == 0 or j.head_seq <= j.sync_watermark:
+            break
+    if backlog > chunk:
+        print(file=sys.stderr)
+    took = time.perf_counter() - started
+    print("synced %d record(s) to %s in %.2f s; watermark now %d" % (total, args.to, took, j.sync_watermark))
     return 0
 
 
@@ -413,8 +453,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sync", help="push unsynced records to the back office")
     p.add_argument("journal")
-    p.add_argument("--to", required=True, help="sqlite:///back.db, postgresql://..., http://host:8080")
-    p.add_argument("--token")
+    p.add_argument("--to", required=True,
+                   help="sqlite:///rel/back.db (relative), sqlite:////abs/back.db (absolute), postgresql://..., "
+                        "http(s)://host:8080")
+    p.add_argument("--token", help="the journal's token (visible in the process list: prefer --token-file or "
+                                   "the POSFAST_SYNC_TOKEN environment variable)")
+    p.add_argument("--token-file", help="file holding the journal's token")
+    p.add_argument("--ca-file", help="https: trust only server certificates signed by this CA (PEM)")
+    p.add_argument("--client-cert", help="https with mutual TLS: client certificate (PEM; may hold the key too)")
+    p.add_argument("--client-key", help="private key of --client-cert when it is a separate file")
+    p.add_argument("--create", action="store_true",
+                   help="create the SQLite back office if it does not exist (else: error, so a typo cannot "
+                        "send records to a stray file)")
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--forever", action="store_true")
     p.add_argument("--interval", type=float, default=5.0)
@@ -463,15 +513,21 @@ def _version():
     return __version__
 
 
+def _one_line(exc) -> str:
+    """An error as one line without a second ``posfast:`` prefix."""
+    text = " ".join(str(exc).split())
+    return text[len("posfast: "):] if text.startswith("posfast: ") else text
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
     except errors.PosfastError as exc:
-        print("posfast: error: %s" % exc, file=sys.stderr)
+        print("posfast: error: %s" % _one_line(exc), file=sys.stderr)
         return 2
     except (FileNotFoundError, FileExistsError) as exc:
-        print("posfast: error: %s" % exc, file=sys.stderr)
+        print("posfast: error: %s" % _one_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

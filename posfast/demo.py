@@ -230,7 +230,7 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
     back_db = os.path.join(directory, "backoffice.db")
     from .sync import SqliteTarget, Syncer
     started = time.perf_counter()
-    result = Syncer(journal, SqliteTarget(back_db), batch=1000).run_once()
+    result = Syncer(journal, SqliteTarget(back_db, create=True), batch=1000).run_once()
     took = time.perf_counter() - started
     _say("   link back: synced %d records in %d batches to %s in %.2f s; watermark now %d"
          % (result.sent, result.batches, back_db, took, journal.sync_watermark))

@@ -1588,7 +1588,7 @@ def demo_reconcile(journal, back_office=None, out=print, day=None):
     directory = os.path.dirname(os.path.abspath(journal.path))
     if back_office is None:
         back_office = os.path.join(tempfile.mkdtemp(prefix="posfast-bo-"), "backoffice.db")
-        Syncer(journal, SqliteTarget(back_office), batch=1000).run_once()
+        Syncer(journal, SqliteTarget(back_office, create=True), batch=1000).run_once()
     rule = journal.day_rule
     wanted = day_number(day) if day is not None else rule.day_number(now_us())
     printer = FilePrinter(os.path.join(directory, "printer.escpos"))

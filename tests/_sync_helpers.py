@@ -26,8 +26,10 @@ def genesis(journal_id):
 
 
 class HandJournal:
-    def __init__(self, n=0, *, journal_id=None, terminal=1, seed=0, capacity=1_000_000, max_payload=300):
+    def __init__(self, n=0, *, journal_id=None, terminal=1, seed=0, capacity=1_000_000, max_payload=300,
+                 day_rule=None):
         self.journal_id = journal_id or uuid.uuid4()
+        self.day_rule = day_rule or posfast.DayRule(utc_offset="+08:00", starts_at="04:00")
         self.terminal = terminal
         self.capacity = capacity
         self.max_payload = max_payload
@@ -52,7 +54,8 @@ class HandJournal:
         rows["ts"] = 1_763_000_000_000_000 + rows["seq"].astype(np.int64) * 1_000_000
         rows["amount"] = rng.integers(1, 100_000, n)
         rows["txn_id"] = rows["seq"]
-        rows["day"] = 20_400 + (rows["seq"] // 500).astype(np.int32)
+        rows["ts"] += rows["seq"].astype(np.int64) // 500 * 86_400_000_000   # a new day every 500 records
+        rows["day"] = [self.day_rule.day_number(int(t)) for t in rows["ts"]]
         rows["terminal"] = self.terminal
         rows["receipt_no"] = rows["seq"]
         rows["operator"] = rng.integers(1, 9, n)
@@ -83,7 +86,7 @@ class HandJournal:
     def batch(self, first, last):
         """Records first..last (seqs, inclusive) as a batch."""
         return RecordBatch(self.journal_id, self.rows[first - 1:last].copy(),
-                           list(self.payloads[first - 1:last]), list(self.links[first - 1:last]))
+                           list(self.payloads[first - 1:last]), list(self.links[first - 1:last]), self.day_rule)
 
     # -- the slice of the Journal API a Syncer uses
     def read_range(self, first, last):
@@ -164,7 +167,7 @@ def start_serve_process(db_url, tokens_file, tmp_path, *extra):
     """Run `python -m posfast.server` on 127.0.0.1, a free port; returns (process, url)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH")] if p))
     proc = subprocess.Popen([sys.executable, "-m", "posfast.server", "--db", db_url, "--port", "0",
-                             "--tokens-file", str(tokens_file), *extra],
+                             "--tokens-file", str(tokens_file), "--create", *extra],
                             stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.log", "ab"), text=True, env=env)
     line = proc.stdout.readline()
     if "listening on" not in line:

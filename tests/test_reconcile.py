@@ -100,7 +100,7 @@ def test_back_office_every_category_exactly(journal, tmp_path):
     till.pay(1, 1234, 24 * 60 + 5, printed=None)
 
     back = tmp_path / "back.db"
-    Syncer(journal, SqliteTarget(back), batch=100).run_once()
+    Syncer(journal, SqliteTarget(back, create=True), batch=100).run_once()
     # after the sync: the late payment's outcome and receipt, and a payment the host never saw
     late_final = journal.finish_payment(late, "approved", ts=at(91))
     late_print = till.print(late, late_final, "ok", 91)
@@ -153,7 +153,7 @@ def test_terminal_filter_and_clean_day(journal, tmp_path):
     a = till.pay(1, 1000, 10, rrn="000000000001")
     till.pay(2, 2000, 20, printed=None)              # terminal 2: no receipt
     back = tmp_path / "back.db"
-    Syncer(journal, SqliteTarget(back)).run_once()
+    Syncer(journal, SqliteTarget(back, create=True)).run_once()
     report = reconcile(journal, SqliteTarget(back), day=DAY, terminal=1)
     assert report.ok and report.matched == 1 and found(report) == []
     assert report.journal_net == report.host_net == {156: 1000}
@@ -165,7 +165,7 @@ def test_terminal_filter_and_clean_day(journal, tmp_path):
 def test_back_office_that_never_saw_the_journal(journal, tmp_path):
     txn, final, _ = Till(journal).pay(1, 1000, 10)
     back = tmp_path / "empty.db"
-    SqliteTarget(back).close()
+    SqliteTarget(back, create=True).close()
     report = reconcile(journal, back, day=DAY)
     assert found(report) == [("missing_at_host", (txn, final), ())]
     assert "never synced" in report.notes[0]
@@ -177,7 +177,7 @@ def test_records_evicted_from_the_journal_are_named(tmp_path):
     till = Till(j)
     back = tmp_path / "back.db"
     first = [till.pay(1, 100 * k, k, printed=None) for k in range(1, 5)]
-    Syncer(j, SqliteTarget(back)).run_once()
+    Syncer(j, SqliteTarget(back, create=True)).run_once()
     for k in range(5, 9):
         till.pay(1, 100 * k, k, printed=None)
     assert j.oldest_seq == first[-1][1] + 1          # the first four payments are gone
@@ -352,7 +352,7 @@ def test_report_as_json_csv_and_table(journal, tmp_path):
     till = Till(journal)
     txn, final, _ = till.pay(1, 1000, 10, printed=None)
     back = tmp_path / "back.db"
-    SqliteTarget(back).close()
+    SqliteTarget(back, create=True).close()
     report = reconcile(journal, back, day=DAY)
     doc = json.loads(report.to_json())
     assert doc["ok"] is False and doc["counts"]["missing_at_host"] == 1
@@ -369,7 +369,7 @@ def test_report_as_json_csv_and_table(journal, tmp_path):
 def test_cli_reconcile_exit_status(journal, tmp_path, capsys):
     Till(journal).pay(1, 1000, 10, rrn="000000000001")
     back = tmp_path / "back.db"
-    Syncer(journal, SqliteTarget(back)).run_once()
+    Syncer(journal, SqliteTarget(back, create=True)).run_once()
     journal.flush()
     url = "sqlite:///%s" % back
     assert main(["reconcile", journal.path, "--day", DAY, "--host", url]) == 0

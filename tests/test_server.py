@@ -16,6 +16,10 @@ from posfast.sync import (HttpTarget, SqliteTarget, SyncRefused, SyncResult, Syn
 
 from _sync_helpers import HandJournal, assert_same_records, start_serve_process  # noqa: E402
 
+TOK_A = "tok-a-4f8e2c9d1b7a"
+TOK_B = "tok-b-7b2d4a6c3c9a"
+TOK_T = "t-3c9a5e1f7b2d4a6c"
+
 @pytest.fixture
 def two_terminals():
     return HandJournal(0, terminal=1, seed=1), HandJournal(0, terminal=2, seed=2)
@@ -25,7 +29,7 @@ def two_terminals():
 def server(tmp_path, two_terminals):
     a, b = two_terminals
     db = tmp_path / "back.db"
-    srv = start_in_thread(f"sqlite:///{db}", {"tok-a": a.journal_id, "tok-b": b.journal_id})
+    srv = start_in_thread(f"sqlite:///{db}", {TOK_A: a.journal_id, TOK_B: b.journal_id}, create=True)
     srv.db = db
     yield srv
     srv.stop()
@@ -56,22 +60,22 @@ def test_sync_over_http_record_for_record(server, two_terminals):
     a, b = two_terminals
     a.extend(2300)
     b.extend(400)
-    ra = Syncer(a, HttpTarget(server.url, "tok-a"), batch=500).run_once()
-    rb = Syncer(b, HttpTarget(server.url, "tok-b"), batch=500).run_once()
+    ra = Syncer(a, HttpTarget(server.url, TOK_A), batch=500).run_once()
+    rb = Syncer(b, HttpTarget(server.url, TOK_B), batch=500).run_once()
     assert ra == SyncResult(2300, 5, 2300) and rb == SyncResult(400, 1, 400)
     back = SqliteTarget(server.db)
     assert_same_records(back.read_range(a.journal_id), a.rows, a.payloads, a.links)
     assert_same_records(back.read_range(b.journal_id), b.rows, b.payloads, b.links)
     back.close()
-    st = HttpTarget(server.url, "tok-a").state(a.journal_id)
+    st = HttpTarget(server.url, TOK_A).state(a.journal_id)
     assert (st.high_seq, st.records, st.last_link, st.anchor_seq) == (2300, 2300, a.links[-1], 1)
-    assert HttpTarget(server.url, "tok-b").state(b.journal_id).high_seq == 400
+    assert HttpTarget(server.url, TOK_B).state(b.journal_id).high_seq == 400
 
 
 def test_replay_over_http_is_idempotent(server, two_terminals):
     a, _ = two_terminals
     a.extend(300)
-    target = HttpTarget(server.url, "tok-a")
+    target = HttpTarget(server.url, TOK_A)
     target.push(a.batch(1, 300))
     ack = target.push(a.batch(101, 300))
     assert (ack.high_seq, ack.stored, ack.duplicates) == (300, 0, 200)
@@ -83,18 +87,18 @@ def test_tokens_only_write_their_own_journal(server, two_terminals):
     a.extend(10)
     b.extend(10)
     with pytest.raises(SyncRefused) as info:
-        HttpTarget(server.url, "tok-b").push(a.batch(1, 10))           # b's token, a's journal
+        HttpTarget(server.url, TOK_B).push(a.batch(1, 10))           # b's token, a's journal
     assert (info.value.reason, info.value.status) == ("auth", 403)
     with pytest.raises(SyncRefused) as info:
-        HttpTarget(server.url, "wrong").push(a.batch(1, 10))
+        HttpTarget(server.url, "wrong-token-00000000").push(a.batch(1, 10))
     assert (info.value.reason, info.value.status) == ("auth", 401)
     # b's token, b's URL, but the body claims journal a
     status, doc = raw(server.url, "POST", f"/v1/journals/{b.journal_id}/batches", encode_batch(a.batch(1, 10)),
-                      token="tok-b")
+                      token=TOK_B)
     assert (status, doc["reason"]) == (403, "auth") and str(a.journal_id) in doc["message"]
     status, doc = raw(server.url, "POST", f"/v1/journals/{a.journal_id}/batches", encode_batch(a.batch(1, 10)))
     assert (status, doc["reason"]) == (401, "auth")
-    status, doc = raw(server.url, "GET", f"/v1/journals/{a.journal_id}", token="tok-b")
+    status, doc = raw(server.url, "GET", f"/v1/journals/{a.journal_id}", token=TOK_B)
     assert status == 403
     assert held_count(server.db) == 0
 
@@ -102,7 +106,7 @@ def test_tokens_only_write_their_own_journal(server, two_terminals):
 def test_refusals_come_back_as_sync_refused(server, two_terminals):
     a, _ = two_terminals
     a.extend(300)
-    target = HttpTarget(server.url, "tok-a")
+    target = HttpTarget(server.url, TOK_A)
     target.push(a.batch(1, 100))
     with pytest.raises(SyncRefused) as info:
         target.push(a.batch(150, 200))
@@ -130,7 +134,7 @@ def test_malformed_bodies_get_clear_4xx_and_store_nothing(server, two_terminals)
 
     def post(doc_or_bytes):
         body = doc_or_bytes if isinstance(doc_or_bytes, bytes) else json.dumps(doc_or_bytes).encode()
-        return raw(server.url, "POST", path, body, token="tok-a")
+        return raw(server.url, "POST", path, body, token=TOK_A)
 
     cases = [
         (b"{not json", "not JSON"),
@@ -152,7 +156,7 @@ def test_malformed_bodies_get_clear_4xx_and_store_nothing(server, two_terminals)
         status, doc = post(body)
         assert status == 400, (body, doc)
         assert doc["ok"] is False and doc["reason"] == "invalid" and expected in doc["message"], doc
-    status, doc = raw(server.url, "POST", "/v1/journals/not-a-uuid/batches", b"{}", token="tok-a")
+    status, doc = raw(server.url, "POST", "/v1/journals/not-a-uuid/batches", b"{}", token=TOK_A)
     assert status == 400 and "UUID" in doc["message"]
     status, doc = raw(server.url, "GET", "/v1/nowhere")
     assert status == 404 and doc["ok"] is False
@@ -162,13 +166,13 @@ def test_malformed_bodies_get_clear_4xx_and_store_nothing(server, two_terminals)
 
 def test_size_limits_413_and_syncer_halves_its_batch(tmp_path):
     hj = HandJournal(1000, max_payload=100)
-    with start_in_thread(f"sqlite:///{tmp_path}/b.db", {"t": hj.journal_id}, max_batch=300,
+    with start_in_thread(f"sqlite:///{tmp_path}/b.db", {TOK_T: hj.journal_id}, max_batch=300, create=True,
                          max_body=64 * 1024) as srv:
-        target = HttpTarget(srv.url, "t")
+        target = HttpTarget(srv.url, TOK_T)
         with pytest.raises(SyncRefused) as info:
             target.push(hj.batch(1, 400))                  # 400 records > max_batch
         assert (info.value.status, info.value.reason) == (413, "invalid")
-        status, doc = raw(srv.url, "POST", f"/v1/journals/{hj.journal_id}/batches", b"x" * 70_000, token="t")
+        status, doc = raw(srv.url, "POST", f"/v1/journals/{hj.journal_id}/batches", b"x" * 70_000, token=TOK_T)
         assert status == 413 and "limit" in doc["message"]
         result = Syncer(hj, target, batch=1000).run_once()  # 1000 -> 500 -> 250 records a batch
         assert (result.sent, result.watermark) == (1000, 1000) and result.batches == 4
@@ -178,10 +182,10 @@ def test_size_limits_413_and_syncer_halves_its_batch(tmp_path):
 
 def test_unreachable_server_is_unavailable_not_refused(tmp_path):
     hj = HandJournal(10)
-    srv = start_in_thread(f"sqlite:///{tmp_path}/b.db", {"t": hj.journal_id})
+    srv = start_in_thread(f"sqlite:///{tmp_path}/b.db", {TOK_T: hj.journal_id}, create=True)
     url = srv.url
     srv.stop()
-    target = HttpTarget(url, "t", timeout=2)
+    target = HttpTarget(url, TOK_T, timeout=2)
     with pytest.raises(SyncUnavailable):
         target.push(hj.batch(1, 10))
     assert hj.sync_watermark == 0
@@ -190,14 +194,15 @@ def test_unreachable_server_is_unavailable_not_refused(tmp_path):
 def test_tokens_file_and_specs(tmp_path):
     j1, j2 = uuid.uuid4(), uuid.uuid4()
     f = tmp_path / "tokens.txt"
-    f.write_text(f"# terminals of store 12\n{j1}=alpha\n\n {j2} = beta \n{j2}=beta-rotated\n")
-    assert load_tokens(f) == {"alpha": j1, "beta": j2, "beta-rotated": j2}
+    f.write_text(f"# terminals of store 12\n{j1}=alpha-0123456789ab\n\n {j2} = beta-0123456789abc \n"
+                 f"{j2}=beta-rotated-0123456789\n")
+    assert load_tokens(f) == {"alpha-0123456789ab": j1, "beta-0123456789abc": j2, "beta-rotated-0123456789": j2}
     with pytest.raises(ValueError, match="JOURNAL_ID=TOKEN"):
         parse_tokens(["justatoken"])
     with pytest.raises(ValueError, match="UUID"):
-        parse_tokens(["store12=alpha"])
+        parse_tokens(["store12=alpha-0123456789ab"])
     with pytest.raises(ValueError, match="already the token"):
-        parse_tokens([f"{j1}=same", f"{j2}=same"])
+        parse_tokens([f"{j1}=same-0123456789abcd", f"{j2}=same-0123456789abcd"])
 
 
 # ----------------------------------------------------------------------------- the real `serve` process
@@ -206,7 +211,7 @@ def test_fifty_terminals_sync_concurrently_through_serve(tmp_path):
     terminals, per_terminal, batch = 50, 240, 40
     journals = [HandJournal(per_terminal, terminal=t, seed=t, max_payload=120) for t in range(terminals)]
     tokens_file = tmp_path / "tokens.txt"
-    tokens_file.write_text("".join(f"{j.journal_id}=token-{i}\n" for i, j in enumerate(journals)))
+    tokens_file.write_text("".join(f"{j.journal_id}=token-{i}-5e1f7b2d4a6c\n" for i, j in enumerate(journals)))
     db = tmp_path / "back.db"
     proc, url = start_serve_process(f"sqlite:///{db}", tokens_file, tmp_path)
     try:
@@ -215,7 +220,7 @@ def test_fifty_terminals_sync_concurrently_through_serve(tmp_path):
 
         def terminal(i):
             try:
-                syncer = Syncer(journals[i], HttpTarget(url, f"token-{i}", timeout=60), batch=batch)
+                syncer = Syncer(journals[i], HttpTarget(url, f"token-{i}-5e1f7b2d4a6c", timeout=60), batch=batch)
                 start.wait(30)
                 t0 = time.monotonic()
                 while journals[i].sync_watermark < per_terminal and time.monotonic() - t0 < 60:

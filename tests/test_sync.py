@@ -16,7 +16,7 @@ from _sync_helpers import HandJournal, assert_same_records
 
 @pytest.fixture
 def back(tmp_path):
-    target = SqliteTarget(tmp_path / "back.db")
+    target = SqliteTarget(tmp_path / "back.db", create=True)
     yield target
     target.close()
 
@@ -200,7 +200,7 @@ def test_malformed_batches_are_invalid(back, breakage):
 def test_concurrent_pushers_of_one_journal_do_not_interleave(tmp_path):
     hj = HandJournal(2000)
     path = tmp_path / "back.db"
-    SqliteTarget(path).close()
+    SqliteTarget(path, create=True).close()
     errors = []
 
     def pusher():
@@ -367,13 +367,13 @@ def test_sync_status_flags_overdue_and_filling_ring():
 
 def test_target_from_url(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    t = target_from_url("sqlite:///back.db")
+    t = target_from_url("sqlite:///back.db", create=True)
     assert isinstance(t, SqliteTarget) and t.path == "back.db"
     t.close()
-    t = target_from_url(f"sqlite:///{tmp_path}/abs.db")
+    t = target_from_url(f"sqlite:///{tmp_path}/abs.db", create=True)
     assert t.path == f"{tmp_path}/abs.db"
     t.close()
-    t = target_from_url("http://127.0.0.1:8080/", token="tok")
+    t = target_from_url("http://127.0.0.1:8080/", token="tok-0123456789abcdef")
     assert isinstance(t, HttpTarget) and t.url == "http://127.0.0.1:8080"
     with pytest.raises(ValueError, match="token"):
         target_from_url("http://127.0.0.1:8080")

@@ -133,7 +133,7 @@ def kill_syncer_rounds(tmp_path, url, target, rounds, seed, token=None):
 
 def test_sigkill_syncer_at_random_points(tmp_path):
     url = f"sqlite:///{tmp_path}/back.db"
-    target = SqliteTarget(tmp_path / "back.db")
+    target = SqliteTarget(tmp_path / "back.db", create=True)
     seen = kill_syncer_rounds(tmp_path, url, target, rounds=4, seed=1)
     assert any(0 < high for _, high in seen)   # kills did land while it was syncing
     target.close()
@@ -141,7 +141,7 @@ def test_sigkill_syncer_at_random_points(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_syncer_many_rounds(tmp_path):
-    target = SqliteTarget(tmp_path / "back.db")
+    target = SqliteTarget(tmp_path / "back.db", create=True)
     kill_syncer_rounds(tmp_path, f"sqlite:///{tmp_path}/back.db", target, rounds=30, seed=2)
     target.close()
 
@@ -167,7 +167,7 @@ def kill_server_rounds(tmp_path, rounds, seed):
     with posfast.Journal.open(path, readonly=True) as j:
         jid = j.journal_id
     tokens = tmp_path / "tokens.txt"
-    tokens.write_text(f"{jid}=till-token\n")
+    tokens.write_text(f"{jid}=till-token-9d1b7a4f8e2c\n")
     db = tmp_path / "back.db"
     url = f"sqlite:///{db}"
     interrupted = 0
@@ -182,7 +182,7 @@ def kill_server_rounds(tmp_path, rounds, seed):
 
         def sync():
             try:
-                outcome.append(Syncer(journal, HttpTarget(base, "till-token", timeout=10),
+                outcome.append(Syncer(journal, HttpTarget(base, "till-token-9d1b7a4f8e2c", timeout=10),
                                       batch=rng.choice([300, 1500, 4000])).run_once())
             except SyncUnavailable as exc:
                 outcome.append(exc)
@@ -203,7 +203,7 @@ def kill_server_rounds(tmp_path, rounds, seed):
     server, base = start_serve_process(url, tokens, tmp_path)
     try:
         with posfast.Journal.open(path) as journal:
-            Syncer(journal, HttpTarget(base, "till-token"), batch=2000).run_once()
+            Syncer(journal, HttpTarget(base, "till-token-9d1b7a4f8e2c"), batch=2000).run_once()
     finally:
         server.terminate()
         server.wait(30)

@@ -163,11 +163,11 @@ def test_http_server_on_postgres_fifty_terminals(dsn, tmp_path):
     from posfast.server import start_in_thread
     from posfast.sync import HttpTarget, SyncUnavailable
     journals = [HandJournal(120, terminal=t, seed=t, max_payload=80) for t in range(50)]
-    tokens = {f"tok-{i}": hj.journal_id for i, hj in enumerate(journals)}
+    tokens = {f"tok-{i}-9d1b7a4f8e2c": hj.journal_id for i, hj in enumerate(journals)}
     errors = []
     with start_in_thread(dsn, tokens, workers=4) as srv:
         def terminal(i):
-            syncer = Syncer(journals[i], HttpTarget(srv.url, f"tok-{i}"), batch=40)
+            syncer = Syncer(journals[i], HttpTarget(srv.url, f"tok-{i}-9d1b7a4f8e2c"), batch=40)
             t0 = time.monotonic()
             while journals[i].sync_watermark < 120 and time.monotonic() - t0 < 60:
                 try:

@@ -662,8 +662,8 @@ def _format_time(value) -> str:
     if isinstance(value, _dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, (int,)) and not isinstance(value, bool):  # microseconds since epoch, UTC
-        moment = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(microseconds=value)
-        return moment.strftime("%Y-%m-%d %H:%M:%S")
+        from posfast.records import format_ts
+        return format_ts(value, fmt="%Y-%m-%d %H:%M:%S")   # "impossible time (ts=N)" if none
     if isinstance(value, str):
         try:
             return _dt.datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")

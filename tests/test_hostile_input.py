@@ -6,6 +6,7 @@ CLI failure is one line with one prefix and a non-zero exit."""
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,15 +23,15 @@ SALE = dict(terminal=1, kind="sale", state="approved", amount=100, currency=156)
 NOW_US = time.time_ns() // 1000
 
 
-def both(j, field, value, **extra):
-    """The InvalidRecord messages of append and of append_many (bad value in row 1)."""
-    fields = dict(SALE, **extra)
+def both(j, field, value, good=None):
+    """The InvalidRecord messages of append and of append_many (bad value in row 1, a good
+    one in row 0)."""
+    fields = dict(SALE)
     fields[field] = value
     with pytest.raises(InvalidRecord) as one:
         j.append(**fields)
-    columns = {k: [v, v] for k, v in dict(SALE, **extra).items()}
-    columns[field] = [columns.get(field, [SALE.get(field)])[0] if field in SALE or field in extra
-                      else None, value]
+    columns = {k: [v, v] for k, v in SALE.items()}
+    columns[field] = [SALE.get(field, good), value]
     with pytest.raises(InvalidRecord) as many:
         j.append_many(columns)
     assert j.head_seq == 0
@@ -168,3 +169,198 @@ def test_receipt_text_with_a_card_number_is_refused_but_references_are_kept():
                 payments=[Payment("card", 100, pan_last4="1111", rrn="632400000001")])
     assert Receipt.from_payload(r.to_payload()) == r
     assert r.merchant_id == "6217000000000000004"
+
+
+# ---------------------------------------------------------------- finding 1: impossible times
+@pytest.mark.parametrize("ts, words", [
+    (time.time_ns(), "this looks like nanoseconds"),
+    (time.time_ns() // 1_000_000, "this looks like milliseconds"),
+    (int(time.time()), "this looks like seconds"),
+    (946_684_800_000_000 - 1, "1999-12-31T23:59:59"),
+    (NOW_US + 3 * 86_400_000_000, "more than a day ahead of this terminal's clock"),
+    (2**62, "about the year 148,"),
+])
+def test_impossible_timestamp_is_refused_saying_what_it_looks_like(make_journal, ts, words):
+    j = make_journal()
+    one, many = both(j, "ts", ts, good=NOW_US)
+    assert "ts=%d is an impossible time" % ts in one and words in one
+    assert ("row 1: ts=%d is an impossible time" % ts) in many and words in many
+    with pytest.raises(InvalidRecord, match="impossible time"):
+        j.begin_payment(terminal=1, amount=5, ts=ts)
+    assert j.head_seq == 0
+
+
+def test_history_from_2000_on_and_a_little_clock_skew_are_accepted(make_journal):
+    j = make_journal()
+    old = j.append(ts=dt.datetime(2000, 1, 1), **SALE)
+    skew = j.append(ts=NOW_US + 3_600_000_000, **SALE)         # a till an hour ahead
+    many = j.append_many({"terminal": [1, 1], "kind": "sale", "amount": [1, 2], "currency": 156,
+                          "ts": [946_684_800_000_000, NOW_US]})
+    assert j.get(old).ts == 946_684_800_000_000 and j.get(skew).ts == NOW_US + 3_600_000_000
+    assert len(many) == 2
+
+
+def _craft(j, ts, amount=1250, terminal=1, receipt_no=2, payload=b""):
+    """A stored record with any ts, as an older posfast (or a crafted file) could hold."""
+    row = np.zeros(1, posfast.RECORD_DTYPE)
+    row["ts"], row["terminal"], row["kind"], row["state"] = ts, terminal, 1, 2
+    row["amount"], row["currency"], row["receipt_no"], row["method"] = amount, 156, receipt_no, 2
+    row["day"] = j.day_rule.day_number(ts)
+    return j._append_rows(row, [payload] if payload else None)[0]
+
+
+@pytest.fixture
+def crafted(tmp_path):
+    path = str(tmp_path / "till.pfj")
+    with posfast.Journal.create(path, capacity=256) as j:
+        j.append(terminal=1, kind="sale", state="approved", amount=500, currency=156,
+                 receipt_no=1)
+        bad = _craft(j, time.time_ns(), payload=Receipt(
+            merchant="Shop", terminal=1, receipt_no=2,
+            items=[ReceiptItem("Tea", unit_price=1250)]).to_payload())
+    return path, bad
+
+
+def test_readers_show_a_stored_impossible_time_instead_of_a_traceback(crafted, capsys):
+    path, bad = crafted
+    assert main(["query", path, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[1]["seq"] == bad and rows[1]["amount"] == 1250
+    assert rows[1]["time"].startswith("impossible time (ts=") and rows[1]["ts"] > 10**18
+    assert rows[1]["day"].startswith("impossible day (")
+    assert main(["query", path]) == 0
+    assert "impossible time (ts=" in capsys.readouterr().out
+    assert main(["query", path, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.count("\n") == 3                # header and two rows
+    assert main(["show", path, str(bad)]) == 0
+    out = capsys.readouterr().out
+    assert "impossible time (ts=" in out and "12.50" in out        # and its receipt
+    assert main(["last", path, "--terminal", "1"]) == 0
+    assert "at impossible time (ts=" in capsys.readouterr().out
+    assert main(["last", path, "--terminal", "1", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["amount"] == 1250
+    assert main(["reprint", path, "--seq", str(bad)]) == 0
+    assert "重印 / COPY 1" in capsys.readouterr().out
+
+
+def test_close_day_refuses_to_leave_out_a_sale_with_an_impossible_time(crafted, capsys):
+    path, bad = crafted
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    assert main(["close-day", path, "--day", today]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("posfast: error: 1 payment(s)")
+    assert "seq %d (sale 1250" % bad in err and "--force" in err
+    with posfast.Journal.open(path, readonly=True) as j:
+        assert j.day_closes() == []                               # nothing was written
+    assert main(["close-day", path, "--day", today, "--force", "--format", "json"]) == 0
+    z = json.loads(capsys.readouterr().out)
+    assert z["impossible_time_left_out"] == [bad] and z["forced"] is True
+    assert z["day_totals"]["156"]["net"] == 500
+    with posfast.Journal.open(path) as j:
+        assert j.day_closes()[0].bad_time == [bad]               # recorded in the Z-report
+        assert j.verify().ok
+    assert main(["close-day", path, "--day", today]) == 2        # closed once, as always
+    assert "already closed" in capsys.readouterr().err
+
+
+def test_z_report_text_lists_the_payments_left_out(crafted, capsys):
+    path, bad = crafted
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    assert main(["close-day", path, "--day", today, "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "Left out, impossible time: 1 payment(s)" in out and "seq %d" % bad in out
+
+
+# ---------------------------------------------------------------- finding 4: CLI failures
+def run_cli(*argv, user=None):
+    """The real `posfast` command in a subprocess: (exit code, stdout, stderr)."""
+    prefix = []
+    if user == "nobody":
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: cannot run the CLI as another user")
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    proc = subprocess.run(prefix + [sys.executable, "-m", "posfast.cli", *argv],
+                          capture_output=True, text=True, timeout=120, cwd="/")
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def one_line_error(err):
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("posfast: error: ")
+    assert err.count("posfast:") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["capacity", "--budget", "lots", "--per-day", "800"], "size 'lots': write a number"),
+    (["capacity", "--budget", "64MB", "--per-day", "0"], "--per-day): give the number of"),
+    (["capacity", "--budget", "0MB", "--per-day", "800"], "a budget of 0 B is too small"),
+    (["capacity", "--budget", "64MB", "--per-day", "800", "--slot-size", "100"],
+     "slot_size=100: use a multiple of 64"),
+])
+def test_capacity_refusals_are_one_line(argv, words):
+    code, out, err = run_cli(*argv)
+    assert code == 2 and words in one_line_error(err)
+
+
+def test_reprint_to_a_bad_printer_address_is_one_line(crafted):
+    path, _ = crafted
+    for spec in ("tcp://127.0.0.1:notaport", "tcp://127.0.0.1:99999", "tcp://:9100"):
+        code, out, err = run_cli("reprint", path, "--seq", "1", "--printer", spec)
+        assert code == 2 and ("--printer %s: give tcp://HOST:PORT" % spec) in one_line_error(err)
+    with posfast.Journal.open(path, readonly=True) as j:
+        assert len(j.query(kind="print")) == 0          # nothing journaled
+
+
+def test_error_messages_carry_the_prefix_once(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "missing.pfj")]) == 2
+    one_line_error(capsys.readouterr().err)
+    path = str(tmp_path / "t.pfj")
+    posfast.Journal.create(path, capacity=16).close()
+    assert main(["query", path, "--kind", "sell"]) == 2
+    assert "kind='sell' is not a Kind" in one_line_error(capsys.readouterr().err)
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A journal this user cannot write: 0444 (and, as root, run the CLI as nobody)."""
+    import tempfile
+    directory = tempfile.mkdtemp(prefix="posfast-ro-")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "till.pfj")
+    with posfast.Journal.create(path, capacity=64) as j:
+        j.append(terminal=1, kind="sale", state="approved", amount=500, currency=156, receipt_no=1,
+                 payload=Receipt(merchant="Shop", terminal=1, receipt_no=1,
+                                 items=[ReceiptItem("Tea", unit_price=500)]).to_payload())
+    os.unlink(path + ".lock")
+    user = None
+    if os.geteuid() == 0:
+        for name in (directory, path, path + ".idx"):
+            os.chown(name, 65534, 65534)
+        user = "nobody"
+    os.chmod(path, 0o444)
+    yield path, user
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("argv", [["close-day", "{p}", "--day", "2026-12-01"],
+                                  ["reprint", "{p}", "--seq", "1", "--out", "{d}/copy.bin"],
+                                  ["verify", "{p}", "--repair-index"]])
+def test_write_verbs_on_an_unwritable_journal_say_so_in_one_line(unwritable, argv):
+    path, user = unwritable
+    argv = [a.format(p=path, d=os.path.dirname(path)) for a in argv]
+    code, out, err = run_cli(*argv, user=user)
+    line = one_line_error(err)
+    assert code == 2 and "Permission denied" in line and path in line
+    assert "run it as the journal's owner or fix the file's permissions" in line
+
+
+@pytest.mark.parametrize("argv, words", [(["query", "{p}"], "1 record(s)"),
+                                         (["last", "{p}", "--terminal", "1"], "APPROVED"),
+                                         (["status", "{p}"], "head_seq"),
+                                         (["show", "{p}", "1"], "Tea"),
+                                         (["reprint", "{p}", "--seq", "1"], "COPY 1")])
+def test_read_only_verbs_work_on_an_unwritable_journal(unwritable, argv, words):
+    path, user = unwritable
+    code, out, err = run_cli(*[a.format(p=path) for a in argv], user=user)
+    assert code == 0 and words in out and "Traceback" not in err

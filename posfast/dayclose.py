@@ -21,7 +21,11 @@ every record, whose payload is compact JSON:
   summarises, ``digest``: a SHA-256 of them, ``scan``: the days read;
 * ``prev``: seq of the scope's previous DAY_CLOSE (0 for the first; also in
   ``ref_seq``), ``in_doubt``: txn ids still PENDING (only with ``force=True``;
-  the record then carries ``Flag.FORCED``).
+  the record then carries ``Flag.FORCED``);
+* ``bad_time`` (only when there are some): seqs of payments with an impossible
+  time (before 2000-01-01 or more than a day ahead of the clock, as an older
+  posfast could store) that no business day holds.  Without ``force=True`` the
+  close is refused, naming them; with it, they are listed here, left out.
 
 Training payments (``Flag.TRAINING``) are left out everywhere.  The record has
 ``kind=DAY_CLOSE``, ``state=OK``, ``terminal`` = the scope (0 for every

@@ -215,14 +215,14 @@ def card_iin(digits: bytes) -> bool:
     UnionPay, JCB, Diners, Maestro, Mir, RuPay)?"""
     d1 = digits[0]
     if d1 in b"456":
-        return True                       # Visa 4; Mastercard 51-55, Maestro 50/56-58; 6: Discover, UnionPay 62, Maestro, RuPay
-    two, four = int(digits[:2]), int(digits[:4])
-    if d1 == 0x33:                        # Amex 34/37, JCB 35, Diners 30/36/38/39
-        return two in (30, 34, 35, 36, 37, 38, 39)
-    if d1 == 0x32:                        # Mastercard 2221-2720, Mir 2200-2204
+        return True     # Visa 4; Mastercard 51-55, Maestro 50/56-58; 6: Discover, UnionPay 62, Maestro, RuPay
+    if d1 == 0x33:      # Amex 34/37, JCB 35, Diners 30/36/38/39
+        return digits[1:2] in (b"0", b"4", b"5", b"6", b"7", b"8", b"9")
+    if d1 == 0x32:      # Mastercard 2221-2720, Mir 2200-2204
+        four = int(digits[:4])
         return 2221 <= four <= 2720 or 2200 <= four <= 2204
-    if d1 == 0x38:                        # UnionPay 81, RuPay 82
-        return two in (81, 82)
+    if d1 == 0x38:      # UnionPay 81, RuPay 82
+        return digits[1:2] in (b"1", b"2")
     return False
 
 
@@ -238,40 +238,43 @@ _REFERENCE_LABEL = re.compile(
     .encode("utf-8"))
 
 
-_DOUBLE_SEPARATOR = re.compile(rb"[ -]{2,}")
+_SEPARATOR_TO_SPACE = bytes.maketrans(b"-", b" ")
 
 
 def _pan_in_run(run: bytes):
     """The card number in a run of digits, spaces and dashes, or None."""
-    for part in _DOUBLE_SEPARATOR.split(run.strip(b" -")):
-        if len(part) < 13:
+    if run.isdigit():
+        return run if 13 <= len(run) <= 19 and card_iin(run) and luhn_ok(run) else None
+    # groups; an empty group is a double, leading or trailing separator: no number spans it
+    groups = run.translate(_SEPARATOR_TO_SPACE).split(b" ")
+    # every group-aligned stretch of 13-19 digits ("12 4111 1111 1111 1111")
+    for first in range(len(groups)):
+        head = groups[first]
+        if not head:
             continue
-        if part.isdigit():
-            if len(part) <= 19 and card_iin(part) and luhn_ok(part):
-                return part
+        if len(head) < 4:
+            head = b"".join(groups[first:first + 3])
+        if len(head) < 4 or not card_iin(head):          # the IIN: the first 4 digits
             continue
-        groups = _SEPARATORS.split(part)
-        # every group-aligned stretch of 13-19 digits ("12 4111 1111 1111 1111")
-        for first in range(len(groups)):
-            head = groups[first]
-            if len(head) < 4:
-                head = b"".join(groups[first:first + 3])
-            if len(head) < 4 or not card_iin(head):      # the IIN: the first 4 digits
-                continue
-            digits = b""
-            for last in range(first, len(groups)):
-                digits += groups[last]
-                n = len(digits)
-                if n > 19:
-                    break
-                if n >= 13 and luhn_ok(digits):
-                    return digits
+        digits = b""
+        for last in range(first, len(groups)):
+            group = groups[last]
+            if not group:
+                break
+            digits += group
+            n = len(digits)
+            if n > 19:
+                break
+            if n >= 13 and luhn_ok(digits):
+                return digits
     return None
 
 
 def _translate(data: bytes):
     """(translated, searched): `searched` has runs of 20+ digits blanked to "x"."""
     t = data.translate(_PAN_TABLE)
+    if _NEEDLES[0] not in t:          # no 13 digits in a row, so no 20 either
+        return t, t
     return t, t.replace(_LONG_RUN, b"x" * 20) if _LONG_RUN in t else t
 
 
@@ -339,29 +342,37 @@ def check_payload(payload, where="payload") -> bytes:
     return payload
 
 
+def _payload_bytes(i, p) -> bytes:
+    if type(p) is bytes:
+        return p
+    if p is None:
+        return b""
+    if isinstance(p, str):
+        raise InvalidRecord("posfast: row %d: payload=%r is text; a payload is bytes: "
+                            "encode it first (e.g. text.encode('utf-8'))" % (i, _short(p)))
+    try:
+        return bytes(p)
+    except TypeError:
+        raise InvalidRecord("posfast: row %d: payload is a %s; a payload is bytes"
+                            % (i, type(p).__name__)) from None
+
+
 def check_payloads(payloads) -> list:
     """check_payload of each, with one pre-check over all of them for card numbers."""
-    out = []
-    for i, p in enumerate(payloads):
-        if type(p) is not bytes:
-            if p is None:
-                p = b""
-            elif isinstance(p, str):
-                raise InvalidRecord("posfast: row %d: payload=%r is text; a payload is bytes: "
-                                    "encode it first (e.g. text.encode('utf-8'))" % (i, _short(p)))
-            else:
-                try:
-                    p = bytes(p)
-                except TypeError:
-                    raise InvalidRecord("posfast: row %d: payload is a %s; a payload is bytes"
-                                        % (i, type(p).__name__)) from None
-        out.append(p)
+    if type(payloads) is list and set(map(type, payloads)) <= {bytes}:
+        out = payloads                    # the usual case: nothing to convert
+    else:
+        out = [_payload_bytes(i, p) for i, p in enumerate(payloads)]
     joined = b"\n".join(out)
-    translated = _translate(joined)        # one pass over every payload
-    if not any(needle in translated[1] for needle in _NEEDLES):
+    t = joined.translate(_PAN_TABLE)        # one pass over every payload
+    long_runs = _NEEDLES[0] in t
+    if not long_runs and _NEEDLES[1] not in t and _NEEDLES[2] not in t:
+        return out                          # the usual case: three substring searches
+    searched = t.replace(_LONG_RUN, b"x" * 20) if long_runs and _LONG_RUN in t else t
+    if not any(needle in searched for needle in _NEEDLES):
         return out
     starts = None
-    for start, _end, _pan in _card_numbers(joined, translated):
+    for start, _end, _pan in _card_numbers(joined, (t, searched)):
         if starts is None:
             starts = np.cumsum([0] + [len(p) + 1 for p in out])
         i = int(np.searchsorted(starts, start, side="right")) - 1

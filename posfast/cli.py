@@ -29,7 +29,8 @@ import numpy as np
 
 from . import errors
 from .journal import Journal
-from .records import RECORD_DTYPE, Kind, Method, State, day_to_date
+from .records import RECORD_DTYPE, Kind, Method, State, day_to_date  # noqa: F401
+from .records import format_day, format_ts
 
 _FORMATS = ("table", "json", "csv")
 
@@ -48,8 +49,8 @@ def row_dict(row, day_rule=None) -> dict:
     ts = int(get("ts"))
     out = {
         "seq": int(get("seq")),
-        "time": _dt.datetime.fromtimestamp(ts / 1e6, _dt.timezone.utc).isoformat(timespec="seconds"),
-        "day": day_to_date(int(get("day"))).isoformat(),
+        "time": format_ts(ts),         # "impossible time (ts=N)" when no calendar shows it
+        "day": format_day(get("day")),
         "terminal": int(get("terminal")),
         "kind": _enum_name(Kind, get("kind")),
         "state": _enum_name(State, get("state")),
@@ -65,6 +66,7 @@ def row_dict(row, day_rule=None) -> dict:
         "auth_code": bytes(get("auth_code")).decode(errors="replace"),
         "rrn": bytes(get("rrn")).decode(errors="replace"),
         "client_ref": bytes(get("client_ref")).decode(errors="replace"),
+        "ts": ts,                      # the stored value, microseconds since 1970-01-01 UTC
     }
     return out
 
@@ -165,7 +167,7 @@ def cmd_last(args):
 
 
 def _last_text(info) -> str:
-    when = _dt.datetime.fromtimestamp(info["ts"] / 1e6, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    when = format_ts(info["ts"], fmt="%Y-%m-%d %H:%M:%S UTC")
     verdict = {"approved": "APPROVED", "declined": "DECLINED", "failed": "FAILED",
                "pending": "IN DOUBT: the host's answer was never recorded; ask the host, then "
                           "resolve it (approved/declined) or reverse it",
@@ -234,8 +236,17 @@ def cmd_query(args):
 def _printer_from(spec):
     from .printing import FilePrinter, TcpPrinter
     if spec.startswith("tcp://"):
-        host, _, port = spec[6:].partition(":")
-        return TcpPrinter(host, int(port or 9100))
+        address = spec[6:].rstrip("/")
+        if address.startswith("["):                       # tcp://[::1]:9100
+            host, _, rest = address[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else rest
+        else:
+            host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
+            raise errors.InvalidArgument(
+                "--printer %s: give tcp://HOST:PORT with a port from 1 to 65535, e.g. "
+                "tcp://192.168.1.50:9100 (a receipt printer's raw port is usually 9100)" % spec)
+        return TcpPrinter(host, int(port))
     if spec.startswith("file://"):
         return FilePrinter(spec[7:])
     return FilePrinter(spec)
@@ -513,10 +524,25 @@ def _version():
     return __version__
 
 
-def _one_line(exc) -> str:
-    """An error as one line without a second ``posfast:`` prefix."""
-    text = " ".join(str(exc).split())
-    return text[len("posfast: "):] if text.startswith("posfast: ") else text
+_READ_ONLY_VERBS = "query, last, show, status, verify, in-doubt"
+
+
+def _error_line(exc) -> str:
+    """One line, one "posfast: error:" prefix, whatever the message already starts with."""
+    if isinstance(exc, OSError) and not isinstance(exc, errors.PosfastError) and exc.strerror:
+        text = str(exc.strerror)
+        if exc.filename and str(exc.filename) not in text:
+            text = "%s: %s" % (exc.filename, text)
+    else:
+        text = str(exc)
+    text = " ".join(text.split())
+    while True:
+        if text.startswith("[Errno"):
+            text = text.split("]", 1)[-1].lstrip()
+        elif text.startswith("posfast:"):
+            text = text[len("posfast:"):].lstrip()
+        else:
+            return "posfast: error: " + text
 
 
 def main(argv=None) -> int:
@@ -524,10 +550,24 @@ def main(argv=None) -> int:
     try:
         return args.func(args) or 0
     except errors.PosfastError as exc:
-        print("posfast: error: %s" % _one_line(exc), file=sys.stderr)
+        print(_error_line(exc), file=sys.stderr)
         return 2
     except (FileNotFoundError, FileExistsError) as exc:
-        print("posfast: error: %s" % _one_line(exc), file=sys.stderr)
+        print(_error_line(exc), file=sys.stderr)
+        return 2
+    except PermissionError as exc:
+        journal = getattr(args, "journal", None)
+        print(_error_line(exc) + (
+            "; `posfast %s` writes to %s and this user may not: run it as the journal's owner "
+            "or fix the file's permissions (%s only read, and work as they are)"
+            % (args.verb, journal, _READ_ONLY_VERBS) if journal else
+            "; check the permissions of that path"), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(_error_line(exc) + "; nothing more was written", file=sys.stderr)
+        return 2
+    except ValueError as exc:         # a value no verb could use (a width, a count)
+        print(_error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -21,7 +21,11 @@ every record, whose payload is compact JSON:
   summarises, ``digest``: a SHA-256 of them, ``scan``: the days read;
 * ``prev``: seq of the scope's previous DAY_CLOSE (0 for the first; also in
   ``ref_seq``), ``in_doubt``: txn ids still PENDING (only with ``force=True``;
-  the record then carries ``Flag.FORCED``).
+  the record then carries ``Flag.FORCED``);
+* ``bad_time`` (only when there are some): seqs of payments with an impossible
+  time (before 2000-01-01 or more than a day ahead of the clock, as an older
+  posfast could store) that no business day holds.  Without ``force=True`` the
+  close is refused, naming them; with it, they are listed here, left out.
 
 Training payments (``Flag.TRAINING``) are left out everywhere.  The record has
 ``kind=DAY_CLOSE``, ``state=OK``, ``terminal`` = the scope (0 for every
@@ -53,6 +57,7 @@ import numpy as np
 from .errors import DayClosed, InvalidRecord, PosfastError
 from .records import (PAYMENT_KINDS, Flag, Kind, Method, State, day_number, day_to_date,
                       now_us)
+from .records import TS_FUTURE_US, TS_MIN_US, format_ts, ts_datetime
 
 __all__ = ["DayClose", "DayCloseMixin", "TXN_DTYPE", "payment_transactions", "day_summary",
            "render_z_report", "render_z_escpos", "print_z_report", "cli_close_day"]
@@ -215,6 +220,8 @@ class DayClose:
     in_doubt: list = field(default_factory=list)
     forced: bool = False
     operator: int = 0
+    #: seqs of payments with an impossible time (no business day) this forced close left out
+    bad_time: list = field(default_factory=list)
 
     @classmethod
     def from_payload(cls, seq, ts, payload: bytes, operator: int = 0) -> "DayClose":
@@ -229,7 +236,8 @@ class DayClose:
                 records=tuple(int(v) for v in doc["records"]), digest=str(doc["digest"]),
                 scan=tuple(int(v) for v in doc["scan"]), prev_seq=int(doc.get("prev", 0)),
                 in_doubt=[int(t) for t in doc.get("in_doubt", [])],
-                forced=bool(doc.get("forced", False)), operator=int(operator))
+                forced=bool(doc.get("forced", False)), operator=int(operator),
+                bad_time=[int(t) for t in doc.get("bad_time", [])])
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise InvalidRecord("posfast: DAY_CLOSE seq %d has an unreadable payload (%s: %s)"
                                 % (seq, type(exc).__name__, exc)) from None
@@ -244,6 +252,8 @@ class DayClose:
                "txns": [list(r) for r in self.txns], "terminals": [list(r) for r in self.terminals],
                "grand": [[c, g, a] for c, (g, a) in sorted(self.grand.items())],
                "prev": self.prev_seq, "in_doubt": self.in_doubt, "forced": self.forced}
+        if self.bad_time:
+            doc["bad_time"] = self.bad_time
         return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
     # ------------------------------------------------------------ views
@@ -294,8 +304,7 @@ class DayClose:
         return {
             "seq": self.seq, "day": self.day.isoformat(), "terminal": self.terminal,
             "z_no": self.z_no,
-            "closed_at": _dt.datetime.fromtimestamp(self.ts / 1e6, _dt.timezone.utc).isoformat(
-                timespec="seconds"),
+            "closed_at": format_ts(self.ts),
             "records": {"first_seq": self.records[0], "last_seq": self.records[1],
                         "count": self.records[2]},
             "transactions": [{"kind": name(Kind, k), "state": name(State, s),
@@ -308,6 +317,7 @@ class DayClose:
             "grand_totals": {str(c): {"gross": g, "absolute": a}
                              for c, (g, a) in sorted(self.grand.items())},
             "previous_close_seq": self.prev_seq, "in_doubt": self.in_doubt, "forced": self.forced,
+            "impossible_time_left_out": self.bad_time,
             "digest": self.digest,
         }
 
@@ -409,6 +419,17 @@ class DayCloseMixin:
                     % (day_to_date(wanted), where, len(in_doubt), shown,
                        ", ..." if len(in_doubt) > 10 else "", self.path))
             prev = closes[-1] if closes else None
+            bad_time = self._impossible_time_payments(scope, prev.records[1] if prev else 0)
+            if bad_time and not force:
+                shown = ", ".join("seq %d (%s %s, ts=%d)" % (seq, kind, amount, ts)
+                                  for seq, kind, amount, ts in bad_time[:5])
+                raise DayClosed(
+                    "posfast: %d payment(s) of %s have an impossible time, so no business day "
+                    "holds them and this close would leave them out: %s%s. They were written "
+                    "by an older posfast or with a wrong clock; check them with `posfast show "
+                    "%s SEQ`, then close with force=True / --force to record them in this "
+                    "Z-report as left out" % (len(bad_time), where, shown,
+                                              ", ..." if len(bad_time) > 5 else "", self.path))
             day_totals = _net(summary["txns"])
             close = DayClose(
                 seq=0, ts=now_us(), day=day_to_date(wanted), terminal=scope,
@@ -417,8 +438,9 @@ class DayCloseMixin:
                 grand=_add_totals(prev.grand if prev else {}, day_totals),
                 records=(summary["records"][0], upto, summary["records"][2]),
                 digest=summary["digest"], scan=(wanted, scan_to),
-                prev_seq=prev.seq if prev else 0, in_doubt=in_doubt, forced=bool(in_doubt),
-                operator=int(operator))
+                prev_seq=prev.seq if prev else 0, in_doubt=in_doubt,
+                forced=bool(in_doubt) or bool(bad_time), operator=int(operator),
+                bad_time=[seq for seq, _k, _a, _t in bad_time])
             payload = close.payload()
             if len(payload) > self.max_payload:
                 raise DayClosed(
@@ -433,6 +455,23 @@ class DayCloseMixin:
                 receipt_no=close.z_no, operator=int(operator),
                 flags=int(Flag.FORCED) if close.forced else 0)
             return close
+
+    def _impossible_time_payments(self, scope, after_seq: int) -> list:
+        """[(seq, kind, amount, ts)] of live payments newer than `after_seq` whose time is
+        impossible (before 2000-01-01 or more than a day ahead of the clock): their
+        business day is not one a close will ever cover.  Found from the index's days."""
+        lo = self.day_rule.day_number(TS_MIN_US)
+        hi_us = now_us() + TS_FUTURE_US
+        hi = self.day_rule.day_number(hi_us)
+        days = [d for d in list(self.index.by_day) if d < lo or d > hi]
+        if not days:
+            return []
+        rows = self.query(day=days, terminal=scope)
+        rows = rows[np.isin(rows["kind"], PAYMENT_KIND_VALUES) & ((rows["flags"] & _TRAINING) == 0)
+                    & (rows["seq"] > after_seq)
+                    & ((rows["ts"] < TS_MIN_US) | (rows["ts"] > hi_us))]
+        return [(int(r["seq"]), Kind(int(r["kind"])).name.lower(), int(r["amount"]), int(r["ts"]))
+                for r in rows]
 
     def _verify_day_closes(self, report, index_checked=False) -> None:
         """Add to a VerifyReport what no longer matches in the DAY_CLOSE records: totals
@@ -548,8 +587,9 @@ def _z_lines(close: DayClose, width: int, measure, prepare, chinese: bool, doubl
     out.pair("Terminal", str(close.terminal) if close.terminal is not None else "all")
     out.pair("Z no.", "%04d" % close.z_no)
     tz = tz or _dt.timezone.utc
-    closed_at = _dt.datetime.fromtimestamp(close.ts / 1e6, _dt.timezone.utc).astimezone(tz)
-    out.pair("Closed at", closed_at.strftime("%Y-%m-%d %H:%M:%S"))
+    closed_at = ts_datetime(close.ts)
+    out.pair("Closed at", closed_at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+             if closed_at is not None and 1 < closed_at.year < 9999 else format_ts(close.ts))
     out.pair("Records", "seq %d..%d (%d)" % close.records if close.records[2]
              else "none")
 
@@ -589,6 +629,10 @@ def _z_lines(close: DayClose, width: int, measure, prepare, chinese: bool, doubl
         out.add(out.marker("Grand totals (never reset)", "累计总额", False))
         out.pair("gross", format_amount(gross, currency), indent=2)
         out.pair("absolute", format_amount(absolute, currency), indent=2)
+    if close.bad_time:
+        out.rule("=")
+        out.add("Left out, impossible time: %d payment(s)" % len(close.bad_time), bold=True)
+        out.add("seq " + ", ".join(str(t) for t in close.bad_time))
     if close.in_doubt:
         out.rule("=")
         out.add("In doubt at close: %d payment(s)" % len(close.in_doubt), bold=True)

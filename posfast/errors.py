@@ -66,3 +66,8 @@ class PaymentError(PosfastError, ValueError):
 
 class DayClosed(PosfastError):
     """The business day was already closed, or cannot be closed yet (payments in doubt)."""
+
+
+class InvalidArgument(PosfastError, ValueError):
+    """A value given to a command or a planning function is not usable (a size, a count,
+    a printer address); the message says what to give instead."""

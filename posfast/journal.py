@@ -26,6 +26,7 @@ from .dayclose import DayCloseMixin
 from .payments import PaymentsMixin
 from .records import (PAYMENT_KINDS, RECORD_DTYPE, DayRule, Kind, State, day_number, day_to_date,
                       make_row, make_rows, now_us, to_us)
+from .records import check_payload, check_payloads
 
 _DURABILITY = {"none": _core.DURABILITY_NONE, "batch": _core.DURABILITY_BATCH,
                "fsync": _core.DURABILITY_FSYNC}
@@ -407,7 +408,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
         ...          currency=156, method="card", pan_last4="4242")
         1
         """
-        payload = bytes(payload or b"")
+        payload = check_payload(payload)
         row = make_row(fields, self.day_rule)
         return self._append_rows(row, [payload] if payload else None)[0]
 
@@ -421,7 +422,7 @@ class Journal(PaymentsMixin, DayCloseMixin):
         """
         rows = make_rows(columns, self.day_rule)
         if payloads is not None:
-            payloads = [bytes(p) for p in payloads]
+            payloads = check_payloads(payloads)
             if len(payloads) != len(rows):
                 raise InvalidRecord("posfast: %d payloads for %d records" % (len(payloads), len(rows)))
         return self._append_rows(rows, payloads)
@@ -478,6 +479,10 @@ class Journal(PaymentsMixin, DayCloseMixin):
 
     def set_sync_watermark(self, seq: int) -> None:
         """Durably record that the back office holds every record up to `seq` (never backwards)."""
+        if isinstance(seq, (bool, float)) or not isinstance(seq, (int, np.integer)) \
+                or not 0 <= int(seq) < 1 << 64:
+            raise InvalidRecord("posfast: set_sync_watermark(%r): give the seq (an integer from 0 "
+                                "up to the newest record) the back office acknowledged" % (seq,))
         with self._mutex:
             self._check_open()
             self._ring.set_sync_watermark(int(seq))

@@ -389,7 +389,7 @@ class PaymentsMixin:
                                    % (txn_id, State(current.state).name.lower(),
                                       state_enum.name.lower()))
             seq = self.append(payload=payload, terminal=begin.terminal, kind=begin.kind,
-                              state=state_enum, amount=begin.amount, currency=begin.currency,
+                              state=state_enum, amount=begin.amount, currency=begin.currency or None,
                               method=begin.method, client_ref=begin.client_ref,
                               txn_id=begin.txn_id, ref_seq=begin.ref_seq,
                               receipt_no=begin.receipt_no, operator=begin.operator,

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from posfast.errors import InvalidRecord
+from posfast.records import find_card_number
 
 __all__ = [
     "CURRENCIES",
@@ -276,11 +277,19 @@ def _as_name(value, table_numbers, names, what):
     return name
 
 
-def _as_text(value, what: str, limit: int = 200) -> str:
+def _as_text(value, what: str, limit: int = 200, reference: bool = False) -> str:
+    """Receipt text, checked.  Printed text (names, labels, header and footer lines) must
+    not hold a whole card number; `reference` fields (merchant id, auth code, RRN) are
+    opaque identifiers and are not scanned."""
     if not isinstance(value, str):
         raise InvalidReceipt(f"{what} must be a str, got {type(value).__name__} {value!r}")
     if len(value) > limit:
         raise InvalidReceipt(f"{what} is {len(value)} characters long; at most {limit} fit a receipt")
+    if not reference and len(value) >= 13:
+        found = find_card_number(value)
+        if found:
+            raise InvalidReceipt(f"{what} {value!r} holds {found}: a receipt never shows a whole card "
+                                 f"number; keep only its last four digits (pan_last4)")
     return value
 
 
@@ -368,7 +377,7 @@ class Payment:
                 raise InvalidReceipt(
                     "pan_last4 takes at most the last four digits of the card number, got "
                     f"{len(value)} characters: never store a whole card number")
-            _set(self, name, _as_text(value, f"payment {name}", limit))
+            _set(self, name, _as_text(value, f"payment {name}", limit, reference=name != "label"))
 
 
 def _as_item(value) -> ReceiptItem:
@@ -440,7 +449,7 @@ class Receipt:
         _set(self, "merchant", _as_text(self.merchant, "merchant"))
         _set(self, "header", _as_lines(self.header, "header"))
         _set(self, "footer", _as_lines(self.footer, "footer"))
-        _set(self, "merchant_id", _as_text(self.merchant_id, "merchant_id", 32))
+        _set(self, "merchant_id", _as_text(self.merchant_id, "merchant_id", 32, reference=True))
         _set(self, "kind", _as_name(self.kind, _KIND_NUMBERS, _KINDS, "receipt kind"))
         if self.lang not in ("zh", "en"):
             raise InvalidReceipt(f"lang must be 'zh' or 'en', got {self.lang!r}")
@@ -653,8 +662,8 @@ def _format_time(value) -> str:
     if isinstance(value, _dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, (int,)) and not isinstance(value, bool):  # microseconds since epoch, UTC
-        moment = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(microseconds=value)
-        return moment.strftime("%Y-%m-%d %H:%M:%S")
+        from posfast.records import format_ts
+        return format_ts(value, fmt="%Y-%m-%d %H:%M:%S")   # "impossible time (ts=N)" if none
     if isinstance(value, str):
         try:
             return _dt.datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")

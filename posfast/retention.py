@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import InvalidArgument
+
 HEAD_BYTES = 128          # record head (PFR_HEAD_SIZE in src/pf_format.h)
 HEADER_BYTES = 8192       # two header copies before the first slot (PF_DATA_OFFSET)
 INDEX_BYTES_PER_RECORD = 14   # .idx: 8-byte saved position + bitmaps (measured 10-13 B)
@@ -57,11 +59,11 @@ def parse_size(text) -> int:
     """
     if isinstance(text, (int, np.integer)):
         if text < 0:
-            raise ValueError("size %d is negative" % text)
+            raise InvalidArgument("size %d is negative" % text)
         return int(text)
     match = _SIZE.match(str(text))
     if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError("size %r: write a number with an optional unit B, KB, MB, GB or TB "
+        raise InvalidArgument("size %r: write a number with an optional unit B, KB, MB, GB or TB "
                          "(binary: 1 MB = 1,048,576 bytes), e.g. 64MB" % (text,))
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
@@ -166,11 +168,12 @@ def capacity_plan(budget_bytes, per_day: int, payload_bytes: int = 0, slot_size:
     payload_bytes = int(payload_bytes)
     slot_size = int(slot_size)
     if per_day <= 0:
-        raise ValueError("per_day=%d: give the number of transactions in a business day" % per_day)
+        raise InvalidArgument("per_day=%d (--per-day): give the number of transactions in a business "
+                              "day, at least 1" % per_day)
     if not 0 <= payload_bytes <= 65535:
-        raise ValueError("payload_bytes=%d: a payload holds 0 to 65535 bytes" % payload_bytes)
+        raise InvalidArgument("payload_bytes=%d: a payload holds 0 to 65535 bytes" % payload_bytes)
     if not (128 <= slot_size <= 65536) or slot_size % 64:
-        raise ValueError("slot_size=%d: use a multiple of 64 between 128 and 65536" % slot_size)
+        raise InvalidArgument("slot_size=%d: use a multiple of 64 between 128 and 65536" % slot_size)
     spr = slots_per_record(payload_bytes, slot_size)
     usable = budget - HEADER_BYTES - INDEX_COPIES * INDEX_FIXED_BYTES
     # ring + index copies within the budget:
@@ -178,7 +181,7 @@ def capacity_plan(budget_bytes, per_day: int, payload_bytes: int = 0, slot_size:
     per_index = INDEX_COPIES * INDEX_BYTES_PER_RECORD
     capacity = int(usable * spr // (slot_size * spr + per_index)) if usable > 0 else 0
     if capacity < 2 * spr:
-        raise ValueError("a budget of %s is too small for a journal of %d-byte records: it needs "
+        raise InvalidArgument("a budget of %s is too small for a journal of %d-byte records: it needs "
                          "at least %s" % (format_size(budget), HEAD_BYTES + payload_bytes,
                                           format_size(HEADER_BYTES + INDEX_FIXED_BYTES
                                                       + 2 * spr * (slot_size + 2 * INDEX_BYTES_PER_RECORD))))

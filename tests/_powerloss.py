@@ -589,9 +589,9 @@ class Workload:
 
 def _fields(rng, seq_hint):
     return dict(terminal=rng.randrange(1, 5), kind=rng.choice(("sale", "refund", "print", "note")),
-                state=rng.choice(("approved", "pending", "ok")), amount=rng.randrange(-10**6, 10**9),
+                state=rng.choice(("approved", "pending", "ok")), amount=abs(rng.randrange(-10**6, 10**9)),
                 currency=rng.choice((156, 978, 840)), receipt_no=seq_hint,
-                client_ref=rng.randbytes(rng.choice((0, 16))))
+                client_ref=rng.randbytes(rng.choice((0, 16))).rstrip(b"\0"))
 
 
 def run_workload(directory, wl: Workload) -> Recorder:

@@ -36,8 +36,8 @@ CONTENT = textwrap.dedent("""
         h = hashlib.sha256(b"%d" % seq).digest()
         n = (0, 0, 10, 150, 300, 700)[h[0] % 6]
         fields = dict(terminal=seq % 7 + 1, kind=("sale", "refund", "print", "note")[seq % 4],
-                      state="approved", amount=seq * 101 - 5000, currency=156,
-                      ts=TS0 + seq * 1_000_000, receipt_no=seq, client_ref=h[:16])
+                      state="approved", amount=abs(seq * 101 - 5000), currency=156,
+                      ts=TS0 + seq * 1_000_000, receipt_no=seq, client_ref=h[:16].rstrip(b"\\0"))
         return fields, (h * 22)[:n]
 """)
 

@@ -37,6 +37,19 @@ RECORDS = [
 ]
 
 
+def _append_as_0_1_0(journal, fields, payload):
+    """posfast 0.1.0 stored a refund's amount signed; append now refuses a negative payment
+    amount, so this record of the v1 file is written as 0.1.0 did, past the validation."""
+    import numpy as np
+    from posfast.records import RECORD_DTYPE
+
+    row = np.zeros(1, dtype=RECORD_DTYPE)
+    for name, value in fields.items():
+        row[name] = value
+    row["day"] = journal.day_rule.day_number(fields["ts"])
+    journal._append_rows(row, [payload] if payload else None)
+
+
 def build(path):
     """Create the golden journal at `path` (which must not exist)."""
     from posfast import Journal, _core
@@ -45,7 +58,10 @@ def build(path):
                       DAY_OFFSET_MIN, DAY_START_MIN, 0)
     with Journal.open(path) as journal:
         for fields, payload in RECORDS:
-            journal.append(payload=payload, **fields)
+            if fields.get("amount", 0) < 0:
+                _append_as_0_1_0(journal, fields, payload)
+            else:
+                journal.append(payload=payload, **fields)
         journal.set_sync_watermark(WATERMARK)
         expected = {
             "journal_id": str(GOLDEN_JID), "created_us": CREATED_US, "capacity": CAPACITY,

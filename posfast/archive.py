@@ -196,19 +196,16 @@ class Archive:
         self._mutex = threading.RLock()
         self._manifest_stamp = None
         self._unsaved_segments = 0
-        self.journal = None
+        self.storage = None      # the journal's posfast.storage.Storage, once attached
 
     # ------------------------------------------------------------ open
     @classmethod
-    def attach(cls, journal) -> "Archive":
-        """Open the archive of `journal` and hook it in (called by Journal.open)."""
-        ring = journal._ring
-        archive = cls(journal.path, ring.journal_id, readonly=journal.readonly,
-                      durable=ring.durability != _core.DURABILITY_NONE)
-        archive.journal = journal
+    def attach(cls, storage, durable: bool = True) -> "Archive":
+        """Open the archive of the journal behind `storage` (called by Journal.open, which
+        then hooks `on_evict` into its appends)."""
+        archive = cls(storage.path, storage.journal_id, readonly=storage.readonly, durable=durable)
+        archive.storage = storage
         archive._load()
-        if not journal.readonly:
-            journal.on_evict = archive.on_evict
         return archive
 
     def _load(self):
@@ -372,7 +369,7 @@ class Archive:
         if last_seq < first_seq or last_seq <= self.through:
             return
         with self._mutex:
-            ring = self.journal._ring
+            ring = self.storage
             start = self.through + 1
             if start < first_seq:
                 self._note_lost(start, first_seq - 1, "evicted before the archive saw them (the "
@@ -409,24 +406,23 @@ class Archive:
 
     def _read(self, first, last):
         """Rows, payloads and links of first..last from the ring; damaged ones listed apart."""
-        journal = self.journal
+        storage = self.storage
         try:
-            batch = journal.read_range(first, last)
+            batch = storage.read_range(first, last)
             prev = self.last_link if self.through == first - 1 and self.last_link else batch.prev_link
             return batch.rows, batch.payloads, batch.links, prev, []
         except CorruptRecord:
             pass
-        ring = journal._ring
         seqs = np.arange(first, last + 1, dtype=np.uint64)
         out = np.zeros(len(seqs), dtype=RECORD_DTYPE)
-        status = ring.read_rows(seqs, out.view(np.uint8).reshape(len(seqs), _ROW))
+        status = storage.read_rows_status(seqs, out)
         good = status == 0
         damaged = [(int(s), _core.CAUSES.get(int(c), "damaged")) for s, c in
                    zip(seqs[~good].tolist(), status[~good].tolist())]
         rows = out[good]
         ok = seqs[good]
         prev = self.last_link if self.through == first - 1 and good[0] else b""
-        return rows, ring.payloads(ok), ring.links(ok), prev, damaged
+        return rows, storage.payloads(ok), storage.links(ok), prev, damaged
 
     def _write_run(self, rows, payloads, links, prev_link, need_to):
         """Write rows as segments (one business day each, size-capped) at least through
@@ -818,11 +814,11 @@ class Archive:
                 problems.append((self.through + 1, None,
                                  "records seq %d..%d are neither in the ring nor in the archive %s"
                                  % (self.through + 1, ring_oldest - 1, self.dir)))
-            journal = self.journal
-            if journal is not None and ring_oldest and self._segment_of(ring_oldest - 1) is not None \
-                    and journal._ring.head_seq >= ring_oldest:
+            storage = self.storage
+            if storage is not None and ring_oldest and self._segment_of(ring_oldest - 1) is not None \
+                    and storage.head_seq >= ring_oldest:
                 try:
-                    batch = journal.read_range(ring_oldest, ring_oldest)
+                    batch = storage.read_range(ring_oldest, ring_oldest)
                     if len(batch.rows) and not self.chain_into(ring_oldest, batch.rows[0:1],
                                                                batch.payloads[0], batch.links[0]):
                         problems.append((ring_oldest, None, "the ring's oldest record seq %d does not "

@@ -54,12 +54,13 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import DayClosed, InvalidRecord, PosfastError
+from .errors import DayClosed, InvalidRecord
 from .records import (PAYMENT_KINDS, Flag, Kind, Method, State, day_number, day_to_date,
                       now_us)
 from .records import TS_FUTURE_US, TS_MIN_US, format_ts, ts_datetime
+from .storage import Problem, Storage
 
-__all__ = ["DayClose", "DayCloseMixin", "TXN_DTYPE", "payment_transactions", "day_summary",
+__all__ = ["DayClose", "DayBook", "TXN_DTYPE", "payment_transactions", "day_summary",
            "render_z_report", "render_z_escpos", "print_z_report", "cli_close_day"]
 
 PAYMENT_KIND_VALUES = np.array(sorted(int(k) for k in PAYMENT_KINDS), dtype=np.uint8)
@@ -331,15 +332,20 @@ def _add_totals(before: dict, day: dict) -> dict:
 
 
 # ---------------------------------------------------------------- the journal side
-class DayCloseMixin:
-    """`Journal` methods for day close and its verification (see module docstring)."""
+class DayBook:
+    """The day closes (Z-reports) of one journal and their verification (see module
+    docstring); the `Journal` composes one and offers its methods (``j.close_day(...)``).
+    It sees the journal only through a `Storage`."""
+
+    def __init__(self, store: Storage):
+        self._store = store
 
     def day_closes(self, terminal=None, every_scope=False) -> list:
         """Live DAY_CLOSE records of a scope (one terminal, or None for every terminal),
         decoded, oldest first.  ``every_scope=True`` returns all of them."""
-        rows = self.query(kind=Kind.DAY_CLOSE)
+        rows = self._store.query(kind=Kind.DAY_CLOSE)
         out = []
-        payloads = self.payloads(rows["seq"]) if len(rows) else []
+        payloads = self._store.payloads(rows["seq"]) if len(rows) else []
         for row, payload in zip(rows, payloads):
             try:
                 close = DayClose.from_payload(int(row["seq"]), int(row["ts"]), payload,
@@ -363,10 +369,10 @@ class DayCloseMixin:
         # A Z-report is permanent: computed from the records themselves, never from the index
         # (verify, which has just checked the index against every record, may use it)
         days = list(range(day, scan_to + 1))
-        rows = (self._records_where(days, terminal) if from_records
-                else self.query(day=days, terminal=terminal))
+        rows = (self._store.records_where(days, terminal) if from_records
+                else self._store.query(day=days, terminal=terminal))
         rows = rows[rows["seq"] <= upto_seq]
-        return day_summary(rows, day, self.oldest_seq)
+        return day_summary(rows, day, self._store.oldest_seq)
 
     def close_day(self, day, terminal=None, force=False, operator=0) -> DayClose:
         """Close a business day: write its Z-report as a DAY_CLOSE record and return it.
@@ -383,31 +389,28 @@ class DayCloseMixin:
         wanted = day_number(day)
         scope = None if terminal is None else int(terminal)
         where = "terminal %d" % scope if scope is not None else "every terminal"
-        with self._mutex:
-            self._check_open()
-            if self.readonly:
-                raise PosfastError("posfast: %s is open read-only; open it for writing to close "
-                                   "a day" % self.path)
+        with self._store.lock:
+            self._store.check_writable("close a day")
             closes = self.day_closes(scope)
             for close in closes:
                 if close.day_number == wanted:
                     raise DayClosed(
                         "posfast: business day %s of %s is already closed in %s (Z-report %d, "
                         "DAY_CLOSE seq %d); a day closes once: reprint that Z-report instead"
-                        % (day_to_date(wanted), where, self.path, close.z_no, close.seq))
+                        % (day_to_date(wanted), where, self._store.path, close.z_no, close.seq))
             later = [c for c in closes if c.day_number > wanted]
             if later:
                 raise DayClosed(
                     "posfast: business day %s of %s cannot be closed after day %s (DAY_CLOSE seq "
                     "%d): days close in order and the grand totals only move forward"
                     % (day_to_date(wanted), where, later[-1].day, later[-1].seq))
-            today = self.day_rule.day_number(now_us())
+            today = self._store.day_rule.day_number(now_us())
             if wanted > today:
                 raise DayClosed("posfast: business day %s has not begun yet (today is %s by %s)"
                                 % (day_to_date(wanted), day_to_date(today),
-                                   self.day_rule.describe()))
+                                   self._store.day_rule.describe()))
             scan_to = max(wanted + 1, today)
-            upto = self._ring.head_seq
+            upto = self._store.head_seq
             summary = self._day_summary(wanted, scan_to, scope, upto)
             in_doubt = summary["in_doubt"]
             if in_doubt and not force:
@@ -417,7 +420,7 @@ class DayCloseMixin:
                     "resolve them with the host first (`posfast in-doubt %s`), or close with "
                     "force=True / --force to record them as in doubt"
                     % (day_to_date(wanted), where, len(in_doubt), shown,
-                       ", ..." if len(in_doubt) > 10 else "", self.path))
+                       ", ..." if len(in_doubt) > 10 else "", self._store.path))
             prev = closes[-1] if closes else None
             bad_time = self._impossible_time_payments(scope, prev.records[1] if prev else 0)
             if bad_time and not force:
@@ -429,7 +432,7 @@ class DayCloseMixin:
                     "by an older posfast or with a wrong clock; check them with `posfast show "
                     "%s SEQ`, then close with force=True / --force to record them in this "
                     "Z-report as left out" % (len(bad_time), where, shown,
-                                              ", ..." if len(bad_time) > 5 else "", self.path))
+                                              ", ..." if len(bad_time) > 5 else "", self._store.path))
             day_totals = _net(summary["txns"])
             close = DayClose(
                 seq=0, ts=now_us(), day=day_to_date(wanted), terminal=scope,
@@ -442,13 +445,13 @@ class DayCloseMixin:
                 forced=bool(in_doubt) or bool(bad_time), operator=int(operator),
                 bad_time=[seq for seq, _k, _a, _t in bad_time])
             payload = close.payload()
-            if len(payload) > self.max_payload:
+            if len(payload) > self._store.max_payload:
                 raise DayClosed(
                     "posfast: the Z-report of %s needs %d bytes but %s holds at most %d per record "
                     "(max_payload); close each terminal separately (terminal=N)"
-                    % (day_to_date(wanted), len(payload), self.path, self.max_payload))
+                    % (day_to_date(wanted), len(payload), self._store.path, self._store.max_payload))
             currencies = sorted(day_totals)
-            close.seq = self.append(
+            close.seq = self._store.append(
                 payload=payload, ts=close.ts, terminal=scope or 0, kind=Kind.DAY_CLOSE,
                 state=State.OK, amount=day_totals[currencies[0]][0] if len(currencies) == 1 else 0,
                 currency=currencies[0] if len(currencies) == 1 else 0, ref_seq=close.prev_seq,
@@ -460,32 +463,31 @@ class DayCloseMixin:
         """[(seq, kind, amount, ts)] of live payments newer than `after_seq` whose time is
         impossible (before 2000-01-01 or more than a day ahead of the clock): their
         business day is not one a close will ever cover.  Found from the index's days."""
-        lo = self.day_rule.day_number(TS_MIN_US)
+        lo = self._store.day_rule.day_number(TS_MIN_US)
         hi_us = now_us() + TS_FUTURE_US
-        hi = self.day_rule.day_number(hi_us)
-        days = [d for d in list(self.index.by_day) if d < lo or d > hi]
+        hi = self._store.day_rule.day_number(hi_us)
+        days = [d for d in list(self._store.index.by_day) if d < lo or d > hi]
         if not days:
             return []
-        rows = self.query(day=days, terminal=scope)
+        rows = self._store.query(day=days, terminal=scope)
         rows = rows[np.isin(rows["kind"], PAYMENT_KIND_VALUES) & ((rows["flags"] & _TRAINING) == 0)
                     & (rows["seq"] > after_seq)
                     & ((rows["ts"] < TS_MIN_US) | (rows["ts"] > hi_us))]
         return [(int(r["seq"]), Kind(int(r["kind"])).name.lower(), int(r["amount"]), int(r["ts"]))
                 for r in rows]
 
-    def _verify_day_closes(self, report, index_checked=False) -> None:
+    def verify_into(self, report, index_checked=False) -> None:
         """Add to a VerifyReport what no longer matches in the DAY_CLOSE records: totals
         against the live records they summarise, and the grand totals' continuity."""
-        from .journal import Problem
-        ring = self._ring
-        rows = self.query(kind=Kind.DAY_CLOSE)
+        store = self._store
+        rows = self._store.query(kind=Kind.DAY_CLOSE)
         if not len(rows):
             return
-        payloads = self.payloads(rows["seq"])
+        payloads = self._store.payloads(rows["seq"])
 
         def slot(seq):
             try:
-                return ring.slot_of(seq)
+                return store.slot_of(seq)
             except KeyError:
                 return None
 
@@ -500,7 +502,7 @@ class DayCloseMixin:
                 continue
             scopes.setdefault(close.terminal, []).append(close)
             first, upto, count = close.records
-            if count and first < self.oldest_seq:
+            if count and first < self._store.oldest_seq:
                 continue       # part of the day was evicted: nothing left to compare with
             what = "day close of %s (%s, Z-report %d)" % (
                 close.day, "terminal %d" % close.terminal if close.terminal is not None
@@ -536,7 +538,7 @@ class DayCloseMixin:
                     close.seq, close.day,
                     "terminal %d" % scope if scope is not None else "every terminal")
                 if previous is None:
-                    if close.prev_seq and close.prev_seq >= self.oldest_seq:
+                    if close.prev_seq and close.prev_seq >= self._store.oldest_seq:
                         report.problems.append(Problem(
                             close.seq, slot(close.seq), "%s names seq %d as the previous close, "
                             "which is not a live close of this scope" % (where, close.prev_seq),

@@ -141,7 +141,7 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
     for i in range(8):
         t = i % terminals + 1
         meth = ["card", "qr", "cash", "card"][i % 4]
-        receipt_no = journal._next_receipt_no(t)
+        receipt_no = journal.next_receipt_no(t)
         receipt, total = _receipt(rng, receipt_no, t, _local(now).isoformat(), meth,
                                   "4242" if meth == "card" else "")
         started = time.perf_counter()

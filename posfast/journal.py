@@ -16,14 +16,17 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
 from . import _core
-from .errors import CorruptRecord, InvalidRecord, IOFailure, JournalClosed
+from .errors import CorruptRecord, InvalidRecord, IOFailure, JournalClosed, PosfastError
+from .archive import Archive
 from .index import Index
-from .dayclose import DayCloseMixin
-from .payments import PaymentsMixin
+from .dayclose import DayBook, DayClose
+from .payments import Payments
+from .storage import Problem
 from .records import (PAYMENT_KINDS, RECORD_DTYPE, DayRule, Kind, State, day_number, day_to_date,
                       make_row, make_rows, now_us, to_us)
 from .records import check_payload, check_payloads
@@ -55,19 +58,6 @@ def _match(rows: np.ndarray, column: str, wanted) -> np.ndarray:
     if isinstance(wanted, (list, tuple, set, frozenset, range)):
         return np.isin(rows[column], np.fromiter((int(w) for w in wanted), dtype=np.int64))
     return rows[column] == int(wanted)
-
-
-@dataclass
-class Problem:
-    """One finding of `Journal.verify()`: where (slot), which record (seq), why."""
-    seq: int
-    slot: object
-    cause: str
-    code: int = 0
-
-    def __str__(self):
-        where = "slot %s" % self.slot if self.slot is not None else "slot unknown"
-        return "seq %d (%s): %s" % (self.seq, where, self.cause)
 
 
 @dataclass
@@ -110,7 +100,73 @@ class Batch:
         return len(self.rows)
 
 
-class Journal(PaymentsMixin, DayCloseMixin):
+class _JournalStorage:
+    """The `posfast.storage.Storage` a Journal hands its parts (payments, day closes, the
+    archive): the journal's own reads and appends, under its lock."""
+
+    def __init__(self, journal: "Journal"):
+        self._journal = journal
+        self.lock = journal._mutex
+        self.path = journal.path
+        self.journal_id = journal._ring.journal_id
+        self.readonly = journal.readonly
+        self.day_rule = journal.day_rule
+
+    index = property(lambda self: self._journal.index)
+    oldest_seq = property(lambda self: self._journal._ring.oldest_seq)
+    head_seq = property(lambda self: self._journal._ring.head_seq)
+    sync_watermark = property(lambda self: self._journal._ring.sync_watermark)
+    max_payload = property(lambda self: self._journal._ring.max_payload)
+    damaged = property(lambda self: self._journal._ring.damaged)
+
+    def refresh(self):
+        self._journal._refresh()
+
+    def check_writable(self, what):
+        self._journal._check_open()
+        if self.readonly:
+            raise PosfastError("posfast: %s is open read-only; open it for writing to %s"
+                               % (self.path, what))
+
+    def get(self, seq):
+        return self._journal.get(seq)
+
+    def get_live(self, seq):
+        return self._journal._ring.get(seq)
+
+    def slot_of(self, seq):
+        return self._journal._ring.slot_of(seq)
+
+    def read_rows(self, seqs):
+        return self._journal._gather(seqs)
+
+    def read_rows_status(self, seqs, out):
+        return self._journal._ring.read_rows(seqs, out.view(np.uint8).reshape(
+            len(seqs), RECORD_DTYPE.itemsize))
+
+    def read_range(self, first_seq, last_seq):
+        return self._journal.read_range(first_seq, last_seq)
+
+    def query(self, **filters):
+        return self._journal.query(**filters)
+
+    def records_where(self, days, terminal=None):
+        return self._journal._records_where(days, terminal)
+
+    def payloads(self, seqs):
+        return self._journal.payloads(seqs)
+
+    def links(self, seqs):
+        return self._journal._ring.links(np.ascontiguousarray(seqs, dtype=np.uint64))
+
+    def append(self, payload=b"", **fields):
+        return self._journal.append(payload, **fields)
+
+    def distrust_index(self, why):
+        self._journal._distrust_index(why)
+
+
+class Journal:
     """An open posfast journal (use `Journal.create` or `Journal.open`)."""
 
     def __init__(self, ring, readonly, batch_ms):
@@ -126,6 +182,9 @@ class Journal(PaymentsMixin, DayCloseMixin):
         self._flusher = None
         self.on_evict = None     # archive hook: called with (first_seq, last_seq) before eviction
         self.archive = None      # posfast.archive.Archive when retention == "archive"
+        self._storage = _JournalStorage(self)   # what its parts see of it
+        self._payments = Payments(self._storage)
+        self._days = DayBook(self._storage)
         if ring.durability == _core.DURABILITY_BATCH and not readonly:
             self._flusher = threading.Thread(target=self._flush_loop, args=(batch_ms / 1000.0,),
                                              name="posfast-group-commit", daemon=True)
@@ -183,8 +242,10 @@ class Journal(PaymentsMixin, DayCloseMixin):
             journal = cls(ring, readonly, batch_ms)
             journal._recover()
             if ring.retention == _core.RETENTION_ARCHIVE:
-                from .archive import Archive
-                journal.archive = Archive.attach(journal)
+                journal.archive = Archive.attach(journal._storage,
+                                                 durable=ring.durability != _core.DURABILITY_NONE)
+                if not readonly:
+                    journal.on_evict = journal.archive.on_evict
         except BaseException:
             ring.close()
             raise
@@ -487,6 +548,67 @@ class Journal(PaymentsMixin, DayCloseMixin):
             self._check_open()
             self._ring.set_sync_watermark(int(seq))
 
+    # ------------------------------------------------------------ parts: payments, day closes
+    # The payment lifecycle (`posfast.payments.Payments`) and the day closes
+    # (`posfast.dayclose.DayBook`) are parts the journal composes; these are their doors.
+    def begin_payment(self, terminal, kind="sale", amount=0, currency=156, method="card",
+                      client_ref=None, payload=b"", ref_seq=0, receipt_no=None, operator=0,
+                      flags=0, ts=None) -> int:
+        """Write a PENDING payment durably before the host is asked; returns its txn_id
+        (`Payments.begin_payment`)."""
+        return self._payments.begin_payment(
+            terminal, kind=kind, amount=amount, currency=currency, method=method,
+            client_ref=client_ref, payload=payload, ref_seq=ref_seq, receipt_no=receipt_no,
+            operator=operator, flags=flags, ts=ts)
+
+    def next_receipt_no(self, terminal: int) -> int:
+        """Take the terminal's next receipt number (`Payments.next_receipt_no`)."""
+        return self._payments.next_receipt_no(terminal)
+
+    def finish_payment(self, txn_id, state, auth_code=None, rrn=None, pan_last4=None,
+                       payload=b"", ts=None) -> int:
+        """Record the host's answer for a pending payment (`Payments.finish_payment`)."""
+        return self._payments.finish_payment(txn_id, state, auth_code=auth_code, rrn=rrn,
+                                             pan_last4=pan_last4, payload=payload, ts=ts)
+
+    def resolve(self, txn_id, state, **fields) -> int:
+        """Close an in-doubt payment after asking the host (`Payments.resolve`)."""
+        return self._payments.resolve(txn_id, state, **fields)
+
+    def payment(self, txn_id: int):
+        """Current state of a payment: its newest Record (`Payments.payment`)."""
+        return self._payments.payment(txn_id)
+
+    def txn_records(self, txn_id: int) -> np.ndarray:
+        """Every live record of payment `txn_id` and of those referring to it
+        (`Payments.txn_records`)."""
+        return self._payments.txn_records(txn_id)
+
+    def find(self, client_ref):
+        """The payment begun with this idempotency key, or None (`Payments.find`)."""
+        return self._payments.find(client_ref)
+
+    def in_doubt(self, terminal=None) -> list:
+        """Payments begun and never finished, oldest first (`Payments.in_doubt`)."""
+        return self._payments.in_doubt(terminal=terminal)
+
+    def last_transaction(self, terminal: int):
+        """The terminal's newest payment as a cashier needs it after a crash
+        (`Payments.last_transaction`)."""
+        return self._payments.last_transaction(terminal)
+
+    def close_day(self, day, terminal=None, force=False, operator=0) -> DayClose:
+        """Write the Z-report of a business day as a DAY_CLOSE record (`DayBook.close_day`)."""
+        return self._days.close_day(day, terminal=terminal, force=force, operator=operator)
+
+    def day_closes(self, terminal=None, every_scope=False) -> list:
+        """Live DAY_CLOSE records of a scope, oldest first (`DayBook.day_closes`)."""
+        return self._days.day_closes(terminal=terminal, every_scope=every_scope)
+
+    def day_close(self, day, terminal=None) -> Optional[DayClose]:
+        """The Z-report of a business day and scope, or None (`DayBook.day_close`)."""
+        return self._days.day_close(day, terminal=terminal)
+
     # ------------------------------------------------------------ lookups
     def get(self, seq: int):
         """The Record of `seq`.  KeyError if it is not in the journal; CorruptRecord if damaged."""
@@ -724,5 +846,5 @@ class Journal(PaymentsMixin, DayCloseMixin):
                 report.problems += [Problem(seq, "archive" if where is None else "archive/%s" % where,
                                             cause) for seq, where, cause in problems]
                 report.checked += archived
-            self._verify_day_closes(report, index_checked=check_index)
+            self._days.verify_into(report, index_checked=check_index)
             return report

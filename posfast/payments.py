@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import InvalidRecord, PaymentError
 from .records import PAYMENT_KINDS, Flag, Kind, Method, State
+from .storage import Storage
 
 _PAYMENT_KIND_VALUES = sorted(int(k) for k in PAYMENT_KINDS)
 _FINAL_STATES = {State.APPROVED, State.DECLINED, State.FAILED, State.REVERSED, State.VOIDED}
@@ -61,16 +62,14 @@ class _Catchup:
         self.recent: dict = {}
         self.pending: set = set()
 
-    def catch_up(self, journal):
-        ring = journal._ring
-        first = max(self.upto + 1, ring.oldest_seq)
-        if first > ring.head_seq:
+    def catch_up(self, store: Storage):
+        first = max(self.upto + 1, store.oldest_seq)
+        if first > store.head_seq:
             return
-        for start in range(first, ring.head_seq + 1, 1 << 20):
-            seqs = np.arange(start, min(ring.head_seq, start + (1 << 20) - 1) + 1, dtype=np.uint64)
-            rows = journal._gather(seqs)
-            self._absorb(rows)
-        self.upto = ring.head_seq
+        for start in range(first, store.head_seq + 1, 1 << 20):
+            seqs = np.arange(start, min(store.head_seq, start + (1 << 20) - 1) + 1, dtype=np.uint64)
+            self._absorb(store.read_rows(seqs))
+        self.upto = store.head_seq
 
     def _absorb(self, rows):
         with_ref = rows[rows["client_ref"] != b""]
@@ -108,25 +107,30 @@ class _Catchup:
         return out
 
 
-class PaymentsMixin:
-    """Methods of `Journal` for the payment lifecycle (see module docstring)."""
+class Payments:
+    """The payment lifecycle of one journal (see module docstring); the `Journal` composes
+    one and offers its methods (``j.begin_payment(...)`` and so on).  It sees the journal only
+    through a `Storage`."""
 
-    def _derived(self):
-        state = self.__dict__.get("_payments_state")
-        if state is None:
-            state = self.__dict__["_payments_state"] = _Catchup()
-        state.catch_up(self)
-        return state
+    def __init__(self, store: Storage):
+        self._store = store
+        self._catchup = _Catchup()         # client_ref map and pending set, kept current
+        self._summary_cache: dict = {}      # (what, key) -> (terminal's newest seq, summary)
+        self._receipt_counters: dict = {}   # terminal -> last receipt_no handed out
+
+    def _derived(self) -> _Catchup:
+        self._catchup.catch_up(self._store)
+        return self._catchup
 
     # ---------------------------------------------------------------- queries
     def txn_records(self, txn_id: int) -> np.ndarray:
         """Every live record of payment `txn_id` and of payments referring to it, seq order."""
         txn_id = int(txn_id)
-        with self._mutex:
-            first = self.get(txn_id)
-            seqs = self.index.select(max(txn_id, self._ring.oldest_seq), self._ring.head_seq,
+        with self._store.lock:
+            first = self._store.get(txn_id)
+            seqs = self._store.index.select(max(txn_id, self._store.oldest_seq), self._store.head_seq,
                                      terminal=first.terminal)
-            rows = self._gather(seqs)
+            rows = self._store.read_rows(seqs)
         return rows[(rows["txn_id"] == txn_id) | (rows["ref_seq"] == txn_id)]
 
     def payment(self, txn_id: int):
@@ -135,7 +139,7 @@ class PaymentsMixin:
         own = _own_payment_rows(rows, int(txn_id))
         if not len(own):
             raise KeyError(txn_id)
-        return self.get(int(own["seq"][-1]))
+        return self._store.get(int(own["seq"][-1]))
 
     def _effective(self, txn_id: int):
         rows = self.txn_records(txn_id)
@@ -154,24 +158,24 @@ class PaymentsMixin:
     def find(self, client_ref):
         """The payment begun with this idempotency key (its current Record), or None."""
         ref = _client_ref_key(client_ref)
-        with self._mutex:
-            self._refresh()
+        with self._store.lock:
+            self._store.refresh()
             hit = self._cache_hit(("ref", ref))
             if hit is not None:
                 return hit
             for seq in self._derived().find_ref(ref):
-                if seq < self._ring.oldest_seq:
+                if seq < self._store.oldest_seq:
                     continue
-                rec = self.get(seq)
+                rec = self._store.get(seq)
                 if rec.client_ref == ref:
                     return self._cached(("ref", ref), rec.terminal, lambda: self._summary(rec))
         return None
 
     def _cache_hit(self, key):
-        hit = self.__dict__.get("_summary_cache", {}).get(key)
+        hit = self._summary_cache.get(key)
         if hit is not None:
-            newest = self.index.newest_of(hit[1]["terminal"])
-            if hit[0] == newest and newest >= self._ring.oldest_seq:
+            newest = self._store.index.newest_of(hit[1]["terminal"])
+            if hit[0] == newest and newest >= self._store.oldest_seq:
                 return dict(hit[1])
         return None
 
@@ -181,8 +185,8 @@ class PaymentsMixin:
         hit = self._cache_hit(key)
         if hit is not None:
             return hit
-        cache = self.__dict__.setdefault("_summary_cache", {})
-        newest = self.index.newest_of(terminal)
+        cache = self._summary_cache
+        newest = self._store.index.newest_of(terminal)
         summary = compute()
         if summary is not None:
             if len(cache) > 4096:
@@ -193,11 +197,11 @@ class PaymentsMixin:
 
     def in_doubt(self, terminal=None) -> list:
         """Payments whose newest state is PENDING (begun, never finished): oldest first."""
-        with self._mutex:
-            pending = sorted(s for s in self._derived().pending if s >= self._ring.oldest_seq)
+        with self._store.lock:
+            pending = sorted(s for s in self._derived().pending if s >= self._store.oldest_seq)
             out = []
             for seq in pending:
-                rec = self.get(seq)
+                rec = self._store.get(seq)
                 if terminal is None or rec.terminal == int(terminal):
                     out.append(rec)
             return out
@@ -207,8 +211,8 @@ class PaymentsMixin:
         amount, auth code, receipt number and whether its receipt printed.  Returns a
         dict (None when the terminal has no payment).  Reads only the terminal's newest
         few records, newest first, down to the newest payment's first record."""
-        with self._mutex:
-            self._refresh()
+        with self._store.lock:
+            self._store.refresh()
             terminal = int(terminal)
             return self._cached(("last", terminal), terminal,
                                 lambda: self._last_transaction(terminal))
@@ -220,8 +224,8 @@ class PaymentsMixin:
         summary = self._summary_of(walked[-1], walked)
         # A damaged record cannot say which terminal it was: any newer than the answer
         # may be this terminal's real last transaction, so the answer says so.
-        summary["damaged_newer"] = sorted(seq for seq, _slot, _why in self._ring.damaged
-                                          if summary["seq"] < seq <= self._ring.head_seq)
+        summary["damaged_newer"] = sorted(seq for seq, _slot, _why in self._store.damaged
+                                          if summary["seq"] < seq <= self._store.head_seq)
         return summary
 
     def _walk_back(self, terminal, stop_at_begin=False, down_to=0, limit=_LOOKBACK):
@@ -233,21 +237,21 @@ class PaymentsMixin:
         return walked
 
     def _walk_back_once(self, terminal, stop_at_begin, down_to, limit):
-        bm = self.index.by_terminal.get(terminal)
+        bm = self._store.index.by_terminal.get(terminal)
         if not bm:
             return []
-        ring = self._ring
+        store = self._store
         out = []
         for back in range(1, min(len(bm), limit) + 1):
             seq = bm[-back]
-            if seq < ring.oldest_seq or seq < down_to:
+            if seq < store.oldest_seq or seq < down_to:
                 break
             try:
-                rec = ring.get(seq)
+                rec = store.get_live(seq)
             except Exception:
                 continue           # damaged: verify reports it; skip like any lookup
             if rec.terminal != terminal:
-                self._distrust_index("it files seq %d of terminal %d under terminal %d"
+                self._store.distrust_index("it files seq %d of terminal %d under terminal %d"
                                      % (seq, rec.terminal, terminal))
                 return None
             out.append(rec)
@@ -268,8 +272,8 @@ class PaymentsMixin:
             return self._summary_of(begin, walked)
         rows = self.txn_records(begin.txn_id)
         own = _own_payment_rows(rows, begin.txn_id)
-        current = self.get(int(own["seq"][-1])) if len(own) else begin
-        prints = [self.get(int(s)) for s in
+        current = self._store.get(int(own["seq"][-1])) if len(own) else begin
+        prints = [self._store.get(int(s)) for s in
                   rows["seq"][(rows["kind"] == Kind.PRINT) & (rows["txn_id"] == begin.txn_id)]]
         return self._summary_dict(current, prints)
 
@@ -299,10 +303,11 @@ class PaymentsMixin:
         }
 
     # ---------------------------------------------------------------- writes
-    def _next_receipt_no(self, terminal: int) -> int:
-        counters = self.__dict__.setdefault("_receipt_counters", {})
+    def next_receipt_no(self, terminal: int) -> int:
+        """Hand out the terminal's next receipt number (they count up per terminal)."""
+        counters = self._receipt_counters
         if terminal not in counters:
-            rows = self.query(terminal=terminal, kind=_PAYMENT_KIND_VALUES)
+            rows = self._store.query(terminal=terminal, kind=_PAYMENT_KIND_VALUES)
             counters[terminal] = int(rows["receipt_no"].max()) if len(rows) else 0
         counters[terminal] += 1
         return counters[terminal]
@@ -324,7 +329,7 @@ class PaymentsMixin:
         if isinstance(amount, float) or not isinstance(amount, (int, np.integer)) or amount < 0:
             raise InvalidRecord("posfast: amount=%r must be a non-negative integer of minor units"
                                 % (amount,))
-        with self._mutex:
+        with self._store.lock:
             if client_ref:
                 existing = self.find(client_ref)
                 if existing is not None:
@@ -332,8 +337,8 @@ class PaymentsMixin:
             if kind_enum in _REFERRING:
                 self._check_reference(kind_enum, int(ref_seq), int(amount))
             if receipt_no is None:
-                receipt_no = self._next_receipt_no(int(terminal))
-            return self.append(payload=payload, terminal=terminal, kind=kind_enum,
+                receipt_no = self.next_receipt_no(int(terminal))
+            return self._store.append(payload=payload, terminal=terminal, kind=kind_enum,
                                state=State.PENDING, amount=amount, currency=currency,
                                method=method, client_ref=client_ref, ref_seq=ref_seq,
                                receipt_no=receipt_no, operator=operator, flags=flags, ts=ts)
@@ -343,10 +348,10 @@ class PaymentsMixin:
             raise PaymentError("posfast: a %s needs ref_seq= naming the original payment"
                                % kind.name.lower())
         try:
-            original = self.get(ref_seq)
+            original = self._store.get(ref_seq)
         except KeyError:
             raise PaymentError("posfast: %s refers to seq %d, which is not in journal %s"
-                               % (kind.name.lower(), ref_seq, self.path)) from None
+                               % (kind.name.lower(), ref_seq, self._store.path)) from None
         if original.txn_id != original.seq or original.kind not in (Kind.SALE, Kind.PREAUTH,
                                                                      Kind.COMPLETION):
             raise PaymentError("posfast: seq %d is not the first record of a sale or "
@@ -373,11 +378,11 @@ class PaymentsMixin:
         if state_enum not in _FINAL_STATES:
             raise InvalidRecord("posfast: finish_payment state must be approved, declined, failed, "
                                 "reversed or voided, not %s" % state_enum.name.lower())
-        with self._mutex:
+        with self._store.lock:
             try:
-                begin = self.get(int(txn_id))
+                begin = self._store.get(int(txn_id))
             except KeyError:
-                raise PaymentError("posfast: no payment %s in journal %s" % (txn_id, self.path)) \
+                raise PaymentError("posfast: no payment %s in journal %s" % (txn_id, self._store.path)) \
                     from None
             if begin.txn_id != begin.seq or begin.kind not in PAYMENT_KINDS:
                 raise PaymentError("posfast: seq %s is not the start of a payment" % txn_id)
@@ -388,7 +393,7 @@ class PaymentsMixin:
                 raise PaymentError("posfast: payment %d is already %s; it cannot become %s"
                                    % (txn_id, State(current.state).name.lower(),
                                       state_enum.name.lower()))
-            seq = self.append(payload=payload, terminal=begin.terminal, kind=begin.kind,
+            seq = self._store.append(payload=payload, terminal=begin.terminal, kind=begin.kind,
                               state=state_enum, amount=begin.amount, currency=begin.currency or None,
                               method=begin.method, client_ref=begin.client_ref,
                               txn_id=begin.txn_id, ref_seq=begin.ref_seq,
@@ -402,7 +407,7 @@ class PaymentsMixin:
 
     def resolve(self, txn_id, state, **fields) -> int:
         """Close an in-doubt payment after asking the host; refuses payments not in doubt."""
-        with self._mutex:
+        with self._store.lock:
             current = self.payment(txn_id)
             if current.state != State.PENDING:
                 raise PaymentError("posfast: payment %d is not in doubt (it is %s)"

@@ -55,7 +55,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import DayClosed, InvalidRecord
-from .records import (PAYMENT_KINDS, Flag, Kind, Method, State, day_number, day_to_date,
+from .records import (PAYMENT_KIND_VALUES, Flag, Kind, Method, State, day_number, day_to_date,
                       now_us)
 from .records import TS_FUTURE_US, TS_MIN_US, format_ts, ts_datetime
 from .storage import Problem, Storage
@@ -63,7 +63,6 @@ from .storage import Problem, Storage
 __all__ = ["DayClose", "DayBook", "TXN_DTYPE", "payment_transactions", "day_summary",
            "render_z_report", "render_z_escpos", "print_z_report", "cli_close_day"]
 
-PAYMENT_KIND_VALUES = np.array(sorted(int(k) for k in PAYMENT_KINDS), dtype=np.uint8)
 _TRAINING = int(Flag.TRAINING)
 #: Sign of an approved payment in the net and grand totals (pre-authorisations
 #: and cash drawer moves are not turnover).

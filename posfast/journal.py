@@ -27,7 +27,7 @@ from .index import Index
 from .dayclose import DayBook, DayClose
 from .payments import Payments
 from .storage import Problem
-from .records import (PAYMENT_KINDS, RECORD_DTYPE, DayRule, Kind, State, day_number, day_to_date,
+from .records import (IS_PAYMENT_KIND, RECORD_DTYPE, DayRule, Kind, State, day_number, day_to_date,
                       make_row, make_rows, now_us, to_us)
 from .records import check_payload, check_payloads
 
@@ -38,8 +38,6 @@ _RETENTION = {"synced": _core.RETENTION_SYNCED, "overwrite": _core.RETENTION_OVE
 _RETENTION_NAMES = {v: k for k, v in _RETENTION.items()}
 _EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
 _PARALLEL_INDEX_ROWS = 50_000   # bulk appends from this size index on a second thread
-_IS_PAYMENT = np.zeros(256, dtype=bool)   # by kind (u1): np.isin costs ~20 µs per append
-_IS_PAYMENT[[int(k) for k in PAYMENT_KINDS]] = True
 _SCAN_CHUNK = 1 << 16           # records read at a time by scans that do not trust the index
 _log = logging.getLogger("posfast")
 
@@ -205,16 +203,17 @@ class Journal:
             raise ValueError("retention=%r: use 'synced', 'overwrite' or 'archive'" % (retention,))
         if durability not in _DURABILITY:
             raise ValueError("durability=%r: use 'fsync', 'batch' or 'none'" % (durability,))
-        if not (128 <= slot_size <= 65536) or slot_size % 64:
-            raise ValueError("slot_size=%d: use a multiple of 64 between 128 and 65536" % slot_size)
-        if not 0 <= max_payload <= 65535:
-            raise ValueError("max_payload=%d: at most 65535 bytes" % max_payload)
+        if not (_core.MIN_SLOT <= slot_size <= _core.MAX_SLOT) or slot_size % 64:
+            raise ValueError("slot_size=%d: use a multiple of 64 between %d and %d"
+                             % (slot_size, _core.MIN_SLOT, _core.MAX_SLOT))
+        if not 0 <= max_payload <= _core.MAX_PAYLOAD:
+            raise ValueError("max_payload=%d: at most %d bytes" % (max_payload, _core.MAX_PAYLOAD))
         if capacity < 2:
             raise ValueError("capacity=%d: a journal needs at least 2 slots" % capacity)
-        if sys.maxsize < 2**32 and 8192 + capacity * slot_size > 1 << 30:
+        if sys.maxsize < 2**32 and _core.DATA_OFFSET + capacity * slot_size > 1 << 30:
             raise ValueError("capacity=%d of %d-byte slots makes a %d-byte journal: over 1 GiB needs a "
                              "64-bit CPU; use a smaller capacity on this terminal (posfast capacity "
-                             "--budget ...)" % (capacity, slot_size, 8192 + capacity * slot_size))
+                             "--budget ...)" % (capacity, slot_size, _core.DATA_OFFSET + capacity * slot_size))
         jid = (journal_id or uuid.uuid4())
         jid = jid.bytes if isinstance(jid, uuid.UUID) else bytes(jid)
         if os.path.exists(path):
@@ -508,7 +507,7 @@ class Journal:
             ring = self._ring
             first = ring.head_seq + 1
             seqs = np.arange(first, first + n, dtype=np.uint64)
-            payment = _IS_PAYMENT[rows["kind"]] & (rows["txn_id"] == 0)
+            payment = IS_PAYMENT_KIND[rows["kind"]] & (rows["txn_id"] == 0)
             if payment.any():
                 rows["txn_id"] = np.where(payment, seqs, rows["txn_id"])
             if self.on_evict is not None and ring.retention == _core.RETENTION_ARCHIVE:

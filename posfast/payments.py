@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InvalidRecord, PaymentError
-from .records import PAYMENT_KINDS, Flag, Kind, Method, State
+from .records import PAYMENT_KIND_VALUES, PAYMENT_KINDS, Flag, Kind, Method, State
 from .storage import Storage
 
-_PAYMENT_KIND_VALUES = sorted(int(k) for k in PAYMENT_KINDS)
 _FINAL_STATES = {State.APPROVED, State.DECLINED, State.FAILED, State.REVERSED, State.VOIDED}
 _REFERRING = {Kind.REFUND, Kind.VOID, Kind.REVERSAL, Kind.COMPLETION}
 _LOOKBACK = 256          # records of one terminal walked back to find its newest payment
@@ -32,7 +31,7 @@ def _client_ref_key(value) -> bytes:
 
 def _own_payment_rows(rows, txn_id: int):
     """The payment records of one txn (its begin and outcome; not its prints), seq order."""
-    return rows[(rows["txn_id"] == txn_id) & np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
+    return rows[(rows["txn_id"] == txn_id) & np.isin(rows["kind"], PAYMENT_KIND_VALUES)]
 
 
 def _hash_refs(refs: np.ndarray) -> np.ndarray:
@@ -88,7 +87,7 @@ class _Catchup:
                 seqs = np.concatenate((self.ref_seq, recent_seqs, begins["seq"]))
                 order = np.argsort(hashes, kind="stable")
                 self.ref_hash, self.ref_seq = hashes[order], seqs[order]
-        pay = rows[np.isin(rows["kind"], _PAYMENT_KIND_VALUES)]
+        pay = rows[np.isin(rows["kind"], PAYMENT_KIND_VALUES)]
         if len(pay):
             opened = pay["seq"][(pay["state"] == State.PENDING) & (pay["txn_id"] == pay["seq"])]
             closed = pay["txn_id"][pay["state"] != State.PENDING]
@@ -307,7 +306,7 @@ class Payments:
         """Hand out the terminal's next receipt number (they count up per terminal)."""
         counters = self._receipt_counters
         if terminal not in counters:
-            rows = self._store.query(terminal=terminal, kind=_PAYMENT_KIND_VALUES)
+            rows = self._store.query(terminal=terminal, kind=sorted(PAYMENT_KINDS))
             counters[terminal] = int(rows["receipt_no"].max()) if len(rows) else 0
         counters[terminal] += 1
         return counters[terminal]

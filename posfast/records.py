@@ -57,8 +57,14 @@ class Kind(_NamedEnum):
     NOTE = 11
 
 
+#: The kinds that are payments (one home: every module takes them from here)
 PAYMENT_KINDS = frozenset({Kind.SALE, Kind.REFUND, Kind.VOID, Kind.REVERSAL, Kind.PREAUTH,
                            Kind.COMPLETION, Kind.CASH_IN, Kind.CASH_OUT})
+#: the same as a sorted uint8 array (for np.isin on a kind column)
+PAYMENT_KIND_VALUES = np.array(sorted(int(k) for k in PAYMENT_KINDS), dtype=np.uint8)
+#: the same as a table by kind value (``IS_PAYMENT_KIND[rows["kind"]]``: no np.isin per append)
+IS_PAYMENT_KIND = np.zeros(256, dtype=bool)
+IS_PAYMENT_KIND[PAYMENT_KIND_VALUES] = True
 
 
 class State(_NamedEnum):
@@ -430,6 +436,11 @@ class DayRule:
         if not -14 * 60 <= self.offset_minutes <= 14 * 60:
             raise ValueError("utc_offset %r is beyond ±14:00" % (self.utc_offset,))
 
+    @property
+    def tzinfo(self) -> _dt.timezone:
+        """The rule's local time (a fixed offset): how the shop reads its times."""
+        return _dt.timezone(_dt.timedelta(minutes=self.offset_minutes))
+
     def day_number(self, ts_us: int) -> int:
         shifted = int(ts_us) + (self.offset_minutes - self.start_minutes) * 60_000_000
         return shifted // 86_400_000_000
@@ -495,8 +506,6 @@ REFERENCE_FIELDS = frozenset({"client_ref", "rrn", "auth_code"})
 #: currency").  998 (XTS, reserved for testing) is accepted, for training tills.
 NO_CURRENCY = {0: "0 is not an ISO 4217 currency code",
                999: "999 is ISO 4217's XXX, 'no currency'"}
-_PAYMENT_TABLE = np.zeros(256, dtype=bool)
-_PAYMENT_TABLE[[int(k) for k in PAYMENT_KINDS]] = True
 
 
 def _text(field, value, where="") -> bytes:
@@ -555,7 +564,7 @@ def _integer(name, value, where=""):
 
 def _check_money(kind, amount, currency, where=""):
     """A payment's amount is a magnitude; its currency a real ISO 4217 code."""
-    if not _PAYMENT_TABLE[kind]:
+    if not IS_PAYMENT_KIND[kind]:
         return
     if amount < 0:
         raise InvalidRecord("posfast: %samount=%d is negative: a %s's amount is a magnitude in "
@@ -750,7 +759,7 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
             i = int(np.argmax(bad))
             check_ts(int(ts[i]), "row %d: " % i, now=hi - TS_FUTURE_US)
     if n:
-        payment = _PAYMENT_TABLE[rows["kind"]]
+        payment = IS_PAYMENT_KIND[rows["kind"]]
         if payment.any():
             bad = payment & (rows["amount"] < 0)
             if "currency" in columns and columns["currency"] is not None:

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _core
 from .errors import InvalidArgument
 
-HEAD_BYTES = 128          # record head (PFR_HEAD_SIZE in src/pf_format.h)
-HEADER_BYTES = 8192       # two header copies before the first slot (PF_DATA_OFFSET)
+HEAD_BYTES = _core.HEAD_SIZE        # record head (PFR_HEAD_SIZE in src/pf_format.h)
+HEADER_BYTES = _core.DATA_OFFSET    # two header copies before the first slot
 INDEX_BYTES_PER_RECORD = 14   # .idx: 8-byte saved position + bitmaps (measured 10-13 B)
 INDEX_FIXED_BYTES = 4096
 # The index is rewritten atomically (a temp file, then rename), so for a moment two
@@ -172,8 +173,9 @@ def capacity_plan(budget_bytes, per_day: int, payload_bytes: int = 0, slot_size:
                               "day, at least 1" % per_day)
     if not 0 <= payload_bytes <= 65535:
         raise InvalidArgument("payload_bytes=%d: a payload holds 0 to 65535 bytes" % payload_bytes)
-    if not (128 <= slot_size <= 65536) or slot_size % 64:
-        raise InvalidArgument("slot_size=%d: use a multiple of 64 between 128 and 65536" % slot_size)
+    if not (_core.MIN_SLOT <= slot_size <= _core.MAX_SLOT) or slot_size % 64:
+        raise InvalidArgument("slot_size=%d: use a multiple of 64 between %d and %d"
+                              % (slot_size, _core.MIN_SLOT, _core.MAX_SLOT))
     spr = slots_per_record(payload_bytes, slot_size)
     usable = budget - HEADER_BYTES - INDEX_COPIES * INDEX_FIXED_BYTES
     # ring + index copies within the budget:

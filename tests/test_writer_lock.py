@@ -197,11 +197,13 @@ def test_bind_mount_gives_no_second_writer(make_journal, tmp_path):
     child = _hold(j.path)
     try:
         before = _fingerprint(j.path)
-        # a private mount namespace: the bind mount vanishes with the child
-        inside = os.path.join(str(mount_point), os.path.basename(j.path))
+        # the journal file itself bind-mounted over another name in another directory, in a
+        # private mount namespace (the mount vanishes with the child)
+        inside = os.path.join(str(mount_point), "other-name.pfj")
+        open(inside, "wb").close()
         out = subprocess.run(
-            ["unshare", "-m", "sh", "-c", 'mount --bind "$0" "$1" && exec "$2" -c "$3" "$4"',
-             os.path.dirname(j.path), str(mount_point), sys.executable, CONTENDER, inside],
+            ["unshare", "-m", "sh", "-c", 'mount --bind "$0" "$1" && exec "$2" -c "$3" "$1"',
+             j.path, inside, sys.executable, CONTENDER],
             capture_output=True, text=True, env=ENV, timeout=60)
         assert out.stdout.startswith("LOCKED"), out.stdout + out.stderr
         assert "process %d" % child.pid in out.stdout

@@ -666,7 +666,7 @@ def render_z_report(close: DayClose, width: int = 42, merchant: str = "", tz=Non
 def render_z_escpos(close: DayClose, width: int = 42, encoding: str = "gb18030", merchant: str = "",
                     tz=None, cut: bool = True) -> bytes:
     """The Z-report as ESC/POS bytes for a `width`-column receipt printer."""
-    from .escpos import EscposBuilder, _printer_measure, _printer_prepare, emit_lines
+    from .printing.escpos import EscposBuilder, _printer_measure, _printer_prepare, emit_lines
     from .receipt import _check_width
     builder = EscposBuilder(encoding)
     lines = _z_lines(close, _check_width(width), _printer_measure(builder.encoding),

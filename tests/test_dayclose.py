@@ -12,7 +12,7 @@ from posfast.cli import main
 from posfast.dayclose import (CLOSE_MISMATCH, GRAND_TOTAL_BREAK, KIND_SIGN, DayClose,
                               print_z_report, render_z_escpos, render_z_report)
 from posfast.errors import DayClosed, PosfastError
-from posfast.escpos import printed_lines
+from posfast.printing.escpos import printed_lines
 from posfast.printing import FilePrinter
 from posfast.receipt import display_width
 from posfast.reconcile import Settlement, SETTLEMENT_DTYPE, reconcile

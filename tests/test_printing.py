@@ -18,7 +18,7 @@ import posfast
 import posfast.printing
 from posfast import DayRule, Flag, Journal, Kind, State
 from posfast.errors import PosfastError, ReprintRefused
-from posfast.escpos import commands, printed_lines, printed_text
+from posfast.printing.escpos import commands, printed_lines, printed_text
 from posfast.printing import (EscposPrinter, FilePrinter, PrintResult, TcpPrinter, print_counts, print_receipt,
                               reprint)
 from posfast.receipt import Payment, Receipt, ReceiptItem, display_width, render_text

@@ -1,40 +1,11 @@
-"""Printers, and printing / reprinting receipts with every print journaled.
-
-Printers take ESC/POS bytes and report what happened, never raising for a
-printer fault:
-
-* ``"ok"``: the printer took every byte (over TCP: it read the whole job and
-  closed its side, and its TCP stack acknowledged every byte).
-* ``"failed"``: nothing reached the printer (connection refused, host down,
-  a timeout or error before the first byte left this machine): nothing printed.
-* ``"unknown"``: the printer took some or all of the bytes, then an error or a
-  timeout: the receipt may or may not have printed.  Print a *copy* next,
-  never a second original.
+"""Printing that journals: the original receipt of a payment, numbered copies,
+and how often a receipt went to a printer.
 
 :func:`print_receipt` prints the original receipt of a payment record and
 :func:`reprint` a numbered copy (重印 / COPY n); both append a PRINT record
 (``ref_seq`` = the payment, ``state`` = OK / FAILED / UNKNOWN, ``flags`` COPY for
-copies) so reconciliation can match paper to payments.
-
->>> import os, tempfile
->>> from posfast import Journal
->>> from posfast.receipt import Receipt, ReceiptItem
->>> folder = tempfile.mkdtemp()
->>> journal = Journal.create(os.path.join(folder, "doc.pfj"), capacity=1000)
->>> receipt = Receipt(merchant="好又多", terminal=3, receipt_no=123,
-...                   items=[ReceiptItem("宫保鸡丁", unit_price=3800)])
->>> txn = journal.begin_payment(terminal=3, amount=3800, method="cash", receipt_no=123,
-...                             payload=receipt.to_payload())
->>> _ = journal.finish_payment(txn, "approved")
->>> printer = FilePrinter(os.path.join(folder, "printer.bin"))
->>> print_receipt(journal, txn, printer)  # doctest: +ELLIPSIS
-PrintResult(outcome='ok', error='', bytes_sent=..., printer='file:...printer.bin', seq=3, copy=0, text=None)
->>> result = reprint(journal, receipt_no=123, terminal=3, printer=printer)
->>> result.outcome, result.copy, journal.get(result.seq).ref_seq == txn
-('ok', 1, True)
->>> print_counts(journal, txn)
-{'original': 1, 'copies': 1, 'failed': 0, 'unknown': 0}
->>> journal.close()
+copies) so reconciliation can match paper to payments.  The package docstring
+(:mod:`posfast.printing`) has a runnable example.
 """
 from __future__ import annotations
 
@@ -53,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from posfast.errors import PosfastError, ReprintRefused
-from posfast.escpos import render_escpos
+from posfast.printing.escpos import render_escpos
 from posfast.receipt import InvalidReceipt, Receipt, render_text
 from posfast.records import Flag, Kind, State
 

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import posfast.printing.escpos
-from posfast.printing.escpos import (EscposBuilder, EscposParseError, commands, parse, printed_lines, printed_text,
-                            render_escpos)
+from posfast.printing import (EscposBuilder, EscposParseError, commands, parse, printed_lines, printed_text,
+                              render_escpos)
 from posfast.receipt import Payment, Receipt, ReceiptItem, render_text
 
 

@@ -50,11 +50,15 @@ PrintResult(outcome='ok', error='', bytes_sent=..., printer='file:...printer.bin
 {'original': 1, 'copies': 1, 'failed': 0, 'unknown': 0}
 >>> journal.close()
 """
-from posfast.printing.escpos import (CHINESE_ENCODINGS, CODE_PAGES, EscposBuilder, EscposParseError,
-                                     PrintedLine, commands, parse, printed_lines, printed_text,
-                                     render_escpos)
-from posfast.printing.jobs import (ESCPOS_EXTRA, EscposPrinter, FilePrinter, Printer, PrintResult,
-                                   ReprintRefused, TcpPrinter, print_counts, print_receipt, reprint)
+from posfast.printing.escpos import (CHINESE_ENCODINGS, CODE_PAGES, QR_ERROR_LEVELS, EscposBuilder,
+                                     emit_lines, printer_measure, printer_prepare, render_escpos)
+from posfast.printing.escpos_decode import (EscposParseError, PrintedLine, Segment, commands, parse,
+                                            printed_lines, printed_text)
+from posfast.printing.printers import (ESCPOS_EXTRA, FAILED, OK, UNKNOWN, EscposPrinter, FilePrinter,
+                                       Printer, PrintResult, TcpPrinter)
+from posfast.printing.jobs import (ReprintRefused, journal_timezone, outcome_state, print_counts,
+                                   print_receipt, reprint)
+from posfast.printing.zreport import print_z_report, render_z_escpos, render_z_report
 
 __all__ = [
     # printers
@@ -64,19 +68,33 @@ __all__ = [
     "Printer",
     "TcpPrinter",
     "ESCPOS_EXTRA",
+    "OK",
+    "FAILED",
+    "UNKNOWN",
     # print jobs (journaled)
     "ReprintRefused",
     "print_receipt",
     "reprint",
     "print_counts",
+    "journal_timezone",
+    "outcome_state",
+    # the Z-report
+    "render_z_report",
+    "render_z_escpos",
+    "print_z_report",
     # ESC/POS encoding
     "EscposBuilder",
+    "emit_lines",
+    "printer_measure",
+    "printer_prepare",
     "render_escpos",
     "CODE_PAGES",
     "CHINESE_ENCODINGS",
+    "QR_ERROR_LEVELS",
     # ESC/POS decoding
     "EscposParseError",
     "PrintedLine",
+    "Segment",
     "commands",
     "parse",
     "printed_lines",

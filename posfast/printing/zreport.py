@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, List, Union
 
 from posfast.dayclose import KIND_SIGN, DayClose
 from posfast.printing.escpos import EscposBuilder, emit_lines, printer_measure, printer_prepare
-from posfast.printing.jobs import journal_timezone
+from posfast.printing.jobs import journal_timezone, outcome_state
 from posfast.printing.printers import Printer, PrintResult
 from posfast.receipt import (CENTER, Layout, Line, char_width, check_width, currency_alpha, format_amount,
                              lines_to_text, sanitize)
@@ -154,7 +154,7 @@ def print_z_report(journal: Journal, close: Union[DayClose, int], printer: Print
     data = render_z_escpos(close, width=width, encoding=encoding, merchant=merchant,
                            tz=journal_timezone(journal))
     result = printer.send(data)
-    state = {"ok": State.OK, "failed": State.FAILED}.get(result.outcome, State.UNKNOWN)
+    state = outcome_state(result.outcome)
     note = {"z": close.z_no, "printer": result.printer[:80]}
     if result.error:
         note["error"] = result.error[:300]

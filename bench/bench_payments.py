@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import numpy as np  # noqa: E402
 
 from posfast import DayRule, Journal, Kind, State  # noqa: E402
-from posfast.escpos import render_escpos  # noqa: E402
+from posfast.printing import render_escpos  # noqa: E402
 from posfast.printing import FilePrinter, reprint  # noqa: E402
 from posfast.receipt import Payment, Receipt, ReceiptItem, render_text  # noqa: E402
 

@@ -57,11 +57,11 @@ import numpy as np
 from .errors import DayClosed, InvalidRecord
 from .records import (PAYMENT_KIND_VALUES, Flag, Kind, Method, State, day_number, day_to_date,
                       now_us)
-from .records import TS_FUTURE_US, TS_MIN_US, format_ts, ts_datetime
+from .records import TS_FUTURE_US, TS_MIN_US, format_ts
 from .storage import Problem, Storage
 
 __all__ = ["DayClose", "DayBook", "TXN_DTYPE", "payment_transactions", "day_summary",
-           "render_z_report", "render_z_escpos", "print_z_report", "cli_close_day"]
+           "cli_close_day"]
 
 _TRAINING = int(Flag.TRAINING)
 #: Sign of an approved payment in the net and grand totals (pre-authorisations
@@ -572,134 +572,8 @@ def _fmt_grand(grand: dict) -> str:
                               for c, (g, a) in sorted(grand.items()))
 
 
-# ---------------------------------------------------------------- the Z-report, on paper
-def _z_lines(close: DayClose, width: int, measure, prepare, chinese: bool, double_title: bool,
-             merchant: str = "", tz=None):
-    from .receipt import CENTER, _Layout, currency_alpha, format_amount
-    out = _Layout(width, measure, prepare, chinese, double_title)
-    if merchant:
-        out.add(merchant, CENTER, bold=True)
-    out.add(out.marker("Z-REPORT", "日结报表", False), CENTER, bold=True, wide=double_title,
-            tall=double_title)
-    if close.forced:
-        out.add(out.marker("FORCED CLOSE", "强制日结", False), CENTER, bold=True)
-    out.rule("=")
-    out.pair("Business day", close.day.isoformat())
-    out.pair("Terminal", str(close.terminal) if close.terminal is not None else "all")
-    out.pair("Z no.", "%04d" % close.z_no)
-    tz = tz or _dt.timezone.utc
-    closed_at = ts_datetime(close.ts)
-    out.pair("Closed at", closed_at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
-             if closed_at is not None and 1 < closed_at.year < 9999 else format_ts(close.ts))
-    out.pair("Records", "seq %d..%d (%d)" % close.records if close.records[2]
-             else "none")
-
-    def row(label, count, amount, currency):
-        out.pair(label, "%5d %14s" % (count, format_amount(amount, currency)), indent=2)
-
-    def name(enum_cls, value):
-        try:
-            return enum_cls(value).name.lower()
-        except ValueError:
-            return str(value)
-
-    for currency in close.currencies:
-        alpha = currency_alpha(currency)
-        out.rule("=")
-        out.add("%s  (%d)" % (alpha, currency), bold=True)
-        out.add("Payments by state")
-        for state, (count, amount) in sorted(close.by("state", currency, state=None).items()):
-            row(name(State, state), count, amount, currency)
-        out.add("Approved, by kind")
-        for kind, (count, amount) in sorted(close.by("kind", currency).items()):
-            row(name(Kind, kind), count, int(_SIGN_TABLE[kind] or 1) * amount, currency)
-        signed = {}
-        for kind, state, method, cur, count, amount in close.txns:
-            if cur == currency and state == State.APPROVED:
-                c, a = signed.get(method, (0, 0))
-                signed[method] = (c + count, a + int(_SIGN_TABLE[kind]) * amount)
-        out.add("Approved, by method (net)")
-        for method, (count, amount) in sorted(signed.items()):
-            row(name(Method, method), count, amount, currency)
-        out.add("Approved, by terminal (net)")
-        for terminal, (count, amount) in sorted(close.by("terminal", currency).items()):
-            row("terminal %d" % terminal, count, amount, currency)
-        out.rule()
-        out.pair("NET " + alpha, format_amount(close.net(currency), currency), bold=True)
-        gross, absolute = close.grand.get(currency, (0, 0))
-        out.add(out.marker("Grand totals (never reset)", "累计总额", False))
-        out.pair("gross", format_amount(gross, currency), indent=2)
-        out.pair("absolute", format_amount(absolute, currency), indent=2)
-    if close.bad_time:
-        out.rule("=")
-        out.add("Left out, impossible time: %d payment(s)" % len(close.bad_time), bold=True)
-        out.add("seq " + ", ".join(str(t) for t in close.bad_time))
-    if close.in_doubt:
-        out.rule("=")
-        out.add("In doubt at close: %d payment(s)" % len(close.in_doubt), bold=True)
-        out.add("txn " + ", ".join(str(t) for t in close.in_doubt))
-    out.rule("=")
-    out.add("DAY_CLOSE seq %d" % close.seq if close.seq else "not written", CENTER)
-    return out.lines
-
-
-def render_z_report(close: DayClose, width: int = 42, merchant: str = "", tz=None) -> str:
-    """The Z-report as text lines of at most `width` columns (ends with a newline).
-
-    >>> z = DayClose(seq=9, ts=0, day=_dt.date(2026, 11, 20), terminal=None, z_no=1,
-    ...              txns=[(1, 2, 2, 156, 3, 4500)], terminals=[(1, 2, 156, 3, 4500, 4500)],
-    ...              grand={156: (4500, 4500)}, records=(1, 8, 6), digest="", scan=(0, 0))
-    >>> [l for l in render_z_report(z, width=32).splitlines() if l.startswith("NET")]
-    ['NET CNY                    45.00']
-    """
-    from .receipt import CENTER, LEFT, _check_width, _sanitize, char_width, display_width
-    width = _check_width(width)
-    lines = []
-    for line in _z_lines(close, width, char_width, _sanitize, True, False, merchant, tz):
-        text = line.text
-        if line.align != LEFT and text:
-            free = width - display_width(text)
-            text = " " * (free // 2 if line.align == CENTER else free) + text
-        lines.append(text.rstrip(" "))
-    return "\n".join(lines) + "\n"
-
-
-def render_z_escpos(close: DayClose, width: int = 42, encoding: str = "gb18030", merchant: str = "",
-                    tz=None, cut: bool = True) -> bytes:
-    """The Z-report as ESC/POS bytes for a `width`-column receipt printer."""
-    from .escpos import EscposBuilder, _printer_measure, _printer_prepare, emit_lines
-    from .receipt import _check_width
-    builder = EscposBuilder(encoding)
-    lines = _z_lines(close, _check_width(width), _printer_measure(builder.encoding),
-                     _printer_prepare(builder.encoding), builder.chinese, True, merchant, tz)
-    return emit_lines(builder, lines, code=None, cut=cut)
-
-
 def _journal_tz(journal):
     return _dt.timezone(_dt.timedelta(minutes=journal.day_rule.offset_minutes))
-
-
-def print_z_report(journal, close, printer, width: int = 42, encoding: str = "gb18030",
-                   merchant: str = "", operator: int = 0):
-    """Print a Z-report (a DayClose or its seq) and journal a PRINT record of it
-    (``ref_seq`` = the DAY_CLOSE seq, ``txn_id`` 0, state OK / FAILED / UNKNOWN).
-
-    Returns the printer's :class:`posfast.printing.PrintResult` with ``seq`` set.
-    """
-    if not isinstance(close, DayClose):
-        close = DayClose.from_record(journal.get(int(close)))
-    data = render_z_escpos(close, width=width, encoding=encoding, merchant=merchant,
-                           tz=_journal_tz(journal))
-    result = printer.send(data)
-    state = {"ok": State.OK, "failed": State.FAILED}.get(result.outcome, State.UNKNOWN)
-    note = {"z": close.z_no, "printer": result.printer[:80]}
-    if result.error:
-        note["error"] = result.error[:300]
-    result.seq = journal.append(
-        payload=json.dumps(note, separators=(",", ":")).encode("utf-8"), terminal=close.terminal or 0,
-        kind=Kind.PRINT, state=state, ref_seq=close.seq, receipt_no=close.z_no,
-        operator=int(operator))
-    return result
 
 
 # ---------------------------------------------------------------- command line
@@ -708,6 +582,7 @@ def cli_close_day(args) -> int:
     write the Z-report and print it.  Exit 0; refusals (already closed, in doubt)
     raise DayClosed, which the CLI reports with exit status 2."""
     from .journal import Journal
+    from .printing import render_z_report
     with Journal.open(args.journal) as journal:
         close = journal.close_day(args.day, terminal=getattr(args, "terminal", None),
                                   force=bool(getattr(args, "force", False)))

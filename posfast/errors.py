@@ -71,3 +71,8 @@ class DayClosed(PosfastError):
 class InvalidArgument(PosfastError, ValueError):
     """A value given to a command or a planning function is not usable (a size, a count,
     a printer address); the message says what to give instead."""
+
+
+class EscposParseError(PosfastError, ValueError):
+    """ESC/POS bytes hold a command the decoder (:func:`posfast.printing.parse`) does
+    not know, or a truncated one; the message names the byte offset."""

@@ -40,7 +40,11 @@ from posfast.records import find_card_number
 
 __all__ = [
     "CURRENCIES",
+    "CENTER",
     "InvalidReceipt",
+    "LEFT",
+    "Layout",
+    "Line",
     "Payment",
     "Receipt",
     "ReceiptItem",
@@ -52,6 +56,11 @@ __all__ = [
     "render_text",
     "wrap_text",
     "PAPER_WIDTHS",
+    "RIGHT",
+    "check_width",
+    "layout",
+    "lines_to_text",
+    "sanitize",
 ]
 
 #: Columns of Font A on common paper: 58 mm -> 32, 80 mm -> 42 (512-dot heads) or 48 (576-dot heads).
@@ -187,9 +196,14 @@ def display_width(text: str) -> int:
     return sum(char_width(ch) for ch in text)
 
 
-def _sanitize(text: str) -> str:
+def sanitize(text: str) -> str:
     """Control characters never reach the paper: on an ESC/POS printer an ESC or GS
-    inside an item name would be a command.  Tabs and newlines become spaces."""
+    inside an item name would be a command.  Tabs and newlines become spaces; text
+    is NFC-normalised (a base letter and its combining accent become one character).
+
+    >>> sanitize("Tea\\x1bE\\tx2"), sanitize("cafe\\u0301") == "caf\\u00e9"
+    ('Tea E x2', True)
+    """
     if text.isprintable():
         return unicodedata.normalize("NFC", text) if not text.isascii() else text
     cleaned = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
@@ -620,7 +634,7 @@ class Receipt:
 
 
 # ---------------------------------------------------------------------------
-# Layout (shared by render_text and posfast.escpos.render_escpos)
+# Layout (shared by render_text, posfast.printing's ESC/POS renderer and Z-report)
 # ---------------------------------------------------------------------------
 
 LEFT, CENTER, RIGHT = 0, 1, 2
@@ -672,7 +686,12 @@ def _format_time(value) -> str:
     raise TypeError(f"a time must be a datetime, an ISO 8601 string or microseconds, got {value!r}")
 
 
-def _check_width(width) -> int:
+def check_width(width) -> int:
+    """A paper width in columns, checked: an int of 16..160 (32, 42 or 48 on real paper).
+
+    >>> check_width(32)
+    32
+    """
     width = operator.index(width)
     if not _MIN_WIDTH <= width <= _MAX_WIDTH:
         raise ValueError(f"paper width must be {_MIN_WIDTH}..{_MAX_WIDTH} columns "
@@ -680,8 +699,19 @@ def _check_width(width) -> int:
     return width
 
 
-class _Layout:
-    """Builds the list of :class:`Line` for one receipt and one target."""
+class Layout:
+    """Builds a list of :class:`Line` for one target (a paper width and a printer's
+    character set): the receipt and the Z-report are both laid out with it.
+
+    ``measure`` gives a character's columns on the target, ``prepare`` maps text
+    to what the target can print, ``chinese`` says whether Chinese labels can be
+    printed, ``double_title`` lays titles out for double-size print.
+
+    >>> out = Layout(20, char_width, sanitize, chinese=True, double_title=False)
+    >>> out.add(out.marker("TOTAL", "合计", True), CENTER); out.rule(); out.pair("Tea", "12.00")
+    >>> [line.text for line in out.lines]
+    ['合计 / TOTAL', '--------------------', 'Tea            12.00']
+    """
 
     def __init__(self, width: int, measure: Callable[[str], int], prepare: Callable[[str], str],
                  chinese: bool, double_title: bool):
@@ -698,21 +728,25 @@ class _Layout:
         return sum(self.char_width(ch) for ch in text)
 
     def label(self, key: str, lang: str) -> str:
+        """A receipt label (``"total"``, ``"cash"``...) in ``lang`` where the target can print it."""
         english, chinese = _LABELS[key]
         return chinese if (lang == "zh" and self.chinese) else english
 
     def marker(self, english: str, chinese: str, order_chinese_first: bool) -> str:
+        """A bilingual marker (``重印 / COPY 1``), English only where Chinese cannot print."""
         if not self.chinese:
             return english
         return f"{chinese} / {english}" if order_chinese_first else f"{english} / {chinese}"
 
     def add(self, text: str, align=LEFT, bold=False, wide=False, tall=False):
+        """Text wrapped to the width (half of it for a ``wide`` line)."""
         text = self.prepare(text)
         columns = self.width // 2 if wide else self.width
         for piece in wrap_text(text, columns, self.char_width):
             self.lines.append(Line(piece, align, bold, wide, tall))
 
     def rule(self, ch="-"):
+        """A full-width rule."""
         self.lines.append(Line(ch * self.width))
 
     def pair(self, label: str, value: str, indent: int = 0, bold=False, tall=False):
@@ -739,6 +773,7 @@ class _Layout:
         self.lines.append(Line(last + " " * gap + value, LEFT, bold, False, tall))
 
     def build(self, receipt: Receipt, copy: int, reprinted_at, training: bool) -> List[Line]:
+        """Lay out one receipt (see :func:`layout`); returns :attr:`lines`."""
         lang = receipt.lang
         amount = receipt.amount_text
         title_wide = self.double_title
@@ -804,7 +839,7 @@ class _Layout:
 
 
 def layout(receipt: Receipt, width: int = 42, copy: int = 0, reprinted_at=None, training: bool = False,
-           measure: Callable[[str], int] = char_width, prepare: Callable[[str], str] = _sanitize,
+           measure: Callable[[str], int] = char_width, prepare: Callable[[str], str] = sanitize,
            chinese: bool = True, double_title: bool = False) -> List[Line]:
     """Lay a receipt out as styled :class:`Line` objects (used by both renderers).
 
@@ -815,13 +850,13 @@ def layout(receipt: Receipt, width: int = 42, copy: int = 0, reprinted_at=None, 
     >>> [l.text for l in layout(Receipt(merchant="M"), width=16)][:2]
     ['M', '================']
     """
-    width = _check_width(width)
+    width = check_width(width)
     copy = operator.index(copy)
     if copy < 0:
         raise ValueError(f"copy must be 0 (the original) or a copy number >= 1, got {copy}")
     if not isinstance(receipt, Receipt):
         raise TypeError(f"expected a posfast.receipt.Receipt, got {type(receipt).__name__}")
-    return _Layout(width, measure, prepare, chinese, double_title).build(receipt, copy, reprinted_at, training)
+    return Layout(width, measure, prepare, chinese, double_title).build(receipt, copy, reprinted_at, training)
 
 
 def render_text(receipt: Receipt, width: int = 42, copy: int = 0, reprinted_at=None,
@@ -848,9 +883,20 @@ def render_text(receipt: Receipt, width: int = 42, copy: int = 0, reprinted_at=N
     TOTAL CNY      12.00
        重印 / COPY 2
     """
-    width = _check_width(width)
+    width = check_width(width)
+    return lines_to_text(layout(receipt, width, copy, reprinted_at, training), width)
+
+
+def lines_to_text(lines: Sequence[Line], width: int) -> str:
+    """Laid-out lines as plain text: centred and right-aligned lines padded to
+    ``width`` columns, trailing spaces dropped, code slots left out; ends with a newline.
+
+    >>> print(lines_to_text([Line("Shop", CENTER), Line("QR", code=True), Line("12.00", RIGHT)], 10), end="")
+       Shop
+         12.00
+    """
     out = []
-    for line in layout(receipt, width, copy, reprinted_at, training):
+    for line in lines:
         if line.code:
             continue
         text = line.text

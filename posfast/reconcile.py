@@ -1579,7 +1579,7 @@ def demo_reconcile(journal, back_office=None, out=print, day=None):
     made and synced when None); `out` prints a line.
     """
     import tempfile
-    from .dayclose import print_z_report, render_z_report
+    from .printing import print_z_report, render_z_report
     from .printing import FilePrinter, print_receipt
     from .receipt import Payment, Receipt, ReceiptItem
     from .sync import SqliteTarget, Syncer

@@ -60,7 +60,9 @@ class Kind(_NamedEnum):
 #: The kinds that are payments (one home: every module takes them from here)
 PAYMENT_KINDS = frozenset({Kind.SALE, Kind.REFUND, Kind.VOID, Kind.REVERSAL, Kind.PREAUTH,
                            Kind.COMPLETION, Kind.CASH_IN, Kind.CASH_OUT})
-#: the same as a sorted uint8 array (for np.isin on a kind column)
+#: payments a customer gets a receipt for (not the cash drawer's CASH_IN / CASH_OUT)
+RECEIPT_KINDS = PAYMENT_KINDS - {Kind.CASH_IN, Kind.CASH_OUT}
+#: the payment kinds as a sorted uint8 array (for np.isin on a kind column)
 PAYMENT_KIND_VALUES = np.array(sorted(int(k) for k in PAYMENT_KINDS), dtype=np.uint8)
 #: the same as a table by kind value (``IS_PAYMENT_KIND[rows["kind"]]``: no np.isin per append)
 IS_PAYMENT_KIND = np.zeros(256, dtype=bool)

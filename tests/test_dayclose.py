@@ -9,11 +9,9 @@ import pytest
 import posfast
 from posfast import DayRule, Flag, Journal, Kind, State, _core
 from posfast.cli import main
-from posfast.dayclose import (CLOSE_MISMATCH, GRAND_TOTAL_BREAK, KIND_SIGN, DayClose,
-                              print_z_report, render_z_escpos, render_z_report)
+from posfast.dayclose import CLOSE_MISMATCH, GRAND_TOTAL_BREAK, KIND_SIGN, DayClose
 from posfast.errors import DayClosed, PosfastError
-from posfast.escpos import printed_lines
-from posfast.printing import FilePrinter
+from posfast.printing import FilePrinter, print_z_report, printed_lines, render_z_escpos, render_z_report
 from posfast.receipt import display_width
 from posfast.reconcile import Settlement, SETTLEMENT_DTYPE, reconcile
 

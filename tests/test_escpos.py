@@ -4,9 +4,9 @@ import doctest
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import posfast.escpos
-from posfast.escpos import (EscposBuilder, EscposParseError, commands, parse, printed_lines, printed_text,
-                            render_escpos)
+import posfast.printing.escpos
+from posfast.printing import (EscposBuilder, EscposParseError, commands, parse, printed_lines, printed_text,
+                              render_escpos)
 from posfast.receipt import Payment, Receipt, ReceiptItem, render_text
 
 
@@ -208,5 +208,5 @@ def test_no_printed_line_exceeds_the_paper(names, merchant, width, amounts, enco
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(posfast.escpos, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(posfast.printing.escpos, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 5 and result.failed == 0

@@ -18,7 +18,7 @@ import posfast
 import posfast.printing
 from posfast import DayRule, Flag, Journal, Kind, State
 from posfast.errors import PosfastError, ReprintRefused
-from posfast.escpos import commands, printed_lines, printed_text
+from posfast.printing import commands, printed_lines, printed_text
 from posfast.printing import (EscposPrinter, FilePrinter, PrintResult, TcpPrinter, print_counts, print_receipt,
                               reprint)
 from posfast.receipt import Payment, Receipt, ReceiptItem, display_width, render_text
@@ -442,3 +442,45 @@ def test_declined_payment_gets_no_receipt(journal, tmp_path):
 def test_docstring_examples_run():
     result = doctest.testmod(posfast.printing, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 3 and result.failed == 0
+
+
+@pytest.mark.parametrize("module", ["printers", "jobs", "zreport", "escpos", "escpos_decode"])
+def test_every_printing_module_runs_its_examples(module):
+    import importlib
+    mod = importlib.import_module(f"posfast.printing.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 1 and result.failed == 0
+
+
+def test_the_escpos_compatibility_module_and_the_error_tree():
+    import posfast.escpos
+    from posfast.errors import EscposParseError
+    for name in posfast.escpos.__all__:
+        assert getattr(posfast.escpos, name) is getattr(posfast.printing, name)
+    assert issubclass(EscposParseError, PosfastError) and issubclass(EscposParseError, ValueError)
+    with pytest.raises(PosfastError):
+        posfast.printing.parse(b"\x1b\x7e")
+
+
+def test_printing_imports_point_down_and_name_no_private_helper():
+    """printing -> receipt, records, errors, dayclose (its DayClose); the storage core never
+    imports printing at module level, and no module imports another's private name."""
+    import ast
+    import pathlib
+    root = pathlib.Path(posfast.__file__).parent
+    files = sorted((root / "printing").glob("*.py")) + [root / "receipt.py", root / "dayclose.py"]
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [a.name for a in node.names]
+                assert not [n for n in names if n.startswith("_")], (path.name, node.module, names)
+        if path.parent.name != "printing":
+            top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+            modules = [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
+            modules += [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+            assert not [m for m in modules if "printing" in m or "escpos" in m], (path.name, modules)
+        else:
+            top = [node for node in tree.body if isinstance(node, ast.ImportFrom)]
+            for node in top:
+                assert node.module.split(".")[:2] != ["posfast", "journal"], path.name

@@ -1,0 +1,165 @@
+"""The Z-report (日结报表) on paper: a day close as text and ESC/POS, and printed.
+
+A :class:`posfast.dayclose.DayClose` (what ``journal.close_day`` wrote) renders
+to text lines for a paper width (:func:`render_z_report`) or to ESC/POS bytes
+(:func:`render_z_escpos`); :func:`print_z_report` sends it to a printer and
+journals a PRINT record of it, like every print.
+
+>>> print(render_z_report(_example(), width=32, merchant="好又多超市"), end="")  # doctest: +ELLIPSIS
+           好又多超市
+      Z-REPORT / 日结报表
+================================
+Business day          2026-11-20
+Terminal                     all
+Z no.                       0001
+...
+NET CNY                    45.00
+...
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from typing import TYPE_CHECKING, List, Union
+
+from posfast.dayclose import KIND_SIGN, DayClose
+from posfast.printing.escpos import EscposBuilder, emit_lines, printer_measure, printer_prepare
+from posfast.printing.jobs import journal_timezone, outcome_state
+from posfast.printing.printers import Printer, PrintResult
+from posfast.receipt import (CENTER, Layout, Line, char_width, check_width, currency_alpha, format_amount,
+                             lines_to_text, sanitize)
+from posfast.records import Kind, Method, State, format_ts, ts_datetime
+
+if TYPE_CHECKING:  # the Journal is passed in; printing never imports it at run time
+    from posfast.journal import Journal
+
+__all__ = ["render_z_report", "render_z_escpos", "print_z_report"]
+
+
+def _example() -> DayClose:
+    """A small day close for the examples."""
+    return DayClose(seq=9, ts=0, day=_dt.date(2026, 11, 20), terminal=None, z_no=1,
+                    txns=[(1, 2, 2, 156, 3, 4500)], terminals=[(1, 2, 156, 3, 4500, 4500)],
+                    grand={156: (4500, 4500)}, records=(1, 8, 6), digest="", scan=(0, 0))
+
+
+def _z_lines(close: DayClose, width: int, measure, prepare, chinese: bool, double_title: bool,
+             merchant: str = "", tz=None) -> List[Line]:
+    out = Layout(width, measure, prepare, chinese, double_title)
+    if merchant:
+        out.add(merchant, CENTER, bold=True)
+    out.add(out.marker("Z-REPORT", "日结报表", False), CENTER, bold=True, wide=double_title,
+            tall=double_title)
+    if close.forced:
+        out.add(out.marker("FORCED CLOSE", "强制日结", False), CENTER, bold=True)
+    out.rule("=")
+    out.pair("Business day", close.day.isoformat())
+    out.pair("Terminal", str(close.terminal) if close.terminal is not None else "all")
+    out.pair("Z no.", "%04d" % close.z_no)
+    tz = tz or _dt.timezone.utc
+    closed_at = ts_datetime(close.ts)
+    out.pair("Closed at", closed_at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+             if closed_at is not None and 1 < closed_at.year < 9999 else format_ts(close.ts))
+    out.pair("Records", "seq %d..%d (%d)" % close.records if close.records[2]
+             else "none")
+
+    def row(label, count, amount, currency):
+        out.pair(label, "%5d %14s" % (count, format_amount(amount, currency)), indent=2)
+
+    def name(enum_cls, value):
+        try:
+            return enum_cls(value).name.lower()
+        except ValueError:
+            return str(value)
+
+    for currency in close.currencies:
+        alpha = currency_alpha(currency)
+        out.rule("=")
+        out.add("%s  (%d)" % (alpha, currency), bold=True)
+        out.add("Payments by state")
+        for state, (count, amount) in sorted(close.by("state", currency, state=None).items()):
+            row(name(State, state), count, amount, currency)
+        out.add("Approved, by kind")
+        for kind, (count, amount) in sorted(close.by("kind", currency).items()):
+            row(name(Kind, kind), count, (KIND_SIGN.get(kind, 0) or 1) * amount, currency)
+        signed = {}
+        for kind, state, method, cur, count, amount in close.txns:
+            if cur == currency and state == State.APPROVED:
+                c, a = signed.get(method, (0, 0))
+                signed[method] = (c + count, a + KIND_SIGN.get(kind, 0) * amount)
+        out.add("Approved, by method (net)")
+        for method, (count, amount) in sorted(signed.items()):
+            row(name(Method, method), count, amount, currency)
+        out.add("Approved, by terminal (net)")
+        for terminal, (count, amount) in sorted(close.by("terminal", currency).items()):
+            row("terminal %d" % terminal, count, amount, currency)
+        out.rule()
+        out.pair("NET " + alpha, format_amount(close.net(currency), currency), bold=True)
+        gross, absolute = close.grand.get(currency, (0, 0))
+        out.add(out.marker("Grand totals (never reset)", "累计总额", False))
+        out.pair("gross", format_amount(gross, currency), indent=2)
+        out.pair("absolute", format_amount(absolute, currency), indent=2)
+    if close.bad_time:
+        out.rule("=")
+        out.add("Left out, impossible time: %d payment(s)" % len(close.bad_time), bold=True)
+        out.add("seq " + ", ".join(str(t) for t in close.bad_time))
+    if close.in_doubt:
+        out.rule("=")
+        out.add("In doubt at close: %d payment(s)" % len(close.in_doubt), bold=True)
+        out.add("txn " + ", ".join(str(t) for t in close.in_doubt))
+    out.rule("=")
+    out.add("DAY_CLOSE seq %d" % close.seq if close.seq else "not written", CENTER)
+    return out.lines
+
+
+def render_z_report(close: DayClose, width: int = 42, merchant: str = "", tz=None) -> str:
+    """The Z-report as text lines of at most `width` columns (ends with a newline).
+
+    >>> z = DayClose(seq=9, ts=0, day=_dt.date(2026, 11, 20), terminal=None, z_no=1,
+    ...              txns=[(1, 2, 2, 156, 3, 4500)], terminals=[(1, 2, 156, 3, 4500, 4500)],
+    ...              grand={156: (4500, 4500)}, records=(1, 8, 6), digest="", scan=(0, 0))
+    >>> z == _example()
+    True
+    >>> [l for l in render_z_report(z, width=32).splitlines() if l.startswith("NET")]
+    ['NET CNY                    45.00']
+    """
+    width = check_width(width)
+    return lines_to_text(_z_lines(close, width, char_width, sanitize, True, False, merchant, tz), width)
+
+
+def render_z_escpos(close: DayClose, width: int = 42, encoding: str = "gb18030", merchant: str = "",
+                    tz=None, cut: bool = True) -> bytes:
+    """The Z-report as ESC/POS bytes for a `width`-column receipt printer
+    (``encoding`` as in :func:`posfast.printing.render_escpos`; no QR code).
+
+    >>> from posfast.printing.escpos_decode import printed_lines
+    >>> [(l.text, l.width) for l in printed_lines(render_z_escpos(_example(), width=32))][:3]
+    [('Z-REPORT / 日结', 2), ('报表', 2), ('================================', 1)]
+    """
+    builder = EscposBuilder(encoding)
+    lines = _z_lines(close, check_width(width), printer_measure(builder.encoding),
+                     printer_prepare(builder.encoding), builder.chinese, True, merchant, tz)
+    return emit_lines(builder, lines, code=None, cut=cut)
+
+
+def print_z_report(journal: Journal, close: Union[DayClose, int], printer: Printer, width: int = 42,
+                   encoding: str = "gb18030", merchant: str = "", operator: int = 0) -> PrintResult:
+    """Print a Z-report (a DayClose or its seq) and journal a PRINT record of it
+    (``ref_seq`` = the DAY_CLOSE seq, ``txn_id`` 0, state OK / FAILED / UNKNOWN).
+
+    Returns the printer's :class:`posfast.printing.PrintResult` with ``seq`` set.
+    """
+    if not isinstance(close, DayClose):
+        close = DayClose.from_record(journal.get(int(close)))
+    data = render_z_escpos(close, width=width, encoding=encoding, merchant=merchant,
+                           tz=journal_timezone(journal))
+    result = printer.send(data)
+    state = outcome_state(result.outcome)
+    note = {"z": close.z_no, "printer": result.printer[:80]}
+    if result.error:
+        note["error"] = result.error[:300]
+    result.seq = journal.append(
+        payload=json.dumps(note, separators=(",", ":")).encode("utf-8"), terminal=close.terminal or 0,
+        kind=Kind.PRINT, state=state, ref_seq=close.seq, receipt_no=close.z_no,
+        operator=int(operator))
+    return result

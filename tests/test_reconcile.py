@@ -527,7 +527,7 @@ def test_encoding_option_and_undecodable_bytes(tmp_path, journal, capsys):
 def test_blocks_join_like_one_read(tmp_path, monkeypatch):
     """The reader works block by block: a file many blocks long reads exactly like
     one read whole, whatever falls on a block boundary (a CRLF, a quoted newline)."""
-    import posfast.reconcile as rec
+    import posfast.reconcile.checks as rec
     body = []
     for k in range(300):
         rrn = '"%012d"' % k if k % 7 == 0 else "%012d" % k

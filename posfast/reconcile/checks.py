@@ -100,9 +100,9 @@ from typing import Optional
 
 import numpy as np
 
-from .dayclose import PAYMENT_KIND_VALUES, TXN_DTYPE, payment_transactions, _SIGN_TABLE
-from .errors import PosfastError
-from .records import RECORD_DTYPE, Flag, Kind, Method, State, day_number, day_to_date, now_us
+from ..dayclose import PAYMENT_KIND_VALUES, TXN_DTYPE, payment_transactions, _SIGN_TABLE
+from ..errors import PosfastError
+from ..records import RECORD_DTYPE, Flag, Kind, Method, State, day_number, day_to_date, now_us
 
 __all__ = ["CATEGORIES", "Discrepancy", "ReconcileReport", "Settlement", "SettlementError",
            "SETTLEMENT_COLUMNS", "read_settlement", "reconcile", "cli_reconcile", "demo_reconcile"]
@@ -310,7 +310,7 @@ class ReconcileReport:
             raise ValueError("format must be table, json or csv, not %r" % (fmt,))
 
     def _summary_table(self):
-        from .receipt import format_amount
+        from ..receipt import format_amount
         cells = [("category", "count", "amount")]
         for category, t in self.category_totals().items():
             if not t["count"]:
@@ -339,7 +339,7 @@ class ReconcileReport:
 
     def _table_lines(self, detail_width=70):
         """The table's lines: two passes over the discrepancies (widths, then rows)."""
-        from .receipt import format_amount
+        from ..receipt import format_amount
         yield self.summary()
         for n in self.notes:
             yield "note: " + n
@@ -413,7 +413,7 @@ def _find_bad(path, lines, column, values, check, why):
 
 
 def _currency_codes():
-    from .receipt import CURRENCIES
+    from ..receipt import CURRENCIES
     return {alpha: number for number, (alpha, _exp) in CURRENCIES.items()}
 
 
@@ -1559,7 +1559,7 @@ def cli_reconcile(args) -> int:
     0 when none.
     """
     import sys
-    from .journal import Journal
+    from ..journal import Journal
     with Journal.open(args.journal, readonly=True) as journal:
         report = reconcile(journal, args.host, day=args.day,
                            terminal=getattr(args, "terminal", None),
@@ -1579,10 +1579,10 @@ def demo_reconcile(journal, back_office=None, out=print, day=None):
     made and synced when None); `out` prints a line.
     """
     import tempfile
-    from .dayclose import print_z_report, render_z_report
-    from .printing import FilePrinter, print_receipt
-    from .receipt import Payment, Receipt, ReceiptItem
-    from .sync import SqliteTarget, Syncer
+    from ..dayclose import print_z_report, render_z_report
+    from ..printing import FilePrinter, print_receipt
+    from ..receipt import Payment, Receipt, ReceiptItem
+    from ..sync import SqliteTarget, Syncer
     if callable(back_office) and out is print:
         back_office, out = None, back_office
     directory = os.path.dirname(os.path.abspath(journal.path))

@@ -136,8 +136,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from . import errors as _errors
-from .errors import PosfastError
+from .. import errors as _errors
+from ..errors import PosfastError
 
 log = logging.getLogger("posfast.sync")
 
@@ -302,18 +302,18 @@ class SyncResult:
 # --------------------------------------------------------------------------- posfast API
 
 def _record_dtype() -> np.dtype:
-    from . import RECORD_DTYPE
+    from .. import RECORD_DTYPE
     return RECORD_DTYPE
 
 
 def _chain_link_fn() -> Callable[[bytes, Any, bytes], bytes]:
-    from . import chain_link
+    from .. import chain_link
     return chain_link
 
 
 def _genesis_link(journal_id: uuid.UUID) -> bytes:
     """link(0) of a journal: what its seq 1 chains from."""
-    from . import genesis_link
+    from .. import genesis_link
     return bytes(genesis_link(journal_id.bytes))
 
 

@@ -55,8 +55,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Mapping, Optional, Union
 
-from .protocol import (ECHO_LIMIT, MAX_BATCH, PostgresTarget, SqliteTarget, SyncConfigError, SyncRefused,
-                   SyncUnavailable, clip, decode_batch, target_from_url)
+from .http import target_from_url
+from .postgres import PostgresTarget
+from .protocol import (ECHO_LIMIT, MAX_BATCH, SyncConfigError, SyncRefused, SyncUnavailable, clip,
+                       decode_batch)
+from .sqlite import SqliteTarget
 
 log = logging.getLogger("posfast.server")
 
@@ -708,7 +711,7 @@ def run_from_args(args) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m posfast.server --db sqlite:///back.db --token JID=TOKEN``."""
+    """``python -m posfast.sync.server --db sqlite:///back.db --token JID=TOKEN``."""
     parser = argparse.ArgumentParser(prog="posfast serve", description="posfast back-office sync server")
     add_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

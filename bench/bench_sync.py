@@ -27,8 +27,8 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
 import posfast  # noqa: E402
-from posfast.sync import (HttpTarget, PostgresTarget, SqliteTarget, Syncer, _db_rows, _schema,  # noqa: E402
-                          SyncUnavailable)
+from posfast.sync import HttpTarget, PostgresTarget, SqliteTarget, Syncer, SyncUnavailable  # noqa: E402
+from posfast.sync.backoffice import db_rows, schema_statements  # noqa: E402
 
 from _sync_helpers import fill_journal  # noqa: E402
 
@@ -52,7 +52,7 @@ def baseline_sqlite(db, journal, batch):
     con = sqlite3.connect(db, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
-    for stmt in _schema("sqlite"):
+    for stmt in schema_statements("sqlite"):
         con.execute(stmt)
     names = posfast.RECORD_DTYPE.names
     sql = (f"INSERT INTO records (journal_id, {', '.join(chr(34) + n + chr(34) for n in names)}, payload, link) "
@@ -63,7 +63,7 @@ def baseline_sqlite(db, journal, batch):
     t0 = time.perf_counter()
     for b in batches:
         con.execute("BEGIN")
-        con.executemany(sql, _db_rows(jid, b, 0))
+        con.executemany(sql, db_rows(jid, b, 0))
         con.execute("COMMIT")
     dt = time.perf_counter() - t0
     con.close()

@@ -55,6 +55,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import DayClosed, InvalidRecord
+from .records import KIND_SIGN, KIND_SIGN_TABLE  # noqa: F401  (KIND_SIGN: also read from here)
 from .records import (PAYMENT_KIND_VALUES, Flag, Kind, Method, State, day_number, day_to_date,
                       now_us)
 from .records import TS_FUTURE_US, TS_MIN_US, format_ts
@@ -64,13 +65,6 @@ __all__ = ["DayClose", "DayBook", "TXN_DTYPE", "payment_transactions", "day_summ
            "cli_close_day"]
 
 _TRAINING = int(Flag.TRAINING)
-#: Sign of an approved payment in the net and grand totals (pre-authorisations
-#: and cash drawer moves are not turnover).
-KIND_SIGN = {Kind.SALE: 1, Kind.COMPLETION: 1, Kind.REFUND: -1, Kind.VOID: -1,
-             Kind.REVERSAL: -1, Kind.PREAUTH: 0, Kind.CASH_IN: 0, Kind.CASH_OUT: 0}
-_SIGN_TABLE = np.zeros(256, dtype=np.int64)
-for _kind, _sign in KIND_SIGN.items():
-    _SIGN_TABLE[int(_kind)] = _sign
 
 #: One payment (transaction): its first and newest records folded together.
 TXN_DTYPE = np.dtype([
@@ -168,7 +162,7 @@ def _net(txns_cube) -> dict:
     for kind, state, _method, currency, _count, amount in txns_cube:
         if state != State.APPROVED:
             continue
-        sign = int(_SIGN_TABLE[kind])
+        sign = int(KIND_SIGN_TABLE[kind])
         net, absolute = out.get(currency, (0, 0))
         out[currency] = (net + sign * amount, absolute + abs(sign) * abs(amount))
     return out
@@ -188,7 +182,7 @@ def day_summary(rows: np.ndarray, day: int, oldest_seq: int = 1) -> dict:
                     (txns["currency"], 16)], txns["amount"])
     keys = [(txns["terminal"], 32), (txns["state"], 8), (txns["currency"], 16)]
     terminals = _groups(keys, txns["amount"])
-    signed = _groups(keys, txns["amount"] * _SIGN_TABLE[txns["kind"]])
+    signed = _groups(keys, txns["amount"] * KIND_SIGN_TABLE[txns["kind"]])
     terminals = [row + (net[-1],) for row, net in zip(terminals, signed)]
     seqs = records["seq"]
     return {

@@ -775,3 +775,14 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
     shifted = rows["ts"] + (day_rule.offset_minutes - day_rule.start_minutes) * 60_000_000
     rows["day"] = shifted // 86_400_000_000
     return rows
+
+
+#: Sign of an approved payment of each kind in net totals: +1 sale and completion, -1 refund,
+#: void and reversal, 0 pre-authorisation and cash drawer moves (not turnover).
+KIND_SIGN = {Kind.SALE: 1, Kind.COMPLETION: 1, Kind.REFUND: -1, Kind.VOID: -1,
+             Kind.REVERSAL: -1, Kind.PREAUTH: 0, Kind.CASH_IN: 0, Kind.CASH_OUT: 0}
+#: :data:`KIND_SIGN` as a lookup table indexed by kind value (``KIND_SIGN_TABLE[rows["kind"]]``).
+KIND_SIGN_TABLE = np.zeros(256, dtype=np.int64)
+for _kind, _sign in KIND_SIGN.items():
+    KIND_SIGN_TABLE[int(_kind)] = _sign
+del _kind, _sign

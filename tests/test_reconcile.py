@@ -16,8 +16,9 @@ import pytest
 import posfast
 from posfast import DayRule, Journal, Kind
 from posfast.cli import main
-from posfast.reconcile import (CATEGORIES, SettlementError, _window_pairs, read_settlement,
+from posfast.reconcile import (CATEGORIES, SettlementError, read_settlement,
                                reconcile)
+from posfast.reconcile.matching import window_pairs as _window_pairs
 from posfast.sync import SqliteTarget, Syncer
 
 RULE = DayRule(utc_offset="+08:00", starts_at="04:00")
@@ -527,7 +528,7 @@ def test_encoding_option_and_undecodable_bytes(tmp_path, journal, capsys):
 def test_blocks_join_like_one_read(tmp_path, monkeypatch):
     """The reader works block by block: a file many blocks long reads exactly like
     one read whole, whatever falls on a block boundary (a CRLF, a quoted newline)."""
-    import posfast.reconcile as rec
+    import posfast.reconcile.settlement as rec
     body = []
     for k in range(300):
         rrn = '"%012d"' % k if k % 7 == 0 else "%012d" % k

@@ -22,7 +22,8 @@ import datetime as _dt
 import json
 from typing import TYPE_CHECKING, List, Union
 
-from posfast.dayclose import KIND_SIGN, DayClose
+from posfast.dayclose import DayClose
+from posfast.records import KIND_SIGN
 from posfast.printing.escpos import EscposBuilder, emit_lines, printer_measure, printer_prepare
 from posfast.printing.jobs import journal_timezone, outcome_state
 from posfast.printing.printers import Printer, PrintResult

@@ -1,0 +1,95 @@
+"""Reconciliation (对账): what the journal says was paid, against what the host saw
+and what was printed, for one business day.
+
+``reconcile(journal, host, day=..., terminal=None)`` returns a
+:class:`ReconcileReport` with one :class:`Discrepancy` per finding, each naming
+the journal records (seqs) and the host rows (back-office seqs, or settlement
+file line numbers) involved, in one of these categories:
+
+``missing_at_host``
+    a payment of the journal the host does not hold (back office: any state,
+    the record was never synced; settlement file: an approved payment the
+    acquirer did not settle).
+``missing_in_journal``
+    a host row with no payment in the journal (deleted, never written here, or
+    evicted: the detail says which).
+``amount_mismatch``
+    matched, but amount or currency differ (back office: the first record's
+    amount too).  Type is part of every match key, so a sale settled as a
+    refund shows as missing on both sides.
+``state_mismatch``
+    matched, but the states differ (back office behind, or the acquirer
+    settled a payment the journal holds as declined, failed, reversed, voided).
+``duplicate``
+    the same payment twice: two approved journal payments with one RRN or one
+    client reference, or a settlement row listed twice.
+``receipt_without_transaction``
+    a receipt on paper (PRINT record OK or UNKNOWN) whose payment is missing,
+    pending, declined, failed, reversed or voided.
+``transaction_without_receipt``
+    an approved sale, refund, void, pre-authorisation or completion with no
+    print at all.
+``print_unknown``
+    an approved payment whose only prints have an UNKNOWN outcome (the paper
+    may or may not exist).
+``in_doubt``
+    a payment still PENDING (begun, never finished); names the host row when
+    the host has an answer for it.
+
+Hosts
+-----
+* the back office of :mod:`posfast.sync` (``"sqlite:///back.db"``, a
+  ``postgresql://`` DSN, a SqliteTarget / PostgresTarget, or a path to the
+  SQLite file): its ``records`` table is read for the journal id and the day
+  and folded into payments exactly like the journal; matched on txn_id.
+* an acquirer settlement file in CSV (a path ending ``.csv``, or a
+  :class:`Settlement` from :func:`read_settlement`).  Columns (header row
+  required, any order, extra columns ignored):
+
+  ``terminal``   terminal number (integer)
+  ``time``       ISO 8601, ``2026-11-20T13:45:12`` or ``2026-11-20 13:45:12``,
+                 optional fraction and ``Z`` / ``+08:00`` offset; without an
+                 offset it is local time of the journal's day rule
+  ``rrn``        retrieval reference number (up to 12 characters, may be empty)
+  ``auth_code``  authorisation code (up to 6 characters, may be empty)
+  ``amount``     integer minor units (1250 for 12.50), positive; refunds,
+                 voids and reversals may be negative
+  ``currency``   ISO 4217 numeric (156) or alphabetic (CNY)
+  ``type``       sale, refund, void, reversal, preauth or completion
+
+  A row matches a journal payment by RRN first, then by terminal +
+  authorisation code, then by terminal + amount + currency + type within
+  ``window`` seconds (default 300) of the payment's time.  Only payments not
+  paid in cash or voucher are expected in a settlement file.  A malformed file
+  raises :class:`SettlementError` naming the line, the column and the value;
+  nothing is reconciled from it.
+
+A payment belongs to the business day of its first record; its outcome and
+receipt are looked for until the end of the next business day.  Training
+records are left out.  The report renders as Python objects, JSON
+(:meth:`ReconcileReport.to_json`), CSV (:meth:`~ReconcileReport.to_csv`) and a
+table (:meth:`~ReconcileReport.to_table`).  The matching is vectorized with
+numpy: no Python loop runs per record, only per discrepancy.
+
+>>> import posfast, tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "till.pfj")
+>>> j = posfast.Journal.create(path, capacity=1024)
+>>> seq = j.append(terminal=1, kind="sale", state="approved", amount=1250, method="card",
+...                currency=156, rrn="000000000042", ts=1795140000_000000)
+>>> csv_path = os.path.join(os.path.dirname(path), "settlement.csv")
+>>> _ = open(csv_path, "w").write("terminal,time,rrn,auth_code,amount,currency,type\\n"
+...                               "1,2026-11-20T02:00:05Z,000000000042,,1250,CNY,sale\\n")
+>>> report = reconcile(j, csv_path, day="2026-11-20")
+>>> [(d.category, d.journal_seqs, d.host_rows) for d in report.discrepancies]
+[('transaction_without_receipt', (1,), ())]
+>>> j.close()
+"""
+from ..errors import SettlementError
+from .checks import cli_reconcile, demo_reconcile, reconcile
+from .hosts import DayReader, HostSource, host_source
+from .report import CATEGORIES, Discrepancy, ReconcileReport
+from .settlement import SETTLEMENT_COLUMNS, SETTLEMENT_DTYPE, Settlement, read_settlement
+
+__all__ = ["CATEGORIES", "Discrepancy", "ReconcileReport", "Settlement", "SettlementError",
+           "SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "read_settlement", "reconcile", "cli_reconcile",
+           "demo_reconcile", "DayReader", "HostSource", "host_source"]

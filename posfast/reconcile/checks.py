@@ -1,0 +1,672 @@
+"""The reconciliation itself: one business day of a journal against the back office
+or a settlement file, and against its own print records (see :mod:`posfast.reconcile`).
+
+Also the ``posfast reconcile`` verb (:func:`cli_reconcile`) and the end of ``posfast
+demo`` (:func:`demo_reconcile`), each self-contained.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..dayclose import PAYMENT_KIND_VALUES, TXN_DTYPE, payment_transactions
+from ..errors import PosfastError
+from ..records import KIND_SIGN_TABLE, Flag, Kind, Method, State, day_number, day_to_date, now_us
+from .hosts import host_source
+from .matching import dedupe, join, key_ids, split_ids, window_pairs
+from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport
+from .settlement import SETTLEMENT_COLUMNS, Settlement, read_settlement
+
+if TYPE_CHECKING:
+    from ..journal import Journal
+
+__all__ = ["reconcile", "cli_reconcile", "demo_reconcile"]
+
+_ORDER = {c: i for i, c in enumerate(CATEGORIES)}
+_RECEIPT_KINDS = np.array([Kind.SALE, Kind.REFUND, Kind.VOID, Kind.PREAUTH, Kind.COMPLETION],
+                          dtype=np.uint8)
+_NOT_SETTLED_METHODS = (Method.CASH, Method.VOUCHER)
+_NOT_SETTLED_KINDS = np.array([Kind.CASH_IN, Kind.CASH_OUT], dtype=np.uint8)
+_APPROVED, _PENDING = int(State.APPROVED), int(State.PENDING)
+_PAPER = np.array([State.OK, State.UNKNOWN], dtype=np.uint8)
+_US = 1_000_000
+
+
+def _name(enum_cls, value) -> str:
+    try:
+        return enum_cls(int(value)).name.lower()
+    except ValueError:
+        return str(int(value))
+
+
+def _iso(ts_us: int, tz) -> str:
+    return (_dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+            + _dt.timedelta(microseconds=int(ts_us))).astimezone(tz).isoformat(timespec="seconds")
+
+
+def _text(value: bytes) -> str:
+    return bytes(value).rstrip(b"\0").decode("ascii", "replace")
+
+
+def _net_by_currency(kinds, states, amounts, currencies) -> dict:
+    approved = states == _APPROVED
+    signed = KIND_SIGN_TABLE[kinds[approved]] * amounts[approved].astype(np.int64)
+    cur = currencies[approved]
+    return {int(c): int(signed[cur == c].sum()) for c in np.unique(cur)}
+
+
+class _Builder:
+    """Collects discrepancies; the only per-item Python work happens here.
+
+    Findings that come in bulk (missing at host, missing in the journal: up to a
+    whole file of them) are kept as index arrays into the payment tables and made
+    into :class:`Discrepancy` objects only when the report is read or written."""
+
+    def __init__(self, tz, summary=False):
+        self.tz = tz
+        self.items = CategoryTally() if summary else []
+        self.bulks = []           # (kind, category, table, indices, detail, explicit items before)
+
+    def _txn(self, category, t, host=(), host_amount=None, host_state="", detail="",
+             extra_seqs=()):
+        seqs = tuple(dict.fromkeys(tuple(extra_seqs) + (int(t["first_seq"]), int(t["final_seq"]))))
+        return Discrepancy(
+            category=category, terminal=int(t["terminal"]), txn_id=int(t["txn_id"]),
+            journal_seqs=seqs, host_rows=tuple(host), amount=int(t["amount"]),
+            host_amount=host_amount, currency=int(t["currency"]), kind=_name(Kind, t["kind"]),
+            state=_name(State, t["state"]), host_state=host_state, time=_iso(t["ts"], self.tz),
+            rrn=_text(t["rrn"]), auth_code=_text(t["auth_code"]), detail=detail)
+
+    def _host_only(self, category, h, rows, detail):
+        return Discrepancy(
+            category=category, terminal=int(h["terminal"]), txn_id=int(h["txn_id"]),
+            journal_seqs=(), host_rows=tuple(rows), amount=None, host_amount=int(h["amount"]),
+            currency=int(h["currency"]), kind=_name(Kind, h["kind"]), state="",
+            host_state=_name(State, h["state"]), time=_iso(h["ts"], self.tz), rrn=_text(h["rrn"]),
+            auth_code=_text(h["auth_code"]), detail=detail)
+
+    def txn(self, category, t, **kw):
+        self.items.append(self._txn(category, t, **kw))
+
+    def host_only(self, category, h, rows, detail):
+        self.items.append(self._host_only(category, h, rows, detail))
+
+    def bulk(self, kind, category, table, indices, detail):
+        """Many findings of one category and detail: `kind` "txn" (journal payments,
+        as txn() makes them) or "host" (host rows, as host_only() with _host_seqs)."""
+        indices = np.asarray(indices, np.int64)
+        if not len(indices):
+            return
+        if isinstance(self.items, CategoryTally):
+            self.items.bulk(category, table["amount"][indices], table["currency"][indices])
+            return
+        self.bulks.append((kind, category, table, indices, detail, len(self.items)))
+
+    def make(self, b, i):
+        kind, category, table, indices, detail, _ = self.bulks[b]
+        row = table[indices[i]]
+        if kind == "txn":
+            return self._txn(category, row, detail=detail)
+        return self._host_only(category, row, _host_seqs(row), detail)
+
+    def finish(self):
+        """The discrepancies in report order: category, terminal, first journal seq,
+        first host row, then the order they were found in."""
+        items = self.items
+        if not self.bulks:
+            items.sort(key=lambda d: (_ORDER[d.category], d.terminal,
+                                      d.journal_seqs[0] if d.journal_seqs else 0,
+                                      d.host_rows[0] if d.host_rows else 0))
+            return items
+        n = len(items)
+        sizes = [len(b[3]) for b in self.bulks]
+        marks = np.array([b[5] for b in self.bulks], np.int64)
+        before = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        cat = [np.array([_ORDER[d.category] for d in items], np.int64)]
+        term = [np.array([d.terminal for d in items], np.int64)]
+        seq0 = [np.array([d.journal_seqs[0] if d.journal_seqs else 0 for d in items], np.int64)]
+        host0 = [np.array([d.host_rows[0] if d.host_rows else 0 for d in items], np.int64)]
+        # explicit item k comes after every bulk added once k items existed
+        ahead = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        found = [np.arange(n, dtype=np.int64)
+                 + ahead[np.searchsorted(marks, np.arange(n), side="right")]]
+        src = [np.full(n, -1, np.int32)]
+        pos = [np.arange(n, dtype=np.int64)]
+        for b, (kind, category, table, indices, _detail, mark) in enumerate(self.bulks):
+            m = len(indices)
+            first = table["first_seq"][indices].astype(np.int64)
+            cat.append(np.full(m, _ORDER[category], np.int64))
+            term.append(table["terminal"][indices].astype(np.int64))
+            seq0.append(first if kind == "txn" else np.zeros(m, np.int64))
+            host0.append(np.zeros(m, np.int64) if kind == "txn" else first)
+            found.append(mark + before[b] + np.arange(m, dtype=np.int64))
+            src.append(np.full(m, b, np.int32))
+            pos.append(np.arange(m, dtype=np.int64))
+        order = np.lexsort(tuple(np.concatenate(k) for k in (found, host0, seq0, term, cat)))
+        return _Discrepancies(self, items, np.concatenate(src)[order], np.concatenate(pos)[order])
+
+
+class _Discrepancies(Sequence):
+    """The report's discrepancies: a read-only sequence whose bulk findings are
+    made into :class:`Discrepancy` objects as they are read (so a report of a
+    million findings holds 12 bytes for each, plus the payment tables)."""
+
+    def __init__(self, builder, items, src, pos):
+        self._builder, self._items, self._src, self._pos = builder, items, src, pos
+
+    def __len__(self):
+        return len(self._src)
+
+    def _at(self, k):
+        b = int(self._src[k])
+        return self._items[int(self._pos[k])] if b < 0 else self._builder.make(b, int(self._pos[k]))
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self._at(i) for i in range(*k.indices(len(self)))]
+        n = len(self)
+        if not -n <= k < n:
+            raise IndexError(k)
+        return self._at(k % n)
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self._at(k)
+
+    def __eq__(self, other):
+        if isinstance(other, (list, tuple, Sequence)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self):
+        return "<%d discrepancies>" % len(self)
+
+
+def _host_txns_from_settlement(settlement: Settlement) -> np.ndarray:
+    s = settlement.rows
+    out = np.zeros(len(s), TXN_DTYPE)
+    out["first_seq"] = out["final_seq"] = s["line"]
+    for name in ("terminal", "ts", "amount", "currency", "kind", "rrn", "auth_code"):
+        out[name] = s[name]
+    out["first_amount"] = s["amount"]
+    out["state"] = _APPROVED
+    out["records"] = 1
+    return out
+
+
+def reconcile(journal: Journal, host, day, terminal=None, window=300, check_receipts=True,
+              settled_methods=None, encoding=None, summary=False) -> ReconcileReport:
+    """Reconcile one business day of `journal` against `host` (see the module docstring).
+
+    `host`: ``"sqlite:///back.db"``, a ``postgresql://`` DSN, a SqliteTarget or
+    PostgresTarget, a settlement CSV path or a :class:`Settlement`.  `terminal`
+    limits both sides to one terminal; `window` (seconds) bounds the time
+    difference of a settlement row matched by terminal + amount; with
+    `check_receipts` False the print checks are skipped; `settled_methods`
+    (methods expected in a settlement file) defaults to all but cash and voucher;
+    `encoding` is a settlement file's text encoding (default UTF-8, see
+    :func:`read_settlement`).  With `summary` True the discrepancies are counted
+    and totalled per category (:meth:`ReconcileReport.category_totals`) but not
+    kept: the report's memory does not grow with their number.
+
+    >>> report = reconcile(j, "sqlite:///back.db", day="2026-11-20")      # doctest: +SKIP
+    >>> report.counts()["missing_at_host"], report.ok                     # doctest: +SKIP
+    (1, False)
+    """
+    wanted = day_number(day)
+    rule = journal.day_rule
+    tz = rule.tzinfo
+    source = host_source(host)
+    settlement = None
+    if source.kind == "settlement":     # read (and refuse) the file before anything else
+        settlement = (source.settlement if source.settlement is not None
+                      else read_settlement(source.path, rule, encoding=encoding))
+    rows = journal.query(day=[wanted, wanted + 1], terminal=terminal)
+    rows = rows[(rows["flags"] & int(Flag.TRAINING)) == 0]
+    oldest = journal.oldest_seq
+    jtx, _records = payment_transactions(rows, wanted, oldest)
+    out = _Builder(tz, summary=summary)
+    report = ReconcileReport(journal=str(journal.path), journal_id=str(journal.journal_id),
+                             day=day_to_date(wanted), terminal=terminal, host="",
+                             host_rows_are="seq" if settlement is None else "line")
+    report.journal_payments = len(jtx)
+    report.journal_net = _net_by_currency(jtx["kind"], jtx["state"], jtx["amount"],
+                                          jtx["currency"])
+    if settlement is not None:
+        report.host = "settlement %s" % os.path.basename(settlement.path)
+        partner = _against_settlement(jtx, settlement, wanted, rule, terminal, window,
+                                                 settled_methods, out, report)
+    else:
+        held_day = source.read_day(journal.journal_id, wanted, wanted + 1, terminal)
+        hrows, held = held_day.rows, held_day.held
+        report.host = "back office %s" % source.label
+        if not held:
+            report.notes.append("the back office holds no record of journal %s: it was never "
+                                "synced there" % journal.journal_id)
+        # the journal's eviction horizon on both sides: a payment whose first record the
+        # journal no longer holds counts on the day of its records, here and there alike
+        htx, _ = payment_transactions(hrows, wanted, oldest)
+        partner = _against_back_office(jtx, htx, oldest, out, report)
+    for i in np.flatnonzero(jtx["state"] == _PENDING).tolist():
+        host_rows, host_state, host_amount = partner(i) or ((), "", None)
+        if host_rows and host_state != "pending":
+            detail = ("payment begun, never finished; the host has it as %s (%s %s): resolve it "
+                      "accordingly" % (host_state, report.host_rows_are,
+                                       " ".join(map(str, host_rows))))
+        else:
+            detail = ("payment begun, never finished%s: ask the card host, then resolve it "
+                      "(posfast in-doubt)" % (" (pending at the back office too)" if host_rows
+                                              else ""))
+        out.txn("in_doubt", jtx[i], host=host_rows, host_state=host_state, host_amount=host_amount,
+                detail=detail)
+    for (name, key), members in _duplicates(jtx).items():
+        seqs, host_rows = [], []
+        for m in members.tolist():
+            seqs += [int(jtx["first_seq"][m]), int(jtx["final_seq"][m])]
+            host_rows += list((partner(m) or ((),))[0])
+        out.txn("duplicate", jtx[members[0]], host=tuple(dict.fromkeys(host_rows)),
+                extra_seqs=tuple(dict.fromkeys(seqs)),
+                detail="%d approved payments with %s %s (txn %s)" % (
+                    len(members), name, key.rstrip(b"\0").decode("ascii", "replace"),
+                    ", ".join(str(int(t)) for t in jtx["txn_id"][members])))
+    if check_receipts:
+        _receipts(journal, rows, jtx, wanted, out)
+    if summary:
+        report.summary_only, report._totals = True, out.items.totals
+        return report
+    report.discrepancies = out.finish()
+    return report
+
+
+def _duplicates(txns) -> dict:
+    """{(field, key): txn indices} of approved payments of one kind sharing a non-empty
+    RRN, or a non-empty client reference (the POS's idempotency key)."""
+    groups = {}
+    approved = txns["state"] == _APPROVED
+    for name in ("rrn", "client_ref"):
+        idx = np.flatnonzero(approved & (txns[name] != b""))
+        if len(idx) < 2:
+            continue
+        keys = key_ids(txns[name][idx], txns["kind"][idx]) if name == "rrn" else txns[name][idx]
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        for g in np.flatnonzero(counts > 1).tolist():
+            members = idx[inverse == g]
+            groups.setdefault((name, bytes(txns[name][members[0]])), members)
+    return groups
+
+
+def _host_seqs(h):
+    first, final = int(h["first_seq"]), int(h["final_seq"])
+    return (first,) if first == final else (first, final)
+
+
+def _against_back_office(jtx, htx, oldest, out, report):
+    """Back office: payments matched on txn_id.  Returns partner(journal index) ->
+    (host rows, host state, host amount) or None."""
+    report.host_payments = len(htx)
+    report.host_net = _net_by_currency(htx["kind"], htx["state"], htx["amount"], htx["currency"])
+    ji, hi = join(jtx["txn_id"], htx["txn_id"])
+    report.matched = len(ji)
+    j_matched = np.zeros(len(jtx), bool)
+    j_matched[ji] = True
+    h_matched = np.zeros(len(htx), bool)
+    h_matched[hi] = True
+    out.bulk("txn", "missing_at_host", jtx, np.flatnonzero(~j_matched),
+             "the back office has no record of this payment (never synced, or lost there)")
+    evicted = htx["txn_id"] < oldest
+    out.bulk("host", "missing_in_journal", htx, np.flatnonzero(~h_matched & evicted),
+             "evicted from the journal (seq below its oldest live seq %d)" % oldest)
+    out.bulk("host", "missing_in_journal", htx, np.flatnonzero(~h_matched & ~evicted),
+             "the journal has no such payment (deleted, or never written in this journal)")
+    j, h = jtx[ji], htx[hi]
+    amount_off = ((j["amount"] != h["amount"]) | (j["currency"] != h["currency"])
+                  | (j["first_amount"] != h["first_amount"]))
+    state_off = (j["state"] != h["state"]) & (j["state"] != _PENDING)
+    for k in np.flatnonzero(amount_off).tolist():
+        a, b = j[k], h[k]
+        out.txn("amount_mismatch", a, host=_host_seqs(b), host_amount=int(b["amount"]),
+                host_state=_name(State, b["state"]),
+                detail="journal %d (currency %d), back office %d (currency %d)" % (
+                    int(a["amount"]), int(a["currency"]), int(b["amount"]), int(b["currency"]))
+                + ("" if a["first_amount"] == b["first_amount"] else
+                   "; first record %d vs %d" % (int(a["first_amount"]), int(b["first_amount"]))))
+    for k in np.flatnonzero(state_off).tolist():
+        a, b = j[k], h[k]
+        behind = int(b["final_seq"]) < int(a["final_seq"])
+        out.txn("state_mismatch", a, host=_host_seqs(b), host_amount=int(b["amount"]),
+                host_state=_name(State, b["state"]),
+                detail="journal %s (seq %d), back office %s (seq %d)%s" % (
+                    _name(State, a["state"]), int(a["final_seq"]), _name(State, b["state"]),
+                    int(b["final_seq"]), ": the outcome was not synced yet" if behind else ""))
+    j_to_h = np.full(len(jtx), -1, np.int64)
+    j_to_h[ji] = hi
+
+    def partner(i):
+        b = int(j_to_h[i])
+        return None if b < 0 else (_host_seqs(htx[b]), _name(State, htx["state"][b]),
+                                   int(htx["amount"][b]))
+    return partner
+
+
+def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled_methods, out,
+                        report):
+    """Acquirer settlement: rrn, then terminal + auth code, then terminal + amount +
+    currency + type within the window.  Returns partner() as _against_back_office does."""
+    window_us = int(window * _US)
+    start = rule.day_start_us(wanted)
+    end = start + 86_400 * _US
+    s = settlement.rows
+    near = (s["ts"] >= start - window_us) & (s["ts"] < end + window_us)
+    if terminal is not None:
+        near &= s["terminal"] == int(terminal)
+    htx = _host_txns_from_settlement(Settlement(settlement.path, s[near]))
+    inside = (htx["ts"] >= start) & (htx["ts"] < end)
+    if len(s) and not inside.any():
+        tz = rule.tzinfo
+        report.notes.append("no row of %s falls on business day %s%s (its rows run from %s to %s)"
+                            % (settlement.path, day_to_date(wanted),
+                               "" if terminal is None else " for terminal %d" % terminal,
+                               _iso(int(s["ts"].min()), tz), _iso(int(s["ts"].max()), tz)))
+    if settled_methods is None:
+        expected = ~np.isin(jtx["method"], [int(m) for m in _NOT_SETTLED_METHODS])
+    else:
+        expected = np.isin(jtx["method"], [int(Method.coerce(m, "method")) for m in settled_methods])
+    expected &= ~np.isin(jtx["kind"], _NOT_SETTLED_KINDS)
+    approved = jtx["state"] == _APPROVED
+    j_done = ~expected                 # matched, set aside, or not expected at the acquirer
+    h_done = np.zeros(len(htx), bool)
+    pairs_j, pairs_h = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+
+    def take(a, b):
+        pairs_j.append(a)
+        pairs_h.append(b)
+        j_done[a] = True
+        h_done[b] = True
+
+    # host rows listed twice: the same rrn and type, or identical rows without an rrn
+    h_dupes = {}
+    has_rrn = htx["rrn"] != b""
+    for mask, names in ((has_rrn, ("rrn", "kind")),
+                        (~has_rrn, ("terminal", "ts", "amount", "currency", "kind", "auth_code"))):
+        idx = np.flatnonzero(mask)
+        rep, rep_of = dedupe(key_ids(*[htx[name][idx] for name in names]),
+                              np.zeros(len(idx), np.int8))
+        for extra in np.flatnonzero(~rep).tolist():
+            h_dupes.setdefault(int(idx[rep_of[extra]]), []).append(int(idx[extra]))
+            h_done[idx[extra]] = True
+    # pass 1: rrn and type; an approved payment represents its rrn, other approved
+    # payments with the same rrn are duplicates (reported by the caller)
+    idx = np.flatnonzero(expected & (jtx["rrn"] != b""))
+    hidx = np.flatnonzero(~h_done & has_rrn)
+    jids, hids = split_ids([jtx["rrn"][idx], jtx["kind"][idx]],
+                            [htx["rrn"][hidx], htx["kind"][hidx]])
+    rep, _ = dedupe(jids, (~approved[idx]).astype(np.int8))
+    set_aside = idx[~rep & approved[idx]]
+    j_done[set_aside] = True
+    a, b = join(jids[rep], hids)
+    take(idx[rep][a], hidx[b])
+    # pass 2: terminal, authorisation code and type
+    idx = np.flatnonzero(~j_done & (jtx["auth_code"] != b""))
+    hidx = np.flatnonzero(~h_done & (htx["auth_code"] != b""))
+    names = ("terminal", "auth_code", "kind")
+    jids, hids = split_ids([jtx[n][idx] for n in names], [htx[n][hidx] for n in names])
+    jrep, _ = dedupe(jids, (~approved[idx]).astype(np.int8))
+    hrep, _ = dedupe(hids, np.zeros(len(hidx), np.int8))
+    a, b = join(jids[jrep], hids[hrep])
+    take(idx[jrep][a], hidx[hrep][b])
+    # pass 3: terminal + amount + currency + type within the window (approved, then pending)
+    names = ("terminal", "amount", "currency", "kind")
+    for state in (_APPROVED, _PENDING):
+        idx = np.flatnonzero(~j_done & (jtx["state"] == state))
+        hidx = np.flatnonzero(~h_done)
+        if len(idx) and len(hidx):
+            jids, hids = split_ids([jtx[n][idx] for n in names], [htx[n][hidx] for n in names])
+            a, b = window_pairs(jids, jtx["ts"][idx], hids, htx["ts"][hidx], window_us)
+            take(idx[a], hidx[b])
+    pj, ph = np.concatenate(pairs_j), np.concatenate(pairs_h)
+    report.matched = len(pj)
+    report.host_payments = int(inside.sum())
+    hin = htx[inside]
+    report.host_net = _net_by_currency(hin["kind"], hin["state"], hin["amount"], hin["currency"])
+    lines = htx["first_seq"]
+
+    out.bulk("txn", "missing_at_host", jtx, np.flatnonzero(approved & ~j_done),
+             "approved here, not in the acquirer's settlement (not settled, or settled on "
+             "another day)")
+    out.bulk("host", "missing_in_journal", htx, np.flatnonzero(~h_done & inside),
+             "settled by the acquirer, no such payment in the journal")
+    jstate = jtx["state"][pj]
+    settled = jstate != _PENDING                       # pending: in_doubt, reported by the caller
+    amount_off = settled & ((jtx["amount"][pj] != htx["amount"][ph])
+                            | (jtx["currency"][pj] != htx["currency"][ph]))
+    state_off = settled & (jstate != _APPROVED)
+    for k in np.flatnonzero(amount_off).tolist():
+        a, b = jtx[pj[k]], htx[ph[k]]
+        out.txn("amount_mismatch", a, host=(int(b["first_seq"]),), host_amount=int(b["amount"]),
+                host_state="settled", detail="journal %d (currency %d), settlement %d "
+                "(currency %d)" % (int(a["amount"]), int(a["currency"]), int(b["amount"]),
+                                   int(b["currency"])))
+    for k in np.flatnonzero(state_off).tolist():
+        a, b = jtx[pj[k]], htx[ph[k]]
+        out.txn("state_mismatch", a, host=(int(b["first_seq"]),), host_amount=int(b["amount"]),
+                host_state="settled", detail="the journal has it as %s, the acquirer settled it"
+                % _name(State, a["state"]))
+    j_to_h = np.full(len(jtx), -1, np.int64)
+    j_to_h[pj] = ph
+    h_to_j = np.full(len(htx), -1, np.int64)
+    h_to_j[ph] = pj
+
+    def partner(i):
+        h = int(j_to_h[i])
+        return None if h < 0 else ((int(lines[h]),), "settled", int(htx["amount"][h]))
+
+    for rep_idx, extras in h_dupes.items():
+        if not inside[rep_idx]:
+            continue
+        rows = (int(lines[rep_idx]),) + tuple(int(lines[e]) for e in extras)
+        h = htx[rep_idx]
+        why = "settled %d times (lines %s)" % (len(rows), ", ".join(map(str, rows)))
+        if h_to_j[rep_idx] >= 0:
+            out.txn("duplicate", jtx[h_to_j[rep_idx]], host=rows, host_amount=int(h["amount"]),
+                    host_state="settled", detail=why)
+        else:
+            out.host_only("duplicate", h, rows, why + ", no such payment in the journal")
+    return partner
+
+
+def _receipts(journal, rows, jtx, wanted, out):
+    """receipt_without_transaction, transaction_without_receipt, print_unknown."""
+    prints = rows[rows["kind"] == Kind.PRINT]
+    # a print naming only its payment's seq (txn_id 0): take the txn_id from that record
+    unnamed = np.flatnonzero(prints["txn_id"] == 0)
+    if len(unnamed) and len(rows):
+        at = np.clip(np.searchsorted(rows["seq"], prints["ref_seq"][unnamed]), 0, len(rows) - 1)
+        named = ((rows["seq"][at] == prints["ref_seq"][unnamed])
+                 & np.isin(rows["kind"][at], PAYMENT_KIND_VALUES))
+        prints["txn_id"][unnamed[named]] = rows["txn_id"][at[named]]
+    ids = jtx["txn_id"]
+    if len(ids):
+        pos = np.clip(np.searchsorted(ids, prints["txn_id"]), 0, len(ids) - 1)
+        in_day = ids[pos] == prints["txn_id"]
+    else:
+        pos, in_day = np.zeros(len(prints), np.int64), np.zeros(len(prints), bool)
+    # this day's prints, and the next day's prints of this day's payments
+    keep = (prints["day"] == wanted) | in_day
+    prints, pos, in_day = prints[keep], pos[keep], in_day[keep]
+    state = prints["state"]
+    paper = np.isin(state, _PAPER)
+    # prints of other days' payments, or naming only a seq: looked up one by one (few)
+    others = {}
+    for k in np.flatnonzero(~in_day & paper).tolist():
+        key = (int(prints["txn_id"][k]), int(prints["ref_seq"][k]))
+        if key not in others:
+            others[key] = _lookup_payment(journal, *key)
+    for k in np.flatnonzero(paper).tolist():
+        p = prints[k]
+        if in_day[k]:
+            t = jtx[pos[k]]
+            if t["state"] == _APPROVED:
+                continue
+            why = "txn %d is %s" % (int(t["txn_id"]), _name(State, t["state"]))
+            seqs = (int(p["seq"]), int(t["first_seq"]), int(t["final_seq"]))
+            amount, currency, txn_id = int(t["amount"]), int(t["currency"]), int(t["txn_id"])
+        else:
+            info = others[(int(p["txn_id"]), int(p["ref_seq"]))]
+            if info is None or info[0] == _APPROVED:
+                continue
+            _state, found, why, amount, currency, txn_id = info
+            seqs = (int(p["seq"]),) + found
+        copy = " copy" if int(p["flags"]) & int(Flag.COPY) else ""
+        out.items.append(Discrepancy(
+            category="receipt_without_transaction", terminal=int(p["terminal"]), txn_id=txn_id,
+            journal_seqs=tuple(dict.fromkeys(seqs)), amount=amount,
+            currency=currency or int(p["currency"]), kind="print", state=_name(State, p["state"]),
+            time=_iso(p["ts"], out.tz),
+            detail="receipt%s printed (%s, PRINT seq %d) but %s" % (
+                copy, _name(State, p["state"]), int(p["seq"]), why)))
+    # approved payments and their prints
+    needs = (jtx["state"] == _APPROVED) & np.isin(jtx["kind"], _RECEIPT_KINDS)
+    ok = np.bincount(pos[in_day & (state == State.OK)].astype(np.intp), minlength=len(jtx))
+    unknown = np.bincount(pos[in_day & (state == State.UNKNOWN)].astype(np.intp), minlength=len(jtx))
+    for i in np.flatnonzero(needs & (ok == 0) & (unknown == 0)).tolist():
+        failed = prints["seq"][in_day & (pos == i)].tolist()
+        out.txn("transaction_without_receipt", jtx[i], extra_seqs=(),
+                detail="approved, no receipt printed" + (
+                    " (failed print seq %s)" % ", ".join(map(str, failed)) if failed else ""))
+    for i in np.flatnonzero(needs & (ok == 0) & (unknown > 0)).tolist():
+        unsure = prints["seq"][in_day & (pos == i) & (state == State.UNKNOWN)].tolist()
+        out.txn("print_unknown", jtx[i], extra_seqs=(),
+                detail="the printer's outcome is unknown (PRINT seq %s): check the paper, print "
+                "a copy if it is not there" % ", ".join(map(str, unsure)))
+        out.items[-1].journal_seqs += tuple(unsure)
+
+
+def _lookup_payment(journal, txn_id, ref_seq):
+    """(state, seqs, why, amount, currency, txn_id) of the payment a PRINT names, None if
+    the PRINT is not of a payment (a Z-report), from the journal itself."""
+    if not txn_id:
+        try:
+            named = journal.get(ref_seq)
+        except KeyError:
+            return (-1, (), "it names seq %d, which is not in the journal" % ref_seq, None, 0, 0)
+        except PosfastError:
+            return (-1, (), "it names seq %d, which is damaged" % ref_seq, None, 0, 0)
+        if named.kind not in [int(k) for k in PAYMENT_KIND_VALUES]:
+            return None          # a Z-report or note print
+        txn_id = named.txn_id
+    try:
+        current = journal.payment(txn_id)
+    except KeyError:
+        where = ("evicted from the journal" if txn_id < journal.oldest_seq
+                 else "not in the journal")
+        return (-1, (), "its payment txn %d is %s" % (txn_id, where), None, 0, txn_id)
+    except PosfastError as exc:
+        return (-1, (), "its payment txn %d cannot be read (%s)" % (txn_id, exc), None, 0, txn_id)
+    state = int(current.state)
+    seqs = tuple(dict.fromkeys((txn_id, int(current.seq))))
+    return (state, seqs, "txn %d is %s" % (txn_id, _name(State, state)), int(current.amount),
+            int(current.currency), txn_id)
+
+
+# ---------------------------------------------------------------- command line, demo
+def cli_reconcile(args) -> int:
+    """``posfast reconcile JOURNAL --day D --host URL|FILE [--terminal N] [--format F]
+    [--encoding E] [--summary]``.
+
+    Writes the report to stdout, streamed; returns 1 when there are discrepancies,
+    0 when none.
+    """
+    import sys
+    from ..journal import Journal
+    with Journal.open(args.journal, readonly=True) as journal:
+        report = reconcile(journal, args.host, day=args.day,
+                           terminal=getattr(args, "terminal", None),
+                           encoding=getattr(args, "encoding", None),
+                           summary=bool(getattr(args, "summary", False)))
+    report.write(sys.stdout, getattr(args, "format", "table") or "table")
+    sys.stdout.flush()
+    return 0 if report.ok else 1
+
+
+def demo_reconcile(journal, back_office=None, out=print, day=None):
+    """End of ``posfast demo``: plant a receipt without a transaction and a payment the
+    host never saw, reconcile against the back office (and an acquirer settlement file
+    written from it), close the day and print its Z-report.
+
+    `back_office` is the demo's back-office SQLite file (a temporary one is
+    made and synced when None); `out` prints a line.
+    """
+    import tempfile
+    from ..printing import print_z_report, render_z_report
+    from ..printing import FilePrinter, print_receipt
+    from ..receipt import Payment, Receipt, ReceiptItem
+    from ..sync import SqliteTarget, Syncer
+    if callable(back_office) and out is print:
+        back_office, out = None, back_office
+    directory = os.path.dirname(os.path.abspath(journal.path))
+    if back_office is None:
+        back_office = os.path.join(tempfile.mkdtemp(prefix="posfast-bo-"), "backoffice.db")
+        Syncer(journal, SqliteTarget(back_office, create=True), batch=1000).run_once()
+    rule = journal.day_rule
+    wanted = day_number(day) if day is not None else rule.day_number(now_us())
+    printer = FilePrinter(os.path.join(directory, "printer.escpos"))
+    today = journal.query(day=wanted)
+    txns, _ = payment_transactions(today, wanted, journal.oldest_seq)
+
+    # 1. a receipt came out for a payment the host declined (a till printing too early)
+    declined = txns[txns["state"] == State.DECLINED]
+    if len(declined):
+        target = journal.get(int(declined["final_seq"][0]))
+    else:
+        txn = journal.begin_payment(terminal=1, amount=4200, currency=156, method="card")
+        journal.finish_payment(txn, "declined")
+        target = journal.payment(txn)
+    seq = journal.append(terminal=target.terminal, kind=Kind.PRINT, state=State.OK,
+                         txn_id=target.txn_id, ref_seq=target.seq, receipt_no=target.receipt_no,
+                         currency=target.currency,
+                         payload=b'{"copy":0,"printer":"demo: printed before the host answered"}')
+    out("   planted: a receipt printed (PRINT seq %d) for txn %d, which the host declined"
+        % (seq, target.txn_id))
+    # 2. an approved card payment after the last sync: the back office never saw it
+    receipt = Receipt(merchant="Demo", receipt_no=0, terminal=1, currency=156,
+                      items=[ReceiptItem("Coffee", unit_price=1800)], total=1800,
+                      payments=[Payment("card", 1800, pan_last4="4242")])
+    unsynced = journal.begin_payment(terminal=1, amount=1800, currency=156, method="card",
+                                     payload=receipt.to_payload())
+    journal.finish_payment(unsynced, "approved", auth_code="D00001", rrn="999000000001",
+                           pan_last4="4242")
+    print_receipt(journal, unsynced, printer)
+    out("   planted: an approved card sale (txn %d) after the last sync: the back office never "
+        "saw it" % unsynced)
+
+    report = reconcile(journal, "sqlite:///" + os.path.abspath(back_office), day=wanted)
+    out("\n   posfast reconcile --host sqlite:///%s" % back_office)
+    out("   " + report.to_table(detail_width=48).replace("\n", "\n   "))
+
+    # the acquirer's settlement file: what the card host settled (it never saw the unsynced sale)
+    settled = [t for t in txns if t["state"] == State.APPROVED
+               and t["method"] not in (Method.CASH, Method.VOUCHER)]
+    csv_path = os.path.join(directory, "settlement-%s.csv" % day_to_date(wanted))
+    tz = rule.tzinfo
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SETTLEMENT_COLUMNS)
+        for t in settled:
+            writer.writerow([int(t["terminal"]), _iso(int(t["ts"]) + 2 * _US, tz), _text(t["rrn"]),
+                             _text(t["auth_code"]), int(t["amount"]), int(t["currency"]),
+                             _name(Kind, t["kind"])])
+    report2 = reconcile(journal, csv_path, day=wanted)
+    out("\n   posfast reconcile --host %s" % csv_path)
+    out("   " + report2.summary())
+
+    close = journal.close_day(wanted, force=True)
+    result = print_z_report(journal, close, printer)
+    out("\n   posfast close-day --day %s  (Z-report also sent to the printer: %s, PRINT seq %d)"
+        % (day_to_date(wanted), result.outcome, result.seq))
+    out("   " + render_z_report(close, width=42, tz=tz).rstrip("\n").replace("\n", "\n   "))
+    return report

@@ -1,0 +1,416 @@
+"""Acquirer settlement files (CSV): :func:`read_settlement` -> :class:`Settlement`.
+
+Read block by block (a file of millions of lines never exists as one string),
+columns parsed with numpy; a malformed file raises :class:`SettlementError`
+naming the line, the column and the value.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SettlementError
+from ..records import KIND_SIGN_TABLE, Kind
+
+__all__ = ["SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "Settlement", "SettlementError", "read_settlement"]
+
+SETTLEMENT_COLUMNS = ("terminal", "time", "rrn", "auth_code", "amount", "currency", "type")
+_ALIASES = {"auth": "auth_code", "authcode": "auth_code", "auth_no": "auth_code",
+            "approval_code": "auth_code", "timestamp": "time", "datetime": "time",
+            "date_time": "time", "kind": "type", "txn_type": "type", "transaction_type": "type",
+            "terminal_id": "terminal", "tid": "terminal", "reference": "rrn",
+            "retrieval_reference_number": "rrn", "ref_no": "rrn"}
+_SETTLEMENT_KINDS = (Kind.SALE, Kind.REFUND, Kind.VOID, Kind.REVERSAL, Kind.PREAUTH, Kind.COMPLETION)
+_US = 1_000_000
+
+
+SETTLEMENT_DTYPE = np.dtype([("line", "<u4"), ("terminal", "<u4"), ("ts", "<i8"), ("amount", "<i8"),
+                             ("currency", "<u2"), ("kind", "u1"), ("rrn", "S12"),
+                             ("auth_code", "S6")])
+
+
+@dataclass
+class Settlement:
+    """An acquirer settlement file, parsed: one SETTLEMENT_DTYPE row per line."""
+    path: str
+    rows: np.ndarray
+
+    def __len__(self):
+        return len(self.rows)
+
+
+def _column_error(path, line, column, value, why):
+    return SettlementError("posfast: settlement file %s, line %d, column %s: %r %s"
+                           % (path, line, column, value, why), path, line, column, value)
+
+
+def _find_bad(path, lines, column, values, check, why):
+    """Error path: the first value failing `check` (a callable raising on bad input)."""
+    for line, value in zip(lines, values):
+        try:
+            check(value)
+        except (ValueError, TypeError, OverflowError, UnicodeError, KeyError):
+            raise _column_error(path, line, column, value, why) from None
+    raise SettlementError("posfast: settlement file %s: column %s could not be read" % (path, column),
+                          path, None, column, None)
+
+
+def _currency_codes():
+    from ..receipt import CURRENCIES
+    return {alpha: number for number, (alpha, _exp) in CURRENCIES.items()}
+
+
+def _parse_times(path, lines, values, offset_minutes):
+    """ISO 8601 strings to UTC microseconds; naive times are local (offset_minutes).
+
+    numpy parses the usual shapes at once; anything else is parsed value by value
+    with datetime.fromisoformat, and the first value neither can read is an error."""
+    arr = np.asarray([v.strip() for v in values], dtype=str)
+    n = len(arr)
+    if not n:
+        return np.zeros(0, np.int64)
+    width = arr.dtype.itemsize // 4
+    codes = arr.view(np.uint32).reshape(n, width) if width else np.zeros((n, 0), np.uint32)
+    lengths = np.char.str_len(arr)
+    has_zone = np.zeros(n, bool)
+    if width > 10:
+        tail = codes[:, 10:]
+        has_zone = ((tail == ord("Z")) | (tail == ord("z")) | (tail == ord("+"))
+                    | (tail == ord("-"))).any(axis=1)
+    has_clock = (lengths >= 16) & np.isin(codes[:, 10] if width > 10 else np.zeros(n, np.uint32),
+                                          [ord("T"), ord(" "), ord("t")])
+    out = np.zeros(n, np.int64)
+    try:
+        if not has_clock.all():
+            raise ValueError("date without a time")
+        naive = ~has_zone
+        if naive.any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                stamps = arr[naive].astype("datetime64[us]").astype(np.int64)
+            out[naive] = stamps - offset_minutes * 60 * _US
+        for i in np.flatnonzero(has_zone).tolist():
+            moment = _dt.datetime.fromisoformat(arr[i].strip().replace("z", "Z"))
+            out[i] = (moment - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)) \
+                // _dt.timedelta(microseconds=1)
+    except (ValueError, TypeError, OverflowError, Warning):
+        local = _dt.timezone(_dt.timedelta(minutes=offset_minutes))
+        epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+        for i, (line, value) in enumerate(zip(lines, values)):
+            text = value.strip()
+            try:
+                if len(text) < 16 or text[10] not in "Tt ":
+                    raise ValueError("no time of day")
+                moment = _dt.datetime.fromisoformat(text.replace("z", "Z"))
+            except ValueError:
+                raise _column_error(path, line, "time", value, "is not an ISO 8601 time with "
+                                    "date and clock (2026-11-20T13:45:12[+08:00])") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=local)
+            out[i] = (moment - epoch) // _dt.timedelta(microseconds=1)
+    return out
+
+
+#: Characters of text parsed at a time: the file is read, split and converted
+#: block by block, so only one block's Python strings exist at once and the
+#: parsed rows (SETTLEMENT_DTYPE, 45 bytes each) are all that grows with the file.
+_BLOCK_CHARS = 1 << 21
+
+
+def _codec(encoding):
+    """The codec name to decode with: UTF-8 (the default) strips a byte-order mark."""
+    import codecs
+    name = "utf-8" if encoding is None else str(encoding)
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        raise SettlementError("posfast: unknown encoding %r for the settlement file (try utf-8, "
+                              "gbk, gb18030, latin-1, cp1252)" % name, None, None, None,
+                              name) from None
+    return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
+
+
+def read_settlement(source, utc_offset=0, path=None, encoding=None) -> Settlement:
+    """Parse an acquirer settlement CSV (a path, or an open text file).
+
+    `utc_offset` (minutes, or a DayRule) is the local time of rows without an
+    offset.  `encoding` is the file's text encoding (default UTF-8, with or
+    without a byte-order mark; e.g. ``"gbk"`` or ``"gb18030"`` for Chinese bank
+    exports); it applies to paths, not to text streams.  Line endings may be
+    LF, CRLF or CR alone.  The file is read in blocks: memory grows with the
+    parsed rows only (45 bytes a row), not with the text.  Raises
+    :class:`SettlementError` with line, column and value on the first malformed
+    value; never returns part of a file.
+
+    >>> import io
+    >>> s = read_settlement(io.StringIO("terminal,time,rrn,auth_code,amount,currency,type\\n"
+    ...                                 "3,2026-11-20 13:45:12,123456789012,A1B2C3,1250,156,sale\\n"),
+    ...                     utc_offset=480)
+    >>> s.rows[["line", "terminal", "amount", "rrn"]].tolist()
+    [(2, 3, 1250, b'123456789012')]
+    >>> read_settlement(io.StringIO("terminal,time,rrn,auth_code,amount,currency,type\\n"
+    ...                             "3,2026-11-20 13:45:12,1,,12.50,156,sale\\n"))
+    Traceback (most recent call last):
+    ...
+    posfast.errors.SettlementError: posfast: settlement file <stream>, line 2, column amount: '12.50' is not an integer number of minor units (write 1250 for 12.50)
+    """
+    offset = getattr(utc_offset, "offset_minutes", utc_offset)
+    if isinstance(source, (str, os.PathLike)):
+        path = path or os.fspath(source)
+        codec = _codec(encoding)
+        try:
+            with open(source, encoding=codec, newline="") as handle:
+                return _read_settlement(handle, path, int(offset))
+        except UnicodeDecodeError as exc:
+            raise _undecodable(path, codec, encoding, exc) from None
+    return _read_settlement(source, path or getattr(source, "name", "<stream>"), int(offset))
+
+
+def _undecodable(path, codec, asked, exc):
+    """The error for a file that is not text in `codec`: names the first bad line
+    (found by decoding the file again line by line) and suggests --encoding."""
+    line, bad = None, exc.object[exc.start:exc.end]
+    try:
+        with open(path, "rb") as handle:
+            number = 0
+            for raw in handle:
+                for piece in raw.rstrip(b"\n").rstrip(b"\r").split(b"\r"):
+                    number += 1
+                    try:
+                        piece.decode(codec)
+                    except UnicodeDecodeError as err:
+                        line, bad = number, piece[err.start:err.end]
+                        break
+                if line is not None:
+                    break
+    except OSError:
+        pass
+    name = {"utf-8-sig": "UTF-8"}.get(codec, codec)
+    hint = ("it may be in another encoding: give it with --encoding (e.g. --encoding gbk for a "
+            "Chinese bank export; API: read_settlement(..., encoding='gbk'))" if asked is None
+            else "check the --encoding given (%s)" % asked)
+    return SettlementError("posfast: settlement file %s%s: bytes %r are not %s text; %s"
+                           % (path, "" if line is None else ", line %d" % line, bytes(bad), name,
+                              hint), path, line, None, bytes(bad))
+
+
+def _text_blocks(handle):
+    """(first line number, text) of blocks of whole lines, newlines made "\\n" (LF,
+    CRLF and CR alone all end a line).  A block never ends inside a quoted field."""
+    line, carry = 1, ""
+    while True:
+        chunk = handle.read(_BLOCK_CHARS)
+        if not isinstance(chunk, str):
+            raise TypeError("read_settlement reads text: open the file in text mode, or give "
+                            "its path (and encoding=...)")
+        text = carry + chunk
+        if not chunk:
+            if text:
+                yield line, text.replace("\r\n", "\n").replace("\r", "\n")
+            return
+        # a CR at the end may be the first half of a CRLF: keep it for the next block
+        cut = len(text) - 1 if text.endswith("\r") else len(text)
+        end = max(text.rfind("\n", 0, cut), text.rfind("\r", 0, cut)) + 1
+        if end <= 0 or text.count('"', 0, end) % 2:
+            carry = text                   # no whole line yet, or inside a quoted field
+            continue
+        block, carry = text[:end], text[end:]
+        if "\r" in block:
+            block = block.replace("\r\n", "\n").replace("\r", "\n")
+        yield line, block
+        line += block.count("\n")
+
+
+def _split_block(text, line0, path, width, header_line):
+    """(header or None, its line, data line numbers, columns) of one block of text.
+
+    `width` is None until the header is found (then the block's first non-blank
+    row is the header).  Blocks without quotes are split with str.split (several
+    times faster than the csv module, same result); others go through csv."""
+    header = None
+    if '"' not in text:
+        numbered = [(number, line) for number, line in enumerate(text.split("\n"), line0)
+                    if line.strip()]
+        if width is None:
+            if not numbered:
+                return None, 0, [], []
+            (header_line, first), numbered = numbered[0], numbered[1:]
+            header = first.split(",")
+            width = len(header)
+        lines = [number for number, _ in numbered]
+        data = [line for _, line in numbered]
+        commas = np.fromiter(map(str.count, data, [","] * len(data)), np.int64, len(data))
+        if (commas != width - 1).any():
+            i = int(np.argmax(commas != width - 1))
+            raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
+                                  "(line %d) has %d" % (path, lines[i], commas[i] + 1, header_line,
+                                                        width), path, lines[i])
+        cells = ",".join(data).split(",") if data else []
+        return header, header_line, lines, [cells[k::width] for k in range(width)]
+    reader = csv.reader(io.StringIO(text))
+    lines, records = [], []
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if width is None:
+                header, header_line, width = row, line0 - 1 + reader.line_num, len(row)
+                continue
+            if len(row) != width:
+                number = line0 - 1 + reader.line_num
+                raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
+                                      "(line %d) has %d" % (path, number, len(row), header_line,
+                                                            width), path, number)
+            lines.append(line0 - 1 + reader.line_num)
+            records.append(row)
+    except csv.Error as exc:
+        number = line0 - 1 + reader.line_num
+        raise SettlementError("posfast: settlement file %s, line %d: %s" % (path, number, exc),
+                              path, number) from None
+    columns = [list(c) for c in zip(*records)] if records else [[] for _ in range(width or 0)]
+    return header, header_line, lines, columns
+
+
+def _column_names(header, header_line, path):
+    """The SETTLEMENT_COLUMNS position of each column; refuses a header that lacks
+    a column or names one twice (directly, or through an alias)."""
+    if header:
+        header = [header[0].lstrip("\ufeff")] + list(header[1:])
+    keys = [h.strip().lower().replace(" ", "_").replace("-", "_") for h in header]
+    names = [_ALIASES.get(k, k) for k in keys]
+    where = {}
+    for i, name in enumerate(names):
+        if name not in SETTLEMENT_COLUMNS:
+            continue
+        if name in where:
+            j = where[name]
+            raise SettlementError(
+                "posfast: settlement file %s, line %d: the header names column %s twice: %r "
+                "(field %d) and %r (field %d); keep one of them, or rename the other"
+                % (path, header_line, name, header[j].strip(), j + 1, header[i].strip(), i + 1),
+                path, header_line, name, (header[j].strip(), header[i].strip()))
+        where[name] = i
+    missing = [c for c in SETTLEMENT_COLUMNS if c not in where]
+    if missing:
+        raise SettlementError("posfast: settlement file %s, line %d: header lacks column(s) %s; "
+                              "columns are %s" % (path, header_line, ", ".join(missing),
+                                                  ",".join(SETTLEMENT_COLUMNS)),
+                              path, header_line, missing[0])
+    return where
+
+
+def _read_settlement(handle, path, offset) -> Settlement:
+    header = where = width = None
+    header_line = 0
+    parts = []
+    for line0, text in _text_blocks(handle):
+        found, header_line, lines, columns = _split_block(text, line0, path, width, header_line)
+        if found is not None:
+            header, width = found, len(found)
+            where = _column_names(header, header_line, path)
+        if lines:
+            col = {name: columns[i] for name, i in where.items()}
+            parts.append(_settlement_rows(col, lines, path, offset))
+        del text, lines, columns
+    if header is None:
+        raise SettlementError("posfast: settlement file %s is empty; it needs a header row: %s"
+                              % (path, ",".join(SETTLEMENT_COLUMNS)), path, 1)
+    if len(parts) == 1:
+        return Settlement(path, parts[0])
+    return Settlement(path, np.concatenate(parts) if parts else np.zeros(0, SETTLEMENT_DTYPE))
+
+
+def _settlement_rows(col, lines, path, offset) -> np.ndarray:
+    """SETTLEMENT_DTYPE rows of one block: {column: list of text values}, line numbers."""
+    n = len(lines)
+    rows = np.zeros(n, SETTLEMENT_DTYPE)
+    rows["line"] = lines
+
+    def integers(name, why, lo, hi):
+        values = col[name]
+        try:
+            arr = np.fromiter(map(int, values), np.int64, n)
+        except (ValueError, OverflowError):
+            for line, value in zip(lines, values):
+                try:
+                    number = int(value)
+                except ValueError:
+                    raise _column_error(path, line, name, value, why) from None
+                if not lo <= number <= hi:
+                    raise _column_error(path, line, name, value,
+                                        "is out of range %d..%d" % (lo, hi)) from None
+            raise
+        bad = (arr < lo) | (arr > hi)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise _column_error(path, lines[i], name, values[i], "is out of range %d..%d" % (lo, hi))
+        return arr
+
+    def lookup(name, table, dtype):
+        # few distinct values (types, currencies): each is checked once
+        known = {}
+        for value in set(col[name]):
+            known[value] = table(value.strip())
+            if known[value] is None:
+                i = col[name].index(value)
+                raise _column_error(path, lines[i], name, value, {
+                    "type": "is not a payment type; use sale, refund, void, reversal, preauth or "
+                            "completion",
+                    "currency": "is not an ISO 4217 currency code (156 or CNY)"}[name])
+        return np.fromiter(map(known.__getitem__, col[name]), dtype, n)
+
+    rows["terminal"] = integers("terminal", "is not a terminal number", 0, 2**32 - 1)
+    joined = "\x00".join(col["amount"])
+    if "." in joined or "," in joined:
+        i = next(k for k, v in enumerate(col["amount"]) if "." in v or "," in v)
+        raise _column_error(path, lines[i], "amount", col["amount"][i],
+                            "is not an integer number of minor units (write 1250 for 12.50)")
+    del joined
+    amount = integers("amount", "is not an integer number of minor units", -(2**62), 2**62)
+
+    def kind_of(text):
+        name = text.lower().replace("-", "_")
+        kind = Kind.__members__.get({"pre_auth": "preauth"}.get(name, name).upper())
+        return int(kind) if kind in _SETTLEMENT_KINDS else None
+
+    alpha = {}
+
+    def currency_of(text):
+        if text.isdigit() and len(text) <= 3:
+            return int(text)
+        if not alpha:
+            alpha.update(_currency_codes())
+        return alpha.get(text.upper())
+
+    rows["kind"] = lookup("type", kind_of, np.uint8)
+    rows["currency"] = lookup("currency", currency_of, np.uint16)
+    negative = amount < 0
+    if negative.any():
+        bad = negative & (KIND_SIGN_TABLE[rows["kind"]] >= 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise _column_error(path, lines[i], "amount", col["amount"][i],
+                                "is negative for a %s; only refunds, voids and reversals may be "
+                                "negative" % Kind(int(rows["kind"][i])).name.lower())
+    rows["amount"] = np.abs(amount)
+    for name, size in (("rrn", 12), ("auth_code", 6)):
+        values = col[name]
+        if " " in "".join(values):
+            values = [v.strip() for v in values]
+        if max(map(len, values)) > size:
+            i = next(k for k, v in enumerate(values) if len(v) > size)
+            raise _column_error(path, lines[i], name, col[name][i], "is longer than %d characters"
+                                % size)
+        try:
+            rows[name] = np.array(values, dtype="S%d" % size)
+        except UnicodeEncodeError:
+            _find_bad(path, lines, name, col[name], lambda v: v.encode("ascii"),
+                      "holds characters that are not ASCII")
+    rows["ts"] = _parse_times(path, lines, col["time"], offset)
+    return rows

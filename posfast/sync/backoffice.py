@@ -1,0 +1,233 @@
+"""The back-office schema (SQLite and PostgreSQL) and the base class of the database targets.
+
+The schema is owned here; everything that reads a back office (``posfast
+reconcile``, the server) reads it through a target's methods
+(:meth:`BackOffice.read_range`, :meth:`BackOffice.read_day`, ...), never with
+its own SQL.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..records import PAYMENT_KINDS, RECORD_DTYPE, Flag, day_number, now_us
+from .protocol import ECHO_LIMIT, MAX_BATCH, MAX_SEQ, Ack, RecordBatch, SyncConfigError, SyncRefused, as_uuid, clip
+
+log = logging.getLogger("posfast.sync")
+
+__all__ = ["ADDED_JOURNAL_COLUMNS", "BackOffice", "DAY_COLUMNS", "DayRecords", "batch_from_db", "day_rows",
+           "db_rows", "schema_statements", "seq_or_none"]
+
+
+def _db_dtype(dtype: np.dtype) -> np.dtype:
+    """RECORD_DTYPE with unsigned 64-bit fields as signed (same offsets): how databases hold them."""
+    formats = []
+    for name in dtype.names:
+        ft = dtype.fields[name][0]
+        formats.append(np.dtype("<i8") if ft.kind == "u" and ft.itemsize == 8 else ft)
+    return np.dtype({"names": list(dtype.names), "formats": formats,
+                     "offsets": [dtype.fields[n][1] for n in dtype.names], "itemsize": dtype.itemsize})
+
+
+def seq_or_none(seq):
+    return seq if isinstance(seq, int) and 0 <= seq <= MAX_SEQ else None
+
+
+def _sql_type(ft: np.dtype, dialect: str) -> str:
+    if ft.kind == "S":
+        return "BLOB" if dialect == "sqlite" else "bytea"
+    if dialect == "sqlite":
+        return "INTEGER"
+    if ft.itemsize == 8 or (ft.kind == "u" and ft.itemsize == 4):
+        return "bigint"
+    if ft.itemsize == 4 or (ft.kind == "u" and ft.itemsize == 2):
+        return "integer"
+    return "smallint"
+
+
+def schema_statements(dialect: str) -> list:
+    dtype = RECORD_DTYPE
+    jid = "TEXT" if dialect == "sqlite" else "uuid"
+    blob = "BLOB" if dialect == "sqlite" else "bytea"
+    big = "INTEGER" if dialect == "sqlite" else "bigint"
+    cols = ",\n  ".join(f'"{n}" {_sql_type(dtype.fields[n][0], dialect)} NOT NULL' for n in dtype.names)
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT" if dialect == "sqlite" else "bigserial PRIMARY KEY"
+    return [
+        f"""CREATE TABLE IF NOT EXISTS journals (
+  journal_id {jid} PRIMARY KEY,
+  anchor_seq {big} NOT NULL,
+  high_seq {big} NOT NULL,
+  last_link {blob} NOT NULL,
+  records {big} NOT NULL,
+  first_synced_us {big} NOT NULL,
+  last_synced_us {big} NOT NULL,
+  day_offset_min {big},
+  day_start_min {big})""",
+        f"""CREATE TABLE IF NOT EXISTS records (
+  journal_id {jid} NOT NULL,
+  {cols},
+  payload {blob} NOT NULL,
+  link {blob} NOT NULL,
+  PRIMARY KEY (journal_id, seq))""",
+        "CREATE INDEX IF NOT EXISTS records_day_terminal ON records (day, terminal)",
+        f"""CREATE TABLE IF NOT EXISTS sync_refusals (
+  id {serial},
+  at_us {big} NOT NULL,
+  journal_id TEXT,
+  reason TEXT NOT NULL,
+  first_seq {big},
+  last_seq {big},
+  message TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS sync_refusals_journal_at ON sync_refusals (journal_id, at_us)",
+    ]
+
+
+#: Columns added to ``journals`` after 0.1.0 (added to an older back office when it is opened).
+ADDED_JOURNAL_COLUMNS = ("day_offset_min", "day_start_min")
+
+
+def db_rows(jid_value, batch: RecordBatch, start: int) -> Iterator[tuple]:
+    """Insert tuples for records ``start:`` of a batch: journal id, columns, payload, link."""
+    rows = batch.rows[start:]
+    cols = []
+    for name in rows.dtype.names:
+        col = rows[name]
+        if col.dtype.kind == "u" and col.dtype.itemsize == 8:
+            col = col.astype("<u8").view("<i8")
+        cols.append(col.tolist())
+    return zip(repeat(jid_value), *cols, batch.payloads[start:], batch.links[start:])
+
+
+def batch_from_db(journal_id: uuid.UUID, fetched: Sequence[tuple]) -> RecordBatch:
+    dtype = RECORD_DTYPE
+    n = len(dtype.names)
+    if not fetched:
+        return RecordBatch(journal_id, np.zeros(0, dtype=dtype), [], [])
+    rows = np.array([tuple(r[:n]) for r in fetched], dtype=_db_dtype(dtype)).view(dtype)
+    return RecordBatch(journal_id, rows, [bytes(r[n]) for r in fetched], [bytes(r[n + 1]) for r in fetched])
+
+
+#: The columns of the rows :meth:`BackOffice.read_day` returns (the others are zero): what a
+#: payment is folded and matched on.
+DAY_COLUMNS = ("seq", "ts", "amount", "txn_id", "day", "terminal", "currency", "kind", "state",
+               "auth_code", "rrn", "client_ref")
+_DAY_DB_DTYPE = np.dtype([(n, "<i8" if RECORD_DTYPE.fields[n][0] == np.dtype("<u8") else RECORD_DTYPE.fields[n][0])
+                          for n in DAY_COLUMNS])
+_PAYMENT_KIND_LIST = ", ".join(str(int(k)) for k in sorted(PAYMENT_KINDS))
+
+
+@dataclass
+class DayRecords:
+    """What a back office holds of a journal's business days (:meth:`BackOffice.read_day`).
+
+    ``rows``: a ``RECORD_DTYPE`` array in seq order of the journal's payment records
+    (``posfast.records.PAYMENT_KINDS``, training records left out) of those days; only
+    :data:`DAY_COLUMNS` are filled.  ``held``: how many records of the journal the back
+    office holds, any day and kind (0: the journal was never synced there).
+    """
+    journal_id: uuid.UUID
+    rows: np.ndarray
+    held: int
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def day_rows(fetched: Sequence[tuple]) -> np.ndarray:
+    """``RECORD_DTYPE`` rows, in seq order, from database tuples of :data:`DAY_COLUMNS`."""
+    rows = np.zeros(len(fetched), RECORD_DTYPE)
+    if fetched:
+        got = np.array(fetched, dtype=_DAY_DB_DTYPE)
+        for name in DAY_COLUMNS:
+            rows[name] = got[name].astype(RECORD_DTYPE.fields[name][0])
+    return rows[np.argsort(rows["seq"], kind="stable")]
+
+
+class BackOffice:
+    """Shared logic of the database targets (:class:`~posfast.sync.SqliteTarget`,
+    :class:`~posfast.sync.PostgresTarget`).
+
+    Subclasses give ``_mark`` (the driver's parameter marker), ``_journal_param`` (the
+    journal id as the driver binds it) and ``_select_day(sql, params, jid_param)``.
+    """
+
+    max_batch = MAX_BATCH
+    #: Refusals recorded (and logged) per journal per hour; further ones are only counted.
+    max_refusals_per_hour = 100
+
+    #: True when opened with ``readonly=True``: :meth:`push` refuses, nothing is created.
+    readonly = False
+    _mark = "?"
+
+    @staticmethod
+    def _journal_param(jid: uuid.UUID):
+        return str(jid)
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise SyncConfigError(f"{self!r} was opened read-only: it cannot store batches")
+
+    def read_day(self, journal_id, first_day, last_day, terminal=None) -> DayRecords:
+        """The payment records of a journal whose business day is in ``first_day..last_day``.
+
+        Days are day numbers (days since 1970-01-01), dates or ``"YYYY-MM-DD"``;
+        ``terminal`` limits the rows to one terminal.  Returns :class:`DayRecords`:
+        the rows (``RECORD_DTYPE``, seq order, :data:`DAY_COLUMNS` filled; training
+        records left out) and how many records of the journal are held at all.
+        This is how ``posfast reconcile`` reads a back office.
+        """
+        jid = as_uuid(journal_id)
+        mark = self._mark
+        columns = ", ".join(f'"{c}"' for c in DAY_COLUMNS)
+        sql = (f"SELECT {columns} FROM records WHERE journal_id = {mark} AND day BETWEEN {mark} AND {mark} "
+               f"AND kind IN ({_PAYMENT_KIND_LIST}) AND (flags & {int(Flag.TRAINING)}) = 0")
+        jid_param = self._journal_param(jid)
+        params = [jid_param, day_number(first_day), day_number(last_day)]
+        if terminal is not None:
+            sql += f" AND terminal = {mark}"
+            params.append(int(terminal))
+        fetched, held = self._select_day(sql, params, jid_param)
+        return DayRecords(jid, day_rows(fetched), int(held))
+
+    def _column_list(self) -> str:
+        return ", ".join(f'"{n}"' for n in RECORD_DTYPE.names)
+
+    def _refused(self, exc: SyncRefused) -> None:
+        try:
+            recent = self._recent_refusals(exc.journal_id, now_us() - 3_600_000_000)
+        except Exception:
+            recent = 0
+        if recent >= self.max_refusals_per_hour:
+            key = (str(exc.journal_id), int(time.time() // 3600))
+            suppressed = getattr(self, "_suppressed", None)
+            if suppressed is None:
+                suppressed = self._suppressed = set()
+            if key not in suppressed:
+                suppressed.add(key)
+                log.warning("journal %s: more than %d sync refusals in the last hour; further ones are "
+                            "not recorded or logged this hour", exc.journal_id, self.max_refusals_per_hour)
+            return
+        log.warning("sync refused for journal %s seqs %s..%s: %s", exc.journal_id, exc.first_seq,
+                    exc.last_seq, clip(str(exc), 2 * ECHO_LIMIT))
+        try:
+            self._record_refusal(exc)
+        except Exception as err:  # reporting must not hide the refusal itself
+            log.error("could not record the sync refusal in the back office: %s", clip(str(err)))
+
+    @staticmethod
+    def _stored_log(ack: "Ack") -> None:
+        if ack.stored:
+            log.info("stored journal %s seqs %d..%d: %d new, %d already held (high seq %d)", ack.journal_id,
+                     ack.first_seq, ack.last_seq, ack.stored, ack.duplicates, ack.high_seq)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

@@ -1,0 +1,257 @@
+"""The PostgreSQL back office: :class:`PostgresTarget` (psycopg 3, imported only when used)."""
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from contextlib import contextmanager
+from typing import Callable, Optional
+
+from ..records import now_us
+from .backoffice import ADDED_JOURNAL_COLUMNS, BackOffice, batch_from_db, db_rows, schema_statements, seq_or_none
+from .protocol import (ECHO_LIMIT, Ack, BackOfficeMissing, JournalState, RecordBatch, SyncRefused,
+                       SyncUnavailable, as_uuid, clip, day_rule_tuple, normalize_batch, plan_batch)
+
+__all__ = ["PostgresTarget"]
+
+
+class _PgPool:
+    """A few psycopg connections shared by threads (the server's workers)."""
+
+    def __init__(self, dsn: str, size: int, setup: Callable):
+        self._dsn = dsn
+        self._setup = setup
+        self._idle: list = []
+        self._mutex = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)
+
+    @contextmanager
+    def connection(self):
+        import psycopg
+        self._slots.acquire()
+        conn = None
+        try:
+            with self._mutex:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None or conn.closed:
+                conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+                self._setup(conn)
+            yield conn
+        except BaseException:
+            if conn is not None and (conn.closed or conn.info.transaction_status != 0):
+                conn.close()
+            raise
+        finally:
+            if conn is not None and not conn.closed:
+                with self._mutex:
+                    self._idle.append(conn)
+            self._slots.release()
+
+    def close(self):
+        with self._mutex:
+            for conn in self._idle:
+                conn.close()
+            self._idle.clear()
+
+
+class PostgresTarget(BackOffice):
+    """Back office in PostgreSQL (psycopg 3, ``pip install 'posfast[postgres]'``).
+
+    One transaction per batch: the journal's row is locked (``SELECT ... FOR UPDATE``)
+    while continuity is checked, the batch is COPYed into a temporary table and
+    inserted with ``ON CONFLICT DO NOTHING``.  Thread-safe (a small connection pool).
+
+    >>> bo = PostgresTarget("postgresql://pos@127.0.0.1/backoffice")   # doctest: +SKIP
+    """
+
+    _mark = "%s"
+
+    @staticmethod
+    def _journal_param(jid):
+        return jid
+
+    def __init__(self, dsn: str, *, pool_size: int = 4, create: bool = True, readonly: bool = False):
+        # ``create`` is accepted for symmetry with SqliteTarget: the database itself must
+        # exist (a mistyped DSN fails to connect); posfast creates its tables in it.
+        import importlib.util
+        if importlib.util.find_spec("psycopg") is None:
+            raise ImportError("PostgresTarget needs psycopg 3: pip install 'posfast[postgres]' "
+                              "(psycopg[binary])")
+        self.dsn = dsn
+        self.readonly = bool(readonly)
+        if self.readonly:   # read an existing back office: no tables created, no temporary table
+            self._pool = _PgPool(dsn, pool_size, lambda conn: None)
+            return
+        self._pool = _PgPool(dsn, pool_size, self._setup_connection)
+        self._copy_sql = f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link) FROM STDIN"
+        self._insert_sql = ("INSERT INTO records SELECT * FROM _pf_incoming ORDER BY seq "
+                            "ON CONFLICT (journal_id, seq) DO NOTHING")
+        self._create_schema()
+
+    def __repr__(self):
+        return f"PostgresTarget({self._safe_dsn()!r})"
+
+    def _safe_dsn(self) -> str:
+        parts = urllib.parse.urlsplit(self.dsn)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return self.dsn
+
+    def _create_schema(self):
+        import psycopg
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+                with conn.transaction():
+                    # Concurrent first starts (the server's workers) must not race on CREATE TABLE.
+                    conn.execute("SELECT pg_advisory_xact_lock(7402381)")
+                    for stmt in schema_statements("postgres"):
+                        conn.execute(stmt)
+                    have = {r[0] for r in conn.execute(
+                        "SELECT column_name FROM information_schema.columns WHERE table_name = 'journals' "
+                        "AND table_schema = current_schema()").fetchall()}
+                    for col in ADDED_JOURNAL_COLUMNS:   # ALTER locks the table even when nothing is added
+                        if col not in have:
+                            conn.execute(f"ALTER TABLE journals ADD COLUMN IF NOT EXISTS {col} bigint")
+        except psycopg.Error as exc:
+            raise SyncUnavailable(f"back office {self._safe_dsn()}: {exc}".strip()) from exc
+
+    @staticmethod
+    def _setup_connection(conn):
+        conn.execute("CREATE TEMP TABLE _pf_incoming (LIKE records) ON COMMIT DELETE ROWS")
+
+    def _run(self, fn):
+        import psycopg
+        try:
+            with self._pool.connection() as conn:
+                return fn(conn)
+        except psycopg.Error as exc:   # connection lost, deadlock, disk full...: nothing was committed
+            raise SyncUnavailable(f"back office {self._safe_dsn()}: {type(exc).__name__}: {exc}".strip()) from exc
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _select_day(self, sql: str, params: list, jid_param) -> tuple:
+        import psycopg
+
+        def fetch(conn):
+            fetched = conn.execute(sql, params).fetchall()
+            held = conn.execute("SELECT count(*) FROM records WHERE journal_id = %s", (jid_param,)).fetchone()[0]
+            return fetched, held
+        try:
+            with self._pool.connection() as conn:
+                fetched, held = fetch(conn)
+        except psycopg.errors.UndefinedTable as exc:
+            raise BackOfficeMissing(f"{self._safe_dsn()} is not a posfast back office (no records table: "
+                                    f"{exc})".strip()) from None
+        except psycopg.Error as exc:
+            raise SyncUnavailable(f"back office {self._safe_dsn()}: {type(exc).__name__}: {exc}".strip()) from exc
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in fetched], held
+
+    @staticmethod
+    def _state_in(conn, jid, lock=False) -> Optional[JournalState]:
+        row = conn.execute("SELECT anchor_seq, high_seq, last_link, records, day_offset_min, day_start_min "
+                           "FROM journals WHERE journal_id = %s" + (" FOR UPDATE" if lock else ""),
+                           (jid,)).fetchone()
+        return None if row is None else JournalState(jid, row[0], row[1], bytes(row[2]), row[3],
+                                                     None if row[4] is None else (row[4], row[5]))
+
+    def _recent_refusals(self, journal_id, since_us: int) -> int:
+        jid = None if journal_id is None else str(journal_id)
+        return self._run(lambda conn: conn.execute(
+            "SELECT count(*) FROM sync_refusals WHERE journal_id IS NOT DISTINCT FROM %s AND at_us >= %s",
+            (jid, since_us)).fetchone()[0])
+
+    def _read_in(self, conn, jid, first, last) -> RecordBatch:
+        fetched = conn.execute(f"SELECT {self._column_list()}, payload, link FROM records WHERE journal_id = %s "
+                               "AND seq BETWEEN %s AND %s ORDER BY seq", (jid, first, last)).fetchall()
+        return batch_from_db(jid, fetched)
+
+    def push(self, batch, *, anchor: bool = False, day_rule=None) -> Ack:
+        """Store a batch in one transaction; return the ack or raise SyncRefused (see SqliteTarget.push)."""
+        self._check_writable()
+        try:
+            inc = normalize_batch(batch, max_batch=self.max_batch)
+            if day_rule is not None:
+                inc.day_rule = day_rule_tuple(day_rule)
+        except SyncRefused as exc:
+            self._refused(exc)
+            raise
+        jid = inc.journal_id
+        first_seq, last_seq = int(inc.rows["seq"][0]), int(inc.rows["seq"][-1])
+
+        def work(conn):
+            with conn.transaction():
+                now = now_us()
+                conn.execute("INSERT INTO journals (journal_id, anchor_seq, high_seq, last_link, records, "
+                             "first_synced_us, last_synced_us) VALUES (%s, 0, 0, '', 0, %s, %s) "
+                             "ON CONFLICT (journal_id) DO NOTHING", (jid, now, now))
+                state = self._state_in(conn, jid, lock=True)
+                plan = plan_batch(inc, state, lambda a, b: self._read_in(conn, jid, a, b), anchor=anchor)
+                stored = len(inc.rows) - plan.new_from
+                if not stored:
+                    return Ack(jid, state.high_seq, 0, plan.duplicates, first_seq, last_seq, inc.links[-1])
+                with conn.cursor() as cur:
+                    with cur.copy(self._copy_sql) as copy:
+                        for row in db_rows(jid, inc, plan.new_from):
+                            copy.write_row(row)
+                    cur.execute(self._insert_sql)
+                    if cur.rowcount != stored:
+                        raise SyncUnavailable(f"journal {jid}: expected to store {stored} records, stored "
+                                              f"{cur.rowcount}; back office inconsistent")
+                high = int(inc.rows["seq"][-1])
+                conn.execute("UPDATE journals SET high_seq = %s, last_link = %s, records = records + %s, "
+                             "last_synced_us = %s, anchor_seq = CASE WHEN anchor_seq = 0 THEN %s ELSE anchor_seq "
+                             "END, day_offset_min = coalesce(day_offset_min, %s), "
+                             "day_start_min = coalesce(day_start_min, %s) WHERE journal_id = %s",
+                             (high, inc.links[-1], stored, now, plan.anchor_seq, plan.day_rule[0],
+                              plan.day_rule[1], jid))
+                return Ack(jid, high, stored, plan.duplicates, first_seq, last_seq, inc.links[-1])
+
+        try:
+            ack = self._run(work)
+            self._stored_log(ack)
+            return ack
+        except SyncRefused as exc:
+            self._refused(exc)
+            raise
+
+    def _record_refusal(self, exc: SyncRefused) -> None:
+        self._run(lambda conn: conn.execute(
+            "INSERT INTO sync_refusals (at_us, journal_id, reason, first_seq, last_seq, message) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (now_us(), None if exc.journal_id is None else str(exc.journal_id), exc.reason,
+             seq_or_none(exc.first_seq), seq_or_none(exc.last_seq), clip(exc.detail, 2 * ECHO_LIMIT))))
+
+    def state(self, journal_id) -> Optional[JournalState]:
+        """What this back office holds of a journal (None if nothing)."""
+        jid = as_uuid(journal_id)
+        st = self._run(lambda conn: self._state_in(conn, jid))
+        return None if st is None or st.high_seq == 0 else st
+
+    def journals(self) -> list:
+        rows = self._run(lambda conn: conn.execute(
+            "SELECT journal_id, anchor_seq, high_seq, last_link, records, day_offset_min, day_start_min "
+            "FROM journals WHERE high_seq > 0 ORDER BY journal_id").fetchall())
+        return [JournalState(r[0], r[1], r[2], bytes(r[3]), r[4], None if r[5] is None else (r[5], r[6]))
+                for r in rows]
+
+    def read_range(self, journal_id, first_seq: int = 1, last_seq: Optional[int] = None) -> RecordBatch:
+        """Held records of a journal in ``first_seq..last_seq`` (default: up to the high-water mark)."""
+        jid = as_uuid(journal_id)
+        last = (1 << 63) - 1 if last_seq is None else last_seq
+        return self._run(lambda conn: self._read_in(conn, jid, first_seq, last))
+
+    def count(self, journal_id=None) -> int:
+        if journal_id is None:
+            return self._run(lambda conn: conn.execute("SELECT count(*) FROM records").fetchone()[0])
+        jid = as_uuid(journal_id)
+        return self._run(lambda conn: conn.execute("SELECT count(*) FROM records WHERE journal_id = %s",
+                                                   (jid,)).fetchone()[0])
+
+    def refusals(self) -> list:
+        def fetch(conn):
+            cur = conn.execute("SELECT at_us, journal_id, reason, first_seq, last_seq, message "
+                               "FROM sync_refusals ORDER BY id")
+            names = [d.name for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+        return self._run(fetch)

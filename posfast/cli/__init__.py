@@ -27,10 +27,10 @@ import time
 
 import numpy as np
 
-from . import errors
-from .journal import Journal
-from .records import RECORD_DTYPE, Kind, Method, State, day_to_date  # noqa: F401
-from .records import format_day, format_ts
+from .. import errors
+from ..journal import Journal
+from ..records import RECORD_DTYPE, Kind, Method, State, day_to_date  # noqa: F401
+from ..records import format_day, format_ts
 
 _FORMATS = ("table", "json", "csv")
 
@@ -99,7 +99,7 @@ def table(dicts, columns) -> str:
 
 def money(amount: int, currency: int = 156) -> str:
     try:
-        from .receipt import format_amount
+        from ..receipt import format_amount
         return format_amount(int(amount), int(currency))
     except Exception:   # pragma: no cover - receipt module missing
         return "%d" % amount
@@ -114,7 +114,7 @@ def cmd_status(args):
     with _open(args.journal) as j:
         status = j.status()
         try:
-            from .sync import sync_status
+            from ..sync import sync_status
             extra = sync_status(j)
             status.update({"sync_" + k: extra[k] for k in
                            ("warning", "state", "reasons", "oldest_unsynced_age_s",
@@ -213,7 +213,7 @@ def cmd_show(args):
             print("%-12s %s" % (key, value))
         if rec.payload:
             try:
-                from .receipt import Receipt, render_text
+                from ..receipt import Receipt, render_text
                 print()
                 print(render_text(Receipt.from_payload(rec.payload), width=42))
             except Exception:
@@ -234,7 +234,7 @@ def cmd_query(args):
 
 
 def _printer_from(spec):
-    from .printing import FilePrinter, TcpPrinter
+    from ..printing import FilePrinter, TcpPrinter
     if spec.startswith("tcp://"):
         address = spec[6:].rstrip("/")
         if address.startswith("["):                       # tcp://[::1]:9100
@@ -253,12 +253,12 @@ def _printer_from(spec):
 
 
 def cmd_reprint(args):
-    from .printing import reprint
+    from ..printing import reprint
     printer = None
     if args.printer:
         printer = _printer_from(args.printer)
     elif args.out:
-        from .printing import FilePrinter
+        from ..printing import FilePrinter
         printer = FilePrinter(args.out)
     with Journal.open(args.journal, readonly=printer is None) as j:
         result = reprint(j, seq=args.seq, receipt_no=args.receipt_no, terminal=args.terminal,
@@ -288,7 +288,7 @@ def _sync_token(args):
 
 
 def cmd_sync(args):
-    from .sync import SyncBadAck, SyncConfigError, SyncRefused, SyncUnavailable, Syncer, target_from_url
+    from ..sync import SyncBadAck, SyncConfigError, SyncRefused, SyncUnavailable, Syncer, target_from_url
     if args.batch < 1:
         raise SyncConfigError("--batch %d: a batch is at least 1 record (default 1000)" % args.batch)
     if not args.interval > 0:
@@ -371,23 +371,23 @@ def _progress(done, total, started):
 
 def cmd_serve(args):
     import logging
-    from . import server
+    from .. import server
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return server.run_from_args(args)
 
 
 def cmd_reconcile(args):
-    from . import reconcile
+    from .. import reconcile
     return reconcile.cli_reconcile(args)
 
 
 def cmd_close_day(args):
-    from . import dayclose
+    from .. import dayclose
     return dayclose.cli_close_day(args)
 
 
 def cmd_capacity(args):
-    from . import retention
+    from .. import retention
     return retention.cli_capacity(args)
 
 
@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("serve", help="run the back-office sync server")
-    from .server import add_arguments as serve_arguments     # aiohttp is imported only when run
+    from ..server import add_arguments as serve_arguments     # aiohttp is imported only when run
     serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
@@ -520,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version():
-    from . import __version__
+    from .. import __version__
     return __version__
 
 

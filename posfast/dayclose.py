@@ -60,7 +60,7 @@ from .records import (PAYMENT_KINDS, Flag, Kind, Method, State, day_number, day_
 from .records import TS_FUTURE_US, TS_MIN_US, format_ts, ts_datetime
 
 __all__ = ["DayClose", "DayCloseMixin", "TXN_DTYPE", "payment_transactions", "day_summary",
-           "render_z_report", "render_z_escpos", "print_z_report", "cli_close_day"]
+           "render_z_report", "render_z_escpos", "print_z_report"]
 
 PAYMENT_KIND_VALUES = np.array(sorted(int(k) for k in PAYMENT_KINDS), dtype=np.uint8)
 _TRAINING = int(Flag.TRAINING)
@@ -699,20 +699,3 @@ def print_z_report(journal, close, printer, width: int = 42, encoding: str = "gb
         kind=Kind.PRINT, state=state, ref_seq=close.seq, receipt_no=close.z_no,
         operator=int(operator))
     return result
-
-
-# ---------------------------------------------------------------- command line
-def cli_close_day(args) -> int:
-    """``posfast close-day JOURNAL --day D [--terminal N] [--force] [--format table|json]``:
-    write the Z-report and print it.  Exit 0; refusals (already closed, in doubt)
-    raise DayClosed, which the CLI reports with exit status 2."""
-    from .journal import Journal
-    with Journal.open(args.journal) as journal:
-        close = journal.close_day(args.day, terminal=getattr(args, "terminal", None),
-                                  force=bool(getattr(args, "force", False)))
-        tz = _journal_tz(journal)
-    if getattr(args, "format", "table") == "json":
-        print(json.dumps(close.to_dict(), ensure_ascii=False, indent=1))
-    else:
-        print(render_z_report(close, width=getattr(args, "width", 42) or 42, tz=tz), end="")
-    return 0

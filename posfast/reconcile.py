@@ -105,7 +105,7 @@ from .errors import PosfastError
 from .records import RECORD_DTYPE, Flag, Kind, Method, State, day_number, day_to_date, now_us
 
 __all__ = ["CATEGORIES", "Discrepancy", "ReconcileReport", "Settlement", "SettlementError",
-           "SETTLEMENT_COLUMNS", "read_settlement", "reconcile", "cli_reconcile", "demo_reconcile"]
+           "SETTLEMENT_COLUMNS", "read_settlement", "reconcile", "demo_reconcile"]
 
 CATEGORIES = ("missing_at_host", "missing_in_journal", "amount_mismatch", "state_mismatch",
               "duplicate", "receipt_without_transaction", "transaction_without_receipt",
@@ -1550,26 +1550,7 @@ def _lookup_payment(journal, txn_id, ref_seq):
             int(current.currency), txn_id)
 
 
-# ---------------------------------------------------------------- command line, demo
-def cli_reconcile(args) -> int:
-    """``posfast reconcile JOURNAL --day D --host URL|FILE [--terminal N] [--format F]
-    [--encoding E] [--summary]``.
-
-    Writes the report to stdout, streamed; returns 1 when there are discrepancies,
-    0 when none.
-    """
-    import sys
-    from .journal import Journal
-    with Journal.open(args.journal, readonly=True) as journal:
-        report = reconcile(journal, args.host, day=args.day,
-                           terminal=getattr(args, "terminal", None),
-                           encoding=getattr(args, "encoding", None),
-                           summary=bool(getattr(args, "summary", False)))
-    report.write(sys.stdout, getattr(args, "format", "table") or "table")
-    sys.stdout.flush()
-    return 0 if report.ok else 1
-
-
+# ---------------------------------------------------------------- demo
 def demo_reconcile(journal, back_office=None, out=print, day=None):
     """End of ``posfast demo``: plant a receipt without a transaction and a payment the
     host never saw, reconcile against the back office (and an acquirer settlement file

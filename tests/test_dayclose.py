@@ -289,9 +289,9 @@ def test_cli_close_day(tmp_path, capsys):
     assert main(["close-day", path, "--day", "2025-11-20"]) == 0
     out = capsys.readouterr().out
     assert "Z-REPORT" in out and "12.50" in out
-    assert main(["close-day", path, "--day", "2025-11-20"]) == 2
+    assert main(["close-day", path, "--day", "2025-11-20"]) == 73   # EX_CANTCREAT
     assert "already closed" in capsys.readouterr().err
-    assert main(["close-day", path, "--day", "2025-11-21", "--terminal", "4"]) == 2
+    assert main(["close-day", path, "--day", "2025-11-21", "--terminal", "4"]) == 73
     assert "in doubt (txn %d)" % doubt in capsys.readouterr().err
     assert main(["close-day", path, "--day", "2025-11-21", "--terminal", "4", "--force",
                  "--format", "json"]) == 0

@@ -194,8 +194,8 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
     q_us = _timeit(lambda: journal.query(day=day3, terminal=3), repeat=300)
     _say("\n5. Every record of terminal 3 on %s (%d records; first 8 shown):"
          % (day_to_date(day3), len(rows)))
-    from . import format_rows
-    _say("   " + format_rows(rows[:8]).replace("\n", "\n   "))
+    from .output import format_rows, journal_tz
+    _say("   " + format_rows(rows[:8], tz=journal_tz(journal.day_rule)).replace("\n", "\n   "))
 
     _say("\n6. Day totals (approved sales minus refunds and voids, by method), last %d days:" % days)
     for back in range(days - 1, -1, -1):

@@ -71,7 +71,7 @@ def baseline_sqlite(db, journal, batch):
 
 
 def start_server(db_url, tokens_file, log):
-    proc = subprocess.Popen([sys.executable, "-m", "posfast.server", "--db", db_url, "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "posfast", "serve", "--db", db_url, "--port", "0",
                              "--tokens-file", tokens_file, "--create"], stdout=subprocess.PIPE, stderr=log, text=True,
                             env=dict(os.environ, PYTHONPATH=REPO))
     line = proc.stdout.readline()

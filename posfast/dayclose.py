@@ -61,8 +61,7 @@ from .records import (PAYMENT_KIND_VALUES, Flag, Kind, Method, State, day_number
 from .records import TS_FUTURE_US, TS_MIN_US, format_ts
 from .storage import Problem, Storage
 
-__all__ = ["DayClose", "DayBook", "TXN_DTYPE", "payment_transactions", "day_summary",
-           "cli_close_day"]
+__all__ = ["DayClose", "DayBook", "TXN_DTYPE", "payment_transactions", "day_summary"]
 
 _TRAINING = int(Flag.TRAINING)
 
@@ -566,23 +565,3 @@ def _fmt_grand(grand: dict) -> str:
                               for c, (g, a) in sorted(grand.items()))
 
 
-def _journal_tz(journal):
-    return _dt.timezone(_dt.timedelta(minutes=journal.day_rule.offset_minutes))
-
-
-# ---------------------------------------------------------------- command line
-def cli_close_day(args) -> int:
-    """``posfast close-day JOURNAL --day D [--terminal N] [--force] [--format table|json]``:
-    write the Z-report and print it.  Exit 0; refusals (already closed, in doubt)
-    raise DayClosed, which the CLI reports with exit status 2."""
-    from .journal import Journal
-    from .printing import render_z_report
-    with Journal.open(args.journal) as journal:
-        close = journal.close_day(args.day, terminal=getattr(args, "terminal", None),
-                                  force=bool(getattr(args, "force", False)))
-        tz = _journal_tz(journal)
-    if getattr(args, "format", "table") == "json":
-        print(json.dumps(close.to_dict(), ensure_ascii=False, indent=1))
-    else:
-        print(render_z_report(close, width=getattr(args, "width", 42) or 42, tz=tz), end="")
-    return 0

@@ -596,6 +596,15 @@ class Journal:
         (`Payments.last_transaction`)."""
         return self._payments.last_transaction(terminal)
 
+    def payments(self, day=None, terminal=None) -> np.ndarray:
+        """One row per payment with its final state and signed amount (`Payments.payments`).
+
+        >>> pays = j.payments(day="2026-11-20")                          # doctest: +SKIP
+        >>> int(pays["net"][pays["currency"] == 156].sum())              # doctest: +SKIP
+        1184250
+        """
+        return self._payments.payments(day=day, terminal=terminal)
+
     def close_day(self, day, terminal=None, force=False, operator=0) -> DayClose:
         """Write the Z-report of a business day as a DAY_CLOSE record (`DayBook.close_day`)."""
         return self._days.close_day(day, terminal=terminal, force=force, operator=operator)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InvalidRecord, PaymentError
-from .records import PAYMENT_KIND_VALUES, PAYMENT_KINDS, Flag, Kind, Method, State
+from .dayclose import TXN_DTYPE, payment_transactions
+from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, Flag, Kind, Method, State,
+                      day_number, now_us)
 from .storage import Storage
 
 _FINAL_STATES = {State.APPROVED, State.DECLINED, State.FAILED, State.REVERSED, State.VOIDED}
@@ -412,3 +414,47 @@ class Payments:
                 raise PaymentError("posfast: payment %d is not in doubt (it is %s)"
                                    % (txn_id, State(current.state).name.lower()))
             return self.finish_payment(txn_id, state, **fields)
+
+    def payments(self, day=None, terminal=None) -> np.ndarray:
+        """One row per payment, in txn_id order: its final state and its signed amount.
+
+        `day` (a date, 'YYYY-MM-DD' or a day number) keeps the payments begun on that
+        business day (their outcomes may come later); `terminal` one terminal's.  The
+        rows are ``posfast.dayclose.TXN_DTYPE`` (first and newest record folded by
+        ``payment_transactions``: kind, terminal and time of the first record; state,
+        amount and references of the newest) plus ``signed`` (the amount with the
+        kind's sign: sale and completion +, refund, void and reversal -, pre-auth and
+        cash moves 0) and ``net`` (what it adds to the day's net: ``signed`` when
+        approved, 0 when declined, pending, failed, reversed or voided).  Training
+        payments are left out.  Currencies are not mixed: sum ``net`` per currency.
+
+        >>> pays = j.payments(day="2026-11-20")                          # doctest: +SKIP
+        >>> {int(c): int(pays["net"][pays["currency"] == c].sum())       # doctest: +SKIP
+        ...  for c in np.unique(pays["currency"])}
+        {156: 1184250}
+        """
+        dtype = np.dtype(TXN_DTYPE.descr + [("signed", "<i8"), ("net", "<i8")])
+        kinds = sorted(PAYMENT_KINDS)
+        store = self._store
+        oldest = store.oldest_seq
+        if day is not None:
+            # the day's payments and their outcomes, which may come on later days (up to the
+            # clock's day + 1, the furthest ahead a record may be)
+            wanted = day_number(day)
+            today = store.day_rule.day_number(now_us())
+            rows = store.query(day=list(range(wanted, max(wanted + 1, today + 1) + 1)),
+                              terminal=terminal, kind=kinds)
+            txns, _ = payment_transactions(rows, wanted, oldest)
+        else:
+            # every payment in one fold: one business day for all, then each its own back
+            rows = store.query(terminal=terminal, kind=kinds)
+            flat = rows.copy()
+            flat["day"] = 0
+            txns, _ = payment_transactions(flat, 0, oldest)
+            txns["day"] = rows["day"][np.searchsorted(rows["seq"], txns["first_seq"])]
+        out = np.zeros(len(txns), dtype)
+        for name in TXN_DTYPE.names:
+            out[name] = txns[name]
+        out["signed"] = txns["amount"] * KIND_SIGN_TABLE[txns["kind"]]
+        out["net"] = np.where(txns["state"] == int(State.APPROVED), out["signed"], 0)
+        return out

@@ -245,17 +245,3 @@ def _measure(plan: CapacityPlan, workdir=None) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     plan.measured_seconds = time.perf_counter() - started
-
-
-def cli_capacity(args) -> int:
-    """`posfast capacity --budget 64MB --per-day 800 [--payload-bytes 300] [--measure]`
-    (``args.format == "json"``, if the parser offers it, prints the plan as JSON)."""
-    plan = capacity_plan(args.budget, args.per_day, payload_bytes=getattr(args, "payload_bytes", 0),
-                         slot_size=getattr(args, "slot_size", 128),
-                         measure=getattr(args, "measure", False))
-    if getattr(args, "format", None) == "json":
-        import json
-        print(json.dumps(plan.to_dict(), indent=1))
-    else:
-        print(plan.summary())
-    return 0

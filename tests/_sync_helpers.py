@@ -164,9 +164,9 @@ def assert_back_office_equals_journal(target, journal, first=1, last=None):
 
 
 def start_serve_process(db_url, tokens_file, tmp_path, *extra):
-    """Run `python -m posfast.server` on 127.0.0.1, a free port; returns (process, url)."""
+    """Run `python -m posfast serve` on 127.0.0.1, a free port; returns (process, url)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH")] if p))
-    proc = subprocess.Popen([sys.executable, "-m", "posfast.server", "--db", db_url, "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "posfast", "serve", "--db", db_url, "--port", "0",
                              "--tokens-file", str(tokens_file), "--create", *extra],
                             stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.log", "ab"), text=True, env=env)
     line = proc.stdout.readline()

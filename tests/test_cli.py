@@ -44,9 +44,9 @@ def test_last_and_in_doubt(journal_path, capsys):
     assert main(["last", path, "--terminal", "4", "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["txn_id"], info["state"], info["in_doubt"]) == (txn, "pending", True)
-    assert main(["in-doubt", path, "--format", "json"]) == 3      # exit 3: something in doubt
+    assert main(["in-doubt", path, "--format", "json"]) == 1      # exit 1 (findings): something in doubt
     assert [r["seq"] for r in json.loads(capsys.readouterr().out)] == [txn]
-    assert main(["last", path, "--terminal", "9"]) == 1
+    assert main(["last", path, "--terminal", "9"]) == 66   # EX_NOINPUT
 
 
 def test_show_status_verify(journal_path, capsys):
@@ -54,16 +54,16 @@ def test_show_status_verify(journal_path, capsys):
     assert main(["show", path, "1", "--format", "json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["amount"], shown["auth_code"], shown["terminal"]) == (1250, "A1", 3)
-    assert main(["status", path, "--format", "json"]) == 0
+    assert main(["status", path, "--format", "json"]) == 3     # exit 3 (warning): sync overdue
     status = json.loads(capsys.readouterr().out)
     assert (status["head_seq"], status["unsynced"], status["capacity"]) == (4, 4, 1024)
     assert main(["verify", path]) == 0
     assert "4 records checked (seq 1..4): OK" in capsys.readouterr().out
-    assert main(["show", path, "77"]) == 1
+    assert main(["show", path, "77"]) == 66     # EX_NOINPUT
 
 
-def test_errors_are_one_line_with_exit_2(tmp_path, capsys):
-    assert main(["status", str(tmp_path / "missing.pfj")]) == 2
+def test_errors_are_one_line_with_exit_66(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "missing.pfj")]) == 66   # EX_NOINPUT
     err = capsys.readouterr().err
     assert "no journal at" in err and "missing.pfj" in err
 

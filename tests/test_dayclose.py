@@ -272,7 +272,7 @@ def test_z_report_text_and_escpos(journal, tmp_path):
     assert (result.outcome, rec.kind, rec.ref_seq, rec.txn_id, rec.state) == (
         "ok", Kind.PRINT, close.seq, 0, State.OK)
     assert (tmp_path / "printer.bin").read_bytes() == render_z_escpos(
-        close, tz=posfast.dayclose._journal_tz(journal))
+        close, tz=journal.day_rule.tzinfo)
     # a Z-report's print is not a receipt without a transaction
     empty = Settlement("none.csv", np.zeros(0, SETTLEMENT_DTYPE))
     report = reconcile(journal, empty, day=rec.day)
@@ -287,9 +287,9 @@ def test_cli_close_day(tmp_path, capsys):
     assert main(["close-day", path, "--day", "2025-11-20"]) == 0
     out = capsys.readouterr().out
     assert "Z-REPORT" in out and "12.50" in out
-    assert main(["close-day", path, "--day", "2025-11-20"]) == 2
+    assert main(["close-day", path, "--day", "2025-11-20"]) == 73   # EX_CANTCREAT
     assert "already closed" in capsys.readouterr().err
-    assert main(["close-day", path, "--day", "2025-11-21", "--terminal", "4"]) == 2
+    assert main(["close-day", path, "--day", "2025-11-21", "--terminal", "4"]) == 73
     assert "in doubt (txn %d)" % doubt in capsys.readouterr().err
     assert main(["close-day", path, "--day", "2025-11-21", "--terminal", "4", "--force",
                  "--format", "json"]) == 0

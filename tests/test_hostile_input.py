@@ -246,7 +246,7 @@ def test_readers_show_a_stored_impossible_time_instead_of_a_traceback(crafted, c
 def test_close_day_refuses_to_leave_out_a_sale_with_an_impossible_time(crafted, capsys):
     path, bad = crafted
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
-    assert main(["close-day", path, "--day", today]) == 2
+    assert main(["close-day", path, "--day", today]) == 73
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("posfast: error: 1 payment(s)")
     assert "seq %d (sale 1250" % bad in err and "--force" in err
@@ -259,7 +259,7 @@ def test_close_day_refuses_to_leave_out_a_sale_with_an_impossible_time(crafted, 
     with posfast.Journal.open(path) as j:
         assert j.day_closes()[0].bad_time == [bad]               # recorded in the Z-report
         assert j.verify().ok
-    assert main(["close-day", path, "--day", today]) == 2        # closed once, as always
+    assert main(["close-day", path, "--day", today]) == 73        # closed once, as always
     assert "already closed" in capsys.readouterr().err
 
 
@@ -313,7 +313,7 @@ def test_reprint_to_a_bad_printer_address_is_one_line(crafted):
 
 
 def test_error_messages_carry_the_prefix_once(tmp_path, capsys):
-    assert main(["status", str(tmp_path / "missing.pfj")]) == 2
+    assert main(["status", str(tmp_path / "missing.pfj")]) == 66
     one_line_error(capsys.readouterr().err)
     path = str(tmp_path / "t.pfj")
     posfast.Journal.create(path, capacity=16).close()
@@ -350,7 +350,7 @@ def test_write_verbs_on_an_unwritable_journal_say_so_in_one_line(unwritable, arg
     argv = [a.format(p=path, d=os.path.dirname(path)) for a in argv]
     code, out, err = run_cli(*argv, user=user)
     line = one_line_error(err)
-    assert code == 2 and "Permission denied" in line and path in line
+    assert code == 77 and "Permission denied" in line and path in line
     assert "run it as the journal's owner or fix the file's permissions" in line
 
 

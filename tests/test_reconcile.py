@@ -325,7 +325,7 @@ def test_malformed_settlement_structure(tmp_path, journal):
     path.write_text(HEADER + "1,2025-11-20 10:00:00,1,,1250,156,sale\n1,2025-11-20 10:00:00,2,,1.5,156,sale\n")
     with pytest.raises(SettlementError, match="line 3, column amount"):
         reconcile(journal, str(path), day=DAY)
-    assert main(["reconcile", journal.path, "--day", DAY, "--host", str(path)]) == 2
+    assert main(["reconcile", journal.path, "--day", DAY, "--host", str(path)]) == 65   # EX_DATAERR
 
 
 def test_quoted_and_crlf_files_read_like_plain_ones():
@@ -511,9 +511,9 @@ def test_encoding_option_and_undecodable_bytes(tmp_path, journal, capsys):
         read_settlement(path)
     with pytest.raises(SettlementError, match="unknown encoding 'klingon'"):
         read_settlement(path, encoding="klingon")
-    # the CLI: --encoding reaches the reader; a wrong one is one line, exit 2
+    # the CLI: --encoding reaches the reader; a wrong one is one line, exit 65
     path.write_bytes((HEADER.replace("type", "type,note") + ROW.replace("\n", ",现金\n")).encode("gbk"))
-    assert main(["reconcile", journal.path, "--day", DAY, "--host", str(path)]) == 2
+    assert main(["reconcile", journal.path, "--day", DAY, "--host", str(path)]) == 65   # EX_DATAERR
     err = capsys.readouterr().err
     assert "--encoding" in err and "line 2" in err and "Traceback" not in err
     assert main(["reconcile", journal.path, "--day", DAY, "--host", str(path), "--encoding",

@@ -6,7 +6,8 @@ import os
 import pytest
 
 import posfast
-from posfast.retention import (HEADER_BYTES, capacity_plan, cli_capacity, format_size, parse_size,
+from posfast.cli.commands import cmd_capacity as cli_capacity
+from posfast.retention import (HEADER_BYTES, capacity_plan, format_size, parse_size,
                                slots_per_record)
 
 

@@ -1,8 +1,7 @@
 """The reconciliation itself: one business day of a journal against the back office
 or a settlement file, and against its own print records (see :mod:`posfast.reconcile`).
 
-Also the ``posfast reconcile`` verb (:func:`cli_reconcile`) and the end of ``posfast
-demo`` (:func:`demo_reconcile`), each self-contained.
+Also the end of ``posfast demo`` (:func:`demo_reconcile`), self-contained.
 """
 from __future__ import annotations
 
@@ -14,9 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..dayclose import PAYMENT_KIND_VALUES, TXN_DTYPE, payment_transactions
+from ..dayclose import TXN_DTYPE, payment_transactions
 from ..errors import PosfastError
-from ..records import KIND_SIGN_TABLE, Flag, Kind, Method, State, day_number, day_to_date, now_us
+from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, Flag, Kind, Method, State, day_number,
+                       day_to_date, now_us)
 from .hosts import host_source
 from .matching import dedupe, join, key_ids, split_ids, window_pairs
 from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport
@@ -25,7 +25,7 @@ from .settlement import SETTLEMENT_COLUMNS, Settlement, read_settlement
 if TYPE_CHECKING:
     from ..journal import Journal
 
-__all__ = ["reconcile", "cli_reconcile", "demo_reconcile"]
+__all__ = ["reconcile", "demo_reconcile"]
 
 _ORDER = {c: i for i, c in enumerate(CATEGORIES)}
 _RECEIPT_KINDS = np.array([Kind.SALE, Kind.REFUND, Kind.VOID, Kind.PREAUTH, Kind.COMPLETION],
@@ -573,26 +573,7 @@ def _lookup_payment(journal, txn_id, ref_seq):
             int(current.currency), txn_id)
 
 
-# ---------------------------------------------------------------- command line, demo
-def cli_reconcile(args) -> int:
-    """``posfast reconcile JOURNAL --day D --host URL|FILE [--terminal N] [--format F]
-    [--encoding E] [--summary]``.
-
-    Writes the report to stdout, streamed; returns 1 when there are discrepancies,
-    0 when none.
-    """
-    import sys
-    from ..journal import Journal
-    with Journal.open(args.journal, readonly=True) as journal:
-        report = reconcile(journal, args.host, day=args.day,
-                           terminal=getattr(args, "terminal", None),
-                           encoding=getattr(args, "encoding", None),
-                           summary=bool(getattr(args, "summary", False)))
-    report.write(sys.stdout, getattr(args, "format", "table") or "table")
-    sys.stdout.flush()
-    return 0 if report.ok else 1
-
-
+# ---------------------------------------------------------------- demo
 def demo_reconcile(journal, back_office=None, out=print, day=None):
     """End of ``posfast demo``: plant a receipt without a transaction and a payment the
     host never saw, reconcile against the back office (and an acquirer settlement file

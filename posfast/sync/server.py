@@ -42,7 +42,6 @@ of a refused batch is stored.  Refusals are logged (logger
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
@@ -82,7 +81,7 @@ MIN_TOKEN_LENGTH = 16
 _REASON_STATUS = {"gap": 409, "fork": 409, "chain": 409, "invalid": 400, "auth": 403}
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY", "MIN_TOKEN_LENGTH", "RunningServer", "load_tokens",
-           "make_app", "main", "parse_tokens", "serve", "server_ssl_context", "start_in_thread"]
+           "make_app", "parse_tokens", "serve", "server_ssl_context", "start_in_thread"]
 
 
 def _web():
@@ -656,67 +655,3 @@ def start_in_thread(db_url, tokens, host: str = "127.0.0.1", port: int = 0, **op
     ...     Syncer(journal, HttpTarget(srv.url, token)).run_once()
     """
     return RunningServer(db_url, tokens, host, port, **options)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``posfast serve`` (for the CLI to reuse)."""
-    parser.add_argument("--db", required=True,
-                        help="back-office database: sqlite:///rel/back.db (relative), sqlite:////abs/back.db "
-                             "(absolute) or postgresql://...")
-    parser.add_argument("--create", action="store_true",
-                        help="create the SQLite back office if it does not exist (else refuse to start)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    parser.add_argument("--tokens-file", help="file of JOURNAL_ID=TOKEN lines (preferred: keeps tokens out of "
-                                              "the process list)")
-    parser.add_argument("--token", action="append", default=[], metavar="JOURNAL_ID=TOKEN",
-                        help="a journal's token (repeatable; visible in the process list: prefer --tokens-file)")
-    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM, chain first)")
-    parser.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
-    parser.add_argument("--client-ca", metavar="FILE",
-                        help="mutual TLS: require client certificates signed by this CA (PEM)")
-    parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, help="largest request body, bytes")
-    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="largest batch, records")
-    parser.add_argument("--workers", type=int, default=4, help="database worker threads")
-    parser.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT,
-                        help=f"seconds to receive a request's headers (default {DEFAULT_HEADER_TIMEOUT:.0f})")
-    parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT,
-                        help=f"seconds to receive a request's body (default {DEFAULT_BODY_TIMEOUT:.0f})")
-    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT,
-                        help=f"seconds an idle keep-alive connection stays open (default {DEFAULT_IDLE_TIMEOUT:.0f})")
-    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
-                        help=f"open connections at most (default {DEFAULT_MAX_CONNECTIONS})")
-
-
-def run_from_args(args) -> int:
-    """Run ``posfast serve`` from parsed :func:`add_arguments` options; returns the exit code."""
-    from ..errors import PosfastError
-    try:
-        for name in ("header_timeout", "body_timeout", "idle_timeout"):
-            if not getattr(args, name) > 0:
-                raise SyncConfigError(f"--{name.replace('_', '-')} must be more than 0 seconds")
-        if args.max_connections < 1 or args.max_body < 1 or args.max_batch < 1 or args.workers < 1:
-            raise SyncConfigError("--max-connections, --max-body, --max-batch and --workers must be at least 1")
-        serve(args.db, args.host, args.port, tokens_file=args.tokens_file, token_specs=args.token,
-              max_body=args.max_body, max_batch=args.max_batch, workers=args.workers,
-              tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca, create=args.create,
-              header_timeout=args.header_timeout, body_timeout=args.body_timeout,
-              idle_timeout=args.idle_timeout, max_connections=args.max_connections)
-    except (PosfastError, OSError) as exc:
-        text = str(exc)
-        print("posfast: error: %s" % (text[len("posfast: "):] if text.startswith("posfast: ") else text),
-              file=sys.stderr)
-        return 2
-    return 0
-
-
-def main(argv=None) -> int:
-    """``python -m posfast.sync.server --db sqlite:///back.db --token JID=TOKEN``."""
-    parser = argparse.ArgumentParser(prog="posfast serve", description="posfast back-office sync server")
-    add_arguments(parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_from_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from .journal import Journal
-from .records import DayRule, Kind, Method, State, day_to_date
+from ..journal import Journal
+from ..records import DayRule, Kind, Method, State, day_to_date
 
 STORE = "好又多超市 Haoyouduo Market"
 ITEMS = [("宫保鸡丁 Kung Pao chicken", 3800), ("Cola 330ml", 350), ("米饭 Rice", 200),
@@ -37,7 +37,7 @@ def _timeit(fn, repeat=2000):
 
 
 def _receipt(rng, receipt_no, terminal, issued_at, method, pan_last4=""):
-    from .receipt import Payment, Receipt, ReceiptItem
+    from ..receipt import Payment, Receipt, ReceiptItem
     picks = rng.choice(len(ITEMS), size=int(rng.integers(1, 5)), replace=False)
     items = [ReceiptItem(ITEMS[i][0], qty=int(rng.integers(1, 3)), unit_price=ITEMS[i][1])
              for i in picks]
@@ -110,7 +110,7 @@ def _history(journal, rng, days, terminals, today):
 
 
 def run_demo(directory=None, days=7, terminals=4, seed=20261120):
-    from .printing import FilePrinter, print_receipt, reprint
+    from ..printing import FilePrinter, print_receipt, reprint
     days, terminals = max(2, days), max(3, terminals)   # the walkthrough uses terminals 2 and 3
     rng = np.random.default_rng(seed)
     directory = directory or tempfile.mkdtemp(prefix="posfast-demo-")
@@ -194,8 +194,8 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
     q_us = _timeit(lambda: journal.query(day=day3, terminal=3), repeat=300)
     _say("\n5. Every record of terminal 3 on %s (%d records; first 8 shown):"
          % (day_to_date(day3), len(rows)))
-    from .cli import format_rows
-    _say("   " + format_rows(rows[:8]).replace("\n", "\n   "))
+    from .output import format_rows, journal_tz
+    _say("   " + format_rows(rows[:8], tz=journal_tz(journal.day_rule)).replace("\n", "\n   "))
 
     _say("\n6. Day totals (approved sales minus refunds and voids, by method), last %d days:" % days)
     for back in range(days - 1, -1, -1):
@@ -228,7 +228,7 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
     _say("   posfast status -> %d records unsynced, watermark %d, ring %.1f%% full"
          % (status["unsynced"], status["sync_watermark"], status["fill"] * 100))
     back_db = os.path.join(directory, "backoffice.db")
-    from .sync import SqliteTarget, Syncer
+    from ..sync import SqliteTarget, Syncer
     started = time.perf_counter()
     result = Syncer(journal, SqliteTarget(back_db, create=True), batch=1000).run_once()
     took = time.perf_counter() - started
@@ -238,7 +238,7 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
     _say("   syncing again sends %d: the back office holds every record exactly once" % again.sent)
 
     try:
-        from .reconcile import demo_reconcile
+        from ..reconcile import demo_reconcile
     except ImportError:
         demo_reconcile = None
     if demo_reconcile is not None:
@@ -262,7 +262,7 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
 
 
 def _money(amount):
-    from .receipt import format_amount
+    from ..receipt import format_amount
     return "¥" + format_amount(int(amount), CNY)
 
 

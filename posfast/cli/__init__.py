@@ -1,0 +1,350 @@
+"""The `posfast` command: every service reachable from a shell.
+
+    posfast demo                      a week of trading on four terminals, end to end
+    posfast status JOURNAL            sizes, seqs, sync backlog (ages, local time)
+    posfast verify JOURNAL            check every record and the hash chain
+    posfast last JOURNAL --terminal 3 the last transaction of a terminal (after a crash)
+    posfast in-doubt JOURNAL          payments begun but never finished
+    posfast resolve JOURNAL TXN approved|declined|reversed [--auth-code A] [--rrn R]
+    posfast show JOURNAL SEQ          one record
+    posfast query JOURNAL --day 2026-11-20 --terminal 3 [--kind sale] [--format table|json|csv]
+    posfast reprint JOURNAL --code 3-000200 | --receipt-no N [--terminal T] | --seq S
+                    [--printer tcp://host:9100 | --out FILE] [--text]
+    posfast sync JOURNAL --to sqlite:///back.db | postgresql://... | http://host:8080 [--token T] [--forever]
+    posfast serve --db sqlite:///back.db --port 8080 --token JOURNAL_ID=TOKEN
+    posfast reconcile JOURNAL --day D --host sqlite:///back.db | postgresql://... | settlement.csv
+    posfast close-day JOURNAL --day D [--terminal N] [--force]
+    posfast capacity --budget 64MB --per-day 800 [--payload-bytes 300] [--measure]
+
+Read verbs take --format table|json|csv; tables show the journal's local time (its day rule),
+JSON and CSV ISO 8601 with that offset.
+
+Layout: this package's __init__ holds the parser, main() and the exit-code table;
+cli/output.py the formatting, cli/commands.py every verb, cli/demo.py `posfast demo`.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+
+from .. import errors
+
+# ------------------------------------------------------------------ the exit-code table
+EX_OK = 0            #: done, nothing to report
+EX_FINDINGS = 1      #: discrepancies, damaged records, payments in doubt
+EX_USAGE = 2         #: usage errors only: argparse errors, bad option values
+EX_WARNING = 3       #: warnings: ring filling, sync overdue, a damaged newer record near the answer
+EX_DATAERR = 65      #: bad input data (a settlement file, a refused batch, a payment's state)
+EX_NOINPUT = 66      #: journal, file or the record asked for is missing
+EX_SOFTWARE = 70     #: an exception outside the table (a bug: please report it)
+EX_UNAVAILABLE = 69  #: back office or printer unreachable, an optional dependency missing
+EX_CANTCREAT = 73    #: cannot create what was asked (day already closed, copy limit, file exists)
+EX_IOERR = 74        #: I/O error, damage that stops the verb
+EX_TEMPFAIL = 75     #: retry later: journal locked by another writer, journal or disk full
+EX_PROTOCOL = 76     #: the back office answered, but not with an acknowledgement
+EX_NOPERM = 77       #: permissions
+EX_INTERRUPTED = 130  #: Ctrl-C (128 + SIGINT)
+
+#: What each code means, in the order `posfast --help` and the README show them.
+EXIT_CODE_MEANINGS = {
+    EX_OK: "ok",
+    EX_FINDINGS: "findings: discrepancies, damage, payments in doubt",
+    EX_USAGE: "usage error: bad command line or option value",
+    EX_WARNING: "warning: ring filling, sync overdue, a damaged newer record near the answer",
+    EX_DATAERR: "EX_DATAERR: bad input data (settlement file, refused batch, payment state, not a back office)",
+    EX_NOINPUT: "EX_NOINPUT: journal, file or record missing",
+    EX_UNAVAILABLE: "EX_UNAVAILABLE: back office or printer unreachable, aiohttp missing",
+    EX_SOFTWARE: "EX_SOFTWARE: an exception outside this table (a bug: please report it)",
+    EX_CANTCREAT: "EX_CANTCREAT: cannot create it (day already closed, copy limit, file exists)",
+    EX_IOERR: "EX_IOERR: I/O error or damage that stops the verb",
+    EX_TEMPFAIL: "EX_TEMPFAIL: retry later (journal locked by another writer, journal or disk full)",
+    EX_PROTOCOL: "EX_PROTOCOL: the back office's answer is not an acknowledgement",
+    EX_NOPERM: "EX_NOPERM: permission denied",
+    EX_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+def _exit_codes() -> dict:
+    from ..reconcile import SettlementError
+    from ..sync import (BackOfficeFull, BackOfficeMissing, SyncBadAck, SyncConfigError, SyncError,
+                        SyncRefused, SyncUnavailable)
+    return {
+        # posfast's own errors
+        errors.InvalidArgument: EX_USAGE,
+        errors.InvalidRecord: EX_USAGE,          # a field given on the command line
+        SyncConfigError: EX_USAGE,               # a bad --to, --token, --batch, --port ...
+        errors.PaymentError: EX_DATAERR,         # resolve a payment that is not in doubt
+        SettlementError: EX_DATAERR,
+        errors.FormatVersionError: EX_DATAERR,   # not a posfast journal
+        errors.SyncRefused: EX_DATAERR,          # the back office refused the records
+        SyncRefused: EX_DATAERR,
+        BackOfficeMissing: EX_NOINPUT,
+        SyncUnavailable: EX_UNAVAILABLE,
+        SyncError: EX_UNAVAILABLE,
+        SyncBadAck: EX_PROTOCOL,
+        errors.DayClosed: EX_CANTCREAT,
+        errors.ReprintRefused: EX_CANTCREAT,
+        errors.CorruptRecord: EX_IOERR,
+        errors.IOFailure: EX_IOERR,
+        errors.JournalClosed: EX_IOERR,
+        errors.JournalLocked: EX_TEMPFAIL,
+        errors.JournalFull: EX_TEMPFAIL,
+        BackOfficeFull: EX_TEMPFAIL,
+        errors.PosfastError: EX_DATAERR,         # any other refusal: the journal, file or back office
+        # the builtins a verb may meet
+        FileNotFoundError: EX_NOINPUT,
+        NotADirectoryError: EX_NOINPUT,
+        FileExistsError: EX_CANTCREAT,
+        IsADirectoryError: EX_CANTCREAT,
+        PermissionError: EX_NOPERM,
+        ConnectionError: EX_UNAVAILABLE,
+        TimeoutError: EX_UNAVAILABLE,
+        ImportError: EX_UNAVAILABLE,             # an optional extra (aiohttp, psycopg) not installed
+        OSError: EX_IOERR,                       # ENOSPC / EDQUOT: EX_TEMPFAIL (see exit_code)
+        ValueError: EX_USAGE,                    # a value no verb could use (a width, a count)
+        KeyboardInterrupt: EX_INTERRUPTED,
+    }
+
+
+_TABLE = None
+
+
+def exit_codes() -> dict:
+    """The one table: exception class -> exit code.  An exception takes the code of the
+    first class of its MRO found here (so a subclass listed on its own wins)."""
+    global _TABLE
+    if _TABLE is None:
+        _TABLE = _exit_codes()
+    return _TABLE
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of an exception by the table (a full disk is EX_TEMPFAIL)."""
+    table = exit_codes()
+    for cls in type(exc).__mro__:
+        if cls in table:
+            code = table[cls]
+            if code == EX_IOERR and getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                return EX_TEMPFAIL
+            return code
+    return EX_SOFTWARE
+
+
+def exit_code_epilog() -> str:
+    return "exit codes:\n" + "\n".join("  %3d  %s" % (code, text) for code, text in EXIT_CODE_MEANINGS.items())
+
+
+# ------------------------------------------------------------------ parser
+def _fmt(p, choices=None):
+    from .output import FORMATS
+    p.add_argument("--format", choices=choices or FORMATS, default="table",
+                   help="table (for people, local time), json or csv (ISO 8601 times with offset)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import commands as c
+    parser = argparse.ArgumentParser(prog="posfast", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1].split("\n\nLayout:")[0]
+                                     + "\n\n" + exit_code_epilog())
+    parser.add_argument("--version", action="version", version="posfast " + _version(),
+                        help="show the version and exit")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("demo", help="record a realistic week on several terminals and show the lookups")
+    p.add_argument("--dir", help="where to create the demo journal (default: a new temp dir)")
+    p.add_argument("--days", type=int, default=7, help="business days of history (default 7)")
+    p.add_argument("--terminals", type=int, default=4, help="terminals in the store (default 4)")
+    p.set_defaults(func=c.cmd_demo)
+
+    p = sub.add_parser("status", help="sizes, seqs and sync backlog of a journal (exit 3 on a warning)")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_status)
+
+    p = sub.add_parser("verify", help="check every record, the hash chain and the index (exit 1 on damage)")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    p.add_argument("--repair-index", action="store_true",
+                   help="open for writing so a stale index is rewritten")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_verify)
+
+    p = sub.add_parser("last", help="the last transaction of a terminal and its state")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    p.add_argument("--terminal", type=int, required=True, help="terminal number")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_last)
+
+    p = sub.add_parser("in-doubt", help="payments begun but never finished (exit 1 if any)")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    p.add_argument("--terminal", type=int, help="only this terminal")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_in_doubt)
+
+    p = sub.add_parser("resolve", help="record the host's answer for a payment in doubt")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    p.add_argument("txn", type=int, metavar="TXN", help="the payment's txn id (from `posfast in-doubt`)")
+    p.add_argument("state", choices=("approved", "declined", "reversed"),
+                   help="what the host says happened to it")
+    p.add_argument("--auth-code", help="the host's authorisation code (approved payments)")
+    p.add_argument("--rrn", help="the host's retrieval reference number")
+    p.set_defaults(func=c.cmd_resolve)
+
+    p = sub.add_parser("show", help="one record (and its receipt)")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    p.add_argument("seq", type=int, help="the record's seq")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_show)
+
+    p = sub.add_parser("query", help="records of a day / terminal / kind, with the net per currency")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    p.add_argument("--day", help="business day, YYYY-MM-DD")
+    p.add_argument("--terminal", type=int, help="terminal number")
+    p.add_argument("--kind", help="sale, refund, void, reversal, print, day_close, ...")
+    p.add_argument("--state", help="pending, approved, declined, ...")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_query)
+
+    p = sub.add_parser("reprint", help="print a copy of an earlier receipt")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--code", help="the receipt code printed on the slip, TERMINAL-NUMBER (e.g. 3-000200)")
+    g.add_argument("--receipt-no", type=int, help="the receipt number (with --terminal when numbers repeat)")
+    g.add_argument("--seq", type=int, help="the payment record's seq")
+    p.add_argument("--terminal", type=int, help="terminal of --receipt-no")
+    g2 = p.add_mutually_exclusive_group()
+    g2.add_argument("--printer", help="tcp://host:9100 or a file path")
+    g2.add_argument("--out", help="write the ESC/POS bytes to this file")
+    p.add_argument("--text", action="store_true", help="also show the receipt as text")
+    p.add_argument("--width", type=int, default=42, help="paper width in columns: 32, 42 or 48 (default 42)")
+    p.add_argument("--max-copies", type=int, default=3, help="refuse past this many copies (default 3)")
+    p.set_defaults(func=c.cmd_reprint)
+
+    p = sub.add_parser("sync", help="push unsynced records to the back office")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    p.add_argument("--to", required=True,
+                   help="sqlite:///rel/back.db (relative), sqlite:////abs/back.db (absolute), postgresql://..., "
+                        "http(s)://host:8080")
+    p.add_argument("--token", help="the journal's token (visible in the process list: prefer --token-file or "
+                                   "the POSFAST_SYNC_TOKEN environment variable)")
+    p.add_argument("--token-file", help="file holding the journal's token")
+    p.add_argument("--ca-file", help="https: trust only server certificates signed by this CA (PEM)")
+    p.add_argument("--client-cert", help="https with mutual TLS: client certificate (PEM; may hold the key too)")
+    p.add_argument("--client-key", help="private key of --client-cert when it is a separate file")
+    p.add_argument("--create", action="store_true",
+                   help="create the SQLite back office if it does not exist (else: error, so a typo cannot "
+                        "send records to a stray file)")
+    p.add_argument("--batch", type=int, default=1000, help="records per batch (default 1000)")
+    p.add_argument("--forever", action="store_true", help="keep syncing every --interval seconds")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between syncs with --forever (default 5)")
+    p.add_argument("--anchor", choices=("auto", "yes", "no"), default="auto",
+                   help="start the chain at this journal's oldest record on a new back office")
+    p.set_defaults(func=c.cmd_sync)
+
+    p = sub.add_parser("serve", help="run the back-office sync server")
+    c.add_serve_arguments(p)                     # aiohttp is imported only when run
+    p.set_defaults(func=c.cmd_serve)
+
+    p = sub.add_parser("reconcile", help="journal vs host vs printed receipts for a day (exit 1 on discrepancies)")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    p.add_argument("--day", required=True, help="business day, YYYY-MM-DD")
+    p.add_argument("--host", required=True, help="sqlite:///back.db, postgresql://... or settlement.csv")
+    p.add_argument("--terminal", type=int, help="only this terminal")
+    _fmt(p)
+    p.add_argument("--encoding", help="text encoding of a settlement file (default utf-8, BOM "
+                   "or not; e.g. gbk, gb18030 for Chinese bank exports)")
+    p.add_argument("--summary", action="store_true",
+                   help="counts and totals per category only, not one line per discrepancy")
+    p.set_defaults(func=c.cmd_reconcile)
+
+    p = sub.add_parser("close-day", help="write the Z-report (DAY_CLOSE) of a business day")
+    p.add_argument("journal", help="the journal file (.pfj)")
+    p.add_argument("--day", required=True, help="business day, YYYY-MM-DD")
+    p.add_argument("--terminal", type=int, help="close one terminal's day (default: every terminal)")
+    p.add_argument("--force", action="store_true", help="close even with payments in doubt (recorded)")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="table (the Z-report as printed) or json")
+    p.set_defaults(func=c.cmd_close_day)
+
+    p = sub.add_parser("capacity", help="how many days of history a storage budget holds")
+    p.add_argument("--budget", required=True, help="e.g. 64MB, 2GB")
+    p.add_argument("--per-day", type=int, required=True, help="transactions per business day")
+    p.add_argument("--payload-bytes", type=int, default=0, help="receipt payload bytes per payment (default 0)")
+    p.add_argument("--slot-size", type=int, default=128, help="slot size in bytes, a multiple of 64 (default 128)")
+    p.add_argument("--measure", action="store_true", help="fill a journal of that size to check")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_capacity)
+    return parser
+
+
+def _version():
+    from .. import __version__
+    return __version__
+
+
+_READ_ONLY_VERBS = "query, last, show, status, verify, in-doubt"
+
+
+def _error_line(exc) -> str:
+    """One line, one "posfast: error:" prefix, whatever the message already starts with."""
+    if isinstance(exc, OSError) and not isinstance(exc, errors.PosfastError) and exc.strerror:
+        text = str(exc.strerror)
+        if exc.filename and str(exc.filename) not in text:
+            text = "%s: %s" % (exc.filename, text)
+    else:
+        text = str(exc)
+    text = " ".join(text.split())
+    while True:
+        if text.startswith("[Errno"):
+            text = text.split("]", 1)[-1].lstrip()
+        elif text.startswith("posfast:"):
+            text = text[len("posfast:"):].lstrip()
+        else:
+            return "posfast: error: " + text
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (`posfast query ... | head`): stop quietly, exit 0."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EX_OK
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)   # usage errors: argparse exits with EX_USAGE (2)
+    try:
+        code = args.func(args) or EX_OK
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except KeyboardInterrupt:
+        return EX_INTERRUPTED
+    except (errors.PosfastError, OSError, ValueError, ImportError) as exc:
+        line = _error_line(exc)
+        if isinstance(exc, PermissionError):
+            journal = getattr(args, "journal", None)
+            line += ("; `posfast %s` writes to %s and this user may not: run it as the journal's owner "
+                     "or fix the file's permissions (%s only read, and work as they are)"
+                     % (args.verb, journal, _READ_ONLY_VERBS) if journal else
+                     "; check the permissions of that path")
+        elif isinstance(exc, OSError) and not isinstance(exc, (errors.PosfastError, FileNotFoundError,
+                                                                FileExistsError, ConnectionError,
+                                                                TimeoutError)):
+            line += "; nothing more was written"
+        try:
+            print(line, file=sys.stderr)
+        except BrokenPipeError:
+            pass
+        return exit_code(exc)
+
+
+__all__ = ["main", "build_parser", "exit_code", "exit_codes", "EXIT_CODE_MEANINGS", "EX_OK", "EX_FINDINGS",
+           "EX_USAGE", "EX_WARNING", "EX_DATAERR", "EX_NOINPUT", "EX_SOFTWARE", "EX_UNAVAILABLE",
+           "EX_CANTCREAT", "EX_IOERR", "EX_TEMPFAIL", "EX_PROTOCOL", "EX_NOPERM", "EX_INTERRUPTED"]

@@ -1,0 +1,6 @@
+"""``python -m posfast.cli``: the `posfast` command."""
+import sys
+
+from . import main
+
+sys.exit(main())

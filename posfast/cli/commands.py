@@ -1,0 +1,493 @@
+"""Every verb of the `posfast` command: ``cmd_<verb>(args) -> exit code``.
+
+Each verb returns a code of the table in :mod:`posfast.cli` (EX_OK, EX_FINDINGS, EX_WARNING,
+...); errors it raises are mapped to their code by :func:`posfast.cli.main`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from .. import errors
+from ..journal import Journal
+from ..records import PAYMENT_KINDS, RECORD_DTYPE, State, now_us
+from . import EX_FINDINGS, EX_NOINPUT, EX_OK, EX_UNAVAILABLE, EX_WARNING, exit_code
+from .output import (FORMATS, Progress, age, format_dicts, format_mapping, format_rows, journal_tz,
+                     local_time, money, money_with_code, row_dict)
+
+
+def _open(path, readonly=True):
+    return Journal.open(path, readonly=readonly)
+
+
+def _print(text):
+    if text:
+        print(text)
+
+
+# ------------------------------------------------------------------ status, verify
+def cmd_status(args):
+    with _open(args.journal) as j:
+        status = j.status()
+        tz = journal_tz(j.day_rule)
+        try:
+            from ..sync import sync_status
+            extra = sync_status(j)
+            status.update({"sync_" + k: extra[k] for k in
+                           ("warning", "state", "reasons", "oldest_unsynced_age_s",
+                            "unsynced_fraction", "lost_unsynced") if k in extra})
+        except Exception:
+            pass
+    ts = status.get("oldest_unsynced_ts")
+    age_s = status.get("sync_oldest_unsynced_age_s")
+    if age_s is None and ts is not None:
+        age_s = (now_us() - int(ts)) / 1e6
+    status["oldest_unsynced_time"] = None if ts is None else local_time(ts, tz, human=False)
+    status["oldest_unsynced_age"] = None if ts is None else age(age_s)
+    filling = bool(status["unsynced"] and status["fill"] > 0.8 and status["retention"] != "overwrite")
+    code = EX_WARNING if filling or status.get("sync_warning") else EX_OK
+    if args.format != "table":
+        print(format_mapping(status, args.format))
+        return code
+    shown = {}
+    for key, value in status.items():
+        if key in ("oldest_unsynced_time", "oldest_unsynced_age", "sync_oldest_unsynced_age_s"):
+            continue
+        if key == "oldest_unsynced_ts":
+            key, value = "oldest_unsynced", ("-" if ts is None else "%s (%s)" % (
+                local_time(ts, tz), status["oldest_unsynced_age"]))
+        elif key == "fill":
+            value = "%.1f%%" % (100 * value)
+        shown[key] = value
+    print(format_mapping(status, "table", shown))
+    if filling:
+        print("\nwarning: the ring is %.0f%% full and %d records are not yet synced: run "
+              "`posfast sync %s --to ...` before appends are refused" % (
+                  100 * status["fill"], status["unsynced"], args.journal))
+    elif status.get("sync_warning"):
+        print("\nwarning: sync is %s (%s): run `posfast sync %s --to ...`" % (
+            status.get("sync_state"), ", ".join(map(str, status.get("sync_reasons") or ())),
+            args.journal))
+    return code
+
+
+_PROBLEM_FIELDS = ("seq", "slot", "code", "cause")
+
+
+def cmd_verify(args):
+    with _open(args.journal, readonly=not args.repair_index) as j:
+        started = time.perf_counter()
+        report = j.verify()
+        took = time.perf_counter() - started
+    problems = [{"seq": p.seq, "slot": p.slot, "code": p.code, "cause": p.cause} for p in report.problems]
+    if args.format == "json":
+        print(json.dumps({"path": report.path, "ok": report.ok, "checked": report.checked,
+                          "oldest_seq": report.oldest_seq, "head_seq": report.head_seq,
+                          "problems": problems, "torn": [s for s, _ in report.torn],
+                          "seconds": round(took, 6)}, ensure_ascii=False, indent=1, default=str))
+    elif args.format == "csv":
+        print(format_dicts(problems, "csv", _PROBLEM_FIELDS))
+    else:
+        print(report)
+        print("verified in %.1f ms" % (took * 1000))
+        if not report.ok:
+            print("next step: restore the damaged records from the back office (posfast sync keeps a "
+                  "copy of every synced record) and keep this file for investigation")
+    return EX_OK if report.ok else EX_FINDINGS
+
+
+# ------------------------------------------------------------------ lookups
+_LAST_FIELDS = ("terminal", "txn_id", "seq", "time", "kind", "state", "method", "amount", "currency",
+                "receipt_no", "auth_code", "rrn", "pan_last4", "client_ref", "in_doubt",
+                "receipt_printed", "print_attempts", "damaged_newer", "ts")
+
+
+def cmd_last(args):
+    with _open(args.journal) as j:
+        info = j.last_transaction(args.terminal)
+        tz = journal_tz(j.day_rule)
+    if info is None:
+        if args.format == "table":
+            print("terminal %d has no payment in %s" % (args.terminal, args.journal))
+        else:
+            print(format_dicts([], args.format, _LAST_FIELDS))
+        return EX_NOINPUT
+    damaged = bool(info.get("damaged_newer"))
+    code = EX_WARNING if damaged else EX_OK
+    if args.format != "table":
+        info = dict(info, client_ref=info["client_ref"].decode(errors="replace"))
+        info["time"] = local_time(info["ts"], tz, human=False)
+        if args.format == "json":
+            print(json.dumps(info, ensure_ascii=False, indent=1, default=str))
+        else:
+            print(format_dicts([info], "csv", _LAST_FIELDS))
+        return code
+    print(_last_text(info, tz))
+    if damaged:
+        print("WARNING: newer record(s) %s of this journal are damaged and may belong to terminal %d: "
+              "this may not be its last transaction. Ask the host, and run `posfast verify`."
+              % (", ".join(map(str, info["damaged_newer"][:10])), info["terminal"]))
+    return code
+
+
+def _last_text(info, tz=None) -> str:
+    when = local_time(info["ts"], tz)
+    verdict = {"approved": "APPROVED", "declined": "DECLINED", "failed": "FAILED",
+               "pending": "IN DOUBT: the host's answer was never recorded; ask the host, then "
+                          "`posfast resolve JOURNAL %d approved|declined|reversed`" % info["txn_id"],
+               }.get(info["state"], info["state"].upper())
+    return ("terminal %d, txn %d (%s, receipt %d) at %s: %s %s %s\n  state: %s%s\n  receipt %s"
+            % (info["terminal"], info["txn_id"], info["kind"], info["receipt_no"], when,
+               info["method"], money(info["amount"], info["currency"]),
+               "card *%s" % info["pan_last4"] if info["pan_last4"] else "",
+               verdict, ", auth %s" % info["auth_code"] if info["auth_code"] else "",
+               "printed" if info["receipt_printed"] else
+               "NOT printed (%d attempt(s))" % info["print_attempts"]))
+
+
+def cmd_in_doubt(args):
+    with _open(args.journal) as j:
+        seqs = [rec.seq for rec in j.in_doubt(terminal=args.terminal)]
+        rows = j.query(terminal=args.terminal) if seqs else np.zeros(0, RECORD_DTYPE)
+        rows = rows[np.isin(rows["seq"], seqs)]
+        tz = journal_tz(j.day_rule)
+    if not len(rows) and args.format == "table":
+        print("no payment in doubt in %s" % args.journal)
+        return EX_OK
+    print(format_rows(rows, args.format, tz=tz))
+    if args.format == "table":
+        print("\n%d payment(s) in doubt: ask the host for each, then `posfast resolve %s TXN "
+              "approved|declined|reversed`" % (len(rows), args.journal))
+    return EX_FINDINGS if len(rows) else EX_OK
+
+
+def cmd_show(args):
+    with _open(args.journal) as j:
+        tz = journal_tz(j.day_rule)
+        try:
+            rec = j.get(args.seq)
+        except KeyError:
+            print("posfast: error: seq %d is not in %s (live records are %d..%d)"
+                  % (args.seq, args.journal, j.oldest_seq, j.head_seq), file=sys.stderr)
+            return EX_NOINPUT
+    info = row_dict(rec, tz, human=args.format == "table")
+    info["payload_bytes"] = len(rec.payload)
+    info["link"] = rec.link.hex()
+    if args.format != "table":
+        print(format_mapping(info, args.format))
+        return EX_OK
+    print(format_mapping(info, "table"))
+    if rec.payload:
+        try:
+            from ..receipt import Receipt, render_text
+            print()
+            print(render_text(Receipt.from_payload(rec.payload), width=42))
+        except Exception:
+            pass
+    return EX_OK
+
+
+def net_by_currency(payments) -> dict:
+    """{currency: net} of a ``Journal.payments()`` array (approved payments, signed)."""
+    out = {}
+    for currency in np.unique(payments["currency"]):
+        out[int(currency)] = int(payments["net"][payments["currency"] == currency].sum())
+    return out
+
+
+def cmd_query(args):
+    with _open(args.journal) as j:
+        started = time.perf_counter()
+        rows = j.query(day=args.day, terminal=args.terminal, kind=args.kind, state=args.state)
+        took = time.perf_counter() - started
+        tz = journal_tz(j.day_rule)
+        pays = None
+        if args.format == "table" and len(rows) and np.isin(rows["kind"], list(map(int, PAYMENT_KINDS))).any():
+            pays = j.payments(day=args.day, terminal=args.terminal)
+            pays = pays[np.isin(pays["txn_id"], rows["txn_id"])]
+    print(format_rows(rows, args.format, tz=tz))
+    if args.format == "table":
+        print("\n" + _query_footer(rows, pays, took))
+    return EX_OK
+
+
+def _query_footer(rows, pays, took) -> str:
+    text = "%d record(s)" % len(rows)
+    if pays is not None and len(pays):
+        nets = net_by_currency(pays)
+        settled = int((pays["state"] == State.APPROVED).sum())
+        text += ", %d payment(s) (%d approved): net %s" % (
+            len(pays), settled, ", ".join(money_with_code(v, c) for c, v in sorted(nets.items())))
+    return text + ", found in %.0f µs" % (took * 1e6)
+
+
+# ------------------------------------------------------------------ payments
+def cmd_resolve(args):
+    fields = {}
+    if args.auth_code is not None:
+        fields["auth_code"] = args.auth_code
+    if args.rrn is not None:
+        fields["rrn"] = args.rrn
+    with _open(args.journal, readonly=False) as j:
+        seq = j.resolve(args.txn, args.state, **fields)
+        current = j.payment(args.txn)
+    print("payment txn %d resolved as %s (seq %d, %s %s)" % (
+        args.txn, args.state.upper(), seq, money_with_code(current.amount, current.currency),
+        "auth %s" % current.auth_code.decode(errors="replace") if current.auth_code else "no auth code"))
+    return EX_OK
+
+
+# ------------------------------------------------------------------ printing
+def _printer_from(spec):
+    from ..printing import FilePrinter, TcpPrinter
+    if spec.startswith("tcp://"):
+        address = spec[6:].rstrip("/")
+        if address.startswith("["):                       # tcp://[::1]:9100
+            host, _, rest = address[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else rest
+        else:
+            host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
+            raise errors.InvalidArgument(
+                "--printer %s: give tcp://HOST:PORT with a port from 1 to 65535, e.g. "
+                "tcp://192.168.1.50:9100 (a receipt printer's raw port is usually 9100)" % spec)
+        return TcpPrinter(host, int(port))
+    if spec.startswith("file://"):
+        return FilePrinter(spec[7:])
+    return FilePrinter(spec)
+
+
+def parse_receipt_code(code):
+    """``"3-000200"`` (terminal, dash, receipt number, as printed on the slip and in its QR
+    code) -> ``(3, 200)``; ``"000200"`` (a receipt without a terminal) -> ``(None, 200)``."""
+    text = str(code).strip()
+    terminal, dash, number = text.rpartition("-")
+    if not number.isdigit() or (dash and not terminal.isdigit()):
+        raise errors.InvalidArgument(
+            "--code %r: give the receipt code printed on the slip, TERMINAL-NUMBER such as 3-000200 "
+            "(or just the number)" % code)
+    return (int(terminal) if dash else None), int(number)
+
+
+def cmd_reprint(args):
+    from ..printing import reprint
+    receipt_no, terminal = args.receipt_no, args.terminal
+    if args.code is not None:
+        code_terminal, receipt_no = parse_receipt_code(args.code)
+        if code_terminal is not None and terminal is not None and terminal != code_terminal:
+            raise errors.InvalidArgument("--code %s is a receipt of terminal %d, not --terminal %d"
+                                         % (args.code, code_terminal, terminal))
+        terminal = code_terminal if code_terminal is not None else terminal
+    printer = None
+    if args.printer:
+        printer = _printer_from(args.printer)
+    elif args.out:
+        from ..printing import FilePrinter
+        printer = FilePrinter(args.out)
+    with Journal.open(args.journal, readonly=printer is None) as j:
+        result = reprint(j, seq=args.seq, receipt_no=receipt_no, terminal=terminal,
+                         printer=printer, max_copies=args.max_copies, width=args.width,
+                         text=args.text or printer is None)
+    if getattr(result, "text", None):
+        print(result.text)
+    if printer is not None:
+        print("reprint copy %s: %s%s" % (getattr(result, "copy", "?"), result.outcome,
+                                         " (%s)" % result.error if result.error else ""))
+        return EX_OK if result.outcome == "ok" else EX_UNAVAILABLE
+    return EX_OK
+
+
+# ------------------------------------------------------------------ sync, serve
+def _sync_token(args):
+    """The journal's token: --token-file, else --token (visible in `ps`), else $POSFAST_SYNC_TOKEN."""
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except FileNotFoundError:
+            raise FileNotFoundError("cannot read --token-file %s: no such file" % args.token_file) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise errors.InvalidArgument("cannot read --token-file %s: %s" % (args.token_file, exc)) from None
+        if not token:
+            raise errors.InvalidArgument("--token-file %s is empty" % args.token_file)
+        return token
+    return args.token or os.environ.get("POSFAST_SYNC_TOKEN")
+
+
+def cmd_sync(args):
+    from ..sync import SyncBadAck, SyncConfigError, SyncRefused, SyncUnavailable, Syncer, target_from_url
+    if args.batch < 1:
+        raise SyncConfigError("--batch %d: a batch is at least 1 record (default 1000)" % args.batch)
+    if not args.interval > 0:
+        raise SyncConfigError("--interval must be more than 0 seconds")
+    anchor = {"auto": "auto", "yes": True, "no": False}[args.anchor]
+    options = {}
+    scheme = args.to.split(":", 1)[0].lower()
+    if args.ca_file or args.client_cert:
+        if scheme != "https":
+            raise SyncConfigError("--ca-file / --client-cert need an https:// --to URL")
+        if args.ca_file:
+            options["ca_file"] = args.ca_file
+        if args.client_cert:
+            options["client_cert"] = (args.client_cert, args.client_key) if args.client_key else args.client_cert
+    elif args.client_key:
+        raise SyncConfigError("--client-key goes with --client-cert")
+    if args.create:
+        if scheme != "sqlite":
+            raise SyncConfigError("--create is for a SQLite back office (sqlite:///FILE)")
+        options["create"] = True
+    with Journal.open(args.journal) as j:             # the journal first: no back office for a wrong path
+        target = target_from_url(args.to, token=_sync_token(args), **options)
+        try:
+            return _sync(args, j, target, anchor, Syncer)
+        except SyncRefused as exc:
+            print("posfast: error: the back office refused the batch (%s): %s; watermark stays at %d"
+                  % (exc.reason, exc.detail, j.sync_watermark), file=sys.stderr)
+            return exit_code(exc)
+        except SyncBadAck as exc:
+            print("posfast: error: %s; watermark stays at %d" % (exc, j.sync_watermark), file=sys.stderr)
+            return exit_code(exc)
+        except SyncUnavailable as exc:
+            print("posfast: error: back office unavailable: %s; nothing past seq %d was acknowledged, the records "
+                  "stay queued: try again later" % (exc, j.sync_watermark), file=sys.stderr)
+            return exit_code(exc)
+        except KeyboardInterrupt as exc:
+            print("\nposfast: interrupted: the back office has acknowledged journal %s up to seq %d (watermark); "
+                  "%d record(s) still to sync: run the same command again to continue"
+                  % (j.journal_id, j.sync_watermark, max(0, j.head_seq - j.sync_watermark)), file=sys.stderr)
+            return exit_code(exc)
+        finally:
+            target.close()
+
+
+def _sync(args, j, target, anchor, Syncer):
+    syncer = Syncer(j, target, batch=args.batch, anchor=anchor)
+    if args.forever:
+        print("syncing %s to %s every %.0f s (Ctrl-C to stop)" % (args.journal, args.to, args.interval))
+        syncer.run_forever(interval=args.interval,
+                           on_sync=lambda r: r.sent and print("synced %d, watermark %d" % (r.sent, r.watermark)),
+                           on_error=lambda e: print("sync failed: %s" % e, file=sys.stderr))
+        if getattr(syncer.last_error, "permanent", False):
+            raise syncer.last_error        # a batch that can never be accepted: stop, say so
+        return EX_OK
+    backlog = j.head_seq - j.sync_watermark
+    started = time.perf_counter()
+    total = 0
+    chunk = max(args.batch * 10, 10_000)
+    bar = Progress(backlog) if backlog > chunk else None
+    while True:
+        result = syncer.run_once(max_records=chunk)
+        total += result.sent
+        if bar is not None:
+            bar.update(total)
+        if result.sent == 0 or j.head_seq <= j.sync_watermark:
+            break
+    if bar is not None:
+        bar.finish()
+    took = time.perf_counter() - started
+    print("synced %d record(s) to %s in %.2f s; watermark now %d" % (total, args.to, took, j.sync_watermark))
+    return EX_OK
+
+
+def add_serve_arguments(parser) -> None:
+    """The options of ``posfast serve``."""
+    from ..sync import server
+    parser.add_argument("--db", required=True,
+                        help="back-office database: sqlite:///rel/back.db (relative), sqlite:////abs/back.db "
+                             "(absolute) or postgresql://...")
+    parser.add_argument("--create", action="store_true",
+                        help="create the SQLite back office if it does not exist (else refuse to start)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    parser.add_argument("--tokens-file", help="file of JOURNAL_ID=TOKEN lines (preferred: keeps tokens out of "
+                                              "the process list)")
+    parser.add_argument("--token", action="append", default=[], metavar="JOURNAL_ID=TOKEN",
+                        help="a journal's token (repeatable; visible in the process list: prefer --tokens-file)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM, chain first)")
+    parser.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    parser.add_argument("--client-ca", metavar="FILE",
+                        help="mutual TLS: require client certificates signed by this CA (PEM)")
+    parser.add_argument("--max-body", type=int, default=server.DEFAULT_MAX_BODY, help="largest request body, bytes")
+    parser.add_argument("--max-batch", type=int, default=server.DEFAULT_MAX_BATCH, help="largest batch, records")
+    parser.add_argument("--workers", type=int, default=4, help="database worker threads")
+    parser.add_argument("--header-timeout", type=float, default=server.DEFAULT_HEADER_TIMEOUT,
+                        help=f"seconds to receive a request's headers (default {server.DEFAULT_HEADER_TIMEOUT:.0f})")
+    parser.add_argument("--body-timeout", type=float, default=server.DEFAULT_BODY_TIMEOUT,
+                        help=f"seconds to receive a request's body (default {server.DEFAULT_BODY_TIMEOUT:.0f})")
+    parser.add_argument("--idle-timeout", type=float, default=server.DEFAULT_IDLE_TIMEOUT,
+                        help=f"seconds an idle keep-alive connection stays open "
+                             f"(default {server.DEFAULT_IDLE_TIMEOUT:.0f})")
+    parser.add_argument("--max-connections", type=int, default=server.DEFAULT_MAX_CONNECTIONS,
+                        help=f"open connections at most (default {server.DEFAULT_MAX_CONNECTIONS})")
+
+
+def cmd_serve(args):
+    """Run ``posfast serve``; its errors (bad options, no back office) go to the exit-code table."""
+    import logging
+    from ..sync import server
+    from ..sync import SyncConfigError
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("header_timeout", "body_timeout", "idle_timeout"):
+        if not getattr(args, name) > 0:
+            raise SyncConfigError(f"--{name.replace('_', '-')} must be more than 0 seconds")
+    if args.max_connections < 1 or args.max_body < 1 or args.max_batch < 1 or args.workers < 1:
+        raise SyncConfigError("--max-connections, --max-body, --max-batch and --workers must be at least 1")
+    server.serve(args.db, args.host, args.port, tokens_file=args.tokens_file, token_specs=args.token,
+                 max_body=args.max_body, max_batch=args.max_batch, workers=args.workers,
+                 tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca, create=args.create,
+                 header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                 idle_timeout=args.idle_timeout, max_connections=args.max_connections)
+    return EX_OK
+
+
+# ------------------------------------------------------------------ reconcile, close-day, capacity
+def cmd_reconcile(args):
+    """Writes the report to stdout, streamed; EX_FINDINGS when there are discrepancies."""
+    from ..reconcile import reconcile
+    with Journal.open(args.journal, readonly=True) as journal:
+        report = reconcile(journal, args.host, day=args.day, terminal=args.terminal,
+                           encoding=args.encoding, summary=bool(args.summary))
+    report.write(sys.stdout, args.format or "table")
+    sys.stdout.flush()
+    return EX_OK if report.ok else EX_FINDINGS
+
+
+def cmd_close_day(args):
+    """Write the Z-report and print it; refusals (already closed, in doubt) raise DayClosed."""
+    from ..printing import render_z_report
+    with Journal.open(args.journal) as journal:
+        close = journal.close_day(args.day, terminal=args.terminal, force=bool(args.force))
+        tz = journal_tz(journal.day_rule)
+    if args.format == "json":
+        print(json.dumps(close.to_dict(), ensure_ascii=False, indent=1))
+    else:
+        print(render_z_report(close, width=getattr(args, "width", 42) or 42, tz=tz), end="")
+    return EX_OK
+
+
+def cmd_capacity(args):
+    from ..retention import capacity_plan
+    plan = capacity_plan(args.budget, args.per_day, payload_bytes=getattr(args, "payload_bytes", 0),
+                         slot_size=getattr(args, "slot_size", 128),
+                         measure=getattr(args, "measure", False))
+    fmt = getattr(args, "format", None) or "table"
+    if fmt == "json":
+        print(json.dumps(plan.to_dict(), indent=1))
+    elif fmt == "csv":
+        print(format_mapping(plan.to_dict(), "csv"))
+    else:
+        print(plan.summary())
+    return EX_OK
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+    return run_demo(args.dir, days=args.days, terminals=args.terminals)
+
+
+__all__ = [name for name in dir() if name.startswith("cmd_")] + ["parse_receipt_code", "net_by_currency",
+                                                                  "add_serve_arguments", "FORMATS"]

@@ -5,8 +5,9 @@
 <Kind.SALE: 1>
 """
 from ._core import Record, chain_link, genesis_link
-from .errors import (CorruptRecord, FormatVersionError, InvalidRecord, IOFailure, JournalClosed,
-                     JournalFull, JournalLocked, PosfastError)
+from .errors import (CorruptRecord, DayClosed, FormatVersionError, InvalidArgument, InvalidRecord,
+                     IOFailure, JournalClosed, JournalExists, JournalFull, JournalLocked,
+                     JournalNotFound, PaymentError, PosfastError, ReprintRefused, SyncRefused)
 from .journal import Batch, Journal, Problem, VerifyReport
 from .records import RECORD_DTYPE, DayRule, Flag, Kind, Method, State
 
@@ -26,4 +27,6 @@ def build_info() -> dict:
 __all__ = ["Journal", "Record", "RECORD_DTYPE", "Kind", "State", "Method", "Flag", "DayRule",
            "Batch", "Problem", "VerifyReport", "chain_link", "genesis_link", "build_info",
            "PosfastError", "CorruptRecord", "JournalFull", "JournalLocked", "FormatVersionError",
-           "InvalidRecord", "JournalClosed", "IOFailure", "__version__"]
+           "InvalidRecord", "JournalClosed", "IOFailure", "JournalExists", "JournalNotFound",
+           "InvalidArgument", "PaymentError", "DayClosed", "ReprintRefused", "SyncRefused",
+           "__version__"]

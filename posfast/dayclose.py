@@ -164,7 +164,7 @@ def _digest(records: np.ndarray) -> str:
 
 def _net(txns_cube) -> dict:
     """{currency: (net, absolute)} of the approved payments of a txns cube."""
-    out = {}
+    out: dict = {}
     for kind, state, _method, currency, _count, amount in txns_cube:
         if state != State.APPROVED:
             continue
@@ -280,7 +280,7 @@ class DayClose:
         `state` filters (None for every state); amounts are as recorded
         (unsigned), except by terminal, where they are net (signed).
         """
-        out = {}
+        out: dict = {}
         if dimension == "terminal":
             for terminal, st, cur, count, _amount, net in self.terminals:
                 if cur == currency and (state is None or st == state):
@@ -489,7 +489,7 @@ class DayCloseMixin:
             except KeyError:
                 return None
 
-        scopes = {}
+        scopes: dict = {}
         for row, payload in zip(rows, payloads):
             seq = int(row["seq"])
             try:
@@ -612,7 +612,7 @@ def _z_lines(close: DayClose, width: int, measure, prepare, chinese: bool, doubl
         out.add("Approved, by kind")
         for kind, (count, amount) in sorted(close.by("kind", currency).items()):
             row(name(Kind, kind), count, int(_SIGN_TABLE[kind] or 1) * amount, currency)
-        signed = {}
+        signed: dict = {}
         for kind, state, method, cur, count, amount in close.txns:
             if cur == currency and state == State.APPROVED:
                 c, a = signed.get(method, (0, 0))

@@ -9,6 +9,8 @@ payment's state.  Nothing is ever rewritten.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .errors import InvalidRecord, PaymentError
@@ -175,7 +177,7 @@ class PaymentsMixin:
                 return dict(hit[1])
         return None
 
-    def _cached(self, key, terminal, compute) -> dict:
+    def _cached(self, key, terminal, compute) -> Optional[dict]:
         # A payment summary depends only on its terminal's records, so it stays valid
         # until that terminal's newest seq moves: repeated inquiries cost a dict lookup.
         hit = self._cache_hit(key)

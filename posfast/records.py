@@ -9,6 +9,7 @@ import re
 from operator import index as operator_index
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Tuple
 
 import numpy as np
 
@@ -422,6 +423,9 @@ class DayRule:
     """
     utc_offset: object = "+00:00"
     starts_at: object = "00:00"
+    if TYPE_CHECKING:   # per instance, set by __post_init__ (ClassVar: not dataclass fields)
+        offset_minutes: ClassVar[int]
+        start_minutes: ClassVar[int]
 
     def __post_init__(self):
         # parsed once: day_number runs on every append
@@ -568,9 +572,10 @@ def _check_money(kind, amount, currency, where=""):
 
 
 _FIELD_SET = frozenset(FIELD_NAMES)
-_ROW_ORDER = {name: i for i, name in enumerate(RECORD_DTYPE.names)}
-_ROW_ZERO = tuple(b"" if RECORD_DTYPE.fields[name][0].kind == "S" else 0
-                  for name in RECORD_DTYPE.names)
+_ROW_NAMES: Tuple[str, ...] = RECORD_DTYPE.names or ()
+_ROW_FIELDS: Dict[str, Any] = dict(RECORD_DTYPE.fields or {})
+_ROW_ORDER = {name: i for i, name in enumerate(_ROW_NAMES)}
+_ROW_ZERO = tuple(b"" if _ROW_FIELDS[name][0].kind == "S" else 0 for name in _ROW_NAMES)
 
 
 def make_row(fields: dict, day_rule: DayRule) -> np.ndarray:

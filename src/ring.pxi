@@ -290,9 +290,10 @@ cdef class Ring:
         fd = pf_open(bpath, 1, 1)
         if fd < 0:
             err = pf_errno()
-            raise FileExistsError(err, "posfast: cannot create journal %s: %s%s" % (
-                path, _os.strerror(err),
-                " (open it with Journal.open, or choose a new path)" if err == _errno.EEXIST else ""))
+            if err == _errno.EEXIST:
+                raise JournalExists(err, "posfast: cannot create journal %s: %s (open it with "
+                                    "Journal.open, or choose a new path)" % (path, _os.strerror(err)))
+            raise IOFailure(err, "posfast: cannot create journal %s: %s" % (path, _os.strerror(err)))
         try:
             with nogil:
                 r = pf_allocate(fd, size)
@@ -337,9 +338,9 @@ cdef class Ring:
         if self.fd < 0:
             err = pf_errno()
             if err == _errno.ENOENT:
-                raise FileNotFoundError(err, "posfast: no journal at %s (create it with "
-                                        "Journal.create or `posfast demo`)" % (path,))
-            raise OSError(err, "posfast: cannot open journal %s: %s" % (path, _os.strerror(err)))
+                raise JournalNotFound(err, "posfast: no journal at %s (create it with "
+                                      "Journal.create or `posfast demo`)" % (path,))
+            raise IOFailure(err, "posfast: cannot open journal %s: %s" % (path, _os.strerror(err)))
         if writable and pf_lock_writer(self.fd) != 0:
             # before a single byte is written: the loser of two writers leaves the file as it was
             err = pf_errno()
@@ -347,7 +348,7 @@ cdef class Ring:
             pf_close(self.fd)
             self.fd = -1
             if err not in (_errno.EWOULDBLOCK, _errno.EAGAIN, _errno.EACCES):
-                raise OSError(err, "posfast: cannot lock journal %s for writing: %s"
+                raise IOFailure(err, "posfast: cannot lock journal %s for writing: %s"
                               % (path, _os.strerror(err)))
             raise JournalLocked("posfast: journal %s is open for writing by %s; close it there (or stop "
                                 "the posfast agent), or open with readonly=True to read"
@@ -427,7 +428,7 @@ cdef class Ring:
                             if self.map_len > PF_DATA_OFFSET else 0)
         self.map = <uint8_t *>pf_map(self.fd, self.map_len)
         if self.map == NULL:
-            raise OSError(pf_errno(), "posfast: cannot map %s (%d bytes)" % (path, self.map_len))
+            raise IOFailure(pf_errno(), "posfast: cannot map %s (%d bytes)" % (path, self.map_len))
         self.pos_of = <uint64_t *>malloc(self.capacity * sizeof(uint64_t))
         if self.pos_of == NULL:
             raise MemoryError("posfast: %d slots of %s do not fit in memory" % (self.capacity, path))

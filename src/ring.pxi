@@ -293,7 +293,8 @@ cdef class Ring:
             if err == _errno.EEXIST:
                 raise JournalExists(err, "posfast: cannot create journal %s: %s (open it with "
                                     "Journal.open, or choose a new path)" % (path, _os.strerror(err)))
-            raise IOFailure(err, "posfast: cannot create journal %s: %s" % (path, _os.strerror(err)))
+            # OSError(errno, ...) is the errno's own subclass (PermissionError, ...), as before
+            raise OSError(err, "posfast: cannot create journal %s: %s" % (path, _os.strerror(err)))
         try:
             with nogil:
                 r = pf_allocate(fd, size)
@@ -340,7 +341,7 @@ cdef class Ring:
             if err == _errno.ENOENT:
                 raise JournalNotFound(err, "posfast: no journal at %s (create it with "
                                       "Journal.create or `posfast demo`)" % (path,))
-            raise IOFailure(err, "posfast: cannot open journal %s: %s" % (path, _os.strerror(err)))
+            raise OSError(err, "posfast: cannot open journal %s: %s" % (path, _os.strerror(err)))
         if writable and pf_lock_writer(self.fd) != 0:
             # before a single byte is written: the loser of two writers leaves the file as it was
             err = pf_errno()
@@ -348,7 +349,7 @@ cdef class Ring:
             pf_close(self.fd)
             self.fd = -1
             if err not in (_errno.EWOULDBLOCK, _errno.EAGAIN, _errno.EACCES):
-                raise IOFailure(err, "posfast: cannot lock journal %s for writing: %s"
+                raise OSError(err, "posfast: cannot lock journal %s for writing: %s"
                               % (path, _os.strerror(err)))
             raise JournalLocked("posfast: journal %s is open for writing by %s; close it there (or stop "
                                 "the posfast agent), or open with readonly=True to read"
@@ -428,7 +429,7 @@ cdef class Ring:
                             if self.map_len > PF_DATA_OFFSET else 0)
         self.map = <uint8_t *>pf_map(self.fd, self.map_len)
         if self.map == NULL:
-            raise IOFailure(pf_errno(), "posfast: cannot map %s (%d bytes)" % (path, self.map_len))
+            raise OSError(pf_errno(), "posfast: cannot map %s (%d bytes)" % (path, self.map_len))
         self.pos_of = <uint64_t *>malloc(self.capacity * sizeof(uint64_t))
         if self.pos_of == NULL:
             raise MemoryError("posfast: %d slots of %s do not fit in memory" % (self.capacity, path))

@@ -11,7 +11,9 @@ import pathlib
 
 import pytest
 
-PKG = pathlib.Path(__file__).resolve().parents[1] / "posfast"
+import posfast
+
+PKG = pathlib.Path(posfast.__file__).resolve().parent      # the checkout's or the wheel's
 
 # unit -> the units it may import (directly).  DESIGN.md layers and issue 11's arrows.
 STORAGE = {"records", "index", "archive", "journal", "payments", "dayclose", "retention",

@@ -55,6 +55,7 @@ GOOD = '''
     import datetime
 
     from posfast import DayRule, Journal, Kind, Record, VerifyReport
+    from posfast.records import check_payload, day_number
 
 
     def till(path: str) -> int:
@@ -65,7 +66,10 @@ GOOD = '''
             newest: int = last.seq if last is not None else 0
             rows = j.query(day=datetime.date(2026, 11, 20), terminal=3)
             report: VerifyReport = j.verify()
-            return rec.amount + newest + int(rows["amount"].sum()) + int(report.ok)
+            kind: Kind = Kind.coerce("refund")
+            day: int = day_number("2026-11-20") - j.day_rule.day_number(rec.ts)
+            return (rec.amount + newest + int(rows["amount"].sum()) + int(report.ok) + kind
+                    + day + len(check_payload(rec.payload)))
 '''
 
 BAD = '''

@@ -1,7 +1,10 @@
 """Card-number scanning cost (python bench/bench_pan_scan.py): append_many of 100k records with ~300-byte receipt payloads, durability none, best of 5:
 (a) receipts with short numbers only; (b) every receipt with a 21-digit order number and a
 3-4-4 phone number; (c) the same as (b) plus a grouped 19-digit non-card number."""
-import os, shutil, sys, tempfile, time
+import os
+import shutil
+import tempfile
+import time
 import numpy as np
 import posfast
 from posfast.receipt import Receipt, ReceiptItem, Payment
@@ -26,6 +29,8 @@ for case, p in tmpl.items():
         d = tempfile.mkdtemp(dir=None)
         with posfast.Journal.create(os.path.join(d, "b.pfj"), capacity=400_000, max_payload=1024,
                                     durability="none", retention="overwrite") as j:
-            t = time.perf_counter(); j.append_many(cols, payloads); best = min(best, time.perf_counter() - t)
+            t = time.perf_counter()
+            j.append_many(cols, payloads)
+            best = min(best, time.perf_counter() - t)
         shutil.rmtree(d, ignore_errors=True)
     print("(%s) payload %d B: append_many 100k best of 5: %.1f ms" % (case, len(p), best * 1e3))

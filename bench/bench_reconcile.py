@@ -227,7 +227,8 @@ def sql_settlement(journal, settlement_rows, repeat):
                 con.executescript("""
                     UPDATE jt SET done = 1 WHERE done = 0 AND idx IN (SELECT j FROM pairs);
                     UPDATE hs SET done = 1 WHERE done = 0 AND line IN (SELECT h FROM pairs);""")
-        q = lambda sql: con.execute(sql).fetchone()[0]
+        def q(sql):
+            return con.execute(sql).fetchone()[0]
         return {
             "missing_at_host": q("SELECT count(*) FROM jt WHERE state = 2 AND done != 1"),
             "missing_in_journal": q(f"SELECT count(*) FROM hs WHERE done = 0 AND ts >= {start} AND ts < {end}"),
@@ -331,7 +332,8 @@ def sql_back_office(journal, back, repeat):
             CREATE TEMP TABLE pr AS SELECT * FROM jrec WHERE kind = 7 AND flags & 1 = 0
               AND (day = {DAY} OR txn_id IN (SELECT txn_id FROM jtx));
             CREATE INDEX temp.pr_txn ON pr (txn_id, state);""")
-        q = lambda sql: con.execute(sql).fetchone()[0]
+        def q(sql):
+            return con.execute(sql).fetchone()[0]
         return {
             "missing_at_host": q("SELECT count(*) FROM jtx WHERE txn_id NOT IN (SELECT txn_id FROM htx)"),
             "missing_in_journal": q("SELECT count(*) FROM htx WHERE txn_id NOT IN (SELECT txn_id FROM jtx)"),

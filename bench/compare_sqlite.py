@@ -256,7 +256,7 @@ def run(args):
                 if store == "posfast":
                     if j is not None:
                         j.close()
-                        for suffix in ("", ".idx", ".lock"):
+                        for suffix in ("", ".idx"):
                             os.unlink(pf_path + suffix)
                     j = Journal.create(pf_path, capacity=n + extra, slot_size=128,
                                        durability="fsync", day_rule=DAY_RULE)

@@ -303,7 +303,7 @@ def main(argv=None):
                              r["rss_lookups_kb"] / 1024, r["anon_lookups_kb"] / 1024,
                              r["file_lookups_kb"] / 1024), flush=True)
             os.unlink(path)
-            for extra in (".idx", ".lock"):
+            for extra in (".idx",):
                 if os.path.exists(path + extra):
                     os.unlink(path + extra)
         result["curve"] = curve

@@ -116,7 +116,7 @@ def test_append_many_10k(benchmark, workdir, columns):
         while opened:                      # close and remove the previous round's journal
             old = opened.pop()
             old.close()
-            for suffix in ("", ".idx", ".lock"):
+            for suffix in ("", ".idx"):
                 os.unlink(old.path + suffix)
         path = os.path.join(workdir, "many-%d.pfj" % next(counter))
         opened.append(Journal.create(path, capacity=10_000, durability="fsync",

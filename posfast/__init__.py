@@ -5,12 +5,15 @@
 <Kind.SALE: 1>
 """
 from ._core import Record, chain_link, genesis_link
-from .errors import (CorruptRecord, FormatVersionError, InvalidRecord, IOFailure, JournalClosed,
-                     JournalFull, JournalLocked, PosfastError)
+from .errors import (BackOfficeFull, BackOfficeMissing, CorruptRecord, DayClosed, EscposParseError,
+                     FormatVersionError, InvalidArgument, InvalidRecord, IOFailure, JournalClosed,
+                     JournalExists, JournalFull, JournalLocked, JournalNotFound, PaymentError,
+                     PosfastError, ReprintRefused, SettlementError, SyncBadAck, SyncConfigError,
+                     SyncError, SyncRefused, SyncUnavailable)
 from .journal import Batch, Journal, Problem, VerifyReport
 from .records import RECORD_DTYPE, DayRule, Flag, Kind, Method, State
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 
 def build_info() -> dict:
@@ -26,4 +29,8 @@ def build_info() -> dict:
 __all__ = ["Journal", "Record", "RECORD_DTYPE", "Kind", "State", "Method", "Flag", "DayRule",
            "Batch", "Problem", "VerifyReport", "chain_link", "genesis_link", "build_info",
            "PosfastError", "CorruptRecord", "JournalFull", "JournalLocked", "FormatVersionError",
-           "InvalidRecord", "JournalClosed", "IOFailure", "__version__"]
+           "InvalidRecord", "JournalClosed", "IOFailure", "JournalExists", "JournalNotFound",
+           "InvalidArgument", "PaymentError", "DayClosed", "ReprintRefused", "SyncError",
+           "SyncRefused", "SyncUnavailable", "BackOfficeFull", "SyncConfigError",
+           "BackOfficeMissing", "SyncBadAck", "SettlementError", "EscposParseError",
+           "__version__"]

@@ -52,6 +52,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -181,7 +182,7 @@ class Archive:
         self.journal_id = bytes(journal_id)
         self.readonly = readonly
         self.durable = durable
-        self.policy = dict(DEFAULT_POLICY)
+        self.policy: Dict[str, Any] = dict(DEFAULT_POLICY)
         self.segments: list[Segment] = []
         self._firsts: list[int] = []
         self.lost: list = []                  # [first, last, cause]: evicted but never archived
@@ -196,7 +197,7 @@ class Archive:
         self._mutex = threading.RLock()
         self._manifest_stamp = None
         self._unsaved_segments = 0
-        self.storage = None      # the journal's posfast.storage.Storage, once attached
+        self.storage: Any = None   # the journal's posfast.storage.Storage, once attached
 
     # ------------------------------------------------------------ open
     @classmethod
@@ -575,7 +576,7 @@ class Archive:
             return self.segments[i]
         return None
 
-    def _read_segment_file(self, name, expect: Segment = None):
+    def _read_segment_file(self, name, expect: Optional[Segment] = None):
         path = os.path.join(self.dir, name)
         where = expect.describe() if expect else "archive segment %s" % name
         try:

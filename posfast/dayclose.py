@@ -157,7 +157,7 @@ def _digest(records: np.ndarray) -> str:
 
 def _net(txns_cube) -> dict:
     """{currency: (net, absolute)} of the approved payments of a txns cube."""
-    out = {}
+    out: dict = {}
     for kind, state, _method, currency, _count, amount in txns_cube:
         if state != State.APPROVED:
             continue
@@ -273,7 +273,7 @@ class DayClose:
         `state` filters (None for every state); amounts are as recorded
         (unsigned), except by terminal, where they are net (signed).
         """
-        out = {}
+        out: dict = {}
         if dimension == "terminal":
             for terminal, st, cur, count, _amount, net in self.terminals:
                 if cur == currency and (state is None or st == state):
@@ -483,7 +483,7 @@ class DayBook:
             except KeyError:
                 return None
 
-        scopes = {}
+        scopes: dict = {}
         for row, payload in zip(rows, payloads):
             seq = int(row["seq"])
             try:

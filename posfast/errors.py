@@ -24,6 +24,16 @@ class JournalFull(PosfastError):
     """
 
 
+class JournalExists(PosfastError, FileExistsError):
+    """``Journal.create`` found a file at the path; open it with ``Journal.open``, or choose a
+    new path.  Still a ``FileExistsError`` for code written against posfast 0.1.0."""
+
+
+class JournalNotFound(PosfastError, FileNotFoundError):
+    """``Journal.open`` found no journal at the path; create one with ``Journal.create``
+    (or ``posfast demo``).  Still a ``FileNotFoundError`` for code written against 0.1.0."""
+
+
 class JournalLocked(PosfastError):
     """Another process holds the journal open for writing."""
 

@@ -161,7 +161,7 @@ class Index:
             if isinstance(wanted, (list, tuple, set, frozenset, range)):
                 bm = BitMap64.union(BitMap64(), *[mapping.get(int(w), BitMap64()) for w in wanted])
             else:
-                bm = mapping.get(int(wanted))
+                bm = mapping.get(int(wanted))  # type: ignore[assignment]  # None: tested next
                 if bm is None:
                     return np.zeros(0, dtype=np.uint64)
             parts.append(bm)

@@ -16,13 +16,15 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
 from . import _core
-from .errors import CorruptRecord, InvalidRecord, IOFailure, JournalClosed, PosfastError
+from ._core import Record
 from .archive import Archive
+from .errors import (CorruptRecord, InvalidArgument, InvalidRecord, IOFailure, JournalClosed,
+                     JournalExists, JournalNotFound, PosfastError)
 from .index import Index
 from .dayclose import DayBook, DayClose
 from .payments import Payments
@@ -190,9 +192,11 @@ class Journal:
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
-    def create(cls, path, capacity=1_000_000, slot_size=128, max_payload=4096,
-               durability="fsync", day_rule=None, retention="synced", journal_id=None,
-               batch_records=64, batch_ms=50):
+    def create(cls, path: str | os.PathLike[str], capacity: int = 1_000_000,
+               slot_size: int = 128, max_payload: int = 4096, durability: str = "fsync",
+               day_rule: DayRule | None = None, retention: str = "synced",
+               journal_id: uuid.UUID | bytes | None = None, batch_records: int = 64,
+               batch_ms: float = 50) -> Journal:
         """Create a journal file of `capacity` slots at full size, then open it for writing.
 
         >>> j = Journal.create("/tmp/doc-create.pfj", capacity=1000)   # doctest: +SKIP
@@ -200,37 +204,41 @@ class Journal:
         path = os.fspath(path)
         day_rule = day_rule or DayRule()
         if retention not in _RETENTION:
-            raise ValueError("retention=%r: use 'synced', 'overwrite' or 'archive'" % (retention,))
+            raise InvalidArgument("retention=%r: use 'synced', 'overwrite' or 'archive'" % (retention,))
         if durability not in _DURABILITY:
-            raise ValueError("durability=%r: use 'fsync', 'batch' or 'none'" % (durability,))
+            raise InvalidArgument("durability=%r: use 'fsync', 'batch' or 'none'" % (durability,))
         if not (_core.MIN_SLOT <= slot_size <= _core.MAX_SLOT) or slot_size % 64:
-            raise ValueError("slot_size=%d: use a multiple of 64 between %d and %d"
-                             % (slot_size, _core.MIN_SLOT, _core.MAX_SLOT))
+            raise InvalidArgument("slot_size=%d: use a multiple of 64 between %d and %d"
+                                  % (slot_size, _core.MIN_SLOT, _core.MAX_SLOT))
         if not 0 <= max_payload <= _core.MAX_PAYLOAD:
-            raise ValueError("max_payload=%d: at most %d bytes" % (max_payload, _core.MAX_PAYLOAD))
+            raise InvalidArgument("max_payload=%d: at most %d bytes"
+                                  % (max_payload, _core.MAX_PAYLOAD))
         if capacity < 2:
-            raise ValueError("capacity=%d: a journal needs at least 2 slots" % capacity)
+            raise InvalidArgument("capacity=%d: a journal needs at least 2 slots" % capacity)
         if sys.maxsize < 2**32 and _core.DATA_OFFSET + capacity * slot_size > 1 << 30:
-            raise ValueError("capacity=%d of %d-byte slots makes a %d-byte journal: over 1 GiB needs a "
-                             "64-bit CPU; use a smaller capacity on this terminal (posfast capacity "
-                             "--budget ...)" % (capacity, slot_size, _core.DATA_OFFSET + capacity * slot_size))
+            raise InvalidArgument(
+                "capacity=%d of %d-byte slots makes a %d-byte journal: over 1 GiB needs a 64-bit "
+                "CPU; use a smaller capacity on this terminal (posfast capacity --budget ...)"
+                % (capacity, slot_size, _core.DATA_OFFSET + capacity * slot_size))
         jid = (journal_id or uuid.uuid4())
         jid = jid.bytes if isinstance(jid, uuid.UUID) else bytes(jid)
         if os.path.exists(path):
-            raise FileExistsError("posfast: %s already exists; open it with Journal.open or choose "
-                                  "a new path" % path)
+            raise JournalExists("posfast: %s already exists; open it with Journal.open or choose "
+                                "a new path" % path)
         _core.Ring.create(path, capacity, slot_size, max_payload, jid, now_us(),
                           day_rule.offset_minutes, day_rule.start_minutes, _RETENTION[retention])
         return cls.open(path, durability=durability, batch_records=batch_records, batch_ms=batch_ms)
 
     @classmethod
-    def open(cls, path, readonly=False, durability="fsync", batch_records=64, batch_ms=50):
+    def open(cls, path: str | os.PathLike[str], readonly: bool = False,
+             durability: str = "fsync", batch_records: int = 64,
+             batch_ms: float = 50) -> Journal:
         """Open an existing journal; recovery runs here (torn tail dropped, damage noted)."""
         path = os.fspath(path)
         if durability not in _DURABILITY:
-            raise ValueError("durability=%r: use 'fsync', 'batch' or 'none'" % (durability,))
+            raise InvalidArgument("durability=%r: use 'fsync', 'batch' or 'none'" % (durability,))
         if not os.path.exists(path):
-            raise FileNotFoundError("posfast: no journal at %s (create one with Journal.create or "
+            raise JournalNotFound("posfast: no journal at %s (create one with Journal.create or "
                                     "`posfast demo`)" % path)
         # a writer locks the file itself (its inode) in the core, before any byte is written:
         # a second writer by any path, link or mount gets JournalLocked naming the holder
@@ -335,7 +343,7 @@ class Journal:
                     except Exception:
                         return   # the handle is retired; the next append reports it
 
-    def flush(self):
+    def flush(self) -> None:
         """Make every appended record durable (batch/none modes) and save the index."""
         with self._mutex:
             self._check_open()
@@ -369,7 +377,7 @@ class Journal:
                             "is safe in %s and the next open rebuilds the index from it. %s"
                             % (self.path, exc.strerror or exc, self.path, action)) from exc
 
-    def close(self):
+    def close(self) -> None:
         """Flush, save the index and release the writer lock.  Safe to call twice."""
         with self._mutex:
             if self._ring.closed:
@@ -385,10 +393,10 @@ class Journal:
             finally:
                 self._ring.close()      # (releases the writer lock)
 
-    def __enter__(self):
+    def __enter__(self) -> Journal:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.close()
             return
@@ -461,7 +469,7 @@ class Journal:
         return self._ring.created_us
 
     # ------------------------------------------------------------ append
-    def append(self, payload=b"", **fields) -> int:
+    def append(self, payload: bytes = b"", **fields: Any) -> int:
         """Append one record and return its seq (durable on return in fsync mode).
 
         >>> j.append(terminal=3, kind="sale", state="approved", amount=1250,   # doctest: +SKIP
@@ -472,7 +480,7 @@ class Journal:
         row = make_row(fields, self.day_rule)
         return self._append_rows(row, [payload] if payload else None)[0]
 
-    def append_many(self, columns: dict, payloads=None) -> range:
+    def append_many(self, columns: dict, payloads: Sequence[bytes] | None = None) -> range:
         """Append many records from a dict of equal-length columns; returns their seq range.
 
         Validated as a whole first: a bad value or a full journal writes nothing.
@@ -489,6 +497,7 @@ class Journal:
 
     def _append_rows(self, rows: np.ndarray, payloads) -> range:
         n = len(rows)
+        buf: bytes | None
         if payloads:
             lengths = np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
             too_big = np.flatnonzero(lengths > self._ring.max_payload)
@@ -618,7 +627,7 @@ class Journal:
         return self._days.day_close(day, terminal=terminal)
 
     # ------------------------------------------------------------ lookups
-    def get(self, seq: int):
+    def get(self, seq: int) -> Record:
         """The Record of `seq`.  KeyError if it is not in the journal; CorruptRecord if damaged."""
         with self._mutex:
             self._refresh()
@@ -631,7 +640,7 @@ class Journal:
                     raise
                 return self.archive.get(int(seq))
 
-    def last(self, terminal: int, kind=None):
+    def last(self, terminal: int, kind: Any = None) -> Record | None:
         """Newest Record of a terminal (optionally of one kind), or None."""
         with self._mutex:
             self._refresh()
@@ -657,7 +666,8 @@ class Journal:
             out = out[status == 0]
         return out
 
-    def query(self, day=None, terminal=None, kind=None, since=None, until=None, state=None):
+    def query(self, day: Any = None, terminal: Any = None, kind: Any = None, since: Any = None,
+              until: Any = None, state: Any = None) -> np.ndarray:
         """Records matching every given filter, in seq order, as a RECORD_DTYPE array.
 
         `day` is a date, 'YYYY-MM-DD' or a day number; `terminal`, `kind` and
@@ -720,7 +730,7 @@ class Journal:
                               for c, w in filters)))
         return rows[keep]
 
-    def count(self, day=None, terminal=None, kind=None) -> int:
+    def count(self, day: Any = None, terminal: Any = None, kind: Any = None) -> int:
         """How many live records match (from the bitmaps alone, no record is read)."""
         with self._mutex:
             self._refresh()
@@ -729,7 +739,7 @@ class Journal:
             return len(self.index.select(self._ring.oldest_seq, self._ring.head_seq, day=days,
                                          terminal=terminal, kind=kinds))
 
-    def payloads(self, seqs) -> list:
+    def payloads(self, seqs: Iterable[int]) -> list[bytes]:
         """Payload bytes of each seq, in order (b"" where a record is gone or damaged)."""
         with self._mutex:
             self._refresh()
@@ -824,7 +834,7 @@ class Journal:
                 "archive": self.archive.status() if self.archive is not None else None,
             }
 
-    def verify(self, check_index=True) -> VerifyReport:
+    def verify(self, check_index: bool = True) -> VerifyReport:
         """Check every live record (checksum, seq, position, hash chain) and the index.
 
         Damage is reported with slot, seq and cause; nothing is changed.

@@ -9,6 +9,8 @@ payment's state.  Nothing is ever rewritten.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .errors import InvalidRecord, PaymentError
@@ -180,7 +182,7 @@ class Payments:
                 return dict(hit[1])
         return None
 
-    def _cached(self, key, terminal, compute) -> dict:
+    def _cached(self, key, terminal, compute) -> Optional[dict]:
         # A payment summary depends only on its terminal's records, so it stays valid
         # until that terminal's newest seq moves: repeated inquiries cost a dict lookup.
         hit = self._cache_hit(key)
@@ -453,7 +455,7 @@ class Payments:
             txns, _ = payment_transactions(flat, 0, oldest)
             txns["day"] = rows["day"][np.searchsorted(rows["seq"], txns["first_seq"])]
         out = np.zeros(len(txns), dtype)
-        for name in TXN_DTYPE.names:
+        for name in TXN_DTYPE.names or ():
             out[name] = txns[name]
         out["signed"] = txns["amount"] * KIND_SIGN_TABLE[txns["kind"]]
         out["net"] = np.where(txns["state"] == int(State.APPROVED), out["signed"], 0)

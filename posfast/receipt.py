@@ -33,7 +33,7 @@ import json
 import operator
 import unicodedata
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from posfast.errors import InvalidRecord
 from posfast.records import find_card_number
@@ -517,7 +517,7 @@ class Receipt:
     @property
     def subtotal(self) -> int:
         """Sum of the item amounts, in minor units."""
-        return sum(item.amount for item in self.items)
+        return sum(item.amount or 0 for item in self.items)   # (set by __post_init__)
 
     @property
     def minor_exponent(self) -> int:
@@ -549,7 +549,7 @@ class Receipt:
         b'{"it":[{"a":5,"n":"x","p":5}],"m":"M","tot":5,"v":1}'
         """
         doc = {"v": PAYLOAD_VERSION, "m": self.merchant, "tot": self.total}
-        optional = (
+        optional: Tuple[Tuple[str, Any, Any], ...] = (
             ("h", list(self.header), []), ("f", list(self.footer), []),
             ("mid", self.merchant_id, ""), ("k", self.kind, "sale"), ("no", self.receipt_no, 0),
             ("t", self.terminal, 0), ("op", self.operator, 0), ("at", self.issued_at, ""),
@@ -801,18 +801,18 @@ class Layout:
         for item in receipt.items:
             simple = item.qty == 1 and item.qty_exp == 0 and not item.unit
             if simple:
-                self.pair(item.name, amount(item.amount))
+                self.pair(item.name, amount(item.amount or 0))
             else:
                 self.add(item.name)
                 qty = _format_fixed(item.qty, item.qty_exp, False) + item.unit
-                self.pair(f"{qty} x {amount(item.unit_price)}", amount(item.amount), indent=2)
+                self.pair(f"{qty} x {amount(item.unit_price)}", amount(item.amount or 0), indent=2)
         self.rule()
         if receipt.adjustments:
             self.pair(self.label("subtotal", lang), amount(receipt.subtotal))
             for label, value in receipt.adjustments:
                 self.pair(label, amount(value))
         total_label = f"{self.label('total', lang)} {currency_alpha(receipt.currency)}"
-        self.pair(total_label, amount(receipt.total), bold=True, tall=self.double_title)
+        self.pair(total_label, amount(receipt.total or 0), bold=True, tall=self.double_title)
         if receipt.payments:
             self.rule()
             for p in receipt.payments:

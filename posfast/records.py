@@ -9,15 +9,23 @@ import re
 from operator import index as operator_index
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterable, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 
 from .errors import InvalidRecord
 
 
+# What the API accepts as a time (None = now) and as a business day.
+TimeLike = Union[_dt.datetime, _dt.date, int, np.integer, None]
+DayLike = Union[_dt.date, str, int, np.integer]
+PayloadLike = Union[bytes, bytearray, memoryview, None]
+_Enum = TypeVar("_Enum", bound="_NamedEnum")
+
+
 class _NamedEnum(enum.IntEnum):
     @classmethod
-    def coerce(cls, value, field=None):
+    def coerce(cls: type[_Enum], value: Any, field: Optional[str] = None) -> _Enum:
         """Accept the enum, its int value or its name (any case): ``Kind.coerce("sale")``."""
         if isinstance(value, cls):
             return value
@@ -155,7 +163,7 @@ def _ts_hint(ts: int, hi: int) -> str:
             "microseconds since 1970-01-01 UTC")
 
 
-def check_ts(ts: int, where: str = "", now=None) -> int:
+def check_ts(ts: int, where: str = "", now: Optional[int] = None) -> int:
     """`ts` if it is a plausible record time (2000-01-01 UTC .. a day ahead of the clock),
     else InvalidRecord saying what it looks like (nanoseconds, milliseconds, seconds)."""
     hi = (now_us() if now is None else int(now)) + TS_FUTURE_US
@@ -168,7 +176,7 @@ def check_ts(ts: int, where: str = "", now=None) -> int:
     return ts
 
 
-def ts_datetime(ts):
+def ts_datetime(ts: int) -> Optional[_dt.datetime]:
     """The UTC datetime of `ts` (microseconds), or None when no calendar date can show it."""
     try:
         return _EPOCH + _dt.timedelta(microseconds=int(ts))
@@ -176,7 +184,7 @@ def ts_datetime(ts):
         return None
 
 
-def format_ts(ts, timespec="seconds", fmt=None) -> str:
+def format_ts(ts: int, timespec: str = "seconds", fmt: Optional[str] = None) -> str:
     """ISO time of a stored `ts`, whatever it holds: a value no calendar can show (a
     journal written by an older posfast, or crafted) reads ``impossible time (ts=N)``."""
     when = ts_datetime(ts)
@@ -185,7 +193,7 @@ def format_ts(ts, timespec="seconds", fmt=None) -> str:
     return when.strftime(fmt) if fmt else when.isoformat(timespec=timespec)
 
 
-def format_day(day) -> str:
+def format_day(day: int) -> str:
     """ISO date of a stored business day number, or ``impossible day (N)``."""
     try:
         return day_to_date(int(day)).isoformat()
@@ -305,7 +313,7 @@ def _card_numbers(data: bytes, translated=None):
             pos = searched.find(needle, end)
 
 
-def find_card_number(data) -> str:
+def find_card_number(data: Union[bytes, str]) -> str:
     """A description of the first card number (or track-2 data) in `data`, or "".
 
     A number right after a reference label (``ref``, ``order``, ``mid``, ``订单号`` ...) is
@@ -325,7 +333,7 @@ def find_card_number(data) -> str:
     return ""
 
 
-def refuse_card_number(where: str, data) -> None:
+def refuse_card_number(where: str, data: Union[bytes, str]) -> None:
     """InvalidRecord when `data` (bytes or text) holds a whole card number or track-2 data."""
     found = find_card_number(data)
     if found:
@@ -333,7 +341,7 @@ def refuse_card_number(where: str, data) -> None:
                             "its last four digits (pan_last4)" % (where, found))
 
 
-def check_payload(payload, where="payload") -> bytes:
+def check_payload(payload: PayloadLike, where: str = "payload") -> bytes:
     """A payload as bytes (bytes, bytearray, memoryview; None = empty), refused when it is
     text or holds a card number."""
     if payload is None:
@@ -365,7 +373,7 @@ def _payload_bytes(i, p) -> bytes:
                             % (i, type(p).__name__)) from None
 
 
-def check_payloads(payloads) -> list:
+def check_payloads(payloads: Iterable[PayloadLike]) -> list:
     """check_payload of each, with one pre-check over all of them for card numbers."""
     if type(payloads) is list and set(map(type, payloads)) <= {bytes}:
         out = payloads                    # the usual case: nothing to convert
@@ -430,6 +438,9 @@ class DayRule:
     """
     utc_offset: object = "+00:00"
     starts_at: object = "00:00"
+    if TYPE_CHECKING:   # per instance, set by __post_init__ (ClassVar: not dataclass fields)
+        offset_minutes: ClassVar[int]
+        start_minutes: ClassVar[int]
 
     def __post_init__(self):
         # parsed once: day_number runs on every append
@@ -447,11 +458,11 @@ class DayRule:
         shifted = int(ts_us) + (self.offset_minutes - self.start_minutes) * 60_000_000
         return shifted // 86_400_000_000
 
-    def day_of(self, when) -> _dt.date:
+    def day_of(self, when: TimeLike) -> _dt.date:
         """Business day of a datetime (naive = UTC) or of microseconds since epoch."""
         return _dt.date(1970, 1, 1) + _dt.timedelta(days=self.day_number(to_us(when)))
 
-    def day_start_us(self, day) -> int:
+    def day_start_us(self, day: DayLike) -> int:
         """First microsecond (UTC) of a business day."""
         return (day_number(day) * 86_400_000_000
                 - (self.offset_minutes - self.start_minutes) * 60_000_000)
@@ -464,7 +475,7 @@ class DayRule:
                                                           self.start_minutes % 60)
 
 
-def to_us(when) -> int:
+def to_us(when: TimeLike) -> int:
     """Microseconds since epoch from a datetime (naive = UTC), a date, or an int."""
     if when is None:
         return now_us()
@@ -480,7 +491,7 @@ def to_us(when) -> int:
     raise InvalidRecord("posfast: cannot read %r as a time; give a datetime or microseconds" % (when,))
 
 
-def day_number(day) -> int:
+def day_number(day: DayLike) -> int:
     """Business day as days since 1970-01-01 from a date, an ISO string or an int."""
     if isinstance(day, (int, np.integer)):
         return int(day)
@@ -579,9 +590,10 @@ def _check_money(kind, amount, currency, where=""):
 
 
 _FIELD_SET = frozenset(FIELD_NAMES)
-_ROW_ORDER = {name: i for i, name in enumerate(RECORD_DTYPE.names)}
-_ROW_ZERO = tuple(b"" if RECORD_DTYPE.fields[name][0].kind == "S" else 0
-                  for name in RECORD_DTYPE.names)
+_ROW_NAMES: Tuple[str, ...] = RECORD_DTYPE.names or ()
+_ROW_FIELDS: Dict[str, Any] = dict(RECORD_DTYPE.fields or {})
+_ROW_ORDER = {name: i for i, name in enumerate(_ROW_NAMES)}
+_ROW_ZERO = tuple(b"" if _ROW_FIELDS[name][0].kind == "S" else 0 for name in _ROW_NAMES)
 
 
 def make_row(fields: dict, day_rule: DayRule) -> np.ndarray:

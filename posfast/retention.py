@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -101,11 +102,11 @@ class CapacityPlan:
     records: int             # records the full ring holds
     days: float              # records / per_day
     notes: list = field(default_factory=list)
-    measured_days: float = None       # whole days held + the oldest partial day, from a real journal
-    measured_records: int = None
-    measured_ring_bytes: int = None
-    measured_index_bytes: int = None
-    measured_seconds: float = None
+    measured_days: Optional[float] = None       # whole days held + the oldest partial day, from a real journal
+    measured_records: Optional[int] = None
+    measured_ring_bytes: Optional[int] = None
+    measured_index_bytes: Optional[int] = None
+    measured_seconds: Optional[float] = None
 
     @property
     def total_bytes(self) -> int:
@@ -135,9 +136,9 @@ class CapacityPlan:
             lines.append("measured           %.1f days: a real journal of that capacity lapped with "
                          "%s-a-day trading held %s records; ring %s, index %s (%.1f s)"
                          % (self.measured_days, "{:,}".format(self.per_day),
-                            "{:,}".format(self.measured_records),
-                            format_size(self.measured_ring_bytes),
-                            format_size(self.measured_index_bytes), self.measured_seconds))
+                            "{:,}".format(self.measured_records or 0),
+                            format_size(self.measured_ring_bytes or 0),
+                            format_size(self.measured_index_bytes or 0), self.measured_seconds or 0.0))
         lines.append("create it with     Journal.create(path, capacity=%d, slot_size=%d, "
                      "max_payload=%d)" % (self.capacity, self.slot_size, self.max_payload))
         lines += ["note               " + note for note in self.notes]

@@ -11,7 +11,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from pf cimport *
 
 from posfast.errors import (CorruptRecord, FormatVersionError, IOFailure, JournalClosed,
-                            JournalFull, JournalLocked, InvalidRecord)
+                            JournalExists, JournalFull, JournalLocked, JournalNotFound,
+                            InvalidRecord)
 
 include "checksum.pxi"
 include "record.pxi"

@@ -290,9 +290,11 @@ cdef class Ring:
         fd = pf_open(bpath, 1, 1)
         if fd < 0:
             err = pf_errno()
-            raise FileExistsError(err, "posfast: cannot create journal %s: %s%s" % (
-                path, _os.strerror(err),
-                " (open it with Journal.open, or choose a new path)" if err == _errno.EEXIST else ""))
+            if err == _errno.EEXIST:
+                raise JournalExists(err, "posfast: cannot create journal %s: %s (open it with "
+                                    "Journal.open, or choose a new path)" % (path, _os.strerror(err)))
+            # OSError(errno, ...) is the errno's own subclass (PermissionError, ...), as before
+            raise OSError(err, "posfast: cannot create journal %s: %s" % (path, _os.strerror(err)))
         try:
             with nogil:
                 r = pf_allocate(fd, size)
@@ -337,8 +339,8 @@ cdef class Ring:
         if self.fd < 0:
             err = pf_errno()
             if err == _errno.ENOENT:
-                raise FileNotFoundError(err, "posfast: no journal at %s (create it with "
-                                        "Journal.create or `posfast demo`)" % (path,))
+                raise JournalNotFound(err, "posfast: no journal at %s (create it with "
+                                      "Journal.create or `posfast demo`)" % (path,))
             raise OSError(err, "posfast: cannot open journal %s: %s" % (path, _os.strerror(err)))
         if writable and pf_lock_writer(self.fd) != 0:
             # before a single byte is written: the loser of two writers leaves the file as it was

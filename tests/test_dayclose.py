@@ -256,16 +256,16 @@ def test_z_report_text_and_escpos(journal, tmp_path):
     lines = text.splitlines()
     net = close.net(156)
     assert "Z-REPORT / 日结报表" in lines[0]
-    assert any(l.startswith("NET CNY") and l.endswith(posfast.receipt.format_amount(net, 156))
-               for l in lines)
-    assert any(l.startswith("NET EUR") for l in lines)
-    assert any(l.startswith("Business day") and l.endswith("2025-11-20") for l in lines)
+    assert any(line.startswith("NET CNY") and line.endswith(posfast.receipt.format_amount(net, 156))
+               for line in lines)
+    assert any(line.startswith("NET EUR") for line in lines)
+    assert any(line.startswith("Business day") and line.endswith("2025-11-20") for line in lines)
     data = render_z_escpos(close, width=42)
-    printed = [l.text for l in printed_lines(data)]
+    printed = [line.text for line in printed_lines(data)]
     assert any("NET CNY" in t for t in printed) and any("日结报表" in t for t in printed)
     assert data.endswith(b"\x1dV\x42\x00") or b"\x1dV" in data[-8:]
     latin = render_z_escpos(close, width=32, encoding="cp437")
-    assert "日结" not in "".join(l.text for l in printed_lines(latin, "cp437"))
+    assert "日结" not in "".join(line.text for line in printed_lines(latin, "cp437"))
     # printed through the printing layer and journaled as a PRINT of the DAY_CLOSE
     result = print_z_report(journal, close.seq, FilePrinter(tmp_path / "printer.bin"))
     rec = journal.get(result.seq)

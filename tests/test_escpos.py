@@ -159,7 +159,7 @@ def test_decoding_python_escpos_output():
     dummy.textln("thanks")
     dummy.cut()
     lines = printed_lines(dummy.output)
-    assert [(l.text, l.bold, l.width, l.height, l.align) for l in lines if l.text] == [
+    assert [(line.text, line.bold, line.width, line.height, line.align) for line in lines if line.text] == [
         ("TOTAL 9.00", True, 2, 2, 1), ("thanks", False, 1, 1, 1)]
     assert commands(dummy.output)[-1][0] == "CUT"
 

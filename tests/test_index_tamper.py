@@ -39,7 +39,7 @@ def till(tmp_path):
 def edit_index(path, change):
     """What an attacker does: decode the index, change it, write it back with a valid CRC."""
     with Journal.open(path, readonly=True) as j:
-        jid, ring = j.journal_id.bytes, j._ring
+        jid = j.journal_id.bytes
     index, head, oldest, link, positions = Index.load(path + ".idx", jid)
     change(index)
     index.save(path + ".idx", jid, head, oldest, link, positions)

@@ -137,7 +137,6 @@ def test_crash_between_begin_and_finish_leaves_payment_in_doubt(tmp_path):
 
 
 def test_last_transaction_warns_when_a_newer_record_is_damaged(tmp_path):
-    import os
     from posfast import _core
     path = tmp_path / "till.pfj"
     with posfast.Journal.create(path, capacity=64) as j:

@@ -15,7 +15,6 @@ import tempfile
 import pytest
 
 import posfast
-from posfast import _core
 
 import _powerloss as pl
 from _powerloss import DATA, Images, Recorder, Workload
@@ -230,7 +229,6 @@ def test_a_commit_group_never_spans_more_than_half_the_ring(workdir):
     for op, off, data in rec2.ops:
         unsynced = 0 if op == "sync" else unsynced + (len(data) // 128 if off >= DATA else 0)
         assert unsynced <= 8
-    images = Images(rec2)
     tally = pl.check_recording(rec2, workdir, random.Random(1), per_point=16, exhaustive=True)
     assert tally.images > 50
 

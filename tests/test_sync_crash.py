@@ -20,7 +20,7 @@ from posfast.sync import SqliteTarget, SyncUnavailable, Syncer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL does not exist on Windows")
 
-from _sync_helpers import (REPO, assert_back_office_equals_journal, assert_same_records, fill_journal,
+from _sync_helpers import (REPO, assert_back_office_equals_journal, assert_same_records, fill_journal,  # noqa: E402
                            start_serve_process)
 
 CHILD = r"""

@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import threading
 import time
@@ -26,7 +25,7 @@ import posfast  # noqa: E402
 from posfast import server as server_mod  # noqa: E402
 from posfast.cli import main  # noqa: E402
 from posfast.server import load_tokens, parse_tokens, server_ssl_context, start_in_thread  # noqa: E402
-from posfast.sync import (BackOfficeFull, BackOfficeMissing, HttpTarget, RecordBatch, SqliteTarget,  # noqa: E402
+from posfast.sync import (BackOfficeFull, BackOfficeMissing, HttpTarget, SqliteTarget,  # noqa: E402
                           SyncBadAck, SyncConfigError, SyncRefused, SyncUnavailable, Syncer, encode_batch,
                           target_from_url)
 

@@ -19,124 +19,23 @@
 Read verbs take --format table|json|csv; tables show the journal's local time (its day rule),
 JSON and CSV ISO 8601 with that offset.
 
-Layout: this package's __init__ holds the parser, main() and the exit-code table;
-cli/output.py the formatting, cli/commands.py every verb, cli/demo.py `posfast demo`.
+Layout: this package's __init__ holds the parser and main(); cli/codes.py the exit-code
+table, cli/output.py the formatting, cli/commands.py every verb, cli/demo.py `posfast demo`.
 """
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 
 from .. import errors
 
-# ------------------------------------------------------------------ the exit-code table
-EX_OK = 0            #: done, nothing to report
-EX_FINDINGS = 1      #: discrepancies, damaged records, payments in doubt
-EX_USAGE = 2         #: usage errors only: argparse errors, bad option values
-EX_WARNING = 3       #: warnings: ring filling, sync overdue, a damaged newer record near the answer
-EX_DATAERR = 65      #: bad input data (a settlement file, a refused batch, a payment's state)
-EX_NOINPUT = 66      #: journal, file or the record asked for is missing
-EX_SOFTWARE = 70     #: an exception outside the table (a bug: please report it)
-EX_UNAVAILABLE = 69  #: back office or printer unreachable, an optional dependency missing
-EX_CANTCREAT = 73    #: cannot create what was asked (day already closed, copy limit, file exists)
-EX_IOERR = 74        #: I/O error, damage that stops the verb
-EX_TEMPFAIL = 75     #: retry later: journal locked by another writer, journal or disk full
-EX_PROTOCOL = 76     #: the back office answered, but not with an acknowledgement
-EX_NOPERM = 77       #: permissions
-EX_INTERRUPTED = 130  #: Ctrl-C (128 + SIGINT)
-
-#: What each code means, in the order `posfast --help` and the README show them.
-EXIT_CODE_MEANINGS = {
-    EX_OK: "ok",
-    EX_FINDINGS: "findings: discrepancies, damage, payments in doubt",
-    EX_USAGE: "usage error: bad command line or option value",
-    EX_WARNING: "warning: ring filling, sync overdue, a damaged newer record near the answer",
-    EX_DATAERR: "EX_DATAERR: bad input data (settlement file, refused batch, payment state, not a back office)",
-    EX_NOINPUT: "EX_NOINPUT: journal, file or record missing",
-    EX_UNAVAILABLE: "EX_UNAVAILABLE: back office or printer unreachable, aiohttp missing",
-    EX_SOFTWARE: "EX_SOFTWARE: an exception outside this table (a bug: please report it)",
-    EX_CANTCREAT: "EX_CANTCREAT: cannot create it (day already closed, copy limit, file exists)",
-    EX_IOERR: "EX_IOERR: I/O error or damage that stops the verb",
-    EX_TEMPFAIL: "EX_TEMPFAIL: retry later (journal locked by another writer, journal or disk full)",
-    EX_PROTOCOL: "EX_PROTOCOL: the back office's answer is not an acknowledgement",
-    EX_NOPERM: "EX_NOPERM: permission denied",
-    EX_INTERRUPTED: "interrupted (Ctrl-C)",
-}
+from .codes import (EX_CANTCREAT, EX_DATAERR, EX_FINDINGS, EX_INTERRUPTED,  # noqa: F401
+                    EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_OK, EX_PROTOCOL, EX_SOFTWARE, EX_TEMPFAIL,
+                    EX_UNAVAILABLE, EX_USAGE, EX_WARNING, EXIT_CODE_MEANINGS, exit_code,
+                    exit_code_epilog, exit_codes)
 
 
-def _exit_codes() -> dict:
-    from ..reconcile import SettlementError
-    from ..sync import (BackOfficeFull, BackOfficeMissing, SyncBadAck, SyncConfigError, SyncError,
-                        SyncRefused, SyncUnavailable)
-    return {
-        # posfast's own errors
-        errors.InvalidArgument: EX_USAGE,
-        errors.InvalidRecord: EX_USAGE,          # a field given on the command line
-        SyncConfigError: EX_USAGE,               # a bad --to, --token, --batch, --port ...
-        errors.PaymentError: EX_DATAERR,         # resolve a payment that is not in doubt
-        SettlementError: EX_DATAERR,
-        errors.FormatVersionError: EX_DATAERR,   # not a posfast journal
-        errors.SyncRefused: EX_DATAERR,          # the back office refused the records
-        SyncRefused: EX_DATAERR,
-        BackOfficeMissing: EX_NOINPUT,
-        SyncUnavailable: EX_UNAVAILABLE,
-        SyncError: EX_UNAVAILABLE,
-        SyncBadAck: EX_PROTOCOL,
-        errors.DayClosed: EX_CANTCREAT,
-        errors.ReprintRefused: EX_CANTCREAT,
-        errors.CorruptRecord: EX_IOERR,
-        errors.IOFailure: EX_IOERR,
-        errors.JournalClosed: EX_IOERR,
-        errors.JournalLocked: EX_TEMPFAIL,
-        errors.JournalFull: EX_TEMPFAIL,
-        BackOfficeFull: EX_TEMPFAIL,
-        errors.PosfastError: EX_DATAERR,         # any other refusal: the journal, file or back office
-        # the builtins a verb may meet
-        FileNotFoundError: EX_NOINPUT,
-        NotADirectoryError: EX_NOINPUT,
-        FileExistsError: EX_CANTCREAT,
-        IsADirectoryError: EX_CANTCREAT,
-        PermissionError: EX_NOPERM,
-        ConnectionError: EX_UNAVAILABLE,
-        TimeoutError: EX_UNAVAILABLE,
-        ImportError: EX_UNAVAILABLE,             # an optional extra (aiohttp, psycopg) not installed
-        OSError: EX_IOERR,                       # ENOSPC / EDQUOT: EX_TEMPFAIL (see exit_code)
-        ValueError: EX_USAGE,                    # a value no verb could use (a width, a count)
-        KeyboardInterrupt: EX_INTERRUPTED,
-    }
-
-
-_TABLE = None
-
-
-def exit_codes() -> dict:
-    """The one table: exception class -> exit code.  An exception takes the code of the
-    first class of its MRO found here (so a subclass listed on its own wins)."""
-    global _TABLE
-    if _TABLE is None:
-        _TABLE = _exit_codes()
-    return _TABLE
-
-
-def exit_code(exc: BaseException) -> int:
-    """The exit code of an exception by the table (a full disk is EX_TEMPFAIL)."""
-    table = exit_codes()
-    for cls in type(exc).__mro__:
-        if cls in table:
-            code = table[cls]
-            if code == EX_IOERR and getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-                return EX_TEMPFAIL
-            return code
-    return EX_SOFTWARE
-
-
-def exit_code_epilog() -> str:
-    return "exit codes:\n" + "\n".join("  %3d  %s" % (code, text) for code, text in EXIT_CODE_MEANINGS.items())
-
-
-# ------------------------------------------------------------------ parser
 def _fmt(p, choices=None):
     from .output import FORMATS
     p.add_argument("--format", choices=choices or FORMATS, default="table",
@@ -280,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version():
-    from .. import __version__
+    from .._version import __version__
     return __version__
 
 

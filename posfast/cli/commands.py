@@ -15,7 +15,7 @@ import numpy as np
 from .. import errors
 from ..journal import Journal
 from ..records import PAYMENT_KINDS, RECORD_DTYPE, State, now_us
-from . import EX_FINDINGS, EX_NOINPUT, EX_OK, EX_UNAVAILABLE, EX_WARNING, exit_code
+from .codes import EX_FINDINGS, EX_NOINPUT, EX_OK, EX_UNAVAILABLE, EX_WARNING, exit_code
 from .output import (FORMATS, Progress, age, format_dicts, format_mapping, format_rows, journal_tz,
                      local_time, money, money_with_code, row_dict)
 

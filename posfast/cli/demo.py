@@ -4,6 +4,7 @@ Everything here goes through the public API, the way a POS application would.
 """
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import os
 import subprocess
@@ -13,8 +14,14 @@ import time
 
 import numpy as np
 
+from ..dayclose import payment_transactions
 from ..journal import Journal
-from ..records import DayRule, Kind, Method, State, day_to_date
+from ..printing import FilePrinter, print_receipt, print_z_report, render_z_report
+from ..receipt import Payment, Receipt, ReceiptItem
+from ..reconcile import SETTLEMENT_COLUMNS, reconcile
+from ..records import DayRule, Kind, Method, State, day_number, day_to_date, now_us
+from ..sync import SqliteTarget, Syncer
+from .output import local_time
 
 STORE = "好又多超市 Haoyouduo Market"
 ITEMS = [("宫保鸡丁 Kung Pao chicken", 3800), ("Cola 330ml", 350), ("米饭 Rice", 200),
@@ -237,13 +244,8 @@ def run_demo(directory=None, days=7, terminals=4, seed=20261120):
     again = Syncer(journal, SqliteTarget(back_db), batch=1000).run_once()
     _say("   syncing again sends %d: the back office holds every record exactly once" % again.sent)
 
-    try:
-        from ..reconcile import demo_reconcile
-    except ImportError:
-        demo_reconcile = None
-    if demo_reconcile is not None:
-        _say("\n9. Reconciliation and day close:")
-        demo_reconcile(journal, back_db, _say)
+    _say("\n9. Reconciliation and day close:")
+    demo_reconcile(journal, back_db, _say)
 
     started = time.perf_counter()
     report = journal.verify()
@@ -274,3 +276,77 @@ txn = j.begin_payment(terminal=2, amount=8800, currency=156, method="card", clie
 print(txn, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)   # power cut: no finish, no close
 """
+
+
+def demo_reconcile(journal, back_office=None, out=print, day=None):
+    """End of ``posfast demo``: plant a receipt without a transaction and a payment the
+    host never saw, reconcile against the back office (and an acquirer settlement file
+    written from it), close the day and print its Z-report.
+
+    `back_office` is the demo's back-office SQLite file (a temporary one is
+    made and synced when None); `out` prints a line.
+    """
+    if callable(back_office) and out is print:
+        back_office, out = None, back_office
+    directory = os.path.dirname(os.path.abspath(journal.path))
+    if back_office is None:
+        back_office = os.path.join(tempfile.mkdtemp(prefix="posfast-bo-"), "backoffice.db")
+        Syncer(journal, SqliteTarget(back_office, create=True), batch=1000).run_once()
+    rule = journal.day_rule
+    wanted = day_number(day) if day is not None else rule.day_number(now_us())
+    printer = FilePrinter(os.path.join(directory, "printer.escpos"))
+    today = journal.query(day=wanted)
+    txns, _ = payment_transactions(today, wanted, journal.oldest_seq)
+
+    # 1. a receipt came out for a payment the host declined (a till printing too early)
+    declined = txns[txns["state"] == State.DECLINED]
+    if len(declined):
+        target = journal.get(int(declined["final_seq"][0]))
+    else:
+        txn = journal.begin_payment(terminal=1, amount=4200, currency=156, method="card")
+        journal.finish_payment(txn, "declined")
+        target = journal.payment(txn)
+    seq = journal.append(terminal=target.terminal, kind=Kind.PRINT, state=State.OK,
+                         txn_id=target.txn_id, ref_seq=target.seq, receipt_no=target.receipt_no,
+                         currency=target.currency,
+                         payload=b'{"copy":0,"printer":"demo: printed before the host answered"}')
+    out("   planted: a receipt printed (PRINT seq %d) for txn %d, which the host declined"
+        % (seq, target.txn_id))
+    # 2. an approved card payment after the last sync: the back office never saw it
+    receipt = Receipt(merchant="Demo", receipt_no=0, terminal=1, currency=156,
+                      items=[ReceiptItem("Coffee", unit_price=1800)], total=1800,
+                      payments=[Payment("card", 1800, pan_last4="4242")])
+    unsynced = journal.begin_payment(terminal=1, amount=1800, currency=156, method="card",
+                                     payload=receipt.to_payload())
+    journal.finish_payment(unsynced, "approved", auth_code="D00001", rrn="999000000001",
+                           pan_last4="4242")
+    print_receipt(journal, unsynced, printer)
+    out("   planted: an approved card sale (txn %d) after the last sync: the back office never "
+        "saw it" % unsynced)
+
+    report = reconcile(journal, "sqlite:///" + os.path.abspath(back_office), day=wanted)
+    out("\n   posfast reconcile --host sqlite:///%s" % back_office)
+    out("   " + report.to_table(detail_width=48).replace("\n", "\n   "))
+
+    # the acquirer's settlement file: what the card host settled (it never saw the unsynced sale)
+    settled = [t for t in txns if t["state"] == State.APPROVED
+               and t["method"] not in (Method.CASH, Method.VOUCHER)]
+    csv_path = os.path.join(directory, "settlement-%s.csv" % day_to_date(wanted))
+    tz = rule.tzinfo
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SETTLEMENT_COLUMNS)
+        for t in settled:
+            writer.writerow([int(t["terminal"]), local_time(int(t["ts"]) + 2_000_000, tz, human=False), bytes(t["rrn"]).decode("ascii", "replace"),
+                             bytes(t["auth_code"]).decode("ascii", "replace"), int(t["amount"]), int(t["currency"]),
+                             Kind(int(t["kind"])).name.lower()])
+    report2 = reconcile(journal, csv_path, day=wanted)
+    out("\n   posfast reconcile --host %s" % csv_path)
+    out("   " + report2.summary())
+
+    close = journal.close_day(wanted, force=True)
+    result = print_z_report(journal, close, printer)
+    out("\n   posfast close-day --day %s  (Z-report also sent to the printer: %s, PRINT seq %d)"
+        % (day_to_date(wanted), result.outcome, result.seq))
+    out("   " + render_z_report(close, width=42, tz=tz).rstrip("\n").replace("\n", "\n   "))
+    return report

@@ -24,7 +24,6 @@ printer got.
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterable, Optional, Union
 

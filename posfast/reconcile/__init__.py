@@ -85,11 +85,11 @@ numpy: no Python loop runs per record, only per discrepancy.
 >>> j.close()
 """
 from ..errors import SettlementError
-from .checks import demo_reconcile, reconcile
+from .checks import reconcile
 from .hosts import DayReader, HostSource, host_source
 from .report import CATEGORIES, Discrepancy, ReconcileReport
 from .settlement import SETTLEMENT_COLUMNS, SETTLEMENT_DTYPE, Settlement, read_settlement
 
 __all__ = ["CATEGORIES", "Discrepancy", "ReconcileReport", "Settlement", "SettlementError",
            "SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "read_settlement", "reconcile",
-           "demo_reconcile", "DayReader", "HostSource", "host_source"]
+           "DayReader", "HostSource", "host_source"]

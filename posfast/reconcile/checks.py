@@ -1,11 +1,8 @@
 """The reconciliation itself: one business day of a journal against the back office
 or a settlement file, and against its own print records (see :mod:`posfast.reconcile`).
-
-Also the end of ``posfast demo`` (:func:`demo_reconcile`), self-contained.
 """
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import os
 from collections.abc import Sequence
@@ -16,16 +13,16 @@ import numpy as np
 from ..dayclose import TXN_DTYPE, payment_transactions
 from ..errors import PosfastError
 from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, Flag, Kind, Method, State, day_number,
-                       day_to_date, now_us)
+                       day_to_date)
 from .hosts import host_source
 from .matching import dedupe, join, key_ids, split_ids, window_pairs
 from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport
-from .settlement import SETTLEMENT_COLUMNS, Settlement, read_settlement
+from .settlement import Settlement, read_settlement
 
 if TYPE_CHECKING:
     from ..journal import Journal
 
-__all__ = ["reconcile", "demo_reconcile"]
+__all__ = ["reconcile"]
 
 _ORDER = {c: i for i, c in enumerate(CATEGORIES)}
 _RECEIPT_KINDS = np.array([Kind.SALE, Kind.REFUND, Kind.VOID, Kind.PREAUTH, Kind.COMPLETION],
@@ -571,83 +568,3 @@ def _lookup_payment(journal, txn_id, ref_seq):
     seqs = tuple(dict.fromkeys((txn_id, int(current.seq))))
     return (state, seqs, "txn %d is %s" % (txn_id, _name(State, state)), int(current.amount),
             int(current.currency), txn_id)
-
-
-# ---------------------------------------------------------------- demo
-def demo_reconcile(journal, back_office=None, out=print, day=None):
-    """End of ``posfast demo``: plant a receipt without a transaction and a payment the
-    host never saw, reconcile against the back office (and an acquirer settlement file
-    written from it), close the day and print its Z-report.
-
-    `back_office` is the demo's back-office SQLite file (a temporary one is
-    made and synced when None); `out` prints a line.
-    """
-    import tempfile
-    from ..printing import print_z_report, render_z_report
-    from ..printing import FilePrinter, print_receipt
-    from ..receipt import Payment, Receipt, ReceiptItem
-    from ..sync import SqliteTarget, Syncer
-    if callable(back_office) and out is print:
-        back_office, out = None, back_office
-    directory = os.path.dirname(os.path.abspath(journal.path))
-    if back_office is None:
-        back_office = os.path.join(tempfile.mkdtemp(prefix="posfast-bo-"), "backoffice.db")
-        Syncer(journal, SqliteTarget(back_office, create=True), batch=1000).run_once()
-    rule = journal.day_rule
-    wanted = day_number(day) if day is not None else rule.day_number(now_us())
-    printer = FilePrinter(os.path.join(directory, "printer.escpos"))
-    today = journal.query(day=wanted)
-    txns, _ = payment_transactions(today, wanted, journal.oldest_seq)
-
-    # 1. a receipt came out for a payment the host declined (a till printing too early)
-    declined = txns[txns["state"] == State.DECLINED]
-    if len(declined):
-        target = journal.get(int(declined["final_seq"][0]))
-    else:
-        txn = journal.begin_payment(terminal=1, amount=4200, currency=156, method="card")
-        journal.finish_payment(txn, "declined")
-        target = journal.payment(txn)
-    seq = journal.append(terminal=target.terminal, kind=Kind.PRINT, state=State.OK,
-                         txn_id=target.txn_id, ref_seq=target.seq, receipt_no=target.receipt_no,
-                         currency=target.currency,
-                         payload=b'{"copy":0,"printer":"demo: printed before the host answered"}')
-    out("   planted: a receipt printed (PRINT seq %d) for txn %d, which the host declined"
-        % (seq, target.txn_id))
-    # 2. an approved card payment after the last sync: the back office never saw it
-    receipt = Receipt(merchant="Demo", receipt_no=0, terminal=1, currency=156,
-                      items=[ReceiptItem("Coffee", unit_price=1800)], total=1800,
-                      payments=[Payment("card", 1800, pan_last4="4242")])
-    unsynced = journal.begin_payment(terminal=1, amount=1800, currency=156, method="card",
-                                     payload=receipt.to_payload())
-    journal.finish_payment(unsynced, "approved", auth_code="D00001", rrn="999000000001",
-                           pan_last4="4242")
-    print_receipt(journal, unsynced, printer)
-    out("   planted: an approved card sale (txn %d) after the last sync: the back office never "
-        "saw it" % unsynced)
-
-    report = reconcile(journal, "sqlite:///" + os.path.abspath(back_office), day=wanted)
-    out("\n   posfast reconcile --host sqlite:///%s" % back_office)
-    out("   " + report.to_table(detail_width=48).replace("\n", "\n   "))
-
-    # the acquirer's settlement file: what the card host settled (it never saw the unsynced sale)
-    settled = [t for t in txns if t["state"] == State.APPROVED
-               and t["method"] not in (Method.CASH, Method.VOUCHER)]
-    csv_path = os.path.join(directory, "settlement-%s.csv" % day_to_date(wanted))
-    tz = rule.tzinfo
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(SETTLEMENT_COLUMNS)
-        for t in settled:
-            writer.writerow([int(t["terminal"]), _iso(int(t["ts"]) + 2 * _US, tz), _text(t["rrn"]),
-                             _text(t["auth_code"]), int(t["amount"]), int(t["currency"]),
-                             _name(Kind, t["kind"])])
-    report2 = reconcile(journal, csv_path, day=wanted)
-    out("\n   posfast reconcile --host %s" % csv_path)
-    out("   " + report2.summary())
-
-    close = journal.close_day(wanted, force=True)
-    result = print_z_report(journal, close, printer)
-    out("\n   posfast close-day --day %s  (Z-report also sent to the printer: %s, PRINT seq %d)"
-        % (day_to_date(wanted), result.outcome, result.seq))
-    out("   " + render_z_report(close, width=42, tz=tz).rstrip("\n").replace("\n", "\n   "))
-    return report

@@ -54,6 +54,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Mapping, Optional, Union
 
+from ..errors import SyncError
 from .http import target_from_url
 from .postgres import PostgresTarget
 from .protocol import (ECHO_LIMIT, MAX_BATCH, SyncConfigError, SyncRefused, SyncUnavailable, clip,
@@ -213,7 +214,9 @@ class _AuthLimiter:
 
 # --------------------------------------------------------------------------- app
 
-class _Refused(Exception):
+class _Refused(SyncError):
+    """A refusal on its way to becoming the JSON 4xx reply (it never leaves the server)."""
+
     def __init__(self, status: int, reason: str, message: str, headers=None, **extra):
         super().__init__(message)
         self.status, self.reason, self.message, self.extra, self.headers = status, reason, message, extra, headers

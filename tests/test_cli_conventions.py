@@ -295,7 +295,7 @@ def _imports(path):
 
 
 def test_no_domain_module_imports_the_cli_and_no_cli_demo_cycle():
-    package = os.path.join(REPO, "posfast")
+    package = os.path.dirname(os.path.abspath(posfast.__file__))   # the checkout or the wheel
     for root, _dirs, files in os.walk(package):
         if os.path.join(package, "cli") in root:
             continue

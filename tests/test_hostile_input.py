@@ -279,6 +279,10 @@ def run_cli(*argv, user=None):
         if not shutil.which("setpriv"):
             pytest.skip("running as root without setpriv: cannot run the CLI as another user")
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        probe = subprocess.run(prefix + [sys.executable, "-c", "import posfast"], cwd="/",
+                               capture_output=True, text=True, timeout=60)
+        if probe.returncode != 0:
+            pytest.skip("user nobody cannot import this posfast (%s)" % probe.stderr.strip()[-200:])
     proc = subprocess.run(prefix + [sys.executable, "-m", "posfast.cli", *argv],
                           capture_output=True, text=True, timeout=120, cwd="/")
     return proc.returncode, proc.stdout, proc.stderr

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..dayclose import TXN_DTYPE, payment_transactions
 from ..errors import PosfastError
-from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, Flag, Kind, Method, State, day_number,
-                       day_to_date)
+from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, RECEIPT_KINDS, Flag, Kind, Method,
+                       State, day_number, day_to_date)
 from .hosts import host_source
 from .matching import dedupe, join, key_ids, split_ids, window_pairs
 from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport
@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["reconcile"]
 
 _ORDER = {c: i for i, c in enumerate(CATEGORIES)}
-_RECEIPT_KINDS = np.array([Kind.SALE, Kind.REFUND, Kind.VOID, Kind.PREAUTH, Kind.COMPLETION],
-                          dtype=np.uint8)
+# an approved payment of these kinds should have printed a slip (a reversal is the terminal's
+# own undo after a timeout: no customer slip)
+_NEEDS_RECEIPT = np.array(sorted(int(k) for k in RECEIPT_KINDS - {Kind.REVERSAL}), dtype=np.uint8)
 _NOT_SETTLED_METHODS = (Method.CASH, Method.VOUCHER)
 _NOT_SETTLED_KINDS = np.array([Kind.CASH_IN, Kind.CASH_OUT], dtype=np.uint8)
 _APPROVED, _PENDING = int(State.APPROVED), int(State.PENDING)
@@ -527,7 +528,7 @@ def _receipts(journal, rows, jtx, wanted, out):
             detail="receipt%s printed (%s, PRINT seq %d) but %s" % (
                 copy, _name(State, p["state"]), int(p["seq"]), why)))
     # approved payments and their prints
-    needs = (jtx["state"] == _APPROVED) & np.isin(jtx["kind"], _RECEIPT_KINDS)
+    needs = (jtx["state"] == _APPROVED) & np.isin(jtx["kind"], _NEEDS_RECEIPT)
     ok = np.bincount(pos[in_day & (state == State.OK)].astype(np.intp), minlength=len(jtx))
     unknown = np.bincount(pos[in_day & (state == State.UNKNOWN)].astype(np.intp), minlength=len(jtx))
     for i in np.flatnonzero(needs & (ok == 0) & (unknown == 0)).tolist():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SettlementError
-from ..records import KIND_SIGN_TABLE, Kind
+from ..records import KIND_SIGN_TABLE, RECEIPT_KINDS, Kind
 
 __all__ = ["SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "Settlement", "SettlementError", "read_settlement"]
 
@@ -26,7 +26,6 @@ _ALIASES = {"auth": "auth_code", "authcode": "auth_code", "auth_no": "auth_code"
             "date_time": "time", "kind": "type", "txn_type": "type", "transaction_type": "type",
             "terminal_id": "terminal", "tid": "terminal", "reference": "rrn",
             "retrieval_reference_number": "rrn", "ref_no": "rrn"}
-_SETTLEMENT_KINDS = (Kind.SALE, Kind.REFUND, Kind.VOID, Kind.REVERSAL, Kind.PREAUTH, Kind.COMPLETION)
 _US = 1_000_000
 
 
@@ -377,7 +376,7 @@ def _settlement_rows(col, lines, path, offset) -> np.ndarray:
     def kind_of(text):
         name = text.lower().replace("-", "_")
         kind = Kind.__members__.get({"pre_auth": "preauth"}.get(name, name).upper())
-        return int(kind) if kind in _SETTLEMENT_KINDS else None
+        return int(kind) if kind in RECEIPT_KINDS else None
 
     alpha = {}
 

@@ -17,7 +17,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..records import PAYMENT_KINDS, RECORD_DTYPE, Flag, day_number, now_us
-from .protocol import ECHO_LIMIT, MAX_BATCH, MAX_SEQ, Ack, RecordBatch, SyncConfigError, SyncRefused, as_uuid, clip
+from .protocol import (ECHO_LIMIT, MAX_BATCH, MAX_SEQ, Ack, RecordBatch, SyncConfigError, SyncRefused,
+                       as_uuid, clip, day_rule_tuple, normalize_batch)
 
 log = logging.getLogger("posfast.sync")
 
@@ -197,6 +198,19 @@ class BackOffice:
 
     def _column_list(self) -> str:
         return ", ".join(f'"{n}"' for n in RECORD_DTYPE.names)
+
+    def _incoming(self, batch, day_rule) -> RecordBatch:
+        """The batch a push was given, checked and normalized, with the day rule to check its
+        days by; a refusal is recorded (sync_refusals, log) and raised."""
+        self._check_writable()
+        try:
+            inc = normalize_batch(batch, max_batch=self.max_batch)
+            if day_rule is not None:
+                inc.day_rule = day_rule_tuple(day_rule)
+        except SyncRefused as exc:
+            self._refused(exc)
+            raise
+        return inc
 
     def _refused(self, exc: SyncRefused) -> None:
         try:

@@ -9,7 +9,7 @@ from typing import Callable, Optional
 from ..records import now_us
 from .backoffice import ADDED_JOURNAL_COLUMNS, BackOffice, batch_from_db, db_rows, schema_statements, seq_or_none
 from .protocol import (ECHO_LIMIT, Ack, BackOfficeMissing, JournalState, RecordBatch, SyncRefused,
-                       SyncUnavailable, as_uuid, clip, day_rule_tuple, normalize_batch, plan_batch)
+                       SyncUnavailable, as_uuid, clip, plan_batch)
 
 __all__ = ["PostgresTarget"]
 
@@ -168,14 +168,7 @@ class PostgresTarget(BackOffice):
 
     def push(self, batch, *, anchor: bool = False, day_rule=None) -> Ack:
         """Store a batch in one transaction; return the ack or raise SyncRefused (see SqliteTarget.push)."""
-        self._check_writable()
-        try:
-            inc = normalize_batch(batch, max_batch=self.max_batch)
-            if day_rule is not None:
-                inc.day_rule = day_rule_tuple(day_rule)
-        except SyncRefused as exc:
-            self._refused(exc)
-            raise
+        inc = self._incoming(batch, day_rule)
         jid = inc.journal_id
         first_seq, last_seq = int(inc.rows["seq"][0]), int(inc.rows["seq"][-1])
 

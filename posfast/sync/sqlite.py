@@ -11,8 +11,7 @@ from typing import Optional
 from ..records import RECORD_DTYPE, now_us
 from .backoffice import ADDED_JOURNAL_COLUMNS, BackOffice, batch_from_db, db_rows, schema_statements, seq_or_none
 from .protocol import (ECHO_LIMIT, Ack, BackOfficeFull, BackOfficeMissing, JournalState, RecordBatch,
-                       SyncConfigError, SyncRefused, SyncUnavailable, as_uuid, clip, day_rule_tuple,
-                       normalize_batch, plan_batch)
+                       SyncConfigError, SyncRefused, SyncUnavailable, as_uuid, clip, plan_batch)
 
 __all__ = ["SqliteTarget"]
 
@@ -143,14 +142,7 @@ class SqliteTarget(BackOffice):
         the rule this back office recorded for the journal, else UTC / 00:00); every row's
         ``day`` must follow from its ``ts`` by it.
         """
-        self._check_writable()
-        try:
-            inc = normalize_batch(batch, max_batch=self.max_batch)
-            if day_rule is not None:
-                inc.day_rule = day_rule_tuple(day_rule)
-        except SyncRefused as exc:
-            self._refused(exc)
-            raise
+        inc = self._incoming(batch, day_rule)
         jid = inc.journal_id
         first_seq, last_seq = int(inc.rows["seq"][0]), int(inc.rows["seq"][-1])
         high = 0

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
@@ -42,6 +43,22 @@ _EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
 _PARALLEL_INDEX_ROWS = 50_000   # bulk appends from this size index on a second thread
 _SCAN_CHUNK = 1 << 16           # records read at a time by scans that do not trust the index
 _log = logging.getLogger("posfast")
+
+# Writers open in this process.  A child forked from it shares their open file descriptions
+# and so their writer locks: it lets go of them at once (the parent keeps writing; the
+# child's copy of the handle is closed), so that no child can write the journal or keep the
+# parent's lock alive after the parent closed it.
+_WRITERS: "weakref.WeakSet[Journal]" = weakref.WeakSet()
+
+
+def _drop_writers_in_child() -> None:
+    for journal in list(_WRITERS):
+        journal._ring.drop_inherited()
+    _WRITERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_writers_in_child)
 
 
 def _days_text(days) -> str:
@@ -256,6 +273,8 @@ class Journal:
         except BaseException:
             ring.close()
             raise
+        if not readonly:
+            _WRITERS.add(journal)
         return journal
 
     def _recover(self):

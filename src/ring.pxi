@@ -444,6 +444,16 @@ cdef class Ring:
         g = genesis_link(bytes(self.jid[:16]))
         memcpy(self.head_link, PyBytes_AS_STRING(g), 16)
 
+    def drop_inherited(self):
+        """In a child forked from the writer: let go of the file without writing or syncing a
+        byte.  Only this descriptor closes; the parent keeps its handle and its lock."""
+        if self.map != NULL:
+            pf_unmap(self.map, self.map_len)
+            self.map = NULL
+        if self.fd >= 0:
+            pf_close(self.fd)
+            self.fd = -1
+
     def close(self):
         if self.map != NULL:
             pf_unmap(self.map, self.map_len)

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -330,3 +331,34 @@ def test_healthy_wrapped_journal_shows_no_conflict(make_journal):
     j.close()
     with posfast.Journal.open(j.path, readonly=True) as ro:
         assert ro.verify().ok
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_neither_writes_nor_keeps_the_lock(make_journal):
+    # a fork shares the writer's open file description, and with it the lock: the child lets go
+    j = make_journal()
+    j.append(terminal=1, kind="sale", amount=1)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                          # the child
+        try:
+            j.append(terminal=1, kind="sale", amount=2)
+            answer = b"WROTE"
+        except posfast.JournalClosed:
+            answer = b"CLOSED"
+        except BaseException:
+            answer = b"ERROR"
+        os.write(write_end, answer)
+        time.sleep(3)                                     # still alive while the parent reopens
+        os._exit(0)
+    try:
+        os.close(write_end)
+        assert os.read(read_end, 16) == b"CLOSED"
+        assert j.append(terminal=1, kind="sale", amount=3) == 2    # the parent writes on
+        j.close()
+        with posfast.Journal.open(j.path) as again:       # 0.1.0 / flock alone: JournalLocked
+            assert [again.get(s).amount for s in (1, 2)] == [1, 3]
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(read_end)

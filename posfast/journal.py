@@ -441,9 +441,14 @@ class Journal:
             before = self._ring.head_seq
             added = self._ring.refresh()
             if added < 0:
-                self._ring.recover_scan()
+                # the writer lapped this reader: read the file afresh, as an open does (the
+                # header's sync watermark has moved on too; a rescan with the one read at
+                # open took records evicted after their sync for records lost before it)
+                lapped = self._ring
+                self._ring = _core.Ring.open(self.path, False)
+                lapped.close()
                 self.index = Index()
-                self._index_range(self._ring.oldest_seq, self._ring.head_seq)
+                self._recover()
             elif added:
                 self._index_range(before + 1, self._ring.head_seq)
 

@@ -253,3 +253,25 @@ def test_reader_asking_for_a_record_evicted_since_it_looked(make_journal):
         assert ro.query(terminal=2)["amount"].tolist() == list(range(41, 81))
         assert ro.last(terminal=2).seq == 80
         assert ro.query(terminal=1)["amount"].tolist() == list(range(17, 41))
+
+
+def test_reader_lapped_by_the_writer_reports_no_false_loss(make_journal):
+    # retention "synced": the writer evicts only what the back office acknowledged; a reader
+    # that opened before those acknowledgements must not call the evicted records lost
+    writer = make_journal(capacity=64, retention="synced")
+    for _ in range(40):
+        writer.append(terminal=1, kind="sale", amount=1)
+    writer.set_sync_watermark(writer.head_seq)
+    reader = posfast.Journal.open(writer.path, readonly=True)
+    for _ in range(100):
+        writer.append(terminal=1, kind="sale", amount=2)
+        writer.set_sync_watermark(writer.head_seq)
+    try:
+        assert writer.verify().ok
+        report = reader.verify()
+        assert report.ok, str(report)                       # 0.1.0: "records 41..76 lost"
+        assert reader.status()["damaged_at_open"] == 0
+        assert reader.head_seq == writer.head_seq == 140
+        assert reader.get(140).amount == 2
+    finally:
+        reader.close()

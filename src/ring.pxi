@@ -1263,7 +1263,9 @@ cdef class Ring:
             # one writer numbers a commit group 0, 1, 2 ...: a record follows its predecessor
             # in the group or starts a new one
             group_off = pf_ld16(h + PFR_GROUP_OFF)
-            if prev_group_off >= 0 and group_off != 0 and group_off != prev_group_off + 1:
+            if prev_group_off >= 0 and group_off != 0 and group_off != prev_group_off + 1 \
+                    and not (not self.writable and self._overwritten_since(prev_pos or pos)):
+                # (a reader's view lags: the writer may have overwritten either record since)
                 problems.append((seq, slot, CHK_GROUP, "%s: it is record %d of its group, the "
                                  "record before it is record %d of its own"
                                  % (CAUSES[CHK_GROUP], group_off, prev_group_off)))

@@ -341,36 +341,28 @@ def refuse_card_number(where: str, data: Union[bytes, str]) -> None:
                             "its last four digits (pan_last4)" % (where, found))
 
 
-def check_payload(payload: PayloadLike, where: str = "payload") -> bytes:
-    """A payload as bytes (bytes, bytearray, memoryview; None = empty), refused when it is
-    text or holds a card number."""
+def _payload_bytes(payload: PayloadLike, where: str) -> bytes:
+    """A payload as bytes (bytes, bytearray, memoryview; None = empty); text is refused."""
+    if type(payload) is bytes:
+        return payload
     if payload is None:
         return b""
     if isinstance(payload, str):
         raise InvalidRecord("posfast: %s=%r is text; a payload is bytes: encode it first "
                             "(e.g. text.encode('utf-8'))" % (where, _short(payload)))
     try:
-        payload = bytes(payload)
+        return bytes(payload)
     except TypeError:
         raise InvalidRecord("posfast: %s is a %s; a payload is bytes" % (where, type(payload).__name__)) \
             from None
+
+
+def check_payload(payload: PayloadLike, where: str = "payload") -> bytes:
+    """A payload as bytes (bytes, bytearray, memoryview; None = empty), refused when it is
+    text or holds a card number."""
+    payload = _payload_bytes(payload, where)
     refuse_card_number(where, payload)
     return payload
-
-
-def _payload_bytes(i, p) -> bytes:
-    if type(p) is bytes:
-        return p
-    if p is None:
-        return b""
-    if isinstance(p, str):
-        raise InvalidRecord("posfast: row %d: payload=%r is text; a payload is bytes: "
-                            "encode it first (e.g. text.encode('utf-8'))" % (i, _short(p)))
-    try:
-        return bytes(p)
-    except TypeError:
-        raise InvalidRecord("posfast: row %d: payload is a %s; a payload is bytes"
-                            % (i, type(p).__name__)) from None
 
 
 def check_payloads(payloads: Iterable[PayloadLike]) -> list:
@@ -378,7 +370,7 @@ def check_payloads(payloads: Iterable[PayloadLike]) -> list:
     if type(payloads) is list and set(map(type, payloads)) <= {bytes}:
         out = payloads                    # the usual case: nothing to convert
     else:
-        out = [_payload_bytes(i, p) for i, p in enumerate(payloads)]
+        out = [_payload_bytes(p, "row %d: payload" % i) for i, p in enumerate(payloads)]
     joined = b"\n".join(out)
     t = joined.translate(_PAN_TABLE)        # one pass over every payload
     long_runs = _NEEDLES[0] in t

@@ -2,8 +2,10 @@
 
 Kept in step with appends; evictions are applied lazily (every lookup clips to
 the live range, and bitmaps are compacted once a good share has gone).  Saved
-beside the ring as ``<journal>.idx`` with a checksum and the seq it is valid up
-to, so opening loads it and replays only the tail.
+beside the ring as ``<journal>.idx`` with the seq it is valid up to, so opening
+replays only the tail.  The file (FORMAT.md, "Index file") is read lazily: opening
+reads its header and directory; each bitmap is read, and its CRC checked, the first
+time a lookup needs it, and the record positions are mapped, not read.
 """
 from __future__ import annotations
 
@@ -17,9 +19,110 @@ from pyroaring import BitMap64
 from . import _core
 from ._files import open_new
 
-_MAGIC = b"POSFIDX1"
-_HEAD = struct.Struct("<8sI16sQQ16sQ")   # magic, version, journal id, head seq, oldest seq, head link, n positions
-_VERSION = 1
+import mmap
+
+_MAGIC = b"POSFIDX2"
+# magic, version, journal id, head seq, oldest seq, head link, n positions, lost positions,
+# offset of the positions, directory bytes
+_HEAD = struct.Struct("<8sI16sQQ16sQQQI")
+_VERSION = 2
+_ENTRY = struct.Struct("<qQII")         # key, offset, length, CRC32C of the blob
+_NEWEST = struct.Struct("<Iiq")         # terminal, kind (-1 = any), seq
+_BLOB = struct.Struct("<8sQII")         # name, offset, length, CRC32C
+_FAMILIES = ("day", "terminal", "kind")
+_PAGE = 4096
+
+
+class IndexBlobDamaged(Exception):
+    """A bitmap of the index file fails its checksum (raised inside the index only)."""
+
+
+class _Family(dict):
+    """Bitmaps of one family (by day, terminal or kind), read from the index file on first
+    use: a plain dict to its users, with the keys of unread bitmaps in `_pending`."""
+
+    def __init__(self, index=None, name="", pending=None):
+        super().__init__()
+        self._index = index
+        self._name = name
+        self._pending: dict = pending or {}
+
+    def _load(self, key):
+        spec = self._pending.pop(key)
+        bm = self._index._read_bitmap(self._name, key, spec)
+        if bm is None:               # damaged: the index rebuilt itself from the records
+            return dict.get(self, key)
+        dict.__setitem__(self, key, bm)
+        return bm
+
+    def _load_all(self):
+        for key in list(self._pending):
+            if key in self._pending:
+                self._load(key)
+
+    def __missing__(self, key):
+        if key in self._pending:
+            bm = self._load(key)
+            if bm is not None:
+                return bm
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        if key in self._pending:
+            bm = self._load(key)
+            return default if bm is None else bm
+        return default
+
+    def __contains__(self, key):
+        return dict.__contains__(self, key) or key in self._pending
+
+    def setdefault(self, key, default=None):
+        if key in self._pending:
+            self._load(key)
+        return dict.setdefault(self, key, default)
+
+    def __setitem__(self, key, value):
+        self._pending.pop(key, None)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key):
+        had = self._pending.pop(key, None) is not None
+        if dict.__contains__(self, key):
+            dict.__delitem__(self, key)
+        elif not had:
+            raise KeyError(key)
+
+    def pop(self, key, *default):
+        if key in self._pending:
+            self._load(key)
+        return dict.pop(self, key, *default)
+
+    def clear(self):
+        self._pending.clear()
+        dict.clear(self)
+
+    def __iter__(self):
+        return iter(list(dict.keys(self)) + list(self._pending))
+
+    def keys(self):  # type: ignore[override]
+        return list(self)
+
+    def __len__(self):
+        return dict.__len__(self) + len(self._pending)
+
+    def items(self):  # type: ignore[override]
+        self._load_all()
+        return dict.items(self)
+
+    def values(self):  # type: ignore[override]
+        self._load_all()
+        return dict.values(self)
+
+    def copy(self):
+        self._load_all()
+        return dict(dict.items(self))
 
 
 def _as_q(seqs: np.ndarray) -> array.array:
@@ -69,17 +172,57 @@ class Index:
     """Bitmaps by day, terminal and kind, plus the newest seq per (terminal, kind)."""
 
     def __init__(self):
-        self.by_day: dict[int, BitMap64] = {}
-        self.by_terminal: dict[int, BitMap64] = {}
-        self.by_kind: dict[int, BitMap64] = {}
+        self.by_day: dict[int, BitMap64] = _Family(self, "day")
+        self.by_terminal: dict[int, BitMap64] = _Family(self, "terminal")
+        self.by_kind: dict[int, BitMap64] = _Family(self, "kind")
         self.newest: dict[tuple, int] = {}      # (terminal, kind) and (terminal, None) -> seq
         self.compacted_below = 1
+        self.blobs: dict[bytes, bytes] = {}      # other parts' state saved with the index
+        self.dirty = False                       # changed since it was loaded or saved
+        self.rebuild = None     # set by the journal: re-index every record into this index
+        self._map = None        # the mapped index file of a lazy load
+        self._blob_specs: dict = {}
+
+    def _read_bitmap(self, family, key, spec):
+        offset, length, crc = spec
+        data = self._map[offset:offset + length] if self._map is not None else b""
+        if len(data) == length and _core.crc32c(data) == crc:
+            try:
+                return BitMap64.deserialize(data)
+            except (ValueError, OverflowError):
+                pass
+        self._rebuild("its %s bitmap %d fails its checksum" % (family, key))
+        return None
+
+    def _rebuild(self, why):
+        for family in (self.by_day, self.by_terminal, self.by_kind):
+            family.clear()
+        self.newest.clear()
+        if self.rebuild is None:
+            raise IndexBlobDamaged(why)
+        self.rebuild(self, why)
+
+    def blob(self, name: bytes):
+        """Bytes another part saved with the index under `name` (read now, on first use),
+        or None."""
+        if name in self.blobs:
+            return self.blobs[name]
+        spec = self._blob_specs.pop(name, None)
+        if spec is None or self._map is None:
+            return None
+        offset, length, crc = spec
+        data = bytes(self._map[offset:offset + length])
+        if len(data) != length or _core.crc32c(data) != crc:
+            return None
+        self.blobs[name] = data
+        return data
 
     def add_rows(self, rows: np.ndarray) -> None:
         """Index decoded rows (RECORD_DTYPE with seq set)."""
         n = len(rows)
         if n == 0:
             return
+        self.dirty = True
         seqs = rows["seq"]
         if n == 1:
             seq = int(seqs[0])
@@ -118,6 +261,7 @@ class Index:
 
     def merge(self, other: "Index") -> None:
         """Add everything `other` indexes (built beside an append) to this index."""
+        self.dirty = True
         for mine, theirs in ((self.by_day, other.by_day), (self.by_terminal, other.by_terminal),
                              (self.by_kind, other.by_kind)):
             for key, bm in theirs.items():
@@ -133,6 +277,7 @@ class Index:
         """Drop evicted seqs (below `oldest`) from every bitmap."""
         if oldest <= self.compacted_below:
             return
+        self.dirty = True
         for mapping in (self.by_day, self.by_terminal, self.by_kind):
             for key in list(mapping):
                 bm = mapping[key]
@@ -227,68 +372,121 @@ class Index:
 
     # ------------------------------------------------------------------ file
     def save(self, path: str, journal_id: bytes, head_seq: int, oldest_seq: int,
-             head_link: bytes, positions: np.ndarray) -> None:
-        """Write through a temp file and a rename; the readers check it before trusting it."""
+             head_link: bytes, positions: np.ndarray, durable: bool = False) -> bytes:
+        """Write through a temp file and a rename; returns the digest of its directory, which
+        the journal's header names (FORMAT.md, "Index file").  `durable`: fsync it first."""
         self.compact(oldest_seq)
-        chunks = [_HEAD.pack(_MAGIC, _VERSION, journal_id, head_seq, oldest_seq, head_link,
-                             len(positions)),
-                  np.ascontiguousarray(positions, dtype="<u8").tobytes()]
+        positions = np.ascontiguousarray(positions, dtype="<u8")
+        blobs = []          # (family or None, key, bytes)
+        directory = []
+        newest = sorted(self.newest.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None
+                                                              else kv[0][1]))
+        directory.append(struct.pack("<I", len(newest)))
+        directory += [_NEWEST.pack(t, -1 if k is None else k, seq) for (t, k), seq in newest]
+        fam_entries = []
         for mapping in (self.by_day, self.by_terminal, self.by_kind):
-            chunks.append(struct.pack("<I", len(mapping)))
+            entries = []
             for key, bm in sorted(mapping.items()):
-                blob = bm.serialize()
-                chunks.append(struct.pack("<qI", key, len(blob)))
-                chunks.append(blob)
-        chunks.append(struct.pack("<I", len(self.newest)))
-        for (terminal, kind), seq in sorted(self.newest.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
-            chunks.append(struct.pack("<Iiq", terminal, -1 if kind is None else kind, seq))
-        body = b"".join(chunks)
+                entries.append((key, bm.serialize()))
+            fam_entries.append(entries)
+        extra = sorted((name, data) for name, data in self._all_blobs().items())
+        dir_len = (len(b"".join(directory)) + sum(4 + len(e) * _ENTRY.size for e in fam_entries)
+                   + 4 + len(extra) * _BLOB.size)
+        offset = _HEAD.size + dir_len + 4          # blobs follow the directory and its CRC
+        for entries in fam_entries:
+            directory.append(struct.pack("<I", len(entries)))
+            for key, blob in entries:
+                directory.append(_ENTRY.pack(key, offset, len(blob), _core.crc32c(blob)))
+                blobs.append(blob)
+                offset += len(blob)
+        directory.append(struct.pack("<I", len(extra)))
+        for name, data in extra:
+            directory.append(_BLOB.pack(name, offset, len(data), _core.crc32c(data)))
+            blobs.append(data)
+            offset += len(data)
+        pos_offset = -(-offset // _PAGE) * _PAGE      # page-aligned: mapped, read where used
+        lost = int(np.count_nonzero(positions == 0))
+        head = _HEAD.pack(_MAGIC, _VERSION, journal_id, head_seq, oldest_seq, head_link,
+                          len(positions), lost, pos_offset, dir_len)
+        sealed = head + b"".join(directory)
+        assert len(sealed) == _HEAD.size + dir_len
         tmp = path + ".tmp"
         with open_new(tmp) as f:
-            f.write(body)
-            f.write(struct.pack("<I", _core.crc32c(body)))
-        # No fsync: the index is a cache.  A crash can leave it torn or stale, and then its
-        # CRC or its seq/link hint (checked against the ring at open) sends open to a rebuild.
+            f.write(sealed)
+            f.write(struct.pack("<I", _core.crc32c(sealed)))
+            for blob in blobs:
+                f.write(blob)
+            f.write(b"\0" * (pos_offset - offset))
+            f.write(positions.tobytes())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        # The index is a cache: a crash can leave it torn or stale, and then its checks (CRCs,
+        # the header's digest, its seq/link hint checked against the ring) send open to a rebuild.
         os.replace(tmp, path)
+        self.dirty = False
+        return _core.sha256(sealed)[:16]
+
+    def _all_blobs(self):
+        for name in list(self._blob_specs):
+            self.blob(name)
+        return self.blobs
 
     @classmethod
     def load(cls, path: str, journal_id: bytes):
-        """(index, head_seq, oldest_seq, head_link, positions) or None if missing or unusable."""
+        """(index, head_seq, oldest_seq, head_link, positions, lost, digest) or None if missing
+        or unusable.  Reads the header and the directory; bitmaps are read when first used and
+        the positions stay mapped."""
         try:
             with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
+                size = os.fstat(f.fileno()).st_size
+                if size < _HEAD.size + 4:
+                    return None
+                first = f.read(_PAGE)
+                magic, version, jid, head_seq, oldest_seq, head_link, npos, lost, pos_offset, \
+                    dir_len = _HEAD.unpack_from(first)
+                if magic != _MAGIC or version != _VERSION or jid != journal_id \
+                        or _HEAD.size + dir_len + 4 > size or pos_offset + npos * 8 > size:
+                    return None
+                sealed = first[:_HEAD.size + dir_len + 4]
+                if len(sealed) < _HEAD.size + dir_len + 4:
+                    sealed += f.read(_HEAD.size + dir_len + 4 - len(sealed))
+                body, crc = sealed[:-4], struct.unpack("<I", sealed[-4:])[0]
+                if _core.crc32c(body) != crc:
+                    return None
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        except (OSError, ValueError, struct.error):
             return None
-        if len(data) < _HEAD.size + 4:
-            return None
-        body, crc = data[:-4], struct.unpack("<I", data[-4:])[0]
-        if _core.crc32c(body) != crc:
-            return None
-        magic, version, jid, head_seq, oldest_seq, head_link, npos = _HEAD.unpack_from(body)
-        if magic != _MAGIC or version != _VERSION or jid != journal_id:
-            return None
-        offset = _HEAD.size
-        if npos * 8 > len(body) - offset:
-            return None
-        positions = np.frombuffer(body, dtype="<u8", count=npos, offset=offset).astype(np.uint64)
-        offset += npos * 8
         index = cls()
+        index._map = mapped
         try:
-            for mapping in (index.by_day, index.by_terminal, index.by_kind):
-                (count,) = struct.unpack_from("<I", body, offset)
-                offset += 4
-                for _ in range(count):
-                    key, size = struct.unpack_from("<qI", body, offset)
-                    offset += 12
-                    mapping[key] = BitMap64.deserialize(body[offset:offset + size])
-                    offset += size
+            offset = _HEAD.size
             (count,) = struct.unpack_from("<I", body, offset)
             offset += 4
             for _ in range(count):
-                terminal, kind, seq = struct.unpack_from("<Iiq", body, offset)
-                offset += 16
+                terminal, kind, seq = _NEWEST.unpack_from(body, offset)
+                offset += _NEWEST.size
                 index.newest[(terminal, None if kind < 0 else kind)] = seq
-        except (struct.error, ValueError):
+            for name in _FAMILIES:
+                (count,) = struct.unpack_from("<I", body, offset)
+                offset += 4
+                pending = {}
+                for _ in range(count):
+                    key, blob_offset, length, blob_crc = _ENTRY.unpack_from(body, offset)
+                    offset += _ENTRY.size
+                    if blob_offset + length > size:
+                        return None
+                    pending[key] = (blob_offset, length, blob_crc)
+                getattr(index, "by_" + name)._pending.update(pending)
+            (count,) = struct.unpack_from("<I", body, offset)
+            offset += 4
+            for _ in range(count):
+                name, blob_offset, length, blob_crc = _BLOB.unpack_from(body, offset)
+                offset += _BLOB.size
+                index._blob_specs[name.rstrip(b"\0")] = (blob_offset, length, blob_crc)
+        except struct.error:
             return None
+        positions = np.frombuffer(mapped, dtype="<u8", count=npos, offset=pos_offset) \
+            if npos else np.zeros(0, dtype="<u8")
         index.compacted_below = oldest_seq
-        return index, head_seq, oldest_seq, head_link, positions
+        return index, head_seq, oldest_seq, head_link, positions, lost, _core.sha256(body)[:16]

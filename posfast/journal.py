@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from .payments import Payments
 from .storage import Problem
 from .records import (IS_PAYMENT_KIND, RECORD_DTYPE, DayRule, Kind, State, day_number, day_to_date,
                       make_row, make_rows, now_us, to_us)
-from .records import check_payload, check_payloads
+from .records import check_payload, check_payloads, check_ref
 
 _DURABILITY = {"none": _core.DURABILITY_NONE, "batch": _core.DURABILITY_BATCH,
                "fsync": _core.DURABILITY_FSYNC}
@@ -42,6 +43,13 @@ _RETENTION_NAMES = {v: k for k, v in _RETENTION.items()}
 _EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
 _PARALLEL_INDEX_ROWS = 50_000   # bulk appends from this size index on a second thread
 _SCAN_CHUNK = 1 << 16           # records read at a time by scans that do not trust the index
+# Index checkpoints (format 2): a writer saves the index, and names it in the header, once this
+# many records were appended since the last save, or this many seconds passed with records
+# unsaved (checked at each append), and at flush() and close().  Recovery after a crash then
+# reads the records appended since (at most these many, plus the last append call's) and the
+# slots the header's tail mark leaves the writer (PF_CKPT_WINDOW, 65536), never the ring.
+CHECKPOINT_RECORDS = 65536
+CHECKPOINT_SECONDS = 300.0
 _log = logging.getLogger("posfast")
 
 # Writers open in this process.  A child forked from it shares their open file descriptions
@@ -59,6 +67,20 @@ def _drop_writers_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_drop_writers_in_child)
+
+
+def _day_rule_of(ring) -> DayRule:
+    """The day rule a journal's header holds (a zone name in format 2, else the offset)."""
+    if ring.tz_name:
+        return DayRule(tz=ring.tz_name, starts_at=ring.day_start_min)  # type: ignore[call-arg]
+    return DayRule(utc_offset=ring.day_offset_min, starts_at=ring.day_start_min)
+
+
+def _v2_only(path, what) -> InvalidRecord:
+    return InvalidRecord(
+        "posfast: %s is a format-1 journal, which cannot store %s (format 2 can). New journals "
+        "are format 2; to use it here, sync this journal to the back office and create a new "
+        "one (Journal.create / posfast demo), which is format 2." % (path, what))
 
 
 def _days_text(days) -> str:
@@ -176,6 +198,9 @@ class _JournalStorage:
     def links(self, seqs):
         return self._journal._ring.links(np.ascontiguousarray(seqs, dtype=np.uint64))
 
+    def exts(self, seqs):
+        return self._journal._ring.exts(np.ascontiguousarray(seqs, dtype=np.uint64))
+
     def append(self, payload=b"", **fields):
         return self._journal.append(payload, **fields)
 
@@ -192,13 +217,15 @@ class Journal:
         self.readonly = readonly
         self._mutex = threading.RLock()
         self.journal_id = uuid.UUID(bytes=ring.journal_id)
-        self.day_rule = DayRule(utc_offset=ring.day_offset_min, starts_at=ring.day_start_min)
+        self.day_rule = _day_rule_of(ring)
         self.index = Index()
         self.index_problems = []  # why the index was found untrustworthy and rebuilt (status, verify)
         self._stop = threading.Event()
         self._flusher = None
         self.on_evict = None     # archive hook: called with (first_seq, last_seq) before eviction
         self.archive = None      # posfast.archive.Archive when retention == "archive"
+        self._saved_head = 0     # head seq of the last index saved (checkpoints)
+        self._saved_at = time.monotonic()
         self._storage = _JournalStorage(self)   # what its parts see of it
         self._payments = Payments(self._storage)
         self._days = DayBook(self._storage)
@@ -213,8 +240,11 @@ class Journal:
                slot_size: int = 128, max_payload: int = 4096, durability: str = "fsync",
                day_rule: DayRule | None = None, retention: str = "synced",
                journal_id: uuid.UUID | bytes | None = None, batch_records: int = 64,
-               batch_ms: float = 50) -> Journal:
+               batch_ms: float = 50, format_version: int = _core.FORMAT_VERSION) -> Journal:
         """Create a journal file of `capacity` slots at full size, then open it for writing.
+
+        `format_version` 2 (the default) is FORMAT.md's current format; 1 makes a journal an
+        older posfast (0.1) can read, without order/host references, channels or zones.
 
         >>> j = Journal.create("/tmp/doc-create.pfj", capacity=1000)   # doctest: +SKIP
         """
@@ -242,8 +272,16 @@ class Journal:
         if os.path.exists(path):
             raise JournalExists("posfast: %s already exists; open it with Journal.open or choose "
                                 "a new path" % path)
+        if format_version not in (1, _core.FORMAT_VERSION):
+            raise InvalidArgument("format_version=%r: posfast writes 1 and %d"
+                                  % (format_version, _core.FORMAT_VERSION))
+        tz_name = getattr(day_rule, "tz_name", "") or ""
+        if tz_name and format_version < 2:
+            raise InvalidArgument("day rule %s: a time-zone day rule needs a format-2 journal "
+                                  "(format_version=2, the default)" % day_rule.describe())
         _core.Ring.create(path, capacity, slot_size, max_payload, jid, now_us(),
-                          day_rule.offset_minutes, day_rule.start_minutes, _RETENTION[retention])
+                          day_rule.offset_minutes, day_rule.start_minutes, _RETENTION[retention],
+                          format_version, tz_name)
         return cls.open(path, durability=durability, batch_records=batch_records, batch_ms=batch_ms)
 
     @classmethod
@@ -281,23 +319,38 @@ class Journal:
         ring = self._ring
         loaded = Index.load(self.path + ".idx", ring.journal_id)
         if loaded is not None:
-            index, head, oldest, link, positions = loaded
-            if ring.recover_from(head, oldest, link, positions):
+            index, head, oldest, link, positions, lost, digest = loaded
+            if ring.recover_from(head, oldest, link, positions, bool(lost)):
+                index.rebuild = self._rebuild_into
                 self.index = index
-                # the index is a cache anyone can edit (its CRC is no seal): its bitmaps must
-                # partition the records it covers, or it is rebuilt from the records
-                live = positions[max(0, ring.oldest_seq - oldest):]
-                flaw = index.partition_flaw(ring.oldest_seq, min(head, ring.head_seq),
-                                            int(np.count_nonzero(live)))
-                if flaw:
-                    self._distrust_index(flaw)
-                    return
+                self._saved_head = head
+                # The index is a cache anyone can edit (its CRCs are no seal).  A format-2
+                # header names the digest of the index its writer saved: that one is used as
+                # it is (each bitmap checked as it is read, each record a lookup returns checked
+                # by its own columns).  Any other index must partition the records it covers
+                # (all its bitmaps read), or it is rebuilt from the records.
+                if not (ring.version >= 2 and digest == ring.index_digest
+                        and head == ring.index_head):
+                    live = positions[max(0, ring.oldest_seq - oldest):]
+                    flaw = index.partition_flaw(ring.oldest_seq, min(head, ring.head_seq),
+                                                int(np.count_nonzero(live)))
+                    if flaw:
+                        self._distrust_index(flaw)
+                        return
                 self._index_range(head + 1, ring.head_seq)
                 self.index.maybe_compact(ring.oldest_seq, ring.capacity)
                 return
         ring.recover_scan()
         self.index = Index()
+        self.index.rebuild = self._rebuild_into
         self._index_range(ring.oldest_seq, ring.head_seq)
+
+    def _rebuild_into(self, index, why):
+        """The index found one of its own bitmaps damaged: it is filled again from the records."""
+        message = "index %s.idx is damaged (%s); rebuilt from the journal" % (self.path, why)
+        _log.warning("posfast: %s", message)
+        self.index_problems.append(message)
+        self._index_range(self._ring.oldest_seq, self._ring.head_seq, index=index)
 
     def _index_range(self, first, last, index=None, chunk=1 << 20):
         """Index the readable records first..last (into `index`, default the journal's own);
@@ -320,6 +373,7 @@ class Journal:
         _log.warning("posfast: %s", message)
         self.index_problems.append(message)
         rebuilt = Index()
+        rebuilt.rebuild = self._rebuild_into
         self._index_range(ring.oldest_seq, ring.head_seq, index=rebuilt)
         self.index = rebuilt
 
@@ -373,13 +427,20 @@ class Journal:
                 if self.archive is not None:
                     self.archive.flush()
 
-    def _save_index(self):
+    def _save_index(self, name_it=True):
+        """Save the index; in format 2 also name it in the header (`name_it`; close names it
+        with the clean mark instead), which makes it an index checkpoint."""
         ring = self._ring
         if ring.failed:
             return
+        if not self.index.dirty and self._saved_head == ring.head_seq \
+                and os.path.exists(self.path + ".idx"):
+            return
         try:
-            self.index.save(self.path + ".idx", ring.journal_id, ring.head_seq, ring.oldest_seq,
-                            ring.head_link, ring.positions())
+            digest = self.index.save(self.path + ".idx", ring.journal_id, ring.head_seq,
+                                     ring.oldest_seq, ring.head_link, ring.positions(),
+                                     durable=ring.version >= 2
+                                     and ring.durability != _core.DURABILITY_NONE)
         except OSError as exc:      # a full or failing disk: the records are safe, the index is a cache
             try:
                 os.unlink(self.path + ".idx.tmp")
@@ -395,6 +456,22 @@ class Journal:
             raise IOFailure(exc.errno, "posfast: could not save the index %s.idx (%s); every record "
                             "is safe in %s and the next open rebuilds the index from it. %s"
                             % (self.path, exc.strerror or exc, self.path, action)) from exc
+        self._saved_head = ring.head_seq
+        self._saved_at = time.monotonic()
+        ring.name_index(digest, ring.head_seq, name_it)
+
+    def _maybe_checkpoint(self):
+        """An index checkpoint when enough records or time went by (format 2, writers)."""
+        ring = self._ring
+        if ring.version < 2 or self.readonly or ring.failed:
+            return
+        unsaved = ring.head_seq - self._saved_head
+        if unsaved >= CHECKPOINT_RECORDS or (
+                unsaved and time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS):
+            try:
+                self._save_index()
+            except IOFailure as exc:        # the records are safe; the next open re-reads more
+                _log.warning("%s", exc)
 
     def close(self) -> None:
         """Flush, save the index and release the writer lock.  Safe to call twice."""
@@ -406,11 +483,11 @@ class Journal:
                 if not self.readonly and not self._ring.failed:
                     if self._ring.unsynced_writes:
                         self._ring.sync()
-                    self._save_index()
+                    self._save_index(name_it=False)    # the clean mark names it
                     if self.archive is not None:
                         self.archive.close()
             finally:
-                self._ring.close()      # (releases the writer lock)
+                self._ring.close()      # (writes the clean mark, releases the writer lock)
 
     def __enter__(self) -> Journal:
         return self
@@ -500,9 +577,13 @@ class Journal:
         ...          currency=156, method="card", pan_last4="4242")
         1
         """
+        refs = None
+        if "order_ref" in fields or "host_ref" in fields:
+            refs = ([check_ref("order_ref", fields.pop("order_ref", None))],
+                    [check_ref("host_ref", fields.pop("host_ref", None))])
         payload = check_payload(payload)
         row = make_row(fields, self.day_rule)
-        return self._append_rows(row, [payload] if payload else None)[0]
+        return self._append_rows(row, [payload] if payload else None, refs)[0]
 
     def append_many(self, columns: dict, payloads: Sequence[bytes] | None = None) -> range:
         """Append many records from a dict of equal-length columns; returns their seq range.
@@ -512,23 +593,66 @@ class Journal:
         >>> j.append_many({"terminal": [1, 2], "kind": "sale", "amount": [100, 250]})  # doctest: +SKIP
         range(1, 3)
         """
+        columns = dict(columns)
+        given = {name: columns.pop(name) for name in ("order_ref", "host_ref") if name in columns}
         rows = make_rows(columns, self.day_rule)
         if payloads is not None:
             payloads = check_payloads(payloads)
             if len(payloads) != len(rows):
                 raise InvalidRecord("posfast: %d payloads for %d records" % (len(payloads), len(rows)))
-        return self._append_rows(rows, payloads)
+        refs = None
+        if given:
+            refs = []
+            for name in ("order_ref", "host_ref"):
+                col = given.get(name)
+                if col is None or isinstance(col, (str, bytes)):
+                    refs.append([check_ref(name, col)] * len(rows))
+                    continue
+                col = list(col)
+                if len(col) != len(rows):
+                    raise InvalidRecord("posfast: column %s has %d values for %d records"
+                                        % (name, len(col), len(rows)))
+                refs.append([check_ref(name, v, "row %d: " % i) for i, v in enumerate(col)])
+        return self._append_rows(rows, payloads, refs)
 
-    def _append_rows(self, rows: np.ndarray, payloads) -> range:
+    def _bodies(self, rows: np.ndarray, payloads, refs):
+        """(payloads, ext_lens): in format 2 each record's body is its extension (client_ref,
+        order_ref, host_ref) and then its payload; ext_lens None when no record has one."""
+        ring = self._ring
+        n = len(rows)
+        with_ref = rows["client_ref"] != b""
+        if refs is not None:
+            with_ref |= np.fromiter((bool(o or h) for o, h in zip(*refs)), dtype=bool, count=n)
+        if ring.version < 2:
+            if refs is not None and with_ref.any():
+                raise _v2_only(self.path, "order_ref or host_ref")
+            if (rows["channel"] != b"").any():
+                raise _v2_only(self.path, "a channel")
+            return payloads, None
+        if not with_ref.any():
+            return payloads, None
+        ext_lens = np.zeros(n, dtype=np.uint16)
+        bodies = list(payloads) if payloads else [b""] * n
+        client = rows["client_ref"]
+        for i in np.flatnonzero(with_ref).tolist():
+            ext = _core.encode_ext(bytes(client[i]), refs[0][i] if refs else b"",
+                                   refs[1][i] if refs else b"")
+            ext_lens[i] = len(ext)
+            bodies[i] = ext + bodies[i]
+        return bodies, ext_lens
+
+    def _append_rows(self, rows: np.ndarray, payloads, refs=None) -> range:
         n = len(rows)
         buf: bytes | None
+        payloads, ext_lens = self._bodies(rows, payloads, refs)
         if payloads:
             lengths = np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
-            too_big = np.flatnonzero(lengths > self._ring.max_payload)
+            own = lengths - ext_lens if ext_lens is not None else lengths
+            too_big = np.flatnonzero(own > self._ring.max_payload)
             if len(too_big):
                 i = int(too_big[0])
                 raise InvalidRecord("posfast: payload of record %d is %d bytes; %s allows at most %d "
-                                    "(max_payload at create)" % (i, lengths[i], self.path,
+                                    "(max_payload at create)" % (i, own[i], self.path,
                                                                  self._ring.max_payload))
             offsets = np.zeros(n + 1, dtype=np.uint64)
             np.cumsum(lengths, out=offsets[1:])
@@ -544,15 +668,15 @@ class Journal:
             if payment.any():
                 rows["txn_id"] = np.where(payment, seqs, rows["txn_id"])
             if self.on_evict is not None and ring.retention == _core.RETENTION_ARCHIVE:
-                lens = np.diff(offsets).astype(np.uint16) if offsets is not None else \
-                    np.zeros(n, dtype=np.uint16)
+                lens = np.diff(offsets).astype(np.uint32) if offsets is not None else \
+                    np.zeros(n, dtype=np.uint32)
                 last_evicted, _ = ring.plan(lens)
                 if last_evicted >= ring.oldest_seq:
                     self.on_evict(ring.oldest_seq, min(last_evicted, ring.sync_watermark))
             rows["seq"] = seqs              # the core assigns seqs itself; the index needs them
             raw = rows.view(np.uint8).reshape(n, RECORD_DTYPE.itemsize)
             if n < _PARALLEL_INDEX_ROWS:
-                got = ring.append(raw, buf, offsets)
+                got = ring.append(raw, buf, offsets, ext_lens)
                 self.index.add_rows(rows)
             else:
                 # The core releases the GIL while it encodes, hashes and writes: build this
@@ -562,12 +686,13 @@ class Journal:
                                           name="posfast-index", daemon=True)
                 worker.start()
                 try:
-                    got = ring.append(raw, buf, offsets)
+                    got = ring.append(raw, buf, offsets, ext_lens)
                 finally:
                     worker.join()
                 self.index.merge(pending)
             assert got == first
             self.index.maybe_compact(ring.oldest_seq, ring.capacity)
+            self._maybe_checkpoint()
             return range(first, first + n)
 
     def set_sync_watermark(self, seq: int) -> None:
@@ -585,23 +710,24 @@ class Journal:
     # (`posfast.dayclose.DayBook`) are parts the journal composes; these are their doors.
     def begin_payment(self, terminal, kind="sale", amount=0, currency=156, method="card",
                       client_ref=None, payload=b"", ref_seq=0, receipt_no=None, operator=0,
-                      flags=0, ts=None) -> int:
+                      flags=0, ts=None, order_ref=None, channel=None) -> int:
         """Write a PENDING payment durably before the host is asked; returns its txn_id
         (`Payments.begin_payment`)."""
         return self._payments.begin_payment(
             terminal, kind=kind, amount=amount, currency=currency, method=method,
             client_ref=client_ref, payload=payload, ref_seq=ref_seq, receipt_no=receipt_no,
-            operator=operator, flags=flags, ts=ts)
+            operator=operator, flags=flags, ts=ts, order_ref=order_ref, channel=channel)
 
     def next_receipt_no(self, terminal: int) -> int:
         """Take the terminal's next receipt number (`Payments.next_receipt_no`)."""
         return self._payments.next_receipt_no(terminal)
 
     def finish_payment(self, txn_id, state, auth_code=None, rrn=None, pan_last4=None,
-                       payload=b"", ts=None) -> int:
+                       payload=b"", ts=None, host_ref=None) -> int:
         """Record the host's answer for a pending payment (`Payments.finish_payment`)."""
         return self._payments.finish_payment(txn_id, state, auth_code=auth_code, rrn=rrn,
-                                             pan_last4=pan_last4, payload=payload, ts=ts)
+                                             pan_last4=pan_last4, payload=payload, ts=ts,
+                                             host_ref=host_ref)
 
     def resolve(self, txn_id, state, **fields) -> int:
         """Close an in-doubt payment after asking the host (`Payments.resolve`)."""
@@ -616,9 +742,15 @@ class Journal:
         (`Payments.txn_records`)."""
         return self._payments.txn_records(txn_id)
 
-    def find(self, client_ref):
-        """The payment begun with this idempotency key, or None (`Payments.find`)."""
-        return self._payments.find(client_ref)
+    def find(self, client_ref=None, *, order_ref=None, host_ref=None):
+        """The payment begun with this idempotency key (`client_ref`), with this merchant order
+        number (`order_ref`), or answered with this host reference (`host_ref`): its current
+        Record, or None (`Payments.find`).
+
+        >>> j.find(order_ref="4200001234202611201234567890").state     # doctest: +SKIP
+        2
+        """
+        return self._payments.find(client_ref, order_ref=order_ref, host_ref=host_ref)
 
     def in_doubt(self, terminal=None) -> list:
         """Payments begun and never finished, oldest first (`Payments.in_doubt`)."""
@@ -835,7 +967,7 @@ class Journal:
             return {
                 "path": self.path,
                 "journal_id": str(self.journal_id),
-                "format_version": _core.FORMAT_VERSION,
+                "format_version": ring.version,
                 "capacity": ring.capacity,
                 "slot_size": ring.slot_size,
                 "max_payload": ring.max_payload,

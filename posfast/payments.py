@@ -13,10 +13,11 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InvalidRecord, PaymentError
+from . import _core
+from .errors import CorruptRecord, InvalidRecord, PaymentError
 from .dayclose import TXN_DTYPE, payment_transactions
 from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, Flag, Kind, Method, State,
-                      day_number, now_us)
+                      check_ref, day_number, now_us)
 from .storage import Storage
 
 _FINAL_STATES = {State.APPROVED, State.DECLINED, State.FAILED, State.REVERSED, State.VOIDED}
@@ -38,31 +39,68 @@ def _own_payment_rows(rows, txn_id: int):
     return rows[(rows["txn_id"] == txn_id) & np.isin(rows["kind"], PAYMENT_KIND_VALUES)]
 
 
+_HASH_WEIGHTS = np.random.default_rng(20261201).integers(
+    1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+
+
 def _hash_refs(refs: np.ndarray) -> np.ndarray:
-    # 16-byte keys folded to 64 bits; collisions are resolved by reading the record.
-    raw = np.zeros(len(refs), dtype="S16")
+    """Keys of up to 64 bytes (an S array) folded to 64 bits, the same on every CPU and run;
+    collisions are resolved by reading the record."""
+    raw = np.zeros(len(refs), dtype="S64")
     raw[:] = refs
-    halves = raw.view("<u8").reshape(-1, 2)
-    return (halves[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ halves[:, 1]
+    mat = raw.view(np.uint8).reshape(-1, 64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return (mat * _HASH_WEIGHTS).sum(axis=1, dtype=np.uint64)
 
 
 def _hash_one(ref: bytes) -> np.uint64:
-    """_hash_refs of one key without building arrays (the lookup path)."""
-    raw = ref.ljust(16, b"\0")
-    low = int.from_bytes(raw[:8], "little")
-    high = int.from_bytes(raw[8:], "little")
-    return np.uint64(((low * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) ^ high)
+    return _hash_refs(np.array([ref], dtype="S64"))[0]
+
+
+class _RefMap:
+    """key -> seqs of the records that carry it: a small dict of recent keys, folded into
+    sorted (hash, seq) arrays once it grows (16 bytes a key, however many payments)."""
+
+    def __init__(self):
+        self.hashes = np.zeros(0, dtype=np.uint64)
+        self.seqs = np.zeros(0, dtype=np.uint64)
+        self.recent: dict = {}
+
+    def add(self, keys, seqs):
+        if len(keys) < 64 and len(self.recent) < 4096:
+            for key, seq in zip(keys, seqs):
+                self.recent.setdefault(key, seq)
+            return
+        keys = list(self.recent) + list(keys)
+        seqs = list(self.recent.values()) + list(seqs)
+        self.recent = {}
+        hashes = np.concatenate((self.hashes, _hash_refs(np.array(keys, dtype="S64"))))
+        all_seqs = np.concatenate((self.seqs, np.array(seqs, dtype=np.uint64)))
+        order = np.argsort(hashes, kind="stable")
+        self.hashes, self.seqs = hashes[order], all_seqs[order]
+
+    def find(self, key: bytes) -> list:
+        out = []
+        if key in self.recent:
+            out.append(self.recent[key])
+        if len(self.hashes):
+            h = _hash_one(key)
+            lo = int(self.hashes.searchsorted(h, side="left"))
+            hi = int(self.hashes.searchsorted(h, side="right"))
+            out.extend(self.seqs[lo:hi].tolist())
+        return out
 
 
 class _Catchup:
-    """Derived lookups (client_ref map, pending set) built lazily, then kept current
-    by reading only the records appended since (so appends stay untouched)."""
+    """Derived lookups (the client_ref, order_ref and host_ref maps, the pending set) built
+    lazily, then kept current by reading only the records appended since (so appends stay
+    untouched)."""
 
     def __init__(self):
         self.upto = 0
-        self.ref_hash = np.zeros(0, dtype=np.uint64)
-        self.ref_seq = np.zeros(0, dtype=np.uint64)
-        self.recent: dict = {}
+        self.by_client_ref = _RefMap()
+        self.by_order_ref = _RefMap()
+        self.by_host_ref = _RefMap()
         self.pending: set = set()
 
     def catch_up(self, store: Storage):
@@ -71,43 +109,40 @@ class _Catchup:
             return
         for start in range(first, store.head_seq + 1, 1 << 20):
             seqs = np.arange(start, min(store.head_seq, start + (1 << 20) - 1) + 1, dtype=np.uint64)
-            self._absorb(store.read_rows(seqs))
+            self._absorb(store, store.read_rows(seqs))
         self.upto = store.head_seq
 
-    def _absorb(self, rows):
+    def find_ref(self, ref: bytes) -> list:
+        return self.by_client_ref.find(ref)
+
+    def _absorb(self, store, rows):
         with_ref = rows[rows["client_ref"] != b""]
         if len(with_ref):
             begins = with_ref[with_ref["txn_id"] == with_ref["seq"]]
-            if len(begins) < 64 and len(self.recent) < 4096:
-                for ref, seq in zip(begins["client_ref"].tolist(), begins["seq"].tolist()):
-                    self.recent.setdefault(ref, seq)
-            else:
-                # fold the small dict of recent keys and this batch into the sorted arrays
-                recent_refs = np.array(list(self.recent), dtype="S16")
-                recent_seqs = np.array(list(self.recent.values()), dtype=np.uint64)
-                self.recent = {}
-                hashes = np.concatenate((self.ref_hash, _hash_refs(recent_refs),
-                                         _hash_refs(begins["client_ref"])))
-                seqs = np.concatenate((self.ref_seq, recent_seqs, begins["seq"]))
-                order = np.argsort(hashes, kind="stable")
-                self.ref_hash, self.ref_seq = hashes[order], seqs[order]
+            self.by_client_ref.add(begins["client_ref"].tolist(), begins["seq"].tolist())
+        # records whose extension holds more than their client_ref: order and host refs
+        more = rows["ext_len"].astype(np.int64) > np.where(
+            rows["client_ref"] != b"", np.char.str_len(rows["client_ref"]) + 2, 0)
+        if more.any():
+            seqs = rows["seq"][more]
+            orders, hosts = [], []
+            for seq, ext in zip(seqs.tolist(), store.exts(seqs)):
+                if not ext:
+                    continue
+                _client, order_ref, host_ref = _core.decode_ext(ext)
+                if order_ref:
+                    orders.append((order_ref, seq))
+                if host_ref:
+                    hosts.append((host_ref, seq))
+            for refmap, pairs in ((self.by_order_ref, orders), (self.by_host_ref, hosts)):
+                if pairs:
+                    refmap.add([k for k, _ in pairs], [q for _, q in pairs])
         pay = rows[np.isin(rows["kind"], PAYMENT_KIND_VALUES)]
         if len(pay):
             opened = pay["seq"][(pay["state"] == State.PENDING) & (pay["txn_id"] == pay["seq"])]
             closed = pay["txn_id"][pay["state"] != State.PENDING]
             self.pending.update(opened.tolist())
             self.pending.difference_update(closed.tolist())
-
-    def find_ref(self, ref: bytes) -> list:
-        out = []
-        if ref in self.recent:
-            out.append(self.recent[ref])
-        if len(self.ref_hash):
-            h = _hash_one(ref)
-            lo = int(self.ref_hash.searchsorted(h, side="left"))
-            hi = int(self.ref_hash.searchsorted(h, side="right"))
-            out.extend(self.ref_seq[lo:hi].tolist())
-        return out
 
 
 class Payments:
@@ -158,20 +193,44 @@ class Payments:
         reversed_ = any(r["kind"] == Kind.REVERSAL for r in approved)
         return current, refunded, voided, reversed_
 
-    def find(self, client_ref):
-        """The payment begun with this idempotency key (its current Record), or None."""
-        ref = _client_ref_key(client_ref)
+    def find(self, client_ref=None, order_ref=None, host_ref=None):
+        """The payment begun with this idempotency key (`client_ref`), with this merchant order
+        number (`order_ref`) or answered with this host reference (`host_ref`): its summary
+        (as `last_transaction` gives it), or None.  Give exactly one of them."""
+        given = [(name, v) for name, v in (("client_ref", client_ref), ("order_ref", order_ref),
+                                           ("host_ref", host_ref)) if v is not None]
+        if len(given) != 1:
+            raise InvalidRecord("posfast: find() takes one of client_ref=, order_ref=, host_ref=")
+        name, value = given[0]
+        if name == "client_ref":
+            ref = _client_ref_key(value)
+        else:
+            ref = check_ref(name, value)
+            if not ref:
+                raise InvalidRecord("posfast: find(%s=%r): give a non-empty reference" % (name, value))
+        text = ref.decode("utf-8", "replace")
         with self._store.lock:
             self._store.refresh()
-            hit = self._cache_hit(("ref", ref))
+            hit = self._cache_hit((name, ref))
             if hit is not None:
                 return hit
-            for seq in self._derived().find_ref(ref):
+            derived = self._derived()
+            refmap = getattr(derived, "by_" + name)
+            for seq in refmap.find(ref):
                 if seq < self._store.oldest_seq:
                     continue
-                rec = self._store.get(seq)
-                if rec.client_ref == ref:
-                    return self._cached(("ref", ref), rec.terminal, lambda: self._summary(rec))
+                try:
+                    rec = self._store.get(seq)
+                except (KeyError, CorruptRecord):
+                    continue            # gone or damaged: verify reports it
+                if (rec.client_ref == ref if name == "client_ref" else getattr(rec, name) == text):
+                    begin = rec
+                    if rec.txn_id != rec.seq:
+                        try:
+                            begin = self._store.get(rec.txn_id)
+                        except (KeyError, CorruptRecord):
+                            pass
+                    return self._cached((name, ref), rec.terminal, lambda: self._summary(begin))
         return None
 
     def _cache_hit(self, key):
@@ -297,6 +356,9 @@ class Payments:
             "pan_last4": current.pan_last4.decode(errors="replace"),
             "receipt_no": current.receipt_no,
             "client_ref": current.client_ref,
+            "order_ref": current.order_ref,
+            "host_ref": current.host_ref,
+            "channel": current.channel,
             "ts": current.ts,
             "seq": current.seq,
             "receipt_printed": any(p.state == State.OK for p in prints),
@@ -317,10 +379,13 @@ class Payments:
 
     def begin_payment(self, terminal, kind="sale", amount=0, currency=156, method="card",
                       client_ref=None, payload=b"", ref_seq=0, receipt_no=None, operator=0,
-                      flags=0, ts=None) -> int:
+                      flags=0, ts=None, order_ref=None, channel=None) -> int:
         """Write a PENDING payment durably *before* the host is contacted; returns its txn_id.
 
-        The same `client_ref` twice returns the existing payment's txn_id (no second sale).
+        The same `client_ref`, or the same `order_ref` (the merchant's order number, up to 64
+        bytes of text: WeChat Pay's out_trade_no, Alipay's out_trade_no), twice returns the
+        existing payment's txn_id (no second sale).  `channel` names the wallet or acquirer
+        (wechat, alipay, unionpay, ...; at most 10 bytes).
         Refunds, voids and reversals name the original with `ref_seq` and are checked.
 
         >>> txn = j.begin_payment(terminal=3, amount=1250, currency=156, client_ref="T3-0001")  # doctest: +SKIP
@@ -337,6 +402,10 @@ class Payments:
                 existing = self.find(client_ref)
                 if existing is not None:
                     return existing["txn_id"]
+            if order_ref:
+                existing = self.find(order_ref=order_ref)
+                if existing is not None:
+                    return existing["txn_id"]
             if kind_enum in _REFERRING:
                 self._check_reference(kind_enum, int(ref_seq), int(amount))
             if receipt_no is None:
@@ -344,7 +413,9 @@ class Payments:
             return self._store.append(payload=payload, terminal=terminal, kind=kind_enum,
                                state=State.PENDING, amount=amount, currency=currency,
                                method=method, client_ref=client_ref, ref_seq=ref_seq,
-                               receipt_no=receipt_no, operator=operator, flags=flags, ts=ts)
+                               receipt_no=receipt_no, operator=operator, flags=flags, ts=ts,
+                               **({"order_ref": order_ref} if order_ref else {}),
+                               **({"channel": channel} if channel else {}))
 
     def _check_reference(self, kind, ref_seq, amount):
         if not ref_seq:
@@ -375,8 +446,11 @@ class Payments:
                                "refunded %d" % (amount, ref_seq, int(current["amount"]), refunded))
 
     def finish_payment(self, txn_id, state, auth_code=None, rrn=None, pan_last4=None,
-                       payload=b"", ts=None) -> int:
-        """Record the host's answer for a pending payment; returns the new record's seq."""
+                       payload=b"", ts=None, host_ref=None) -> int:
+        """Record the host's answer for a pending payment; returns the new record's seq.
+
+        `host_ref` is the wallet's or acquirer's own id of the payment (WeChat Pay's
+        transaction_id, Alipay's trade_no, Adyen's PSP reference): what statements key on."""
         state_enum = State.coerce(state, "state")
         if state_enum not in _FINAL_STATES:
             raise InvalidRecord("posfast: finish_payment state must be approved, declined, failed, "
@@ -405,8 +479,21 @@ class Payments:
                               auth_code=auth_code if auth_code is not None else begin.auth_code,
                               rrn=rrn if rrn is not None else begin.rrn,
                               pan_last4=pan_last4 if pan_last4 is not None else begin.pan_last4,
-                              ts=ts)
+                              ts=ts, **self._refs_of(begin, host_ref))
             return seq
+
+    @staticmethod
+    def _refs_of(begin, host_ref):
+        """The begin record's order ref and channel, carried on to its outcome, and its host ref
+        (format 2 only: a format-1 journal stores none)."""
+        refs = {}
+        if begin.order_ref:
+            refs["order_ref"] = begin.order_ref
+        if begin.channel:
+            refs["channel"] = begin.channel
+        if host_ref:
+            refs["host_ref"] = host_ref
+        return refs
 
     def resolve(self, txn_id, state, **fields) -> int:
         """Close an in-doubt payment after asking the host; refuses payments not in doubt."""

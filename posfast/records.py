@@ -113,15 +113,22 @@ class Flag(enum.IntFlag):
 RECORD_DTYPE = np.dtype({
     "names": ["seq", "ts", "amount", "txn_id", "ref_seq", "day", "terminal", "receipt_no",
               "operator", "currency", "kind", "state", "method", "flags", "pan_last4",
-              "auth_code", "rrn", "client_ref", "payload_len"],
+              "auth_code", "rrn", "client_ref", "payload_len", "ext_len", "channel"],
     "formats": ["<u8", "<i8", "<i8", "<u8", "<u8", "<i4", "<u4", "<u4", "<u4", "<u2", "u1", "u1",
-                "u1", "u1", "S4", "S6", "S12", "S16", "<u2"],
-    "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 56, 58, 59, 60, 61, 62, 66, 72, 84, 100],
-    "itemsize": 104,
+                "u1", "u1", "S4", "S6", "S12", "S16", "<u2", "u1", "S10"],
+    "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 56, 58, 59, 60, 61, 62, 66, 72, 84, 100, 102,
+                104],
+    "itemsize": 120,
 })
-"""One decoded record: the columns `Journal.query` returns (little-endian on every CPU)."""
+"""One decoded record: the columns `Journal.query` returns (little-endian on every CPU).
+`ext_len` is the size of the record's extension (format 2: client_ref, order_ref, host_ref,
+which `Journal.get` returns on the Record); `channel` is empty in format-1 journals."""
 
-_TEXT_FIELDS = {"pan_last4": 4, "auth_code": 6, "rrn": 12, "client_ref": 16}
+_TEXT_FIELDS = {"pan_last4": 4, "auth_code": 6, "rrn": 12, "client_ref": 16, "channel": 10}
+#: Order and host references (format 2): opaque text of at most 64 bytes each, stored in the
+#: record's extension, returned on the Record (str), found by `Journal.find`.
+REF_FIELDS = ("order_ref", "host_ref")
+REF_SIZE = 64
 _INT_FIELDS = {"terminal": (0, 2**32 - 1), "receipt_no": (0, 2**32 - 1),
                "operator": (0, 2**32 - 1), "currency": (0, 999), "txn_id": (0, 2**63 - 1),
                "ref_seq": (0, 2**63 - 1), "amount": (-(2**63), 2**63 - 1),
@@ -133,7 +140,7 @@ for _name, _cls in _ENUM_FIELDS.items():
     _ENUM_TABLES[_name][[int(m) for m in _cls]] = True
 FIELD_NAMES = ("ts", "terminal", "kind", "state", "method", "flags", "currency", "amount",
                "txn_id", "ref_seq", "receipt_no", "operator", "client_ref", "pan_last4",
-               "auth_code", "rrn")
+               "auth_code", "rrn", "channel")
 _DIGITS13 = re.compile(rb"\d{13,19}")
 
 # ------------------------------------------------------------------ timestamps
@@ -506,7 +513,7 @@ def day_to_date(day: int) -> _dt.date:
 #: Reference fields: opaque identifiers (a merchant order number, a host reference, an
 #: authorisation code).  They are never scanned for card numbers: order numbers such as
 #: WeChat Pay's 20150806125346 are long digit strings by design.
-REFERENCE_FIELDS = frozenset({"client_ref", "rrn", "auth_code"})
+REFERENCE_FIELDS = frozenset({"client_ref", "rrn", "auth_code", "order_ref", "host_ref"})
 #: Currency codes a payment may not carry: 0 (not an ISO 4217 code) and 999 (XXX, "no
 #: currency").  998 (XTS, reserved for testing) is accepted, for training tills.
 NO_CURRENCY = {0: "0 is not an ISO 4217 currency code",
@@ -546,6 +553,32 @@ def _text(field, value, where="") -> bytes:
                             "cannot keep (it would read back as %r); remove it"
                             % (where, field, value, value.rstrip(b"\0")))
     return value
+
+
+def check_ref(field: str, value, where: str = "") -> bytes:
+    """An order or host reference as stored: UTF-8 text of at most 64 bytes (str or bytes;
+    None is none).  Opaque: a 19-digit order number is an order number, never refused as a
+    card number."""
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, (bytes, bytearray, memoryview, np.bytes_)):
+        raw = bytes(value)
+    else:
+        raise InvalidRecord("posfast: %s%s=%r must be text, not %s"
+                            % (where, field, value, type(value).__name__))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRecord("posfast: %s%s=%r is not UTF-8 text (byte %d); give the reference as "
+                            "text" % (where, field, raw, exc.start)) from None
+    if len(raw) > REF_SIZE:
+        raise InvalidRecord("posfast: %s%s is %d bytes; a reference holds at most %d (value %r)"
+                            % (where, field, len(raw), REF_SIZE, _short(raw.decode("utf-8"))))
+    if b"\0" in raw:
+        raise InvalidRecord("posfast: %s%s=%r holds a NUL byte; remove it" % (where, field, raw))
+    return raw
 
 
 def _refuse_pan(field, value):

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""posfast._core: the compiled ring file (format v1), its checksums and records.
+"""posfast._core: the compiled ring file (formats 1 and 2), its checksums and records.
 
 Services never import this module; they use posfast.Journal.
 """

@@ -1,4 +1,5 @@
-/* posfast ring file, format version 1: the one place the on-disk layout lives.
+/* posfast ring file, format versions 1 and 2: the one place the on-disk layout lives
+ * (FORMAT.md at the top of the repository describes it for readers in other languages).
  *
  * File = two header copies (PF_HEADER_COPY_SIZE each) followed by `capacity`
  * slots of `slot_size` bytes.  Everything on disk is little-endian whatever the
@@ -13,7 +14,8 @@
 #include <string.h>
 
 #define PF_MAGIC "POSFJRNL"           /* 8 bytes, no terminator on disk */
-#define PF_FORMAT_VERSION 1u
+#define PF_FORMAT_VERSION 2u            /* what new journals are; version 1 files are read and appended as v1 */
+#define PF_FORMAT_V1 1u
 #define PF_HEADER_COPY_SIZE 4096u      /* one copy per 4 KiB sector group: a torn header write damages one copy only */
 #define PF_DATA_OFFSET (2u * PF_HEADER_COPY_SIZE)
 #define PF_MIN_SLOT 128u
@@ -38,9 +40,24 @@
 #define PFH_RETENTION 72       /* u32 0 synced, 1 overwrite, 2 archive */
 #define PFH_FLAGS 76           /* u32 reserved, zero */
 #define PFH_SYNC_WATERMARK 80  /* u64 highest seq the back office acknowledged */
-#define PFH_RESERVED 88        /* zero up to PFH_CRC */
-#define PFH_CRC 124            /* u32 CRC32C of bytes [0, PFH_CRC) */
-#define PFH_SIZE 128
+#define PFH_RESERVED 88        /* v1: zero up to PFH_CRC */
+#define PFH_CRC 124            /* v1: u32 CRC32C of bytes [0, PFH_CRC) */
+#define PFH_SIZE 128           /* v1 header bytes */
+
+/* Version 2 header: the v1 fields up to PFH_SYNC_WATERMARK, then */
+#define PFH2_TZ 88             /* char[32] IANA zone name of the day rule, NUL-padded ("" = fixed offset) */
+#define PFH2_TZ_SIZE 32
+#define PFH2_CKPT_SEQ 120      /* u64 newest seq when the tail mark was written */
+#define PFH2_CKPT_POS 128      /* u64 next free position then: no record starts at or past CKPT_POS + CKPT_WINDOW */
+#define PFH2_CKPT_WINDOW 136   /* u64 slots the writer may fill past CKPT_POS before it writes a new mark */
+#define PFH2_CKPT_LINK 144     /* u8[16] link of CKPT_SEQ */
+#define PFH2_CLEAN 160         /* u32 1: closed cleanly, nothing written at or past CKPT_POS */
+#define PFH2_FLAGS 164         /* u32 reserved, zero */
+#define PFH2_INDEX_DIGEST 168  /* u8[16] SHA-256[:16] of the index file's directory saved with this journal */
+#define PFH2_INDEX_HEAD 184    /* u64 newest seq that index covers */
+#define PFH2_RESERVED 192      /* zero up to PFH2_CRC */
+#define PFH2_CRC 252           /* u32 CRC32C of bytes [0, PFH2_CRC) */
+#define PFH2_SIZE 256
 
 /* Record head layout: the first slot of every record.  The payload follows the
  * head and runs on into the next slots (a record spans ceil((head+payload)/slot)
@@ -69,9 +86,20 @@
 #define PFR_REF_SEQ 72     /* u64 */
 #define PFR_OPERATOR 80    /* u32 */
 #define PFR_RRN 84         /* char[12] */
-#define PFR_CLIENT_REF 96  /* u8[16] */
-#define PFR_LINK 112       /* u8[16] SHA-256(prev link || seq || bytes [24,112) || payload)[:16] */
+#define PFR_CLIENT_REF 96  /* v1: u8[16] */
+#define PFR_LINK 112       /* u8[16] SHA-256(prev link || seq || bytes [24,112) || body)[:16] */
 #define PFR_HEAD_SIZE 128
+/* Version 2 record head: bytes [96, 112) hold */
+#define PFR2_DAY 96        /* i32 business day (days since 1970-01-01), as the writer's day rule gave it */
+#define PFR2_EXT_LEN 100   /* u16 bytes of the extension between the head and the payload */
+#define PFR2_CHANNEL 102   /* char[10] payment channel (wechat, alipay, unionpay, an acquirer code) */
+#define PF_CHANNEL_SIZE 10
+#define PF_MAX_EXT 255u    /* extension: TLVs (tag u8, length u8, bytes), tags ascending, each once */
+#define PF_EXT_CLIENT_REF 1
+#define PF_EXT_ORDER_REF 2
+#define PF_EXT_HOST_REF 3
+#define PF_REF_SIZE 64     /* order_ref and host_ref: at most 64 bytes of text */
+#define PF_CKPT_WINDOW 65536u  /* slots past the tail mark (more than any commit group) */
 
 /* Row layout of posfast.RECORD_DTYPE (the decoded, numpy side; little-endian). */
 #define PFW_SEQ 0
@@ -93,13 +121,18 @@
 #define PFW_RRN 72
 #define PFW_CLIENT_REF 84
 #define PFW_PAYLOAD_LEN 100
-#define PFW_SIZE 104
+#define PFW_EXT_LEN 102    /* u8: extension bytes of the record (v2) */
+#define PFW_CHANNEL 104
+#define PFW_SIZE 120
 
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(PFR_LINK + PF_LINK_SIZE == PFR_HEAD_SIZE, "record head is exactly 128 bytes");
 _Static_assert(PFR_HEAD_SIZE <= PF_MIN_SLOT, "a head fits the smallest slot");
 _Static_assert(PFH_CRC + 4 == PFH_SIZE, "header CRC closes the header");
 _Static_assert(PFR_CLIENT_REF + 16 == PFR_LINK, "client_ref runs up to the link");
+_Static_assert(PFR2_CHANNEL + PF_CHANNEL_SIZE == PFR_LINK, "v2: the channel runs up to the link");
+_Static_assert(PFH2_CRC + 4 == PFH2_SIZE, "v2 header CRC closes the header");
+_Static_assert(PFH2_TZ + PFH2_TZ_SIZE == PFH2_CKPT_SEQ, "v2: zone name runs up to the tail mark");
 _Static_assert(PFW_PAYLOAD_LEN + 2 <= PFW_SIZE, "row fits its dtype");
 #endif
 
@@ -147,9 +180,16 @@ static inline int32_t pf_business_day(int64_t ts_us, int32_t offset_min, int32_t
     return (int32_t)day;
 }
 
-/* Slots a record of `payload_len` payload bytes occupies. */
-static inline uint64_t pf_record_slots(uint32_t payload_len, uint32_t slot_size) {
-    return ((uint64_t)PFR_HEAD_SIZE + payload_len + slot_size - 1) / slot_size;
+/* Slots a record of `body_len` bytes after its head (v2: extension + payload) occupies. */
+static inline uint64_t pf_record_slots(uint32_t body_len, uint32_t slot_size) {
+    return ((uint64_t)PFR_HEAD_SIZE + body_len + slot_size - 1) / slot_size;
+}
+
+/* Bytes after the head: the payload, and in version 2 the extension before it. */
+static inline uint32_t pf_body_len(const uint8_t *head, uint32_t version) {
+    uint32_t n = pf_ld16(head + PFR_PAYLOAD_LEN);
+    if (version >= 2) n += pf_ld16(head + PFR2_EXT_LEN);
+    return n;
 }
 
 #endif

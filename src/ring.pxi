@@ -97,6 +97,21 @@ cdef class Ring:
     cdef readonly uint64_t head_seq, oldest_seq, next_pos
     cdef uint8_t head_link[16]
     cdef uint64_t *pos_of              # position of live seq s at [(s - 1) % capacity]; 0 = damaged
+    # Positions of seqs idx_first..idx_last come from the index file, mapped, not copied:
+    # opening reads only the pages a lookup touches (see _pos).
+    cdef const uint8_t *idx_pos        # little-endian u64 per seq from idx_first
+    cdef uint64_t idx_first, idx_last
+    cdef object idx_owner              # keeps the mapping alive
+    cdef readonly uint32_t version     # file format version (1 or 2)
+    cdef readonly str tz_name          # v2: IANA zone of the day rule ("" = fixed offset)
+    # v2 tail mark: no record starts at or past ckpt_pos + ckpt_window before a newer mark
+    cdef readonly uint64_t ckpt_seq, ckpt_pos, ckpt_window
+    cdef uint8_t ckpt_link[16]
+    cdef readonly bint clean           # the header says: closed cleanly at ckpt_pos
+    cdef readonly bytes index_digest   # v2: digest of the index directory the header names
+    cdef readonly uint64_t index_head
+    cdef readonly uint64_t recovery_slots   # slots recovery read past the walk (a figure for tests)
+    cdef bint header_stale             # fields changed that the next header write carries
     cdef public int durability
     cdef public uint32_t batch_records
     cdef readonly uint64_t group_first_seq   # first seq written since the last sync, 0 if none
@@ -109,6 +124,12 @@ cdef class Ring:
         self.fd = -1
         self.map = NULL
         self.pos_of = NULL
+        self.idx_pos = NULL
+        self.idx_owner = None
+        self.idx_first = 1
+        self.idx_last = 0
+        self.tz_name = ""
+        self.index_digest = bytes(16)
         self.damaged = []
         self.torn = []
         self.io_hook = None
@@ -200,12 +221,23 @@ cdef class Ring:
     def encode_header(uint64_t generation, uint32_t slot_size, uint32_t max_payload,
                       uint64_t capacity, bytes journal_id, int64_t created_us,
                       int32_t day_offset_min, int32_t day_start_min, uint32_t retention,
-                      uint64_t sync_watermark):
-        cdef uint8_t h[128]   # PFH_SIZE
-        memset(h, 0, PFH_SIZE)
+                      uint64_t sync_watermark, uint32_t version=PF_FORMAT_VERSION, tz_name="",
+                      uint64_t ckpt_seq=0, uint64_t ckpt_pos=0, uint64_t ckpt_window=0,
+                      bytes ckpt_link=None, bint clean=False, bytes index_digest=None,
+                      uint64_t index_head=0):
+        """One header copy.  Version 2 adds the zone name, the tail mark (ckpt_*: window 0 =
+        none, recovery then scans the whole ring) and the digest of the index it names."""
+        cdef uint8_t h[256]   # PFH2_SIZE
+        cdef int size = PFH_SIZE if version == PF_FORMAT_V1 else PFH2_SIZE
+        cdef bytes tz = tz_name.encode("ascii") if isinstance(tz_name, str) else bytes(tz_name)
+        if version not in (PF_FORMAT_V1, PF_FORMAT_VERSION):
+            raise ValueError("format version %d: posfast writes 1 and 2" % version)
+        if len(tz) > PFH2_TZ_SIZE or (tz and version == PF_FORMAT_V1):
+            raise ValueError("zone name %r does not fit the header" % (tz_name,))
+        memset(h, 0, PFH2_SIZE)
         memcpy(h + PFH_MAGIC, PF_MAGIC, 8)
-        pf_st32(h + PFH_VERSION, PF_FORMAT_VERSION)
-        pf_st32(h + PFH_HEADER_SIZE, PFH_SIZE)
+        pf_st32(h + PFH_VERSION, version)
+        pf_st32(h + PFH_HEADER_SIZE, size)
         pf_st64(h + PFH_GENERATION, generation)
         pf_st32(h + PFH_SLOT_SIZE, slot_size)
         pf_st32(h + PFH_MAX_PAYLOAD, max_payload)
@@ -216,21 +248,42 @@ cdef class Ring:
         pf_st32(h + PFH_DAY_START_MIN, <uint32_t>day_start_min)
         pf_st32(h + PFH_RETENTION, retention)
         pf_st64(h + PFH_SYNC_WATERMARK, sync_watermark)
-        pf_st32(h + PFH_CRC, pf_crc32c(0, h, PFH_CRC))
-        return PyBytes_FromStringAndSize(<char *>h, PFH_SIZE)
+        if version == PF_FORMAT_V1:
+            pf_st32(h + PFH_CRC, pf_crc32c(0, h, PFH_CRC))
+            return PyBytes_FromStringAndSize(<char *>h, PFH_SIZE)
+        if tz:
+            memcpy(h + PFH2_TZ, PyBytes_AS_STRING(tz), len(tz))
+        pf_st64(h + PFH2_CKPT_SEQ, ckpt_seq)
+        pf_st64(h + PFH2_CKPT_POS, ckpt_pos)
+        pf_st64(h + PFH2_CKPT_WINDOW, ckpt_window)
+        if ckpt_link is not None and len(ckpt_link) == 16:
+            memcpy(h + PFH2_CKPT_LINK, PyBytes_AS_STRING(ckpt_link), 16)
+        pf_st32(h + PFH2_CLEAN, 1 if clean else 0)
+        if index_digest is not None and len(index_digest) == 16:
+            memcpy(h + PFH2_INDEX_DIGEST, PyBytes_AS_STRING(index_digest), 16)
+        pf_st64(h + PFH2_INDEX_HEAD, index_head)
+        pf_st32(h + PFH2_CRC, pf_crc32c(0, h, PFH2_CRC))
+        return PyBytes_FromStringAndSize(<char *>h, PFH2_SIZE)
 
     @staticmethod
     def decode_header(bytes raw):
         """Fields of one header copy, or raise FormatVersionError / CorruptRecord."""
         cdef const uint8_t *h = <const uint8_t *>PyBytes_AS_STRING(raw)
+        cdef uint32_t version
         if len(raw) < PFH_SIZE or memcmp(h, PF_MAGIC, 8) != 0:
             raise FormatVersionError("not a posfast journal (no magic)")
-        if pf_ld32(h + PFH_VERSION) != PF_FORMAT_VERSION:
-            raise FormatVersionError("format version %d, this posfast reads version %d"
-                                     % (pf_ld32(h + PFH_VERSION), PF_FORMAT_VERSION))
-        if pf_ld32(h + PFH_CRC) != pf_crc32c(0, h, PFH_CRC):
+        version = pf_ld32(h + PFH_VERSION)
+        if version not in (PF_FORMAT_V1, PF_FORMAT_VERSION):
+            raise FormatVersionError("format version %d, this posfast reads versions 1 and %d"
+                                     % (version, PF_FORMAT_VERSION))
+        if version == PF_FORMAT_V1:
+            if pf_ld32(h + PFH_CRC) != pf_crc32c(0, h, PFH_CRC):
+                raise CorruptRecord("header checksum mismatch")
+        elif len(raw) < PFH2_SIZE or pf_ld32(h + PFH_HEADER_SIZE) != PFH2_SIZE \
+                or pf_ld32(h + PFH2_CRC) != pf_crc32c(0, h, PFH2_CRC):
             raise CorruptRecord("header checksum mismatch")
-        return {
+        out = {
+            "version": version,
             "generation": pf_ld64(h + PFH_GENERATION),
             "slot_size": pf_ld32(h + PFH_SLOT_SIZE),
             "max_payload": pf_ld32(h + PFH_MAX_PAYLOAD),
@@ -241,11 +294,35 @@ cdef class Ring:
             "day_start_min": <int32_t>pf_ld32(h + PFH_DAY_START_MIN),
             "retention": pf_ld32(h + PFH_RETENTION),
             "sync_watermark": pf_ld64(h + PFH_SYNC_WATERMARK),
+            "tz_name": "", "ckpt_seq": 0, "ckpt_pos": 0, "ckpt_window": 0,
+            "ckpt_link": bytes(16), "clean": False, "index_digest": bytes(16), "index_head": 0,
         }
+        if version >= 2:
+            tz = PyBytes_FromStringAndSize(<const char *>h + PFH2_TZ, PFH2_TZ_SIZE).rstrip(b"\0")
+            try:
+                out["tz_name"] = tz.decode("ascii")
+            except UnicodeDecodeError:
+                raise CorruptRecord("header holds a zone name that is not ASCII: %r" % (tz,))
+            out.update(ckpt_seq=pf_ld64(h + PFH2_CKPT_SEQ), ckpt_pos=pf_ld64(h + PFH2_CKPT_POS),
+                       ckpt_window=pf_ld64(h + PFH2_CKPT_WINDOW),
+                       ckpt_link=PyBytes_FromStringAndSize(<const char *>h + PFH2_CKPT_LINK, 16),
+                       clean=pf_ld32(h + PFH2_CLEAN) == 1,
+                       index_digest=PyBytes_FromStringAndSize(<const char *>h + PFH2_INDEX_DIGEST, 16),
+                       index_head=pf_ld64(h + PFH2_INDEX_HEAD))
+        return out
+
+    cdef bytes _header_now(self, uint64_t generation, uint64_t watermark):
+        return Ring.encode_header(generation, self.slot_size, self.max_payload, self.capacity,
+                                  bytes(self.jid[:16]), self.created_us, self.day_offset_min,
+                                  self.day_start_min, self.retention, watermark, self.version,
+                                  self.tz_name, self.ckpt_seq, self.ckpt_pos, self.ckpt_window,
+                                  bytes(self.ckpt_link[:16]), self.clean, self.index_digest,
+                                  self.index_head)
 
     cdef int _write_header(self, uint64_t watermark) except -1:
-        # Both copies, each synced before the next is touched: a crash leaves at
-        # least one valid copy, holding either the old or the new watermark.
+        # v1: both copies, each synced before the next is touched.  v2: only the older copy,
+        # then one sync; the newer copy stays as it was.  Either way a crash leaves at least
+        # one valid copy, holding the old or the new state (the newest valid copy wins).
         cdef bytes raw
         cdef int i, first = <int>((self.generation + 1) % 2)
         self._usable()
@@ -253,17 +330,39 @@ cdef class Ring:
             # Records written but not yet synced first: otherwise the header could reach the
             # disk before them and a crash leave a watermark above the newest record.
             self._sync()
-        for i in range(2):
-            raw = Ring.encode_header(self.generation + 1, self.slot_size, self.max_payload,
-                                     self.capacity, bytes(self.jid[:16]), self.created_us,
-                                     self.day_offset_min, self.day_start_min, self.retention,
-                                     watermark)
-            self._write(<const uint8_t *>PyBytes_AS_STRING(raw), PFH_SIZE,
+        raw = self._header_now(self.generation + 1, watermark)
+        for i in range(2 if self.version == PF_FORMAT_V1 else 1):
+            self._write(<const uint8_t *>PyBytes_AS_STRING(raw), len(raw),
                         <uint64_t>((first + i) % 2) * PF_HEADER_COPY_SIZE)
             self._sync()
         self.generation += 1
         self.sync_watermark = watermark
+        self.header_stale = False
         return 0
+
+    cdef int _mark_tail(self, bint clean) except -1:
+        # v2 tail mark: from here the writer may fill ckpt_window slots before the next mark,
+        # so recovery after a crash reads those slots, not the ring (clean: none at all).
+        self.ckpt_seq = self.head_seq
+        self.ckpt_pos = self.next_pos
+        self.ckpt_window = min(<uint64_t>PF_CKPT_WINDOW, self.capacity)
+        memcpy(self.ckpt_link, self.head_link, 16)
+        self.clean = clean
+        self._write_header(self.sync_watermark)
+        return 0
+
+    def name_index(self, bytes digest, uint64_t index_head, bint write=True):
+        """v2: durably name the index file just saved (its directory digest), so the next
+        open can use it without re-checking every bitmap (`write` False: the next header
+        write, such as the clean mark of close(), carries it)."""
+        if self.version < 2 or len(digest) != 16:
+            return
+        self.index_digest = digest
+        self.index_head = index_head
+        if write:
+            self._write_header(self.sync_watermark)
+        else:
+            self.header_stale = True
 
     def set_sync_watermark(self, uint64_t seq):
         """Durably record that the back office holds every record up to `seq`."""
@@ -280,7 +379,8 @@ cdef class Ring:
     @staticmethod
     def create(path, uint64_t capacity, uint32_t slot_size, uint32_t max_payload,
                bytes journal_id, int64_t created_us, int32_t day_offset_min,
-               int32_t day_start_min, uint32_t retention):
+               int32_t day_start_min, uint32_t retention, uint32_t version=PF_FORMAT_VERSION,
+               tz_name=""):
         """Create the file at full size, zero-filled, write both header copies, fsync file and directory."""
         cdef bytes bpath = _os.fsencode(path)
         cdef int fd, r
@@ -303,11 +403,15 @@ cdef class Ring:
                 raise IOFailure(err, "posfast: cannot allocate %d bytes for %s: %s; choose a smaller "
                                 "capacity or free storage" % (size, path, _os.strerror(err)))
             for copy in range(2):
+                # (v2: an empty journal, closed cleanly: nothing at or past position 1)
                 raw = Ring.encode_header(copy, slot_size, max_payload, capacity, journal_id,
-                                         created_us, day_offset_min, day_start_min, retention, 0)
+                                         created_us, day_offset_min, day_start_min, retention, 0,
+                                         version, tz_name, 0, 1,
+                                         min(<uint64_t>PF_CKPT_WINDOW, capacity),
+                                         genesis_link(journal_id), True)
                 done = 0
-                while done < PFH_SIZE:       # a short write is continued, as in _write
-                    r = <int>pf_pwrite(fd, PyBytes_AS_STRING(raw) + done, PFH_SIZE - done,
+                while done < <size_t>len(raw):       # a short write is continued, as in _write
+                    r = <int>pf_pwrite(fd, PyBytes_AS_STRING(raw) + done, len(raw) - done,
                                        copy * PF_HEADER_COPY_SIZE + done)
                     if r <= 0:
                         err = pf_errno() if r < 0 else _errno.ENOSPC
@@ -331,8 +435,8 @@ cdef class Ring:
         """Open and map the file; the caller runs recovery (recover_from / recover_scan) next."""
         cdef Ring self = Ring.__new__(Ring)
         cdef bytes bpath = _os.fsencode(path)
-        cdef uint8_t buf[128]   # PFH_SIZE
-        cdef long long size, expected
+        cdef uint8_t buf[256]   # PFH2_SIZE
+        cdef long long size, expected, got
         self.path = path
         self.writable = writable
         self.fd = pf_open(bpath, writable, 0)
@@ -358,11 +462,12 @@ cdef class Ring:
         best = None
         problems = []
         for copy in range(2):
-            if pf_pread(self.fd, buf, PFH_SIZE, copy * PF_HEADER_COPY_SIZE) != PFH_SIZE:
+            got = pf_pread(self.fd, buf, PFH2_SIZE, copy * PF_HEADER_COPY_SIZE)
+            if got < PFH_SIZE:
                 problems.append("copy %d: unreadable (file too short)" % copy)
                 continue
             try:
-                h = Ring.decode_header(PyBytes_FromStringAndSize(<char *>buf, PFH_SIZE))
+                h = Ring.decode_header(PyBytes_FromStringAndSize(<char *>buf, got))
             except FormatVersionError as e:
                 problems.append("copy %d: %s" % (copy, e))
                 continue
@@ -404,6 +509,17 @@ cdef class Ring:
         self.retention = best["retention"]
         self.sync_watermark = best["sync_watermark"]
         self.generation = best["generation"]
+        self.version = best["version"]
+        self.tz_name = best["tz_name"]
+        self.ckpt_seq = best["ckpt_seq"]
+        self.ckpt_pos = best["ckpt_pos"]
+        # a window the writer could not have used (crafted) counts as no mark: scan it all
+        self.ckpt_window = best["ckpt_window"] if best["ckpt_window"] <= PF_CKPT_WINDOW \
+            and best["ckpt_pos"] >= 1 else 0
+        memcpy(self.ckpt_link, PyBytes_AS_STRING(best["ckpt_link"]), 16)
+        self.clean = best["clean"] and self.ckpt_window > 0
+        self.index_digest = best["index_digest"]
+        self.index_head = best["index_head"]
         expected = PF_DATA_OFFSET + <long long>(self.capacity * self.slot_size)
         if size < expected:
             # A truncated file keeps its surviving slots readable; the missing
@@ -430,10 +546,10 @@ cdef class Ring:
         self.map = <uint8_t *>pf_map(self.fd, self.map_len)
         if self.map == NULL:
             raise OSError(pf_errno(), "posfast: cannot map %s (%d bytes)" % (path, self.map_len))
-        self.pos_of = <uint64_t *>malloc(self.capacity * sizeof(uint64_t))
+        # calloc: a large one is fresh zero pages, touched only as seqs are placed
+        self.pos_of = <uint64_t *>calloc(self.capacity, sizeof(uint64_t))
         if self.pos_of == NULL:
             raise MemoryError("posfast: %d slots of %s do not fit in memory" % (self.capacity, path))
-        memset(self.pos_of, 0, self.capacity * sizeof(uint64_t))
         self.head_seq = 0
         self.oldest_seq = 1
         self.next_pos = 1
@@ -455,6 +571,10 @@ cdef class Ring:
             self.fd = -1
 
     def close(self):
+        if self.fd >= 0 and self.writable and not self.failed and self.version >= 2 \
+                and not (self.clean and self.ckpt_pos == self.next_pos and not self.header_stale):
+            # (syncs the records first) the next open needs no recovery read at all
+            self._mark_tail(True)
         if self.map != NULL:
             pf_unmap(self.map, self.map_len)
             self.map = NULL
@@ -484,18 +604,48 @@ cdef class Ring:
     def used_slots(self):
         if self.head_seq < self.oldest_seq:
             return 0
-        return self.next_pos - self.pos_of[(self.oldest_seq - 1) % self.capacity] \
-            if self.pos_of[(self.oldest_seq - 1) % self.capacity] else self.live_records
+        return self.next_pos - self._pos(self.oldest_seq) \
+            if self._pos(self.oldest_seq) else self.live_records
 
     def position_of(self, uint64_t seq):
         """Slot position of a live seq (0 if damaged); used by the index file and tests."""
         if seq < self.oldest_seq or seq > self.head_seq:
             raise KeyError(seq)
-        return self.pos_of[(seq - 1) % self.capacity]
+        return self._pos(seq)
 
     def slot_of(self, uint64_t seq):
         cdef uint64_t p = self.position_of(seq)
         return (p - 1) % self.capacity if p else None
+
+    # --------------------------------------------------------------- positions
+    cdef inline uint64_t _pos(self, uint64_t seq) noexcept nogil:
+        # (seq must be live: oldest_seq <= seq <= head_seq)
+        if self.idx_first <= seq <= self.idx_last:
+            return pf_ld64(self.idx_pos + (seq - self.idx_first) * 8)
+        return self.pos_of[(seq - 1) % self.capacity]
+
+    cdef inline void _set_pos(self, uint64_t seq, uint64_t pos) noexcept nogil:
+        # Seqs the mapped index covers never change position; a lost one is a new fact
+        if self.idx_first <= seq <= self.idx_last:
+            self._unmap_index()
+        self.pos_of[(seq - 1) % self.capacity] = pos
+
+    cdef void _unmap_index(self) noexcept nogil:
+        # copy the mapped positions into pos_of (rare: a seq the index covers changes)
+        cdef uint64_t s
+        if self.idx_pos == NULL:
+            return
+        for s in range(self.idx_first, self.idx_last + 1):
+            self.pos_of[(s - 1) % self.capacity] = pf_ld64(self.idx_pos + (s - self.idx_first) * 8)
+        self.idx_pos = NULL
+        self.idx_first = 1
+        self.idx_last = 0
+
+    cdef inline uint32_t _body_len(self, const uint8_t *h) noexcept nogil:
+        return pf_body_len(h, self.version)
+
+    cdef inline uint32_t _ext_len(self, const uint8_t *h) noexcept nogil:
+        return pf_ld16(h + PFR2_EXT_LEN) if self.version >= 2 else 0
 
     # --------------------------------------------------------------- checking
     cdef inline const uint8_t *_slot_ptr(self, uint64_t slot) noexcept nogil:
@@ -529,9 +679,9 @@ cdef class Ring:
                 or pos > (<uint64_t>1 << 62):
             return CHK_NOT_HEAD
         plen = pf_ld16(h + PFR_PAYLOAD_LEN)
-        if plen > self.max_payload:
+        if plen > self.max_payload or self._ext_len(h) > PF_MAX_EXT:
             return CHK_LENGTH
-        length = PFR_HEAD_SIZE + plen
+        length = PFR_HEAD_SIZE + plen + self._ext_len(h)
         nslots = _ceil_div(length, self.slot_size)
         if nslots > 1 and ((slot + nslots > self.capacity and self.avail_slots < self.capacity)
                            or (slot + nslots <= self.capacity and slot + nslots > self.avail_slots)):
@@ -543,7 +693,7 @@ cdef class Ring:
         return CHK_OK
 
     cdef inline uint64_t _nslots_at(self, uint64_t pos) noexcept nogil:
-        return pf_record_slots(pf_ld16(self._slot_ptr((pos - 1) % self.capacity) + PFR_PAYLOAD_LEN),
+        return pf_record_slots(self._body_len(self._slot_ptr((pos - 1) % self.capacity)),
                                self.slot_size)
 
     cdef inline const uint8_t *_head_of(self, uint64_t pos) noexcept nogil:
@@ -553,7 +703,7 @@ cdef class Ring:
         # A live record whose first slot recurs below end_pos would be (partly) overwritten.
         cdef uint64_t p
         while self.oldest_seq <= self.head_seq:
-            p = self.pos_of[(self.oldest_seq - 1) % self.capacity]
+            p = self._pos(self.oldest_seq)
             if p != 0 and p + self.capacity >= end_pos:
                 break
             self.oldest_seq += 1      # damaged seqs (p == 0) at the old end simply go
@@ -565,24 +715,46 @@ cdef class Ring:
         while self._check_at(self.next_pos, seq) == CHK_OK:
             n = self._nslots_at(self.next_pos)
             self._evict_before(self.next_pos + n)
-            self.pos_of[(seq - 1) % self.capacity] = self.next_pos
+            self._set_pos(seq, self.next_pos)
             self.head_seq = seq
             self.next_pos += n
             seq += 1
-        if self.head_seq >= self.oldest_seq and self.pos_of[(self.head_seq - 1) % self.capacity]:
-            memcpy(self.head_link, self._head_of(self.pos_of[(self.head_seq - 1) % self.capacity])
+        if self.head_seq >= self.oldest_seq and self._pos(self.head_seq):
+            memcpy(self.head_link, self._head_of(self._pos(self.head_seq))
                    + PFR_LINK, 16)
 
     cdef list _heads_ahead(self):
         # Every intact head after the tail, by position: a torn group or records behind
         # damage.  (A torn group may already have overwritten the oldest records' slots.)
-        cdef uint64_t slot = 0, pos, k, got
-        cdef const uint8_t *h
-        cdef uint8_t *buf = self._scan_buffer()
+        # Version 2 reads only the slots the tail mark leaves the writer (none after a clean
+        # close); version 1, or a mark that cannot be right, reads every slot.
+        cdef uint64_t lo = self.next_pos, hi, count, first
         found = []
+        ranges = [(0, self.avail_slots)]
+        if self.version >= 2 and self.ckpt_window:
+            hi = self.ckpt_pos if self.clean else self.ckpt_pos + self.ckpt_window
+            if lo <= hi and hi - lo < self.capacity:
+                count = hi - lo
+                first = (lo - 1) % self.capacity
+                ranges = [(first, min(self.capacity, first + count))]
+                if first + count > self.capacity:
+                    ranges.append((0, first + count - self.capacity))
+        for a, b in ranges:
+            self._heads_in(a, min(b, self.avail_slots), found)
+        found.sort()
+        return found
+
+    cdef int _heads_in(self, uint64_t slot, uint64_t end, list found) except -1:
+        cdef uint64_t pos, k, got
+        cdef const uint8_t *h
+        cdef uint8_t *buf
+        if slot >= end:
+            return 0
+        buf = self._scan_buffer()
         try:
-            while slot < self.avail_slots:
-                got = self._read_slots(slot, buf)
+            while slot < end:
+                got = self._read_slots(slot, buf, end)
+                self.recovery_slots += got
                 for k in range(got):
                     h = buf + k * self.slot_size
                     pos = pf_ld64(h + PFR_POS)
@@ -593,8 +765,7 @@ cdef class Ring:
                 slot += got
         finally:
             free(buf)
-        found.sort()
-        return found
+        return 0
 
     cdef inline uint64_t _chunk_slots(self) noexcept nogil:
         return SCAN_CHUNK_BYTES // self.slot_size if self.slot_size < SCAN_CHUNK_BYTES else 1
@@ -605,10 +776,10 @@ cdef class Ring:
             raise MemoryError()
         return buf
 
-    cdef uint64_t _read_slots(self, uint64_t slot, uint8_t *buf) except? 0:
+    cdef uint64_t _read_slots(self, uint64_t slot, uint8_t *buf, uint64_t end) except? 0:
         # Whole-file scans read through pread, not the map: the page cache still serves
         # them, but they leave no file pages mapped into the process (its RSS stays small).
-        cdef uint64_t n = self.avail_slots - slot
+        cdef uint64_t n = end - slot
         cdef long long r
         if n > self._chunk_slots():
             n = self._chunk_slots()
@@ -661,7 +832,7 @@ cdef class Ring:
                     torn_end = max(torn_end, pos + self._nslots_at(pos))
                 if self.head_seq >= self.oldest_seq:
                     seq = self.oldest_seq
-                    self._evict_before(min(torn_end, self.pos_of[(self.head_seq - 1) % self.capacity]
+                    self._evict_before(min(torn_end, self._pos(self.head_seq)
                                            + self.capacity))
                     # records noted lost on the way were that group's doing, not damage
                     self.damaged[:] = [d for d in self.damaged
@@ -694,7 +865,7 @@ cdef class Ring:
             for seq in range(gap_seq, first_seq):
                 self.damaged.append((seq, (self.next_pos - 1) % self.capacity,
                                      "record lost to damage: followed by intact seq %d" % first_seq))
-                self.pos_of[(seq - 1) % self.capacity] = 0
+                self._set_pos(seq, 0)
             self.head_seq = first_seq - 1
             self._evict_before(first_pos)
             self.next_pos = first_pos
@@ -704,7 +875,7 @@ cdef class Ring:
         cdef uint64_t q, end, slot
         cdef const uint8_t *h
         cdef bint wrote = False
-        end = self.pos_of[(self.oldest_seq - 1) % self.capacity] \
+        end = self._pos(self.oldest_seq) \
             if self.head_seq >= self.oldest_seq else self.next_pos
         q = self.next_pos - self.capacity if self.next_pos > self.capacity else 1
         while q < end:
@@ -723,29 +894,40 @@ cdef class Ring:
         self._write(zeros, PFR_HEAD_SIZE, PF_DATA_OFFSET + ((pos - 1) % self.capacity) * self.slot_size)
         return 0
 
-    def recover_from(self, uint64_t hint_seq, uint64_t oldest_seq, bytes hint_link, positions):
-        """Resume from an index snapshot: positions[i] is the position of seq oldest_seq + i.
+    def recover_from(self, uint64_t hint_seq, uint64_t oldest_seq, bytes hint_link, positions,
+                     lost=None):
+        """Resume from an index snapshot: positions (little-endian u64, any buffer) holds the
+        position of seq oldest_seq + i at [i].  It is used in place, not copied: a mapped
+        index file is read only where lookups look.  `lost`: whether the snapshot holds a lost
+        record (position 0); None = look through the positions.
 
         Returns False (and leaves the ring empty) when the snapshot does not match
         the file; the caller then runs recover_scan().
         """
-        cdef const uint64_t[::1] pos_view = positions
-        cdef uint64_t i, n = pos_view.shape[0]
-        cdef uint64_t hint_pos
+        cdef const uint8_t[::1] raw = memoryview(positions).cast("B") if len(positions) \
+            else memoryview(b"\0" * 8)
+        cdef uint64_t i, n = len(positions) and <uint64_t>raw.shape[0] // 8
+        cdef uint64_t hint_pos, first_pos, q
         cdef size_t known_damage = len(self.damaged)
         if hint_seq == 0:
             return self.recover_scan()
-        if n != hint_seq - oldest_seq + 1 or n > self.capacity or len(hint_link) != 16:
+        if n == 0 or n != hint_seq - oldest_seq + 1 or n > self.capacity or len(hint_link) != 16:
             return False
-        hint_pos = pos_view[n - 1]
+        hint_pos = pf_ld64(&raw[(n - 1) * 8])
+        first_pos = pf_ld64(&raw[0])
         if hint_pos == 0 or self._check_at(hint_pos, hint_seq) != CHK_OK or \
                 memcmp(self._head_of(hint_pos) + PFR_LINK, PyBytes_AS_STRING(hint_link), 16) != 0:
             return False
-        for i in range(n):
-            if pos_view[i] == 0:
-                # the snapshot says a record was lost: let a scan look again (the file may
-                # have been restored since), rather than keep reporting a record that is there
-                return False
+        if lost is None:
+            lost = False
+            for i in range(n):
+                if pf_ld64(&raw[i * 8]) == 0:
+                    lost = True
+                    break
+        if lost or first_pos == 0:
+            # the snapshot says a record was lost: let a scan look again (the file may
+            # have been restored since), rather than keep reporting a record that is there
+            return False
         if self.retention != RETENTION_OVERWRITE and oldest_seq > self.sync_watermark + 1:
             # records the back office never acknowledged cannot have been evicted: they were
             # lost, and only a scan reports that (on every open, not just the first)
@@ -754,27 +936,37 @@ cdef class Ring:
             # An intact record of oldest_seq - 1 just before the oldest one: the ring holds
             # more than the snapshot knew (it had found that record damaged, and the file was
             # restored since); nothing evicts a record without overwriting its head.
-            q = pos_view[0] - 1
-            while q >= 1 and q + pf_record_slots(self.max_payload, self.slot_size) >= pos_view[0]:
+            q = first_pos - 1
+            while q >= 1 and q + pf_record_slots(self.max_payload + PF_MAX_EXT,
+                                                 self.slot_size) >= first_pos:
                 if self._check_at(q, oldest_seq - 1) == CHK_OK and \
-                        q + self._nslots_at(q) == pos_view[0]:
+                        q + self._nslots_at(q) == first_pos:
                     return False
                 q -= 1
-        for i in range(n):
-            self.pos_of[(oldest_seq + i - 1) % self.capacity] = pos_view[i]
+        self.idx_owner = positions
+        self.idx_pos = &raw[0]
+        self.idx_first = oldest_seq
+        self.idx_last = hint_seq
         self.oldest_seq = oldest_seq
         self.head_seq = hint_seq
         self.next_pos = hint_pos + self._nslots_at(hint_pos)
         self._finish_recovery()
         if self.head_seq >= self.oldest_seq and (
-                self.pos_of[(self.oldest_seq - 1) % self.capacity] == 0 or
-                self._check_at(self.pos_of[(self.oldest_seq - 1) % self.capacity],
+                self._pos(self.oldest_seq) == 0 or
+                self._check_at(self._pos(self.oldest_seq),
                                self.oldest_seq) != CHK_OK):
             # The snapshot's oldest records are gone (evicted by a torn group, whose heads
             # recovery zeroed): let the scan decide where the ring starts, as without index.
             del self.damaged[known_damage:]
+            self._drop_index_positions()
             return False
         return True
+
+    cdef void _drop_index_positions(self):
+        self.idx_pos = NULL
+        self.idx_first = 1
+        self.idx_last = 0
+        self.idx_owner = None
 
     def recover_scan(self):
         """Rebuild the live range from a scan of every slot (no usable index)."""
@@ -785,7 +977,7 @@ cdef class Ring:
         heads = []
         try:
             while slot < self.avail_slots:
-                got = self._read_slots(slot, buf)
+                got = self._read_slots(slot, buf, self.avail_slots)
                 for k in range(got):
                     h = buf + k * self.slot_size
                     pos = pf_ld64(h + PFR_POS)
@@ -800,6 +992,7 @@ cdef class Ring:
                 slot += got
         finally:
             free(buf)
+        self._drop_index_positions()
         self.head_seq = 0
         self.oldest_seq = 1
         self.next_pos = 1
@@ -844,7 +1037,7 @@ cdef class Ring:
         # check for seq 0 never says "stale", so that cannot be what tells.)
         cdef uint64_t head_pos, q, slot = (self.next_pos - 1) % self.capacity
         if self.head_seq >= self.oldest_seq:
-            head_pos = self.pos_of[(self.head_seq - 1) % self.capacity]
+            head_pos = self._pos(self.head_seq)
             if head_pos and self._check_at(head_pos, self.head_seq) != CHK_OK:
                 return True
         if slot < self.avail_slots:
@@ -865,25 +1058,28 @@ cdef class Ring:
         return q > pos + self.capacity
 
     # ------------------------------------------------------------------ append
-    def plan(self, const uint16_t[::1] payload_lens):
-        """Last seq that appending records with these payload lengths would evict (0 if none)."""
+    def plan(self, const uint32_t[::1] payload_lens):
+        """Last seq that appending records with these body lengths (v2: extension + payload)
+        would evict (0 if none), and the slots they take."""
         cdef uint64_t slots = 0, i, end, seq, p, last = 0
         for i in range(<uint64_t>payload_lens.shape[0]):
             slots += pf_record_slots(payload_lens[i], self.slot_size)
         end = self.next_pos + slots
         seq = self.oldest_seq
         while seq <= self.head_seq:
-            p = self.pos_of[(seq - 1) % self.capacity]
+            p = self._pos(seq)
             if p != 0 and p + self.capacity >= end:
                 break
             last = seq
             seq += 1
         return last, slots
 
-    def append(self, const uint8_t[:, ::1] rows, payload_buf=None, offsets=None):
+    def append(self, const uint8_t[:, ::1] rows, payload_buf=None, offsets=None, ext_lens=None):
         """Append rows (RECORD_DTYPE bytes) with optional payloads; returns the first new seq.
 
-        payload_buf is one bytes object, offsets an array of n+1 uint64 offsets into it.
+        payload_buf is one bytes object, offsets an array of n+1 uint64 offsets into it: each
+        record's body.  In version 2 a body starts with the record's extension, ext_lens[i]
+        bytes of it (a uint16 array; None = none), as `encode_ext` makes it.
         Rows are written in commit groups; in fsync mode each group is on stable
         storage before the next is written and before this returns.
         """
@@ -899,6 +1095,9 @@ cdef class Ring:
         cdef uint32_t crc
         cdef int r
         cdef bint has_payload = payload_buf is not None
+        cdef bint has_ext = ext_lens is not None
+        cdef const uint16_t[::1] elens
+        cdef uint64_t elen, done_slots = 0
         self._usable()
         if rows.shape[1] != PFW_SIZE:
             raise ValueError("rows must be RECORD_DTYPE (%d bytes each)" % PFW_SIZE)
@@ -910,14 +1109,27 @@ cdef class Ring:
             offs = offsets
             if <uint64_t>offs.shape[0] != n + 1:
                 raise ValueError("offsets must have one entry more than rows")
-            lens = numpy.ascontiguousarray(numpy.diff(offsets), dtype=numpy.uint16)
+            lens = numpy.ascontiguousarray(numpy.diff(offsets), dtype=numpy.uint32)
+            if has_ext:
+                if self.version < 2:
+                    raise InvalidRecord("posfast: %s is a format-1 journal, which has no record "
+                                        "extension (order_ref, host_ref)" % (self.path,))
+                elens = ext_lens
+                if <uint64_t>elens.shape[0] != n:
+                    raise ValueError("ext_lens must have one entry per row")
             for i in range(n):
-                if offs[i + 1] < offs[i] or offs[i + 1] - offs[i] > self.max_payload:
+                elen = elens[i] if has_ext else 0
+                if offs[i + 1] < offs[i] or elen > PF_MAX_EXT or elen > offs[i + 1] - offs[i]:
+                    raise ValueError("record %d: body of %d bytes, extension of %d"
+                                     % (i, offs[i + 1] - offs[i], elen))
+                if offs[i + 1] - offs[i] - elen > self.max_payload:
                     raise InvalidRecord("posfast: payload of record %d is %d bytes; %s allows at most "
-                                        "%d (max_payload at create)" % (i, offs[i + 1] - offs[i],
+                                        "%d (max_payload at create)" % (i, offs[i + 1] - offs[i] - elen,
                                                                         self.path, self.max_payload))
         else:
-            lens = numpy.zeros(n, dtype=numpy.uint16)
+            if has_ext:
+                raise ValueError("ext_lens without bodies")
+            lens = numpy.zeros(n, dtype=numpy.uint32)
         if n and pf_record_slots(<uint32_t>lens.max(), self.slot_size) > self.capacity:
             raise InvalidRecord("posfast: a record with %d payload bytes needs %d slots but %s has "
                                 "only %d; use a smaller payload" % (
@@ -953,11 +1165,15 @@ cdef class Ring:
             raise MemoryError()
         try:
             while i < n:
+                if self.version >= 2 and (self.clean or self.next_pos + min(
+                        total_slots - done_slots, self.ckpt_window) > self.ckpt_pos + self.ckpt_window):
+                    # the group could pass the tail mark's window: a new mark first
+                    self._mark_tail(False)
                 # A commit group spans at most half the ring, so the next one, torn by a
                 # crash, can never overwrite it: recovery then never mistakes a synced group
                 # for a torn one (and drops acknowledged records).
                 room = self.capacity // 2 if self.capacity > 1 else 1
-                used = self.next_pos - self.pos_of[(self.group_first_seq - 1) % self.capacity] \
+                used = self.next_pos - self._pos(self.group_first_seq) \
                     if self.group_first_seq and self.group_first_seq <= self.head_seq else 0
                 plen = offs[i + 1] - offs[i] if has_payload else 0
                 if self.group_first_seq and (
@@ -987,10 +1203,13 @@ cdef class Ring:
                             break
                         head = buf + gslots * self.slot_size
                         memset(head, 0, nsl * self.slot_size)
-                        _encode_row(&rows[j, 0], head)
+                        _encode_row(&rows[j, 0], head, self.version)
+                        elen = elens[j] if has_ext else 0
                         pf_st64(head + PFR_SEQ, seq)
                         pf_st64(head + PFR_POS, gstart_pos + gslots)
-                        pf_st16(head + PFR_PAYLOAD_LEN, <uint16_t>plen)
+                        pf_st16(head + PFR_PAYLOAD_LEN, <uint16_t>(plen - elen))
+                        if self.version >= 2:
+                            pf_st16(head + PFR2_EXT_LEN, <uint16_t>elen)
                         pf_st16(head + PFR_GROUP_OFF, <uint16_t>(seq - gfirst))
                         if plen:
                             memcpy(head + PFR_HEAD_SIZE, &pay[offs[j]], plen)
@@ -1017,13 +1236,14 @@ cdef class Ring:
                     k = 0
                     seq = self.head_seq + 1
                     while k < gslots:
-                        self.pos_of[(seq - 1) % self.capacity] = gstart_pos + k
-                        k += pf_record_slots(pf_ld16(buf + k * self.slot_size + PFR_PAYLOAD_LEN),
+                        self._set_pos(seq, gstart_pos + k)
+                        k += pf_record_slots(self._body_len(buf + k * self.slot_size),
                                              self.slot_size)
                         seq += 1
                     self.head_seq = seq - 1
                     self.next_pos = gstart_pos + gslots
                     memcpy(self.head_link, prev_link, 16)
+                done_slots += gslots
                 if self.durability == DURABILITY_BATCH and \
                         self.head_seq + 1 - self.group_first_seq >= self.batch_records:
                     self._sync()
@@ -1069,11 +1289,14 @@ cdef class Ring:
                 if i + 2 * READ_AHEAD < n:
                     ahead = seqs[i + 2 * READ_AHEAD]
                     if self.oldest_seq <= ahead <= self.head_seq:
-                        pf_prefetch(&self.pos_of[(ahead - 1) % self.capacity])
+                        if self.idx_first <= ahead <= self.idx_last:
+                            pf_prefetch(self.idx_pos + (ahead - self.idx_first) * 8)
+                        else:
+                            pf_prefetch(&self.pos_of[(ahead - 1) % self.capacity])
                 if i + READ_AHEAD < n:
                     ahead = seqs[i + READ_AHEAD]
                     if self.oldest_seq <= ahead <= self.head_seq:
-                        ahead = self.pos_of[(ahead - 1) % self.capacity]
+                        ahead = self._pos(ahead)
                         if ahead and (ahead - 1) % self.capacity < self.avail_slots:
                             ph = self._head_of(ahead)
                             pf_prefetch(ph)
@@ -1082,26 +1305,77 @@ cdef class Ring:
                 if seq < self.oldest_seq or seq > self.head_seq:
                     status[i] = CHK_STALE
                     continue
-                pos = self.pos_of[(seq - 1) % self.capacity]
+                pos = self._pos(seq)
                 if pos == 0:
                     status[i] = CHK_MISSING
                     continue
                 r = self._check_at(pos, seq)
                 status[i] = <uint8_t>r
                 if r == CHK_OK:
-                    _decode_head(self._head_of(pos), &out[i, 0], self.day_offset_min,
-                                 self.day_start_min)
+                    self._decode_at(pos, &out[i, 0])
                     if not self.writable and self._check_at(pos, seq) != CHK_OK:
                         # the writer (another handle) overwrote it while we copied: gone
                         status[i] = CHK_STALE
         return status_arr
+
+    cdef void _decode_at(self, uint64_t pos, uint8_t *row) noexcept nogil:
+        # one checked record into a RECORD_DTYPE row (its extension may wrap the ring end)
+        cdef const uint8_t *h = self._head_of(pos)
+        cdef uint32_t elen = self._ext_len(h)
+        cdef uint8_t tmp[256]   # PF_MAX_EXT + 1
+        cdef const uint8_t *ext = NULL
+        cdef uint64_t ring_bytes, start, first
+        if elen:
+            ring_bytes = self.capacity * self.slot_size
+            start = ((pos - 1) % self.capacity) * self.slot_size + PFR_HEAD_SIZE
+            if start >= ring_bytes:
+                start -= ring_bytes
+            if start + elen <= ring_bytes:
+                ext = self.map + PF_DATA_OFFSET + start
+            else:
+                first = ring_bytes - start
+                memcpy(tmp, self.map + PF_DATA_OFFSET + start, first)
+                memcpy(tmp + first, self.map + PF_DATA_OFFSET, elen - first)
+                ext = tmp
+        _decode_head(h, ext, row, self.version, self.day_offset_min, self.day_start_min)
+
+    cdef bytes _ext_at(self, uint64_t pos):
+        cdef const uint8_t *h = self._head_of(pos)
+        cdef uint64_t elen = self._ext_len(h)
+        cdef uint64_t ring_bytes = self.capacity * self.slot_size
+        cdef uint64_t start = ((pos - 1) % self.capacity) * self.slot_size + PFR_HEAD_SIZE
+        cdef uint64_t first
+        if elen == 0:
+            return b""
+        if start >= ring_bytes:
+            start -= ring_bytes
+        first = elen if start + elen <= ring_bytes else ring_bytes - start
+        if first == elen:
+            return PyBytes_FromStringAndSize(<const char *>self.map + PF_DATA_OFFSET + start, elen)
+        return (PyBytes_FromStringAndSize(<const char *>self.map + PF_DATA_OFFSET + start, first)
+                + PyBytes_FromStringAndSize(<const char *>self.map + PF_DATA_OFFSET, elen - first))
+
+    def exts(self, const uint64_t[::1] seqs):
+        """Extension bytes of each seq (v2: client_ref, order_ref, host_ref as `decode_ext`
+        reads them; b"" where a record has none, or is not live and intact)."""
+        cdef uint64_t i, seq, pos
+        out = []
+        for i in range(<uint64_t>seqs.shape[0]):
+            seq = seqs[i]
+            pos = self._pos(seq) if self.oldest_seq <= seq <= self.head_seq else 0
+            if pos and self._check_at(pos, seq) == CHK_OK:
+                ext = self._ext_at(pos)
+                out.append(ext if self.writable or self._check_at(pos, seq) == CHK_OK else b"")
+            else:
+                out.append(b"")
+        return out
 
     cdef bytes _payload_at(self, uint64_t pos):
         cdef uint64_t slot = (pos - 1) % self.capacity
         cdef const uint8_t *h = self._slot_ptr(slot)
         cdef uint64_t plen = pf_ld16(h + PFR_PAYLOAD_LEN)
         cdef uint64_t ring_bytes = self.capacity * self.slot_size
-        cdef uint64_t start = slot * self.slot_size + PFR_HEAD_SIZE
+        cdef uint64_t start = slot * self.slot_size + PFR_HEAD_SIZE + self._ext_len(h)
         cdef uint64_t first
         if plen == 0:
             return b""
@@ -1118,7 +1392,7 @@ cdef class Ring:
         cdef uint64_t pos
         if seq < self.oldest_seq or seq > self.head_seq:
             return CHK_STALE
-        pos = self.pos_of[(seq - 1) % self.capacity]
+        pos = self._pos(seq)
         if pos == 0:
             return CHK_MISSING
         return self._check_at(pos, seq)
@@ -1132,7 +1406,7 @@ cdef class Ring:
             raise JournalClosed("posfast: journal %s is closed" % (self.path,))
         if seq < self.oldest_seq or seq > self.head_seq or seq == 0:
             raise KeyError(seq)
-        pos = self.pos_of[(seq - 1) % self.capacity]
+        pos = self._pos(seq)
         r = self._check_at(pos, seq) if pos else CHK_MISSING
         if r != CHK_OK and not self.writable:
             # A reader's view lags the writer: if the writer has lapped the record since
@@ -1145,10 +1419,17 @@ cdef class Ring:
                                 "returned; run `posfast verify` and restore it from the back office."
                                 % (seq, self.path, (pos - 1) % self.capacity if pos else "?",
                                    CAUSES[r]))
-        _decode_head(self._head_of(pos), row, self.day_offset_min, self.day_start_min)
+        self._decode_at(pos, row)
+        ext = self._ext_at(pos)
+        if ext:
+            _, order_ref, host_ref = decode_ext(ext)
+            order_ref = order_ref.decode("utf-8", "replace")
+            host_ref = host_ref.decode("utf-8", "replace")
+        else:
+            order_ref = host_ref = ""
         rec = Record._from_row(row, self._payload_at(pos),
                                PyBytes_FromStringAndSize(<const char *>self._head_of(pos) + PFR_LINK, 16),
-                               False)
+                               False, order_ref, host_ref)
         if not self.writable and self._check_at(pos, seq) != CHK_OK:
             raise KeyError(seq)      # overwritten by the writer while we copied it: gone
         return rec
@@ -1159,7 +1440,7 @@ cdef class Ring:
         out = []
         for i in range(<uint64_t>seqs.shape[0]):
             seq = seqs[i]
-            pos = self.pos_of[(seq - 1) % self.capacity] if self.oldest_seq <= seq <= self.head_seq else 0
+            pos = self._pos(seq) if self.oldest_seq <= seq <= self.head_seq else 0
             if pos and self._check_at(pos, seq) == CHK_OK:
                 payload = self._payload_at(pos)
                 # a reader re-checks: the writer may have overwritten it while we copied
@@ -1173,7 +1454,7 @@ cdef class Ring:
         out = []
         for i in range(<uint64_t>seqs.shape[0]):
             seq = seqs[i]
-            pos = self.pos_of[(seq - 1) % self.capacity] if self.oldest_seq <= seq <= self.head_seq else 0
+            pos = self._pos(seq) if self.oldest_seq <= seq <= self.head_seq else 0
             if pos and self._check_at(pos, seq) == CHK_OK:
                 link = PyBytes_FromStringAndSize(<const char *>self._head_of(pos) + PFR_LINK, 16)
                 out.append(link if self.writable or self._check_at(pos, seq) == CHK_OK else None)
@@ -1188,7 +1469,7 @@ cdef class Ring:
         arr = numpy.zeros(n, dtype=numpy.uint64)
         cdef uint64_t[::1] view = arr
         for i in range(n):
-            view[i] = self.pos_of[(self.oldest_seq + i - 1) % self.capacity]
+            view[i] = self._pos(self.oldest_seq + i)
         return arr
 
     # ------------------------------------------------------------------ verify
@@ -1232,7 +1513,7 @@ cdef class Ring:
             have_prev = True
         seq = self.oldest_seq
         while seq <= self.head_seq:
-            pos = self.pos_of[(seq - 1) % self.capacity]
+            pos = self._pos(seq)
             if pos == 0:
                 problems.append((seq, None, CHK_MISSING, CAUSES[CHK_MISSING]))
                 have_prev = False
@@ -1271,7 +1552,7 @@ cdef class Ring:
                                  % (CAUSES[CHK_GROUP], group_off, prev_group_off)))
             prev_group_off = group_off
             if have_prev:
-                plen = pf_ld16(h + PFR_PAYLOAD_LEN)
+                plen = self._body_len(h)
                 start = slot * self.slot_size + PFR_HEAD_SIZE
                 if start >= ring_bytes:
                     start -= ring_bytes
@@ -1296,7 +1577,7 @@ cdef class Ring:
         # time, an old seq past the newest record, a newer seq behind it.  Damage never passes
         # the CRC check, so it never shows here.
         cdef uint64_t slot, pos, seq, end_pos = self.next_pos
-        cdef uint64_t first_live_pos = self.pos_of[(self.oldest_seq - 1) % self.capacity] \
+        cdef uint64_t first_live_pos = self._pos(self.oldest_seq) \
             if self.head_seq >= self.oldest_seq else end_pos
         cdef const uint8_t *h
         cdef int r
@@ -1313,11 +1594,11 @@ cdef class Ring:
                 continue
             seq = pf_ld64(h + PFR_SEQ)
             if self.oldest_seq <= seq <= self.head_seq:
-                if not self.writable and self._overwritten_since(self.pos_of[(seq - 1) % self.capacity] or pos):
+                if not self.writable and self._overwritten_since(self._pos(seq) or pos):
                     continue
                 where = "seq %d is stored a second time, with other contents, at position %d " \
                         "(the live one is at position %d)" % (
-                            seq, pos, self.pos_of[(seq - 1) % self.capacity])
+                            seq, pos, self._pos(seq))
             elif seq < self.oldest_seq and first_live_pos and pos >= first_live_pos:
                 where = "an older record, seq %d, lies at position %d, after the oldest live " \
                         "record (position %d)" % (seq, pos, first_live_pos)

@@ -218,7 +218,7 @@ def test_altered_record_with_recomputed_checksums_breaks_the_chain(archived):
     data = open(seg, "rb").read()
     fields = list(_HEAD.unpack_from(data))
     raw = bytearray(zlib.decompress(data[HEADER_SIZE:]))
-    struct.pack_into("<q", raw, 104 * 3 + 16, 1)       # amount of the 4th record -> 0.01
+    struct.pack_into("<q", raw, posfast.RECORD_DTYPE.itemsize * 3 + 16, 1)       # amount of the 4th record -> 0.01
     body = zlib.compress(bytes(raw))
     fields[11], fields[12] = len(body), _core.crc32c(body)
     head = _HEAD.pack(*fields)

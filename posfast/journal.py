@@ -134,6 +134,8 @@ class Batch:
     payloads: list
     links: list
     prev_link: bytes
+    exts: list = field(default_factory=list)   # format 2: each record's extension (b"" = none)
+    format_version: int = _core.FORMAT_VERSION
 
     def __len__(self):
         return len(self.rows)
@@ -225,6 +227,8 @@ class Journal:
         self.on_evict = None     # archive hook: called with (first_seq, last_seq) before eviction
         self.archive = None      # posfast.archive.Archive when retention == "archive"
         self._saved_head = 0     # head seq of the last index saved (checkpoints)
+        self._repairs_noted = 0  # index positions the core found wrong, already reported
+        self._repairs_at = 0
         self._saved_at = time.monotonic()
         self._storage = _JournalStorage(self)   # what its parts see of it
         self._payments = Payments(self._storage)
@@ -377,6 +381,23 @@ class Journal:
         self._index_range(ring.oldest_seq, ring.head_seq, index=rebuilt)
         self.index = rebuilt
 
+    def _note_repairs(self):
+        """Positions of the index file that no record claims (walked to from their neighbours
+        by the core): reported once, and the index is saved anew at the next checkpoint."""
+        repairs = self._ring.idx_repairs
+        if repairs > self._repairs_noted:
+            message = ("index %s.idx holds wrong record positions (%d found so far); the records "
+                       "were found from their neighbours and the index is saved anew"
+                       % (self.path, repairs))
+            if self._repairs_noted == 0:
+                _log.warning("posfast: %s", message)
+                self.index_problems.append(message)
+            else:
+                self.index_problems[self._repairs_at] = message
+            self._repairs_at = self.index_problems.index(message)
+            self._repairs_noted = repairs
+            self.index.dirty = True
+
     def _records_where(self, days, terminal=None):
         """Live records of business days `days` (and a terminal), found by reading every live
         record, not by the index: what permanent results (Z-reports) are computed from."""
@@ -433,6 +454,7 @@ class Journal:
         ring = self._ring
         if ring.failed:
             return
+        self._note_repairs()
         if not self.index.dirty and self._saved_head == ring.head_seq \
                 and os.path.exists(self.path + ".idx"):
             return
@@ -922,17 +944,19 @@ class Journal:
                 first_seq = max(asked, ring.oldest_seq)
                 last_seq = min(int(last_seq), ring.head_seq)
                 if last_seq < first_seq:
-                    return Batch(self.journal_id, _EMPTY.copy(), [], [], b"")
+                    return Batch(self.journal_id, _EMPTY.copy(), [], [], b"", [], ring.version)
                 seqs = np.arange(first_seq, last_seq + 1, dtype=np.uint64)
                 out = np.zeros(len(seqs), dtype=RECORD_DTYPE)
                 status = ring.read_rows(seqs, out.view(np.uint8).reshape(len(seqs),
                                                                           RECORD_DTYPE.itemsize))
-                payloads, links = ring.payloads(seqs), ring.links(seqs)
+                payloads, links, exts = ring.payloads(seqs), ring.links(seqs), ring.exts(seqs)
                 if self.readonly and not status.any():
                     # a reader re-checks: the writer may have lapped a record while we copied
-                    status = np.array([0 if link is not None and len(p) == n else 5  # stale
-                                       for p, link, n in zip(payloads, links,
-                                                             out["payload_len"].tolist())])
+                    status = np.array([0 if link is not None and len(p) == n and len(e) == m
+                                       else 5  # stale
+                                       for p, link, e, n, m in zip(payloads, links, exts,
+                                                                   out["payload_len"].tolist(),
+                                                                   out["ext_len"].tolist())])
                 if not status.any():
                     break
                 bad = int(seqs[np.flatnonzero(status)[0]])
@@ -949,13 +973,14 @@ class Journal:
                 prev = _core.genesis_link(ring.journal_id)
             else:
                 prev = ring.links(np.array([first_seq - 1], dtype=np.uint64))[0] or b""
-            return Batch(self.journal_id, out, payloads, links, prev)
+            return Batch(self.journal_id, out, payloads, links, prev, exts, ring.version)
 
     # ------------------------------------------------------------ health
     def status(self) -> dict:
         """Where the journal stands: sizes, seqs, sync backlog, damage found at open."""
         with self._mutex:
             self._refresh()
+            self._note_repairs()
             ring = self._ring
             unsynced = max(0, ring.head_seq - max(ring.sync_watermark, ring.oldest_seq - 1))
             oldest_unsynced_ts = None
@@ -999,6 +1024,7 @@ class Journal:
             self._refresh()
             ring = self._ring
             checked, problems = ring.verify()
+            self._note_repairs()
             report = VerifyReport(self.path, checked, ring.oldest_seq, ring.head_seq,
                                   [Problem(seq, slot, detail, code)
                                    for seq, slot, code, detail in problems],

@@ -158,18 +158,19 @@ def decode_ext(ext):
     return tuple(found)
 
 
-def chain_link(prev_link, row, payload=b"", order_ref=b"", host_ref=b"", int version=2):
+def chain_link(prev_link, row, payload=b"", ext=None, int version=2, order_ref=b"",
+               host_ref=b""):
     """Recompute the hash-chain link of one record from its decoded row.
 
-    `row` is one RECORD_DTYPE element (or its raw bytes), `payload` its payload; for a
-    version-2 journal also the record's `order_ref` and `host_ref` (the extension is
-    rebuilt from them and the row's client_ref).  The back office uses this to check that a
-    batch continues the chain it already holds.
+    `row` is one RECORD_DTYPE element (or its raw bytes), `payload` its payload.  In format
+    2 the link also covers the record's extension: give it as `ext` (what `Batch.exts`
+    holds), or let it be rebuilt from the row's client_ref and `order_ref` / `host_ref`.
+    The back office uses this to check that a batch continues the chain it already holds.
     """
     cdef bytes prev = bytes(prev_link)
     cdef bytes raw = bytes(memoryview(row).cast("B")) if not isinstance(row, bytes) else row
     cdef bytes body
-    cdef bytes ext = b""
+    cdef bytes extension = b""
     cdef uint8_t head[128]   # PFR_HEAD_SIZE
     cdef uint8_t out[16]   # PF_LINK_SIZE
     if len(prev) != PF_LINK_SIZE or len(raw) != PFW_SIZE:
@@ -180,9 +181,12 @@ def chain_link(prev_link, row, payload=b"", order_ref=b"", host_ref=b"", int ver
     _encode_row(<const uint8_t *>PyBytes_AS_STRING(raw), head, version)
     memcpy(head + PFR_SEQ, PyBytes_AS_STRING(raw) + PFW_SEQ, 8)
     if version >= 2:
-        ext = encode_ext(raw[PFW_CLIENT_REF:PFW_CLIENT_REF + 16], order_ref, host_ref)
-        pf_st16(head + PFR2_EXT_LEN, <uint16_t>len(ext))
-    body = ext + bytes(payload)
+        extension = bytes(ext) if ext is not None else \
+            encode_ext(raw[PFW_CLIENT_REF:PFW_CLIENT_REF + 16], order_ref, host_ref)
+        if len(extension) > PF_MAX_EXT:
+            raise ValueError("an extension is at most %d bytes" % PF_MAX_EXT)
+        pf_st16(head + PFR2_EXT_LEN, <uint16_t>len(extension))
+    body = extension + bytes(payload)
     _link_of(<const uint8_t *>PyBytes_AS_STRING(prev), head,
              <const uint8_t *>PyBytes_AS_STRING(body), len(body), NULL, 0, out)
     return PyBytes_FromStringAndSize(<char *>out, PF_LINK_SIZE)

@@ -112,6 +112,7 @@ cdef class Ring:
     cdef readonly uint64_t index_head
     cdef readonly uint64_t recovery_slots   # slots recovery read past the walk (a figure for tests)
     cdef bint header_stale             # fields changed that the next header write carries
+    cdef readonly uint64_t idx_repairs # positions of the index file found wrong (and walked to)
     cdef public int durability
     cdef public uint32_t batch_records
     cdef readonly uint64_t group_first_seq   # first seq written since the last sync, 0 if none
@@ -620,9 +621,48 @@ cdef class Ring:
     # --------------------------------------------------------------- positions
     cdef inline uint64_t _pos(self, uint64_t seq) noexcept nogil:
         # (seq must be live: oldest_seq <= seq <= head_seq)
+        cdef uint64_t p
         if self.idx_first <= seq <= self.idx_last:
-            return pf_ld64(self.idx_pos + (seq - self.idx_first) * 8)
+            # the index file's positions are hints: the head there must claim them
+            p = pf_ld64(self.idx_pos + (seq - self.idx_first) * 8)
+            if self._claims(p, seq):
+                return p
+            return self._repair_pos(seq, p)
         return self.pos_of[(seq - 1) % self.capacity]
+
+    cdef inline bint _claims(self, uint64_t p, uint64_t seq) noexcept nogil:
+        # Does the head at position p say it is seq at p?  (No CRC: a damaged record in its
+        # place is the caller's to report; what this catches is a wrong position.)
+        cdef uint64_t slot
+        cdef const uint8_t *h
+        if p == 0:
+            return False
+        slot = (p - 1) % self.capacity
+        if slot >= self.avail_slots:
+            return True           # cannot tell: the caller's check reports it outside the file
+        h = self._slot_ptr(slot)
+        return pf_ld64(h + PFR_POS) == p and pf_ld64(h + PFR_SEQ) == seq
+
+    cdef uint64_t _repair_pos(self, uint64_t seq, uint64_t p) noexcept nogil:
+        # A position of the index file that no head claims: damaged index (or a damaged head).
+        # Walk on from the nearest earlier seq whose position checks out; if the walk meets
+        # another head that does not, the record is damaged where the index says: keep p.
+        cdef uint64_t s = seq, q, k = 0
+        while s > self.idx_first and k < 64:
+            s -= 1
+            k += 1
+            q = pf_ld64(self.idx_pos + (s - self.idx_first) * 8)
+            if not self._claims(q, s):
+                continue
+            while s < seq:
+                q += self._nslots_at(q)
+                s += 1
+                if s < seq and not self._claims(q, s):
+                    return p
+            if q != p:
+                self.idx_repairs += 1
+            return q
+        return p
 
     cdef inline void _set_pos(self, uint64_t seq, uint64_t pos) noexcept nogil:
         # Seqs the mapped index covers never change position; a lost one is a new fact

@@ -37,6 +37,7 @@ class HandJournal:
         self.rows = np.zeros(0, dtype=RECORD_DTYPE)
         self.payloads = []
         self.links = []
+        self.exts = []
         self.sync_watermark = 0
         self.oldest_seq = 1
         self._lock = threading.Lock()
@@ -69,10 +70,18 @@ class HandJournal:
         rows["client_ref"] = [b"order-%d" % s for s in rows["seq"]]
         payloads = [rng.bytes(int(k)) for k in rng.integers(0, self.max_payload + 1, n)]
         rows["payload_len"] = [len(p) for p in payloads]
+        rows["channel"] = b"wechat"
+        # format 2: the extension holds the client_ref and, on every third record, order and
+        # host references (as Journal.append writes them)
+        exts = [posfast._core.encode_ext(bytes(rows["client_ref"][i]),
+                                         "WX%030d" % s if s % 3 == 0 else "",
+                                         "42%026d" % s if s % 3 == 0 else "")
+                for i, s in enumerate(rows["seq"].tolist())]
+        rows["ext_len"] = [len(e) for e in exts]
         prev = self.links[-1] if self.links else genesis(self.journal_id)
         links = []
         for i in range(n):
-            prev = bytes(posfast.chain_link(prev, rows[i], payloads[i]))
+            prev = bytes(posfast.chain_link(prev, rows[i], payloads[i], exts[i]))
             links.append(prev)
         with self._lock:
             grown = np.zeros(len(self.rows) + n, dtype=RECORD_DTYPE)   # concatenate would drop padding
@@ -81,12 +90,14 @@ class HandJournal:
             self.rows = grown
             self.payloads += payloads
             self.links += links
+            self.exts += exts
         return range(start, start + n)
 
     def batch(self, first, last):
         """Records first..last (seqs, inclusive) as a batch."""
         return RecordBatch(self.journal_id, self.rows[first - 1:last].copy(),
-                           list(self.payloads[first - 1:last]), list(self.links[first - 1:last]), self.day_rule)
+                           list(self.payloads[first - 1:last]), list(self.links[first - 1:last]), self.day_rule,
+                           list(self.exts[first - 1:last]))
 
     # -- the slice of the Journal API a Syncer uses
     def read_range(self, first, last):

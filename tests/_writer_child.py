@@ -44,6 +44,13 @@ def expected(seq, max_payload=MAX_PAYLOAD):
         "auth_code": b"A%05X" % rng.randrange(16**5),
         "rrn": b"%012d" % rng.randrange(10**12),
     }
+    # format 2: half the records carry a channel and order/host references (the extension)
+    if rng.random() < 0.5:
+        fields["channel"] = rng.choice(("wechat", "alipay", "unionpay", "adyen"))
+        fields["order_ref"] = ("%d%027d" % (seq, rng.randrange(10**27)))[:rng.randrange(1, 65)]
+        fields["host_ref"] = "42%026d" % rng.randrange(10**26)
+    else:
+        fields.update(channel="", order_ref="", host_ref="")
     roll = rng.random()
     if roll < 0.25:
         size = 0

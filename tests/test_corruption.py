@@ -268,10 +268,13 @@ def test_edited_record_with_recomputed_crc_and_link_breaks_the_next_link(make_jo
     fields = expected_dict(12, j.day_rule)
     row = np.zeros(1, dtype=posfast.RECORD_DTYPE)
     for name in ("ts", "txn_id", "ref_seq", "terminal", "receipt_no", "operator", "currency",
-                 "kind", "state", "method", "flags", "pan_last4", "auth_code", "rrn", "client_ref"):
+                 "kind", "state", "method", "flags", "pan_last4", "auth_code", "rrn", "client_ref",
+                 "day", "channel"):
         row[name] = fields[name]
     row["seq"], row["amount"] = 12, 1
-    write_at(j.path, head + 112, posfast.chain_link(prev, row[0], fields["payload"]))
+    write_at(j.path, head + 112, posfast.chain_link(prev, row[0], fields["payload"],
+                                                    order_ref=fields["order_ref"],
+                                                    host_ref=fields["host_ref"]))
     recompute_crc(j, 12)
     assert j._ring.check(12) == 0 and j.get(12).amount == 1
     report = j.verify(check_index=False)

@@ -1,6 +1,7 @@
 """The bitmap index file: saved on close, loaded on open with only the tail replayed,
 ignored and rebuilt when stale, damaged or from another journal."""
 import os
+import struct
 import shutil
 import uuid
 
@@ -35,7 +36,7 @@ def test_index_is_saved_on_close_and_loaded_on_open(make_journal, replays):
     j.close()
     loaded = Index.load(j.path + ".idx", j.journal_id.bytes)
     assert loaded is not None
-    index, head, oldest, link, positions = loaded
+    index, head, oldest, link, positions = loaded[:5]
     assert (head, oldest) == (30, 1) and len(positions) == 30 and link == j._ring.head_link
     replays.clear()
     with posfast.Journal.open(j.path) as again:
@@ -158,15 +159,22 @@ def test_index_of_a_forked_copy_is_rebuilt(make_journal, replays, tmp_path):
         assert_index_matches_scan(f)
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "garbage", "other-version"])
+@pytest.mark.parametrize("damage", ["flip-directory", "flip-bitmap", "flip-position", "truncate",
+                                    "empty", "garbage", "other-version"])
 def test_damaged_index_file_is_ignored_and_rebuilt(make_journal, replays, damage):
     j = make_journal(capacity=128)
     append_expected(j, range(1, 41))
     j.close()
     idx = j.path + ".idx"
     size = os.path.getsize(idx)
-    if damage == "flip":
-        flip_byte(idx, size // 2)
+    head = struct.unpack_from("<8sI16sQQ16sQQQI", open(idx, "rb").read())
+    pos_offset, dir_len = head[8], head[9]
+    if damage == "flip-directory":          # the header and directory: checked at open
+        flip_byte(idx, 88 + dir_len // 2)
+    elif damage == "flip-bitmap":           # a bitmap: checked when a lookup first reads it
+        flip_byte(idx, 88 + dir_len + 4 + 3)
+    elif damage == "flip-position":         # a record position: checked against the record
+        flip_byte(idx, pos_offset + 8 * 17 + 1)
     elif damage == "truncate":
         with open(idx, "r+b") as f:
             f.truncate(size - 9)
@@ -177,16 +185,24 @@ def test_damaged_index_file_is_ignored_and_rebuilt(make_journal, replays, damage
             f.write(np.random.default_rng(1).bytes(size))
     else:
         data = bytearray(open(idx, "rb").read())
-        data[8] = 2                                  # version 2, checksum recomputed
-        body = bytes(data[:-4])
-        data[-4:] = posfast._core.crc32c(body).to_bytes(4, "little")
+        data[8] = 9                                  # another index version, checksum recomputed
+        sealed = 88 + dir_len
+        data[sealed:sealed + 4] = posfast._core.crc32c(bytes(data[:sealed])).to_bytes(4, "little")
         open(idx, "wb").write(bytes(data))
     replays.clear()
     with posfast.Journal.open(j.path) as again:
-        assert replays == [(1, 40)]
+        # open reads only the header and directory: damage there sends it to a scan; damage
+        # further in is found where a lookup reads it, and repaired from the records
+        assert replays == ([(41, 40)] if damage in ("flip-bitmap", "flip-position") else [(1, 40)])
         assert again.head_seq == 40
+        for s in range(1, 41):
+            assert again.get(s).to_dict() == expected_dict(s, again.day_rule)
         assert_index_matches_scan(again)
-        assert again.verify().ok
+        problems = again.status()["index_problems"]
+        assert bool(problems) == (damage in ("flip-bitmap", "flip-position")), problems
+        assert all(idx in p for p in problems)
+        report = again.verify()
+        assert all(p.seq == 0 and "index" in p.cause for p in report.problems), str(report)
     # and the rebuilt index was saved on close
     assert Index.load(idx, j.journal_id.bytes)[1] == 40
 

@@ -6,6 +6,7 @@ hid a sale from a day, and `close_day` wrote the wrong total into the permanent 
 record.  Each edit below is made the way an attacker would (load, change a bitmap, save with
 a fresh CRC), and each test failed on 0.1.0.
 """
+import numpy as np
 import pytest
 from pyroaring import BitMap64
 
@@ -40,9 +41,9 @@ def edit_index(path, change):
     """What an attacker does: decode the index, change it, write it back with a valid CRC."""
     with Journal.open(path, readonly=True) as j:
         jid = j.journal_id.bytes
-    index, head, oldest, link, positions = Index.load(path + ".idx", jid)
+    index, head, oldest, link, positions = Index.load(path + ".idx", jid)[:5]
     change(index)
-    index.save(path + ".idx", jid, head, oldest, link, positions)
+    index.save(path + ".idx", jid, head, oldest, link, np.array(positions))
     assert Index.load(path + ".idx", jid) is not None      # the CRC passes
 
 

@@ -126,7 +126,7 @@ READER = CONTENT + textwrap.dedent("""
                     for i, row in enumerate(batch.rows):
                         check_row(row, batch.payloads[i], "read_range")
                         if prev:
-                            link = posfast.chain_link(prev, row, batch.payloads[i])
+                            link = posfast.chain_link(prev, row, batch.payloads[i], batch.exts[i])
                             if link != batch.links[i]:
                                 problems.append("hash chain broken at seq %d" % int(row["seq"]))
                             chained += 1

@@ -16,7 +16,8 @@ FULL = dict(ts=1_795_000_000_123_456, terminal=4_000_000_001, kind="refund", sta
             method="card", flags=posfast.Flag.OFFLINE | posfast.Flag.FORCED, currency=978,
             amount=2**62 - 7, txn_id=2**63 - 1, ref_seq=41, receipt_no=2**32 - 1,
             operator=77, client_ref=b"order-2026-00042", pan_last4=b"4242", auth_code=b"Z9Y8X7",
-            rrn=b"123456789012")
+            rrn=b"123456789012", channel="wechat", order_ref="4200001234202611201234567890123",
+            host_ref="2026112022001499991234567890")
 
 
 def test_every_field_round_trips_through_get_query_and_reopen(make_journal):
@@ -27,7 +28,8 @@ def test_every_field_round_trips_through_get_query_and_reopen(make_journal):
             "currency": 978, "amount": 2**62 - 7, "txn_id": 2**63 - 1, "ref_seq": 41,
             "receipt_no": 2**32 - 1, "operator": 77, "client_ref": b"order-2026-00042",
             "pan_last4": b"4242", "auth_code": b"Z9Y8X7", "rrn": b"123456789012",
-            "payload": b"\x00receipt\xff" * 3}
+            "channel": "wechat", "order_ref": "4200001234202611201234567890123",
+            "host_ref": "2026112022001499991234567890", "payload": b"\x00receipt\xff" * 3}
     rec = j.get(seq)
     assert rec.to_dict() == want
     assert rec["amount"] == rec.amount == 2**62 - 7
@@ -35,8 +37,8 @@ def test_every_field_round_trips_through_get_query_and_reopen(make_journal):
     row = j.query(terminal=4_000_000_001)
     assert len(row) == 1
     for name, value in want.items():
-        if name != "payload":
-            assert row[name][0] == value, name
+        if name not in ("payload", "order_ref", "host_ref"):      # (refs: on the Record)
+            assert row[name][0] == (value.encode() if name == "channel" else value), name
     assert row["payload_len"][0] == 27
     assert j.payloads(row["seq"]) == [want["payload"]]
     j.close()
@@ -298,7 +300,7 @@ def test_hash_chain_links_recompute_from_rows(make_journal):
     batch = j.read_range(1, 20)
     assert batch.prev_link == prev
     for i, s in enumerate(range(1, 21)):
-        link = posfast.chain_link(prev, batch.rows[i], batch.payloads[i])
+        link = posfast.chain_link(prev, batch.rows[i], batch.payloads[i], batch.exts[i])
         assert link == j.link(s) == batch.links[i]
         prev = link
     # the link covers the fields: change one and it no longer matches

@@ -48,7 +48,7 @@ def test_unsigned_64_bit_columns_round_trip(back):
     hj.links = []
     prev = __import__("_sync_helpers").genesis(hj.journal_id)
     for i in range(3):
-        prev = bytes(posfast.chain_link(prev, hj.rows[i], hj.payloads[i]))
+        prev = bytes(posfast.chain_link(prev, hj.rows[i], hj.payloads[i], hj.exts[i]))
         hj.links.append(prev)
     back.push(hj.batch(1, 3))
     held = back.read_range(hj.journal_id)

@@ -73,7 +73,7 @@ def relink(batch, prev_link):
     """Recompute the links of a (possibly altered) batch from prev_link: what a token holder can do."""
     links = []
     for i in range(len(batch.rows)):
-        prev_link = bytes(posfast.chain_link(prev_link, batch.rows[i], batch.payloads[i]))
+        prev_link = bytes(posfast.chain_link(prev_link, batch.rows[i], batch.payloads[i], batch.exts[i]))
         links.append(prev_link)
     batch.links = links
     return batch

@@ -69,7 +69,7 @@ def test_unsigned_64_bit_values_survive(pg):
     from _sync_helpers import genesis
     prev, hj.links = genesis(hj.journal_id), []
     for i in range(2):
-        prev = bytes(posfast.chain_link(prev, hj.rows[i], hj.payloads[i]))
+        prev = bytes(posfast.chain_link(prev, hj.rows[i], hj.payloads[i], hj.exts[i]))
         hj.links.append(prev)
     pg.push(hj.batch(1, 2))
     assert int(pg.read_range(hj.journal_id).rows["txn_id"][0]) == 2**64 - 1

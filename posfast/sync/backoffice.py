@@ -18,7 +18,7 @@ import numpy as np
 
 from ..records import PAYMENT_KINDS, RECORD_DTYPE, Flag, day_number, now_us
 from .protocol import (ECHO_LIMIT, MAX_BATCH, MAX_SEQ, Ack, RecordBatch, SyncConfigError, SyncRefused,
-                       as_uuid, clip, day_rule_tuple, normalize_batch)
+                       as_uuid, clip, day_rule_tuple, encode_ext, normalize_batch)
 
 log = logging.getLogger("posfast.sync")
 
@@ -75,6 +75,8 @@ def schema_statements(dialect: str) -> list:
   {cols},
   payload {blob} NOT NULL,
   link {blob} NOT NULL,
+  order_ref TEXT NOT NULL DEFAULT '',
+  host_ref TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (journal_id, seq))""",
         "CREATE INDEX IF NOT EXISTS records_day_terminal ON records (day, terminal)",
         f"""CREATE TABLE IF NOT EXISTS sync_refusals (
@@ -94,7 +96,8 @@ ADDED_JOURNAL_COLUMNS = ("day_offset_min", "day_start_min")
 
 
 def db_rows(jid_value, batch: RecordBatch, start: int) -> Iterator[tuple]:
-    """Insert tuples for records ``start:`` of a batch: journal id, columns, payload, link."""
+    """Insert tuples for records ``start:`` of a batch: journal id, columns, payload, link,
+    order_ref, host_ref (text)."""
     rows = batch.rows[start:]
     cols = []
     for name in rows.dtype.names:
@@ -102,7 +105,9 @@ def db_rows(jid_value, batch: RecordBatch, start: int) -> Iterator[tuple]:
         if col.dtype.kind == "u" and col.dtype.itemsize == 8:
             col = col.astype("<u8").view("<i8")
         cols.append(col.tolist())
-    return zip(repeat(jid_value), *cols, batch.payloads[start:], batch.links[start:])
+    refs = [batch.refs(i) for i in range(start, len(batch.rows))]
+    return zip(repeat(jid_value), *cols, batch.payloads[start:], batch.links[start:],
+               [r[0] for r in refs], [r[1] for r in refs])
 
 
 def batch_from_db(journal_id: uuid.UUID, fetched: Sequence[tuple]) -> RecordBatch:
@@ -111,7 +116,11 @@ def batch_from_db(journal_id: uuid.UUID, fetched: Sequence[tuple]) -> RecordBatc
     if not fetched:
         return RecordBatch(journal_id, np.zeros(0, dtype=dtype), [], [])
     rows = np.array([tuple(r[:n]) for r in fetched], dtype=_db_dtype(dtype)).view(dtype)
-    return RecordBatch(journal_id, rows, [bytes(r[n]) for r in fetched], [bytes(r[n + 1]) for r in fetched])
+    # the extension is canonical: rebuilt from the row's client_ref and the stored references
+    exts = [encode_ext(bytes(row["client_ref"]), r[n + 2], r[n + 3]) if row["ext_len"] else b""
+            for row, r in zip(rows, fetched)]
+    return RecordBatch(journal_id, rows, [bytes(r[n]) for r in fetched], [bytes(r[n + 1]) for r in fetched],
+                       None, exts)
 
 
 #: The columns of the rows :meth:`BackOffice.read_day` returns (the others are zero): what a
@@ -197,6 +206,7 @@ class BackOffice:
         return DayRecords(jid, day_rows(fetched), int(held))
 
     def _column_list(self) -> str:
+        """The row's columns (callers add payload, link, order_ref and host_ref by name)."""
         return ", ".join(f'"{n}"' for n in RECORD_DTYPE.names)
 
     def _incoming(self, batch, day_rule) -> RecordBatch:

@@ -82,7 +82,7 @@ class PostgresTarget(BackOffice):
             self._pool = _PgPool(dsn, pool_size, lambda conn: None)
             return
         self._pool = _PgPool(dsn, pool_size, self._setup_connection)
-        self._copy_sql = f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link) FROM STDIN"
+        self._copy_sql = f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link, order_ref, host_ref) FROM STDIN"
         self._insert_sql = ("INSERT INTO records SELECT * FROM _pf_incoming ORDER BY seq "
                             "ON CONFLICT (journal_id, seq) DO NOTHING")
         self._create_schema()
@@ -162,7 +162,7 @@ class PostgresTarget(BackOffice):
             (jid, since_us)).fetchone()[0])
 
     def _read_in(self, conn, jid, first, last) -> RecordBatch:
-        fetched = conn.execute(f"SELECT {self._column_list()}, payload, link FROM records WHERE journal_id = %s "
+        fetched = conn.execute(f"SELECT {self._column_list()}, payload, link, order_ref, host_ref FROM records WHERE journal_id = %s "
                                "AND seq BETWEEN %s AND %s ORDER BY seq", (jid, first, last)).fetchall()
         return batch_from_db(jid, fetched)
 

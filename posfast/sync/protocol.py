@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .._core import chain_link, genesis_link
+from .._core import FORMAT_VERSION, chain_link, decode_ext, encode_ext, genesis_link
 from ..errors import (ECHO_LIMIT, SYNC_REFUSAL_REASONS, BackOfficeFull, BackOfficeMissing, SyncBadAck,
                       SyncConfigError, SyncError, SyncRefused, SyncUnavailable, clip)
 from ..records import RECORD_DTYPE
@@ -83,6 +83,22 @@ class RecordBatch:
     payloads: list
     links: list
     day_rule: Any = None   # the journal's DayRule (or (offset_min, start_min)); sent with the batch
+    exts: Optional[list] = None   # format 2: each record's extension (client_ref, order_ref, host_ref)
+    format_version: int = FORMAT_VERSION   # the journal's file format: how its links are made
+
+    def __post_init__(self):
+        if self.exts is None:
+            self.exts = [b""] * len(self.rows)
+
+    def refs(self, i: int) -> tuple:
+        """(order_ref, host_ref) of record i, as text."""
+        _client, order_ref, host_ref = decode_ext(self.exts[i]) if self.exts[i] else (b"", b"", b"")
+        return order_ref.decode("utf-8", "replace"), host_ref.decode("utf-8", "replace")
+
+    def link_of(self, i: int, prev: bytes) -> bytes:
+        """The link record i must carry after `prev`."""
+        return bytes(chain_link(prev, self.rows[i], self.payloads[i], self.exts[i],
+                                self.format_version))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -148,6 +164,15 @@ def normalize_batch(batch, *, max_batch: int = MAX_BATCH) -> RecordBatch:
                        journal_id=journal_id, status=413)
     payloads = [bytes(p) for p in batch.payloads]
     links = [bytes(link) for link in batch.links]
+    version = getattr(batch, "format_version", FORMAT_VERSION)
+    if version not in (1, FORMAT_VERSION) or isinstance(version, bool):
+        raise _refusal("invalid", f"format_version {clip(version)!r}: posfast journals are format 1 or "
+                       f"{FORMAT_VERSION}", journal_id=journal_id)
+    exts = getattr(batch, "exts", None)
+    exts = [b""] * count if exts is None or (version == 1 and not any(exts)) else \
+        [bytes(e) for e in exts]
+    if len(exts) != count:
+        raise _refusal("invalid", f"{count} rows but {len(exts)} extensions", journal_id=journal_id)
     if len(payloads) != count or len(links) != count:
         raise _refusal("invalid", f"{count} rows but {len(payloads)} payloads and {len(links)} links",
                        journal_id=journal_id)
@@ -176,11 +201,29 @@ def normalize_batch(batch, *, max_batch: int = MAX_BATCH) -> RecordBatch:
         if len(p) != lens[i]:
             raise _refusal("invalid", f"seq {first + i}: payload is {len(p)} bytes but payload_len says "
                            f"{int(lens[i])}", journal_id=journal_id, first_seq=first, last_seq=last)
+    ext_lens = rows["ext_len"]
+    client = rows["client_ref"]
+    for i, ext in enumerate(exts):
+        if len(ext) != ext_lens[i] or (version == 1 and ext):
+            raise _refusal("invalid", f"seq {first + i}: extension is {len(ext)} bytes but ext_len says "
+                           f"{int(ext_lens[i])}", journal_id=journal_id, first_seq=first, last_seq=last)
+        if version >= 2:
+            try:
+                refs = decode_ext(ext) if ext else (b"", b"", b"")
+            except ValueError as exc:
+                raise _refusal("invalid", f"seq {first + i}: extension: {exc}", journal_id=journal_id,
+                               first_seq=first, last_seq=last) from None
+            if refs[0] != bytes(client[i]) or encode_ext(*refs) != ext:
+                raise _refusal("invalid", f"seq {first + i}: the extension does not hold the row's client_ref "
+                               "in posfast's canonical layout", journal_id=journal_id, first_seq=first,
+                               last_seq=last)
+    inc = RecordBatch(journal_id, rows, payloads, links, day_rule_tuple(getattr(batch, "day_rule", None)),
+                      exts, version)
     for i in range(1, count):
-        if bytes(chain_link(links[i - 1], rows[i], payloads[i])) != links[i]:
+        if inc.link_of(i, links[i - 1]) != links[i]:
             raise _refusal("chain", f"seq {first + i}: link does not follow from seq {first + i - 1} "
                            "(record or link altered)", journal_id=journal_id, first_seq=first, last_seq=last)
-    return RecordBatch(journal_id, rows, payloads, links, day_rule_tuple(getattr(batch, "day_rule", None)))
+    return inc
 
 
 def day_rule_tuple(rule) -> Optional[tuple]:
@@ -252,7 +295,7 @@ def plan_batch(inc: RecordBatch, state: Optional[JournalState],
     check_days(inc, rule, where)
     if state is None or state.high_seq == 0:
         if first == 1:
-            if bytes(chain_link(_genesis_link(jid), inc.rows[0], inc.payloads[0])) != inc.links[0]:
+            if inc.link_of(0, _genesis_link(jid)) != inc.links[0]:
                 raise _refusal("chain", f"seq 1 does not link to the genesis link of journal {jid}", high_seq=0,
                                **where)
             return BatchPlan(0, 0, 1, rule)
@@ -281,13 +324,14 @@ def plan_batch(inc: RecordBatch, state: Optional[JournalState],
         for name in mine.dtype.names:
             mismatch |= held.rows[name] != mine[name]
         for k in range(n):
-            if mismatch[k] or held.payloads[k] != inc.payloads[k] or held.links[k] != inc.links[k]:
+            if mismatch[k] or held.payloads[k] != inc.payloads[k] or held.links[k] != inc.links[k] \
+                    or held.exts[k] != inc.exts[k]:
                 raise _refusal("fork", f"seq {first + k} differs from the record the back office already "
                                f"holds for journal {jid} (same seq, different bytes or link)",
                                high_seq=high, **where)
         duplicates = n
     if last > high and first == high + 1:
-        if bytes(chain_link(state.last_link, inc.rows[0], inc.payloads[0])) != inc.links[0]:
+        if inc.link_of(0, state.last_link) != inc.links[0]:
             raise _refusal("chain", f"seq {first} does not link to seq {high} held by the back office "
                            f"for journal {jid}", high_seq=high, **where)
     return BatchPlan(min(count, max(0, high + 1 - first)), duplicates, 0, rule)
@@ -315,6 +359,8 @@ def encode_batch(batch, *, anchor: bool = False, day_rule=None) -> bytes:
         "rows": _b64(rows.tobytes()),
         "links": _b64(b"".join(bytes(x) for x in batch.links)),
         "payloads": _b64(b"".join(bytes(x) for x in batch.payloads)),
+        "exts": _b64(b"".join(bytes(x) for x in (getattr(batch, "exts", None) or []))),
+        "format_version": int(getattr(batch, "format_version", FORMAT_VERSION)),
     }
     rule = day_rule_tuple(day_rule if day_rule is not None else getattr(batch, "day_rule", None))
     if rule is not None:
@@ -389,4 +435,12 @@ def decode_batch(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple:
     starts = ends - rows["payload_len"]
     payloads = [raw_payloads[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
     links = [raw_links[i:i + LINK_SIZE] for i in range(0, len(raw_links), LINK_SIZE)]
-    return RecordBatch(journal_id, rows, payloads, links, day_rule), anchor
+    version = field("format_version", int) if "format_version" in doc else 1
+    raw_exts = blob("exts") if "exts" in doc else b""
+    ext_ends = np.cumsum(rows["ext_len"], dtype=np.int64)
+    if int(ext_ends[-1]) != len(raw_exts):
+        raise _refusal("invalid", f"exts hold {len(raw_exts)} bytes but ext_len adds up to {int(ext_ends[-1])}",
+                       journal_id=journal_id)
+    ext_starts = ext_ends - rows["ext_len"]
+    exts = [raw_exts[s:e] for s, e in zip(ext_starts.tolist(), ext_ends.tolist())]
+    return RecordBatch(journal_id, rows, payloads, links, day_rule, exts, version), anchor

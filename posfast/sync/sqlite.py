@@ -85,8 +85,8 @@ class SqliteTarget(BackOffice):
                 raise BackOfficeFull(f"cannot open back office {full}: the disk is full; free space") from exc
             raise SyncConfigError(f"cannot open back office {full}: {exc}") from exc
         names = RECORD_DTYPE.names
-        self._insert_sql = (f"INSERT INTO records (journal_id, {self._column_list()}, payload, link) "
-                            f"VALUES ({', '.join('?' * (len(names) + 3))}) ON CONFLICT DO NOTHING")
+        self._insert_sql = (f"INSERT INTO records (journal_id, {self._column_list()}, payload, link, order_ref, host_ref) "
+                            f"VALUES ({', '.join('?' * (len(names) + 5))}) ON CONFLICT DO NOTHING")
 
     def __repr__(self):
         return f"SqliteTarget({self.path!r})"
@@ -131,7 +131,7 @@ class SqliteTarget(BackOffice):
 
     def _read(self, jid: uuid.UUID, first: int, last: int) -> RecordBatch:
         fetched = self._conn.execute(
-            f"SELECT {self._column_list()}, payload, link FROM records WHERE journal_id = ? AND seq "
+            f"SELECT {self._column_list()}, payload, link, order_ref, host_ref FROM records WHERE journal_id = ? AND seq "
             "BETWEEN ? AND ? ORDER BY seq", (str(jid), first, last)).fetchall()
         return batch_from_db(jid, fetched)
 

@@ -192,7 +192,8 @@ class Journal:
         self.readonly = readonly
         self._mutex = threading.RLock()
         self.journal_id = uuid.UUID(bytes=ring.journal_id)
-        self.day_rule = DayRule(utc_offset=ring.day_offset_min, starts_at=ring.day_start_min)
+        # (format v2 adds the zone name of a time-zone rule: DayRule.from_header(..., tz_name))
+        self.day_rule = DayRule.from_header(ring.day_offset_min, ring.day_start_min)
         self.index = Index()
         self.index_problems = []  # why the index was found untrustworthy and rebuilt (status, verify)
         self._stop = threading.Event()
@@ -220,6 +221,16 @@ class Journal:
         """
         path = os.fspath(path)
         day_rule = day_rule or DayRule()
+        if day_rule.tz_name:
+            raise InvalidArgument(
+                "posfast: day_rule=%r (%s): time-zone day rules need a format-v2 journal, whose "
+                "header stores the zone's name; this posfast writes format-v1 journals, whose header "
+                "holds only a fixed UTC offset and the day start. Use a fixed offset for now, e.g. "
+                "DayRule(utc_offset=%r, starts_at=%r) (it does not follow daylight saving)"
+                % (day_rule, day_rule.describe(),
+                   "%s%02d:%02d" % (("-" if day_rule.offset_minutes < 0 else "+",)
+                                    + divmod(abs(day_rule.offset_minutes), 60)),
+                   "%02d:%02d" % divmod(day_rule.start_minutes, 60)))
         if retention not in _RETENTION:
             raise InvalidArgument("retention=%r: use 'synced', 'overwrite' or 'archive'" % (retention,))
         if durability not in _DURABILITY:

@@ -425,10 +425,11 @@ def _clock_minutes(text) -> int:
 _DAY_US = 86_400_000_000
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 #: A zone's UTC-offset changes are found by sampling its offset once a day (zoneinfo has no
-#: public list of transitions) and bisecting to the second where two samples differ.  Every
-#: transition of the IANA database from 1900 to 2100 is found this way (checked for every
-#: zone; the closest pair that cancels out, Brazil's one-week summer time of 2000, is 7 days
-#: apart).  A zone is sampled lazily, in blocks of 2**25 s (~388 days) around the times asked.
+#: public list of transitions) and bisecting to the second where two samples differ: only two
+#: changes less than a day apart that cancel out could be missed, and the IANA database has
+#: none (checked for every zone, 1900-2100, against its transition lists; weekly sampling
+#: would miss Brazil's one-week summer time of 2000 and Gaza's of 2040).  A zone is sampled
+#: lazily, in blocks of 2**25 s (~388 days) around the times asked, once per process.
 _SAMPLE_S = 86_400
 _BLOCK_S = 1 << 25
 _MARGIN_S = 2 * 86_400      # sampled below a block too: a fall-back just before it is seen
@@ -570,7 +571,7 @@ class _RuleTable:
     """A zone table seen by one rule (its day start): per interval, the shift that turns a
     UTC time into days and the floor no day of it goes below, as lists (single times) and
     arrays (many)."""
-    __slots__ = ("version", "starts", "shifts", "floors", "offsets", "run_ends", "covered",
+    __slots__ = ("version", "starts", "shifts", "floors", "offsets", "run_ends", "covered", "active",
                  "a_starts", "a_shifts", "a_floors", "a_offsets", "a_run_ends")
 
     def __init__(self, arrays, start_us: int):
@@ -586,6 +587,9 @@ class _RuleTable:
             if k + 1 < len(starts):
                 best = max(best, (ends[k] - 1 - start_us) // _DAY_US)
         self.floors = floors
+        # intervals whose first days are held up by the floor (see above)
+        self.active = np.array([k > 0 and floors[k] > (starts[k] + self.shifts[k]) // _DAY_US
+                                for k in range(len(starts))], dtype=bool)
         run, best = [], _I64_MIN
         for e in ends:
             best = max(best, e)
@@ -611,8 +615,11 @@ class DayRule:
     ``starts_at`` or later (on a spring-forward night whose gap holds ``starts_at``: the
     instant the clocks jump).  So a business day lasts 23 or 25 hours across a change,
     and once begun it never gives way to the day before: when a fall-back repeats the
-    wall-clock hour in which a day starts (a zone changing at midnight, with starts_at
-    00:00), the repeated stretch stays on the new day.
+    wall-clock hour in which a day starts (New York with starts_at 01:30, whose clocks go
+    from 02:00 back to 01:00), the repeated stretch stays on the new day, where the local
+    date of (local time minus starts_at) would say the day before.  ``offset_minutes`` of
+    a time-zone rule is the zone's standard offset (utcoffset - dst, now): shown and
+    stored for readers, never used for a day.
 
     >>> rule = DayRule(utc_offset="+08:00", starts_at="04:00")
     >>> rule.day_of(_dt.datetime(2026, 11, 20, 19, 30, tzinfo=_dt.timezone.utc))
@@ -635,6 +642,7 @@ class DayRule:
         _zone_table: ClassVar[_ZoneTable]
         _table: ClassVar[Optional[_RuleTable]]
         _hot: ClassVar[Tuple[int, int, int, int]]
+        _shift: ClassVar[int]                     # a fixed rule's (offset - start) in us
 
     def __post_init__(self):
         # parsed once: day_number runs on every append
@@ -647,6 +655,7 @@ class DayRule:
             object.__setattr__(self, "offset_minutes", offset)
             object.__setattr__(self, "tz_name", "")
             object.__setattr__(self, "_zone", None)
+            object.__setattr__(self, "_shift", (offset - start) * 60_000_000)
             return
         if self.utc_offset is not None:
             raise InvalidArgument("posfast: DayRule takes utc_offset= or tz=, not both "
@@ -717,8 +726,7 @@ class DayRule:
 
     def day_number(self, ts_us: int) -> int:
         """Business day (days since 1970-01-01) of a time in microseconds since the epoch."""
-        shifted = int(ts_us) + (self.offset_minutes - self.start_minutes) * 60_000_000
-        return shifted // 86_400_000_000
+        return (int(ts_us) + self._shift) // 86_400_000_000      # (a time zone's: below)
 
     def _rule_table(self, lo_us: int, hi_us: int) -> _RuleTable:
         arrays = self._zone_table.covering(lo_us, hi_us)
@@ -752,8 +760,7 @@ class DayRule:
         if ts.dtype != np.int64:
             ts = ts.astype(np.int64)
         if self._zone is None:
-            return ((ts + (self.offset_minutes - self.start_minutes) * 60_000_000)
-                    // _DAY_US).astype(np.int32)
+            return ((ts + self._shift) // _DAY_US).astype(np.int32)
         if ts.size == 0:
             return np.zeros(ts.shape, dtype=np.int32)
         lo, hi = int(ts.min()), int(ts.max())
@@ -766,10 +773,29 @@ class DayRule:
             if floor > (lo + table.shifts[first]) // _DAY_US:
                 np.maximum(days, floor, out=days)
             return days.astype(np.int32)
-        k = np.searchsorted(table.a_starts[first + 1:last + 1], ts, side="right")
-        k += first
-        days = (ts + table.a_shifts[k]) // _DAY_US
-        np.maximum(days, table.a_floors[k], out=days)
+        changes = table.a_starts[first + 1:last + 1]       # the offset changes within the times
+        j = None
+        base = lo - lo % _DAY_US
+        buckets = (hi - base) // _DAY_US + 1
+        if buckets <= max(1 << 16, ts.size):
+            # by UTC day: the interval each day starts in and the change inside it, if any
+            # (a gather per time instead of a binary search: 2-3x faster on unsorted times)
+            edges = base + np.arange(buckets + 1, dtype=np.int64) * _DAY_US
+            at_start = np.searchsorted(changes, edges[:-1], side="right")
+            inside = np.searchsorted(changes, edges[1:] - 1, side="right") - at_start
+            if inside.max() <= 1:
+                nxt = np.where(inside > 0, changes[np.minimum(at_start, len(changes) - 1)], _I64_MAX)
+                bucket = ts - base
+                bucket //= _DAY_US
+                j = at_start.take(bucket)
+                j += ts >= nxt.take(bucket)
+        if j is None:
+            j = np.searchsorted(changes, ts, side="right")
+        days = table.a_shifts[first:last + 1].take(j)
+        days += ts
+        days //= _DAY_US
+        if table.active[first:last + 1].any():           # a fall-back across a day start
+            np.maximum(days, table.a_floors[first:last + 1].take(j), out=days)
         return days.astype(np.int32)
 
     def day_table(self, lo_us: int, hi_us: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -187,6 +187,13 @@ def test_far_times_and_empty_input():
         day = rule.day_number(ts)
         assert rule.day_numbers(np.array([ts]))[0] == day
         assert rule.day_start_us(day) <= ts < rule.day_start_us(day + 1)
+    # a few times over centuries (searched, not bucketed by day) and many over decades (bucketed)
+    rng = np.random.default_rng(5)
+    for ts in (np.concatenate([rng.integers(utc_us(1990, 1, 1), utc_us(2040, 1, 1), 1000),
+                               [utc_us(1850, 7, 1), utc_us(2300, 7, 1)]]),
+               rng.integers(utc_us(1890, 1, 1), utc_us(2210, 1, 1), 200_000)):
+        sample = ts[-2000:].tolist()
+        assert rule.day_numbers(ts)[-2000:].tolist() == [rule.day_number(t) for t in sample]
     # before 1900 and from 2200 on the offset at those edges holds (no journal holds such times)
     assert rule.day_of(dt.datetime(2300, 7, 1, 23, 30)) == dt.date(2300, 7, 2)   # CEST in 2199
     assert rule.day_of(dt.datetime(1970, 7, 1, 23, 30)) == dt.date(1970, 7, 2)   # CET, no DST then

@@ -71,9 +71,7 @@ if hasattr(os, "register_at_fork"):
 
 def _day_rule_of(ring) -> DayRule:
     """The day rule a journal's header holds (a zone name in format 2, else the offset)."""
-    if ring.tz_name:
-        return DayRule(tz=ring.tz_name, starts_at=ring.day_start_min)  # type: ignore[call-arg]
-    return DayRule(utc_offset=ring.day_offset_min, starts_at=ring.day_start_min)
+    return DayRule.from_header(ring.day_offset_min, ring.day_start_min, ring.tz_name)
 
 
 def _v2_only(path, what) -> InvalidRecord:
@@ -279,10 +277,15 @@ class Journal:
         if format_version not in (1, _core.FORMAT_VERSION):
             raise InvalidArgument("format_version=%r: posfast writes 1 and %d"
                                   % (format_version, _core.FORMAT_VERSION))
-        tz_name = getattr(day_rule, "tz_name", "") or ""
+        tz_name = day_rule.tz_name
         if tz_name and format_version < 2:
             raise InvalidArgument("day rule %s: a time-zone day rule needs a format-2 journal "
-                                  "(format_version=2, the default)" % day_rule.describe())
+                                  "(format_version=2, the default), whose header stores the zone"
+                                  % day_rule.describe())
+        if len(tz_name) > _core.TZ_NAME_SIZE or not tz_name.isascii():
+            raise InvalidArgument("day rule %s: the zone name is longer than the %d ASCII "
+                                  "characters a journal header holds" % (day_rule.describe(),
+                                                                         _core.TZ_NAME_SIZE))
         _core.Ring.create(path, capacity, slot_size, max_payload, jid, now_us(),
                           day_rule.offset_minutes, day_rule.start_minutes, _RETENTION[retention],
                           format_version, tz_name)

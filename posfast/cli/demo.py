@@ -58,7 +58,7 @@ def _receipt(rng, receipt_no, terminal, issued_at, method, pan_last4=""):
 
 def _local(ts_us):
     return (_dt.datetime.fromtimestamp(ts_us / 1e6, _dt.timezone.utc)
-            .astimezone(_dt.timezone(_dt.timedelta(hours=8))))
+            .astimezone(RULE.tzinfo))
 
 
 def _history(journal, rng, days, terminals, today):

@@ -1,9 +1,9 @@
 """How the `posfast` command shows things: tables, JSON, CSV, local times, ages, money.
 
 Human output (tables, ``key value`` lines) shows times in the journal's local time (the
-offset of its day rule); JSON keeps ISO 8601 with that offset, CSV too.  One set of
-columns per kind of row, whether or not there are rows: a CSV always starts with its
-header, JSON of nothing is ``[]``.
+fixed offset or the time zone of its day rule); JSON keeps ISO 8601 with the offset in
+force at each time, CSV too.  One set of columns per kind of row, whether or not there
+are rows: a CSV always starts with its header, JSON of nothing is ``[]``.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ TABLE_COLUMNS = ("seq", "time", "terminal", "kind", "state", "method", "amount",
 
 
 # ------------------------------------------------------------------ time
-def journal_tz(rule=None) -> _dt.timezone:
-    """The fixed-offset time zone of a day rule (UTC for None)."""
+def journal_tz(rule=None) -> _dt.tzinfo:
+    """The local time of a day rule: its fixed offset or its time zone (UTC for None)."""
     return _dt.timezone.utc if rule is None else rule.tzinfo
 
 

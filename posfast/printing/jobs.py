@@ -50,8 +50,9 @@ def outcome_state(outcome: str) -> State:
 
 
 def journal_timezone(journal) -> _dt.tzinfo:
-    """The fixed-offset time zone of the journal's day rule (the local time printed
-    on reprints and Z-reports); this machine's zone for a journal without one.
+    """The local time of the journal's day rule, its fixed offset or its time zone (the
+    local time printed on reprints and Z-reports); this machine's zone for a journal
+    without one.
 
     >>> from types import SimpleNamespace
     >>> from posfast.records import DayRule

@@ -357,7 +357,7 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
     currency + type within the window.  Returns partner() as _against_back_office does."""
     window_us = int(window * _US)
     start = rule.day_start_us(wanted)
-    end = start + 86_400 * _US
+    end = rule.day_start_us(wanted + 1)       # 23 or 25 hours on a daylight-saving change
     s = settlement.rows
     near = (s["ts"] >= start - window_us) & (s["ts"] < end + window_us)
     if terminal is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SettlementError
-from ..records import KIND_SIGN_TABLE, RECEIPT_KINDS, Kind
+from ..records import KIND_SIGN_TABLE, RECEIPT_KINDS, DayRule, Kind
 
 __all__ = ["SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "Settlement", "SettlementError", "read_settlement"]
 
@@ -65,8 +65,9 @@ def _currency_codes():
     return {alpha: number for number, (alpha, _exp) in CURRENCIES.items()}
 
 
-def _parse_times(path, lines, values, offset_minutes):
-    """ISO 8601 strings to UTC microseconds; naive times are local (offset_minutes).
+def _parse_times(path, lines, values, rule):
+    """ISO 8601 strings to UTC microseconds; naive times are local time of `rule` (a DayRule:
+    its fixed offset, or its time zone's offset at that wall time, see DayRule.local_to_us).
 
     numpy parses the usual shapes at once; anything else is parsed value by value
     with datetime.fromisoformat, and the first value neither can read is an error."""
@@ -93,13 +94,12 @@ def _parse_times(path, lines, values, offset_minutes):
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 stamps = arr[naive].astype("datetime64[us]").astype(np.int64)
-            out[naive] = stamps - offset_minutes * 60 * _US
+            out[naive] = rule.local_to_us(stamps)
         for i in np.flatnonzero(has_zone).tolist():
             moment = _dt.datetime.fromisoformat(arr[i].strip().replace("z", "Z"))
             out[i] = (moment - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)) \
                 // _dt.timedelta(microseconds=1)
     except (ValueError, TypeError, OverflowError, Warning):
-        local = _dt.timezone(_dt.timedelta(minutes=offset_minutes))
         epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
         for i, (line, value) in enumerate(zip(lines, values)):
             text = value.strip()
@@ -111,8 +111,10 @@ def _parse_times(path, lines, values, offset_minutes):
                 raise _column_error(path, line, "time", value, "is not an ISO 8601 time with "
                                     "date and clock (2026-11-20T13:45:12[+08:00])") from None
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=local)
-            out[i] = (moment - epoch) // _dt.timedelta(microseconds=1)
+                out[i] = rule.local_to_us((moment - epoch.replace(tzinfo=None))
+                                          // _dt.timedelta(microseconds=1))
+            else:
+                out[i] = (moment - epoch) // _dt.timedelta(microseconds=1)
     return out
 
 
@@ -138,9 +140,9 @@ def _codec(encoding):
 def read_settlement(source, utc_offset=0, path=None, encoding=None) -> Settlement:
     """Parse an acquirer settlement CSV (a path, or an open text file).
 
-    `utc_offset` (minutes, or a DayRule) is the local time of rows without an
-    offset.  `encoding` is the file's text encoding (default UTF-8, with or
-    without a byte-order mark; e.g. ``"gbk"`` or ``"gb18030"`` for Chinese bank
+    `utc_offset` (minutes, or a DayRule: its fixed offset or its time zone) is the
+    local time of rows without an offset.  `encoding` is the file's text encoding (default
+    UTF-8, with or without a byte-order mark; e.g. ``"gbk"`` or ``"gb18030"`` for Chinese bank
     exports); it applies to paths, not to text streams.  Line endings may be
     LF, CRLF or CR alone.  The file is read in blocks: memory grows with the
     parsed rows only (45 bytes a row), not with the text.  Raises
@@ -159,16 +161,17 @@ def read_settlement(source, utc_offset=0, path=None, encoding=None) -> Settlemen
     ...
     posfast.errors.SettlementError: posfast: settlement file <stream>, line 2, column amount: '12.50' is not an integer number of minor units (write 1250 for 12.50)
     """
-    offset = getattr(utc_offset, "offset_minutes", utc_offset)
+    rule = (utc_offset if isinstance(utc_offset, DayRule) else
+            DayRule(utc_offset=int(getattr(utc_offset, "offset_minutes", utc_offset))))
     if isinstance(source, (str, os.PathLike)):
         path = path or os.fspath(source)
         codec = _codec(encoding)
         try:
             with open(source, encoding=codec, newline="") as handle:
-                return _read_settlement(handle, path, int(offset))
+                return _read_settlement(handle, path, rule)
         except UnicodeDecodeError as exc:
             raise _undecodable(path, codec, encoding, exc) from None
-    return _read_settlement(source, path or getattr(source, "name", "<stream>"), int(offset))
+    return _read_settlement(source, path or getattr(source, "name", "<stream>"), rule)
 
 
 def _undecodable(path, codec, asked, exc):
@@ -304,7 +307,7 @@ def _column_names(header, header_line, path):
     return where
 
 
-def _read_settlement(handle, path, offset) -> Settlement:
+def _read_settlement(handle, path, rule) -> Settlement:
     header = where = width = None
     header_line = 0
     parts = []
@@ -315,7 +318,7 @@ def _read_settlement(handle, path, offset) -> Settlement:
             where = _column_names(header, header_line, path)
         if lines:
             col = {name: columns[i] for name, i in where.items()}
-            parts.append(_settlement_rows(col, lines, path, offset))
+            parts.append(_settlement_rows(col, lines, path, rule))
         del text, lines, columns
     if header is None:
         raise SettlementError("posfast: settlement file %s is empty; it needs a header row: %s"
@@ -325,7 +328,7 @@ def _read_settlement(handle, path, offset) -> Settlement:
     return Settlement(path, np.concatenate(parts) if parts else np.zeros(0, SETTLEMENT_DTYPE))
 
 
-def _settlement_rows(col, lines, path, offset) -> np.ndarray:
+def _settlement_rows(col, lines, path, rule) -> np.ndarray:
     """SETTLEMENT_DTYPE rows of one block: {column: list of text values}, line numbers."""
     n = len(lines)
     rows = np.zeros(n, SETTLEMENT_DTYPE)
@@ -411,5 +414,5 @@ def _settlement_rows(col, lines, path, offset) -> np.ndarray:
         except UnicodeEncodeError:
             _find_bad(path, lines, name, col[name], lambda v: v.encode("ascii"),
                       "holds characters that are not ASCII")
-    rows["ts"] = _parse_times(path, lines, col["time"], offset)
+    rows["ts"] = _parse_times(path, lines, col["time"], rule)
     return rows

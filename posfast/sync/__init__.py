@@ -84,6 +84,8 @@ Continuity rules (what a target accepts)
    the batch (``RecordBatch.day_rule``, wire field ``day_rule``); the first stored
    batch records it for the journal and a later batch with another rule is
    refused.  Without a rule sent or recorded, UTC / 00:00 (``DayRule()``) applies.
+   The wire carries fixed-offset rules only: a time-zone rule (``DayRule(tz=...)``)
+   is refused as ``invalid`` until the protocol carries the zone's name.
    So a token holder cannot file a record under another business day, and the
    genuine record is never shut out as a ``fork`` by such a forgery.
 6. Seqs above ``2**63 - 1`` are ``invalid`` (no journal reaches them).

@@ -22,7 +22,7 @@ import numpy as np
 from .._core import FORMAT_VERSION, chain_link, decode_ext, encode_ext, genesis_link
 from ..errors import (ECHO_LIMIT, SYNC_REFUSAL_REASONS, BackOfficeFull, BackOfficeMissing, SyncBadAck,
                       SyncConfigError, SyncError, SyncRefused, SyncUnavailable, clip)
-from ..records import RECORD_DTYPE
+from ..records import RECORD_DTYPE, DayRule
 
 __all__ = [
     "Ack", "BackOfficeFull", "BackOfficeMissing", "BatchPlan", "DEFAULT_DAY_RULE", "ECHO_LIMIT", "JournalState",
@@ -237,6 +237,13 @@ def day_rule_tuple(rule) -> Optional[tuple]:
     if isinstance(rule, dict):
         rule = (rule.get("utc_offset_min"), rule.get("starts_at_min"))
     elif hasattr(rule, "offset_minutes") and hasattr(rule, "start_minutes"):
+        if getattr(rule, "tz_name", ""):
+            # its offset_minutes is only the zone's standard offset: checking days by it would
+            # refuse every daylight-saving record
+            raise _refusal("invalid", f"day rule {rule.describe()} is a time-zone rule; sync format "
+                           f"{WIRE_FORMAT} carries only fixed-offset rules (utc_offset_min, starts_at_min), "
+                           "so its days cannot be checked: time-zone journals sync once the protocol "
+                           "carries the zone name")
         rule = (rule.offset_minutes, rule.start_minutes)
     if (not isinstance(rule, (tuple, list)) or len(rule) != 2
             or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in rule)):
@@ -249,9 +256,8 @@ def day_rule_tuple(rule) -> Optional[tuple]:
 
 
 def rule_text(rule: tuple) -> str:
-    off, start = rule
-    sign = "-" if off < 0 else "+"
-    return "UTC%s%02d:%02d, day starts %02d:%02d" % (sign, abs(off) // 60, abs(off) % 60, start // 60, start % 60)
+    """``UTC+08:00, day starts 04:00`` for ``(480, 240)``."""
+    return DayRule.from_header(*rule).describe()
 
 
 def check_days(inc: RecordBatch, rule: tuple, where: dict) -> None:
@@ -260,8 +266,7 @@ def check_days(inc: RecordBatch, rule: tuple, where: dict) -> None:
     if len(ts) and int(np.abs(ts).max()) > (1 << 62):
         i = int(np.argmax(np.abs(ts) > (1 << 62)))
         raise _refusal("invalid", f"seq {int(inc.rows['seq'][i])}: ts {int(ts[i])} is not a time", **where)
-    off, start = rule
-    expected = (ts + (off - start) * 60_000_000) // 86_400_000_000
+    expected = DayRule.from_header(*rule).day_numbers(ts).astype(np.int64)
     bad = np.flatnonzero(expected != inc.rows["day"].astype(np.int64))
     if len(bad):
         i = int(bad[0])

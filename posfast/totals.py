@@ -71,7 +71,8 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 
 import numpy as np
 
-from .records import IS_PAYMENT_KIND, KIND_SIGN_TABLE, Flag, Kind, Method, State, day_to_date
+from .records import (IS_PAYMENT_KIND, KIND_SIGN_TABLE, RECORD_DTYPE, Flag, Kind, Method, State,
+                      day_to_date)
 
 __all__ = ["DayTotals", "Totals", "CurrencyTotals", "Sum", "FrozenDict"]
 
@@ -401,7 +402,15 @@ def _grouped(day, terminal, kind, state, method, currency, amount, first, record
             sums, nrec, lo_seq, hi_seq)
 
 
-_COL_FIELDS = _REC_FIELDS[1:] + ["txn_id"]
+# What the totals read of a record sits in four of its 8-byte words: amount, txn_id,
+# day + terminal, and currency + kind + state + method + flags.  Reading (gathering) those
+# four words, not nine fields, reads a bulk append's 104-byte rows far fewer times.
+_WORDS_DT = np.dtype({"names": ["amount", "txn_id", "day_terminal", "money"],
+                      "formats": ["<i8", "<u8", "<u8", "<u8"], "offsets": [16, 24, 40, 56],
+                      "itemsize": RECORD_DTYPE.itemsize})
+_FIELDS: Dict[str, Any] = dict(RECORD_DTYPE.fields or {})
+assert [_FIELDS[f][1] for f in ("amount", "txn_id", "day", "terminal", "currency", "kind",
+                                "state", "method", "flags")] == [16, 24, 40, 44, 56, 58, 59, 60, 61]
 
 
 def _payment_cols(rows: np.ndarray) -> Optional[Dict[str, np.ndarray]]:
@@ -409,8 +418,13 @@ def _payment_cols(rows: np.ndarray) -> Optional[Dict[str, np.ndarray]]:
     rows: a row is 104 bytes, and copying whole rows of a bulk append would cost more than the
     totals themselves."""
     n = len(rows)
-    keep = IS_PAYMENT_KIND[rows["kind"]]
-    flags = rows["flags"]
+    if rows.dtype != RECORD_DTYPE:
+        rows = np.ascontiguousarray(rows, dtype=RECORD_DTYPE)
+    words = rows.view(_WORDS_DT)
+    money = np.ascontiguousarray(words["money"])
+    octets = money.view(np.uint8).reshape(n, 8)
+    keep = IS_PAYMENT_KIND[octets[:, 2]]
+    flags = octets[:, 5]
     if flags.any():
         keep &= (flags & _TRAINING) == 0
     every = bool(keep.all())
@@ -423,10 +437,18 @@ def _payment_cols(rows: np.ndarray) -> Optional[Dict[str, np.ndarray]]:
         seq += np.uint64(s0)
     else:
         seq = rows["seq"] if where is None else rows["seq"][where]
-    cols = {"seq": seq}
-    for name in _COL_FIELDS:
-        cols[name] = rows[name] if where is None else rows[name][where]
-    return cols
+    if where is None:
+        day_terminal = np.ascontiguousarray(words["day_terminal"])
+        amount, txn = np.ascontiguousarray(words["amount"]), np.ascontiguousarray(words["txn_id"])
+    else:
+        money = money[where]
+        day_terminal = words["day_terminal"][where]
+        amount, txn = words["amount"][where], words["txn_id"][where]
+    octets = money.view(np.uint8).reshape(-1, 8)
+    return {"seq": seq, "day": day_terminal.view("<i4")[0::2],
+            "terminal": day_terminal.view("<u4")[1::2], "kind": octets[:, 2],
+            "state": octets[:, 3], "method": octets[:, 4], "currency": money.view("<u2")[0::4],
+            "amount": amount, "txn_id": txn}
 
 
 def _plan_begins(cols: Dict[str, np.ndarray]) -> Tuple[List[Rec], Optional[tuple]]:

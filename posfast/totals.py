@@ -310,8 +310,9 @@ def _tuples(cols: Dict[str, np.ndarray], mask: np.ndarray) -> List[tuple]:
     return list(zip(*(cols[name][mask].tolist() for name in _REC_FIELDS + ["txn_id"])))
 
 # blob layout (little-endian, packed)
-# version, floor, upto, oldest, then how many scopes, cells and remembered records follow
-_BLOB_HEAD = struct.Struct("<BQQQIII")
+# version, floor, upto, oldest, then how many scopes, cells, remembered records and dropped
+# days follow (in that order: _SCOPE_DT, _CELL_DT and _REC_DT rows, then <i4 day numbers)
+_BLOB_HEAD = struct.Struct("<BQQQIIII")
 _SCOPE_DT = np.dtype([("day", "<i4"), ("terminal", "<u4"), ("first_seq", "<u8"),
                       ("records", "<i8"), ("last_seq", "<u8"), ("last_day", "<i4")])
 _CELL_DT = np.dtype([("day", "<i4"), ("terminal", "<u4"), ("kind", "u1"), ("state", "u1"),
@@ -920,10 +921,11 @@ class DayTotals:
         recs = [(txn,) + r for txn, rs in sorted(self._open.items()) for r in rs]
         return b"".join((
             _BLOB_HEAD.pack(self.VERSION, self.floor, self.upto, self.oldest, len(scopes),
-                            len(cells_blob) // _CELL_DT.itemsize, len(recs)),
+                            len(cells_blob) // _CELL_DT.itemsize, len(recs), len(self.dropped)),
             np.array(scopes, dtype=_SCOPE_DT).tobytes(),
             cells_blob,
-            np.array(recs, dtype=_REC_DT).tobytes()))
+            np.array(recs, dtype=_REC_DT).tobytes(),
+            np.array(sorted(self.dropped), dtype="<i4").tobytes()))
 
     @classmethod
     def from_bytes(cls, data: bytes, lookup: Optional[Lookup] = None) -> "DayTotals":
@@ -931,20 +933,22 @@ class DayTotals:
         data = bytes(data)
         if len(data) < _BLOB_HEAD.size or data[0] != cls.VERSION:
             raise ValueError("posfast: not a day-totals blob of version %d" % cls.VERSION)
-        version, floor, upto, oldest, nscopes, ncells, nrecs = _BLOB_HEAD.unpack_from(data)
+        version, floor, upto, oldest, nscopes, ncells, nrecs, ndropped = \
+            _BLOB_HEAD.unpack_from(data)
         sizes = (nscopes * _SCOPE_DT.itemsize, ncells * _CELL_DT.itemsize,
-                 nrecs * _REC_DT.itemsize)
+                 nrecs * _REC_DT.itemsize, ndropped * 4)
         if _BLOB_HEAD.size + sum(sizes) != len(data):
             raise ValueError("posfast: day-totals blob of %d bytes, its header says %d"
                              % (len(data), _BLOB_HEAD.size + sum(sizes)))
         offset = _BLOB_HEAD.size
         parts = []
-        for dtype, count, size in zip((_SCOPE_DT, _CELL_DT, _REC_DT), (nscopes, ncells, nrecs),
-                                      sizes):
+        for dtype, count, size in zip((_SCOPE_DT, _CELL_DT, _REC_DT, np.dtype("<i4")),
+                                      (nscopes, ncells, nrecs, ndropped), sizes):
             parts.append(np.frombuffer(data, dtype=dtype, count=count, offset=offset))
             offset += size
         out = cls(lookup)
         out.floor, out.upto, out.oldest = floor, upto, oldest
+        out.dropped = set(parts[3].tolist())
         cells = parts[1]
         if len(cells):          # summed into the dicts when their day is first asked for
             queued = np.zeros(len(cells), dtype=_QUEUE_DT)

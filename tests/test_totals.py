@@ -521,6 +521,7 @@ def test_archive_days_close_from_the_records_when_the_totals_did_not_see_them(tm
             j.set_sync_watermark(j.head_seq)
     assert j.oldest_seq > j.query(day=D + 2)["seq"].max()          # D..D+2: archive only
     assert D in j._totals.dropped and D + 5 not in j._totals.dropped
+    assert DayTotals.from_bytes(j._totals.to_bytes()).dropped == j._totals.dropped
     for day in range(D, D + 6):
         for terminal in (None, 2):
             assert j.totals(day, terminal) == brute(j, day, terminal)   # (archive included)

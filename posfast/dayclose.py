@@ -167,22 +167,26 @@ def _net(txns_cube) -> dict:
     return out
 
 
-def day_summary(rows: np.ndarray, day: int, oldest_seq: int = 1) -> dict:
+def day_summary(rows: np.ndarray, day: int, oldest_seq: int = 1, numbers: bool = True) -> dict:
     """Totals of the payments begun on `day` (see the module docstring for the shape).
 
     Returns a dict with ``txns`` and ``terminals`` (lists of tuples), ``records``
     ([first_seq, last_seq, count] of the records summarised), ``digest`` and
     ``in_doubt`` (txn ids whose newest state is PENDING), ``transactions`` (the
-    TXN_DTYPE array).
+    TXN_DTYPE array).  ``numbers=False`` leaves ``txns`` and ``terminals`` empty
+    (``close_day`` takes them from the journal's day totals, ``posfast.totals``).
     """
     txns, positions = payment_transactions(rows, day, oldest_seq)
     records = rows[positions]
-    cube = _groups([(txns["kind"], 8), (txns["state"], 8), (txns["method"], 8),
-                    (txns["currency"], 16)], txns["amount"])
-    keys = [(txns["terminal"], 32), (txns["state"], 8), (txns["currency"], 16)]
-    terminals = _groups(keys, txns["amount"])
-    signed = _groups(keys, txns["amount"] * KIND_SIGN_TABLE[txns["kind"]])
-    terminals = [row + (net[-1],) for row, net in zip(terminals, signed)]
+    cube: list = []
+    terminals: list = []
+    if numbers:
+        cube = _groups([(txns["kind"], 8), (txns["state"], 8), (txns["method"], 8),
+                        (txns["currency"], 16)], txns["amount"])
+        keys = [(txns["terminal"], 32), (txns["state"], 8), (txns["currency"], 16)]
+        terminals = _groups(keys, txns["amount"])
+        signed = _groups(keys, txns["amount"] * KIND_SIGN_TABLE[txns["kind"]])
+        terminals = [row + (net[-1],) for row, net in zip(terminals, signed)]
     seqs = records["seq"]
     return {
         "txns": cube, "terminals": terminals,
@@ -357,14 +361,15 @@ class DayBook:
         return None
 
     def _day_summary(self, day: int, scan_to: int, terminal, upto_seq: int,
-                     from_records: bool = True) -> dict:
-        # A Z-report is permanent: computed from the records themselves, never from the index
-        # (verify, which has just checked the index against every record, may use it)
+                     from_records: bool = True, numbers: bool = True) -> dict:
+        # A Z-report is permanent: its records and digest are read from the records themselves,
+        # never found by the index (verify, which has just checked the index against every
+        # record, may use it)
         days = list(range(day, scan_to + 1))
         rows = (self._store.records_where(days, terminal) if from_records
                 else self._store.query(day=days, terminal=terminal))
         rows = rows[rows["seq"] <= upto_seq]
-        return day_summary(rows, day, self._store.oldest_seq)
+        return day_summary(rows, day, self._store.oldest_seq, numbers=numbers)
 
     def close_day(self, day, terminal=None, force=False, operator=0) -> DayClose:
         """Close a business day: write its Z-report as a DAY_CLOSE record and return it.
@@ -403,8 +408,21 @@ class DayBook:
                                    self._store.day_rule.describe()))
             scan_to = max(wanted + 1, today)
             upto = self._store.head_seq
-            summary = self._day_summary(wanted, scan_to, scope, upto)
-            in_doubt = summary["in_doubt"]
+            # the numbers: the journal's day totals, kept as the records were appended (the same
+            # fold of one payment per txn_id); None when part of the day is only in the archive
+            totals = self._store.day_totals(wanted, scope)
+            if totals is not None:
+                scan_to = max(scan_to, totals.last_day)     # an outcome dated later than the scan
+            summary = self._day_summary(wanted, scan_to, scope, upto, numbers=totals is None)
+            if totals is not None:
+                txns, terminals = totals.txns, totals.terminals
+                in_doubt = self._store.in_doubt_of_day(wanted, scope)
+                # the first seq is the totals' own: below the oldest live seq when the ring has
+                # overwritten part of the day since (verify then does not compare the close)
+                records = (totals.first_seq, upto, totals.records)
+            else:
+                txns, terminals, in_doubt = summary["txns"], summary["terminals"], summary["in_doubt"]
+                records = (summary["records"][0], upto, summary["records"][2])
             if in_doubt and not force:
                 shown = ", ".join(str(t) for t in in_doubt[:10])
                 raise DayClosed(
@@ -425,13 +443,12 @@ class DayBook:
                     "%s SEQ`, then close with force=True / --force to record them in this "
                     "Z-report as left out" % (len(bad_time), where, shown,
                                               ", ..." if len(bad_time) > 5 else "", self._store.path))
-            day_totals = _net(summary["txns"])
+            day_totals = _net(txns)
             close = DayClose(
                 seq=0, ts=now_us(), day=day_to_date(wanted), terminal=scope,
-                z_no=(prev.z_no + 1) if prev else 1, txns=summary["txns"],
-                terminals=summary["terminals"],
+                z_no=(prev.z_no + 1) if prev else 1, txns=txns, terminals=terminals,
                 grand=_add_totals(prev.grand if prev else {}, day_totals),
-                records=(summary["records"][0], upto, summary["records"][2]),
+                records=records,
                 digest=summary["digest"], scan=(wanted, scan_to),
                 prev_seq=prev.seq if prev else 0, in_doubt=in_doubt,
                 forced=bool(in_doubt) or bool(bad_time), operator=int(operator),

@@ -31,8 +31,9 @@ from .index import Index
 from .dayclose import DayBook, DayClose
 from .payments import Payments
 from .storage import Problem
-from .records import (IS_PAYMENT_KIND, RECORD_DTYPE, DayRule, Kind, State, day_number, day_to_date,
-                      make_row, make_rows, now_us, to_us)
+from .records import (IS_PAYMENT_KIND, PAYMENT_KIND_VALUES, RECORD_DTYPE, DayRule, Flag, Kind,
+                      State, day_number, day_to_date, make_row, make_rows, now_us, to_us)
+from .totals import DayTotals, Totals
 from .records import check_payload, check_payloads, check_ref
 
 _DURABILITY = {"none": _core.DURABILITY_NONE, "batch": _core.DURABILITY_BATCH,
@@ -50,6 +51,9 @@ _SCAN_CHUNK = 1 << 16           # records read at a time by scans that do not tr
 # slots the header's tail mark leaves the writer (PF_CKPT_WINDOW, 65536), never the ring.
 CHECKPOINT_RECORDS = 65536
 CHECKPOINT_SECONDS = 300.0
+_PAYMENT_KIND_LIST = PAYMENT_KIND_VALUES.tolist()
+_TRAINING = int(Flag.TRAINING)
+_TXN_FIELDS = ["seq", "day", "terminal", "kind", "state", "method", "currency", "amount", "txn_id"]
 _log = logging.getLogger("posfast")
 
 # Writers open in this process.  A child forked from it shares their open file descriptions
@@ -207,6 +211,12 @@ class _JournalStorage:
     def distrust_index(self, why):
         self._journal._distrust_index(why)
 
+    def day_totals(self, day, terminal=None):
+        return self._journal._day_totals(day, terminal)
+
+    def in_doubt_of_day(self, day, terminal=None):
+        return self._journal._day_totals_book().in_doubt(day, terminal)
+
 
 class Journal:
     """An open posfast journal (use `Journal.create` or `Journal.open`)."""
@@ -220,6 +230,9 @@ class Journal:
         self.day_rule = _day_rule_of(ring)
         self.index = Index()
         self.index_problems = []  # why the index was found untrustworthy and rebuilt (status, verify)
+        # day totals (posfast.totals): built from the records on the first totals() call, then
+        # fed every appended record
+        self._totals: Optional[DayTotals] = None
         self._stop = threading.Event()
         self._flusher = None
         self.on_evict = None     # archive hook: called with (first_seq, last_seq) before eviction
@@ -324,6 +337,7 @@ class Journal:
 
     def _recover(self):
         ring = self._ring
+        self._totals = None             # rebuilt from the records on the next totals() call
         loaded = Index.load(self.path + ".idx", ring.journal_id)
         if loaded is not None:
             index, head, oldest, link, positions, lost, digest = loaded
@@ -553,6 +567,8 @@ class Journal:
                 self._recover()
             elif added:
                 self._index_range(before + 1, self._ring.head_seq)
+                if self._totals is not None:
+                    self._feed_totals(self._totals, before + 1, self._ring.head_seq)
 
     # ------------------------------------------------------------ properties
     @property
@@ -706,6 +722,8 @@ class Journal:
             else:
                 # The core releases the GIL while it encodes, hashes and writes: build this
                 # batch's bitmaps meanwhile, and merge them only once the records are written.
+                # (The day totals are not: the index keeps the second core busy for longer
+                # than the write already; beside it they take as long as after it.)
                 pending = Index()
                 worker = threading.Thread(target=pending.add_rows, args=(rows,),
                                           name="posfast-index", daemon=True)
@@ -717,6 +735,8 @@ class Journal:
                 self.index.merge(pending)
             assert got == first
             self.index.maybe_compact(ring.oldest_seq, ring.capacity)
+            if self._totals is not None:
+                self._totals.add_rows(rows, ring.oldest_seq)
             self._maybe_checkpoint()
             return range(first, first + n)
 
@@ -794,6 +814,108 @@ class Journal:
         1184250
         """
         return self._payments.payments(day=day, terminal=terminal)
+
+    def totals(self, day: Any, terminal: Optional[int] = None) -> Totals:
+        """The payment totals of a business day (one terminal's, or every terminal's): counts
+        and net per currency, by final state, kind, method and terminal, the numbers
+        ``close_day`` writes into the Z-report.  Kept current as records are appended, so a
+        call is a dict lookup (the first one reads the journal once).
+
+        Returns a read-only ``{currency: CurrencyTotals}`` (``posfast.totals.Totals``); each
+        ``CurrencyTotals`` has ``count``, ``amount``, ``net`` and ``by_state``, ``by_kind``,
+        ``by_method`` (lower-case names) and ``by_terminal`` dicts of ``Sum(count, amount,
+        net)``.  Payments belong to the day of their first record, in their newest state, as
+        in ``payments(day=...)``.
+
+        >>> t = j.totals("2026-11-20")                                   # doctest: +SKIP
+        >>> t[156].net, t[156].by_state["approved"]                      # doctest: +SKIP
+        (1184250, Sum(count=412, amount=1190350, net=1184250))
+        >>> t[156].by_terminal[3].count, j.totals("2026-11-20", terminal=3)[156].count  # doctest: +SKIP
+        (97, 97)
+        """
+        with self._mutex:
+            self._check_open()
+            if self.readonly:
+                self._refresh()
+            book = self._totals if self._totals is not None else self._build_totals()
+            day = day if type(day) is int else day_number(day)
+            terminal = None if terminal is None else int(terminal)
+            if self.archive is not None and not self._totals_hold(book, day):
+                return self._totals_from_records(day, terminal)
+            return book.totals(day, terminal)
+
+    def _day_totals_book(self) -> DayTotals:
+        return self._totals if self._totals is not None else self._build_totals()
+
+    def _totals_hold(self, book: DayTotals, day: int) -> bool:
+        """Do the day totals hold all of `day`?  Not when part of it went to the archive before
+        they were built, or all of it went (they dropped the day); only the archive has it."""
+        return self.archive is None or (day not in book.dropped and not len(self.archive.select(
+            day=day, kind=_PAYMENT_KIND_LIST, below=book.floor)))
+
+    def _totals_from_records(self, day: int, terminal: Optional[int]) -> Totals:
+        """The totals of an archived day, folded from its records (archive included) as
+        ``payments(day=...)`` folds them: what `totals` answers for such a day."""
+        today = self.day_rule.day_number(now_us())
+        rows = self.query(day=list(range(day, max(day + 1, today + 1) + 1)),
+                          terminal=terminal, kind=_PAYMENT_KIND_LIST)
+        once = DayTotals()
+        once.add_rows(rows, self._ring.oldest_seq, evict=False)
+        return once.totals(day, terminal)
+
+    def _day_totals(self, day, terminal=None) -> Optional[Totals]:
+        """`totals` for a Z-report, or None when they do not hold all of the day (archive):
+        then the close computes from the records."""
+        with self._mutex:
+            book = self._day_totals_book()
+            if not self._totals_hold(book, int(day)):
+                return None
+            return book.totals(int(day), None if terminal is None else int(terminal))
+
+    def _build_totals(self) -> DayTotals:
+        # (the place to load a saved DayTotals.to_bytes() blob and feed it only the tail)
+        ring = self._ring
+        book = DayTotals(lookup=self._payment_records_before)
+        book.floor = book.oldest = ring.oldest_seq
+        self._feed_totals(book, ring.oldest_seq, ring.head_seq)
+        book.upto = max(book.upto, ring.head_seq)
+        self._totals = book
+        return book
+
+    def _feed_totals(self, book: DayTotals, first: int, last: int, chunk: int = 1 << 20) -> None:
+        for start in range(first, last + 1, chunk):
+            rows = self._gather(np.arange(start, min(last, start + chunk - 1) + 1,
+                                          dtype=np.uint64))
+            book.add_rows(rows, self._ring.oldest_seq)
+        book.note_oldest(self._ring.oldest_seq)
+
+    def _payment_records_before(self, wanted: dict, before: int) -> dict:
+        """{txn_id: [(seq, day, terminal, kind, state, method, currency, amount), ...]}: the
+        live, readable payment records (not training) of the txn ids in `wanted` with seq below
+        `before`, found through the bitmaps of their terminals (`wanted` maps each txn id to
+        the terminals its new records name; its first record's terminal is added).  What
+        DayTotals reads to move a payment it no longer remembers."""
+        ring = self._ring
+        oldest = ring.oldest_seq
+        terminals: set = set()
+        for txn, hints in wanted.items():
+            terminals.update(hints)
+            if oldest <= txn < before:
+                try:
+                    terminals.add(ring.get(txn).terminal)
+                except (KeyError, CorruptRecord):
+                    pass
+        lo = max(oldest, min(wanted))
+        if lo >= before or not terminals:
+            return {}
+        rows = self._gather(self.index.select(lo, before - 1, terminal=sorted(terminals),
+                                              kind=_PAYMENT_KIND_LIST))
+        rows = rows[np.isin(rows["txn_id"], np.fromiter(wanted, dtype=np.uint64, count=len(wanted)))
+                    & IS_PAYMENT_KIND[rows["kind"]] & ((rows["flags"] & _TRAINING) == 0)]
+        out: dict = {}
+        for r in rows[_TXN_FIELDS].tolist():
+            out.setdefault(r[8], []).append(r[:8])
+        return out
 
     def close_day(self, day, terminal=None, force=False, operator=0) -> DayClose:
         """Write the Z-report of a business day as a DAY_CLOSE record (`DayBook.close_day`)."""

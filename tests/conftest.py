@@ -188,3 +188,36 @@ def make_journal(jpath):
     yield make
     for journal in opened:
         journal.close()
+
+
+def _enum_name(enum_cls, value):
+    try:
+        return enum_cls(value).name.lower()
+    except ValueError:
+        return str(value)
+
+
+def totals_of_payments(pays):
+    """{currency: CurrencyTotals} of a ``Journal.payments()`` array, by plain Python: what
+    ``Journal.totals`` must give for the same day and terminal."""
+    from posfast.totals import CurrencyTotals, Sum
+    names = pays.dtype.names
+    rows = [dict(zip(names, r)) for r in pays.tolist()]
+    out = {}
+    for currency in sorted({p["currency"] for p in rows}):
+        mine = [p for p in rows if p["currency"] == currency]
+
+        def by(key):
+            groups = {}
+            for p in mine:
+                k = key(p)
+                c, a, n = groups.get(k, (0, 0, 0))
+                groups[k] = (c + 1, a + p["amount"], n + p["net"])
+            return {k: Sum(*v) for k, v in groups.items()}
+        out[currency] = CurrencyTotals(
+            len(mine), sum(p["amount"] for p in mine), sum(p["net"] for p in mine),
+            by(lambda p: _enum_name(posfast.State, p["state"])),
+            by(lambda p: _enum_name(posfast.Kind, p["kind"])),
+            by(lambda p: _enum_name(posfast.Method, p["method"])),
+            by(lambda p: p["terminal"]))
+    return out

@@ -16,7 +16,7 @@ PKG = pathlib.Path(posfast.__file__).resolve().parent      # the checkout's or t
 
 # unit -> the units it may import (directly).  DESIGN.md layers and issue 11's arrows.
 STORAGE = {"records", "index", "archive", "journal", "payments", "dayclose", "retention",
-           "receipt", "storage", "errors", "_files", "_core", "_version"}
+           "receipt", "storage", "totals", "errors", "_files", "_core", "_version"}
 ALLOWED = {
     "errors": set(),
     "_version": set(),
@@ -24,14 +24,15 @@ ALLOWED = {
     "_core": {"errors"},
     "records": {"errors"},
     "index": {"records", "errors", "_files", "_core"},
+    "totals": {"records"},                          # day totals kept as records are appended
     "storage": {"index", "records"},               # the protocol the journal's parts see
     "archive": {"index", "records", "errors", "_files", "_core"},
     "payments": {"dayclose", "storage", "records", "errors"},
     "dayclose": {"storage", "receipt", "records", "errors"},
     "receipt": {"records", "errors"},
     "retention": {"journal", "records", "errors", "_files", "_core"},
-    "journal": {"payments", "dayclose", "archive", "index", "storage", "records", "errors",
-                "_files", "_core"},
+    "journal": {"payments", "dayclose", "archive", "index", "storage", "totals", "records",
+                "errors", "_files", "_core"},
     # services use the storage layer's public API (a Journal handed to them), never above it
     "printing": STORAGE - {"_core"},
     "sync": {"records", "errors", "_files", "_core"},

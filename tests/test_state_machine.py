@@ -6,10 +6,14 @@ watermark and the retention policy.  Steps: append, append_many, sync watermark 
 flush (index saved), reopen (clean, or without the index file), crash (the writer dies
 without saving the index), a snapshot of the file restored later (a crash at that moment,
 with the index of then, of later, or none), corrupting a byte of a record, and appends a
-full ring must refuse.  After every step the journal must agree with the model: same
-head, the oldest record where the ring rules put it, every live record byte for byte,
-the index equal to a brute-force scan, damaged records reported by verify and never
-returned as good.
+full ring must refuse; payments too (first records pending or final, outcomes, some on a
+later day, begin and outcome in one append_many).  After every step the journal must agree
+with the model: same head, the oldest record where the ring rules put it, every live record
+byte for byte, the index equal to a brute-force scan, damaged records reported by verify
+and never returned as good, and the day totals (``Journal.totals``) equal to a brute force
+over ``Journal.payments(day=...)``: every day right after an open (the totals are rebuilt
+from the records), and every day whose payments' records are all live and intact otherwise
+(a day the ring has partly overwritten keeps its totals as they were).
 """
 import copy
 import hashlib
@@ -24,10 +28,26 @@ import posfast
 from posfast import CorruptRecord, JournalFull
 
 from conftest import (FIXED_JID, assert_index_matches_scan, drop_without_close, expected,
-                      flip_byte, record_span)
+                      flip_byte, record_span, totals_of_payments)
+from _writer_child import TS_BASE
 
 SLOT = 128
 MAX_PAYLOAD = 600
+PAYMENT_KINDS = sorted(int(k) for k in posfast.records.PAYMENT_KINDS)
+TRAINING = int(posfast.Flag.TRAINING)
+DAY_US = 86_400_000_000
+
+
+def is_payment(fields):
+    return fields["kind"] in posfast.records.PAYMENT_KINDS and not fields["flags"] & TRAINING
+
+
+def payment_fields(txn_id, terminal, kind, state, ts, amount, currency=156, method=2, flags=0):
+    """All the fields `expected` gives a record, for a payment record."""
+    return {"ts": ts, "terminal": terminal, "kind": kind, "state": state, "method": method,
+            "flags": flags, "currency": currency, "amount": amount, "txn_id": txn_id,
+            "ref_seq": 0, "receipt_no": txn_id % 100_000, "operator": 7,
+            "client_ref": b"", "pan_last4": b"4242", "auth_code": b"", "rrn": b""}
 
 
 def nslots(payload_len):
@@ -56,6 +76,9 @@ class Model:
         self.oldest = 1
         self.watermark = 0
         self.corrupted = set()   # live seqs whose bytes a test damaged
+        self.history = {}        # seq -> fields of every record ever appended (never dropped)
+        self.damaged_since_open = set()   # seqs damaged since the journal was last opened
+        self.open_payments = {}  # txn -> fields of its first record, still PENDING
         self.lost = set()        # damaged seqs gone from the live range, reported lost
         # Lower bound of the first seq of the commit group holding the newest record: damage
         # at or after it cannot be told from a torn tail (the group may be dropped at open).
@@ -77,11 +100,18 @@ class Model:
             slots > self.capacity or (evicted and evicted[-1] > self.watermark))
         return evicted, refuse
 
-    def append(self, sizes):
+    def append(self, sizes, records=None):
         first = self.head + 1
-        for n in sizes:
+        for k, n in enumerate(sizes):
             self.head += 1
-            self.records[self.head] = (dict(expected(self.head)[0]), payload_for(self.head, n))
+            fields = dict(expected(self.head)[0]) if records is None else dict(records[k])
+            self.records[self.head] = (fields, payload_for(self.head, n) if records is None else b"")
+            self.history[self.head] = fields
+            if is_payment(fields):
+                if fields["txn_id"] == self.head and fields["state"] == posfast.State.PENDING:
+                    self.open_payments[self.head] = fields
+                elif fields["txn_id"] != self.head:
+                    self.open_payments.pop(fields["txn_id"], None)
             self.pos[self.head] = self.next_pos
             self.next_pos += nslots(n)
         if self.durability != "batch" or self.synced:
@@ -98,6 +128,20 @@ class Model:
         self.records.pop(s, None)
         self.pos.pop(s, None)
         self.corrupted.discard(s)
+
+    def clean_day(self, day, day_rule):
+        """Are all records of the payments begun on `day` live and intact since the journal was
+        opened, and no live record of `day` one of a payment whose first record is gone?  Then
+        the totals kept since the open are what the records give."""
+        txns = {s for s, f in self.history.items() if is_payment(f) and f["txn_id"] == s
+                and day_rule.day_number(f["ts"]) == day}
+        for s, f in self.history.items():
+            if is_payment(f) and f["txn_id"] in txns and (
+                    s < self.oldest or s in self.corrupted or s in self.damaged_since_open):
+                return False
+        return not any(is_payment(f) and f["txn_id"] < self.oldest <= s
+                       and day_rule.day_number(f["ts"]) == day
+                       for s, (f, _p) in self.records.items())
 
     def want(self, seq, day_rule):
         fields, payload = self.records[seq]
@@ -132,6 +176,7 @@ class JournalMachine(RuleBasedStateMachine):
     def open(self):
         self.journal = posfast.Journal.open(self.path, **self.modes(self.model.durability))
         self.model.synced = True
+        self.model.damaged_since_open = set()
         self._after_open()
 
     def teardown(self):
@@ -140,13 +185,18 @@ class JournalMachine(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # ------------------------------------------------------------ appends
-    def _append(self, sizes):
+    def _append(self, sizes, records=None):
         model, j = self.model, self.journal
         _, refuse = model.plan(sizes)
         first = model.head + 1
         before = digest(self.path)
         try:
-            if len(sizes) == 1:
+            if records is not None and len(sizes) == 1:
+                got = range(j.append(**records[0]), first + 1)
+            elif records is not None:
+                columns = {name: [f[name] for f in records] for name in records[0]}
+                got = j.append_many(columns)
+            elif len(sizes) == 1:
                 fields = expected(first)[0]
                 got = range(j.append(payload=payload_for(first, sizes[0]), **fields), first + 1)
             else:
@@ -160,7 +210,7 @@ class JournalMachine(RuleBasedStateMachine):
             return
         assert not refuse, "the ring should have refused %s (watermark %d)" % (sizes, model.watermark)
         assert got == range(first, first + len(sizes))
-        model.append(sizes)
+        model.append(sizes, records)
         self._reconcile_oldest()
 
     def _damage_in_the_way(self, sizes):
@@ -183,6 +233,38 @@ class JournalMachine(RuleBasedStateMachine):
     @rule(sizes=st.lists(st.integers(0, MAX_PAYLOAD) | st.just(0), min_size=2, max_size=8))
     def append_many(self, sizes):
         self._append(sizes)
+
+    @rule(data=st.data(), count=st.integers(1, 4), pair=st.booleans())
+    def pay(self, data, count, pair):
+        """Payments: first records PENDING or final (single-record sales from a bulk import),
+        and with `pair` a begin and its outcome in the same append_many."""
+        first = self.model.head + 1
+        records = []
+        for _ in range(count):
+            txn = first + len(records)
+            ts = TS_BASE + data.draw(st.integers(0, 3 * DAY_US - 1))
+            begin = payment_fields(
+                txn, data.draw(st.integers(1, 5)), data.draw(st.sampled_from(PAYMENT_KINDS)),
+                data.draw(st.sampled_from([1, 1, 2, 2, 3, 4, 5, 6])), ts,
+                data.draw(st.integers(0, 10**6)), data.draw(st.sampled_from([156, 978])),
+                data.draw(st.integers(0, 6)), data.draw(st.sampled_from([0, 0, 0, TRAINING])))
+            records.append(begin)
+            if pair:
+                outcome = dict(begin, state=data.draw(st.sampled_from([2, 3, 6])),
+                               ts=ts + data.draw(st.integers(0, 4 * 3_600_000_000)))
+                records.append(outcome)
+        self._append([0] * len(records), records)
+
+    @precondition(lambda self: any(t >= self.model.oldest for t in self.model.open_payments))
+    @rule(data=st.data())
+    def finish(self, data):
+        """The outcome of a payment in doubt whose first record is live (sometimes on a later
+        business day: it then spans two days)."""
+        live = sorted(t for t in self.model.open_payments if t >= self.model.oldest)
+        txn = data.draw(st.sampled_from(live))
+        begin = self.model.open_payments[txn]
+        self._append([0], [dict(begin, state=data.draw(st.sampled_from([2, 2, 3, 4, 5, 6])),
+                                ts=begin["ts"] + data.draw(st.integers(0, 6 * 3_600_000_000)))])
 
     @rule(data=st.data())
     def fill_until_full(self, data):
@@ -279,6 +361,7 @@ class JournalMachine(RuleBasedStateMachine):
         offset = data.draw(st.sampled_from(span[:128]) | st.sampled_from(span))
         flip_byte(self.path, offset, data.draw(st.sampled_from([0x01, 0x80, 0xFF])))
         self.model.corrupted.add(seq)
+        self.model.damaged_since_open.add(seq)
         with pytest.raises(CorruptRecord, match="seq %d " % seq):
             self.journal.get(seq)
 
@@ -310,6 +393,24 @@ class JournalMachine(RuleBasedStateMachine):
             with pytest.raises(CorruptRecord):
                 j.get(s)
         assert_index_matches_scan(j)
+
+    @invariant()
+    def totals_match_the_payments(self):
+        if self.journal is None:
+            return
+        model, j = self.model, self.journal
+        rule = j.day_rule
+        rebuilt = j._totals is None            # first call since the open: built from the records
+        j.totals(0)
+        days = set(j._totals.days()) | {rule.day_number(f["ts"]) for f, _p in model.records.values()
+                                        if is_payment(f)}
+        for day in sorted(days):
+            if not (rebuilt or model.clean_day(day, rule)):
+                continue
+            pays = j.payments(day=day)
+            for terminal in (None, 1, 2, 3, 4, 5):
+                mine = pays if terminal is None else pays[pays["terminal"] == terminal]
+                assert j.totals(day, terminal) == totals_of_payments(mine), (day, terminal, rebuilt)
 
 
 JournalMachine.TestCase.settings = settings(

@@ -574,8 +574,12 @@ cdef class Ring:
     def close(self):
         if self.fd >= 0 and self.writable and not self.failed and self.version >= 2 \
                 and not (self.clean and self.ckpt_pos == self.next_pos and not self.header_stale):
-            # (syncs the records first) the next open needs no recovery read at all
-            self._mark_tail(True)
+            # (syncs the records first) the next open needs no recovery read at all.  If it
+            # cannot be written the header keeps the last mark: the next open reads its window.
+            try:
+                self._mark_tail(True)
+            except IOFailure:
+                pass
         if self.map != NULL:
             pf_unmap(self.map, self.map_len)
             self.map = NULL

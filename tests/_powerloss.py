@@ -87,6 +87,7 @@ class Recorder:
         self.capacity = ring.capacity
         self.slot_size = ring.slot_size
         self.max_payload = ring.max_payload
+        self.version = ring.version
         self.jid_crc = _core.crc32c(ring.journal_id)
         self.retention = journal.retention
         with open(self.path, "rb") as f:
@@ -146,13 +147,14 @@ class Recorder:
         pos = int.from_bytes(head[16:24], "little")
         seq = int.from_bytes(head[8:16], "little")
         plen = int.from_bytes(head[4:6], "little")
+        ext = body_extension(head, self.version)       # format 2: the extension, then the payload
         if pos == 0 or seq == 0 or (pos - 1) % cap != slot or plen > self.max_payload:
             return None
-        ranges = self.record_ranges(pos, HEAD + plen)
-        raw = b"".join(bytes(self.shadow[a:b]) for a, b in ranges)[:HEAD + plen]
+        ranges = self.record_ranges(pos, HEAD + ext + plen)
+        raw = b"".join(bytes(self.shadow[a:b]) for a, b in ranges)[:HEAD + ext + plen]
         if int.from_bytes(raw[:4], "little") != _core.crc32c(raw[4:], self.jid_crc):
             return None
-        return Expected(seq, pos, raw, raw[HEAD:], raw[112:128], ranges, last_op)
+        return Expected(seq, pos, raw, raw[HEAD + ext:], raw[112:128], ranges, last_op)
 
     def _learn(self, op_index, offset, length):
         if offset < DATA:
@@ -160,7 +162,7 @@ class Recorder:
         ss, cap = self.slot_size, self.capacity
         first = (offset - DATA) // ss
         last = min(cap - 1, (offset + length - 1 - DATA) // ss)
-        reach = -(-(HEAD + self.max_payload) // ss)      # a record's head may lie this far back
+        reach = -(-(HEAD + _core.MAX_EXT + self.max_payload) // ss)   # a head may lie this far back
         slots = set(range(first, last + 1)) | {(first - d) % cap for d in range(1, reach)}
         for slot in slots:
             got = self._record_at(slot, op_index)
@@ -324,6 +326,11 @@ def write_image(path, image, index_bytes):
             f.write(index_bytes)
 
 
+def body_extension(head, version):
+    """Bytes of a record's extension (format 2: between the head and the payload)."""
+    return int.from_bytes(head[100:102], "little") if version >= 2 else 0
+
+
 def raw_of(path, ring, seq):
     """Bytes (head + payload) of live seq as the file now holds them."""
     pos = ring.position_of(seq)
@@ -334,7 +341,7 @@ def raw_of(path, ring, seq):
         f.seek(DATA + slot * ring.slot_size)
         head = f.read(HEAD)
         plen = int.from_bytes(head[4:6], "little")
-        length = HEAD + plen
+        length = HEAD + body_extension(head, ring.version) + plen
         ring_end = DATA + ring.capacity * ring.slot_size
         start = DATA + slot * ring.slot_size
         f.seek(start)

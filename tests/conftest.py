@@ -29,6 +29,8 @@ def record_span(journal, seq):
     slot = journal._ring.slot_of(seq)
     head_offset = DATA_OFFSET + slot * journal.slot_size
     (plen,) = struct.unpack("<H", read_at(journal.path, head_offset + 4, 2))
+    if journal._ring.version >= 2:      # format 2: the extension lies between head and payload
+        plen += struct.unpack("<H", read_at(journal.path, head_offset + 100, 2))[0]
     ring_bytes = journal.capacity * journal.slot_size
     start = slot * journal.slot_size
     return [DATA_OFFSET + (start + i) % ring_bytes for i in range(HEAD + plen)]
@@ -141,7 +143,7 @@ def state_of(journal):
 
 
 def header_bytes(path, copy=0):
-    return read_at(path, copy * _core.HEADER_COPY_SIZE, 128)
+    return read_at(path, copy * _core.HEADER_COPY_SIZE, 256)     # (format 1 uses the first 128)
 
 
 def unpack_header(raw):

@@ -295,7 +295,7 @@ def test_batch_flusher_failure_is_reported_by_the_next_call(workdir):
     import time
     path, rng = _fresh(workdir, WL_BATCH)
     j = posfast.Journal.open(path, durability="batch", batch_records=1000, batch_ms=5)
-    fault = Fault("sync", 1, errno.EIO, True)
+    fault = Fault("sync", 2, errno.EIO, True)      # (the 1st: the tail mark of the first append)
     j._ring.io_hook = fault
     j.append(terminal=1, kind="sale", amount=1)
     deadline = time.time() + 5

@@ -79,11 +79,13 @@ def test_recorder_sees_every_write_and_sync_of_an_append(workdir):
     rec.set_watermark(1)
     j.close()
     ops = [(op, off, None if data is None else len(data)) for op, off, data in rec.ops]
-    # the record (2 slots) + sync, both header copies each followed by a sync, nothing at close
-    assert ops == [("write", DATA, 256), ("sync", 0, None), ("write", 0, 128), ("sync", 0, None),
-                   ("write", 4096, 128), ("sync", 0, None)]
+    # format 2: the first append after a clean open marks the tail (the older header copy +
+    # sync) before the record (2 slots) + sync; the watermark goes to the other copy + sync;
+    # close marks the journal clean again (the older copy + sync)
+    assert ops == [("write", 0, 256), ("sync", 0, None), ("write", DATA, 256), ("sync", 0, None),
+                   ("write", 4096, 256), ("sync", 0, None), ("write", 0, 256), ("sync", 0, None)]
     exp = rec.expected[1]
-    assert exp.last_op == 0 and exp.payload == b"p" * 100 and len(exp.raw) == 128 + 100
+    assert exp.last_op == 2 and exp.payload == b"p" * 100 and len(exp.raw) == 128 + 100
 
 
 def test_image_builder_tears_at_sector_boundaries():
@@ -111,8 +113,10 @@ def test_watermark_header_never_reaches_disk_before_its_records(workdir):
     rec.set_watermark(3)
     j.close()
     kinds = ["header" if op == "write" and off < DATA else op for op, off, _ in rec.ops]
-    first_header = kinds.index("header")
-    assert kinds[:first_header] == ["write"] * 3 + ["sync"]
+    # (format 2: the first append marks the tail first; the watermark's header comes after)
+    assert kinds[:2] == ["header", "sync"]
+    first_header = kinds.index("header", 2)
+    assert kinds[2:first_header] == ["write"] * 3 + ["sync"]
     images = Images(rec)
     # crash before the first header sync completed: keep the header write, drop the records
     for k in images.crash_points:
@@ -140,8 +144,9 @@ def _torn_over_the_oldest(workdir):
     rec.detach()
     j.close()
     images = Images(rec)
-    assert len(images.tail_writes(0)) == 3
-    image = images.build(0, ["drop", "keep", "drop"], random.Random(0))
+    # (crash point 0 is before the tail mark the first append writes; 1 after its sync)
+    assert rec.ops[0][1] < DATA and len(images.tail_writes(1)) == 3
+    image = images.build(1, ["drop", "keep", "drop"], random.Random(0))
     return rec, images, image, path
 
 
@@ -197,13 +202,13 @@ def test_an_append_in_flight_that_wrapped_onto_records_1_2_is_no_damage(workdir)
     rec.appended(j.append_many({"terminal": [2] * 4, "kind": "sale", "amount": [7] * 4}))
     j.close()
     images = Images(rec)
-    tail = images.tail_writes(0)
+    tail = images.tail_writes(1)            # (after the tail mark of the first append)
     assert [(off - DATA) // 128 for off, _ in tail] == [14, 0]      # the group wraps
-    image = bytearray(images.durable(0))
+    image = bytearray(images.durable(1))
     off, data = tail[1]
     image[off:off + len(data)] = b"\xa5" * len(data)                 # garbage; slots 14-15 lost
     img = os.path.join(workdir, "i.pfj")
-    state = pl.check_image(rec, images, 0, bytes(image), False, img, "wrapped garbage")
+    state = pl.check_image(rec, images, 1, bytes(image), False, img, "wrapped garbage")
     assert state[:2] == (3, 14)
     os.unlink(img + ".idx")                      # the scan is where the false report came from
     with posfast.Journal.open(img) as again:
@@ -279,8 +284,9 @@ def test_read_range_for_sync_makes_batch_records_durable_first(workdir):
     rec = Recorder(j)
     for n in range(3):
         rec.appended([j.append(terminal=1, kind="sale", amount=n)])
-    assert [op for op, _, _ in rec.ops] == ["write"] * 3
+    mark = ["write", "sync"]        # format 2: the first append marks the tail (header + sync)
+    assert [op for op, _, _ in rec.ops] == mark + ["write"] * 3
     batch = j.read_range(1, 3)
-    assert len(batch) == 3 and [op for op, _, _ in rec.ops] == ["write"] * 3 + ["sync"]
+    assert len(batch) == 3 and [op for op, _, _ in rec.ops] == mark + ["write"] * 3 + ["sync"]
     rec.detach()
     j.close()

@@ -128,26 +128,34 @@ def test_garbage_in_the_newest_record_is_dropped(make_journal):
     assert states[0]["head"] == 11 and states[0]["ok"]
 
 
-def test_torn_header_write_keeps_a_valid_copy(make_journal):
-    j = make_journal(capacity=64)
-    append_expected(j, range(1, 11))
+@pytest.mark.parametrize("format_version", [1, 2])
+def test_torn_header_write_keeps_a_valid_copy(make_journal, format_version):
+    # format 1 writes both copies, each synced; format 2 only the older one: either way a
+    # failed header write leaves a valid copy with the old or the new state
+    j = make_journal(capacity=64, format_version=format_version)
+    for n in range(1, 11):
+        j.append(terminal=1, kind="sale", state="approved", amount=n)
     j.set_sync_watermark(4)
     header_writes = []
 
-    def second_copy_fails(op, offset, data):
+    def copy_fails(op, offset, data):
         if op == "write" and offset < DATA_OFFSET:
             header_writes.append(offset)
-            if len(header_writes) == 2:
+            if len(header_writes) == (2 if format_version == 1 else 1):
                 raise OSError(errno.EIO, "power cut")
 
-    j._ring.io_hook = second_copy_fails
+    j._ring.io_hook = copy_fails
     with pytest.raises(IOFailure):
         j.set_sync_watermark(9)
     drop_without_close(j)
     copies = [unpack_header(header_bytes(j.path, c)) for c in (0, 1)]
-    assert sorted(c["sync_watermark"] for c in copies) == [4, 9]
+    newest = max(copies, key=lambda c: c["generation"])["sync_watermark"]
+    if format_version == 1:
+        assert sorted(c["sync_watermark"] for c in copies) == [4, 9] and newest == 9
+    else:
+        assert newest == 4
     with posfast.Journal.open(j.path) as again:
-        assert again.sync_watermark == 9           # the newer generation that was synced wins
+        assert again.sync_watermark == newest      # the newest valid copy wins
         assert again.head_seq == 10 and again.verify().ok
 
 
@@ -163,9 +171,11 @@ def test_half_written_header_copy_is_ignored(make_journal):
     write_at(j.path, target * 4096, newer[:64])     # torn: only the first half reached the disk
     with posfast.Journal.open(j.path) as again:
         assert again.sync_watermark == 4 and again.head_seq == 10 and again.verify().ok
-        again.set_sync_watermark(6)                 # writing heals both copies
-    for c in (0, 1):
-        assert unpack_header(header_bytes(j.path, c))["sync_watermark"] == 6
+        again.set_sync_watermark(6)                 # writing heals the torn copy
+    copies = [unpack_header(header_bytes(j.path, c)) for c in (0, 1)]
+    assert max(copies, key=lambda c: c["generation"])["sync_watermark"] == 6
+    with posfast.Journal.open(j.path) as again:
+        assert again.sync_watermark == 6 and again.verify().ok
 
 
 def test_index_and_scan_recover_the_same_state_after_a_crash(make_journal, tmp_path):

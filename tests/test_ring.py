@@ -30,7 +30,7 @@ def test_create_writes_full_size_zeroed_file_with_two_header_copies(make_journal
     assert read_at(j.path, DATA_OFFSET, 100 * 192) == bytes(100 * 192)
     copies = [unpack_header(header_bytes(j.path, c)) for c in (0, 1)]
     for h in copies:
-        assert h["magic"] == b"POSFJRNL" and h["version"] == 1 and h["capacity"] == 100
+        assert h["magic"] == b"POSFJRNL" and h["version"] == 2 and h["capacity"] == 100
         assert h["slot_size"] == 192 and h["max_payload"] == 1000 and h["journal_id"] == FIXED_JID
         assert h["retention"] == 1 and h["sync_watermark"] == 0
     assert j.journal_id == FIXED_JID and j.capacity == 100 and j.head_seq == 0
@@ -191,8 +191,9 @@ def test_sync_watermark_moves_forward_only_and_is_durable(make_journal):
         j.set_sync_watermark(6)
     j.set_sync_watermark(3)                   # same value: fine, nothing written
     assert j.sync_watermark == 3 and j.status()["unsynced"] == 2
-    for c in (0, 1):
-        assert unpack_header(header_bytes(j.path, c))["sync_watermark"] == 3
+    # (format 2 writes the older header copy only: the newest copy holds it)
+    copies = [unpack_header(header_bytes(j.path, c)) for c in (0, 1)]
+    assert max(copies, key=lambda c: c["generation"])["sync_watermark"] == 3
     j.close()
     with posfast.Journal.open(j.path, readonly=True) as again:
         assert again.sync_watermark == 3

@@ -18,6 +18,7 @@ from pyroaring import BitMap64
 
 from . import _core
 from ._files import open_new
+from .errors import PosfastError
 
 import mmap
 
@@ -33,7 +34,7 @@ _FAMILIES = ("day", "terminal", "kind")
 _PAGE = 4096
 
 
-class IndexBlobDamaged(Exception):
+class IndexBlobDamaged(PosfastError):
     """A bitmap of the index file fails its checksum (raised inside the index only)."""
 
 
@@ -487,6 +488,6 @@ class Index:
         except struct.error:
             return None
         positions = np.frombuffer(mapped, dtype="<u8", count=npos, offset=pos_offset) \
-            if npos else np.zeros(0, dtype="<u8")
+            if npos and mapped is not None else np.zeros(0, dtype="<u8")
         index.compacted_below = oldest_seq
         return index, head_seq, oldest_seq, head_link, positions, lost, _core.sha256(body)[:16]

@@ -202,8 +202,9 @@ class _JournalStorage:
     def links(self, seqs):
         return self._journal._ring.links(np.ascontiguousarray(seqs, dtype=np.uint64))
 
-    def exts(self, seqs):
-        return self._journal._ring.exts(np.ascontiguousarray(seqs, dtype=np.uint64))
+    def refs(self, seqs):
+        return [_core.decode_ext(ext)[1:] if ext else (b"", b"") for ext in
+                self._journal._ring.exts(np.ascontiguousarray(seqs, dtype=np.uint64))]
 
     def append(self, payload=b"", **fields):
         return self._journal.append(payload, **fields)

@@ -13,7 +13,6 @@ from typing import Optional
 
 import numpy as np
 
-from . import _core
 from .errors import CorruptRecord, InvalidRecord, PaymentError
 from .dayclose import TXN_DTYPE, payment_transactions
 from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, Flag, Kind, Method, State,
@@ -126,10 +125,7 @@ class _Catchup:
         if more.any():
             seqs = rows["seq"][more]
             orders, hosts = [], []
-            for seq, ext in zip(seqs.tolist(), store.exts(seqs)):
-                if not ext:
-                    continue
-                _client, order_ref, host_ref = _core.decode_ext(ext)
+            for seq, (order_ref, host_ref) in zip(seqs.tolist(), store.refs(seqs)):
                 if order_ref:
                     orders.append((order_ref, seq))
                 if host_ref:

@@ -229,9 +229,9 @@ def test_a_header_with_an_impossible_day_rule_or_retention_is_corrupt(tmp_path, 
     with open(path, "r+b") as f:
         for copy in (0, 4096):
             f.seek(copy)
-            head = bytearray(f.read(128))
+            head = bytearray(f.read(256))
             struct.pack_into("<I", head, offset, value & 0xFFFFFFFF)
-            struct.pack_into("<I", head, 124, _core.crc32c(bytes(head[:124])))
+            struct.pack_into("<I", head, 252, _core.crc32c(bytes(head[:252])))     # (format 2)
             f.seek(copy)
             f.write(head)
     for readonly in (True, False):

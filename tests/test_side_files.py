@@ -64,5 +64,6 @@ def test_failed_index_save_does_not_hide_day_closed(tmp_path, monkeypatch, caplo
     monkeypatch.setattr(posfast.index, "open_new", full)
     with pytest.raises(DayClosed, match="already closed"):       # 0.1.0: IOFailure
         with Journal.open(path) as j:
+            j.append(terminal=1, kind="note")           # (an index to save at close)
             j.close_day(DAY)
     assert "could not save the index" in caplog.text

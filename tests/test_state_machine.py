@@ -47,7 +47,14 @@ def payment_fields(txn_id, terminal, kind, state, ts, amount, currency=156, meth
     return {"ts": ts, "terminal": terminal, "kind": kind, "state": state, "method": method,
             "flags": flags, "currency": currency, "amount": amount, "txn_id": txn_id,
             "ref_seq": 0, "receipt_no": txn_id % 100_000, "operator": 7,
-            "client_ref": b"", "pan_last4": b"4242", "auth_code": b"", "rrn": b""}
+            "client_ref": b"", "pan_last4": b"4242", "auth_code": b"", "rrn": b"",
+            "channel": "", "order_ref": "", "host_ref": ""}
+
+
+def ext_len(fields):
+    """Bytes of a record's format-2 extension (its client_ref, order_ref and host_ref)."""
+    return len(posfast._core.encode_ext(fields.get("client_ref"), fields.get("order_ref"),
+                                        fields.get("host_ref")))
 
 
 def nslots(payload_len):
@@ -87,9 +94,10 @@ class Model:
         self.group_floor = 1
         self.synced = True
 
-    def plan(self, sizes):
+    def plan(self, sizes, records=None):
         """(seqs the append would evict, whether the ring must refuse it)."""
-        slots = sum(nslots(n) for n in sizes)
+        slots = sum(nslots(n + ext_len(expected(self.head + 1 + k)[0] if records is None
+                                       else records[k])) for k, n in enumerate(sizes))
         end = self.next_pos + slots
         evicted = []
         for s in range(self.oldest, self.head + 1):
@@ -113,7 +121,7 @@ class Model:
                 elif fields["txn_id"] != self.head:
                     self.open_payments.pop(fields["txn_id"], None)
             self.pos[self.head] = self.next_pos
-            self.next_pos += nslots(n)
+            self.next_pos += nslots(n + ext_len(fields))
         if self.durability != "batch" or self.synced:
             self.group_floor = first
         self.synced = False
@@ -187,7 +195,7 @@ class JournalMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ appends
     def _append(self, sizes, records=None):
         model, j = self.model, self.journal
-        _, refuse = model.plan(sizes)
+        _, refuse = model.plan(sizes, records)
         first = model.head + 1
         before = digest(self.path)
         try:
@@ -204,7 +212,7 @@ class JournalMachine(RuleBasedStateMachine):
                 columns = {name: [expected(s)[0][name] for s in seqs] for name in expected(first)[0]}
                 got = j.append_many(columns, [payload_for(s, n) for s, n in zip(seqs, sizes)])
         except JournalFull as exc:
-            assert refuse or self._damage_in_the_way(sizes), "JournalFull not predicted: %s" % exc
+            assert refuse or self._damage_in_the_way(sizes, records), "JournalFull not predicted: %s" % exc
             assert "Nothing was written" in str(exc) or "append fewer" in str(exc)
             assert digest(self.path) == before and j.head_seq == model.head
             return
@@ -213,11 +221,11 @@ class JournalMachine(RuleBasedStateMachine):
         model.append(sizes, records)
         self._reconcile_oldest()
 
-    def _damage_in_the_way(self, sizes):
+    def _damage_in_the_way(self, sizes, records=None):
         """Records found damaged at open have no known position: the ring counts them as
         evicted as soon as eviction reaches them, so one above the watermark blocks appends."""
         model = self.model
-        evicted, _ = model.plan(sizes)
+        evicted, _ = model.plan(sizes, records)
         s = model.oldest
         while s <= model.head and (s in evicted or s in model.corrupted):
             if s in model.corrupted and s > model.watermark:

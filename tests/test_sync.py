@@ -138,6 +138,7 @@ def test_fork_same_seq_different_bytes_is_refused(back):
     # A second history of the same journal: seq 101.. rewritten with consistent links.
     forged = HandJournal(0, journal_id=hj.journal_id)
     forged.rows, forged.payloads, forged.links = hj.rows[:100].copy(), hj.payloads[:100], hj.links[:100]
+    forged.exts = hj.exts[:100]
     forged.rng = np.random.default_rng(99)
     forged.extend(100)
     err = refused(back, forged.batch(101, 200), "fork")

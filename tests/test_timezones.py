@@ -282,10 +282,26 @@ def test_refusals_name_the_zone_and_the_fix():
         DayRule.from_header(60, 0, "Nowhere/Atall")
 
 
-def test_journal_create_refuses_a_tz_rule_until_format_v2(tmp_path):
-    with pytest.raises(InvalidArgument, match=r"Europe/Berlin, day starts 04:00.*format-v2 journal.*"
-                                              r"DayRule\(utc_offset='\+01:00', starts_at='04:00'\)"):
-        posfast.Journal.create(tmp_path / "tz.pfj", capacity=64,
+def test_a_format_2_journal_keeps_its_zone_and_its_days_across_daylight_saving(tmp_path):
+    # Berlin, day starts 04:00: 2026-03-29 is the spring-forward day (02:00 -> 03:00)
+    rule = DayRule(tz="Europe/Berlin", starts_at="04:00")
+    path = tmp_path / "tz.pfj"
+    before = int(dt.datetime(2026, 3, 29, 2, 30, tzinfo=dt.timezone.utc).timestamp() * 1e6)
+    with posfast.Journal.create(path, capacity=64, day_rule=rule) as j:
+        # 01:30 UTC = 03:30 CEST (before 04:00: still the 28th); 02:30 UTC = 04:30 CEST: the 29th
+        a = j.append(ts=before - 3_600_000_000, terminal=1, kind="sale", amount=100, currency=978)
+        b = j.append(ts=before, terminal=1, kind="sale", amount=200, currency=978)
+    with posfast.Journal.open(path, readonly=True) as again:
+        assert again.day_rule == rule and again.day_rule.tz_name == "Europe/Berlin"
+        assert str(again.get(a).day) and again.get(a).day == rule.day_number(before - 3_600_000_000)
+        assert [int(s) for s in again.query(day="2026-03-28")["seq"]] == [a]
+        assert [int(s) for s in again.query(day="2026-03-29")["seq"]] == [b]
+        assert "Europe/Berlin" in again.status()["day_rule"]
+
+
+def test_a_format_1_journal_refuses_a_zone(tmp_path):
+    with pytest.raises(InvalidArgument, match=r"Europe/Berlin, day starts 04:00.*format-2 journal"):
+        posfast.Journal.create(tmp_path / "tz.pfj", capacity=64, format_version=1,
                                day_rule=DayRule(tz="Europe/Berlin", starts_at="04:00"))
     assert not (tmp_path / "tz.pfj").exists()
 

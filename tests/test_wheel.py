@@ -53,7 +53,7 @@ def _arm64_hwcaps():
 def test_build_info_reports_the_build():
     info = posfast.build_info()
     assert info["version"] == posfast.__version__
-    assert info["format_version"] == _core.FORMAT_VERSION == 1
+    assert info["format_version"] == _core.FORMAT_VERSION == 2
     assert info["core"] == "compiled"
     assert info["machine"] == platform.machine()
     assert info["python"] == platform.python_version()
@@ -118,7 +118,7 @@ def test_installed_distribution_matches_the_package():
 
 def test_core_is_a_compiled_extension_of_this_interpreter():
     assert any(_core.__file__.endswith(suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES)
-    assert (_core.ROW_SIZE, _core.HEAD_SIZE, _core.DATA_OFFSET) == (104, 128, 8192)
+    assert (_core.ROW_SIZE, _core.HEAD_SIZE, _core.DATA_OFFSET) == (120, 128, 8192)
     assert posfast.RECORD_DTYPE.itemsize == _core.ROW_SIZE
 
 

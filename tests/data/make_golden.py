@@ -55,7 +55,7 @@ def build(path):
     from posfast import Journal, _core
 
     _core.Ring.create(path, CAPACITY, SLOT_SIZE, MAX_PAYLOAD, GOLDEN_JID.bytes, CREATED_US,
-                      DAY_OFFSET_MIN, DAY_START_MIN, 0)
+                      DAY_OFFSET_MIN, DAY_START_MIN, 0, 1)           # retention synced, format 1
     with Journal.open(path) as journal:
         for fields, payload in RECORDS:
             if fields.get("amount", 0) < 0:
@@ -73,7 +73,8 @@ def build(path):
         for seq in range(1, journal.head_seq + 1):
             rec = journal.get(seq)
             d = {k: (v.decode("ascii") if isinstance(v, bytes) else v)
-                 for k, v in rec.to_dict().items() if k != "payload"}
+                 for k, v in rec.to_dict().items()
+                 if k not in ("payload", "channel", "order_ref", "host_ref")}   # (format 2 fields)
             d["payload_hex"] = rec.payload.hex()
             d["link_hex"] = rec.link.hex()
             d["slot"] = journal._ring.slot_of(seq)

@@ -48,7 +48,7 @@ else:
 import numpy as np
 
 HEADER_COPY = _core.HEADER_COPY_SIZE
-HEADER = 128
+HEADER = 256        # a format-2 header copy (format 1 uses its first 128 bytes)
 FLAG_READONLY, FLAG_INDEX, FLAG_RAW, FLAG_APPEND, FLAG_RESEAL = 1, 2, 4, 8, 16
 _DIR = tempfile.mkdtemp(prefix="posfast-fuzz-",
                         dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
@@ -89,13 +89,15 @@ def reseal(journal_bytes):
     buf = bytearray(journal_bytes)
     for off in (0, HEADER_COPY):
         if len(buf) >= off + HEADER and buf[off:off + 8] == b"POSFJRNL":
-            struct.pack_into("<I", buf, off + 124, _core.crc32c(bytes(buf[off:off + 124])))
+            crc_at = 124 if struct.unpack_from("<I", buf, off + 8)[0] == 1 else 252
+            struct.pack_into("<I", buf, off + crc_at, _core.crc32c(bytes(buf[off:off + crc_at])))
     if len(buf) < HEADER or buf[:8] != b"POSFJRNL":
         return bytes(buf)
     slot_size, max_payload, capacity = struct.unpack_from("<IIQ", buf, 24)
     if not 128 <= slot_size <= 65536 or not 2 <= capacity <= 1 << 16:
         return bytes(buf)
     jid_crc = _core.crc32c(bytes(buf[40:56]))
+    version, = struct.unpack_from("<I", buf, 8)
     ring = 2 * HEADER_COPY
     slots = max(0, min(capacity, (len(buf) - ring) // slot_size))
     for slot in range(slots):
@@ -104,7 +106,7 @@ def reseal(journal_bytes):
         pos, = struct.unpack_from("<Q", buf, off + 16)
         if pos == 0 or (pos - 1) % capacity != slot or plen > max_payload:
             continue
-        length = 128 + plen
+        length = 128 + plen + (struct.unpack_from("<H", buf, off + 100)[0] if version >= 2 else 0)
         data = bytes(buf[off + 4:off + length])
         if len(data) < length - 4:             # wraps at the ring end (or the file is short)
             data += bytes(buf[ring:ring + length - 4 - len(data)])

@@ -17,7 +17,7 @@ from posfast import _core
 
 from conftest import (DATA_OFFSET, append_expected, assert_index_matches_scan, drop_without_close,
                       expected_dict, flip_byte, header_bytes, read_at, record_span, state_of,
-                      unpack_header, write_at)
+                      write_at)
 
 def build(make_journal, n=40, capacity=256, **kw):
     """A journal of n deterministic records written one append each, closed."""

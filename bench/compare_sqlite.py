@@ -22,8 +22,8 @@ mode (fsync: every append is on stable storage when it returns).
 
 Each ratio is sqlite3 / posfast, so > 1 means posfast is faster (or smaller).  The
 physical floor of a durable append is one pwrite of 128 bytes plus one fdatasync
-on a file preallocated the way posfast preallocates its ring (posix_fallocate),
-in the same directory.  Floor, posfast and SQLite durable appends run round-robin,
+at fresh positions of a file made by Journal.create (so preallocated exactly the way
+posfast preallocates its ring), in the same directory.  Floor, posfast and SQLite durable appends run round-robin,
 one of each at a time, so that a burst of disk load from elsewhere hits all three alike.
 Micro-operations report the median per operation over many repetitions, timed
 with time.perf_counter.  Open-to-first-query runs with the files in the page
@@ -348,9 +348,15 @@ def run(args):
         print("queries done  [%.1f s]" % (time.perf_counter() - t_start), flush=True)
 
         # ---------------- durable single appends, interleaved with the physical floor
-        fd = os.open(floor_path, os.O_RDWR | os.O_CREAT, 0o644)
-        os.posix_fallocate(fd, 0, 8192 + 128 * (extra + 1))
-        os.fsync(fd)
+        # The floor writes into a file made by Journal.create itself (then closed and written
+        # raw), so that its blocks are allocated exactly as posfast's ring is: fresh positions
+        # of the same kind of file, whatever create does (posix_fallocate alone left unwritten
+        # extents, whose first write costs an extent conversion in the fdatasync).
+        Journal.create(floor_path, capacity=extra + 1, slot_size=128, durability="fsync",
+                       day_rule=DAY_RULE).close()
+        if os.path.exists(floor_path + ".idx"):
+            os.unlink(floor_path + ".idx")
+        fd = os.open(floor_path, os.O_RDWR)
         ts_next = int(cols["ts"][-1]) + 1_000_000
         slot = [0]
 

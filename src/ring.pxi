@@ -419,6 +419,16 @@ cdef class Ring:
                         raise IOFailure(err, "posfast: cannot write the header of %s: %s"
                                         % (path, _os.strerror(err)))
                     done += <size_t>r
+            # Write the zeros too (after the headers, so that a failed header write still
+            # reads as one): fallocate's blocks are unwritten extents, and an append that
+            # is the first write into a block would pay an extent conversion in its fdatasync.
+            with nogil:
+                r = pf_zero_fill(fd, PF_DATA_OFFSET, size)
+            if r != 0:
+                err = pf_errno()
+                raise IOFailure(err, "posfast: cannot write the %d zero-filled bytes of %s: %s; "
+                                "choose a smaller capacity or free storage"
+                                % (size - PF_DATA_OFFSET, path, _os.strerror(err)))
             if pf_fullsync(fd) != 0:
                 raise IOFailure(pf_errno(), "posfast: cannot sync new journal %s" % (path,))
         except BaseException:

@@ -508,6 +508,7 @@ CREATE_FAULTS = [
     ("fallocate:5:1:once", "cannot allocate"),
     ("pwrite:5:1:once", "cannot write the header"),
     ("pwrite:28:2:once", "cannot write the header"),
+    ("pwrite:28:3:once", "zero-filled"),         # the zeros written over the slots
     ("fsync:5:1:once", "cannot sync new journal"),
 ]
 

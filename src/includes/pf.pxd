@@ -54,6 +54,7 @@ cdef extern from "pf_io.h" nogil:
     int pf_datasync(int fd)
     int pf_fullsync(int fd)
     int pf_allocate(int fd, uint64_t size)
+    int pf_zero_fill(int fd, uint64_t off, uint64_t end)
     long long pf_file_size(int fd)
     void *pf_map(int fd, size_t len)
     int pf_unmap(void *addr, size_t len)

@@ -652,7 +652,7 @@ def run(args):
                         j.close()
                         for suffix in ("", ".idx"):
                             os.unlink(pf_path + suffix)
-                    j = Journal.create(pf_path, capacity=n + extra, slot_size=128,
+                    j = Journal.create(pf_path, capacity=n + extra, slot_size=192,   # (format 2: client_ref in the extension)
                                        durability="fsync", day_rule=DAY_RULE)
                     gc.disable()
                     t0 = time.perf_counter()

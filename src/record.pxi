@@ -2,6 +2,10 @@
 # row layout of RECORD_DTYPE (PFW_*), the hash-chain link, and the Record object.
 
 ROW_SIZE = PFW_SIZE
+# Stack buffers in the .pxi files are sized with these literals (Cython cannot size a C array
+# by an extern constant): a layout change that forgets one fails here, at import, not on the stack.
+if (PFW_SIZE, PFR_HEAD_SIZE, PFH2_SIZE, PF_MAX_EXT) != (120, 128, 256, 255):
+    raise ImportError("posfast._core: buffer sizes out of step with pf_format.h")
 HEAD_SIZE = PFR_HEAD_SIZE
 LINK_SIZE = PF_LINK_SIZE
 FORMAT_VERSION = PF_FORMAT_VERSION

@@ -1455,7 +1455,7 @@ cdef class Ring:
         """The Record of a live seq; KeyError if not live, CorruptRecord if damaged."""
         cdef uint64_t pos
         cdef int r
-        cdef uint8_t row[104]   # PFW_SIZE
+        cdef uint8_t row[120]   # PFW_SIZE
         if self.fd < 0:
             raise JournalClosed("posfast: journal %s is closed" % (self.path,))
         if seq < self.oldest_seq or seq > self.head_seq or seq == 0:

@@ -31,6 +31,14 @@ def reader(tmp_path_factory):
         pytest.skip("gcc is not installed: the C reader of FORMAT.md (tests/c/pf_reader.c) "
                     "cannot be compiled")
     out = str(tmp_path_factory.mktemp("reader") / "pf_reader")
+    probe = out + "-probe.c"
+    with open(probe, "w") as f:
+        f.write("int main(void) { return 0; }\n")
+    tried = subprocess.run([gcc, probe, "-o", out + "-probe"], capture_output=True, text=True)
+    if tried.returncode != 0:
+        # (.ci/wheel-check runs the suite where every compiler is a stub, as on a terminal)
+        pytest.skip("no working C compiler here (%s): the C reader of FORMAT.md cannot be built"
+                    % (tried.stderr.strip().splitlines() or ["gcc failed"])[0])
     subprocess.run([gcc, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror",
                     "-I" + SRC, os.path.join(HERE, "c", "pf_reader.c"),
                     os.path.join(SRC, "pf_crc32c.c"), os.path.join(SRC, "pf_sha256.c"),

@@ -37,9 +37,11 @@ cdef inline const uint8_t *_ext_field(const uint8_t *ext, uint32_t ext_len, int 
     return NULL
 
 
-cdef inline void _decode_head(const uint8_t *head, const uint8_t *ext, uint8_t *row,
-                              uint32_t version, int32_t offset_min, int32_t start_min) noexcept nogil:
-    # `ext`: the record's extension bytes (v2), contiguous, ext_len of them (NULL if none).
+cdef inline void _decode_head(const uint8_t *head, const uint8_t *ext, uint32_t ext_len,
+                              uint8_t *row, uint32_t version, int32_t offset_min,
+                              int32_t start_min) noexcept nogil:
+    # `ext`: the record's extension bytes (v2), contiguous, ext_len of them (NULL if none);
+    # the caller read and bounded ext_len once (the head may change under a reader).
     cdef int64_t ts = <int64_t>pf_ld64(head + PFR_TS)
     cdef const uint8_t *ref
     cdef uint32_t ref_len = 0
@@ -67,9 +69,9 @@ cdef inline void _decode_head(const uint8_t *head, const uint8_t *ext, uint8_t *
     memcpy(row + PFW_DAY, head + PFR2_DAY, 4)
     memcpy(row + PFW_CHANNEL, head + PFR2_CHANNEL, PF_CHANNEL_SIZE)
     memset(row + PFW_CLIENT_REF, 0, 16)
-    row[PFW_EXT_LEN] = <uint8_t>pf_ld16(head + PFR2_EXT_LEN)
+    row[PFW_EXT_LEN] = <uint8_t>ext_len
     if ext != NULL:
-        ref = _ext_field(ext, pf_ld16(head + PFR2_EXT_LEN), PF_EXT_CLIENT_REF, &ref_len)
+        ref = _ext_field(ext, ext_len, PF_EXT_CLIENT_REF, &ref_len)
         if ref != NULL and ref_len <= 16:
             memcpy(row + PFW_CLIENT_REF, ref, ref_len)
 

@@ -723,7 +723,7 @@ cdef class Ring:
         cdef uint64_t slot = (pos - 1) % self.capacity
         cdef const uint8_t *h
         cdef uint64_t length, nslots
-        cdef uint32_t plen
+        cdef uint32_t plen, elen
         if slot >= self.avail_slots:
             return CHK_OUTSIDE
         h = self._slot_ptr(slot)
@@ -733,9 +733,12 @@ cdef class Ring:
                 or pos > (<uint64_t>1 << 62):
             return CHK_NOT_HEAD
         plen = pf_ld16(h + PFR_PAYLOAD_LEN)
-        if plen > self.max_payload or self._ext_len(h) > PF_MAX_EXT:
+        elen = self._ext_len(h)         # (read once: a reader's writer may change it meanwhile)
+        if plen > self.max_payload or elen > PF_MAX_EXT:
             return CHK_LENGTH
-        length = PFR_HEAD_SIZE + plen + self._ext_len(h)
+        length = PFR_HEAD_SIZE + plen + elen
+        if length > self.capacity * self.slot_size:
+            return CHK_LENGTH           # (no record is larger than the ring)
         nslots = _ceil_div(length, self.slot_size)
         if nslots > 1 and ((slot + nslots > self.capacity and self.avail_slots < self.capacity)
                            or (slot + nslots <= self.capacity and slot + nslots > self.avail_slots)):
@@ -1379,6 +1382,8 @@ cdef class Ring:
         cdef uint8_t tmp[256]   # PF_MAX_EXT + 1
         cdef const uint8_t *ext = NULL
         cdef uint64_t ring_bytes, start, first
+        if elen > PF_MAX_EXT:
+            elen = 0            # overwritten meanwhile (a reader): the caller's re-check drops it
         if elen:
             ring_bytes = self.capacity * self.slot_size
             start = ((pos - 1) % self.capacity) * self.slot_size + PFR_HEAD_SIZE
@@ -1391,7 +1396,7 @@ cdef class Ring:
                 memcpy(tmp, self.map + PF_DATA_OFFSET + start, first)
                 memcpy(tmp + first, self.map + PF_DATA_OFFSET, elen - first)
                 ext = tmp
-        _decode_head(h, ext, row, self.version, self.day_offset_min, self.day_start_min)
+        _decode_head(h, ext, elen, row, self.version, self.day_offset_min, self.day_start_min)
 
     cdef bytes _ext_at(self, uint64_t pos):
         cdef const uint8_t *h = self._head_of(pos)
@@ -1399,8 +1404,8 @@ cdef class Ring:
         cdef uint64_t ring_bytes = self.capacity * self.slot_size
         cdef uint64_t start = ((pos - 1) % self.capacity) * self.slot_size + PFR_HEAD_SIZE
         cdef uint64_t first
-        if elen == 0:
-            return b""
+        if elen == 0 or elen > PF_MAX_EXT or PFR_HEAD_SIZE + elen > ring_bytes:
+            return b""          # (bounded: a reader's writer may overwrite the slot meanwhile)
         if start >= ring_bytes:
             start -= ring_bytes
         first = elen if start + elen <= ring_bytes else ring_bytes - start
@@ -1427,14 +1432,16 @@ cdef class Ring:
     cdef bytes _payload_at(self, uint64_t pos):
         cdef uint64_t slot = (pos - 1) % self.capacity
         cdef const uint8_t *h = self._slot_ptr(slot)
+        # The lengths are read once and bounded: on a read-only handle the writer may overwrite
+        # the slot between the caller's check and this copy (the caller checks again after).
         cdef uint64_t plen = pf_ld16(h + PFR_PAYLOAD_LEN)
+        cdef uint64_t elen = self._ext_len(h)
         cdef uint64_t ring_bytes = self.capacity * self.slot_size
-        cdef uint64_t start = slot * self.slot_size + PFR_HEAD_SIZE + self._ext_len(h)
-        cdef uint64_t first
-        if plen == 0:
+        cdef uint64_t start, first
+        if plen == 0 or plen > self.max_payload or elen > PF_MAX_EXT \
+                or PFR_HEAD_SIZE + elen + plen > ring_bytes:
             return b""
-        if start >= ring_bytes:
-            start -= ring_bytes
+        start = (slot * self.slot_size + PFR_HEAD_SIZE + elen) % ring_bytes
         first = plen if start + plen <= ring_bytes else ring_bytes - start
         if first == plen:
             return PyBytes_FromStringAndSize(<const char *>self.map + PF_DATA_OFFSET + start, plen)
@@ -1475,12 +1482,17 @@ cdef class Ring:
                                    CAUSES[r]))
         self._decode_at(pos, row)
         ext = self._ext_at(pos)
+        order_ref = host_ref = ""
         if ext:
-            _, order_ref, host_ref = decode_ext(ext)
-            order_ref = order_ref.decode("utf-8", "replace")
-            host_ref = host_ref.decode("utf-8", "replace")
-        else:
-            order_ref = host_ref = ""
+            try:
+                _, order_ref, host_ref = decode_ext(ext)
+                order_ref = order_ref.decode("utf-8", "replace")
+                host_ref = host_ref.decode("utf-8", "replace")
+            except ValueError as exc:
+                if not self.writable and self._check_at(pos, seq) != CHK_OK:
+                    raise KeyError(seq)     # overwritten by the writer while we copied it: gone
+                raise CorruptRecord("posfast: record seq %d of %s has an extension posfast never "
+                                    "writes (%s); run `posfast verify`" % (seq, self.path, exc))
         rec = Record._from_row(row, self._payload_at(pos),
                                PyBytes_FromStringAndSize(<const char *>self._head_of(pos) + PFR_LINK, 16),
                                False, order_ref, host_ref)

@@ -1,5 +1,6 @@
 """Shared helpers of the core tests: file surgery on ring files and the brute-force
 index check.  (Fixtures here are opt-in; nothing is autouse.)"""
+import os
 import shutil
 import struct
 import uuid
@@ -34,6 +35,21 @@ def record_span(journal, seq):
     ring_bytes = journal.capacity * journal.slot_size
     start = slot * journal.slot_size
     return [DATA_OFFSET + (start + i) % ring_bytes for i in range(HEAD + plen)]
+
+
+def data_script(name):
+    """The tests/data script `name` (make_golden, make_golden_v2) loaded as a module."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def file_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def read_at(path, offset, n):

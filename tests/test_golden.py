@@ -2,7 +2,6 @@
 opening with every field intact, and its bytes must keep meaning what pf_format.h
 says they mean (decoded here with struct, independently of the core)."""
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -14,17 +13,12 @@ import pytest
 import posfast
 from posfast import _core
 
+from conftest import data_script, file_bytes
+
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 GOLDEN = os.path.join(DATA, "golden_v1.pfj")
 GOLDEN_SHA256 = "95e85fc80c72a04a4c2711b4b4482b861e5b8daa09a56c5399b59be8027fbc2c"
 TEXT = ("client_ref", "pan_last4", "auth_code", "rrn")
-
-
-def load_make_golden():
-    spec = importlib.util.spec_from_file_location("make_golden", os.path.join(DATA, "make_golden.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +34,12 @@ def golden_copy(tmp_path):
     return path
 
 
-def raw(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def business_day(ts, offset_min=480, start_min=240):
     return (ts + (offset_min - start_min) * 60_000_000) // 86_400_000_000
 
 
 def test_golden_file_is_the_committed_one():
-    assert hashlib.sha256(raw(GOLDEN)).hexdigest() == GOLDEN_SHA256
+    assert hashlib.sha256(file_bytes(GOLDEN)).hexdigest() == GOLDEN_SHA256
     assert os.path.getsize(GOLDEN) == 8192 + 64 * 128
 
 
@@ -90,14 +79,14 @@ def test_every_record_reads_back_field_by_field(golden_copy, want):
         assert j.query(terminal=5)["seq"].tolist() == [5, 6]
         report = j.verify()
         assert report.ok and report.checked == 6
-    assert hashlib.sha256(raw(GOLDEN)).hexdigest() == GOLDEN_SHA256    # the original untouched
+    assert hashlib.sha256(file_bytes(GOLDEN)).hexdigest() == GOLDEN_SHA256    # the original untouched
 
 
 HEADER = struct.Struct("<8sIIQIIQ16sqiiIIQ")     # magic .. sync watermark, offsets 0..87
 
 
 def test_raw_header_copies_decode_little_endian(golden_copy, want):
-    data = raw(golden_copy)
+    data = file_bytes(golden_copy)
     generations = []
     for copy in (0, 1):
         block = data[copy * 4096:copy * 4096 + 128]
@@ -121,7 +110,7 @@ RECORD_HEAD = struct.Struct("<IHHQQqIBBBBH4s6sIqQQI12s16s16s")        # pf_forma
 
 def test_raw_records_decode_at_the_documented_offsets(golden_copy, want):
     assert RECORD_HEAD.size == 128
-    data = raw(golden_copy)
+    data = file_bytes(golden_copy)
     jid = uuid.UUID(want["journal_id"]).bytes
     prev_link = hashlib.sha256(b"posfast-chain-v1" + jid).digest()[:16]
     position = 1
@@ -156,10 +145,10 @@ def test_raw_records_decode_at_the_documented_offsets(golden_copy, want):
 
 
 def test_make_golden_reproduces_the_file(tmp_path, want):
-    module = load_make_golden()
+    module = data_script("make_golden")
     path = str(tmp_path / "again.pfj")
     assert module.build(path) == want
-    assert raw(path) == raw(GOLDEN)
+    assert file_bytes(path) == file_bytes(GOLDEN)
 
 
 def test_a_writable_copy_carries_on(golden_copy):
@@ -169,4 +158,4 @@ def test_a_writable_copy_carries_on(golden_copy):
         j.set_sync_watermark(6)
     with posfast.Journal.open(golden_copy, readonly=True) as j:
         assert j.head_seq == 7 and j.sync_watermark == 6 and j.verify().ok
-    assert hashlib.sha256(raw(GOLDEN)).hexdigest() == GOLDEN_SHA256
+    assert hashlib.sha256(file_bytes(GOLDEN)).hexdigest() == GOLDEN_SHA256

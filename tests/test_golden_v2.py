@@ -2,7 +2,6 @@
 opening with every field intact, and its bytes must keep meaning what FORMAT.md and
 pf_format.h say they mean (decoded here with struct, independently of the core)."""
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -14,19 +13,13 @@ import pytest
 import posfast
 from posfast import _core
 
+from conftest import data_script, file_bytes
+
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 GOLDEN = os.path.join(DATA, "golden_v2.pfj")
 GOLDEN_SHA256 = "5c9d9d2707a84b53e13c101847e296e4e8c9a17db47a0ceab8e0cd5d66065411"
 TEXT = ("client_ref", "pan_last4", "auth_code", "rrn")
 SKIP = ("payload_hex", "link_hex", "slot", "position")
-
-
-def load_make_golden_v2():
-    spec = importlib.util.spec_from_file_location("make_golden_v2",
-                                                  os.path.join(DATA, "make_golden_v2.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +35,8 @@ def golden_copy(tmp_path):
     return path
 
 
-def raw(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def test_golden_file_is_the_committed_one():
-    assert hashlib.sha256(raw(GOLDEN)).hexdigest() == GOLDEN_SHA256
+    assert hashlib.sha256(file_bytes(GOLDEN)).hexdigest() == GOLDEN_SHA256
     assert os.path.getsize(GOLDEN) == 8192 + 32 * 128
 
 
@@ -95,7 +83,7 @@ def test_every_record_reads_back_field_by_field(golden_copy, want):
         assert j.query(terminal=5)["seq"].tolist() == [5, 6]
         report = j.verify()
         assert report.ok and report.checked == 6
-    assert hashlib.sha256(raw(GOLDEN)).hexdigest() == GOLDEN_SHA256    # the original untouched
+    assert hashlib.sha256(file_bytes(GOLDEN)).hexdigest() == GOLDEN_SHA256    # the original untouched
 
 
 HEADER = struct.Struct("<8sIIQIIQ16sqiiIIQ32sQQQ16sII16sQ")   # FORMAT.md header, offsets 0..191
@@ -103,7 +91,7 @@ HEADER = struct.Struct("<8sIIQIIQ16sqiiIIQ32sQQQ16sII16sQ")   # FORMAT.md header
 
 def test_raw_header_copies_decode_little_endian(golden_copy, want):
     assert HEADER.size == 192
-    data = raw(golden_copy)
+    data = file_bytes(golden_copy)
     copies = []
     for copy in (0, 1):
         block = data[copy * 4096:copy * 4096 + 256]
@@ -148,7 +136,7 @@ def ext_fields(ext):
 
 def test_raw_records_decode_at_the_documented_offsets(golden_copy, want):
     assert RECORD_HEAD.size == 128
-    data = raw(golden_copy)
+    data = file_bytes(golden_copy)
     jid = uuid.UUID(want["journal_id"]).bytes
     prev_link = hashlib.sha256(b"posfast-chain-v1" + jid).digest()[:16]
     position = 1
@@ -188,10 +176,10 @@ def test_raw_records_decode_at_the_documented_offsets(golden_copy, want):
 
 
 def test_make_golden_v2_reproduces_the_file(tmp_path, want):
-    module = load_make_golden_v2()
+    module = data_script("make_golden_v2")
     path = str(tmp_path / "again.pfj")
     assert module.build(path) == want
-    assert raw(path) == raw(GOLDEN)
+    assert file_bytes(path) == file_bytes(GOLDEN)
     assert not os.path.exists(path + ".idx")
 
 
@@ -203,4 +191,4 @@ def test_a_writable_copy_carries_on(golden_copy):
         j.set_sync_watermark(6)
     with posfast.Journal.open(golden_copy, readonly=True) as j:
         assert j.head_seq == 7 and j.sync_watermark == 6 and j.verify().ok
-    assert hashlib.sha256(raw(GOLDEN)).hexdigest() == GOLDEN_SHA256
+    assert hashlib.sha256(file_bytes(GOLDEN)).hexdigest() == GOLDEN_SHA256

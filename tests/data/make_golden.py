@@ -50,6 +50,20 @@ def _append_as_0_1_0(journal, fields, payload):
     journal._append_rows(row, [payload] if payload else None)
 
 
+def record_entry(journal, seq, drop=(), position=False):
+    """What a golden file's JSON says of record `seq`: its fields (text as str), payload and
+    link in hex, its slot (and, with `position`, its slot position)."""
+    rec = journal.get(seq)
+    d = {k: (v.decode("ascii") if isinstance(v, bytes) else v)
+         for k, v in rec.to_dict().items() if k != "payload" and k not in drop}
+    d["payload_hex"] = rec.payload.hex()
+    d["link_hex"] = rec.link.hex()
+    d["slot"] = journal._ring.slot_of(seq)
+    if position:
+        d["position"] = journal._ring.position_of(seq)
+    return d
+
+
 def build(path):
     """Create the golden journal at `path` (which must not exist)."""
     from posfast import Journal, _core
@@ -71,14 +85,9 @@ def build(path):
             "records": [],
         }
         for seq in range(1, journal.head_seq + 1):
-            rec = journal.get(seq)
-            d = {k: (v.decode("ascii") if isinstance(v, bytes) else v)
-                 for k, v in rec.to_dict().items()
-                 if k not in ("payload", "channel", "order_ref", "host_ref")}   # (format 2 fields)
-            d["payload_hex"] = rec.payload.hex()
-            d["link_hex"] = rec.link.hex()
-            d["slot"] = journal._ring.slot_of(seq)
-            expected["records"].append(d)
+            # (format 2's fields are not part of this format-1 file's expectations)
+            expected["records"].append(record_entry(journal, seq,
+                                                    drop=("channel", "order_ref", "host_ref")))
     for suffix in (".idx",):
         if os.path.exists(path + suffix):
             os.unlink(path + suffix)

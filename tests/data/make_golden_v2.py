@@ -14,6 +14,9 @@ import os
 import sys
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_golden import record_entry  # noqa: E402  (the JSON of a record, as for format 1)
+
 GOLDEN_JID = uuid.UUID("0badc0de-f00d-4e11-9a55-7e57da7a0002")
 CREATED_US = 1_795_000_000_000_000          # 2026-11-18 UTC; records are of the 22nd and 23rd
 CAPACITY, SLOT_SIZE, MAX_PAYLOAD = 32, 128, 1024
@@ -68,14 +71,7 @@ def build(path):
             "records": [],
         }
         for seq in range(1, journal.head_seq + 1):
-            rec = journal.get(seq)
-            d = {k: (v.decode("ascii") if isinstance(v, bytes) else v)
-                 for k, v in rec.to_dict().items() if k != "payload"}
-            d["payload_hex"] = rec.payload.hex()
-            d["link_hex"] = rec.link.hex()
-            d["slot"] = journal._ring.slot_of(seq)
-            d["position"] = journal._ring.position_of(seq)
-            expected["records"].append(d)
+            expected["records"].append(record_entry(journal, seq, position=True))
     for suffix in (".idx",):
         if os.path.exists(path + suffix):
             os.unlink(path + suffix)

@@ -327,3 +327,24 @@ def test_get_of_a_seq_not_in_the_journal_is_a_key_error(make_journal, seq):
     j.append(terminal=1, kind="sale", amount=1)
     with pytest.raises(KeyError):
         j.get(seq)
+
+
+def test_bulk_client_refs_are_stored_as_single_appends_store_them(make_journal):
+    """append_many builds the extensions of client_ref-only records at once; they must be the
+    bytes encode_ext makes for append one by one (same reads, a chain that verifies), with and
+    without payloads."""
+    bulk = make_journal(capacity=512)
+    one = make_journal(capacity=512, path=bulk.path + "-one.pfj")
+    refs = [b"", b"k", b"order-%04d" % 7, b"x" * 16, b"", b"ab"]
+    payloads = [b"", b"p" * 3, b"", b"q" * 200, b"r", b""]
+    for pays in (None, payloads):
+        first = bulk.append_many({"terminal": 1, "kind": "note", "client_ref": refs}, pays)
+        for i, ref in enumerate(refs):
+            one.append(payload=pays[i] if pays else b"", terminal=1, kind="note", client_ref=ref)
+        exts = bulk._ring.exts(np.arange(first[0], first[-1] + 1, dtype=np.uint64))
+        assert exts == [posfast._core.encode_ext(ref) for ref in refs]
+        for seq in first:
+            a, b = bulk.get(seq), one.get(seq)
+            assert (a.client_ref, a.payload) == (b.client_ref, b.payload) == (
+                refs[seq - first[0]], pays[seq - first[0]] if pays else b"")
+    assert bulk.verify().ok and one.verify().ok

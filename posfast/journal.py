@@ -673,6 +673,15 @@ class Journal:
         payload; ext_lens is None when no record has an extension."""
         ring = self._ring
         n = len(rows)
+        if n == 1 and ring.version >= 2:        # one record (append): no arrays to build
+            client = bytes(rows["client_ref"][0])
+            ext = _core.encode_ext(client, refs[0][0], refs[1][0]) if refs else \
+                _core.encode_ext(client) if client else b""
+            body = ext + payloads[0] if payloads else ext
+            if not body:
+                return None, None, None
+            return (body, np.array([len(body)], dtype=np.uint64),
+                    np.array([len(ext)], dtype=np.uint16) if ext else None)
         with_client = rows["client_ref"] != b""
         with_refs = None
         if refs is not None:
@@ -690,13 +699,16 @@ class Journal:
                 return None, None, None
             return (b"".join(payloads), np.fromiter(map(len, payloads), dtype=np.uint64, count=n),
                     None)
-        if with_refs is not None:
-            # records with order or host references: each extension encoded on its own
+        if with_refs is not None or n < 64:
+            # records with order or host references, and small appends: each extension
+            # encoded on its own
             bodies = list(payloads) if payloads else [b""] * n
             ext_lens = np.zeros(n, dtype=np.uint16)
             client = rows["client_ref"]
-            for i in np.flatnonzero(with_client | with_refs).tolist():
-                ext = _core.encode_ext(bytes(client[i]), refs[0][i], refs[1][i])
+            either = with_client if with_refs is None else with_client | with_refs
+            for i in np.flatnonzero(either).tolist():
+                ext = _core.encode_ext(bytes(client[i]), refs[0][i] if refs else b"",
+                                       refs[1][i] if refs else b"")
                 ext_lens[i] = len(ext)
                 bodies[i] = ext + bodies[i]
             return (b"".join(bodies), np.fromiter(map(len, bodies), dtype=np.uint64, count=n),

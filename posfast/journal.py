@@ -674,9 +674,9 @@ class Journal:
         ring = self._ring
         n = len(rows)
         if n == 1 and ring.version >= 2:        # one record (append): no arrays to build
-            client = bytes(rows["client_ref"][0])
-            ext = _core.encode_ext(client, refs[0][0], refs[1][0]) if refs else \
-                _core.encode_ext(client) if client else b""
+            key = bytes(rows["client_ref"][0])
+            ext = _core.encode_ext(key, refs[0][0], refs[1][0]) if refs else \
+                _core.encode_ext(key) if key else b""
             body = ext + payloads[0] if payloads else ext
             if not body:
                 return None, None, None

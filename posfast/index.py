@@ -218,6 +218,28 @@ class Index:
         self.blobs[name] = data
         return data
 
+    def add_one(self, seq: int, day: int, terminal: int, kind: int) -> None:
+        """Index one appended record (the single-append path: no arrays, no loop)."""
+        self.dirty = True
+        # dict.get: the bitmap if it is loaded (the usual case), else _Family's own get
+        bitmap = dict.get(self.by_day, day) or self.by_day.get(day)
+        if bitmap is None:
+            bitmap = self.by_day[day] = BitMap64()
+        bitmap.add(seq)
+        bitmap = dict.get(self.by_terminal, terminal) or self.by_terminal.get(terminal)
+        if bitmap is None:
+            bitmap = self.by_terminal[terminal] = BitMap64()
+        bitmap.add(seq)
+        bitmap = dict.get(self.by_kind, kind) or self.by_kind.get(kind)
+        if bitmap is None:
+            bitmap = self.by_kind[kind] = BitMap64()
+        bitmap.add(seq)
+        newest = self.newest
+        if seq > newest.get((terminal, kind), 0):
+            newest[(terminal, kind)] = seq
+        if seq > newest.get((terminal, None), 0):
+            newest[(terminal, None)] = seq
+
     def add_rows(self, rows: np.ndarray) -> None:
         """Index decoded rows (RECORD_DTYPE with seq set)."""
         n = len(rows)
@@ -226,13 +248,8 @@ class Index:
         self.dirty = True
         seqs = rows["seq"]
         if n == 1:
-            seq = int(seqs[0])
-            terminal, kind = int(rows["terminal"][0]), int(rows["kind"][0])
-            self.by_day.setdefault(int(rows["day"][0]), BitMap64()).add(seq)
-            self.by_terminal.setdefault(terminal, BitMap64()).add(seq)
-            self.by_kind.setdefault(kind, BitMap64()).add(seq)
-            self.newest[(terminal, kind)] = max(seq, self.newest.get((terminal, kind), 0))
-            self.newest[(terminal, None)] = max(seq, self.newest.get((terminal, None), 0))
+            self.add_one(int(seqs[0]), int(rows["day"][0]), int(rows["terminal"][0]),
+                         int(rows["kind"][0]))
             return
         ascending = bool((seqs[1:] > seqs[:-1]).all())
         _add_grouped(self.by_day, rows["day"], seqs, ascending)

@@ -32,9 +32,18 @@ from .dayclose import DayBook, DayClose
 from .payments import Payments
 from .storage import Problem
 from .records import (IS_PAYMENT_KIND, PAYMENT_KIND_VALUES, RECORD_DTYPE, DayRule, Flag, Kind,
-                      State, day_number, day_to_date, make_row, make_rows, now_us, to_us)
+                      State, day_number, day_to_date, make_rows, now_us, pack_row, row_values,
+                      to_us, unpack_row)
 from .totals import DayTotals, Totals
-from .records import check_payload, check_payloads, check_ref
+from .records import TS_FUTURE_US, TS_MIN_US, ENUM_NAMES, check_payload, check_payloads, check_ref
+
+# positions of RECORD_DTYPE's fields in a row's values (`row_values`)
+_SEQ, _TXN_ID, _DAY, _TERMINAL, _KIND, _CLIENT_REF, _CHANNEL = (
+    (RECORD_DTYPE.names or ()).index(name) for name in ("seq", "txn_id", "day", "terminal",
+                                                        "kind", "client_ref", "channel"))
+_PAYMENT_KINDS = frozenset(int(k) for k in PAYMENT_KIND_VALUES)
+_core.set_field_tables(ENUM_NAMES["kind"], ENUM_NAMES["state"], ENUM_NAMES["method"],
+                       _PAYMENT_KINDS, TS_MIN_US, TS_FUTURE_US)
 
 _DURABILITY = {"none": _core.DURABILITY_NONE, "batch": _core.DURABILITY_BATCH,
                "fsync": _core.DURABILITY_FSYNC}
@@ -239,6 +248,10 @@ class Journal:
         self._mutex = threading.RLock()
         self.journal_id = uuid.UUID(bytes=ring.journal_id)
         self.day_rule = _day_rule_of(ring)
+        # how the core's single append finds the business day: a fixed rule's shift, or the
+        # zone rule's own day_number
+        self._day_args = (self.day_rule.day_shift, None) if not self.day_rule.tz_name else \
+            (0, self.day_rule.day_number)
         self.index = Index()
         self.index_problems = []  # why the index was found untrustworthy and rebuilt (status, verify)
         # day totals (posfast.totals): built from the records on the first totals() call, then
@@ -252,6 +265,7 @@ class Journal:
         self._repairs_noted = 0  # index positions the core found wrong, already reported
         self._repairs_at = 0
         self._saved_at = time.monotonic()
+        self._compact_gap = max(ring.capacity // 8, 1024)   # (Index.maybe_compact's rule)
         self._storage = _JournalStorage(self)   # what its parts see of it
         self._payments = Payments(self._storage)
         self._days = DayBook(self._storage)
@@ -629,13 +643,71 @@ class Journal:
         ...          currency=156, method="card", pan_last4="4242")
         1
         """
-        refs = None
+        order_ref = host_ref = b""
         if "order_ref" in fields or "host_ref" in fields:
-            refs = ([check_ref("order_ref", fields.pop("order_ref", None))],
-                    [check_ref("host_ref", fields.pop("host_ref", None))])
-        payload = check_payload(payload)
-        row = make_row(fields, self.day_rule)
-        return self._append_rows(row, [payload] if payload else None, refs)[0]
+            order_ref = check_ref("order_ref", fields.pop("order_ref", None))
+            host_ref = check_ref("host_ref", fields.pop("host_ref", None))
+        if type(payload) is not bytes or payload:
+            payload = check_payload(payload)
+        if self.on_evict is None:
+            # the common case, validated, packed and written in the core (fields.pxi); it
+            # declines anything else, which row_values then accepts or refuses
+            with self._mutex:
+                self._check_open()
+                ring = self._ring
+                got = ring.append_fields(fields, payload, order_ref, host_ref, *self._day_args)
+                if got is not None:
+                    # (the bookkeeping of _append_one, each step as cheap as it gets: this
+                    # runs right after the fdatasync, with cold caches)
+                    seq, day, terminal, kind, row = got
+                    index = self.index
+                    index.add_one(seq, day, terminal, kind)
+                    if ring.oldest_seq - index.compacted_below > self._compact_gap:
+                        index.compact(ring.oldest_seq)
+                    if self._totals is not None:
+                        self._totals.add_one(unpack_row(row), ring.oldest_seq)
+                    if seq - self._saved_head >= CHECKPOINT_RECORDS or \
+                            time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS:
+                        self._maybe_checkpoint()
+                    return seq
+        return self._append_one(row_values(fields, self.day_rule), payload, order_ref, host_ref)
+
+    def _append_one(self, values: list, payload: bytes, order_ref: bytes = b"",
+                    host_ref: bytes = b"") -> int:
+        """Append one record given as its validated RECORD_DTYPE values (`row_values`): the
+        path of a durable single append, with no arrays (the core packs, checks and writes
+        it; the index and the day totals take it as scalars)."""
+        ring = self._ring
+        key = values[_CLIENT_REF]
+        if ring.version >= 2:
+            ext = _core.encode_ext(key, order_ref, host_ref) if key or order_ref or host_ref \
+                else b""
+        elif order_ref or host_ref:
+            raise _v2_only(self.path, "order_ref or host_ref")
+        elif values[_CHANNEL]:
+            raise _v2_only(self.path, "a channel")
+        else:
+            ext = b""
+        body = ext + payload if ext else payload
+        with self._mutex:
+            self._check_open()
+            if self.on_evict is not None and ring.retention == _core.RETENTION_ARCHIVE:
+                last_evicted, _ = ring.plan(np.array([len(body)], dtype=np.uint32))
+                if last_evicted >= ring.oldest_seq:
+                    self.on_evict(ring.oldest_seq, min(last_evicted, ring.sync_watermark))
+            seq = ring.head_seq + 1
+            values[_SEQ] = seq
+            kind = values[_KIND]
+            if kind in _PAYMENT_KINDS and not values[_TXN_ID]:
+                values[_TXN_ID] = seq           # a payment's first record names it
+            got = ring.append_one(pack_row(values), body, len(ext))
+            assert got == seq
+            self.index.add_one(seq, values[_DAY], values[_TERMINAL], kind)
+            self.index.maybe_compact(ring.oldest_seq, ring.capacity)
+            if self._totals is not None:
+                self._totals.add_one(values, ring.oldest_seq)
+            self._maybe_checkpoint()
+            return seq
 
     def append_many(self, columns: dict, payloads: Sequence[bytes] | None = None) -> range:
         """Append many records from a dict of equal-length columns; returns their seq range.
@@ -673,15 +745,6 @@ class Journal:
         payload; ext_lens is None when no record has an extension."""
         ring = self._ring
         n = len(rows)
-        if n == 1 and ring.version >= 2:        # one record (append): no arrays to build
-            key = bytes(rows["client_ref"][0])
-            ext = _core.encode_ext(key, refs[0][0], refs[1][0]) if refs else \
-                _core.encode_ext(key) if key else b""
-            body = ext + payloads[0] if payloads else ext
-            if not body:
-                return None, None, None
-            return (body, np.array([len(body)], dtype=np.uint64),
-                    np.array([len(ext)], dtype=np.uint16) if ext else None)
         with_client = rows["client_ref"] != b""
         with_refs = None
         if refs is not None:

@@ -7,11 +7,13 @@ import bisect
 import datetime as _dt
 import enum
 import re
+import struct
 import threading
 from operator import index as operator_index
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterable, Optional, Tuple, TypeVar, Union
+from typing import (TYPE_CHECKING, Any, ClassVar, Dict, Iterable, Optional, Sequence, Tuple,
+                    TypeVar, Union)
 
 import numpy as np
 
@@ -370,7 +372,8 @@ def check_payload(payload: PayloadLike, where: str = "payload") -> bytes:
     """A payload as bytes (bytes, bytearray, memoryview; None = empty), refused when it is
     text or holds a card number."""
     payload = _payload_bytes(payload, where)
-    refuse_card_number(where, payload)
+    if payload:
+        refuse_card_number(where, payload)
     return payload
 
 
@@ -731,6 +734,12 @@ class DayRule:
             return self._zone
         return _dt.timezone(_dt.timedelta(minutes=self.offset_minutes))
 
+    @property
+    def day_shift(self) -> int:
+        """A fixed rule's (UTC offset - day start) in microseconds: its day_number is
+        (ts + day_shift) // one day.  (A time-zone rule's shift changes with the zone's.)"""
+        return self._shift
+
     def day_number(self, ts_us: int) -> int:
         """Business day (days since 1970-01-01) of a time in microseconds since the epoch."""
         return (int(ts_us) + self._shift) // 86_400_000_000      # (a time zone's: below)
@@ -1008,10 +1017,20 @@ _ROW_NAMES: Tuple[str, ...] = RECORD_DTYPE.names or ()
 _ROW_FIELDS: Dict[str, Any] = dict(RECORD_DTYPE.fields or {})
 _ROW_ORDER = {name: i for i, name in enumerate(_ROW_NAMES)}
 _ROW_ZERO = tuple(b"" if _ROW_FIELDS[name][0].kind == "S" else 0 for name in _ROW_NAMES)
+#: One RECORD_DTYPE row as a struct (the padding bytes are x): `pack_row`.
+_ROW_STRUCT = struct.Struct("<QqqQQiIIIHBBBB4s6s12s16sHBx10s6x")
+assert _ROW_STRUCT.size == RECORD_DTYPE.itemsize and RECORD_DTYPE.names == (
+    "seq", "ts", "amount", "txn_id", "ref_seq", "day", "terminal", "receipt_no", "operator",
+    "currency", "kind", "state", "method", "flags", "pan_last4", "auth_code", "rrn",
+    "client_ref", "payload_len", "ext_len", "channel")
+#: Each enum field's members by lower-case name (the usual spelling, looked up first; the
+#: core's fast path of one append takes them too).
+ENUM_NAMES = {name: {m.name.lower(): int(m) for m in cls} for name, cls in _ENUM_FIELDS.items()}
 
 
-def make_row(fields: dict, day_rule: DayRule) -> np.ndarray:
-    """Validate keyword fields of one record into a 1-row RECORD_DTYPE array."""
+def row_values(fields: dict, day_rule: DayRule) -> list:
+    """Validate keyword fields of one record into its values in RECORD_DTYPE order (what
+    `pack_row` packs): the single-append path, with no arrays."""
     if not _FIELD_SET.issuperset(fields):
         unknown = set(fields) - _FIELD_SET
         raise InvalidRecord("posfast: unknown record field(s) %s; fields are %s"
@@ -1022,12 +1041,15 @@ def make_row(fields: dict, day_rule: DayRule) -> np.ndarray:
         if value is None:
             continue
         if name in _ENUM_FIELDS:
-            value = int(_ENUM_FIELDS[name].coerce(value, name))
+            known = ENUM_NAMES[name].get(value) if type(value) is str else None
+            value = known if known is not None else int(_ENUM_FIELDS[name].coerce(value, name))
         elif name in _TEXT_FIELDS:
-            value = _text(name, value)
+            if type(value) is not bytes or len(value) > _TEXT_FIELDS[name] or \
+                    name == "pan_last4" or value.endswith(b"\0"):
+                value = _text(name, value)          # (plain short bytes are already right)
         elif name == "ts":
             value = ts = check_ts(to_us(value))
-        else:
+        elif type(value) is not int or not _INT_FIELDS[name][0] <= value <= _INT_FIELDS[name][1]:
             value = _integer(name, value)
         values[_ROW_ORDER[name]] = value
     if fields.get("kind") is None:
@@ -1038,7 +1060,22 @@ def make_row(fields: dict, day_rule: DayRule) -> np.ndarray:
     if ts is None:
         ts = values[_ROW_ORDER["ts"]] = now_us()
     values[_ROW_ORDER["day"]] = day_rule.day_number(ts)
-    return np.array([tuple(values)], dtype=RECORD_DTYPE)
+    return values
+
+
+def pack_row(values: Sequence) -> bytes:
+    """The RECORD_DTYPE bytes of one record's values (in RECORD_DTYPE order)."""
+    return _ROW_STRUCT.pack(*values)
+
+
+def unpack_row(row: bytes) -> tuple:
+    """The values (RECORD_DTYPE order) of one row's bytes: `pack_row` undone."""
+    return _ROW_STRUCT.unpack(row)
+
+
+def make_row(fields: dict, day_rule: DayRule) -> np.ndarray:
+    """Validate keyword fields of one record into a 1-row RECORD_DTYPE array."""
+    return np.frombuffer(bytearray(pack_row(row_values(fields, day_rule))), dtype=RECORD_DTYPE)
 
 
 def _first_bad_type(name, col, kinds):

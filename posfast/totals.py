@@ -67,7 +67,7 @@ from __future__ import annotations
 import datetime as _dt
 import heapq
 import struct
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -649,21 +649,34 @@ class DayTotals:
         if evict:
             self.note_oldest(oldest)
 
+    def add_one(self, values: Sequence, oldest: int) -> None:
+        """`add_rows` of one appended record given as its RECORD_DTYPE values in order (a
+        tuple or list, seq set): the single-append path, with no arrays."""
+        seq = values[0]
+        if oldest > self.oldest:
+            self.oldest = oldest
+        if seq > self.upto:
+            self.upto = seq
+        self._fold_one(values)
+        self.note_oldest(oldest)
+
+    def _fold_one(self, values: Sequence) -> None:
+        (seq, _ts, amount, txn, _ref, day, terminal, _rno, _op, currency, kind, state,
+         method, flags) = values[:14]
+        if not _IS_PAY[kind] or flags & _TRAINING:
+            return
+        rec = (seq, day, terminal, kind, state, method, currency, amount)
+        if seq == txn:
+            c = (day, terminal, kind, state, method, currency, amount, 1, seq, seq, day)
+            self._put(c, 1)
+            if state == _PENDING:
+                self._open[seq] = (rec,)
+        elif txn < seq:
+            self._outcomes({txn: [rec]}, seq)
+
     def _fold_rows(self, rows: np.ndarray) -> None:
-        n = len(rows)
-        if n == 1:
-            (seq, _ts, amount, txn, _ref, day, terminal, _rno, _op, currency, kind, state,
-             method, flags) = rows[0].item()[:14]
-            if not _IS_PAY[kind] or flags & _TRAINING:
-                return
-            rec = (seq, day, terminal, kind, state, method, currency, amount)
-            if seq == txn:
-                c = (day, terminal, kind, state, method, currency, amount, 1, seq, seq, day)
-                self._put(c, 1)
-                if state == _PENDING:
-                    self._open[seq] = (rec,)
-            elif txn < seq:
-                self._outcomes({txn: [rec]}, seq)
+        if len(rows) == 1:
+            self._fold_one(rows[0].item())
             return
         cols = _payment_cols(rows)
         if cols is not None:

@@ -3,7 +3,7 @@
 
 Services never import this module; they use posfast.Journal.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, INT64_MIN, INT64_MAX
 from libc.string cimport memcpy, memset, memcmp
 from libc.stdlib cimport malloc, calloc, free
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -16,4 +16,5 @@ from posfast.errors import (CorruptRecord, FormatVersionError, IOFailure, Journa
 
 include "checksum.pxi"
 include "record.pxi"
+include "fields.pxi"
 include "ring.pxi"

@@ -1115,21 +1115,24 @@ cdef class Ring:
         return q > pos + self.capacity
 
     # ------------------------------------------------------------------ append
-    def plan(self, const uint32_t[::1] payload_lens):
-        """Last seq that appending records with these body lengths (v2: extension + payload)
-        would evict (0 if none), and the slots they take."""
-        cdef uint64_t slots = 0, i, end, seq, p, last = 0
-        for i in range(<uint64_t>payload_lens.shape[0]):
-            slots += pf_record_slots(payload_lens[i], self.slot_size)
-        end = self.next_pos + slots
-        seq = self.oldest_seq
+    cdef uint64_t _last_evicted(self, uint64_t slots) noexcept nogil:
+        """Last seq that `slots` more slots would evict (0 if none)."""
+        cdef uint64_t end = self.next_pos + slots, seq = self.oldest_seq, p, last = 0
         while seq <= self.head_seq:
             p = self._pos(seq)
             if p != 0 and p + self.capacity >= end:
                 break
             last = seq
             seq += 1
-        return last, slots
+        return last
+
+    def plan(self, const uint32_t[::1] payload_lens):
+        """Last seq that appending records with these body lengths (v2: extension + payload)
+        would evict (0 if none), and the slots they take."""
+        cdef uint64_t slots = 0, i
+        for i in range(<uint64_t>payload_lens.shape[0]):
+            slots += pf_record_slots(payload_lens[i], self.slot_size)
+        return self._last_evicted(slots), slots
 
     def append(self, const uint8_t[:, ::1] rows, payload_buf=None, offsets=None, ext_lens=None):
         """Append rows (RECORD_DTYPE bytes) with optional payloads; returns the first new seq.
@@ -1143,56 +1146,138 @@ cdef class Ring:
         cdef uint64_t n = rows.shape[0]
         cdef const uint8_t[::1] pay
         cdef const uint64_t[::1] offs
-        cdef uint64_t i, j, k, seq, first_seq, plen, nsl, gslots, total_slots, last_evicted
-        cdef uint64_t gstart_pos, slot0, first_part, room, used, gfirst
-        cdef uint8_t *buf = NULL
-        cdef uint8_t *head
-        cdef const uint8_t *pp
-        cdef uint8_t prev_link[16]
-        cdef uint32_t crc
-        cdef int r
-        cdef bint has_payload = payload_buf is not None
-        cdef bint has_ext = ext_lens is not None
         cdef const uint16_t[::1] elens
-        cdef uint64_t elen, done_slots = 0
+        cdef const uint8_t *pay_p = NULL
+        cdef const uint64_t *offs_p = NULL
+        cdef const uint16_t *elens_p = NULL
         self._usable()
         if rows.shape[1] != PFW_SIZE:
             raise ValueError("rows must be RECORD_DTYPE (%d bytes each)" % PFW_SIZE)
         if n == 0:
             return self.head_seq + 1
-        import numpy
-        if has_payload:
+        if payload_buf is not None:
             pay = memoryview(payload_buf).cast("B") if len(payload_buf) else b"\0"
             offs = offsets
             if <uint64_t>offs.shape[0] != n + 1:
                 raise ValueError("offsets must have one entry more than rows")
-            lens = numpy.ascontiguousarray(numpy.diff(offsets), dtype=numpy.uint32)
-            if has_ext:
-                if self.version < 2:
-                    raise InvalidRecord("posfast: %s is a format-1 journal, which has no record "
-                                        "extension (order_ref, host_ref)" % (self.path,))
+            if offs[n] > <uint64_t>pay.shape[0]:
+                raise ValueError("offsets reach past the end of the bodies")
+            pay_p, offs_p = &pay[0], &offs[0]
+            if ext_lens is not None:
                 elens = ext_lens
                 if <uint64_t>elens.shape[0] != n:
                     raise ValueError("ext_lens must have one entry per row")
-            for i in range(n):
+                elens_p = &elens[0]
+        elif ext_lens is not None:
+            raise ValueError("ext_lens without bodies")
+        return self._append(&rows[0, 0], n, pay_p, offs_p, elens_p)
+
+    def append_one(self, const uint8_t[::1] row, body=None, uint16_t ext_len=0):
+        """Append one record (a RECORD_DTYPE row of bytes) whose body (v2: its extension of
+        `ext_len` bytes, then its payload) is `body`; returns its seq.  What `append` does for
+        one row, without arrays: the path of a durable single append."""
+        cdef const uint8_t[::1] pay
+        cdef uint64_t offs[2]
+        cdef const uint8_t *pay_p = NULL
+        self._usable()
+        if <uint64_t>row.shape[0] != PFW_SIZE:
+            raise ValueError("a row is RECORD_DTYPE (%d bytes)" % PFW_SIZE)
+        offs[0] = 0
+        offs[1] = 0
+        if body is not None and len(body):
+            pay = body
+            pay_p = &pay[0]
+            offs[1] = <uint64_t>pay.shape[0]
+        elif ext_len:
+            raise ValueError("ext_len without a body")
+        return self._append(&row[0], 1, pay_p, offs if pay_p != NULL else NULL,
+                            &ext_len if ext_len else NULL)
+
+    def append_fields(self, dict fields, bytes payload=b"", bytes order_ref=b"",
+                      bytes host_ref=b"", int64_t day_shift=0, day_of=None):
+        """Append one record from its keyword fields, validated and packed here (fields.pxi),
+        with `payload` (already checked) and the references (already checked); the business
+        day is (ts + day_shift) // one day, or day_of(ts) when given.  Returns (seq, day,
+        terminal, kind, row) -- the row as RECORD_DTYPE bytes -- or None when the fields are
+        not the common case, and nothing was written: then validate them in Python."""
+        cdef uint8_t row[120]       # PFW_SIZE
+        cdef uint8_t *body = NULL
+        cdef Py_ssize_t elen = 0, plen = len(payload), klen
+        cdef uint64_t seq
+        cdef uint64_t offs[2]
+        cdef uint16_t ext_len
+        self._usable()
+        if not _pack_fields(fields, row, day_shift, day_of):
+            return None
+        if self.version < 2 and (order_ref or host_ref or row[PFW_CHANNEL]):
+            return None             # (format 1 has no room for them: Python says so)
+        if len(order_ref) > PF_REF_SIZE or len(host_ref) > PF_REF_SIZE:
+            return None
+        body = <uint8_t *>malloc(2 * (16 + 2 + PF_REF_SIZE + 2) + plen + 1)
+        if body == NULL:
+            raise MemoryError()
+        try:
+            if self.version >= 2:
+                klen = 0
+                while klen < 16 and row[PFW_CLIENT_REF + klen]:
+                    klen += 1
+                elen = _put_tlv(body, PF_EXT_CLIENT_REF, row + PFW_CLIENT_REF, klen)
+                elen += _put_tlv(body + elen, PF_EXT_ORDER_REF,
+                                 <const uint8_t *>PyBytes_AS_STRING(order_ref), len(order_ref))
+                elen += _put_tlv(body + elen, PF_EXT_HOST_REF,
+                                 <const uint8_t *>PyBytes_AS_STRING(host_ref), len(host_ref))
+            if plen:
+                memcpy(body + elen, PyBytes_AS_STRING(payload), plen)
+            seq = self.head_seq + 1
+            pf_st64(row + PFW_SEQ, seq)
+            if _payment_kind[row[PFW_KIND]] and pf_ld64(row + PFW_TXN_ID) == 0:
+                pf_st64(row + PFW_TXN_ID, seq)      # a payment's first record names it
+            offs[0] = 0
+            offs[1] = <uint64_t>(elen + plen)
+            ext_len = <uint16_t>elen
+            self._append(row, 1, body if elen + plen else NULL, offs if elen + plen else NULL,
+                         &ext_len if elen else NULL)
+        finally:
+            free(body)
+        return (seq, <int32_t>pf_ld32(row + PFW_DAY), pf_ld32(row + PFW_TERMINAL),
+                row[PFW_KIND], PyBytes_FromStringAndSize(<char *>row, PFW_SIZE))
+
+    cdef uint64_t _append(self, const uint8_t *rows, uint64_t n, const uint8_t *pay,
+                          const uint64_t *offs, const uint16_t *elens) except 0:
+        """The append of `append` and `append_one`: n rows of PFW_SIZE bytes; bodies in `pay`
+        at `offs` (n + 1 offsets; NULL = none), extension lengths in `elens` (NULL = none)."""
+        cdef uint64_t i, j, k, seq, first_seq, plen, nsl, gslots, total_slots = 0, last_evicted
+        cdef uint64_t gstart_pos, slot0, first_part, room, used, gfirst, max_len = 0
+        cdef uint8_t *buf = NULL
+        cdef uint8_t *head
+        cdef uint8_t prev_link[16]
+        cdef uint32_t crc
+        cdef bint has_payload = offs != NULL
+        cdef bint has_ext = elens != NULL
+        cdef uint64_t elen, done_slots = 0
+        if has_ext and self.version < 2:
+            raise InvalidRecord("posfast: %s is a format-1 journal, which has no record "
+                                "extension (order_ref, host_ref)" % (self.path,))
+        for i in range(n):
+            plen = 0
+            if has_payload:
                 elen = elens[i] if has_ext else 0
                 if offs[i + 1] < offs[i] or elen > PF_MAX_EXT or elen > offs[i + 1] - offs[i]:
                     raise ValueError("record %d: body of %d bytes, extension of %d"
                                      % (i, offs[i + 1] - offs[i], elen))
-                if offs[i + 1] - offs[i] - elen > self.max_payload:
+                plen = offs[i + 1] - offs[i]
+                if plen - elen > self.max_payload:
                     raise InvalidRecord("posfast: payload of record %d is %d bytes; %s allows at most "
-                                        "%d (max_payload at create)" % (i, offs[i + 1] - offs[i] - elen,
-                                                                        self.path, self.max_payload))
-        else:
-            if has_ext:
-                raise ValueError("ext_lens without bodies")
-            lens = numpy.zeros(n, dtype=numpy.uint32)
-        if n and pf_record_slots(<uint32_t>lens.max(), self.slot_size) > self.capacity:
+                                        "%d (max_payload at create)" % (i, plen - elen, self.path,
+                                                                        self.max_payload))
+            max_len = max(max_len, plen)
+            total_slots += pf_record_slots(<uint32_t>plen, self.slot_size)
+        if pf_record_slots(<uint32_t>max_len, self.slot_size) > self.capacity:
             raise InvalidRecord("posfast: a record with %d payload bytes needs %d slots but %s has "
                                 "only %d; use a smaller payload" % (
-                                    lens.max(), pf_record_slots(<uint32_t>lens.max(), self.slot_size),
+                                    max_len, pf_record_slots(<uint32_t>max_len, self.slot_size),
                                     self.path, self.capacity))
-        last_evicted, total_slots = self.plan(lens)
+        last_evicted = self._last_evicted(total_slots)
         if self.next_pos + total_slots > (<uint64_t>1 << 62) + 1:
             # never reached by a real terminal; a crafted file could start there (found by
             # fuzzing), and heads past 2**62 do not count as records (see _check_at)
@@ -1260,7 +1345,7 @@ cdef class Ring:
                             break
                         head = buf + gslots * self.slot_size
                         memset(head, 0, nsl * self.slot_size)
-                        _encode_row(&rows[j, 0], head, self.version)
+                        _encode_row(rows + j * PFW_SIZE, head, self.version)
                         elen = elens[j] if has_ext else 0
                         pf_st64(head + PFR_SEQ, seq)
                         pf_st64(head + PFR_POS, gstart_pos + gslots)
@@ -1269,7 +1354,7 @@ cdef class Ring:
                             pf_st16(head + PFR2_EXT_LEN, <uint16_t>elen)
                         pf_st16(head + PFR_GROUP_OFF, <uint16_t>(seq - gfirst))
                         if plen:
-                            memcpy(head + PFR_HEAD_SIZE, &pay[offs[j]], plen)
+                            memcpy(head + PFR_HEAD_SIZE, pay + offs[j], plen)
                         _link_of(prev_link, head, head + PFR_HEAD_SIZE, plen, NULL, 0,
                                  head + PFR_LINK)
                         memcpy(prev_link, head + PFR_LINK, 16)

@@ -18,7 +18,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -35,12 +35,13 @@ from .records import (IS_PAYMENT_KIND, PAYMENT_KIND_VALUES, RECORD_DTYPE, DayRul
                       State, day_number, day_to_date, make_rows, now_us, pack_row, row_values,
                       to_us, unpack_row)
 from .totals import DayTotals, Totals
-from .records import TS_FUTURE_US, TS_MIN_US, ENUM_NAMES, check_payload, check_payloads, check_ref
+from .records import (ENUM_NAMES, ROW_INDEX, TS_FUTURE_US, TS_MIN_US, check_payload,
+                      check_payloads, check_ref)
 
 # positions of RECORD_DTYPE's fields in a row's values (`row_values`)
 _SEQ, _TXN_ID, _DAY, _TERMINAL, _KIND, _CLIENT_REF, _CHANNEL = (
-    (RECORD_DTYPE.names or ()).index(name) for name in ("seq", "txn_id", "day", "terminal",
-                                                        "kind", "client_ref", "channel"))
+    ROW_INDEX[name] for name in ("seq", "txn_id", "day", "terminal", "kind", "client_ref",
+                                 "channel"))
 _PAYMENT_KINDS = frozenset(int(k) for k in PAYMENT_KIND_VALUES)
 _core.set_field_tables(ENUM_NAMES["kind"], ENUM_NAMES["state"], ENUM_NAMES["method"],
                        _PAYMENT_KINDS, TS_MIN_US, TS_FUTURE_US)
@@ -173,6 +174,8 @@ class _JournalStorage:
         self.journal_id = journal._ring.journal_id
         self.readonly = journal.readonly
         self.day_rule = journal.day_rule
+        # the journal's own append (the payment path's appends: no second call layer)
+        self.append: Callable[..., int] = journal.append
 
     index = property(lambda self: self._journal.index)
     oldest_seq = property(lambda self: self._journal._ring.oldest_seq)
@@ -224,9 +227,6 @@ class _JournalStorage:
     def refs(self, seqs):
         return [_core.decode_ext(ext)[1:] if ext else (b"", b"") for ext in
                 self._journal._ring.exts(np.ascontiguousarray(seqs, dtype=np.uint64))]
-
-    def append(self, payload=b"", **fields):
-        return self._journal.append(payload, **fields)
 
     def distrust_index(self, why):
         self._journal._distrust_index(why)
@@ -666,6 +666,7 @@ class Journal:
                         index.compact(ring.oldest_seq)
                     if self._totals is not None:
                         self._totals.add_one(unpack_row(row), ring.oldest_seq)
+                    self._payments.appended(seq, row, order_ref, host_ref)
                     if seq - self._saved_head >= CHECKPOINT_RECORDS or \
                             time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS:
                         self._maybe_checkpoint()
@@ -700,8 +701,10 @@ class Journal:
             kind = values[_KIND]
             if kind in _PAYMENT_KINDS and not values[_TXN_ID]:
                 values[_TXN_ID] = seq           # a payment's first record names it
-            got = ring.append_one(pack_row(values), body, len(ext))
+            row = pack_row(values)
+            got = ring.append_one(row, body, len(ext))
             assert got == seq
+            self._payments.appended(seq, row, order_ref, host_ref)
             self.index.add_one(seq, values[_DAY], values[_TERMINAL], kind)
             self.index.maybe_compact(ring.oldest_seq, ring.capacity)
             if self._totals is not None:

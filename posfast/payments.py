@@ -9,16 +9,22 @@ payment's state.  Nothing is ever rewritten.
 """
 from __future__ import annotations
 
+import operator
 from typing import Optional
 
 import numpy as np
 
 from .errors import CorruptRecord, InvalidRecord, PaymentError
 from .dayclose import TXN_DTYPE, payment_transactions
-from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, Flag, Kind, Method, State,
-                      check_ref, day_number, now_us)
+from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, ROW_INDEX, ROW_OFFSET, Flag,
+                      Kind, Method, State, check_ref, day_number, now_us, unpack_row)
 from .storage import Storage
 
+_PAYMENT_KIND_SET = frozenset(int(k) for k in PAYMENT_KIND_VALUES)
+_KIND_AT, _CLIENT_REF_AT = ROW_OFFSET["kind"], ROW_OFFSET["client_ref"]
+_TXN_FIELD, _STATE_FIELD, _CLIENT_FIELD = ROW_INDEX["txn_id"], ROW_INDEX["state"], ROW_INDEX["client_ref"]
+_KIND_BY_NAME = {k.name.lower(): k for k in Kind}      # (the usual spelling, looked up first)
+_STATE_BY_NAME = {s.name.lower(): s for s in State}
 _FINAL_STATES = {State.APPROVED, State.DECLINED, State.FAILED, State.REVERSED, State.VOIDED}
 _REFERRING = {Kind.REFUND, Kind.VOID, Kind.REVERSAL, Kind.COMPLETION}
 _LOOKBACK = 256          # records of one terminal walked back to find its newest payment
@@ -52,8 +58,12 @@ def _hash_refs(refs: np.ndarray) -> np.ndarray:
         return (mat * _HASH_WEIGHTS).sum(axis=1, dtype=np.uint64)
 
 
+_HASH_WEIGHT_INTS = [int(w) for w in _HASH_WEIGHTS]
+
+
 def _hash_one(ref: bytes) -> np.uint64:
-    return _hash_refs(np.array([ref], dtype="S64"))[0]
+    """`_hash_refs` of one key, in Python ints (the padding's zero bytes add nothing)."""
+    return np.uint64(sum(map(operator.mul, ref, _HASH_WEIGHT_INTS)) & 0xFFFF_FFFF_FFFF_FFFF)
 
 
 class _RefMap:
@@ -111,6 +121,31 @@ class _Catchup:
             self._absorb(store, store.read_rows(seqs))
         self.upto = store.head_seq
 
+    def absorb_one(self, store: Storage, seq: int, row: bytes, order_ref: bytes,
+                   host_ref: bytes) -> None:
+        """`_absorb` of the record just appended as `seq` (its RECORD_DTYPE bytes and its
+        references), if the maps are current up to the one before; else the next catch_up
+        reads it.  The single-append path: no arrays, no read back."""
+        if self.upto != seq - 1 or seq < store.oldest_seq:
+            return
+        self.upto = seq
+        kind = row[_KIND_AT]
+        if row[_CLIENT_REF_AT] or order_ref or host_ref or kind in _PAYMENT_KIND_SET:
+            values = unpack_row(row)
+            txn_id, state = values[_TXN_FIELD], values[_STATE_FIELD]
+            client_ref = values[_CLIENT_FIELD].rstrip(b"\0")
+            if client_ref and txn_id == seq:
+                self.by_client_ref.add([client_ref], [seq])
+            if order_ref:
+                self.by_order_ref.add([order_ref], [seq])
+            if host_ref:
+                self.by_host_ref.add([host_ref], [seq])
+            if kind in _PAYMENT_KIND_SET:
+                if state != State.PENDING:
+                    self.pending.discard(txn_id)
+                elif txn_id == seq:
+                    self.pending.add(seq)
+
     def find_ref(self, ref: bytes) -> list:
         return self.by_client_ref.find(ref)
 
@@ -151,6 +186,17 @@ class Payments:
         self._catchup = _Catchup()         # client_ref map and pending set, kept current
         self._summary_cache: dict = {}      # (what, key) -> (terminal's newest seq, summary)
         self._receipt_counters: dict = {}   # terminal -> last receipt_no handed out
+
+    def appended(self, seq: int, row: bytes, order_ref: bytes = b"", host_ref: bytes = b"") -> None:
+        """The journal appended one record (`seq`, its RECORD_DTYPE bytes, its references):
+        the derived maps take it now, without reading it back."""
+        self._catchup.absorb_one(self._store, seq, row, order_ref, host_ref)
+
+    def _seen(self, name: str, ref: bytes) -> bool:
+        """Whether any record may carry this reference (False: certainly none does)."""
+        derived = self._derived()
+        return bool((derived.by_client_ref if name == "client_ref" else
+                     derived.by_order_ref).find(ref))
 
     def _derived(self) -> _Catchup:
         self._catchup.catch_up(self._store)
@@ -387,18 +433,22 @@ class Payments:
         >>> txn = j.begin_payment(terminal=3, amount=1250, currency=156, client_ref="T3-0001")  # doctest: +SKIP
         >>> j.finish_payment(txn, "approved", auth_code="A1B2C3", rrn="123456789012")        # doctest: +SKIP
         """
-        kind_enum = Kind.coerce(kind, "kind")
+        kind_enum = _KIND_BY_NAME.get(kind) if type(kind) is str else None
+        if kind_enum is None:
+            kind_enum = Kind.coerce(kind, "kind")
         if kind_enum not in PAYMENT_KINDS:
             raise InvalidRecord("posfast: kind=%s is not a payment kind" % kind_enum.name.lower())
         if isinstance(amount, float) or not isinstance(amount, (int, np.integer)) or amount < 0:
             raise InvalidRecord("posfast: amount=%r must be a non-negative integer of minor units"
                                 % (amount,))
         with self._store.lock:
-            if client_ref:
+            # idempotent: the same key again is the same payment (a key never seen is the
+            # usual case, answered by the maps alone)
+            if client_ref and self._seen("client_ref", _client_ref_key(client_ref)):
                 existing = self.find(client_ref)
                 if existing is not None:
                     return existing["txn_id"]
-            if order_ref:
+            if order_ref and self._seen("order_ref", check_ref("order_ref", order_ref)):
                 existing = self.find(order_ref=order_ref)
                 if existing is not None:
                     return existing["txn_id"]
@@ -447,7 +497,9 @@ class Payments:
 
         `host_ref` is the wallet's or acquirer's own id of the payment (WeChat Pay's
         transaction_id, Alipay's trade_no, Adyen's PSP reference): what statements key on."""
-        state_enum = State.coerce(state, "state")
+        state_enum = _STATE_BY_NAME.get(state) if type(state) is str else None
+        if state_enum is None:
+            state_enum = State.coerce(state, "state")
         if state_enum not in _FINAL_STATES:
             raise InvalidRecord("posfast: finish_payment state must be approved, declined, failed, "
                                 "reversed or voided, not %s" % state_enum.name.lower())
@@ -459,7 +511,9 @@ class Payments:
                     from None
             if begin.txn_id != begin.seq or begin.kind not in PAYMENT_KINDS:
                 raise PaymentError("posfast: seq %s is not the start of a payment" % txn_id)
-            current = self.payment(txn_id)
+            # in the pending set: no outcome was written (the usual answer to a begin), so
+            # nothing needs reading back; else its newest record says what it is
+            current = begin if begin.seq in self._derived().pending else self.payment(txn_id)
             if current.state != State.PENDING:
                 if current.state == state_enum:
                     return current.seq       # the same answer again: idempotent

@@ -1017,6 +1017,10 @@ _ROW_NAMES: Tuple[str, ...] = RECORD_DTYPE.names or ()
 _ROW_FIELDS: Dict[str, Any] = dict(RECORD_DTYPE.fields or {})
 _ROW_ORDER = {name: i for i, name in enumerate(_ROW_NAMES)}
 _ROW_ZERO = tuple(b"" if _ROW_FIELDS[name][0].kind == "S" else 0 for name in _ROW_NAMES)
+#: Where each RECORD_DTYPE field is: its place among a row's values (`row_values`,
+#: `unpack_row`) and its byte offset in a row.
+ROW_INDEX: Dict[str, int] = dict(_ROW_ORDER)
+ROW_OFFSET: Dict[str, int] = {name: spec[1] for name, spec in _ROW_FIELDS.items()}
 #: One RECORD_DTYPE row as a struct (the padding bytes are x): `pack_row`.
 _ROW_STRUCT = struct.Struct("<QqqQQiIIIHBBBB4s6s12s16sHBx10s6x")
 assert _ROW_STRUCT.size == RECORD_DTYPE.itemsize and RECORD_DTYPE.names == (

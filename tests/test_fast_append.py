@@ -191,3 +191,40 @@ def test_format_1_journal_refuses_a_channel_as_before(tmp_path):
         j.append(kind="sale", amount=5, currency=156, terminal=1, channel="wechat")
     assert j.head_seq == 1
     j.close()
+
+
+def test_payment_maps_fed_at_append_equal_a_fresh_read(tmp_path):
+    """The client_ref / order_ref / host_ref maps and the pending set, fed one append at a
+    time, hold what reading the records afresh gives (catch_up)."""
+    from posfast.payments import _Catchup
+    j = Journal.create(str(tmp_path / "p.pfj"), capacity=4096, durability="none")
+    j.find(client_ref="warm-up")                      # the maps exist from here on
+    txns = []
+    for i in range(300):
+        t = j.begin_payment(terminal=1 + i % 3, amount=100 + i, client_ref="K-%d" % i,
+                            order_ref="WX-%d" % i if i % 2 else None,
+                            channel="wechat" if i % 2 else None)
+        txns.append(t)
+        if i % 5:
+            j.finish_payment(t, "approved" if i % 7 else "declined", host_ref="H%d" % i)
+        if i % 11 == 0:
+            j.append(kind="print", terminal=1, ref_seq=t, txn_id=t, state="ok")
+    fed = j._payments._catchup
+    fresh = _Catchup()
+    fresh.catch_up(j._storage)
+    assert fed.upto == fresh.upto == j.head_seq
+    assert fed.pending == fresh.pending == {t for i, t in enumerate(txns) if i % 5 == 0}
+    for i in range(300):
+        # (a map may keep only a key's first seq while it is small: find reads from there)
+        assert fed.by_client_ref.find(("K-%d" % i).encode()) == [txns[i]]
+        for name, key in (("by_order_ref", b"WX-%d" % i), ("by_host_ref", b"H%d" % i)):
+            assert getattr(fed, name).find(key)[:1] == sorted(getattr(fresh, name).find(key))[:1]
+    assert j.find(order_ref="WX-7")["txn_id"] == txns[7]
+    assert j.find(host_ref="H8")["state"] == "approved"
+    assert [r.txn_id for r in j.in_doubt()] == [t for i, t in enumerate(txns) if i % 5 == 0]
+    # idempotent by either key: the same payment, no second record
+    head = j.head_seq
+    assert j.begin_payment(terminal=1, amount=100, client_ref="K-0") == txns[0]
+    assert j.begin_payment(terminal=2, amount=101, order_ref="WX-1") == txns[1]
+    assert j.head_seq == head
+    j.close()

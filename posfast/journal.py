@@ -95,16 +95,6 @@ def _v2_only(path, what) -> InvalidRecord:
         "one (Journal.create / posfast demo), which is format 2." % (path, what))
 
 
-_EXT_CLIENT_REF = _core.encode_ext(client_ref=b"x")[0]     # the extension's client_ref tag
-
-
-def _spread(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Indices starts[i] .. starts[i] + lengths[i] - 1 of every i, in order."""
-    total = int(lengths.sum())
-    run_starts = np.cumsum(lengths) - lengths
-    return np.repeat(starts - run_starts, lengths) + np.arange(total)
-
-
 def _days_text(days) -> str:
     if isinstance(days, (list, tuple, set, frozenset, range)):
         days = sorted(int(d) for d in days)
@@ -743,62 +733,37 @@ class Journal:
         return self._append_rows(rows, payloads, refs)
 
     def _bodies(self, rows: np.ndarray, payloads, refs):
-        """(buf, lengths, ext_lens) of the records' bodies, or Nones when none has one: in
-        format 2 a body is the record's extension (client_ref, order_ref, host_ref), then its
-        payload; ext_lens is None when no record has an extension."""
-        ring = self._ring
+        """(buf, lengths, ext_lens) of the records' bodies, or Nones when none has one.  In
+        format 2 a body is the record's extension, then its payload: records with order or
+        host references get theirs built here (ext_lens says how long); otherwise the core
+        makes each record's extension of its client_ref itself, and ext_lens is None."""
         n = len(rows)
-        with_client = rows["client_ref"] != b""
         with_refs = None
         if refs is not None:
             with_refs = np.fromiter((bool(o or h) for o, h in zip(*refs)), dtype=bool, count=n)
             if not with_refs.any():
                 with_refs = None
-        if ring.version < 2:
+        if self._ring.version < 2:
             if with_refs is not None:
                 raise _v2_only(self.path, "order_ref or host_ref")
             if (rows["channel"] != b"").any():
                 raise _v2_only(self.path, "a channel")
-            with_client[:] = False          # (format 1 keeps the client_ref in the head)
-        if with_refs is None and not with_client.any():
+        if with_refs is None:
             if not payloads:
                 return None, None, None
             return (b"".join(payloads), np.fromiter(map(len, payloads), dtype=np.uint64, count=n),
                     None)
-        if with_refs is not None or n < 64:
-            # records with order or host references, and small appends: each extension
-            # encoded on its own
-            bodies = list(payloads) if payloads else [b""] * n
-            ext_lens = np.zeros(n, dtype=np.uint16)
-            client = rows["client_ref"]
-            either = with_client if with_refs is None else with_client | with_refs
-            for i in np.flatnonzero(either).tolist():
-                ext = _core.encode_ext(bytes(client[i]), refs[0][i] if refs else b"",
-                                       refs[1][i] if refs else b"")
-                ext_lens[i] = len(ext)
-                bodies[i] = ext + bodies[i]
-            return (b"".join(bodies), np.fromiter(map(len, bodies), dtype=np.uint64, count=n),
-                    ext_lens)
-        # client_ref only (a bulk import with idempotency keys): every extension at once, as
-        # encode_ext makes it (tag 1, length, the key), placed before each payload
-        keys = rows["client_ref"].astype("S16")
-        key_lens = np.char.str_len(keys).astype(np.int64)
-        ext_lens = np.where(key_lens > 0, key_lens + 2, 0)
-        tlv = np.zeros((n, 18), dtype=np.uint8)
-        tlv[:, 0] = _EXT_CLIENT_REF
-        tlv[:, 1] = key_lens
-        tlv[:, 2:] = keys.view(np.uint8).reshape(n, 16)
-        ext_bytes = tlv[np.arange(18) < ext_lens[:, None]]        # row by row, ext_len of each
-        pay_lens = (np.fromiter(map(len, payloads), dtype=np.int64, count=n) if payloads
-                    else np.zeros(n, dtype=np.int64))
-        lengths = ext_lens + pay_lens
-        starts = np.cumsum(lengths) - lengths
-        out = np.empty(int(lengths.sum()), dtype=np.uint8)
-        out[_spread(starts, ext_lens)] = ext_bytes
-        if payloads:
-            out[_spread(starts + ext_lens, pay_lens)] = np.frombuffer(b"".join(payloads),
-                                                                      dtype=np.uint8)
-        return out.tobytes(), lengths.astype(np.uint64), ext_lens.astype(np.uint16)
+        # records with order or host references: each extension encoded on its own
+        assert refs is not None
+        bodies = list(payloads) if payloads else [b""] * n
+        ext_lens = np.zeros(n, dtype=np.uint16)
+        client = rows["client_ref"]
+        for i in np.flatnonzero(with_refs | (client != b"")).tolist():
+            ext = _core.encode_ext(bytes(client[i]), refs[0][i], refs[1][i])
+            ext_lens[i] = len(ext)
+            bodies[i] = ext + bodies[i]
+        return (b"".join(bodies), np.fromiter(map(len, bodies), dtype=np.uint64, count=n),
+                ext_lens)
 
     def _append_rows(self, rows: np.ndarray, payloads, refs=None) -> range:
         n = len(rows)

@@ -183,7 +183,17 @@ cdef int _pack_fields(dict fields, uint8_t *row, int64_t day_shift, object day_o
     return 1
 
 
-cdef inline Py_ssize_t _put_tlv(uint8_t *out, int tag, const uint8_t *p, Py_ssize_t n):
+cdef inline uint64_t _client_ext_len(const uint8_t *row) noexcept nogil:
+    """Bytes of the extension a row's client_ref makes (its TLV; 0 when it has none).  The
+    key is the field without its trailing NULs (as numpy reads an S16 field); NULs inside it
+    are its own bytes."""
+    cdef uint64_t k = 16
+    while k and row[PFW_CLIENT_REF + k - 1] == 0:
+        k -= 1
+    return k + 2 if k else 0
+
+
+cdef inline Py_ssize_t _put_tlv(uint8_t *out, int tag, const uint8_t *p, Py_ssize_t n) noexcept nogil:
     if n == 0:
         return 0
     out[0] = <uint8_t>tag

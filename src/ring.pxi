@@ -1218,10 +1218,9 @@ cdef class Ring:
             raise MemoryError()
         try:
             if self.version >= 2:
-                klen = 0
-                while klen < 16 and row[PFW_CLIENT_REF + klen]:
-                    klen += 1
-                elen = _put_tlv(body, PF_EXT_CLIENT_REF, row + PFW_CLIENT_REF, klen)
+                klen = _client_ext_len(row)
+                elen = _put_tlv(body, PF_EXT_CLIENT_REF, row + PFW_CLIENT_REF,
+                                klen - 2 if klen else 0)
                 elen += _put_tlv(body + elen, PF_EXT_ORDER_REF,
                                  <const uint8_t *>PyBytes_AS_STRING(order_ref), len(order_ref))
                 elen += _put_tlv(body + elen, PF_EXT_HOST_REF,
@@ -1245,7 +1244,11 @@ cdef class Ring:
     cdef uint64_t _append(self, const uint8_t *rows, uint64_t n, const uint8_t *pay,
                           const uint64_t *offs, const uint16_t *elens) except 0:
         """The append of `append` and `append_one`: n rows of PFW_SIZE bytes; bodies in `pay`
-        at `offs` (n + 1 offsets; NULL = none), extension lengths in `elens` (NULL = none)."""
+        at `offs` (n + 1 offsets; NULL = none), extension lengths in `elens` (NULL = none).
+
+        In format 2 with no extension lengths given, each record's extension is its client_ref
+        (from its row, as encode_ext makes it), put before its body here: a bulk import with
+        idempotency keys needs no extension built outside."""
         cdef uint64_t i, j, k, seq, first_seq, plen, nsl, gslots, total_slots = 0, last_evicted
         cdef uint64_t gstart_pos, slot0, first_part, room, used, gfirst, max_len = 0
         cdef uint8_t *buf = NULL
@@ -1254,7 +1257,8 @@ cdef class Ring:
         cdef uint32_t crc
         cdef bint has_payload = offs != NULL
         cdef bint has_ext = elens != NULL
-        cdef uint64_t elen, done_slots = 0
+        cdef bint auto_ext = self.version >= 2 and not has_ext
+        cdef uint64_t elen, alen, done_slots = 0
         if has_ext and self.version < 2:
             raise InvalidRecord("posfast: %s is a format-1 journal, which has no record "
                                 "extension (order_ref, host_ref)" % (self.path,))
@@ -1270,6 +1274,7 @@ cdef class Ring:
                     raise InvalidRecord("posfast: payload of record %d is %d bytes; %s allows at most "
                                         "%d (max_payload at create)" % (i, plen - elen, self.path,
                                                                         self.max_payload))
+            plen += _client_ext_len(rows + i * PFW_SIZE) if auto_ext else 0
             max_len = max(max_len, plen)
             total_slots += pf_record_slots(<uint32_t>plen, self.slot_size)
         if pf_record_slots(<uint32_t>max_len, self.slot_size) > self.capacity:
@@ -1318,6 +1323,7 @@ cdef class Ring:
                 used = self.next_pos - self._pos(self.group_first_seq) \
                     if self.group_first_seq and self.group_first_seq <= self.head_seq else 0
                 plen = offs[i + 1] - offs[i] if has_payload else 0
+                plen += _client_ext_len(rows + i * PFW_SIZE) if auto_ext else 0
                 if self.group_first_seq and (
                         self.head_seq + 1 - self.group_first_seq >= PF_MAX_GROUP_RECORDS or
                         (used and used + pf_record_slots(<uint32_t>plen, self.slot_size) > room)):
@@ -1339,22 +1345,27 @@ cdef class Ring:
                 with nogil:
                     while j < n:
                         plen = offs[j + 1] - offs[j] if has_payload else 0
-                        nsl = pf_record_slots(<uint32_t>plen, self.slot_size)
+                        alen = _client_ext_len(rows + j * PFW_SIZE) if auto_ext else 0
+                        nsl = pf_record_slots(<uint32_t>(plen + alen), self.slot_size)
                         if j > i and (gslots + nsl > GROUP_SLOTS_MAX or gslots + nsl > room or
                                       seq - self.group_first_seq >= PF_MAX_GROUP_RECORDS):
                             break
                         head = buf + gslots * self.slot_size
                         memset(head, 0, nsl * self.slot_size)
                         _encode_row(rows + j * PFW_SIZE, head, self.version)
-                        elen = elens[j] if has_ext else 0
+                        elen = elens[j] if has_ext else alen
                         pf_st64(head + PFR_SEQ, seq)
                         pf_st64(head + PFR_POS, gstart_pos + gslots)
-                        pf_st16(head + PFR_PAYLOAD_LEN, <uint16_t>(plen - elen))
+                        pf_st16(head + PFR_PAYLOAD_LEN, <uint16_t>(plen + alen - elen))
                         if self.version >= 2:
                             pf_st16(head + PFR2_EXT_LEN, <uint16_t>elen)
                         pf_st16(head + PFR_GROUP_OFF, <uint16_t>(seq - gfirst))
+                        if alen:
+                            _put_tlv(head + PFR_HEAD_SIZE, PF_EXT_CLIENT_REF,
+                                     rows + j * PFW_SIZE + PFW_CLIENT_REF, alen - 2)
                         if plen:
-                            memcpy(head + PFR_HEAD_SIZE, pay + offs[j], plen)
+                            memcpy(head + PFR_HEAD_SIZE + alen, pay + offs[j], plen)
+                        plen += alen
                         _link_of(prev_link, head, head + PFR_HEAD_SIZE, plen, NULL, 0,
                                  head + PFR_LINK)
                         memcpy(prev_link, head + PFR_LINK, 16)

@@ -148,6 +148,8 @@ def test_journals_written_both_ways_hold_the_same_records(tmp_path, rule):
         dict(kind="print", terminal=3, ts=TS + 9, ref_seq=1, payload=b"receipt"),
         dict(kind="refund", state="approved", amount=50, currency=156, terminal=4,
              ts=TS + 86_400_000_000, order_ref="WX20251124-0001", host_ref="4200001234"),
+        dict(kind="sale", state="approved", amount=7, currency=156, terminal=4, ts=TS + 99,
+             client_ref=b"A\x00B"),                  # a NUL inside the key is the key's own
     ]
     for a in appends:
         a = dict(a)
@@ -164,7 +166,8 @@ def test_journals_written_both_ways_hold_the_same_records(tmp_path, rule):
                 b.client_ref, b.order_ref, b.host_ref, b.payload, b.link)
     assert fast.get(1).txn_id == 1 and fast.get(3).txn_id == 0       # payments name themselves
     assert list(fast.query(terminal=3)["seq"]) == [1, 2, 3]
-    assert fast.last(4).order_ref == "WX20251124-0001"
+    assert fast.get(5).client_ref == b"A\x00B" and fast.find(client_ref=b"A\x00B")["txn_id"] == 5
+    assert fast.get(4).order_ref == "WX20251124-0001" and fast.last(4).seq == 5
     for j in (fast, slow):
         assert j.verify().ok
         j.close()

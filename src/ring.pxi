@@ -101,6 +101,7 @@ cdef class Ring:
     # opening reads only the pages a lookup touches (see _pos).
     cdef const uint8_t *idx_pos        # little-endian u64 per seq from idx_first
     cdef uint64_t idx_first, idx_last
+    cdef uint64_t lap_base             # a multiple of capacity near next_pos (see _slot)
     cdef object idx_owner              # keeps the mapping alive
     cdef readonly uint32_t version     # file format version (1 or 2)
     cdef readonly str tz_name          # v2: IANA zone of the day rule ("" = fixed offset)
@@ -644,6 +645,29 @@ cdef class Ring:
             return self._repair_pos(seq, p)
         return self.pos_of[(seq - 1) % self.capacity]
 
+    cdef inline uint64_t _pos_hint(self, uint64_t seq) noexcept nogil:
+        # where seq's record should be (the index file's position unchecked, or pos_of):
+        # for prefetching, which must not touch the record itself
+        if self.idx_first <= seq <= self.idx_last:
+            return pf_ld64(self.idx_pos + (seq - self.idx_first) * 8)
+        return self.pos_of[(seq - 1) % self.capacity]
+
+    cdef inline uint64_t _slot(self, uint64_t pos) noexcept nogil:
+        # (pos - 1) % capacity, without a division for a position of the lap of lap_base or
+        # the one before (every live record); any multiple of capacity in lap_base is right
+        cdef uint64_t p = pos - 1, b = self.lap_base
+        if p >= b:
+            if p - b < self.capacity:
+                return p - b
+        elif b - p <= self.capacity:
+            return p + self.capacity - b
+        return p % self.capacity
+
+    cdef inline void _note_lap(self) noexcept nogil:
+        # lap_base: the start of next_pos's lap (a division, once per group or read)
+        cdef uint64_t p = self.next_pos - 1 if self.next_pos else 0
+        self.lap_base = p - p % self.capacity if self.capacity else 0
+
     cdef inline bint _claims(self, uint64_t p, uint64_t seq) noexcept nogil:
         # Does the head at position p say it is seq at p?  (No CRC: a damaged record in its
         # place is the caller's to report; what this catches is a wrong position.)
@@ -651,7 +675,7 @@ cdef class Ring:
         cdef const uint8_t *h
         if p == 0:
             return False
-        slot = (p - 1) % self.capacity
+        slot = self._slot(p)
         if slot >= self.avail_slots:
             return True           # cannot tell: the caller's check reports it outside the file
         h = self._slot_ptr(slot)
@@ -720,7 +744,7 @@ cdef class Ring:
 
     cdef int _check_at(self, uint64_t pos, uint64_t seq) noexcept nogil:
         # Is a valid record of `seq` (0 = any) at position `pos`?
-        cdef uint64_t slot = (pos - 1) % self.capacity
+        cdef uint64_t slot = self._slot(pos)
         cdef const uint8_t *h
         cdef uint64_t length, nslots
         cdef uint32_t plen, elen
@@ -750,11 +774,11 @@ cdef class Ring:
         return CHK_OK
 
     cdef inline uint64_t _nslots_at(self, uint64_t pos) noexcept nogil:
-        return pf_record_slots(self._body_len(self._slot_ptr((pos - 1) % self.capacity)),
+        return pf_record_slots(self._body_len(self._slot_ptr(self._slot(pos))),
                                self.slot_size)
 
     cdef inline const uint8_t *_head_of(self, uint64_t pos) noexcept nogil:
-        return self._slot_ptr((pos - 1) % self.capacity)
+        return self._slot_ptr(self._slot(pos))
 
     cdef void _evict_before(self, uint64_t end_pos) noexcept nogil:
         # A live record whose first slot recurs below end_pos would be (partly) overwritten.
@@ -1395,6 +1419,7 @@ cdef class Ring:
                         seq += 1
                     self.head_seq = seq - 1
                     self.next_pos = gstart_pos + gslots
+                    self._note_lap()
                     memcpy(self.head_link, prev_link, 16)
                 done_slots += gslots
                 if self.durability == DURABILITY_BATCH and \
@@ -1436,6 +1461,7 @@ cdef class Ring:
         if self.fd < 0:
             raise JournalClosed("posfast: journal %s is closed" % (self.path,))
         with nogil:
+            self._note_lap()
             for i in range(n):
                 # Scattered seqs (a terminal's records of a day) miss the cache and TLB on
                 # both pos_of and the record: fetch pos_of 2*D ahead and the head D ahead.
@@ -1449,8 +1475,8 @@ cdef class Ring:
                 if i + READ_AHEAD < n:
                     ahead = seqs[i + READ_AHEAD]
                     if self.oldest_seq <= ahead <= self.head_seq:
-                        ahead = self._pos(ahead)
-                        if ahead and (ahead - 1) % self.capacity < self.avail_slots:
+                        ahead = self._pos_hint(ahead)      # (not _pos: that reads the head)
+                        if ahead and self._slot(ahead) < self.avail_slots:
                             ph = self._head_of(ahead)
                             pf_prefetch(ph)
                             pf_prefetch(ph + 64)
@@ -1482,7 +1508,7 @@ cdef class Ring:
             elen = 0            # overwritten meanwhile (a reader): the caller's re-check drops it
         if elen:
             ring_bytes = self.capacity * self.slot_size
-            start = ((pos - 1) % self.capacity) * self.slot_size + PFR_HEAD_SIZE
+            start = self._slot(pos) * self.slot_size + PFR_HEAD_SIZE
             if start >= ring_bytes:
                 start -= ring_bytes
             if start + elen <= ring_bytes:
@@ -1498,7 +1524,7 @@ cdef class Ring:
         cdef const uint8_t *h = self._head_of(pos)
         cdef uint64_t elen = self._ext_len(h)
         cdef uint64_t ring_bytes = self.capacity * self.slot_size
-        cdef uint64_t start = ((pos - 1) % self.capacity) * self.slot_size + PFR_HEAD_SIZE
+        cdef uint64_t start = self._slot(pos) * self.slot_size + PFR_HEAD_SIZE
         cdef uint64_t first
         if elen == 0 or elen > PF_MAX_EXT or PFR_HEAD_SIZE + elen > ring_bytes:
             return b""          # (bounded: a reader's writer may overwrite the slot meanwhile)

@@ -358,7 +358,8 @@ class Payments:
             "ts": current.ts,
             "seq": current.seq,
             "receipt_printed": any(p.state == State.OK for p in prints),
-            "print_attempts": len(prints),
+            # a print is journaled UNKNOWN, then finalised by a PRINT naming it (ref_seq)
+            "print_attempts": len(prints) - len({p.ref_seq for p in prints} & {p.seq for p in prints}),
             "training": bool(current.flags & Flag.TRAINING),
             "damaged_newer": [],
         }

@@ -19,7 +19,7 @@ import posfast.printing
 from posfast import DayRule, Flag, Journal, Kind, State
 from posfast.errors import PosfastError, ReprintRefused
 from posfast.printing import commands, printed_lines, printed_text
-from posfast.printing import (EscposPrinter, FilePrinter, PrintResult, TcpPrinter, print_counts, print_receipt,
+from posfast.printing import (EscposPrinter, FilePrinter, PrintResult, TcpPrinter, print_counts, print_jobs, print_receipt,
                               reprint)
 from posfast.receipt import Payment, Receipt, ReceiptItem, display_width, render_text
 
@@ -266,6 +266,17 @@ def add_payment(journal, receipt, flags=0):
                           payload=receipt.to_payload())
 
 
+def job_record(journal, seq):
+    """The first PRINT record of the job that PRINT record ``seq`` finalises (written UNKNOWN
+    before the bytes went out), checked to be that job's."""
+    final = journal.get(seq)
+    first = journal.get(final.ref_seq)
+    assert first.kind == Kind.PRINT and first.state == State.UNKNOWN and first.seq < final.seq
+    assert (first.txn_id, first.terminal, first.receipt_no, first.flags) == (
+        final.txn_id, final.terminal, final.receipt_no, final.flags)
+    return first
+
+
 def test_print_receipt_prints_the_original_and_journals_it(journal, fake_printer):
     server = fake_printer("print")
     receipt = make_receipt()
@@ -278,8 +289,10 @@ def test_print_receipt_prints_the_original_and_journals_it(journal, fake_printer
     assert ("QR_STORE", (b"3-000123",)) in commands(server.jobs[0])
     # the PRINT record
     rec = journal.get(result.seq)
-    assert (rec.kind, rec.state, rec.ref_seq, rec.txn_id, rec.terminal, rec.receipt_no, rec.amount,
-            rec.operator, rec.flags) == (Kind.PRINT, State.OK, seq, seq, 3, 123, 0, 9, 0)
+    first = job_record(journal, result.seq)
+    assert (first.kind, first.state, first.ref_seq, first.txn_id, first.terminal, first.receipt_no,
+            first.amount, first.operator, first.flags) == (Kind.PRINT, State.UNKNOWN, seq, seq, 3, 123, 0, 9, 0)
+    assert (rec.kind, rec.state, rec.ref_seq, rec.operator) == (Kind.PRINT, State.OK, first.seq, 9)
     assert json.loads(rec.payload) == {"copy": 0, "printer": f"tcp:127.0.0.1:{server.port}"}
 
 
@@ -298,7 +311,7 @@ def test_printer_off_gives_a_journaled_failed_print_and_the_original_can_be_retr
     result = print_receipt(journal, seq, TcpPrinter("127.0.0.1", closed_port, timeout=SHORT))
     assert result.outcome == "failed" and "connection refused" in result.error
     rec = journal.get(result.seq)
-    assert (rec.kind, rec.state, rec.ref_seq) == (Kind.PRINT, State.FAILED, seq)
+    assert (rec.kind, rec.state, job_record(journal, rec.seq).ref_seq) == (Kind.PRINT, State.FAILED, seq)
     assert "connection refused" in json.loads(rec.payload)["error"]
     server = fake_printer("print")
     retry = print_receipt(journal, seq, TcpPrinter("127.0.0.1", server.port, timeout=SHORT))
@@ -336,7 +349,8 @@ def test_reprint_days_later_reproduces_the_original_with_a_copy_marker(journal, 
                                       reprinted_at=dt.datetime(2026, 11, 23, 10, 5, tzinfo=dt.timezone(
                                           dt.timedelta(hours=8))))
     rec = journal.get(result.seq)
-    assert (rec.kind, rec.state, rec.ref_seq, rec.flags, rec.ts) == (
+    first = job_record(journal, rec.seq)
+    assert (rec.kind, rec.state, first.ref_seq, rec.flags, first.ts) == (
         Kind.PRINT, State.OK, seq, Flag.COPY, int(later.timestamp() * 1_000_000))
     assert json.loads(rec.payload)["copy"] == 1
 
@@ -356,7 +370,7 @@ def test_copies_are_numbered_and_limited(journal, tmp_path, closed_port, fake_pr
                                              r"the limit is max_copies=3"):
         reprint(journal, seq=seq, printer=spool)
     assert reprint(journal, seq=seq, printer=spool, max_copies=4).copy == 4
-    prints = journal.query(kind="print")
+    prints = print_jobs(journal.query(kind="print"))
     assert list(prints["state"]) == [State.OK, State.OK, State.FAILED, State.UNKNOWN, State.OK]
     assert [json.loads(p)["copy"] for p in journal.payloads(prints["seq"])] == [1, 2, 3, 3, 4]
     assert print_counts(journal, seq) == {"original": 0, "copies": 4, "failed": 1, "unknown": 1}
@@ -376,7 +390,7 @@ def test_reprint_by_receipt_number_across_terminals(journal, tmp_path):
     with pytest.raises(ReprintRefused, match="receipt number 55 matches 2 payments .*pass terminal= or seq="):
         reprint(journal, receipt_no=55, printer=FilePrinter(tmp_path / "p.bin"))
     result = reprint(journal, receipt_no=55, terminal=4, printer=FilePrinter(tmp_path / "p.bin"))
-    assert journal.get(result.seq).ref_seq == seq_t4
+    assert job_record(journal, result.seq).ref_seq == seq_t4
     assert "分店" in printed_text((tmp_path / "p.bin").read_bytes())
     with pytest.raises(ReprintRefused, match="no payment with receipt number 56 on terminal 3"):
         reprint(journal, receipt_no=56, terminal=3, printer=FilePrinter(tmp_path / "p.bin"))
@@ -401,7 +415,7 @@ def test_records_that_cannot_be_printed(journal, tmp_path):
         reprint(journal, seq=note, printer=printer)
     with pytest.raises(ReprintRefused, match="no record seq 99"):
         reprint(journal, seq=99, printer=printer)
-    with pytest.raises(ValueError, match="exactly one of seq= or receipt_no="):
+    with pytest.raises(ValueError, match="exactly one of seq=, receipt_no= or receipt_code="):
         reprint(journal, printer=printer)
     assert not (tmp_path / "p.bin").exists()
 

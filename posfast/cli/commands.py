@@ -243,22 +243,10 @@ def cmd_resolve(args):
 
 # ------------------------------------------------------------------ printing
 def _printer_from(spec):
-    from ..printing import FilePrinter, TcpPrinter
-    if spec.startswith("tcp://"):
-        address = spec[6:].rstrip("/")
-        if address.startswith("["):                       # tcp://[::1]:9100
-            host, _, rest = address[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else rest
-        else:
-            host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
-        if not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
-            raise errors.InvalidArgument(
-                "--printer %s: give tcp://HOST:PORT with a port from 1 to 65535, e.g. "
-                "tcp://192.168.1.50:9100 (a receipt printer's raw port is usually 9100)" % spec)
-        return TcpPrinter(host, int(port))
-    if spec.startswith("file://"):
-        return FilePrinter(spec[7:])
-    return FilePrinter(spec)
+    """--printer: tcp://, usb://, serial://, cups://, win32://, bt:// or a file
+    (`posfast.printing.open_printer`)."""
+    from ..printing import open_printer
+    return open_printer(spec)
 
 
 def parse_receipt_code(code):

@@ -836,15 +836,25 @@ class Journal:
         (`Payments.txn_records`)."""
         return self._payments.txn_records(txn_id)
 
-    def find(self, client_ref=None, *, order_ref=None, host_ref=None):
+    def find(self, client_ref=None, *, order_ref=None, host_ref=None, receipt_code=None):
         """The payment begun with this idempotency key (`client_ref`), with this merchant order
-        number (`order_ref`), or answered with this host reference (`host_ref`): its current
-        Record, or None (`Payments.find`).
+        number (`order_ref`), answered with this host reference (`host_ref`), or whose receipt
+        carries this code (`receipt_code`, ``"3-000200"``: terminal and receipt number as
+        printed on the slip and in its QR code): its current Record, or None
+        (`Payments.find`).  Each is one lookup in a map kept current as records are appended.
 
         >>> j.find(order_ref="4200001234202611201234567890").state     # doctest: +SKIP
         2
+        >>> j.find(receipt_code="3-000200")["txn_id"]                   # doctest: +SKIP
+        812
         """
-        return self._payments.find(client_ref, order_ref=order_ref, host_ref=host_ref)
+        return self._payments.find(client_ref, order_ref=order_ref, host_ref=host_ref,
+                                   receipt_code=receipt_code)
+
+    def receipt_payments(self, terminal: int, receipt_no: int) -> list:
+        """txn_ids of the payments whose receipt code is (terminal, receipt_no), oldest first
+        (`Payments.receipt_payments`)."""
+        return self._payments.receipt_payments(int(terminal), int(receipt_no))
 
     def in_doubt(self, terminal=None) -> list:
         """Payments begun and never finished, oldest first (`Payments.in_doubt`)."""

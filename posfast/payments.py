@@ -15,8 +15,8 @@ import numpy as np
 
 from .errors import CorruptRecord, InvalidRecord, PaymentError
 from .dayclose import TXN_DTYPE, payment_transactions
-from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, Flag, Kind, Method, State,
-                      check_ref, day_number, now_us)
+from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, RECEIPT_KINDS, Flag, Kind,
+                      Method, State, check_ref, day_number, now_us)
 from .storage import Storage
 
 _FINAL_STATES = {State.APPROVED, State.DECLINED, State.FAILED, State.REVERSED, State.VOIDED}
@@ -65,6 +65,14 @@ class _RefMap:
         self.seqs = np.zeros(0, dtype=np.uint64)
         self.recent: dict = {}
 
+    @staticmethod
+    def _hash_many(keys) -> np.ndarray:
+        return _hash_refs(np.array(keys, dtype="S64"))
+
+    @staticmethod
+    def _hash(key) -> np.uint64:
+        return _hash_one(key)
+
     def add(self, keys, seqs):
         if len(keys) < 64 and len(self.recent) < 4096:
             for key, seq in zip(keys, seqs):
@@ -73,7 +81,7 @@ class _RefMap:
         keys = list(self.recent) + list(keys)
         seqs = list(self.recent.values()) + list(seqs)
         self.recent = {}
-        hashes = np.concatenate((self.hashes, _hash_refs(np.array(keys, dtype="S64"))))
+        hashes = np.concatenate((self.hashes, self._hash_many(keys)))
         all_seqs = np.concatenate((self.seqs, np.array(seqs, dtype=np.uint64)))
         order = np.argsort(hashes, kind="stable")
         self.hashes, self.seqs = hashes[order], all_seqs[order]
@@ -83,11 +91,57 @@ class _RefMap:
         if key in self.recent:
             out.append(self.recent[key])
         if len(self.hashes):
-            h = _hash_one(key)
+            h = self._hash(key)
             lo = int(self.hashes.searchsorted(h, side="left"))
             hi = int(self.hashes.searchsorted(h, side="right"))
             out.extend(self.seqs[lo:hi].tolist())
         return out
+
+
+# ---------------------------------------------------------------- receipt codes
+def receipt_code_key(terminal: int, receipt_no: int) -> int:
+    """The receipt code ``"3-000200"`` (terminal, receipt number) as one 64-bit key."""
+    return int(terminal) << 32 | int(receipt_no)
+
+
+def parse_receipt_code(code) -> tuple:
+    """``"3-000200"`` (as printed on the slip and in its QR code) -> ``(3, 200)``;
+    ``"000200"`` (a receipt without a terminal) -> ``(0, 200)``."""
+    text = str(code).strip()
+    terminal, dash, number = text.rpartition("-")
+    if not number.isdigit() or (dash and not terminal.isdigit()) or \
+            int(number) >= 2 ** 32 or (dash and int(terminal) >= 2 ** 32):
+        raise InvalidRecord("posfast: receipt code %r: give TERMINAL-NUMBER as printed on the slip, "
+                            "such as 3-000200 (or just the number)" % (code,))
+    return (int(terminal) if dash else 0), int(number)
+
+
+class _CodeMap(_RefMap):
+    """(terminal, receipt_no) -> seqs of the payments that printed that receipt code: the
+    refs map's layout with the exact 64-bit key as its own hash (no collisions to resolve)."""
+
+    @staticmethod
+    def _hash_many(keys) -> np.ndarray:
+        return np.asarray([int(k) for k in keys], dtype=np.uint64)
+
+    @staticmethod
+    def _hash(key) -> np.uint64:
+        return np.uint64(key)
+
+    def add_rows(self, rows):
+        """The payments among `rows` that carry a receipt (their begin record)."""
+        mine = rows[(rows["payload_len"] > 0) & (rows["receipt_no"] != 0) & (rows["txn_id"] == rows["seq"])
+                    & np.isin(rows["kind"], _RECEIPT_KIND_VALUES)]
+        if len(mine):
+            keys = mine["terminal"].astype(np.uint64) << np.uint64(32) | mine["receipt_no"].astype(np.uint64)
+            self.add(keys.tolist(), mine["seq"].tolist())
+
+    def find(self, key) -> list:
+        out = list(super().find(key))
+        return sorted(set(out))
+
+
+_RECEIPT_KIND_VALUES = np.array(sorted(int(k) for k in RECEIPT_KINDS), dtype=np.uint8)
 
 
 class _Catchup:
@@ -100,6 +154,7 @@ class _Catchup:
         self.by_client_ref = _RefMap()
         self.by_order_ref = _RefMap()
         self.by_host_ref = _RefMap()
+        self.by_receipt_code = _CodeMap()
         self.pending: set = set()
 
     def catch_up(self, store: Storage):
@@ -115,6 +170,7 @@ class _Catchup:
         return self.by_client_ref.find(ref)
 
     def _absorb(self, store, rows):
+        self.by_receipt_code.add_rows(rows)
         with_ref = rows[rows["client_ref"] != b""]
         if len(with_ref):
             begins = with_ref[with_ref["txn_id"] == with_ref["seq"]]
@@ -189,15 +245,20 @@ class Payments:
         reversed_ = any(r["kind"] == Kind.REVERSAL for r in approved)
         return current, refunded, voided, reversed_
 
-    def find(self, client_ref=None, order_ref=None, host_ref=None):
+    def find(self, client_ref=None, order_ref=None, host_ref=None, receipt_code=None):
         """The payment begun with this idempotency key (`client_ref`), with this merchant order
-        number (`order_ref`) or answered with this host reference (`host_ref`): its summary
-        (as `last_transaction` gives it), or None.  Give exactly one of them."""
+        number (`order_ref`), answered with this host reference (`host_ref`) or whose receipt
+        carries this code (`receipt_code`, "3-000200"): its summary (as `last_transaction`
+        gives it), or None.  Give exactly one of them."""
         given = [(name, v) for name, v in (("client_ref", client_ref), ("order_ref", order_ref),
-                                           ("host_ref", host_ref)) if v is not None]
+                                           ("host_ref", host_ref), ("receipt_code", receipt_code))
+                 if v is not None]
         if len(given) != 1:
-            raise InvalidRecord("posfast: find() takes one of client_ref=, order_ref=, host_ref=")
+            raise InvalidRecord("posfast: find() takes one of client_ref=, order_ref=, host_ref=, "
+                                "receipt_code=")
         name, value = given[0]
+        if name == "receipt_code":
+            return self._find_receipt(*parse_receipt_code(value))
         if name == "client_ref":
             ref = _client_ref_key(value)
         else:
@@ -228,6 +289,32 @@ class Payments:
                             pass
                     return self._cached((name, ref), rec.terminal, lambda: self._summary(begin))
         return None
+
+    def receipt_payments(self, terminal: int, receipt_no: int) -> list:
+        """txn_ids of the live payments whose receipt is (terminal, receipt_no), oldest first:
+        one lookup in the receipt-code map, each candidate checked on its record."""
+        with self._store.lock:
+            self._store.refresh()
+            found = []
+            for seq in self._derived().by_receipt_code.find(receipt_code_key(terminal, receipt_no)):
+                if seq < self._store.oldest_seq:
+                    continue
+                try:
+                    rec = self._store.get(int(seq))
+                except (KeyError, CorruptRecord):
+                    continue            # gone or damaged: verify reports it
+                if rec.terminal == terminal and rec.receipt_no == receipt_no and rec.txn_id == rec.seq:
+                    found.append(int(seq))
+            return found
+
+    def _find_receipt(self, terminal: int, receipt_no: int):
+        found = self.receipt_payments(terminal, receipt_no)
+        if not found:
+            return None
+        with self._store.lock:
+            begin = self._store.get(found[-1])   # a code reused on one terminal: the newest
+            return self._cached(("receipt_code", (terminal, receipt_no)), begin.terminal,
+                                lambda: self._summary(begin))
 
     def _cache_hit(self, key):
         hit = self._summary_cache.get(key)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import errors
 from ..journal import Journal
-from ..records import PAYMENT_KINDS, RECORD_DTYPE, State, now_us
+from ..records import PAYMENT_KINDS, RECORD_DTYPE, Kind, State, now_us
 from .codes import EX_FINDINGS, EX_NOINPUT, EX_OK, EX_UNAVAILABLE, EX_WARNING, exit_code
 from .output import (FORMATS, Progress, age, format_dicts, format_mapping, format_rows, journal_tz,
                      local_time, money, money_with_code, row_dict)
@@ -174,6 +174,10 @@ def cmd_show(args):
             print("posfast: error: seq %d is not in %s (live records are %d..%d)"
                   % (args.seq, args.journal, j.oldest_seq, j.head_seq), file=sys.stderr)
             return EX_NOINPUT
+        finals = None
+        if int(rec.kind) == Kind.PRINT:   # the record that finalised this print, if any
+            prints = j.query(kind=Kind.PRINT)
+            finals = prints[prints["ref_seq"] == rec.seq]
     info = row_dict(rec, tz, human=args.format == "table")
     info["payload_bytes"] = len(rec.payload)
     info["link"] = rec.link.hex()
@@ -181,7 +185,17 @@ def cmd_show(args):
         print(format_mapping(info, args.format))
         return EX_OK
     print(format_mapping(info, "table"))
-    if rec.payload:
+    if rec.payload and int(rec.kind) == Kind.PRINT:
+        print()
+        print(_print_note_text(rec))
+        if finals is not None and len(finals):
+            final = finals[-1]
+            print("%-17s seq %d: %s (show it for the printer's answer)"
+                  % ("finalised by", int(final["seq"]), State(int(final["state"])).name))
+        elif finals is not None and int(rec.state) == State.UNKNOWN:
+            print("%-17s never: posfast stopped while printing; the slip may be on paper, "
+                  "so the next print is a copy" % "finalised")
+    elif rec.payload:
         try:
             from ..receipt import Receipt, render_text
             print()
@@ -189,6 +203,23 @@ def cmd_show(args):
         except Exception:
             pass
     return EX_OK
+
+
+def _print_note_text(rec) -> str:
+    """A PRINT record's payload for people: copy, printer, its answer (error, status)."""
+    try:
+        note = json.loads(rec.payload)
+    except ValueError:
+        return "payload: %r" % bytes(rec.payload[:80])
+    if not isinstance(note, dict):
+        return "payload: %r" % (note,)
+    lines = []
+    for key, label in (("copy", "copy"), ("z", "Z no."), ("printer", "printer"), ("status", "printer reported"),
+                       ("error", "reason")):
+        if key in note:
+            value = note[key]
+            lines.append("%-17s %s" % (label, ", ".join(value) if isinstance(value, list) else value))
+    return "\n".join(lines)
 
 
 def net_by_currency(payments) -> dict:
@@ -279,7 +310,7 @@ def cmd_reprint(args):
     with Journal.open(args.journal, readonly=printer is None) as j:
         result = reprint(j, seq=args.seq, receipt_no=receipt_no, terminal=terminal,
                          printer=printer, max_copies=args.max_copies, width=args.width,
-                         text=args.text or printer is None)
+                         text=args.text or printer is None, profile=args.profile)
     if getattr(result, "text", None):
         print(result.text)
     if printer is not None:
@@ -287,6 +318,22 @@ def cmd_reprint(args):
                                          " (%s)" % result.error if result.error else ""))
         return EX_OK if result.outcome == "ok" else EX_UNAVAILABLE
     return EX_OK
+
+
+def cmd_printer_status(args):
+    printer = _printer_from(args.printer)
+    status = printer.status()
+    info = {"printer": printer.describe(), "answered": status is not None,
+            "ready": bool(status and status.ready),
+            "problems": ", ".join(status.problems) if status else ""}
+    if args.format != "table":
+        print(format_mapping(info, args.format))
+    elif status is None:
+        print("%s gave no status: it is off, unreachable, or does not answer DLE EOT" % info["printer"])
+    else:
+        print("%s: %s" % (info["printer"], "ready" if status.ready else "NOT ready")
+              + (" (%s)" % info["problems"] if status.problems else ""))
+    return EX_OK if info["ready"] else EX_UNAVAILABLE
 
 
 # ------------------------------------------------------------------ sync, serve

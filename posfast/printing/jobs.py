@@ -20,6 +20,7 @@ import numpy as np
 from posfast.errors import PosfastError, ReprintRefused
 from posfast.printing.escpos import render_escpos
 from posfast.printing.printers import FAILED, OK, UNKNOWN, Printer, PrintResult
+from posfast.payments import parse_receipt_code
 from posfast.printing.profiles import get_profile
 from posfast.receipt import InvalidReceipt, Receipt, render_text
 from posfast.records import RECEIPT_KINDS, Flag, Kind, State, print_jobs
@@ -263,12 +264,22 @@ def print_receipt(journal: Journal, txn_seq: int, printer: Printer, operator: in
 
 
 def _find_by_receipt_no(journal, receipt_no: int, terminal: Optional[int]):
-    rows = journal.query(terminal=terminal) if terminal is not None else journal.query()
+    where = f" on terminal {terminal}" if terminal is not None else ""
+    if terminal is not None:  # a receipt code: one lookup in the journal's receipt-code map
+        found_txns = journal.receipt_payments(terminal, receipt_no)
+        if len(found_txns) > 1:
+            raise ReprintRefused(f"receipt code {terminal}-{receipt_no:06d} matches {len(found_txns)} "
+                                 f"payments of terminal {terminal} (txn {', '.join(map(str, found_txns[:5]))}); "
+                                 f"pass seq= to choose one")
+        if found_txns:
+            return found_txns[0]
+        raise ReprintRefused(f"no payment with receipt number {receipt_no}{where} in journal {journal.path}; "
+                             f"check the number (and terminal), or it has been evicted")
+    rows = journal.query()
     kinds = rows["kind"]
     match = ((rows["receipt_no"] == receipt_no) & (rows["payload_len"] > 0)
              & np.isin(kinds, _RECEIPT_KIND_VALUES))
     found = rows[match]
-    where = f" on terminal {terminal}" if terminal is not None else ""
     if len(found) == 0:
         raise ReprintRefused(f"no payment with receipt number {receipt_no}{where} in journal {journal.path}; "
                              f"check the number (and terminal), or it has been evicted")
@@ -319,12 +330,8 @@ def reprint(journal: Journal, seq: Optional[int] = None, receipt_no: Optional[in
         raise ValueError("give exactly one of seq=, receipt_no= or receipt_code= to choose the receipt "
                          "to reprint")
     if receipt_code is not None:
-        found = journal.find(receipt_code=receipt_code)
-        if found is None:
-            raise ReprintRefused(f"no payment with receipt code {receipt_code} in journal {journal.path}; "
-                                 f"check the code on the slip, or it has been evicted")
-        seq = int(found["seq"])
-    elif seq is None:
+        terminal, receipt_no = parse_receipt_code(receipt_code)
+    if seq is None:
         seq = _find_by_receipt_no(journal, int(receipt_no), terminal)
     payment = _payment_record(journal, seq)
     if terminal is not None and int(payment.terminal) != int(terminal):

@@ -498,3 +498,43 @@ def test_printing_imports_point_down_and_name_no_private_helper():
             top = [node for node in tree.body if isinstance(node, ast.ImportFrom)]
             for node in top:
                 assert node.module.split(".")[:2] != ["posfast", "journal"], path.name
+
+
+# ---------------------------------------------------------------- receipt codes
+def test_find_by_receipt_code_across_terminals(tmp_path):
+    from posfast.errors import InvalidRecord
+    path = tmp_path / "codes.pfj"
+    with Journal.create(path, capacity=4096, durability="none") as j:
+        for terminal in (3, 4):
+            for number in range(1, 301):
+                txn = j.begin_payment(terminal=terminal, amount=100 * number, method="cash", receipt_no=number,
+                                      payload=make_receipt(receipt_no=number, terminal=terminal,
+                                                           items=[ReceiptItem("茶", unit_price=100 * number)],
+                                                           payments=[]).to_payload())
+                j.finish_payment(txn, "approved")
+        # the same receipt number on two terminals, the code tells them apart
+        three, four = j.find(receipt_code="3-000200"), j.find(receipt_code="4-000200")
+        assert (three["terminal"], three["receipt_no"], three["amount"]) == (3, 200, 20000)
+        assert (four["terminal"], four["receipt_no"], four["state"]) == (4, 200, "approved")
+        assert three["txn_id"] != four["txn_id"]
+        assert j.find(receipt_code="5-000200") is None and j.find(receipt_code="3-000301") is None
+        assert j.receipt_payments(4, 200) == [four["txn_id"]]
+        # one lookup: once the map is built, finding a code's payment (what reprint --code
+        # does) reads no rows of the journal, only the candidate record
+        reads = []
+        real = j._storage.read_rows
+        j._storage.read_rows = lambda seqs: reads.append(len(seqs)) or real(seqs)
+        txn = j.receipt_payments(3, 17)
+        assert (len(txn), j.get(txn[0]).amount, reads) == (1, 1700, [])
+        j._storage.read_rows = real
+        # appended after the map was built: found too
+        late = j.append(terminal=3, kind="sale", state="approved", amount=5, receipt_no=999,
+                        payload=make_receipt(receipt_no=999, items=[ReceiptItem("x", unit_price=5)],
+                                             payments=[]).to_payload())
+        assert j.find(receipt_code="3-000999")["txn_id"] == late
+        with pytest.raises(InvalidRecord, match="TERMINAL-NUMBER"):
+            j.find(receipt_code="three-200")
+    with Journal.open(path) as j:                     # rebuilt on open
+        assert j.find(receipt_code="4-000300")["amount"] == 30000
+        result = reprint(j, receipt_code="4-000300", now=1_795_000_000_000_000)
+        assert result.outcome == "preview" and "4-000300" in result.text

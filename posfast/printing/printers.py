@@ -13,7 +13,7 @@ printer fault:
 
 Backends: :class:`FilePrinter` (a file or ``/dev/usb/lp0``), :class:`TcpPrinter`
 (raw port 9100) and :class:`EscposPrinter` (a python-escpos device, with the
-``posfast[escpos]`` extra).  Journaling the attempt is :mod:`posfast.printing.jobs`'s.
+``posfast[printer]`` extra).  Journaling the attempt is :mod:`posfast.printing.jobs`'s.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from typing import Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from posfast.errors import InvalidArgument
+from posfast.printing.profiles import PRINTER_EXTRA
 
 __all__ = [
     "BluetoothPrinter",
@@ -44,8 +45,8 @@ __all__ = [
     "UNKNOWN",
 ]
 
-#: The optional dependency behind ``posfast[escpos]``.
-ESCPOS_EXTRA = "python-escpos>=3.0"
+#: The optional dependency behind ``posfast[printer]`` (also ``posfast[printer]``, its 0.1 name).
+ESCPOS_EXTRA = PRINTER_EXTRA
 
 #: The outcomes of :meth:`Printer.send` (:attr:`PrintResult.outcome`).
 OK, FAILED, UNKNOWN = "ok", "failed", "unknown"
@@ -429,7 +430,7 @@ class BluetoothPrinter(TcpPrinter):
 class EscposPrinter(Printer):
     """Adapter for a python-escpos printer object (USB, serial, network, ...).
 
-    Needs the optional extra: ``pip install 'posfast[escpos]'`` (python-escpos).
+    Needs the optional extra: ``pip install 'posfast[printer]'`` (python-escpos).
     Opening the device failing is "failed"; an error while sending is
     "unknown" (python-escpos cannot tell how much was written).  The device is
     closed after each job (``close_after=False`` keeps it open).
@@ -452,7 +453,7 @@ class EscposPrinter(Printer):
         try:
             import escpos.printer
         except ImportError:
-            raise ImportError("python-escpos is not installed: pip install 'posfast[escpos]' "
+            raise ImportError("python-escpos is not installed: pip install 'posfast[printer]' "
                               "(or pip install python-escpos)") from None
         return escpos.printer
 
@@ -474,25 +475,35 @@ class EscposPrinter(Printer):
     @classmethod
     def cups(cls, queue: str, **kwargs) -> "EscposPrinter":
         """A CUPS queue (python-escpos ``CupsPrinter``, needs pycups): raw jobs, no status."""
-        return cls(cls._escpos_printer_module().CupsPrinter(printer_name=queue, **kwargs), status=False)
+        return cls(cls._device("CupsPrinter", "pycups", printer_name=queue, **kwargs))
 
     @classmethod
     def win32(cls, name: str, **kwargs) -> "EscposPrinter":
         """A Windows printer by name (python-escpos ``Win32Raw``, needs pywin32): no status."""
-        return cls(cls._escpos_printer_module().Win32Raw(printer_name=name, **kwargs), status=False)
+        return cls(cls._device("Win32Raw", "pywin32", printer_name=name, **kwargs))
+
+    @classmethod
+    def _device(cls, name: str, needs: str, **kwargs):
+        device_class = getattr(cls._escpos_printer_module(), name)
+        if hasattr(device_class, "is_usable") and not device_class.is_usable():
+            raise ImportError(f"python-escpos's {name} needs {needs}, which is not installed here: "
+                              f"pip install {needs}")
+        return device_class(**kwargs)
 
     def _query(self) -> Optional[PrinterStatus]:
         """DLE EOT 1, 2, 4 through the open device; None if it gives no status."""
         p = self.printer
         if not callable(getattr(p, "_read", None)):
             return None
+        p._raw(STATUS_QUERY)
         answers = b""
-        for n in (1, 2, 4):
-            p._raw(b"\x10\x04" + bytes([n]))
-            got = bytes(p._read() or b"")
-            if not got:
-                return None
-            answers += got[-1:]
+        for _ in range(3):               # a device read returns what came within its timeout
+            answers += bytes(p._read() or b"")
+            if len(answers) >= 3:
+                break
+        if len(answers) < 3:
+            return None
+        answers = answers[-3:]
         return PrinterStatus.from_realtime(answers)
 
     def status(self) -> Optional[PrinterStatus]:
@@ -612,15 +623,16 @@ def open_printer(url: str, status: bool = True, timeout: float = 5.0) -> Printer
         except ValueError:
             raise InvalidArgument(f"printer {spec}: give usb://VID:PID in hex, e.g. usb://04b8:0e15 "
                                   f"(lsusb shows them)") from None
-        return EscposPrinter(EscposPrinter._escpos_printer_module().Usb(*ids, timeout=int(timeout * 1000)),
-                             status=ask)
+        return EscposPrinter(EscposPrinter._device("Usb", "pyusb", idVendor=ids[0], idProduct=ids[1],
+                                                   timeout=int(timeout * 1000)), status=ask)
     if scheme == "serial":
         device = unquote(parts.path) or "/dev/ttyS0"
         baud = query.get("baud", "9600")
         if not baud.isdigit():
             raise InvalidArgument(f"printer {spec}: baud must be a number, e.g. ?baud=115200")
-        return EscposPrinter(EscposPrinter._escpos_printer_module().Serial(
-            devfile=device, baudrate=int(baud), timeout=timeout), status=ask)
+        # the read timeout bounds each status answer (a job's writes are not timed)
+        return EscposPrinter(EscposPrinter._device("Serial", "pyserial", devfile=device, baudrate=int(baud),
+                                                   timeout=min(timeout, 0.5)), status=ask)
     if scheme == "cups":
         return EscposPrinter.cups(unquote(parts.netloc + parts.path))
     if scheme == "win32":

@@ -30,8 +30,9 @@ from typing import Dict, Optional, Tuple
 __all__ = ["PrinterProfile", "get_profile", "profile_names", "CHINESE_FONTS", "DEFAULT_PROFILE",
            "PRINTER_EXTRA"]
 
-#: The optional dependency behind ``posfast[printer]`` (python-escpos and its QR encoder).
-PRINTER_EXTRA = "python-escpos>=3.0"
+#: The optional dependency behind ``posfast[printer]``: python-escpos (with its QR encoder,
+#: ``qrcode``) and the USB and serial libraries its devices need.
+PRINTER_EXTRA = "python-escpos[usb,serial]>=3.0"
 
 #: Chinese encodings of the font of each profile, best first; a model not listed has
 #: no Chinese font (Latin code pages only).  Not in escpos-printer-db: from the makers'

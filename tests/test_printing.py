@@ -538,3 +538,31 @@ def test_find_by_receipt_code_across_terminals(tmp_path):
         assert j.find(receipt_code="4-000300")["amount"] == 30000
         result = reprint(j, receipt_code="4-000300", now=1_795_000_000_000_000)
         assert result.outcome == "preview" and "4-000300" in result.text
+
+
+def test_the_z_report_totals_tax_per_rate(tmp_path):
+    from posfast.printing import print_z_report, render_z_report, tax_totals
+    with Journal.create(tmp_path / "z.pfj", capacity=1024, durability="none",
+                        day_rule=DayRule(utc_offset="+08:00")) as j:
+        ts = 1_795_000_000_000_000
+        items = [ReceiptItem("宫保鸡丁", unit_price=10600, tax_key="A", tax_rate=600),
+                 ReceiptItem("啤酒", unit_price=1130, tax_key="B", tax_rate=1300)]
+        sale = make_receipt(items=items, payments=[Payment("cash", 11730)])
+        j.append(terminal=3, kind="sale", state="approved", amount=11730, currency=156, ts=ts,
+                 receipt_no=123, payload=sale.to_payload())
+        refund = make_receipt(receipt_no=124, kind="refund", items=items[1:], payments=[Payment("cash", 1130)])
+        j.append(terminal=3, kind="refund", state="approved", amount=1130, currency=156, ts=ts + 1,
+                 receipt_no=124, payload=refund.to_payload())
+        declined = make_receipt(receipt_no=125, items=items[:1], payments=[Payment("card", 10600)])
+        j.append(terminal=3, kind="sale", state="declined", amount=10600, currency=156, ts=ts + 2,
+                 receipt_no=125, payload=declined.to_payload())
+        close = j.close_day(dt.datetime.fromtimestamp(ts / 1e6, dt.timezone(dt.timedelta(hours=8))).date())
+        assert tax_totals(j, close) == {156: [("A", 600, 10000, 600, 10600), ("B", 1300, 0, 0, 0)]}
+        lines = render_z_report(close, width=42, taxes=tax_totals(j, close)).splitlines()
+        at = lines.index("Tax by rate (approved, net of refunds)")
+        assert lines[at + 2:at + 5] == ["  Rate                            Net  Tax",
+                                        "  A 6%                         100.00 6.00",
+                                        "  B 13%                          0.00 0.00"]
+        result = print_z_report(j, close, FilePrinter(tmp_path / "z.bin"))
+        assert result.outcome == "ok" and "A 6%" in printed_text((tmp_path / "z.bin").read_bytes())
+        assert job_record(j, result.seq).ref_seq == close.seq

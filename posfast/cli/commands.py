@@ -493,14 +493,15 @@ def cmd_reconcile(args):
 
 def cmd_close_day(args):
     """Write the Z-report and print it; refusals (already closed, in doubt) raise DayClosed."""
-    from ..printing import render_z_report
+    from ..printing import render_z_report, tax_totals
     with Journal.open(args.journal) as journal:
         close = journal.close_day(args.day, terminal=args.terminal, force=bool(args.force))
         tz = journal_tz(journal.day_rule)
+        taxes = tax_totals(journal, close) if args.format != "json" else None
     if args.format == "json":
         print(json.dumps(close.to_dict(), ensure_ascii=False, indent=1))
     else:
-        print(render_z_report(close, width=getattr(args, "width", 42) or 42, tz=tz), end="")
+        print(render_z_report(close, width=getattr(args, "width", 42) or 42, tz=tz, taxes=taxes), end="")
     return EX_OK
 
 

@@ -71,7 +71,7 @@ from posfast.printing.printers import (ESCPOS_EXTRA, FAILED, OK, UNKNOWN, Blueto
                                        open_printer)
 from posfast.printing.jobs import (ReprintRefused, journal_timezone, outcome_state, print_counts,
                                    print_jobs, print_note, print_receipt, reprint, send_journaled)
-from posfast.printing.zreport import print_z_report, render_z_escpos, render_z_report
+from posfast.printing.zreport import print_z_report, render_z_escpos, render_z_report, tax_totals
 
 __all__ = [
     # printer profiles
@@ -107,6 +107,7 @@ __all__ = [
     "render_z_report",
     "render_z_escpos",
     "print_z_report",
+    "tax_totals",
     # ESC/POS encoding
     "EscposBuilder",
     "emit_lines",

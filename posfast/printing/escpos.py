@@ -107,7 +107,8 @@ class EscposBuilder:
         self.buffer = bytearray()
         #: characters the font lacks, printed as '?': character -> times
         self.replaced: Dict[str, int] = {}
-        self._prepare = printer_prepare(self.encoding)
+        #: text as this printer prints it, without counting replacements
+        self.printable = self._prepare = printer_prepare(self.encoding)
         self.measure = printer_measure(self.encoding)
 
     def __bytes__(self) -> bytes:
@@ -434,7 +435,7 @@ def render_escpos(receipt: Receipt, width: Optional[int] = None, copy: int = 0, 
         raise ValueError(f"code must be 'qr', 'code128' or None, got {code!r}")
     lines = layout(receipt, width or builder.profile.columns, copy, reprinted_at, training,
                    measure=builder.measure, prepare=builder.prepare,
-                   chinese=builder.chinese, double_title=True)
+                   chinese=builder.chinese, double_title=True, printable=builder.printable)
     kick = drawer and builder.profile.drawer and any(p.method == "cash" for p in receipt.payments)
     return emit_lines(builder, lines, code=code, qr_module_size=qr_module_size, cut=cut,
                       drawer=kick, logo=logo)

@@ -65,14 +65,6 @@ class _RefMap:
         self.seqs = np.zeros(0, dtype=np.uint64)
         self.recent: dict = {}
 
-    @staticmethod
-    def _hash_many(keys) -> np.ndarray:
-        return _hash_refs(np.array(keys, dtype="S64"))
-
-    @staticmethod
-    def _hash(key) -> np.uint64:
-        return _hash_one(key)
-
     def add(self, keys, seqs):
         if len(keys) < 64 and len(self.recent) < 4096:
             for key, seq in zip(keys, seqs):
@@ -81,7 +73,7 @@ class _RefMap:
         keys = list(self.recent) + list(keys)
         seqs = list(self.recent.values()) + list(seqs)
         self.recent = {}
-        hashes = np.concatenate((self.hashes, self._hash_many(keys)))
+        hashes = np.concatenate((self.hashes, _hash_refs(np.array(keys, dtype="S64"))))
         all_seqs = np.concatenate((self.seqs, np.array(seqs, dtype=np.uint64)))
         order = np.argsort(hashes, kind="stable")
         self.hashes, self.seqs = hashes[order], all_seqs[order]
@@ -91,7 +83,7 @@ class _RefMap:
         if key in self.recent:
             out.append(self.recent[key])
         if len(self.hashes):
-            h = self._hash(key)
+            h = _hash_one(key)
             lo = int(self.hashes.searchsorted(h, side="left"))
             hi = int(self.hashes.searchsorted(h, side="right"))
             out.extend(self.seqs[lo:hi].tolist())
@@ -116,29 +108,39 @@ def parse_receipt_code(code) -> tuple:
     return (int(terminal) if dash else 0), int(number)
 
 
-class _CodeMap(_RefMap):
-    """(terminal, receipt_no) -> seqs of the payments that printed that receipt code: the
-    refs map's layout with the exact 64-bit key as its own hash (no collisions to resolve)."""
+class _CodeMap:
+    """(terminal, receipt_no) -> seqs of the payments whose receipt has that code: like the
+    refs maps, a small dict of recent keys folded into sorted (key, seq) arrays once it grows,
+    with the exact 64-bit key (no hash collisions) and every seq of a reused code kept."""
 
-    @staticmethod
-    def _hash_many(keys) -> np.ndarray:
-        return np.asarray([int(k) for k in keys], dtype=np.uint64)
-
-    @staticmethod
-    def _hash(key) -> np.uint64:
-        return np.uint64(key)
+    def __init__(self):
+        self.keys = np.zeros(0, dtype=np.uint64)
+        self.seqs = np.zeros(0, dtype=np.uint64)
+        self.recent: dict = {}
 
     def add_rows(self, rows):
         """The payments among `rows` that carry a receipt (their begin record)."""
         mine = rows[(rows["payload_len"] > 0) & (rows["receipt_no"] != 0) & (rows["txn_id"] == rows["seq"])
                     & np.isin(rows["kind"], _RECEIPT_KIND_VALUES)]
-        if len(mine):
-            keys = mine["terminal"].astype(np.uint64) << np.uint64(32) | mine["receipt_no"].astype(np.uint64)
-            self.add(keys.tolist(), mine["seq"].tolist())
+        if not len(mine):
+            return
+        keys = mine["terminal"].astype(np.uint64) << np.uint64(32) | mine["receipt_no"].astype(np.uint64)
+        seqs = mine["seq"].astype(np.uint64)
+        if len(keys) < 64 and len(self.recent) < 4096:
+            for key, seq in zip(keys.tolist(), seqs.tolist()):
+                self.recent.setdefault(key, []).append(seq)
+            return
+        held = [(key, seq) for key, listed in self.recent.items() for seq in listed]
+        self.recent = {}
+        all_keys = np.concatenate((self.keys, np.array([k for k, _ in held], dtype=np.uint64), keys))
+        all_seqs = np.concatenate((self.seqs, np.array([q for _, q in held], dtype=np.uint64), seqs))
+        order = np.argsort(all_keys, kind="stable")
+        self.keys, self.seqs = all_keys[order], all_seqs[order]
 
-    def find(self, key) -> list:
-        out = list(super().find(key))
-        return sorted(set(out))
+    def find(self, key: int) -> list:
+        lo = int(self.keys.searchsorted(np.uint64(key), side="left"))
+        hi = int(self.keys.searchsorted(np.uint64(key), side="right"))
+        return sorted(set(self.recent.get(key, []) + self.seqs[lo:hi].tolist()))
 
 
 _RECEIPT_KIND_VALUES = np.array(sorted(int(k) for k in RECEIPT_KINDS), dtype=np.uint8)

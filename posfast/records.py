@@ -1220,7 +1220,7 @@ def print_jobs(prints: np.ndarray, finals: bool = False):
     A job is journaled UNKNOWN before its bytes go out and finalised by a second
     PRINT record (``ref_seq`` = the first one's seq) with OK / FAILED / UNKNOWN
     once the printer answered; a job that was never finalised (a crash while
-    printing) stays UNKNOWN.  A single record (posfast 0.1, a Z-report) is a job
+    printing) stays UNKNOWN.  A single record (written by posfast 0.1) is a job
     on its own.  With ``finals=True`` also the seq of each job's finalising record
     (0 where there is none), aligned with the jobs.
 

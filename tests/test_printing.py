@@ -532,6 +532,14 @@ def test_find_by_receipt_code_across_terminals(tmp_path):
                         payload=make_receipt(receipt_no=999, items=[ReceiptItem("x", unit_price=5)],
                                              payments=[]).to_payload())
         assert j.find(receipt_code="3-000999")["txn_id"] == late
+        # a code reused on one terminal (a till whose counter was reset): both are kept, find
+        # gives the newer, a reprint by that code asks which
+        again = j.append(terminal=3, kind="sale", state="approved", amount=6, receipt_no=999,
+                         payload=make_receipt(receipt_no=999, items=[ReceiptItem("y", unit_price=6)],
+                                              payments=[]).to_payload())
+        assert j.receipt_payments(3, 999) == [late, again] and j.find(receipt_code="3-000999")["amount"] == 6
+        with pytest.raises(ReprintRefused, match="receipt code 3-000999 matches 2 payments"):
+            reprint(j, receipt_code="3-000999")
         with pytest.raises(InvalidRecord, match="TERMINAL-NUMBER"):
             j.find(receipt_code="three-200")
     with Journal.open(path) as j:                     # rebuilt on open

@@ -277,19 +277,21 @@ def _printer_from(spec):
     """--printer: tcp://, usb://, serial://, cups://, win32://, bt:// or a file
     (`posfast.printing.open_printer`)."""
     from ..printing import open_printer
-    return open_printer(spec)
+    return open_printer(spec, what="--printer")
 
 
 def parse_receipt_code(code):
     """``"3-000200"`` (terminal, dash, receipt number, as printed on the slip and in its QR
-    code) -> ``(3, 200)``; ``"000200"`` (a receipt without a terminal) -> ``(None, 200)``."""
-    text = str(code).strip()
-    terminal, dash, number = text.rpartition("-")
-    if not number.isdigit() or (dash and not terminal.isdigit()):
+    code) -> ``(3, 200)``; ``"000200"`` (a receipt without a terminal) -> ``(None, 200)``
+    (`posfast.payments.parse_receipt_code`, with the command's error)."""
+    from ..payments import parse_receipt_code as parse
+    try:
+        terminal, number = parse(code)
+    except errors.InvalidRecord:
         raise errors.InvalidArgument(
             "--code %r: give the receipt code printed on the slip, TERMINAL-NUMBER such as 3-000200 "
-            "(or just the number)" % code)
-    return (int(terminal) if dash else None), int(number)
+            "(or just the number)" % code) from None
+    return (terminal if "-" in str(code) else None), number
 
 
 def cmd_reprint(args):

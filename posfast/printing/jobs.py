@@ -273,9 +273,8 @@ def _find_by_receipt_no(journal, receipt_no: int, terminal: Optional[int]):
                                  f"pass seq= to choose one")
         if found_txns:
             return found_txns[0]
-        raise ReprintRefused(f"no payment with receipt number {receipt_no}{where} in journal {journal.path}; "
-                             f"check the number (and terminal), or it has been evicted")
-    rows = journal.query()
+    # no terminal, or not among the live records (the archive of evicted records): a scan
+    rows = journal.query(terminal=terminal) if terminal is not None else journal.query()
     kinds = rows["kind"]
     match = ((rows["receipt_no"] == receipt_no) & (rows["payload_len"] > 0)
              & np.isin(kinds, _RECEIPT_KIND_VALUES))

@@ -572,7 +572,7 @@ class EscposPrinter(Printer):
             pass
 
 
-def open_printer(url: str, status: bool = True, timeout: float = 5.0) -> Printer:
+def open_printer(url: str, status: bool = True, timeout: float = 5.0, what: str = "printer") -> Printer:
     """A printer from its address, as the CLI's ``--printer`` takes it:
 
     * ``tcp://host:9100`` -- raw TCP (:class:`TcpPrinter`); ``?status=asb`` for
@@ -585,7 +585,8 @@ def open_printer(url: str, status: bool = True, timeout: float = 5.0) -> Printer
     * ``file:///dev/usb/lp0`` or a plain path -- :class:`FilePrinter`.
 
     ``status`` asks two-way printers for their real-time status before and after
-    each job (``?status=off`` in the address turns it off).
+    each job (``?status=off`` in the address turns it off).  An address that is not
+    one of these raises :class:`posfast.errors.InvalidArgument` naming it as ``what``.
 
     >>> open_printer("tcp://192.168.1.50:9100")
     <TcpPrinter tcp:192.168.1.50:9100>
@@ -605,14 +606,14 @@ def open_printer(url: str, status: bool = True, timeout: float = 5.0) -> Printer
         except ValueError:
             host, port = None, None
         if not host or not port:
-            raise InvalidArgument(f"printer {spec}: give tcp://HOST:PORT with a port from 1 to 65535, e.g. "
+            raise InvalidArgument(f"{what} {spec}: give tcp://HOST:PORT with a port from 1 to 65535, e.g. "
                                   f"tcp://192.168.1.50:9100 (a receipt printer's raw port is usually 9100)")
         mode = "asb" if query.get("status", "").lower() == "asb" else ("realtime" if ask else None)
         return TcpPrinter(host, port, timeout=timeout, confirm=query.get("confirm", "close"), status=mode)
     if scheme in ("bt", "bluetooth", "rfcomm"):
         address, _, channel = (parts.netloc + parts.path).partition("/")
         if address.count(":") != 5 or (channel and not channel.isdigit()):
-            raise InvalidArgument(f"printer {spec}: give bt://AA:BB:CC:DD:EE:FF or "
+            raise InvalidArgument(f"{what} {spec}: give bt://AA:BB:CC:DD:EE:FF or "
                                   f"rfcomm://AA:BB:CC:DD:EE:FF/CHANNEL")
         return BluetoothPrinter(address, int(channel or 1), timeout=timeout,
                                 status="realtime" if ask else None)
@@ -621,7 +622,7 @@ def open_printer(url: str, status: bool = True, timeout: float = 5.0) -> Printer
         try:
             ids = int(vid, 16), int(pid, 16)
         except ValueError:
-            raise InvalidArgument(f"printer {spec}: give usb://VID:PID in hex, e.g. usb://04b8:0e15 "
+            raise InvalidArgument(f"{what} {spec}: give usb://VID:PID in hex, e.g. usb://04b8:0e15 "
                                   f"(lsusb shows them)") from None
         return EscposPrinter(EscposPrinter._device("Usb", "pyusb", idVendor=ids[0], idProduct=ids[1],
                                                    timeout=int(timeout * 1000)), status=ask)
@@ -629,7 +630,7 @@ def open_printer(url: str, status: bool = True, timeout: float = 5.0) -> Printer
         device = unquote(parts.path) or "/dev/ttyS0"
         baud = query.get("baud", "9600")
         if not baud.isdigit():
-            raise InvalidArgument(f"printer {spec}: baud must be a number, e.g. ?baud=115200")
+            raise InvalidArgument(f"{what} {spec}: baud must be a number, e.g. ?baud=115200")
         # the read timeout bounds each status answer (a job's writes are not timed)
         return EscposPrinter(EscposPrinter._device("Serial", "pyserial", devfile=device, baudrate=int(baud),
                                                    timeout=min(timeout, 0.5)), status=ask)
@@ -640,6 +641,6 @@ def open_printer(url: str, status: bool = True, timeout: float = 5.0) -> Printer
     if scheme == "file":
         return FilePrinter(unquote(parts.path))
     if scheme:
-        raise InvalidArgument(f"printer {spec}: unknown kind {scheme}://; give tcp://, usb://, serial://, "
+        raise InvalidArgument(f"{what} {spec}: unknown kind {scheme}://; give tcp://, usb://, serial://, "
                               f"cups://, win32://, bt:// or a file path")
     return FilePrinter(spec)

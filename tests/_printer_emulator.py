@@ -11,6 +11,7 @@ side), answers each ``DLE EOT 1, DLE EOT 2, DLE EOT 4`` query (posfast's
   sender is stuck mid-send;
 * ``hold=True``: after the whole job, keep the connection open (``got_all`` is set),
   so the sender is stuck waiting for the printer's confirmation;
+* ``drop_after=N``: read N bytes of a job, then close with the rest unread (a reset);
 * ``answers_status=False``: a printer that ignores DLE EOT.
 
 ``jobs`` holds each connection's job bytes with the status queries taken out.
@@ -24,9 +25,10 @@ from posfast.printing.printers import STATUS_QUERY
 
 class PrinterEmulator:
     def __init__(self, conditions=(), offline_after=None, pause_after=None, hold=False,
-                 answers_status=True):
+                 answers_status=True, drop_after=None):
         self.conditions = set(conditions)
         self.offline_after, self.pause_after, self.hold = offline_after, pause_after, hold
+        self.drop_after = drop_after
         self.answers_status = answers_status
         self.jobs = []
         self.queries = 0
@@ -70,11 +72,13 @@ class PrinterEmulator:
                     self.held.append(conn)
                     self.jobs.append(bytes(job))
                     return
-                want = 65536 if self.pause_after is None else max(1, self.pause_after - len(job))
-                chunk = conn.recv(want)
+                limit = self.pause_after if self.pause_after is not None else self.drop_after
+                chunk = conn.recv(65536 if limit is None else max(1, limit - len(job)))
                 if not chunk:
                     break
                 job += chunk
+                if self.drop_after is not None and len(job) >= self.drop_after:
+                    break
                 if self.offline_after is not None and len(job) >= self.offline_after:
                     self.conditions |= {"cover open"}
                 while job.endswith(STATUS_QUERY):   # a status request: answer it now

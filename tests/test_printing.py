@@ -9,10 +9,9 @@ import doctest
 import json
 import socket
 import sys
-import threading
-import time
 
 import pytest
+from _printer_emulator import PrinterEmulator
 
 import posfast
 import posfast.printing
@@ -26,71 +25,16 @@ from posfast.receipt import Payment, Receipt, ReceiptItem, display_width, render
 SHORT = 2.0  # seconds: bounds waits that end as soon as the printer answers (roomy for a loaded CI box)
 
 
-class FakePrinter:
-    """A raw-TCP 'printer' on 127.0.0.1.
+def FakePrinter(mode="print", drop_after=16):
+    """A raw-TCP 'printer' on 127.0.0.1 (tests/_printer_emulator.py).
 
     mode "print": read the job until the client half-closes, then close (what
     real port-9100 printers do); "hang": accept and never read nor close;
     "drop": read `drop_after` bytes then close with data unread (a reset);
     "stay": read the job but never close.
     """
-
-    def __init__(self, mode="print", drop_after=16):
-        self.mode, self.drop_after = mode, drop_after
-        self.jobs = []
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.listener.settimeout(0.02)  # lets the thread notice close() promptly
-        self.port = self.listener.getsockname()[1]
-        self.held = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if self.mode == "hang":
-                self.held.append(conn)
-                continue
-            job = bytearray()
-            conn.settimeout(5)
-            try:
-                while True:
-                    want = self.drop_after - len(job) if self.mode == "drop" else 65536
-                    chunk = conn.recv(max(want, 1))
-                    if not chunk:
-                        break
-                    job += chunk
-                    if self.mode == "drop" and len(job) >= self.drop_after:
-                        break
-            except OSError:
-                pass
-            self.jobs.append(bytes(job))
-            if self.mode == "stay":
-                self.held.append(conn)
-            else:
-                conn.close()
-
-    def wait_jobs(self, count, timeout=2.0):
-        """Wait until `count` jobs arrived (python-escpos returns before the printer has read)."""
-        deadline = time.monotonic() + timeout
-        while len(self.jobs) < count and time.monotonic() < deadline:
-            time.sleep(0.001)
-        return self.jobs
-
-    def close(self):
-        self.stopping.set()
-        self.listener.close()
-        for conn in self.held:
-            conn.close()
-        self.thread.join(2)
+    return PrinterEmulator(pause_after=0 if mode == "hang" else None, hold=mode == "stay",
+                           drop_after=drop_after if mode == "drop" else None)
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from posfast.errors import PosfastError, ReprintRefused
+from posfast.payments import parse_receipt_code
 from posfast.printing.escpos import render_escpos
 from posfast.printing.printers import FAILED, OK, UNKNOWN, Printer, PrintResult
-from posfast.payments import parse_receipt_code
 from posfast.printing.profiles import get_profile
 from posfast.receipt import InvalidReceipt, Receipt, render_text
 from posfast.records import RECEIPT_KINDS, Flag, Kind, State, print_jobs

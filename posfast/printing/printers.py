@@ -12,8 +12,12 @@ printer fault:
   never a second original.
 
 Backends: :class:`FilePrinter` (a file or ``/dev/usb/lp0``), :class:`TcpPrinter`
-(raw port 9100) and :class:`EscposPrinter` (a python-escpos device, with the
-``posfast[printer]`` extra).  Journaling the attempt is :mod:`posfast.printing.jobs`'s.
+(raw port 9100), :class:`BluetoothPrinter` (RFCOMM) and :class:`EscposPrinter` (a
+python-escpos device: USB, serial, CUPS, Windows; the ``posfast[printer]`` extra),
+each from an address with :func:`open_printer`.  Two-way printers report their
+:class:`PrinterStatus` (``DLE EOT`` real-time status, or automatic status back)
+before and after a job: a problem before is "failed" with the reason, after it
+"unknown" with the reason.  Journaling the attempt is :mod:`posfast.printing.jobs`'s.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ __all__ = [
     "UNKNOWN",
 ]
 
-#: The optional dependency behind ``posfast[printer]`` (also ``posfast[printer]``, its 0.1 name).
+#: The optional dependency behind ``posfast[printer]`` (also ``posfast[escpos]``, its 0.1 name).
 ESCPOS_EXTRA = PRINTER_EXTRA
 
 #: The outcomes of :meth:`Printer.send` (:attr:`PrintResult.outcome`).

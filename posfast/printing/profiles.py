@@ -102,10 +102,13 @@ DEFAULT_PROFILE = PrinterProfile("default", 42, dict(_EPSON_PAGES), chinese=CHIN
 
 
 def _codec(name: str) -> Optional[str]:
+    """The Python codec of a database code page, None unless it is a single-byte one
+    (``ESC t`` selects single-byte pages; the database's CP932 is only its katakana)."""
     try:
-        return codecs.lookup(name.replace("ISO_", "iso").replace("_", "-")).name
+        codec = codecs.lookup(name.replace("ISO_", "iso").replace("_", "-")).name
     except LookupError:
         return None
+    return codec if len(bytes(range(256)).decode(codec, "replace")) == 256 else None
 
 
 @lru_cache(maxsize=1)

@@ -310,13 +310,17 @@ class Payments:
             return found
 
     def _find_receipt(self, terminal: int, receipt_no: int):
-        found = self.receipt_payments(terminal, receipt_no)
-        if not found:
-            return None
+        key = ("receipt_code", (terminal, receipt_no))
         with self._store.lock:
+            self._store.refresh()
+            hit = self._cache_hit(key)
+            if hit is not None:
+                return hit
+            found = self.receipt_payments(terminal, receipt_no)
+            if not found:
+                return None
             begin = self._store.get(found[-1])   # a code reused on one terminal: the newest
-            return self._cached(("receipt_code", (terminal, receipt_no)), begin.terminal,
-                                lambda: self._summary(begin))
+            return self._cached(key, begin.terminal, lambda: self._summary(begin))
 
     def _cache_hit(self, key):
         hit = self._summary_cache.get(key)

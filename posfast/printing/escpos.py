@@ -28,6 +28,8 @@ import warnings
 from functools import lru_cache
 from typing import Callable, Dict, Iterable, List, Optional, Union
 
+import numpy as np
+
 from posfast.errors import UnprintableText
 from posfast.printing.profiles import PrinterProfile, get_profile
 from posfast.receipt import CENTER, LEFT, Line, Receipt, char_width, layout, sanitize
@@ -243,31 +245,27 @@ class EscposBuilder:
                              f"raster images: print the receipt with code=None or 'code128'")
         dots = self.profile.dots or 384
         module_size = max(1, min(module_size, dots // len(matrix[0])))
-        rows = [[cell for cell in row for _ in range(module_size)] for row in matrix]
-        return self.image([row for row in rows for _ in range(module_size)])
+        modules = np.array(matrix, dtype=bool)
+        return self.image(np.repeat(np.repeat(modules, module_size, axis=0), module_size, axis=1))
 
     def image(self, picture) -> "EscposBuilder":
         """A monochrome image as GS v 0 raster bands (of at most 256 rows): a PIL image
-        (a logo; converted to 1 bit, wider than the head is refused) or rows of truthy
-        (black) / falsy (white) pixels."""
-        rows = _bitmap_rows(picture)
-        width = max((len(row) for row in rows), default=0)
-        if not rows or not width:
+        (a logo; dark pixels print, wider than the head is refused), a 2-D array or rows
+        of truthy (black) / falsy (white) pixels."""
+        pixels = _bitmap(picture)
+        height, width = pixels.shape
+        if not height or not width:
             raise ValueError("the image is empty")
         if self.profile.dots and width > self.profile.dots:
             raise ValueError(f"the image is {width} dots wide; printer profile {self.profile.name} "
                              f"prints at most {self.profile.dots}: scale it down first")
-        row_bytes = (width + 7) // 8
-        for top in range(0, len(rows), 256):
-            band = rows[top:top + 256]
+        packed = np.packbits(pixels, axis=1)          # 8 dots a byte, the leftmost the high bit
+        row_bytes = packed.shape[1]
+        for top in range(0, height, 256):
+            band = packed[top:top + 256]
             self.buffer += b"\x1dv0\x00" + bytes([row_bytes & 0xFF, row_bytes >> 8,
                                                      len(band) & 0xFF, len(band) >> 8])
-            for row in band:
-                packed = bytearray(row_bytes)
-                for x, black in enumerate(row):
-                    if black:
-                        packed[x >> 3] |= 0x80 >> (x & 7)
-                self.buffer += packed
+            self.buffer += band.tobytes()
         return self
 
     def barcode(self, data: str, symbology: str = "CODE128", height: int = 64, module_width: int = 2,
@@ -321,13 +319,21 @@ def qr_matrix(data: Union[str, bytes], error_level: str = "M") -> List[List[bool
     return [list(row) for row in code.get_matrix()]
 
 
-def _bitmap_rows(picture) -> List[List[bool]]:
+def _bitmap(picture) -> np.ndarray:
+    """A picture as a 2-D bool array, True = black: a PIL image (dark pixels black), a
+    2-D array, or rows of truthy / falsy values."""
+    if isinstance(picture, np.ndarray):
+        return picture.astype(bool, copy=False)
     if hasattr(picture, "convert") and hasattr(picture, "size"):   # a PIL image
         mono = picture.convert("L")
         width, height = mono.size
-        pixels = list(mono.getdata())
-        return [[pixels[y * width + x] < 128 for x in range(width)] for y in range(height)]
-    return [[bool(v) for v in row] for row in picture]
+        return np.frombuffer(mono.tobytes(), dtype=np.uint8).reshape(height, width) < 128
+    rows = [list(row) for row in picture]
+    width = max((len(row) for row in rows), default=0)
+    out = np.zeros((len(rows), width), dtype=bool)
+    for y, row in enumerate(rows):
+        out[y, :len(row)] = [bool(v) for v in row]
+    return out
 
 
 @lru_cache(maxsize=None)
@@ -492,7 +498,9 @@ def emit_lines(builder: EscposBuilder, lines: Iterable[Line], code: Optional[str
         if line_size != size:
             builder.size(*line_size)
             size = line_size
-        builder.text(line.text.rstrip(" ") if line.align == LEFT else line.text.strip(" ")).newline()
+        # laid-out text is prepared for this printer already (Layout.prepare): encode it
+        text = line.text.rstrip(" ") if line.align == LEFT else line.text.strip(" ")
+        builder.raw(text.encode(builder.encoding, "replace")).newline()
     if bold:
         builder.bold(False)
     if size != (1, 1):

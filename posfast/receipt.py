@@ -718,13 +718,20 @@ class Receipt:
             payments = [Payment(method=p["m"], amount=p["a"], label=p.get("l", ""),
                                 pan_last4=p.get("c", ""), auth_code=p.get("ac", ""), rrn=p.get("rrn", ""))
                         for p in doc.get("pay", [])]
-            return cls(
+            lang = doc.get("lang", "zh")
+            receipt = cls(
                 merchant=doc["m"], items=items, total=doc["tot"], currency=doc.get("cur", 156),
                 exponent=doc.get("exp"), kind=doc.get("k", "sale"), receipt_no=doc.get("no", 0),
                 terminal=doc.get("t", 0), operator=doc.get("op", 0), merchant_id=doc.get("mid", ""),
                 issued_at=doc.get("at", ""), header=doc.get("h", []),
                 adjustments=[tuple(a) for a in doc.get("adj", [])], payments=payments,
-                change=doc.get("chg", 0), footer=doc.get("f", []), lang=doc.get("lang", "zh"))
+                change=doc.get("chg", 0), footer=doc.get("f", []),
+                lang=lang if lang in LANGUAGES else "en")
+            if lang != receipt.lang and isinstance(lang, str):
+                # a language registered in the process that stored it, not in this one: kept,
+                # and its labels print in English here
+                _set(receipt, "lang", lang)
+            return receipt
         except (KeyError, TypeError, AttributeError) as exc:
             raise InvalidReceipt(f"receipt payload is malformed ({type(exc).__name__}: {exc})") from None
 

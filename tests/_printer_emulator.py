@@ -12,7 +12,9 @@ side), answers each ``DLE EOT 1, DLE EOT 2, DLE EOT 4`` query (posfast's
 * ``hold=True``: after the whole job, keep the connection open (``got_all`` is set),
   so the sender is stuck waiting for the printer's confirmation;
 * ``drop_after=N``: read N bytes of a job, then close with the rest unread (a reset);
-* ``answers_status=False``: a printer that ignores DLE EOT.
+* ``answers_status=False``: a printer that ignores DLE EOT (and GS a);
+* a job that starts with ``GS a`` (automatic status back on) gets a 4-byte ASB message
+  of the condition at its end, before the printer closes.
 
 ``jobs`` holds each connection's job bytes with the status queries taken out.
 """
@@ -52,6 +54,14 @@ class PrinterEmulator:
         paper = 0x12 | (0x0C if "paper near end" in c else 0) | (0x60 if "paper out" in c else 0)
         return bytes([printer, cause, paper])
 
+    def asb_bytes(self) -> bytes:
+        """An automatic status back message (GS a) of the condition now."""
+        c = self.conditions
+        offline = bool(c & {"offline", "paper out", "cover open"})
+        first = 0x10 | (0x08 if offline else 0) | (0x20 if "cover open" in c else 0)
+        paper = (0x03 if "paper near end" in c else 0) | (0x0C if "paper out" in c else 0)
+        return bytes([first, 0, paper, 0])
+
     def _serve(self):
         while not self.stopping.is_set():
             try:
@@ -86,6 +96,8 @@ class PrinterEmulator:
                     self.queries += 1
                     if self.answers_status:
                         conn.sendall(self.status_bytes())
+            if job.startswith(b"\x1da") and self.answers_status:   # ASB on: say how it ended
+                conn.sendall(self.asb_bytes())
         except OSError:
             pass
         self.jobs.append(bytes(job))

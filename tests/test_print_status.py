@@ -107,6 +107,16 @@ def test_going_offline_mid_job_is_unknown_with_the_reason(journal, emulator, tmp
     assert len(unknown) == 1 and "offline, cover open" in unknown[0].detail
 
 
+def test_automatic_status_back_reports_the_cover_opened_mid_job(journal, emulator):
+    printer = emulator(offline_after=40)
+    result = print_receipt(journal, sale(journal), open_printer(printer.url + "?status=asb"))
+    assert result.outcome == "unknown" and result.status == ("offline", "cover open")
+    assert printer.queries == 0 and printer.jobs[0].startswith(b"\x1da\x0e")   # GS a, no DLE EOT
+    ready = emulator()
+    ok = print_receipt(journal, sale(journal), open_printer(ready.url + "?status=asb"))
+    assert (ok.outcome, ok.status) == ("ok", ())
+
+
 def test_paper_near_end_prints_and_is_noted(journal, emulator):
     printer = emulator(conditions={"paper near end"})
     result = print_receipt(journal, sale(journal), open_printer(printer.url))

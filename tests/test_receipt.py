@@ -372,9 +372,13 @@ def test_receipt_languages_are_pluggable():
     try:
         de = render_text(_taxed(lang="de"), width=32)
         assert "SUMME CNY" in de and "Rückgeld" in de and "Receipt No" in de    # the rest from English
-        assert Receipt.from_payload(_taxed(lang="de").to_payload()).lang == "de"
+        stored = _taxed(lang="de").to_payload()
+        assert Receipt.from_payload(stored).lang == "de"
     finally:
         del LANGUAGES["de"]
+    # read where "de" is not registered (posfast reprint in another process): English labels
+    elsewhere = Receipt.from_payload(stored)
+    assert elsewhere.lang == "de" and "TOTAL CNY" in render_text(elsewhere, width=32)
     with pytest.raises(InvalidReceipt, match="lang must be one of en, fr, zh"):
         Receipt(merchant="M", lang="xx")
     # a label the printer's font cannot print falls back to English

@@ -327,7 +327,7 @@ class TcpPrinter(Printer):
                                                f"job (nothing was printed): {_advice(before)}, then print "
                                                f"again", 0, self.describe(), status=before.problems)
             elif self.status_mode == "asb":
-                data = b"\x1da\x24" + data   # GS a: report offline/cover (bits 2, 5) and paper sensor
+                data = b"\x1da\x0e" + data   # GS a: send online/offline, error and paper sensor changes
             view = memoryview(data)
             while sent < len(data):
                 sent += sock.send(view[sent:])

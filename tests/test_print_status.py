@@ -169,6 +169,7 @@ def test_usb_serial_cups_win32_go_through_python_escpos():
                 open_printer(url)
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="needs a pseudo-terminal (POSIX)")
 def test_serial_printer_on_a_pty_prints_and_answers_status(tmp_path):
     pytest.importorskip("serial", reason="pyserial (posfast[printer]) not installed")
     import os

@@ -8,9 +8,10 @@ lifecycle writes them: a PENDING begin, the host's answer (same txn_id) and a PR
 record per payment; one payment in ten carries its receipt (a 12-line receipt as
 payload) and every payment a client_ref.  Measured (median per operation):
 `last_transaction(terminal)`, `find(client_ref)` of a recent and of an old payment,
-`last(terminal)`, rendering a 40-line receipt to text and to ESC/POS, and a
-reprint end to end (lookup by receipt number + render + FilePrinter + PRINT record,
-fsync) of a receipt from days ago.  Targets (issue 3): last_transaction and find
+`last(terminal)`, rendering a 40-line receipt to text and to ESC/POS (native QR, and
+a ZJ-5870's raster QR), a receipt code's payment through the code map against a scan
+of the terminal's records, and a reprint end to end (code lookup + render +
+FilePrinter + the two PRINT records of a print, fsync) of a receipt from days ago.  Targets (issue 3): last_transaction and find
 <= 2 µs.  A summary is cached until its terminal's newest record changes, so the
 uncached rows show the first inquiry after a new record.
 """
@@ -132,10 +133,24 @@ def main(argv=None):
         big = receipt(40)
         rows.append(("render 40-line receipt to text", median_us(lambda: render_text(big, width=42), 200), ""))
         rows.append(("render 40-line receipt to ESC/POS", median_us(lambda: render_escpos(big, width=42), 200), ""))
+        rows.append(("render 40-line receipt to ESC/POS, ZJ-5870 (raster QR, GBK)",
+                     median_us(lambda: render_escpos(big, profile="ZJ-5870"), 200), ""))
         printer = FilePrinter(os.path.join(directory, "printer.bin"))
         target = j.query(terminal=5, kind="sale")
         target = target[(target["payload_len"] > 0)][len(target) // 40]
-        rows.append(("reprint end to end (receipt_no lookup, render, print, fsync'd PRINT record)",
+        code = "5-%06d" % int(target["receipt_no"])
+        assert j.receipt_payments(5, int(target["receipt_no"])) == [int(target["txn_id"])]
+        rows.append(("receipt code -> payment (receipt_payments, the code map)",
+                     median_us(lambda: j.receipt_payments(5, int(target["receipt_no"])), 2000), ""))
+        rows.append(("find(receipt_code=%s), cached summary" % code,
+                     median_us(lambda: j.find(receipt_code=code), 2000), ""))
+
+        def scan():   # what a reprint by receipt number did before the code map: read the terminal
+            rows_ = j.query(terminal=5)
+            return rows_[(rows_["receipt_no"] == target["receipt_no"]) & (rows_["payload_len"] > 0)]
+        rows.append(("  the same by a scan of the terminal's records (posfast 0.1's reprint)",
+                     median_us(scan, 30), ""))
+        rows.append(("reprint end to end (code lookup, render, print, 2 fsync'd PRINT records)",
                      median_us(lambda: reprint(j, receipt_no=int(target["receipt_no"]), terminal=5,
                                                printer=printer, max_copies=10**6), 30), ""))
         records = j.head_seq

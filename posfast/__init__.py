@@ -9,7 +9,7 @@ from .errors import (BackOfficeFull, BackOfficeMissing, CorruptRecord, DayClosed
                      FormatVersionError, InvalidArgument, InvalidRecord, IOFailure, JournalClosed,
                      JournalExists, JournalFull, JournalLocked, JournalNotFound, PaymentError,
                      PosfastError, ReprintRefused, SettlementError, SyncBadAck, SyncConfigError,
-                     SyncError, SyncRefused, SyncUnavailable)
+                     SyncError, SyncRefused, SyncUnavailable, UnprintableText)
 from .journal import Batch, Journal, Problem, VerifyReport
 from .records import RECORD_DTYPE, DayRule, Flag, Kind, Method, State
 
@@ -33,4 +33,4 @@ __all__ = ["Journal", "Record", "RECORD_DTYPE", "Kind", "State", "Method", "Flag
            "InvalidArgument", "PaymentError", "DayClosed", "ReprintRefused", "SyncError",
            "SyncRefused", "SyncUnavailable", "BackOfficeFull", "SyncConfigError",
            "BackOfficeMissing", "SyncBadAck", "SettlementError", "EscposParseError",
-           "__version__"]
+           "UnprintableText", "__version__"]

@@ -174,6 +174,11 @@ class DayClosed(PosfastError):
     """The business day was already closed, or cannot be closed yet (payments in doubt)."""
 
 
+class UnprintableText(PosfastError, UserWarning):
+    """A warning (``warnings.warn``): receipt text holds characters the printer's font
+    lacks; they print as '?' (never dropped silently).  The message lists them."""
+
+
 class InvalidArgument(PosfastError, ValueError):
     """A value given to a command or a planning function is not usable (a size, a count,
     a printer address); the message says what to give instead."""

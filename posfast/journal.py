@@ -656,7 +656,7 @@ class Journal:
                         index.compact(ring.oldest_seq)
                     if self._totals is not None:
                         self._totals.add_one(unpack_row(row), ring.oldest_seq)
-                    self._payments.appended(seq, row, order_ref, host_ref)
+                    self._payments.appended(seq, row, order_ref, host_ref, len(payload))
                     if seq - self._saved_head >= CHECKPOINT_RECORDS or \
                             time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS:
                         self._maybe_checkpoint()
@@ -694,7 +694,7 @@ class Journal:
             row = pack_row(values)
             got = ring.append_one(row, body, len(ext))
             assert got == seq
-            self._payments.appended(seq, row, order_ref, host_ref)
+            self._payments.appended(seq, row, order_ref, host_ref, len(payload))
             self.index.add_one(seq, values[_DAY], values[_TERMINAL], kind)
             self.index.maybe_compact(ring.oldest_seq, ring.capacity)
             if self._totals is not None:
@@ -867,15 +867,25 @@ class Journal:
         (`Payments.txn_records`)."""
         return self._payments.txn_records(txn_id)
 
-    def find(self, client_ref=None, *, order_ref=None, host_ref=None):
+    def find(self, client_ref=None, *, order_ref=None, host_ref=None, receipt_code=None):
         """The payment begun with this idempotency key (`client_ref`), with this merchant order
-        number (`order_ref`), or answered with this host reference (`host_ref`): its current
-        Record, or None (`Payments.find`).
+        number (`order_ref`), answered with this host reference (`host_ref`), or whose receipt
+        carries this code (`receipt_code`, ``"3-000200"``: terminal and receipt number as
+        printed on the slip and in its QR code): its current Record, or None
+        (`Payments.find`).  Each is one lookup in a map kept current as records are appended.
 
         >>> j.find(order_ref="4200001234202611201234567890").state     # doctest: +SKIP
         2
+        >>> j.find(receipt_code="3-000200")["txn_id"]                   # doctest: +SKIP
+        812
         """
-        return self._payments.find(client_ref, order_ref=order_ref, host_ref=host_ref)
+        return self._payments.find(client_ref, order_ref=order_ref, host_ref=host_ref,
+                                   receipt_code=receipt_code)
+
+    def receipt_payments(self, terminal: int, receipt_no: int) -> list:
+        """txn_ids of the payments whose receipt code is (terminal, receipt_no), oldest first
+        (`Payments.receipt_payments`)."""
+        return self._payments.receipt_payments(int(terminal), int(receipt_no))
 
     def in_doubt(self, terminal=None) -> list:
         """Payments begun and never finished, oldest first (`Payments.in_doubt`)."""

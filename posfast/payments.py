@@ -16,13 +16,16 @@ import numpy as np
 
 from .errors import CorruptRecord, InvalidRecord, PaymentError
 from .dayclose import TXN_DTYPE, payment_transactions
-from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, ROW_INDEX, ROW_OFFSET, Flag,
-                      Kind, Method, State, check_ref, day_number, now_us, unpack_row)
+from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, RECEIPT_KINDS, ROW_INDEX,
+                      ROW_OFFSET, Flag, Kind, Method, State, check_ref, day_number, now_us,
+                      unpack_row)
 from .storage import Storage
 
 _PAYMENT_KIND_SET = frozenset(int(k) for k in PAYMENT_KIND_VALUES)
 _KIND_AT, _CLIENT_REF_AT = ROW_OFFSET["kind"], ROW_OFFSET["client_ref"]
 _TXN_FIELD, _STATE_FIELD, _CLIENT_FIELD = ROW_INDEX["txn_id"], ROW_INDEX["state"], ROW_INDEX["client_ref"]
+_RECEIPT_FIELD, _TERMINAL_FIELD = ROW_INDEX["receipt_no"], ROW_INDEX["terminal"]
+_RECEIPT_KIND_SET = frozenset(int(k) for k in RECEIPT_KINDS)
 _KIND_BY_NAME = {k.name.lower(): k for k in Kind}      # (the usual spelling, looked up first)
 _STATE_BY_NAME = {s.name.lower(): s for s in State}
 _FINAL_STATES = {State.APPROVED, State.DECLINED, State.FAILED, State.REVERSED, State.VOIDED}
@@ -100,6 +103,73 @@ class _RefMap:
         return out
 
 
+# ---------------------------------------------------------------- receipt codes
+def receipt_code_key(terminal: int, receipt_no: int) -> int:
+    """The receipt code ``"3-000200"`` (terminal, receipt number) as one 64-bit key."""
+    return int(terminal) << 32 | int(receipt_no)
+
+
+def parse_receipt_code(code) -> tuple:
+    """``"3-000200"`` (as printed on the slip and in its QR code) -> ``(3, 200)``;
+    ``"000200"`` (a receipt without a terminal) -> ``(0, 200)``."""
+    text = str(code).strip()
+    terminal, dash, number = text.rpartition("-")
+    if not number.isdigit() or (dash and not terminal.isdigit()) or \
+            int(number) >= 2 ** 32 or (dash and int(terminal) >= 2 ** 32):
+        raise InvalidRecord("posfast: receipt code %r: give TERMINAL-NUMBER as printed on the slip, "
+                            "such as 3-000200 (or just the number)" % (code,))
+    return (int(terminal) if dash else 0), int(number)
+
+
+class _CodeMap:
+    """(terminal, receipt_no) -> seqs of the payments whose receipt has that code: like the
+    refs maps, a small dict of recent keys folded into sorted (key, seq) arrays once it grows,
+    with the exact 64-bit key (no hash collisions) and every seq of a reused code kept."""
+
+    def __init__(self):
+        self.keys = np.zeros(0, dtype=np.uint64)
+        self.seqs = np.zeros(0, dtype=np.uint64)
+        self.recent: dict = {}
+
+    def add_rows(self, rows):
+        """The payments among `rows` that carry a receipt (their begin record)."""
+        mine = rows[(rows["payload_len"] > 0) & (rows["receipt_no"] != 0) & (rows["txn_id"] == rows["seq"])
+                    & np.isin(rows["kind"], _RECEIPT_KIND_VALUES)]
+        if not len(mine):
+            return
+        keys = mine["terminal"].astype(np.uint64) << np.uint64(32) | mine["receipt_no"].astype(np.uint64)
+        seqs = mine["seq"].astype(np.uint64)
+        if len(keys) < 64 and len(self.recent) < 4096:
+            for key, seq in zip(keys.tolist(), seqs.tolist()):
+                self.recent.setdefault(key, []).append(seq)
+            return
+        self._fold(keys, seqs)
+
+    def add_one(self, key: int, seq: int) -> None:
+        """`add_rows` of one payment that carries a receipt (the single-append path)."""
+        if len(self.recent) < 4096:
+            self.recent.setdefault(key, []).append(seq)
+        else:
+            self._fold(np.array([key], dtype=np.uint64), np.array([seq], dtype=np.uint64))
+
+    def _fold(self, keys, seqs) -> None:
+        """The recent dict and these keys into the sorted arrays."""
+        held = [(key, seq) for key, listed in self.recent.items() for seq in listed]
+        self.recent = {}
+        all_keys = np.concatenate((self.keys, np.array([k for k, _ in held], dtype=np.uint64), keys))
+        all_seqs = np.concatenate((self.seqs, np.array([q for _, q in held], dtype=np.uint64), seqs))
+        order = np.argsort(all_keys, kind="stable")
+        self.keys, self.seqs = all_keys[order], all_seqs[order]
+
+    def find(self, key: int) -> list:
+        lo = int(self.keys.searchsorted(np.uint64(key), side="left"))
+        hi = int(self.keys.searchsorted(np.uint64(key), side="right"))
+        return sorted(set(self.recent.get(key, []) + self.seqs[lo:hi].tolist()))
+
+
+_RECEIPT_KIND_VALUES = np.array(sorted(int(k) for k in RECEIPT_KINDS), dtype=np.uint8)
+
+
 class _Catchup:
     """Derived lookups (the client_ref, order_ref and host_ref maps, the pending set) built
     lazily, then kept current by reading only the records appended since (so appends stay
@@ -110,6 +180,7 @@ class _Catchup:
         self.by_client_ref = _RefMap()
         self.by_order_ref = _RefMap()
         self.by_host_ref = _RefMap()
+        self.by_receipt_code = _CodeMap()
         self.pending: set = set()
 
     def catch_up(self, store: Storage):
@@ -122,10 +193,10 @@ class _Catchup:
         self.upto = store.head_seq
 
     def absorb_one(self, store: Storage, seq: int, row: bytes, order_ref: bytes,
-                   host_ref: bytes) -> None:
-        """`_absorb` of the record just appended as `seq` (its RECORD_DTYPE bytes and its
-        references), if the maps are current up to the one before; else the next catch_up
-        reads it.  The single-append path: no arrays, no read back."""
+                   host_ref: bytes, payload_len: int) -> None:
+        """`_absorb` of the record just appended as `seq` (its RECORD_DTYPE bytes, its
+        references and payload length), if the maps are current up to the one before; else
+        the next catch_up reads it.  The single-append path: no arrays, no read back."""
         if self.upto != seq - 1 or seq < store.oldest_seq:
             return
         self.upto = seq
@@ -136,6 +207,10 @@ class _Catchup:
             client_ref = values[_CLIENT_FIELD].rstrip(b"\0")
             if client_ref and txn_id == seq:
                 self.by_client_ref.add([client_ref], [seq])
+            receipt_no = values[_RECEIPT_FIELD]
+            if payload_len and receipt_no and txn_id == seq and kind in _RECEIPT_KIND_SET:
+                self.by_receipt_code.add_one(receipt_code_key(values[_TERMINAL_FIELD],
+                                                              receipt_no), seq)
             if order_ref:
                 self.by_order_ref.add([order_ref], [seq])
             if host_ref:
@@ -150,6 +225,7 @@ class _Catchup:
         return self.by_client_ref.find(ref)
 
     def _absorb(self, store, rows):
+        self.by_receipt_code.add_rows(rows)
         with_ref = rows[rows["client_ref"] != b""]
         if len(with_ref):
             begins = with_ref[with_ref["txn_id"] == with_ref["seq"]]
@@ -187,10 +263,11 @@ class Payments:
         self._summary_cache: dict = {}      # (what, key) -> (terminal's newest seq, summary)
         self._receipt_counters: dict = {}   # terminal -> last receipt_no handed out
 
-    def appended(self, seq: int, row: bytes, order_ref: bytes = b"", host_ref: bytes = b"") -> None:
-        """The journal appended one record (`seq`, its RECORD_DTYPE bytes, its references):
-        the derived maps take it now, without reading it back."""
-        self._catchup.absorb_one(self._store, seq, row, order_ref, host_ref)
+    def appended(self, seq: int, row: bytes, order_ref: bytes = b"", host_ref: bytes = b"",
+                 payload_len: int = 0) -> None:
+        """The journal appended one record (`seq`, its RECORD_DTYPE bytes, its references, the
+        length of its payload): the derived maps take it now, without reading it back."""
+        self._catchup.absorb_one(self._store, seq, row, order_ref, host_ref, payload_len)
 
     def _seen(self, name: str, ref: bytes) -> bool:
         """Whether any record may carry this reference (False: certainly none does)."""
@@ -235,15 +312,20 @@ class Payments:
         reversed_ = any(r["kind"] == Kind.REVERSAL for r in approved)
         return current, refunded, voided, reversed_
 
-    def find(self, client_ref=None, order_ref=None, host_ref=None):
+    def find(self, client_ref=None, order_ref=None, host_ref=None, receipt_code=None):
         """The payment begun with this idempotency key (`client_ref`), with this merchant order
-        number (`order_ref`) or answered with this host reference (`host_ref`): its summary
-        (as `last_transaction` gives it), or None.  Give exactly one of them."""
+        number (`order_ref`), answered with this host reference (`host_ref`) or whose receipt
+        carries this code (`receipt_code`, "3-000200"): its summary (as `last_transaction`
+        gives it), or None.  Give exactly one of them."""
         given = [(name, v) for name, v in (("client_ref", client_ref), ("order_ref", order_ref),
-                                           ("host_ref", host_ref)) if v is not None]
+                                           ("host_ref", host_ref), ("receipt_code", receipt_code))
+                 if v is not None]
         if len(given) != 1:
-            raise InvalidRecord("posfast: find() takes one of client_ref=, order_ref=, host_ref=")
+            raise InvalidRecord("posfast: find() takes one of client_ref=, order_ref=, host_ref=, "
+                                "receipt_code=")
         name, value = given[0]
+        if name == "receipt_code":
+            return self._find_receipt(*parse_receipt_code(value))
         if name == "client_ref":
             ref = _client_ref_key(value)
         else:
@@ -274,6 +356,36 @@ class Payments:
                             pass
                     return self._cached((name, ref), rec.terminal, lambda: self._summary(begin))
         return None
+
+    def receipt_payments(self, terminal: int, receipt_no: int) -> list:
+        """txn_ids of the live payments whose receipt is (terminal, receipt_no), oldest first:
+        one lookup in the receipt-code map, each candidate checked on its record."""
+        with self._store.lock:
+            self._store.refresh()
+            found = []
+            for seq in self._derived().by_receipt_code.find(receipt_code_key(terminal, receipt_no)):
+                if seq < self._store.oldest_seq:
+                    continue
+                try:
+                    rec = self._store.get(int(seq))
+                except (KeyError, CorruptRecord):
+                    continue            # gone or damaged: verify reports it
+                if rec.terminal == terminal and rec.receipt_no == receipt_no and rec.txn_id == rec.seq:
+                    found.append(int(seq))
+            return found
+
+    def _find_receipt(self, terminal: int, receipt_no: int):
+        key = ("receipt_code", (terminal, receipt_no))
+        with self._store.lock:
+            self._store.refresh()
+            hit = self._cache_hit(key)
+            if hit is not None:
+                return hit
+            found = self.receipt_payments(terminal, receipt_no)
+            if not found:
+                return None
+            begin = self._store.get(found[-1])   # a code reused on one terminal: the newest
+            return self._cached(key, begin.terminal, lambda: self._summary(begin))
 
     def _cache_hit(self, key):
         hit = self._summary_cache.get(key)
@@ -404,7 +516,8 @@ class Payments:
             "ts": current.ts,
             "seq": current.seq,
             "receipt_printed": any(p.state == State.OK for p in prints),
-            "print_attempts": len(prints),
+            # a print is journaled UNKNOWN, then finalised by a PRINT naming it (ref_seq)
+            "print_attempts": len(prints) - len({p.ref_seq for p in prints} & {p.seq for p in prints}),
             "training": bool(current.flags & Flag.TRAINING),
             "damaged_newer": [],
         }

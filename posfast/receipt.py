@@ -33,13 +33,14 @@ import json
 import operator
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from posfast.errors import InvalidRecord
 from posfast.records import find_card_number
 
 __all__ = [
     "CURRENCIES",
+    "LANGUAGES",
     "CENTER",
     "InvalidReceipt",
     "LEFT",
@@ -53,6 +54,8 @@ __all__ = [
     "currency_exponent",
     "display_width",
     "format_amount",
+    "format_rate",
+    "register_language",
     "render_text",
     "wrap_text",
     "PAPER_WIDTHS",
@@ -81,22 +84,44 @@ class InvalidReceipt(InvalidRecord):
 #: ISO 4217 numeric code -> (alphabetic code, exponent).  Exponent 0: yen and won
 #: have no minor unit; exponent 3: the Gulf dinars have fils of 1/1000.
 CURRENCIES = {
-    8: ("ALL", 2), 12: ("DZD", 2), 32: ("ARS", 2), 36: ("AUD", 2), 48: ("BHD", 3),
-    50: ("BDT", 2), 96: ("BND", 2), 104: ("MMK", 2), 108: ("BIF", 0), 116: ("KHR", 2),
-    124: ("CAD", 2), 144: ("LKR", 2), 152: ("CLP", 0), 156: ("CNY", 2), 170: ("COP", 2),
-    203: ("CZK", 2), 208: ("DKK", 2), 262: ("DJF", 0), 324: ("GNF", 0), 344: ("HKD", 2),
-    348: ("HUF", 2), 352: ("ISK", 0), 356: ("INR", 2), 360: ("IDR", 2), 368: ("IQD", 3),
-    376: ("ILS", 2), 392: ("JPY", 0), 398: ("KZT", 2), 400: ("JOD", 3), 404: ("KES", 2),
-    410: ("KRW", 0), 414: ("KWD", 3), 418: ("LAK", 2), 434: ("LYD", 3), 446: ("MOP", 2),
-    458: ("MYR", 2), 484: ("MXN", 2), 496: ("MNT", 2), 512: ("OMR", 3), 524: ("NPR", 2),
-    548: ("VUV", 0), 554: ("NZD", 2), 566: ("NGN", 2), 578: ("NOK", 2), 586: ("PKR", 2),
-    600: ("PYG", 0), 604: ("PEN", 2), 608: ("PHP", 2), 634: ("QAR", 2), 643: ("RUB", 2),
-    646: ("RWF", 0), 682: ("SAR", 2), 702: ("SGD", 2), 704: ("VND", 0), 710: ("ZAR", 2),
-    752: ("SEK", 2), 756: ("CHF", 2), 764: ("THB", 2), 784: ("AED", 2), 788: ("TND", 3),
-    800: ("UGX", 0), 818: ("EGP", 2), 826: ("GBP", 2), 840: ("USD", 2), 860: ("UZS", 2),
-    901: ("TWD", 2), 941: ("RSD", 2), 944: ("AZN", 2), 946: ("RON", 2), 949: ("TRY", 2),
-    950: ("XAF", 0), 952: ("XOF", 0), 953: ("XPF", 0), 975: ("BGN", 2), 978: ("EUR", 2),
-    980: ("UAH", 2), 985: ("PLN", 2), 986: ("BRL", 2), 990: ("CLF", 4),
+    # ISO 4217 list one as published for 2026-01-01: every current currency and fund with a
+    # minor unit (precious metals, SDR, testing and "no currency" have none and are left out)
+    8: ("ALL", 2), 12: ("DZD", 2), 32: ("ARS", 2), 36: ("AUD", 2), 44: ("BSD", 2), 48: ("BHD", 3),
+    50: ("BDT", 2), 51: ("AMD", 2), 52: ("BBD", 2), 60: ("BMD", 2), 64: ("BTN", 2),
+    68: ("BOB", 2), 72: ("BWP", 2), 84: ("BZD", 2), 90: ("SBD", 2), 96: ("BND", 2),
+    104: ("MMK", 2), 108: ("BIF", 0), 116: ("KHR", 2), 124: ("CAD", 2), 132: ("CVE", 2),
+    136: ("KYD", 2), 144: ("LKR", 2), 152: ("CLP", 0), 156: ("CNY", 2), 170: ("COP", 2),
+    174: ("KMF", 0), 188: ("CRC", 2), 192: ("CUP", 2), 203: ("CZK", 2), 208: ("DKK", 2),
+    214: ("DOP", 2), 222: ("SVC", 2), 230: ("ETB", 2), 232: ("ERN", 2), 238: ("FKP", 2),
+    242: ("FJD", 2), 262: ("DJF", 0), 270: ("GMD", 2), 292: ("GIP", 2), 320: ("GTQ", 2),
+    324: ("GNF", 0), 328: ("GYD", 2), 332: ("HTG", 2), 340: ("HNL", 2), 344: ("HKD", 2),
+    348: ("HUF", 2), 352: ("ISK", 0), 356: ("INR", 2), 360: ("IDR", 2), 364: ("IRR", 2),
+    368: ("IQD", 3), 376: ("ILS", 2), 388: ("JMD", 2), 392: ("JPY", 0), 396: ("XAD", 2),
+    398: ("KZT", 2), 400: ("JOD", 3), 404: ("KES", 2), 408: ("KPW", 2), 410: ("KRW", 0),
+    414: ("KWD", 3), 417: ("KGS", 2), 418: ("LAK", 2), 422: ("LBP", 2), 426: ("LSL", 2),
+    430: ("LRD", 2), 434: ("LYD", 3), 446: ("MOP", 2), 454: ("MWK", 2), 458: ("MYR", 2),
+    462: ("MVR", 2), 480: ("MUR", 2), 484: ("MXN", 2), 496: ("MNT", 2), 498: ("MDL", 2),
+    504: ("MAD", 2), 512: ("OMR", 3), 516: ("NAD", 2), 524: ("NPR", 2), 532: ("XCG", 2),
+    533: ("AWG", 2), 548: ("VUV", 0), 554: ("NZD", 2), 558: ("NIO", 2), 566: ("NGN", 2),
+    578: ("NOK", 2), 586: ("PKR", 2), 590: ("PAB", 2), 598: ("PGK", 2), 600: ("PYG", 0),
+    604: ("PEN", 2), 608: ("PHP", 2), 634: ("QAR", 2), 643: ("RUB", 2), 646: ("RWF", 0),
+    654: ("SHP", 2), 682: ("SAR", 2), 690: ("SCR", 2), 702: ("SGD", 2), 704: ("VND", 0),
+    706: ("SOS", 2), 710: ("ZAR", 2), 728: ("SSP", 2), 748: ("SZL", 2), 752: ("SEK", 2),
+    756: ("CHF", 2), 760: ("SYP", 2), 764: ("THB", 2), 776: ("TOP", 2), 780: ("TTD", 2),
+    784: ("AED", 2), 788: ("TND", 3), 800: ("UGX", 0), 807: ("MKD", 2), 818: ("EGP", 2),
+    826: ("GBP", 2), 834: ("TZS", 2), 840: ("USD", 2), 858: ("UYU", 2), 860: ("UZS", 2),
+    882: ("WST", 2), 886: ("YER", 2), 901: ("TWD", 2), 924: ("ZWG", 2), 925: ("SLE", 2),
+    926: ("VED", 2), 927: ("UYW", 4), 928: ("VES", 2), 929: ("MRU", 2), 930: ("STN", 2),
+    933: ("BYN", 2), 934: ("TMT", 2), 936: ("GHS", 2), 938: ("SDG", 2), 940: ("UYI", 0),
+    941: ("RSD", 2), 943: ("MZN", 2), 944: ("AZN", 2), 946: ("RON", 2), 947: ("CHE", 2),
+    948: ("CHW", 2), 949: ("TRY", 2), 950: ("XAF", 0), 951: ("XCD", 2), 952: ("XOF", 0),
+    953: ("XPF", 0), 967: ("ZMW", 2), 968: ("SRD", 2), 969: ("MGA", 2), 970: ("COU", 2),
+    971: ("AFN", 2), 972: ("TJS", 2), 973: ("AOA", 2), 976: ("CDF", 2), 977: ("BAM", 2),
+    978: ("EUR", 2), 979: ("MXV", 2), 980: ("UAH", 2), 981: ("GEL", 2), 984: ("BOV", 2),
+    985: ("PLN", 2), 986: ("BRL", 2), 990: ("CLF", 4), 997: ("USN", 2),
+    # withdrawn, still on records written before: Croatian kuna (2023), Sierra Leone's old
+    # leone (2024), Bulgarian lev (2026)
+    191: ("HRK", 2), 694: ("SLL", 2), 975: ("BGN", 2),
 }
 
 
@@ -326,10 +351,18 @@ class ReceiptItem:
     (rounded half away from zero to the minor unit); pass it explicitly for a
     discounted line.
 
+    Tax: ``tax_key`` names the rate on the receipt ("A", "B"...), ``tax_rate`` is
+    in hundredths of a percent (1300 = 13 %); the line amount is the gross, and
+    ``tax`` defaults to the tax it includes (gross x rate / (100 % + rate),
+    rounded half away from zero), ``net`` to gross less tax.
+
     >>> ReceiptItem("Cola", qty=3, unit_price=350).amount
     1050
     >>> ReceiptItem("猪肉", qty=535, qty_exp=3, unit="kg", unit_price=2680).amount
     1434
+    >>> item = ReceiptItem("宫保鸡丁", unit_price=3800, tax_key="A", tax_rate=600)
+    >>> item.net, item.tax, item.gross
+    (3585, 215, 3800)
     """
 
     name: str
@@ -338,6 +371,10 @@ class ReceiptItem:
     amount: Optional[int] = None
     qty_exp: int = 0
     unit: str = ""
+    tax_key: str = ""
+    tax_rate: Optional[int] = None
+    net: Optional[int] = None
+    tax: Optional[int] = None
 
     def __post_init__(self):
         _set(self, "name", _as_text(self.name, "item name"))
@@ -359,6 +396,40 @@ class ReceiptItem:
         for what, v in (("amount", self.amount), ("unit_price", price), ("quantity", qty)):
             if not -(2 ** 63) < v < 2 ** 63:
                 raise InvalidReceipt(f"{what} of item {self.name!r} is out of the 64-bit range: {v}")
+        self._check_tax()
+
+    def _check_tax(self):
+        _set(self, "tax_key", _as_text(self.tax_key, f"tax key of item {self.name!r}", 4))
+        if self.tax_rate is None:
+            if self.tax_key or self.net is not None or self.tax is not None:
+                raise InvalidReceipt(f"item {self.name!r} has tax fields but no tax_rate (hundredths of "
+                                     f"a percent: 1300 for 13 %)")
+            return
+        if isinstance(self.tax_rate, float):
+            raise InvalidReceipt(f"tax_rate of item {self.name!r} is an integer of hundredths of a percent "
+                                 f"(1300 = 13 %), got {self.tax_rate!r}")
+        rate = _as_int(self.tax_rate, f"tax_rate of item {self.name!r}")
+        if not 0 <= rate <= 10000:
+            raise InvalidReceipt(f"tax_rate of item {self.name!r} is hundredths of a percent, 0..10000 "
+                                 f"(1300 = 13 %), got {rate}")
+        _set(self, "tax_rate", rate)
+        gross = self.gross
+        if self.tax is None:
+            scale = 10000 + rate
+            tax = (abs(gross) * rate * 2 + scale) // (2 * scale)
+            _set(self, "tax", -tax if gross < 0 else tax)
+        _set(self, "tax", _as_int(self.tax, f"tax of item {self.name!r}"))
+        if self.net is None:
+            _set(self, "net", gross - self.tax)
+        _set(self, "net", _as_int(self.net, f"net of item {self.name!r}"))
+        if self.net + self.tax != gross:
+            raise InvalidReceipt(f"item {self.name!r}: net {self.net} + tax {self.tax} is not its amount "
+                                 f"{gross} (the gross, minor units)")
+
+    @property
+    def gross(self) -> int:
+        """The line amount, tax included."""
+        return self.amount or 0
 
 
 @dataclass(frozen=True)
@@ -465,8 +536,9 @@ class Receipt:
         _set(self, "footer", _as_lines(self.footer, "footer"))
         _set(self, "merchant_id", _as_text(self.merchant_id, "merchant_id", 32, reference=True))
         _set(self, "kind", _as_name(self.kind, _KIND_NUMBERS, _KINDS, "receipt kind"))
-        if self.lang not in ("zh", "en"):
-            raise InvalidReceipt(f"lang must be 'zh' or 'en', got {self.lang!r}")
+        if self.lang not in LANGUAGES:
+            raise InvalidReceipt(f"lang must be one of {', '.join(sorted(LANGUAGES))} (add one with "
+                                 f"posfast.receipt.register_language), got {self.lang!r}")
         for name in ("receipt_no", "terminal", "operator"):
             value = _as_int(getattr(self, name), name)
             if not 0 <= value < 2 ** 32:
@@ -519,6 +591,25 @@ class Receipt:
         """Sum of the item amounts, in minor units."""
         return sum(item.amount or 0 for item in self.items)   # (set by __post_init__)
 
+    def tax_summary(self) -> List[Tuple[str, int, int, int, int]]:
+        """``(tax_key, tax_rate, net, tax, gross)`` per rate of the taxed items, by key then
+        rate (minor units; the rate in hundredths of a percent).
+
+        >>> Receipt(merchant="M", items=[ReceiptItem("a", unit_price=1060, tax_key="A", tax_rate=600),
+        ...                              ReceiptItem("b", unit_price=530, tax_key="A", tax_rate=600),
+        ...                              ReceiptItem("c", unit_price=1130, tax_key="B", tax_rate=1300)]
+        ...         ).tax_summary()
+        [('A', 600, 1500, 90, 1590), ('B', 1300, 1000, 130, 1130)]
+        """
+        sums: dict = {}
+        for item in self.items:
+            if item.tax_rate is None:
+                continue
+            key = (item.tax_key, item.tax_rate)
+            net, tax, gross = sums.get(key, (0, 0, 0))
+            sums[key] = (net + (item.net or 0), tax + (item.tax or 0), gross + item.gross)
+        return [(key, rate, net, tax, gross) for (key, rate), (net, tax, gross) in sorted(sums.items())]
+
     @property
     def minor_exponent(self) -> int:
         """Digits after the decimal point for this receipt's currency."""
@@ -569,6 +660,10 @@ class Receipt:
                 entry["qe"] = item.qty_exp
             if item.unit:
                 entry["u"] = item.unit
+            if item.tax_rate is not None:
+                entry.update(tr=item.tax_rate, tn=item.net, tt=item.tax)
+                if item.tax_key:
+                    entry["tk"] = item.tax_key
             items.append(entry)
         if items:
             doc["it"] = items
@@ -617,18 +712,26 @@ class Receipt:
             raise InvalidReceipt(f"receipt payload has unknown keys {sorted(unknown)}")
         try:
             items = [ReceiptItem(name=i["n"], qty=i.get("q", 1), unit_price=i["p"], amount=i["a"],
-                                 qty_exp=i.get("qe", 0), unit=i.get("u", ""))
+                                 qty_exp=i.get("qe", 0), unit=i.get("u", ""), tax_key=i.get("tk", ""),
+                                 tax_rate=i.get("tr"), net=i.get("tn"), tax=i.get("tt"))
                      for i in doc.get("it", [])]
             payments = [Payment(method=p["m"], amount=p["a"], label=p.get("l", ""),
                                 pan_last4=p.get("c", ""), auth_code=p.get("ac", ""), rrn=p.get("rrn", ""))
                         for p in doc.get("pay", [])]
-            return cls(
+            lang = doc.get("lang", "zh")
+            receipt = cls(
                 merchant=doc["m"], items=items, total=doc["tot"], currency=doc.get("cur", 156),
                 exponent=doc.get("exp"), kind=doc.get("k", "sale"), receipt_no=doc.get("no", 0),
                 terminal=doc.get("t", 0), operator=doc.get("op", 0), merchant_id=doc.get("mid", ""),
                 issued_at=doc.get("at", ""), header=doc.get("h", []),
                 adjustments=[tuple(a) for a in doc.get("adj", [])], payments=payments,
-                change=doc.get("chg", 0), footer=doc.get("f", []), lang=doc.get("lang", "zh"))
+                change=doc.get("chg", 0), footer=doc.get("f", []),
+                lang=lang if lang in LANGUAGES else "en")
+            if lang != receipt.lang and isinstance(lang, str):
+                # a language registered in the process that stored it, not in this one: kept,
+                # and its labels print in English here
+                _set(receipt, "lang", lang)
+            return receipt
         except (KeyError, TypeError, AttributeError) as exc:
             raise InvalidReceipt(f"receipt payload is malformed ({type(exc).__name__}: {exc})") from None
 
@@ -657,19 +760,65 @@ class Line:
     code: bool = False
 
 
-_LABELS = {
-    #  key: (English, Chinese)
-    "sale": ("SALE", "消费"), "refund": ("REFUND", "退货"), "void": ("VOID", "撤销"),
-    "reversal": ("REVERSAL", "冲正"), "preauth": ("PRE-AUTH", "预授权"),
-    "completion": ("AUTH COMPLETION", "预授权完成"),
-    "merchant_id": ("Merchant ID", "商户号"), "terminal": ("Terminal", "终端号"),
-    "receipt_no": ("Receipt No", "票据号"), "operator": ("Operator", "操作员"),
-    "date": ("Date", "日期"), "subtotal": ("Subtotal", "小计"), "total": ("TOTAL", "合计"),
-    "change": ("Change", "找零"), "auth": ("Auth code", "授权码"), "rrn": ("Ref no", "参考号"),
-    "reprinted": ("Reprinted", "重印时间"),
-    "cash": ("Cash", "现金"), "card": ("Card", "银行卡"), "qr": ("QR pay", "扫码支付"),
-    "wallet": ("Wallet", "钱包"), "voucher": ("Voucher", "券"), "other": ("Other", "其他"),
+#: Receipt languages: label key -> text.  ``Receipt(lang=...)`` picks one; a label the
+#: printer's font cannot print falls back to English.  Add one with :func:`register_language`.
+LANGUAGES: Dict[str, Dict[str, str]] = {
+    "en": {
+        "sale": "SALE", "refund": "REFUND", "void": "VOID", "reversal": "REVERSAL",
+        "preauth": "PRE-AUTH", "completion": "AUTH COMPLETION", "merchant_id": "Merchant ID",
+        "terminal": "Terminal", "receipt_no": "Receipt No", "operator": "Operator", "date": "Date",
+        "subtotal": "Subtotal", "total": "TOTAL", "change": "Change", "auth": "Auth code",
+        "rrn": "Ref no", "reprinted": "Reprinted", "cash": "Cash", "card": "Card", "qr": "QR pay",
+        "wallet": "Wallet", "voucher": "Voucher", "other": "Other", "tax_rate": "Rate", "net": "Net",
+        "tax": "Tax", "gross": "Gross",
+    },
+    "zh": {
+        "sale": "消费", "refund": "退货", "void": "撤销", "reversal": "冲正", "preauth": "预授权",
+        "completion": "预授权完成", "merchant_id": "商户号", "terminal": "终端号", "receipt_no": "票据号",
+        "operator": "操作员", "date": "日期", "subtotal": "小计", "total": "合计", "change": "找零",
+        "auth": "授权码", "rrn": "参考号", "reprinted": "重印时间", "cash": "现金", "card": "银行卡",
+        "qr": "扫码支付", "wallet": "钱包", "voucher": "券", "other": "其他", "tax_rate": "税率",
+        "net": "不含税", "tax": "税额", "gross": "含税",
+    },
+    # the example of a third language: French (Morocco's MAD, the franc zone's XOF/XAF)
+    "fr": {
+        "sale": "VENTE", "refund": "REMBOURSEMENT", "void": "ANNULATION", "reversal": "EXTOURNE",
+        "preauth": "PRÉ-AUTORISATION", "completion": "CLÔTURE PRÉ-AUTORISATION",
+        "merchant_id": "N° commerçant", "terminal": "Terminal", "receipt_no": "N° ticket",
+        "operator": "Caissier", "date": "Date", "subtotal": "Sous-total", "total": "TOTAL",
+        "change": "Rendu", "auth": "N° autorisation", "rrn": "Référence", "reprinted": "Réimprimé le",
+        "cash": "Espèces", "card": "Carte", "qr": "Paiement QR", "wallet": "Portefeuille",
+        "voucher": "Bon d'achat", "other": "Autre", "tax_rate": "TVA", "net": "HT", "tax": "TVA",
+        "gross": "TTC",
+    },
 }
+
+
+def register_language(code: str, labels: Dict[str, str], base: str = "en") -> None:
+    """Add (or replace) a receipt language: ``labels`` for the keys of
+    ``LANGUAGES["en"]``; the keys it leaves out come from ``base``.
+
+    >>> register_language("de", {"total": "SUMME", "cash": "Bar", "change": "Rückgeld"})
+    >>> LANGUAGES["de"]["total"], LANGUAGES["de"]["card"]
+    ('SUMME', 'Card')
+    """
+    if not isinstance(code, str) or not code.strip():
+        raise ValueError(f"a language code is a non-empty str such as 'de', got {code!r}")
+    unknown = set(labels) - set(LANGUAGES["en"])
+    if unknown:
+        raise ValueError(f"unknown receipt label keys {sorted(unknown)}: the keys are "
+                         f"{', '.join(sorted(LANGUAGES['en']))}")
+    LANGUAGES[code] = dict(LANGUAGES[base], **labels)
+
+
+def format_rate(rate: int) -> str:
+    """A tax rate in hundredths of a percent as printed: ``"13%"``, ``"5.5%"``.
+
+    >>> format_rate(1300), format_rate(550), format_rate(0)
+    ('13%', '5.5%', '0%')
+    """
+    whole, frac = divmod(int(rate), 100)
+    return f"{whole}%" if not frac else f"{whole}.{frac:02d}".rstrip("0") + "%"
 
 
 def _format_time(value) -> str:
@@ -714,10 +863,12 @@ class Layout:
     """
 
     def __init__(self, width: int, measure: Callable[[str], int], prepare: Callable[[str], str],
-                 chinese: bool, double_title: bool):
+                 chinese: bool, double_title: bool, printable: Optional[Callable[[str], str]] = None):
         self.width = width
         self.char_width = measure
         self.prepare = prepare
+        #: text as the target prints it, without side effects (label fallback checks)
+        self.printable = printable or prepare
         self.chinese = chinese
         self.double_title = double_title
         self.lines: List[Line] = []
@@ -728,9 +879,14 @@ class Layout:
         return sum(self.char_width(ch) for ch in text)
 
     def label(self, key: str, lang: str) -> str:
-        """A receipt label (``"total"``, ``"cash"``...) in ``lang`` where the target can print it."""
-        english, chinese = _LABELS[key]
-        return chinese if (lang == "zh" and self.chinese) else english
+        """A receipt label (``"total"``, ``"cash"``...) in ``lang`` where the target can
+        print it (Chinese needs a Chinese font; any label the target would print with
+        '?' falls back to English)."""
+        english = LANGUAGES["en"][key]
+        text = LANGUAGES.get(lang, LANGUAGES["en"]).get(key, english)
+        if text == english or (lang == "zh" and not self.chinese):
+            return english
+        return text if "?" in text or "?" not in self.printable(text) else english
 
     def marker(self, english: str, chinese: str, order_chinese_first: bool) -> str:
         """A bilingual marker (``重印 / COPY 1``), English only where Chinese cannot print."""
@@ -772,6 +928,22 @@ class Layout:
             last, gap = "", self.width - value_width
         self.lines.append(Line(last + " " * gap + value, LEFT, bold, False, tall))
 
+    def tax_table(self, rows, amount: Callable[[int], str], lang: str, indent: int = 0):
+        """Tax per rate: a header, then ``key rate`` with net and tax right-aligned in
+        columns, for rows of ``(key, rate, net, tax, gross)``."""
+        if not rows:
+            return
+        cells = [(f"{key} {format_rate(rate)}".strip(), amount(net), amount(tax)) for key, rate, net, tax, _ in rows]
+        head = (self.label("tax_rate", lang), self.label("net", lang), self.label("tax", lang))
+        net_w = max(self.measure(self.prepare(c[1])) for c in cells + [head])
+        tax_w = max(self.measure(self.prepare(c[2])) for c in cells + [head])
+
+        def right(text, width):
+            return " " * (width - self.measure(self.prepare(text))) + text
+        self.rule()
+        for label, net, tax in [head] + cells:
+            self.pair(label, right(net, net_w) + " " + right(tax, tax_w), indent=indent)
+
     def build(self, receipt: Receipt, copy: int, reprinted_at, training: bool) -> List[Line]:
         """Lay out one receipt (see :func:`layout`); returns :attr:`lines`."""
         lang = receipt.lang
@@ -798,14 +970,18 @@ class Layout:
         if receipt.issued_at:
             self.pair(self.label("date", lang), _format_time(receipt.issued_at))
         self.rule()
+        keyed = any(item.tax_key for item in receipt.items)
         for item in receipt.items:
             simple = item.qty == 1 and item.qty_exp == 0 and not item.unit
+            line_amount = amount(item.amount or 0)
+            if keyed:   # the rate key after each amount, as the tax summary names it
+                line_amount += " " + (item.tax_key or "-")   # "-": no tax rate
             if simple:
-                self.pair(item.name, amount(item.amount or 0))
+                self.pair(item.name, line_amount)
             else:
                 self.add(item.name)
                 qty = _format_fixed(item.qty, item.qty_exp, False) + item.unit
-                self.pair(f"{qty} x {amount(item.unit_price)}", amount(item.amount or 0), indent=2)
+                self.pair(f"{qty} x {amount(item.unit_price)}", line_amount, indent=2)
         self.rule()
         if receipt.adjustments:
             self.pair(self.label("subtotal", lang), amount(receipt.subtotal))
@@ -813,6 +989,7 @@ class Layout:
                 self.pair(label, amount(value))
         total_label = f"{self.label('total', lang)} {currency_alpha(receipt.currency)}"
         self.pair(total_label, amount(receipt.total or 0), bold=True, tall=self.double_title)
+        self.tax_table(receipt.tax_summary(), amount, lang)
         if receipt.payments:
             self.rule()
             for p in receipt.payments:
@@ -840,12 +1017,14 @@ class Layout:
 
 def layout(receipt: Receipt, width: int = 42, copy: int = 0, reprinted_at=None, training: bool = False,
            measure: Callable[[str], int] = char_width, prepare: Callable[[str], str] = sanitize,
-           chinese: bool = True, double_title: bool = False) -> List[Line]:
+           chinese: bool = True, double_title: bool = False,
+           printable: Optional[Callable[[str], str]] = None) -> List[Line]:
     """Lay a receipt out as styled :class:`Line` objects (used by both renderers).
 
     ``measure`` gives a character's columns on the target, ``prepare`` maps
     text to what the target can print, ``chinese`` says whether Chinese labels
-    can be printed, ``double_title`` lays the title out for double-size print.
+    can be printed, ``double_title`` lays the title out for double-size print;
+    ``printable`` is ``prepare`` without side effects (to choose labels).
 
     >>> [l.text for l in layout(Receipt(merchant="M"), width=16)][:2]
     ['M', '================']
@@ -856,7 +1035,8 @@ def layout(receipt: Receipt, width: int = 42, copy: int = 0, reprinted_at=None, 
         raise ValueError(f"copy must be 0 (the original) or a copy number >= 1, got {copy}")
     if not isinstance(receipt, Receipt):
         raise TypeError(f"expected a posfast.receipt.Receipt, got {type(receipt).__name__}")
-    return Layout(width, measure, prepare, chinese, double_title).build(receipt, copy, reprinted_at, training)
+    return Layout(width, measure, prepare, chinese, double_title, printable).build(
+        receipt, copy, reprinted_at, training)
 
 
 def render_text(receipt: Receipt, width: int = 42, copy: int = 0, reprinted_at=None,

@@ -1252,3 +1252,30 @@ KIND_SIGN_TABLE = np.zeros(256, dtype=np.int64)
 for _kind, _sign in KIND_SIGN.items():
     KIND_SIGN_TABLE[int(_kind)] = _sign
 del _kind, _sign
+
+
+def print_jobs(prints: np.ndarray, finals: bool = False):
+    """One row per print job from PRINT records (``Journal.query(kind="print")`` rows):
+    the job's first record, with ``state`` the job's outcome.
+
+    A job is journaled UNKNOWN before its bytes go out and finalised by a second
+    PRINT record (``ref_seq`` = the first one's seq) with OK / FAILED / UNKNOWN
+    once the printer answered; a job that was never finalised (a crash while
+    printing) stays UNKNOWN.  A single record (written by posfast 0.1) is a job
+    on its own.  With ``finals=True`` also the seq of each job's finalising record
+    (0 where there is none), aligned with the jobs.
+
+    >>> rows = np.zeros(3, dtype=[("seq", "u8"), ("ref_seq", "u8"), ("state", "u1")])
+    >>> rows["seq"], rows["ref_seq"], rows["state"] = [5, 6, 7], [2, 5, 2], [8, 6, 8]
+    >>> [(int(r["seq"]), State(int(r["state"])).name) for r in print_jobs(rows)]
+    [(5, 'FAILED'), (7, 'UNKNOWN')]
+    """
+    finishing = np.isin(prints["ref_seq"], prints["seq"])
+    jobs = prints[~finishing].copy()
+    done = prints[finishing]
+    final_seqs = np.zeros(len(jobs), dtype=np.uint64)
+    if len(done):
+        at = np.searchsorted(jobs["seq"], done["ref_seq"])
+        jobs["state"][at] = done["state"]
+        final_seqs[at] = done["seq"]
+    return (jobs, final_seqs) if finals else jobs

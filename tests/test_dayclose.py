@@ -266,11 +266,13 @@ def test_z_report_text_and_escpos(journal, tmp_path):
     assert data.endswith(b"\x1dV\x42\x00") or b"\x1dV" in data[-8:]
     latin = render_z_escpos(close, width=32, encoding="cp437")
     assert "日结" not in "".join(line.text for line in printed_lines(latin, "cp437"))
-    # printed through the printing layer and journaled as a PRINT of the DAY_CLOSE
+    # printed through the printing layer and journaled as a PRINT of the DAY_CLOSE: UNKNOWN
+    # before the bytes went out, then finalised
     result = print_z_report(journal, close.seq, FilePrinter(tmp_path / "printer.bin"))
     rec = journal.get(result.seq)
-    assert (result.outcome, rec.kind, rec.ref_seq, rec.txn_id, rec.state) == (
-        "ok", Kind.PRINT, close.seq, 0, State.OK)
+    first = journal.get(rec.ref_seq)
+    assert (result.outcome, rec.kind, first.ref_seq, rec.txn_id, rec.state, first.state) == (
+        "ok", Kind.PRINT, close.seq, 0, State.OK, State.UNKNOWN)
     assert (tmp_path / "printer.bin").read_bytes() == render_z_escpos(
         close, tz=journal.day_rule.tzinfo)
     # a Z-report's print is not a receipt without a transaction

@@ -206,7 +206,8 @@ def test_payment_maps_fed_at_append_equal_a_fresh_read(tmp_path):
     for i in range(300):
         t = j.begin_payment(terminal=1 + i % 3, amount=100 + i, client_ref="K-%d" % i,
                             order_ref="WX-%d" % i if i % 2 else None,
-                            channel="wechat" if i % 2 else None)
+                            channel="wechat" if i % 2 else None,
+                            payload=b"receipt %d" % i if i % 3 == 0 else b"")
         txns.append(t)
         if i % 5:
             j.finish_payment(t, "approved" if i % 7 else "declined", host_ref="H%d" % i)
@@ -222,6 +223,10 @@ def test_payment_maps_fed_at_append_equal_a_fresh_read(tmp_path):
         assert fed.by_client_ref.find(("K-%d" % i).encode()) == [txns[i]]
         for name, key in (("by_order_ref", b"WX-%d" % i), ("by_host_ref", b"H%d" % i)):
             assert getattr(fed, name).find(key)[:1] == sorted(getattr(fresh, name).find(key))[:1]
+    for i in range(300):
+        key = (1 + i % 3) << 32 | j.get(txns[i]).receipt_no
+        assert fed.by_receipt_code.find(key) == fresh.by_receipt_code.find(key) == \
+            ([txns[i]] if i % 3 == 0 else [])
     assert j.find(order_ref="WX-7")["txn_id"] == txns[7]
     assert j.find(host_ref="H8")["state"] == "approved"
     assert [r.txn_id for r in j.in_doubt()] == [t for i, t in enumerate(txns) if i % 5 == 0]

@@ -9,88 +9,32 @@ import doctest
 import json
 import socket
 import sys
-import threading
-import time
 
 import pytest
+from _printer_emulator import PrinterEmulator
 
 import posfast
 import posfast.printing
 from posfast import DayRule, Flag, Journal, Kind, State
 from posfast.errors import PosfastError, ReprintRefused
 from posfast.printing import commands, printed_lines, printed_text
-from posfast.printing import (EscposPrinter, FilePrinter, PrintResult, TcpPrinter, print_counts, print_receipt,
+from posfast.printing import (EscposPrinter, FilePrinter, PrintResult, TcpPrinter, print_counts, print_jobs, print_receipt,
                               reprint)
 from posfast.receipt import Payment, Receipt, ReceiptItem, display_width, render_text
 
 SHORT = 2.0  # seconds: bounds waits that end as soon as the printer answers (roomy for a loaded CI box)
 
 
-class FakePrinter:
-    """A raw-TCP 'printer' on 127.0.0.1.
+def FakePrinter(mode="print", drop_after=16):
+    """A raw-TCP 'printer' on 127.0.0.1 (tests/_printer_emulator.py).
 
     mode "print": read the job until the client half-closes, then close (what
     real port-9100 printers do); "hang": accept and never read nor close;
     "drop": read `drop_after` bytes then close with data unread (a reset);
     "stay": read the job but never close.
     """
-
-    def __init__(self, mode="print", drop_after=16):
-        self.mode, self.drop_after = mode, drop_after
-        self.jobs = []
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.listener.settimeout(0.02)  # lets the thread notice close() promptly
-        self.port = self.listener.getsockname()[1]
-        self.held = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if self.mode == "hang":
-                self.held.append(conn)
-                continue
-            job = bytearray()
-            conn.settimeout(5)
-            try:
-                while True:
-                    want = self.drop_after - len(job) if self.mode == "drop" else 65536
-                    chunk = conn.recv(max(want, 1))
-                    if not chunk:
-                        break
-                    job += chunk
-                    if self.mode == "drop" and len(job) >= self.drop_after:
-                        break
-            except OSError:
-                pass
-            self.jobs.append(bytes(job))
-            if self.mode == "stay":
-                self.held.append(conn)
-            else:
-                conn.close()
-
-    def wait_jobs(self, count, timeout=2.0):
-        """Wait until `count` jobs arrived (python-escpos returns before the printer has read)."""
-        deadline = time.monotonic() + timeout
-        while len(self.jobs) < count and time.monotonic() < deadline:
-            time.sleep(0.001)
-        return self.jobs
-
-    def close(self):
-        self.stopping.set()
-        self.listener.close()
-        for conn in self.held:
-            conn.close()
-        self.thread.join(2)
+    return PrinterEmulator(pause_after=0 if mode == "hang" else None, hold=mode == "stay",
+                           drop_after=drop_after if mode == "drop" else None)
 
 
 @pytest.fixture
@@ -266,6 +210,17 @@ def add_payment(journal, receipt, flags=0):
                           payload=receipt.to_payload())
 
 
+def job_record(journal, seq):
+    """The first PRINT record of the job that PRINT record ``seq`` finalises (written UNKNOWN
+    before the bytes went out), checked to be that job's."""
+    final = journal.get(seq)
+    first = journal.get(final.ref_seq)
+    assert first.kind == Kind.PRINT and first.state == State.UNKNOWN and first.seq < final.seq
+    assert (first.txn_id, first.terminal, first.receipt_no, first.flags) == (
+        final.txn_id, final.terminal, final.receipt_no, final.flags)
+    return first
+
+
 def test_print_receipt_prints_the_original_and_journals_it(journal, fake_printer):
     server = fake_printer("print")
     receipt = make_receipt()
@@ -278,8 +233,10 @@ def test_print_receipt_prints_the_original_and_journals_it(journal, fake_printer
     assert ("QR_STORE", (b"3-000123",)) in commands(server.jobs[0])
     # the PRINT record
     rec = journal.get(result.seq)
-    assert (rec.kind, rec.state, rec.ref_seq, rec.txn_id, rec.terminal, rec.receipt_no, rec.amount,
-            rec.operator, rec.flags) == (Kind.PRINT, State.OK, seq, seq, 3, 123, 0, 9, 0)
+    first = job_record(journal, result.seq)
+    assert (first.kind, first.state, first.ref_seq, first.txn_id, first.terminal, first.receipt_no,
+            first.amount, first.operator, first.flags) == (Kind.PRINT, State.UNKNOWN, seq, seq, 3, 123, 0, 9, 0)
+    assert (rec.kind, rec.state, rec.ref_seq, rec.operator) == (Kind.PRINT, State.OK, first.seq, 9)
     assert json.loads(rec.payload) == {"copy": 0, "printer": f"tcp:127.0.0.1:{server.port}"}
 
 
@@ -298,7 +255,7 @@ def test_printer_off_gives_a_journaled_failed_print_and_the_original_can_be_retr
     result = print_receipt(journal, seq, TcpPrinter("127.0.0.1", closed_port, timeout=SHORT))
     assert result.outcome == "failed" and "connection refused" in result.error
     rec = journal.get(result.seq)
-    assert (rec.kind, rec.state, rec.ref_seq) == (Kind.PRINT, State.FAILED, seq)
+    assert (rec.kind, rec.state, job_record(journal, rec.seq).ref_seq) == (Kind.PRINT, State.FAILED, seq)
     assert "connection refused" in json.loads(rec.payload)["error"]
     server = fake_printer("print")
     retry = print_receipt(journal, seq, TcpPrinter("127.0.0.1", server.port, timeout=SHORT))
@@ -336,7 +293,8 @@ def test_reprint_days_later_reproduces_the_original_with_a_copy_marker(journal, 
                                       reprinted_at=dt.datetime(2026, 11, 23, 10, 5, tzinfo=dt.timezone(
                                           dt.timedelta(hours=8))))
     rec = journal.get(result.seq)
-    assert (rec.kind, rec.state, rec.ref_seq, rec.flags, rec.ts) == (
+    first = job_record(journal, rec.seq)
+    assert (rec.kind, rec.state, first.ref_seq, rec.flags, first.ts) == (
         Kind.PRINT, State.OK, seq, Flag.COPY, int(later.timestamp() * 1_000_000))
     assert json.loads(rec.payload)["copy"] == 1
 
@@ -356,7 +314,7 @@ def test_copies_are_numbered_and_limited(journal, tmp_path, closed_port, fake_pr
                                              r"the limit is max_copies=3"):
         reprint(journal, seq=seq, printer=spool)
     assert reprint(journal, seq=seq, printer=spool, max_copies=4).copy == 4
-    prints = journal.query(kind="print")
+    prints = print_jobs(journal.query(kind="print"))
     assert list(prints["state"]) == [State.OK, State.OK, State.FAILED, State.UNKNOWN, State.OK]
     assert [json.loads(p)["copy"] for p in journal.payloads(prints["seq"])] == [1, 2, 3, 3, 4]
     assert print_counts(journal, seq) == {"original": 0, "copies": 4, "failed": 1, "unknown": 1}
@@ -376,7 +334,7 @@ def test_reprint_by_receipt_number_across_terminals(journal, tmp_path):
     with pytest.raises(ReprintRefused, match="receipt number 55 matches 2 payments .*pass terminal= or seq="):
         reprint(journal, receipt_no=55, printer=FilePrinter(tmp_path / "p.bin"))
     result = reprint(journal, receipt_no=55, terminal=4, printer=FilePrinter(tmp_path / "p.bin"))
-    assert journal.get(result.seq).ref_seq == seq_t4
+    assert job_record(journal, result.seq).ref_seq == seq_t4
     assert "分店" in printed_text((tmp_path / "p.bin").read_bytes())
     with pytest.raises(ReprintRefused, match="no payment with receipt number 56 on terminal 3"):
         reprint(journal, receipt_no=56, terminal=3, printer=FilePrinter(tmp_path / "p.bin"))
@@ -401,7 +359,7 @@ def test_records_that_cannot_be_printed(journal, tmp_path):
         reprint(journal, seq=note, printer=printer)
     with pytest.raises(ReprintRefused, match="no record seq 99"):
         reprint(journal, seq=99, printer=printer)
-    with pytest.raises(ValueError, match="exactly one of seq= or receipt_no="):
+    with pytest.raises(ValueError, match="exactly one of seq=, receipt_no= or receipt_code="):
         reprint(journal, printer=printer)
     assert not (tmp_path / "p.bin").exists()
 
@@ -484,3 +442,79 @@ def test_printing_imports_point_down_and_name_no_private_helper():
             top = [node for node in tree.body if isinstance(node, ast.ImportFrom)]
             for node in top:
                 assert node.module.split(".")[:2] != ["posfast", "journal"], path.name
+
+
+# ---------------------------------------------------------------- receipt codes
+def test_find_by_receipt_code_across_terminals(tmp_path):
+    from posfast.errors import InvalidRecord
+    path = tmp_path / "codes.pfj"
+    with Journal.create(path, capacity=4096, durability="none") as j:
+        for terminal in (3, 4):
+            for number in range(1, 301):
+                txn = j.begin_payment(terminal=terminal, amount=100 * number, method="cash", receipt_no=number,
+                                      payload=make_receipt(receipt_no=number, terminal=terminal,
+                                                           items=[ReceiptItem("茶", unit_price=100 * number)],
+                                                           payments=[]).to_payload())
+                j.finish_payment(txn, "approved")
+        # the same receipt number on two terminals, the code tells them apart
+        three, four = j.find(receipt_code="3-000200"), j.find(receipt_code="4-000200")
+        assert (three["terminal"], three["receipt_no"], three["amount"]) == (3, 200, 20000)
+        assert (four["terminal"], four["receipt_no"], four["state"]) == (4, 200, "approved")
+        assert three["txn_id"] != four["txn_id"]
+        assert j.find(receipt_code="5-000200") is None and j.find(receipt_code="3-000301") is None
+        assert j.receipt_payments(4, 200) == [four["txn_id"]]
+        # one lookup: once the map is built, finding a code's payment (what reprint --code
+        # does) reads no rows of the journal, only the candidate record
+        reads = []
+        real = j._storage.read_rows
+        j._storage.read_rows = lambda seqs: reads.append(len(seqs)) or real(seqs)
+        txn = j.receipt_payments(3, 17)
+        assert (len(txn), j.get(txn[0]).amount, reads) == (1, 1700, [])
+        j._storage.read_rows = real
+        # appended after the map was built: found too
+        late = j.append(terminal=3, kind="sale", state="approved", amount=5, receipt_no=999,
+                        payload=make_receipt(receipt_no=999, items=[ReceiptItem("x", unit_price=5)],
+                                             payments=[]).to_payload())
+        assert j.find(receipt_code="3-000999")["txn_id"] == late
+        # a code reused on one terminal (a till whose counter was reset): both are kept, find
+        # gives the newer, a reprint by that code asks which
+        again = j.append(terminal=3, kind="sale", state="approved", amount=6, receipt_no=999,
+                         payload=make_receipt(receipt_no=999, items=[ReceiptItem("y", unit_price=6)],
+                                              payments=[]).to_payload())
+        assert j.receipt_payments(3, 999) == [late, again] and j.find(receipt_code="3-000999")["amount"] == 6
+        with pytest.raises(ReprintRefused, match="receipt code 3-000999 matches 2 payments"):
+            reprint(j, receipt_code="3-000999")
+        with pytest.raises(InvalidRecord, match="TERMINAL-NUMBER"):
+            j.find(receipt_code="three-200")
+    with Journal.open(path) as j:                     # rebuilt on open
+        assert j.find(receipt_code="4-000300")["amount"] == 30000
+        result = reprint(j, receipt_code="4-000300", now=1_795_000_000_000_000)
+        assert result.outcome == "preview" and "4-000300" in result.text
+
+
+def test_the_z_report_totals_tax_per_rate(tmp_path):
+    from posfast.printing import print_z_report, render_z_report, tax_totals
+    with Journal.create(tmp_path / "z.pfj", capacity=1024, durability="none",
+                        day_rule=DayRule(utc_offset="+08:00")) as j:
+        ts = 1_795_000_000_000_000
+        items = [ReceiptItem("宫保鸡丁", unit_price=10600, tax_key="A", tax_rate=600),
+                 ReceiptItem("啤酒", unit_price=1130, tax_key="B", tax_rate=1300)]
+        sale = make_receipt(items=items, payments=[Payment("cash", 11730)])
+        j.append(terminal=3, kind="sale", state="approved", amount=11730, currency=156, ts=ts,
+                 receipt_no=123, payload=sale.to_payload())
+        refund = make_receipt(receipt_no=124, kind="refund", items=items[1:], payments=[Payment("cash", 1130)])
+        j.append(terminal=3, kind="refund", state="approved", amount=1130, currency=156, ts=ts + 1,
+                 receipt_no=124, payload=refund.to_payload())
+        declined = make_receipt(receipt_no=125, items=items[:1], payments=[Payment("card", 10600)])
+        j.append(terminal=3, kind="sale", state="declined", amount=10600, currency=156, ts=ts + 2,
+                 receipt_no=125, payload=declined.to_payload())
+        close = j.close_day(dt.datetime.fromtimestamp(ts / 1e6, dt.timezone(dt.timedelta(hours=8))).date())
+        assert tax_totals(j, close) == {156: [("A", 600, 10000, 600, 10600), ("B", 1300, 0, 0, 0)]}
+        lines = render_z_report(close, width=42, taxes=tax_totals(j, close)).splitlines()
+        at = lines.index("Tax by rate (approved, net of refunds)")
+        assert lines[at + 2:at + 5] == ["  Rate                            Net  Tax",
+                                        "  A 6%                         100.00 6.00",
+                                        "  B 13%                          0.00 0.00"]
+        result = print_z_report(j, close, FilePrinter(tmp_path / "z.bin"))
+        assert result.outcome == "ok" and "A 6%" in printed_text((tmp_path / "z.bin").read_bytes())
+        assert job_record(j, result.seq).ref_seq == close.seq

@@ -313,3 +313,81 @@ def test_no_line_ever_exceeds_the_width(items, merchant, width, copy, training, 
 def test_docstring_examples_run():
     result = doctest.testmod(posfast.receipt, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 10 and result.failed == 0
+
+
+# ---------------------------------------------------------------- tax, currencies, languages
+def _taxed(**overrides):
+    fields = dict(merchant="好又多", terminal=3, receipt_no=200,
+                  items=[ReceiptItem("宫保鸡丁", unit_price=3800, tax_key="A", tax_rate=600),
+                         ReceiptItem("Cola", qty=2, unit_price=350, tax_key="B", tax_rate=1300),
+                         ReceiptItem("米饭", unit_price=200, tax_key="A", tax_rate=600),
+                         ReceiptItem("Bag", unit_price=50)],
+                  payments=[Payment("cash", 5000)], change=250)
+    fields.update(overrides)
+    return Receipt(**fields)
+
+
+def test_tax_lines_per_item_and_the_summary_per_rate():
+    r = _taxed()
+    duck = r.items[0]
+    assert (duck.tax_key, duck.tax_rate, duck.net, duck.tax, duck.gross) == ("A", 600, 3585, 215, 3800)
+    assert r.tax_summary() == [("A", 600, 3774, 226, 4000), ("B", 1300, 619, 81, 700)]
+    assert Receipt.from_payload(r.to_payload()) == r
+    lines = render_text(r, width=32).splitlines()
+    assert "宫保鸡丁                 38.00 A" in lines and "Bag                       0.50 -" in lines
+    at = lines.index("税率                 不含税 税额")
+    assert lines[at + 1:at + 3] == ["A 6%                  37.74 2.26", "B 13%                  6.19 0.81"]
+    assert max(display_width(line) for line in lines) <= 32
+    # net and tax given by the till (its own rounding) are kept, and must add up
+    assert ReceiptItem("x", unit_price=1000, tax_rate=1300, net=885, tax=115).tax == 115
+    with pytest.raises(InvalidReceipt, match="net 880 \\+ tax 115 is not its amount 1000"):
+        ReceiptItem("x", unit_price=1000, tax_rate=1300, net=880, tax=115)
+    with pytest.raises(InvalidReceipt, match="hundredths of a percent"):
+        ReceiptItem("x", unit_price=1000, tax_rate=13.0)
+    with pytest.raises(InvalidReceipt, match="no tax_rate"):
+        ReceiptItem("x", unit_price=1000, tax_key="A")
+
+
+def test_every_iso_4217_currency_with_a_minor_unit():
+    from posfast.receipt import CURRENCIES
+    assert currency_exponent(504) == 2 and currency_alpha(504) == "MAD"
+    assert format_amount(123456, 504) == "1,234.56"
+    assert (currency_alpha(952), currency_exponent(952)) == ("XOF", 0)
+    assert (currency_alpha(512), currency_exponent(512)) == ("OMR", 3)
+    assert (currency_alpha(990), currency_exponent(990)) == ("CLF", 4)
+    assert (currency_alpha(925), currency_alpha(975)) == ("SLE", "BGN")     # new, and withdrawn 2026
+    assert len(CURRENCIES) >= 160 and len({alpha for alpha, _ in CURRENCIES.values()}) == len(CURRENCIES)
+    r = Receipt(merchant="Café Atlas", currency=504, lang="fr", items=[ReceiptItem("Thé", unit_price=1500)])
+    assert "TOTAL MAD                  15.00" in render_text(r, width=32)
+
+
+def test_receipt_languages_are_pluggable():
+    from posfast.receipt import LANGUAGES, register_language
+    fr = render_text(_taxed(lang="fr", currency=504), width=32).splitlines()
+    assert "VENTE" in fr and "N° ticket               3-000200" in fr and "Espèces                    50.00" in fr
+    assert "TVA                      HT  TVA" in fr
+    en = render_text(_taxed(lang="en"), width=32)
+    assert "Receipt No" in en and "Rate" in en and "票据号" not in en
+    register_language("de", {"total": "SUMME", "cash": "Bar", "change": "Rückgeld"})
+    try:
+        de = render_text(_taxed(lang="de"), width=32)
+        assert "SUMME CNY" in de and "Rückgeld" in de and "Receipt No" in de    # the rest from English
+        stored = _taxed(lang="de").to_payload()
+        assert Receipt.from_payload(stored).lang == "de"
+    finally:
+        del LANGUAGES["de"]
+    # read where "de" is not registered (posfast reprint in another process): English labels
+    elsewhere = Receipt.from_payload(stored)
+    assert elsewhere.lang == "de" and "TOTAL CNY" in render_text(elsewhere, width=32)
+    with pytest.raises(InvalidReceipt, match="lang must be one of en, fr, zh"):
+        Receipt(merchant="M", lang="xx")
+    # a label the printer's font cannot print falls back to English
+    from posfast.printing import printed_lines, render_escpos
+    register_language("el", {"cash": "Μετρητά", "total": "ΣΥΝΟΛΟ"})
+    try:
+        receipt = _taxed(lang="el", merchant="Atlas", items=[ReceiptItem("Tea", unit_price=4700)], change=300)
+        greek = [line.text for line in printed_lines(render_escpos(receipt, encoding="cp437", width=32))]
+        assert "Cash                       50.00" in greek and "TOTAL CNY                  47.00" in greek
+        assert "Μετρητά                    50.00" in render_text(receipt, width=32).splitlines()
+    finally:
+        del LANGUAGES["el"]

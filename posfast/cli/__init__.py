@@ -9,7 +9,9 @@
     posfast show JOURNAL SEQ          one record
     posfast query JOURNAL --day 2026-11-20 --terminal 3 [--kind sale] [--format table|json|csv]
     posfast reprint JOURNAL --code 3-000200 | --receipt-no N [--terminal T] | --seq S
-                    [--printer tcp://host:9100 | --out FILE] [--text]
+                    [--printer tcp://host:9100 | usb://VID:PID | serial:///dev/ttyS0?baud=115200 |
+                     cups://QUEUE | win32://NAME | bt://ADDR | FILE] [--out FILE] [--profile ZJ-5870] [--text]
+    posfast printer-status tcp://host:9100   paper, cover, online (DLE EOT real-time status)
     posfast sync JOURNAL --to sqlite:///back.db | postgresql://... | http://host:8080 [--token T] [--forever]
     posfast serve --db sqlite:///back.db --port 8080 --token JOURNAL_ID=TOKEN
     posfast reconcile JOURNAL --day D --host sqlite:///back.db | postgresql://... | settlement.csv
@@ -114,12 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seq", type=int, help="the payment record's seq")
     p.add_argument("--terminal", type=int, help="terminal of --receipt-no")
     g2 = p.add_mutually_exclusive_group()
-    g2.add_argument("--printer", help="tcp://host:9100 or a file path")
+    g2.add_argument("--printer", help="tcp://host:9100, usb://VID:PID, serial:///dev/ttyS0?baud=115200, "
+                    "cups://QUEUE, win32://NAME, bt://AA:BB:CC:DD:EE:FF or a file path")
     g2.add_argument("--out", help="write the ESC/POS bytes to this file")
+    p.add_argument("--profile", default="default",
+                   help="printer model (escpos-printer-db name: TM-T20II, ZJ-5870, POS-5890, Sunmi-V2, "
+                   "...; default: an Epson-compatible 80 mm printer)")
     p.add_argument("--text", action="store_true", help="also show the receipt as text")
-    p.add_argument("--width", type=int, default=42, help="paper width in columns: 32, 42 or 48 (default 42)")
+    p.add_argument("--width", type=int, help="paper width in columns: 32, 42 or 48 (default: the profile's)")
     p.add_argument("--max-copies", type=int, default=3, help="refuse past this many copies (default 3)")
     p.set_defaults(func=c.cmd_reprint)
+
+    p = sub.add_parser("printer-status", help="ask a receipt printer for paper, cover and online status")
+    p.add_argument("printer", help="tcp://host:9100, usb://VID:PID, serial:///dev/ttyS0?baud=115200, "
+                   "bt://AA:BB:CC:DD:EE:FF")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_printer_status)
 
     p = sub.add_parser("sync", help="push unsynced records to the back office")
     p.add_argument("journal", help="the journal file (.pfj)")

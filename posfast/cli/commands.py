@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import errors
 from ..journal import Journal
-from ..records import PAYMENT_KINDS, RECORD_DTYPE, State, now_us
+from ..records import PAYMENT_KINDS, RECORD_DTYPE, Kind, State, now_us
 from .codes import EX_FINDINGS, EX_NOINPUT, EX_OK, EX_UNAVAILABLE, EX_WARNING, exit_code
 from .output import (FORMATS, Progress, age, format_dicts, format_mapping, format_rows, journal_tz,
                      local_time, money, money_with_code, row_dict)
@@ -174,6 +174,10 @@ def cmd_show(args):
             print("posfast: error: seq %d is not in %s (live records are %d..%d)"
                   % (args.seq, args.journal, j.oldest_seq, j.head_seq), file=sys.stderr)
             return EX_NOINPUT
+        finals = None
+        if int(rec.kind) == Kind.PRINT:   # the record that finalised this print, if any
+            prints = j.query(kind=Kind.PRINT)
+            finals = prints[prints["ref_seq"] == rec.seq]
     info = row_dict(rec, tz, human=args.format == "table")
     info["payload_bytes"] = len(rec.payload)
     info["link"] = rec.link.hex()
@@ -181,7 +185,17 @@ def cmd_show(args):
         print(format_mapping(info, args.format))
         return EX_OK
     print(format_mapping(info, "table"))
-    if rec.payload:
+    if rec.payload and int(rec.kind) == Kind.PRINT:
+        print()
+        print(_print_note_text(rec))
+        if finals is not None and len(finals):
+            final = finals[-1]
+            print("%-17s seq %d: %s (show it for the printer's answer)"
+                  % ("finalised by", int(final["seq"]), State(int(final["state"])).name))
+        elif finals is not None and int(rec.state) == State.UNKNOWN:
+            print("%-17s never: posfast stopped while printing; the slip may be on paper, "
+                  "so the next print is a copy" % "finalised")
+    elif rec.payload:
         try:
             from ..receipt import Receipt, render_text
             print()
@@ -189,6 +203,23 @@ def cmd_show(args):
         except Exception:
             pass
     return EX_OK
+
+
+def _print_note_text(rec) -> str:
+    """A PRINT record's payload for people: copy, printer, its answer (error, status)."""
+    try:
+        note = json.loads(rec.payload)
+    except ValueError:
+        return "payload: %r" % bytes(rec.payload[:80])
+    if not isinstance(note, dict):
+        return "payload: %r" % (note,)
+    lines = []
+    for key, label in (("copy", "copy"), ("z", "Z no."), ("printer", "printer"), ("status", "printer reported"),
+                       ("error", "reason")):
+        if key in note:
+            value = note[key]
+            lines.append("%-17s %s" % (label, ", ".join(value) if isinstance(value, list) else value))
+    return "\n".join(lines)
 
 
 def net_by_currency(payments) -> dict:
@@ -243,34 +274,24 @@ def cmd_resolve(args):
 
 # ------------------------------------------------------------------ printing
 def _printer_from(spec):
-    from ..printing import FilePrinter, TcpPrinter
-    if spec.startswith("tcp://"):
-        address = spec[6:].rstrip("/")
-        if address.startswith("["):                       # tcp://[::1]:9100
-            host, _, rest = address[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else rest
-        else:
-            host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
-        if not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
-            raise errors.InvalidArgument(
-                "--printer %s: give tcp://HOST:PORT with a port from 1 to 65535, e.g. "
-                "tcp://192.168.1.50:9100 (a receipt printer's raw port is usually 9100)" % spec)
-        return TcpPrinter(host, int(port))
-    if spec.startswith("file://"):
-        return FilePrinter(spec[7:])
-    return FilePrinter(spec)
+    """--printer: tcp://, usb://, serial://, cups://, win32://, bt:// or a file
+    (`posfast.printing.open_printer`)."""
+    from ..printing import open_printer
+    return open_printer(spec, what="--printer")
 
 
 def parse_receipt_code(code):
     """``"3-000200"`` (terminal, dash, receipt number, as printed on the slip and in its QR
-    code) -> ``(3, 200)``; ``"000200"`` (a receipt without a terminal) -> ``(None, 200)``."""
-    text = str(code).strip()
-    terminal, dash, number = text.rpartition("-")
-    if not number.isdigit() or (dash and not terminal.isdigit()):
+    code) -> ``(3, 200)``; ``"000200"`` (a receipt without a terminal) -> ``(None, 200)``
+    (`posfast.payments.parse_receipt_code`, with the command's error)."""
+    from ..payments import parse_receipt_code as parse
+    try:
+        terminal, number = parse(code)
+    except errors.InvalidRecord:
         raise errors.InvalidArgument(
             "--code %r: give the receipt code printed on the slip, TERMINAL-NUMBER such as 3-000200 "
-            "(or just the number)" % code)
-    return (int(terminal) if dash else None), int(number)
+            "(or just the number)" % code) from None
+    return (terminal if "-" in str(code) else None), number
 
 
 def cmd_reprint(args):
@@ -291,7 +312,7 @@ def cmd_reprint(args):
     with Journal.open(args.journal, readonly=printer is None) as j:
         result = reprint(j, seq=args.seq, receipt_no=receipt_no, terminal=terminal,
                          printer=printer, max_copies=args.max_copies, width=args.width,
-                         text=args.text or printer is None)
+                         text=args.text or printer is None, profile=args.profile)
     if getattr(result, "text", None):
         print(result.text)
     if printer is not None:
@@ -299,6 +320,22 @@ def cmd_reprint(args):
                                          " (%s)" % result.error if result.error else ""))
         return EX_OK if result.outcome == "ok" else EX_UNAVAILABLE
     return EX_OK
+
+
+def cmd_printer_status(args):
+    printer = _printer_from(args.printer)
+    status = printer.status()
+    info = {"printer": printer.describe(), "answered": status is not None,
+            "ready": bool(status and status.ready),
+            "problems": ", ".join(status.problems) if status else ""}
+    if args.format != "table":
+        print(format_mapping(info, args.format))
+    elif status is None:
+        print("%s gave no status: it is off, unreachable, or does not answer DLE EOT" % info["printer"])
+    else:
+        print("%s: %s" % (info["printer"], "ready" if status.ready else "NOT ready")
+              + (" (%s)" % info["problems"] if status.problems else ""))
+    return EX_OK if info["ready"] else EX_UNAVAILABLE
 
 
 # ------------------------------------------------------------------ sync, serve
@@ -458,14 +495,15 @@ def cmd_reconcile(args):
 
 def cmd_close_day(args):
     """Write the Z-report and print it; refusals (already closed, in doubt) raise DayClosed."""
-    from ..printing import render_z_report
+    from ..printing import render_z_report, tax_totals
     with Journal.open(args.journal) as journal:
         close = journal.close_day(args.day, terminal=args.terminal, force=bool(args.force))
         tz = journal_tz(journal.day_rule)
+        taxes = tax_totals(journal, close) if args.format != "json" else None
     if args.format == "json":
         print(json.dumps(close.to_dict(), ensure_ascii=False, indent=1))
     else:
-        print(render_z_report(close, width=getattr(args, "width", 42) or 42, tz=tz), end="")
+        print(render_z_report(close, width=getattr(args, "width", 42) or 42, tz=tz, taxes=taxes), end="")
     return EX_OK
 
 

@@ -10,7 +10,9 @@ storage core's public API (``receipt``, ``records``, ``errors``):
 * :mod:`~posfast.printing.printers`: :class:`FilePrinter`, :class:`TcpPrinter`,
   :class:`EscposPrinter` and their :class:`PrintResult`;
 * :mod:`~posfast.printing.escpos`: :class:`EscposBuilder` and
-  :func:`render_escpos` (receipt to ESC/POS bytes);
+  :func:`render_escpos` (receipt to ESC/POS bytes, by printer profile);
+* :mod:`~posfast.printing.profiles`: :func:`get_profile`, the printer models'
+  capabilities (escpos-printer-db through python-escpos, or a built-in default);
 * :mod:`~posfast.printing.escpos_decode`: :func:`parse`, :func:`printed_lines`:
   ESC/POS bytes back to commands and text, as a printer reads them.
 
@@ -28,10 +30,14 @@ printer fault:
 :func:`print_receipt` prints the original receipt of a payment record and
 :func:`reprint` a numbered copy (重印 / COPY n); both append a PRINT record
 (``ref_seq`` = the payment, ``state`` = OK / FAILED / UNKNOWN, ``flags`` COPY for
-copies) so reconciliation can match paper to payments.
+copies) so reconciliation can match paper to payments.  Each print is journaled
+UNKNOWN before its bytes go out and finalised (OK / FAILED / UNKNOWN, the
+printer's answer and status in the payload) once the printer answered
+(:func:`send_journaled`): a crash at any point leaves the slip on record, and
+the next print of it is a copy.  :func:`print_jobs` folds the two records of a job.
 
 >>> import os, tempfile
->>> from posfast import Journal
+>>> from posfast import Journal, State
 >>> from posfast.receipt import Receipt, ReceiptItem
 >>> folder = tempfile.mkdtemp()
 >>> journal = Journal.create(os.path.join(folder, "doc.pfj"), capacity=1000)
@@ -42,31 +48,47 @@ copies) so reconciliation can match paper to payments.
 >>> _ = journal.finish_payment(txn, "approved")
 >>> printer = FilePrinter(os.path.join(folder, "printer.bin"))
 >>> print_receipt(journal, txn, printer)  # doctest: +ELLIPSIS
-PrintResult(outcome='ok', error='', bytes_sent=..., printer='file:...printer.bin', seq=3, copy=0, text=None)
+PrintResult(outcome='ok', error='', bytes_sent=..., printer='file:...printer.bin', seq=4, copy=0, text=None, status=())
 >>> result = reprint(journal, receipt_no=123, terminal=3, printer=printer)
->>> result.outcome, result.copy, journal.get(result.seq).ref_seq == txn
-('ok', 1, True)
+>>> result.outcome, result.copy
+('ok', 1)
+>>> first = journal.get(journal.get(result.seq).ref_seq)   # journaled before the bytes went out
+>>> first.ref_seq == txn, State(first.state).name
+(True, 'UNKNOWN')
 >>> print_counts(journal, txn)
 {'original': 1, 'copies': 1, 'failed': 0, 'unknown': 0}
 >>> journal.close()
 """
+from posfast.printing.profiles import (CHINESE_FONTS, PRINTER_EXTRA, PrinterProfile, get_profile,
+                                       profile_names)
 from posfast.printing.escpos import (CHINESE_ENCODINGS, CODE_PAGES, QR_ERROR_LEVELS, EscposBuilder,
-                                     emit_lines, printer_measure, printer_prepare, render_escpos)
+                                     emit_lines, printer_measure, printer_prepare, qr_matrix,
+                                     render_escpos)
 from posfast.printing.escpos_decode import (EscposParseError, PrintedLine, Segment, commands, parse,
-                                            printed_lines, printed_text)
-from posfast.printing.printers import (ESCPOS_EXTRA, FAILED, OK, UNKNOWN, EscposPrinter, FilePrinter,
-                                       Printer, PrintResult, TcpPrinter)
+                                            printed_lines, printed_text, raster_images)
+from posfast.printing.printers import (ESCPOS_EXTRA, FAILED, OK, UNKNOWN, BluetoothPrinter, EscposPrinter,
+                                       FilePrinter, Printer, PrinterStatus, PrintResult, TcpPrinter,
+                                       open_printer)
 from posfast.printing.jobs import (ReprintRefused, journal_timezone, outcome_state, print_counts,
-                                   print_receipt, reprint)
-from posfast.printing.zreport import print_z_report, render_z_escpos, render_z_report
+                                   print_jobs, print_note, print_receipt, reprint, send_journaled)
+from posfast.printing.zreport import print_z_report, render_z_escpos, render_z_report, tax_totals
 
 __all__ = [
+    # printer profiles
+    "PrinterProfile",
+    "get_profile",
+    "profile_names",
+    "CHINESE_FONTS",
+    "PRINTER_EXTRA",
     # printers
+    "BluetoothPrinter",
     "EscposPrinter",
     "FilePrinter",
     "PrintResult",
     "Printer",
     "TcpPrinter",
+    "PrinterStatus",
+    "open_printer",
     "ESCPOS_EXTRA",
     "OK",
     "FAILED",
@@ -76,17 +98,22 @@ __all__ = [
     "print_receipt",
     "reprint",
     "print_counts",
+    "print_jobs",
+    "print_note",
+    "send_journaled",
     "journal_timezone",
     "outcome_state",
     # the Z-report
     "render_z_report",
     "render_z_escpos",
     "print_z_report",
+    "tax_totals",
     # ESC/POS encoding
     "EscposBuilder",
     "emit_lines",
     "printer_measure",
     "printer_prepare",
+    "qr_matrix",
     "render_escpos",
     "CODE_PAGES",
     "CHINESE_ENCODINGS",
@@ -99,4 +126,5 @@ __all__ = [
     "parse",
     "printed_lines",
     "printed_text",
+    "raster_images",
 ]

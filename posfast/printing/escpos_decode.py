@@ -28,6 +28,7 @@ __all__ = [
     "parse",
     "printed_lines",
     "printed_text",
+    "raster_images",
 ]
 
 ESC, GS, FS, DLE = 0x1B, 0x1D, 0x1C, 0x10
@@ -57,14 +58,16 @@ _FS_FIXED = {
 }
 
 
-def parse(data: bytes, chinese_encoding: str = "gb18030", strict: bool = True) -> List[Segment]:
+def parse(data: bytes, chinese_encoding: str = "gb18030", strict: bool = True,
+          code_pages: Optional[dict] = None) -> List[Segment]:
     """Decode ESC/POS bytes into text (``str``) and commands (``(name, args)``).
 
     Text is decoded as the printer would: with ``chinese_encoding`` after
     ``FS &`` and with the ``ESC t`` code page otherwise.  Line feeds are part
     of the text (``"\\n"``).  Unknown commands raise :class:`EscposParseError`
     naming the offset, or come out as ``("UNKNOWN", (bytes,))`` when
-    ``strict=False``.
+    ``strict=False``.  ``code_pages`` maps ``ESC t`` numbers to codecs for a printer
+    model whose numbers are not Epson's (``{v: k for k, v in profile.code_pages.items()}``).
 
     >>> parse(b"\\x1b@\\x1c&\\x1ba\\x01\\xd6\\xd0\\xce\\xc4\\n\\x1dVB\\x00")
     [('INIT', ()), ('CHINESE_ON', ()), ('ALIGN', (1,)), '中文\\n', ('CUT', (66, 0))]
@@ -106,7 +109,7 @@ def parse(data: bytes, chinese_encoding: str = "gb18030", strict: bool = True) -
                 args = tuple(data[i + 2:i + 2 + argc])
                 i += 2 + argc
                 if name == "CODEPAGE":
-                    code_page = _PAGE_CODECS.get(args[0], "cp437")
+                    code_page = (code_pages or _PAGE_CODECS).get(args[0], "cp437")
                 elif name == "CHINESE_ON":
                     chinese = True
                 elif name == "CHINESE_OFF":
@@ -267,3 +270,29 @@ def printed_lines(data: bytes, chinese_encoding: str = "gb18030") -> List[Printe
     if current is not None:
         lines.append(current)
     return lines
+
+
+def raster_images(data: bytes) -> List[List[List[bool]]]:
+    """The raster images (``GS v 0``) in ESC/POS bytes, each as rows of pixels (True =
+    black); consecutive bands with nothing between them are one image, as on paper.
+
+    >>> raster_images(b"\\x1b@\\x1dv0\\x00\\x01\\x00\\x02\\x00\\x80\\x01")
+    [[[True, False, False, False, False, False, False, False], [False, False, False, False, False, False, False, True]]]
+    """
+    data = bytes(data)
+    images: List[List[List[bool]]] = []
+    i, end_of_last = 0, -1
+    while True:
+        i = data.find(b"\x1dv0", i)
+        if i < 0 or i + 8 > len(data):
+            return images
+        x = data[i + 4] | data[i + 5] << 8
+        y = data[i + 6] | data[i + 7] << 8
+        body = data[i + 8:i + 8 + x * y]
+        rows = [[bool(body[r * x + (c >> 3)] & (0x80 >> (c & 7))) for c in range(x * 8)]
+                for r in range(len(body) // x if x else 0)]
+        if i == end_of_last and images:
+            images[-1].extend(rows)
+        else:
+            images.append(rows)
+        i = end_of_last = i + 8 + x * y

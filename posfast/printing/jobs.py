@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from posfast.errors import PosfastError, ReprintRefused
+from posfast.payments import parse_receipt_code
 from posfast.printing.escpos import render_escpos
 from posfast.printing.printers import FAILED, OK, UNKNOWN, Printer, PrintResult
+from posfast.printing.profiles import get_profile
 from posfast.receipt import InvalidReceipt, Receipt, render_text
-from posfast.records import RECEIPT_KINDS, Flag, Kind, State
+from posfast.records import RECEIPT_KINDS, Flag, Kind, State, print_jobs
 
 if TYPE_CHECKING:  # the Journal is passed in; printing never imports it at run time
     from posfast.journal import Journal
@@ -31,6 +33,9 @@ __all__ = [
     "print_receipt",
     "reprint",
     "print_counts",
+    "print_jobs",
+    "print_note",
+    "send_journaled",
     "journal_timezone",
     "outcome_state",
 ]
@@ -86,25 +91,28 @@ def _print_records(journal, payment) -> np.ndarray:
     """PRINT records of this payment's receipt.
 
     Matched by ref_seq, and by (terminal, txn_id, receipt_no) so that prints
-    made through another record of the same transaction (pending/final) count.
+    made through another record of the same transaction (pending/final) count,
+    and the records that finalise those prints (their ref_seq is the print's).
     """
     prints = journal.query(kind=Kind.PRINT)
     mine = prints["ref_seq"] == payment.seq
     if payment.receipt_no:
         mine |= ((prints["txn_id"] == payment.txn_id) & (prints["receipt_no"] == payment.receipt_no)
                  & (prints["terminal"] == payment.terminal))
+    mine |= np.isin(prints["ref_seq"], prints["seq"][mine])
     return prints[mine]
 
 
 def print_counts(journal: Journal, seq: int) -> dict:
-    """How often a payment's receipt went to a printer, from its PRINT records.
+    """How often a payment's receipt went to a printer, from its print jobs
+    (:func:`print_jobs`).
 
     Returns ``{"original": n, "copies": n, "failed": n, "unknown": n}``:
     originals and copies count OK and UNKNOWN prints (either may be on paper).
 
     (A runnable example is in the module docstring.)
     """
-    prints = _print_records(journal, _payment_record(journal, seq))
+    prints = print_jobs(_print_records(journal, _payment_record(journal, seq)))
     state, flags = prints["state"], prints["flags"]
     taken = (state == State.OK) | (state == State.UNKNOWN)
     is_copy = (flags & int(Flag.COPY)) != 0
@@ -114,18 +122,41 @@ def print_counts(journal: Journal, seq: int) -> dict:
             "unknown": int(np.count_nonzero(state == State.UNKNOWN))}
 
 
-def _journal_print(journal, payment, result: PrintResult, copy: int, operator: int, ts_us: int) -> int:
+def print_note(result: PrintResult, **fields) -> bytes:
+    """The payload of a PRINT record: what was printed (``fields``: copy, z), where, and
+    the printer's answer (``error``, ``status``), compact UTF-8 JSON."""
+    note = dict(fields, printer=result.printer[:80])
+    if result.error:
+        note["error"] = result.error[:300]
+    if result.status:
+        note["status"] = list(result.status)
+    return json.dumps(note, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def send_journaled(journal, printer: Printer, data: bytes, fields: dict, note: dict) -> PrintResult:
+    """Send a job to a printer with its fate journaled: a PRINT record of outcome UNKNOWN
+    before the first byte goes out, then one that finalises it (``ref_seq`` = the first)
+    with OK / FAILED / UNKNOWN and the printer's answer; a crash at any point leaves
+    the job on record, and never a second original.  ``fields`` are the records'
+    columns (terminal, txn_id, ref_seq, ...), ``note`` their payload's keys.
+    Returns the printer's result with ``seq`` = the finalising record."""
+    begun = PrintResult(UNKNOWN, "", None, printer.describe())
+    begin = journal.append(kind=Kind.PRINT, state=State.UNKNOWN, payload=print_note(begun, **note),
+                           **fields)
+    result = printer.send(data)
+    final = dict(fields, ref_seq=begin, ts=time.time_ns() // 1000)
+    result.seq = journal.append(kind=Kind.PRINT, state=outcome_state(result.outcome),
+                                payload=print_note(result, **note), **final)
+    return result
+
+
+def _print_fields(payment, copy: int, operator: int, ts_us: int) -> dict:
     flags = int(Flag.COPY) if copy else 0
     if int(payment.flags) & int(Flag.TRAINING):
         flags |= int(Flag.TRAINING)
-    note = {"copy": copy, "printer": result.printer[:80]}
-    if result.error:
-        note["error"] = result.error[:300]
-    return journal.append(
-        terminal=int(payment.terminal), kind=Kind.PRINT, state=_OUTCOME_STATE[result.outcome], amount=0,
-        currency=int(payment.currency), ts=ts_us, txn_id=int(payment.txn_id), ref_seq=int(payment.seq),
-        receipt_no=int(payment.receipt_no), operator=int(operator), flags=flags,
-        payload=json.dumps(note, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    return dict(terminal=int(payment.terminal), amount=0, currency=int(payment.currency), ts=ts_us,
+                txn_id=int(payment.txn_id), ref_seq=int(payment.seq), receipt_no=int(payment.receipt_no),
+                operator=int(operator), flags=flags)
 
 
 def _current_record(journal, payment):
@@ -177,14 +208,21 @@ def _receipt_of(journal, payment) -> Receipt:
     return receipt
 
 
-def print_receipt(journal: Journal, txn_seq: int, printer: Printer, operator: int = 0, width: int = 42,
-                  encoding: str = "gb18030", code: Optional[str] = "qr") -> PrintResult:
-    """Print the original receipt of payment record ``txn_seq`` and journal a PRINT record.
+def print_receipt(journal: Journal, txn_seq: int, printer: Printer, operator: int = 0,
+                  width: Optional[int] = None, encoding: Optional[str] = None, code: Optional[str] = "qr",
+                  profile="default", drawer: bool = False, logo=None) -> PrintResult:
+    """Print the original receipt of payment record ``txn_seq``, its fate journaled.
 
-    The PRINT record has ``ref_seq=txn_seq``, the payment's txn_id, terminal
-    and receipt_no, ``state`` OK / FAILED / UNKNOWN and ``flags`` TRAINING for
-    a training payment; its payload is ``{"copy": 0, "printer": ..., "error": ...}``.
-    A printer fault gives a FAILED or UNKNOWN result, not an exception.
+    Before the first byte goes out a PRINT record says UNKNOWN; once the
+    printer answered a second one (its ``ref_seq`` the first's) says OK /
+    FAILED / UNKNOWN (:func:`send_journaled`), so a crash at any point leaves
+    the print on record.  Both have the payment's txn_id, terminal and
+    receipt_no and ``flags`` TRAINING for a training payment; the payload is
+    ``{"copy": 0, "printer": ..., "error": ..., "status": [...]}`` (``status``:
+    what the printer reported, e.g. ``"paper out"``).  A printer fault gives a
+    FAILED or UNKNOWN result, not an exception.  ``profile``, ``encoding``,
+    ``width``, ``drawer`` (kick the cash drawer for a cash payment) and ``logo``
+    are :func:`posfast.printing.render_escpos`'s.
 
     Only an approved payment is printed (its current state, after
     ``finish_payment``/``resolve``); a pending or declined one raises
@@ -209,7 +247,7 @@ def print_receipt(journal: Journal, txn_seq: int, printer: Printer, operator: in
     """
     payment = _payment_record(journal, txn_seq)
     receipt = _receipt_of(journal, payment)
-    counts = _print_records(journal, payment)
+    counts = print_jobs(_print_records(journal, payment))
     taken = counts[((counts["state"] == State.OK) | (counts["state"] == State.UNKNOWN))
                    & ((counts["flags"] & int(Flag.COPY)) == 0)]
     if len(taken):
@@ -219,19 +257,28 @@ def print_receipt(journal: Journal, txn_seq: int, printer: Printer, operator: in
             f"printed ({State(int(first['state'])).name} print, seq {int(first['seq'])}); print a copy "
             f"with reprint() instead of a second original")
     training = bool(int(payment.flags) & int(Flag.TRAINING))
-    data = render_escpos(receipt, width=width, training=training, encoding=encoding, code=code)
-    result = printer.send(data)
-    result.seq = _journal_print(journal, payment, result, 0, operator, time.time_ns() // 1000)
-    return result
+    data = render_escpos(receipt, width=width, training=training, encoding=encoding, code=code,
+                         profile=profile, drawer=drawer, logo=logo)
+    return send_journaled(journal, printer, data, _print_fields(payment, 0, operator, time.time_ns() // 1000),
+                          {"copy": 0})
 
 
 def _find_by_receipt_no(journal, receipt_no: int, terminal: Optional[int]):
+    where = f" on terminal {terminal}" if terminal is not None else ""
+    if terminal is not None:  # a receipt code: one lookup in the journal's receipt-code map
+        found_txns = journal.receipt_payments(terminal, receipt_no)
+        if len(found_txns) > 1:
+            raise ReprintRefused(f"receipt code {terminal}-{receipt_no:06d} matches {len(found_txns)} "
+                                 f"payments of terminal {terminal} (txn {', '.join(map(str, found_txns[:5]))}); "
+                                 f"pass seq= to choose one")
+        if found_txns:
+            return found_txns[0]
+    # no terminal, or not among the live records (the archive of evicted records): a scan
     rows = journal.query(terminal=terminal) if terminal is not None else journal.query()
     kinds = rows["kind"]
     match = ((rows["receipt_no"] == receipt_no) & (rows["payload_len"] > 0)
              & np.isin(kinds, _RECEIPT_KIND_VALUES))
     found = rows[match]
-    where = f" on terminal {terminal}" if terminal is not None else ""
     if len(found) == 0:
         raise ReprintRefused(f"no payment with receipt number {receipt_no}{where} in journal {journal.path}; "
                              f"check the number (and terminal), or it has been evicted")
@@ -247,12 +294,15 @@ def _find_by_receipt_no(journal, receipt_no: int, terminal: Optional[int]):
 
 def reprint(journal: Journal, seq: Optional[int] = None, receipt_no: Optional[int] = None,
             terminal: Optional[int] = None, printer: Optional[Printer] = None, max_copies: int = 3,
-            operator: int = 0, width: int = 42, text: bool = False, encoding: str = "gb18030",
-            code: Optional[str] = "qr", now=None) -> PrintResult:
+            operator: int = 0, width: Optional[int] = None, text: bool = False,
+            encoding: Optional[str] = None, code: Optional[str] = "qr", now=None,
+            receipt_code: Optional[str] = None, profile="default") -> PrintResult:
     """Print copy n (重印 / COPY n, with the reprint time) of a payment's receipt.
 
-    Find the payment by ``seq`` or by ``receipt_no`` (plus ``terminal`` when
-    receipt numbers repeat across terminals).  Copies already printed (OK or
+    Find the payment by ``receipt_code`` (``"3-000200"``, printed on the slip and
+    in its QR code: one index lookup), ``seq``, or ``receipt_no`` (plus
+    ``terminal`` when receipt numbers repeat across terminals).  ``profile``
+    is the printer model (:func:`posfast.printing.render_escpos`).  Copies already printed (OK or
     UNKNOWN copy PRINT records) are counted from the journal; past
     ``max_copies`` the reprint is refused with :class:`ReprintRefused`.  The
     attempt is journaled as a PRINT record with flags COPY and payload
@@ -275,8 +325,11 @@ def reprint(journal: Journal, seq: Optional[int] = None, receipt_no: Optional[in
     重印 / COPY 1
     >>> journal.close()
     """
-    if (seq is None) == (receipt_no is None):
-        raise ValueError("give exactly one of seq= or receipt_no= to choose the receipt to reprint")
+    if sum(v is not None for v in (seq, receipt_no, receipt_code)) != 1:
+        raise ValueError("give exactly one of seq=, receipt_no= or receipt_code= to choose the receipt "
+                         "to reprint")
+    if receipt_code is not None:
+        terminal, receipt_no = parse_receipt_code(receipt_code)
     if seq is None:
         seq = _find_by_receipt_no(journal, int(receipt_no), terminal)
     payment = _payment_record(journal, seq)
@@ -284,7 +337,7 @@ def reprint(journal: Journal, seq: Optional[int] = None, receipt_no: Optional[in
         raise ReprintRefused(f"payment seq {payment.seq} belongs to terminal {int(payment.terminal)}, "
                              f"not terminal {terminal}")
     receipt = _receipt_of(journal, payment)
-    prints = _print_records(journal, payment)
+    prints = print_jobs(_print_records(journal, payment))
     taken = np.count_nonzero(((prints["state"] == State.OK) | (prints["state"] == State.UNKNOWN))
                              & ((prints["flags"] & int(Flag.COPY)) != 0))
     copy = int(taken) + 1
@@ -300,7 +353,7 @@ def reprint(journal: Journal, seq: Optional[int] = None, receipt_no: Optional[in
     training = bool(int(payment.flags) & int(Flag.TRAINING))
     rendered = None
     if printer is None or text:
-        rendered = render_text(receipt, width=width, copy=copy, reprinted_at=reprinted_at, training=training)
+        rendered = render_text(receipt, width=width or get_profile(profile).columns, copy=copy, reprinted_at=reprinted_at, training=training)
     if printer is None:
         return PrintResult("preview", "", 0, "", 0, copy, rendered)
     if taken >= max_copies:
@@ -309,9 +362,9 @@ def reprint(journal: Journal, seq: Optional[int] = None, receipt_no: Optional[in
             f"cop{'y' if taken == 1 else 'ies'}, the limit is max_copies={max_copies}; a supervisor can "
             f"allow more with a higher max_copies")
     data = render_escpos(receipt, width=width, copy=copy, reprinted_at=reprinted_at, training=training,
-                         encoding=encoding, code=code)
-    result = printer.send(data)
+                         encoding=encoding, code=code, profile=profile)
+    result = send_journaled(journal, printer, data, _print_fields(payment, copy, operator, now_us),
+                            {"copy": copy})
     result.copy = copy
     result.text = rendered
-    result.seq = _journal_print(journal, payment, result, copy, operator, now_us)
     return result

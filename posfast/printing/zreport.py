@@ -19,22 +19,21 @@ NET CNY                    45.00
 from __future__ import annotations
 
 import datetime as _dt
-import json
-from typing import TYPE_CHECKING, List, Union
+from typing import TYPE_CHECKING, Dict, List, Union
 
 from posfast.dayclose import DayClose
 from posfast.records import KIND_SIGN
-from posfast.printing.escpos import EscposBuilder, emit_lines, printer_measure, printer_prepare
-from posfast.printing.jobs import journal_timezone, outcome_state
+from posfast.printing.escpos import EscposBuilder, emit_lines
+from posfast.printing.jobs import journal_timezone, send_journaled
 from posfast.printing.printers import Printer, PrintResult
-from posfast.receipt import (CENTER, Layout, Line, char_width, check_width, currency_alpha, format_amount,
-                             lines_to_text, sanitize)
+from posfast.receipt import (CENTER, InvalidReceipt, Layout, Line, Receipt, char_width, check_width,
+                             currency_alpha, format_amount, lines_to_text, sanitize)
 from posfast.records import Kind, Method, State, format_ts, ts_datetime
 
 if TYPE_CHECKING:  # the Journal is passed in; printing never imports it at run time
     from posfast.journal import Journal
 
-__all__ = ["render_z_report", "render_z_escpos", "print_z_report"]
+__all__ = ["render_z_report", "render_z_escpos", "print_z_report", "tax_totals"]
 
 
 def _example() -> DayClose:
@@ -44,8 +43,48 @@ def _example() -> DayClose:
                     grand={156: (4500, 4500)}, records=(1, 8, 6), digest="", scan=(0, 0))
 
 
+def tax_totals(journal: Journal, close: Union[DayClose, int]) -> Dict[int, list]:
+    """Tax per rate of a closed day's approved payments, from their receipts:
+    ``{currency: [(tax_key, tax_rate, net, tax, gross), ...]}``, refunds, voids and
+    reversals counted negative (the Z-report's "Tax by rate").
+
+    >>> import os, tempfile
+    >>> from posfast import Journal
+    >>> from posfast.receipt import Receipt, ReceiptItem
+    >>> j = Journal.create(os.path.join(tempfile.mkdtemp(), "z.pfj"), capacity=100)
+    >>> r = Receipt(merchant="M", items=[ReceiptItem("tea", unit_price=1060, tax_key="A", tax_rate=600)])
+    >>> _ = j.append(terminal=1, kind="sale", state="approved", amount=1060, currency=156,
+    ...              payload=r.to_payload(),
+    ...              ts=1_795_000_000_000_000)
+    >>> tax_totals(j, j.close_day("2026-11-18"))
+    {156: [('A', 600, 1000, 60, 1060)]}
+    >>> j.close()
+    """
+    if not isinstance(close, DayClose):
+        close = DayClose.from_record(journal.get(int(close)))
+    pays = journal.payments(day=close.day, terminal=close.terminal)
+    pays = pays[pays["state"] == State.APPROVED]
+    sums: Dict[tuple, tuple] = {}
+    for row, payload in zip(pays, journal.payloads(pays["first_seq"])):
+        sign = KIND_SIGN.get(int(row["kind"]), 0)
+        if not payload or not sign:
+            continue
+        try:
+            receipt = Receipt.from_payload(payload)
+        except InvalidReceipt:
+            continue    # a payment without a posfast receipt carries no tax lines
+        for key, rate, net, tax, gross in receipt.tax_summary():
+            at = (int(row["currency"]), key, rate)
+            n, t, g = sums.get(at, (0, 0, 0))
+            sums[at] = (n + sign * net, t + sign * tax, g + sign * gross)
+    out: Dict[int, list] = {}
+    for (currency, key, rate), (net, tax, gross) in sorted(sums.items()):
+        out.setdefault(currency, []).append((key, rate, net, tax, gross))
+    return out
+
+
 def _z_lines(close: DayClose, width: int, measure, prepare, chinese: bool, double_title: bool,
-             merchant: str = "", tz=None) -> List[Line]:
+             merchant: str = "", tz=None, taxes=None) -> List[Line]:
     out = Layout(width, measure, prepare, chinese, double_title)
     if merchant:
         out.add(merchant, CENTER, bold=True)
@@ -94,6 +133,9 @@ def _z_lines(close: DayClose, width: int, measure, prepare, chinese: bool, doubl
         out.add("Approved, by terminal (net)")
         for terminal, (count, amount) in sorted(close.by("terminal", currency).items()):
             row("terminal %d" % terminal, count, amount, currency)
+        if taxes and taxes.get(currency):
+            out.add("Tax by rate (approved, net of refunds)")
+            out.tax_table(taxes[currency], lambda units, c=currency: format_amount(units, c), "en", indent=2)
         out.rule()
         out.pair("NET " + alpha, format_amount(close.net(currency), currency), bold=True)
         gross, absolute = close.grand.get(currency, (0, 0))
@@ -113,8 +155,9 @@ def _z_lines(close: DayClose, width: int, measure, prepare, chinese: bool, doubl
     return out.lines
 
 
-def render_z_report(close: DayClose, width: int = 42, merchant: str = "", tz=None) -> str:
-    """The Z-report as text lines of at most `width` columns (ends with a newline).
+def render_z_report(close: DayClose, width: int = 42, merchant: str = "", tz=None, taxes=None) -> str:
+    """The Z-report as text lines of at most `width` columns (ends with a newline);
+    ``taxes`` (:func:`tax_totals`) adds the totals per tax rate.
 
     >>> z = DayClose(seq=9, ts=0, day=_dt.date(2026, 11, 20), terminal=None, z_no=1,
     ...              txns=[(1, 2, 2, 156, 3, 4500)], terminals=[(1, 2, 156, 3, 4500, 4500)],
@@ -125,42 +168,39 @@ def render_z_report(close: DayClose, width: int = 42, merchant: str = "", tz=Non
     ['NET CNY                    45.00']
     """
     width = check_width(width)
-    return lines_to_text(_z_lines(close, width, char_width, sanitize, True, False, merchant, tz), width)
+    return lines_to_text(_z_lines(close, width, char_width, sanitize, True, False, merchant, tz, taxes),
+                         width)
 
 
 def render_z_escpos(close: DayClose, width: int = 42, encoding: str = "gb18030", merchant: str = "",
-                    tz=None, cut: bool = True) -> bytes:
+                    tz=None, cut: bool = True, taxes=None, profile="default") -> bytes:
     """The Z-report as ESC/POS bytes for a `width`-column receipt printer
-    (``encoding`` as in :func:`posfast.printing.render_escpos`; no QR code).
+    (``encoding`` and ``profile`` as in :func:`posfast.printing.render_escpos`; no QR
+    code; ``taxes`` as in :func:`render_z_report`).
 
     >>> from posfast.printing.escpos_decode import printed_lines
     >>> [(l.text, l.width) for l in printed_lines(render_z_escpos(_example(), width=32))][:3]
     [('Z-REPORT / 日结', 2), ('报表', 2), ('================================', 1)]
     """
-    builder = EscposBuilder(encoding)
-    lines = _z_lines(close, check_width(width), printer_measure(builder.encoding),
-                     printer_prepare(builder.encoding), builder.chinese, True, merchant, tz)
+    builder = EscposBuilder(encoding, profile=profile)
+    lines = _z_lines(close, check_width(width), builder.measure, builder.prepare, builder.chinese, True,
+                     merchant, tz, taxes)
     return emit_lines(builder, lines, code=None, cut=cut)
 
 
 def print_z_report(journal: Journal, close: Union[DayClose, int], printer: Printer, width: int = 42,
-                   encoding: str = "gb18030", merchant: str = "", operator: int = 0) -> PrintResult:
-    """Print a Z-report (a DayClose or its seq) and journal a PRINT record of it
-    (``ref_seq`` = the DAY_CLOSE seq, ``txn_id`` 0, state OK / FAILED / UNKNOWN).
+                   encoding: str = "gb18030", merchant: str = "", operator: int = 0,
+                   profile="default") -> PrintResult:
+    """Print a Z-report (a DayClose or its seq, with its totals per tax rate) and journal
+    it like every print (:func:`posfast.printing.send_journaled`: UNKNOWN before the
+    bytes, then OK / FAILED / UNKNOWN; ``ref_seq`` = the DAY_CLOSE seq, ``txn_id`` 0).
 
     Returns the printer's :class:`posfast.printing.PrintResult` with ``seq`` set.
     """
     if not isinstance(close, DayClose):
         close = DayClose.from_record(journal.get(int(close)))
     data = render_z_escpos(close, width=width, encoding=encoding, merchant=merchant,
-                           tz=journal_timezone(journal))
-    result = printer.send(data)
-    state = outcome_state(result.outcome)
-    note = {"z": close.z_no, "printer": result.printer[:80]}
-    if result.error:
-        note["error"] = result.error[:300]
-    result.seq = journal.append(
-        payload=json.dumps(note, separators=(",", ":")).encode("utf-8"), terminal=close.terminal or 0,
-        kind=Kind.PRINT, state=state, ref_seq=close.seq, receipt_no=close.z_no,
-        operator=int(operator))
-    return result
+                           tz=journal_timezone(journal), taxes=tax_totals(journal, close), profile=profile)
+    fields = dict(terminal=close.terminal or 0, ref_seq=close.seq, receipt_no=close.z_no,
+                  operator=int(operator))
+    return send_journaled(journal, printer, data, fields, {"z": close.z_no})

@@ -4,6 +4,7 @@ or a settlement file, and against its own print records (see :mod:`posfast.recon
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ import numpy as np
 from ..dayclose import TXN_DTYPE, payment_transactions
 from ..errors import PosfastError
 from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, RECEIPT_KINDS, Flag, Kind, Method,
-                       State, day_number, day_to_date)
+                       State, day_number, day_to_date, print_jobs)
 from .hosts import host_source
 from .matching import dedupe, join, key_ids, split_ids, window_pairs
 from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport
@@ -479,7 +480,9 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
 
 def _receipts(journal, rows, jtx, wanted, out):
     """receipt_without_transaction, transaction_without_receipt, print_unknown."""
-    prints = rows[rows["kind"] == Kind.PRINT]
+    # one row per print job: journaled UNKNOWN before the bytes, finalised after
+    prints, final_seqs = print_jobs(rows[rows["kind"] == Kind.PRINT], finals=True)
+    finished = dict(zip(prints["seq"].tolist(), final_seqs.tolist()))
     # a print naming only its payment's seq (txn_id 0): take the txn_id from that record
     unnamed = np.flatnonzero(prints["txn_id"] == 0)
     if len(unnamed) and len(rows):
@@ -496,6 +499,11 @@ def _receipts(journal, rows, jtx, wanted, out):
     # this day's prints, and the next day's prints of this day's payments
     keep = (prints["day"] == wanted) | in_day
     prints, pos, in_day = prints[keep], pos[keep], in_day[keep]
+
+    def why(seqs) -> str:
+        """PRINT seqs, each with the printer's answer stored in its payload."""
+        return ", ".join(str(seq) + _print_reason(journal, finished.get(seq) or seq) for seq in seqs)
+
     state = prints["state"]
     paper = np.isin(state, _PAPER)
     # prints of other days' payments, or naming only a seq: looked up one by one (few)
@@ -510,14 +518,14 @@ def _receipts(journal, rows, jtx, wanted, out):
             t = jtx[pos[k]]
             if t["state"] == _APPROVED:
                 continue
-            why = "txn %d is %s" % (int(t["txn_id"]), _name(State, t["state"]))
+            why_not = "txn %d is %s" % (int(t["txn_id"]), _name(State, t["state"]))
             seqs = (int(p["seq"]), int(t["first_seq"]), int(t["final_seq"]))
             amount, currency, txn_id = int(t["amount"]), int(t["currency"]), int(t["txn_id"])
         else:
             info = others[(int(p["txn_id"]), int(p["ref_seq"]))]
             if info is None or info[0] == _APPROVED:
                 continue
-            _state, found, why, amount, currency, txn_id = info
+            _state, found, why_not, amount, currency, txn_id = info
             seqs = (int(p["seq"]),) + found
         copy = " copy" if int(p["flags"]) & int(Flag.COPY) else ""
         out.items.append(Discrepancy(
@@ -526,7 +534,7 @@ def _receipts(journal, rows, jtx, wanted, out):
             currency=currency or int(p["currency"]), kind="print", state=_name(State, p["state"]),
             time=_iso(p["ts"], out.tz),
             detail="receipt%s printed (%s, PRINT seq %d) but %s" % (
-                copy, _name(State, p["state"]), int(p["seq"]), why)))
+                copy, _name(State, p["state"]), int(p["seq"]), why_not)))
     # approved payments and their prints
     needs = (jtx["state"] == _APPROVED) & np.isin(jtx["kind"], _NEEDS_RECEIPT)
     ok = np.bincount(pos[in_day & (state == State.OK)].astype(np.intp), minlength=len(jtx))
@@ -535,13 +543,25 @@ def _receipts(journal, rows, jtx, wanted, out):
         failed = prints["seq"][in_day & (pos == i)].tolist()
         out.txn("transaction_without_receipt", jtx[i], extra_seqs=(),
                 detail="approved, no receipt printed" + (
-                    " (failed print seq %s)" % ", ".join(map(str, failed)) if failed else ""))
+                    " (failed print seq %s)" % why(failed) if failed else ""))
     for i in np.flatnonzero(needs & (ok == 0) & (unknown > 0)).tolist():
         unsure = prints["seq"][in_day & (pos == i) & (state == State.UNKNOWN)].tolist()
         out.txn("print_unknown", jtx[i], extra_seqs=(),
                 detail="the printer's outcome is unknown (PRINT seq %s): check the paper, print "
-                "a copy if it is not there" % ", ".join(map(str, unsure)))
+                "a copy if it is not there" % why(unsure))
         out.items[-1].journal_seqs += tuple(unsure)
+
+
+def _print_reason(journal, seq) -> str:
+    """``": paper out"``: what the printer said of a print (its PRINT record's payload)."""
+    try:
+        note = json.loads(journal.get(int(seq)).payload or b"{}")
+    except (KeyError, PosfastError, ValueError):
+        return ""
+    if not isinstance(note, dict):
+        return ""
+    said = ", ".join(note.get("status") or ()) or str(note.get("error", ""))[:120]
+    return ": " + said if said else ""
 
 
 def _lookup_payment(journal, txn_id, ref_seq):

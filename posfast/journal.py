@@ -104,6 +104,10 @@ def _days_text(days) -> str:
     return str(day_to_date(int(days)))
 
 
+_MANY = (list, tuple, set, frozenset, range)     # a filter of several values
+_ROW_SIZE = RECORD_DTYPE.itemsize
+
+
 def _match(rows: np.ndarray, column: str, wanted) -> np.ndarray:
     """Rows whose own `column` holds `wanted` (a value or a collection of values)."""
     if isinstance(wanted, (list, tuple, set, frozenset, range)):
@@ -1036,8 +1040,17 @@ class Journal:
     def last(self, terminal: int, kind: Any = None) -> Record | None:
         """Newest Record of a terminal (optionally of one kind), or None."""
         with self._mutex:
-            self._refresh()
+            if self.readonly:
+                self._refresh()
+            if type(terminal) is not int:
+                terminal = int(terminal)
             kind_value = None if kind is None else int(Kind.coerce(kind, "kind"))
+            # the usual case first: the index names a live record, and it is the terminal's
+            seq = self.index.newest.get((terminal, kind_value), 0)
+            if seq >= self._ring.oldest_seq:
+                record = self._ring.get(seq)
+                if record.terminal == terminal and (kind_value is None or record.kind == kind_value):
+                    return record
             for attempt in range(2):
                 seq = self.index.newest_of(terminal, kind_value)
                 if seq < self._ring.oldest_seq:
@@ -1051,7 +1064,7 @@ class Journal:
 
     def _gather(self, seqs: np.ndarray) -> np.ndarray:
         seqs = np.ascontiguousarray(seqs, dtype=np.uint64)
-        out = np.zeros(len(seqs), dtype=RECORD_DTYPE)
+        out = np.empty(len(seqs), dtype=RECORD_DTYPE)      # (rows not read are dropped below)
         if len(seqs) == 0:
             return out
         status = self._ring.read_rows(seqs, out.view(np.uint8).reshape(len(seqs), RECORD_DTYPE.itemsize))
@@ -1103,22 +1116,33 @@ class Journal:
 
     def _select_checked(self, days, terminal, kinds) -> np.ndarray:
         """Live records the index names for the filters, each checked against the filters by its
-        own columns: an index that names one that does not match is rebuilt, never trusted."""
+        own columns: an index that names one that does not match is rebuilt, never trusted.
+        (The core checks a filter of one value as it reads; this, one of several.)"""
         ring = self._ring
         filters = [(c, w) for c, w in (("day", days), ("terminal", terminal), ("kind", kinds))
                    if w is not None]
+        single = {c: int(w) for c, w in filters if not isinstance(w, _MANY)}
+        many = [(c, w) for c, w in filters if isinstance(w, _MANY)]
         for attempt in range(2):
-            rows = self._gather(self.index.select(ring.oldest_seq, ring.head_seq, day=days,
-                                                  terminal=terminal, kind=kinds))
-            keep = np.ones(len(rows), dtype=bool)
-            for column, wanted in filters:
+            seqs = self.index.select(ring.oldest_seq, ring.head_seq, day=days,
+                                     terminal=terminal, kind=kinds)
+            rows = np.empty(len(seqs), dtype=RECORD_DTYPE)
+            if not len(seqs):
+                return rows
+            status = ring.read_rows(seqs, rows.view(np.uint8).reshape(len(seqs), _ROW_SIZE),
+                                    **single)
+            keep = status == 0
+            for column, wanted in many:
                 keep &= _match(rows, column, wanted)
             if keep.all():
                 return rows
+            wrong = (status == _core.CHK_NOT_FILTERED) | ((status == 0) & ~keep)
+            if not wrong.any():
+                return rows[keep]               # (damaged or gone: skipped, as every lookup does)
             if attempt == 0:
-                wrong = rows[~keep][0]
+                bad = rows[wrong][0]
                 self._distrust_index("it files seq %d (day %d, terminal %d, kind %d) under %s" % (
-                    wrong["seq"], wrong["day"], wrong["terminal"], wrong["kind"],
+                    bad["seq"], bad["day"], bad["terminal"], bad["kind"],
                     ", ".join("%s %s" % (c, _days_text(w) if c == "day" else w)
                               for c, w in filters)))
         return rows[keep]

@@ -263,7 +263,8 @@ cdef class Record:
         rec.auth_code = _cstr(row + PFW_AUTH_CODE, 6)
         rec.rrn = _cstr(row + PFW_RRN, 12)
         rec.client_ref = _cstr(row + PFW_CLIENT_REF, 16)
-        rec.channel = _cstr(row + PFW_CHANNEL, PF_CHANNEL_SIZE).decode("utf-8", "replace")
+        rec.channel = _cstr(row + PFW_CHANNEL, PF_CHANNEL_SIZE).decode("utf-8", "replace") \
+            if row[PFW_CHANNEL] else ""
         rec.order_ref = order_ref
         rec.host_ref = host_ref
         rec.payload = payload

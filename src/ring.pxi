@@ -33,10 +33,12 @@ DEF CHK_CHAIN = 6         # checksum fine but the hash chain does not follow
 DEF CHK_MISSING = 7       # seq known to be lost since recovery
 DEF CHK_CONFLICT = 8      # a valid record no single writer could have left (two writers, edits)
 DEF CHK_GROUP = 9         # commit-group offsets that do not follow on
+DEF CHK_FILTER = 10       # read_rows: a valid record, but not of the day/terminal/kind asked
 
 # verify() problem codes, for callers that sort findings (Problem.code)
 CHK_CRC_MISMATCH, CHK_CHAIN_BROKEN, CHK_LOST = CHK_CRC, CHK_CHAIN, CHK_MISSING
 CHK_CONFLICTING, CHK_GROUP_ORDER = CHK_CONFLICT, CHK_GROUP
+CHK_NOT_FILTERED = CHK_FILTER
 
 CAUSES = {
     CHK_NOT_HEAD: "no record head where the seq should start (overwritten or zeroed)",
@@ -49,6 +51,7 @@ CAUSES = {
     CHK_CONFLICT: "conflicting record (written by a second writer, or the file was edited or "
                   "restored over a newer copy)",
     CHK_GROUP: "commit group out of order (records of two writers interleaved, or edited)",
+    CHK_FILTER: "not of the day, terminal or kind it was looked up by (the index is wrong)",
 }
 
 
@@ -1447,8 +1450,11 @@ cdef class Ring:
         return self.head_seq + 1 - self.group_first_seq if self.group_first_seq else 0
 
     # ------------------------------------------------------------------- reads
-    def read_rows(self, const uint64_t[::1] seqs, uint8_t[:, ::1] out):
-        """Decode the records of `seqs` into `out` (RECORD_DTYPE rows), checking each.
+    def read_rows(self, const uint64_t[::1] seqs, uint8_t[:, ::1] out, day=None, terminal=None,
+                  kind=None):
+        """Decode the records of `seqs` into `out` (RECORD_DTYPE rows), checking each; with
+        `day`, `terminal` or `kind` (one value each), also that each row holds it, else its
+        status is CHK_NOT_FILTERED (the row is decoded: the caller can say what it is).
 
         Returns an array of status codes (0 = ok) so callers skip and report the rest.
         """
@@ -1458,6 +1464,13 @@ cdef class Ring:
         cdef uint8_t[::1] status = status_arr
         cdef int r
         cdef const uint8_t *ph
+        cdef bint by_day = day is not None, by_terminal = terminal is not None
+        cdef bint by_kind = kind is not None
+        cdef int32_t want_day = day if by_day else 0
+        cdef uint32_t want_terminal = terminal if by_terminal else 0
+        cdef uint8_t want_kind = kind if by_kind else 0
+        if <uint64_t>out.shape[0] < n or out.shape[1] != PFW_SIZE:
+            raise ValueError("out must hold one RECORD_DTYPE row per seq")
         if self.fd < 0:
             raise JournalClosed("posfast: journal %s is closed" % (self.path,))
         with nogil:
@@ -1495,6 +1508,10 @@ cdef class Ring:
                     if not self.writable and self._check_at(pos, seq) != CHK_OK:
                         # the writer (another handle) overwrote it while we copied: gone
                         status[i] = CHK_STALE
+                    elif (by_day and <int32_t>pf_ld32(&out[i, PFW_DAY]) != want_day) or \
+                            (by_terminal and pf_ld32(&out[i, PFW_TERMINAL]) != want_terminal) or \
+                            (by_kind and out[i, PFW_KIND] != want_kind):
+                        status[i] = CHK_FILTER
         return status_arr
 
     cdef void _decode_at(self, uint64_t pos, uint8_t *row) noexcept nogil:
@@ -1603,8 +1620,9 @@ cdef class Ring:
                                 % (seq, self.path, (pos - 1) % self.capacity if pos else "?",
                                    CAUSES[r]))
         self._decode_at(pos, row)
-        ext = self._ext_at(pos)
         order_ref = host_ref = ""
+        # an extension of the client_ref alone (the usual one) is in the row already
+        ext = self._ext_at(pos) if row[PFW_EXT_LEN] != _client_ext_len(row) else None
         if ext:
             try:
                 _, order_ref, host_ref = decode_ext(ext)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import array
 import os
 import struct
+from typing import Optional
 
 import numpy as np
 from pyroaring import BitMap64
@@ -217,6 +218,17 @@ class Index:
             return None
         self.blobs[name] = data
         return data
+
+    def set_blob(self, name: bytes, data: Optional[bytes]) -> None:
+        """What another part saves with the index under `name` from the next save on (None:
+        nothing, and the one read from the file is dropped).  Names are at most 8 bytes."""
+        if len(name) > 8:
+            raise ValueError("index blob name %r is longer than 8 bytes" % (name,))
+        self._blob_specs.pop(name, None)
+        if data is None:
+            self.blobs.pop(name, None)
+        else:
+            self.blobs[name] = data
 
     def add_one(self, seq: int, day: int, terminal: int, kind: int) -> None:
         """Index one appended record (the single-append path: no arrays, no loop)."""

@@ -59,6 +59,7 @@ _SCAN_CHUNK = 1 << 16           # records read at a time by scans that do not tr
 # unsaved (checked at each append), and at flush() and close().  Recovery after a crash then
 # reads the records appended since (at most these many, plus the last append call's) and the
 # slots the header's tail mark leaves the writer (PF_CKPT_WINDOW, 65536), never the ring.
+_TOTALS_BLOB = b"totals"     # the index file's blob of the day totals (DayTotals.to_bytes)
 CHECKPOINT_RECORDS = 65536
 CHECKPOINT_SECONDS = 300.0
 _PAYMENT_KIND_LIST = PAYMENT_KIND_VALUES.tolist()
@@ -251,6 +252,7 @@ class Journal:
         # day totals (posfast.totals): built from the records on the first totals() call, then
         # fed every appended record
         self._totals: Optional[DayTotals] = None
+        self._totals_saved_at = 0           # (set by _recover)
         self._stop = threading.Event()
         self._flusher = None
         self.on_evict = None     # archive hook: called with (first_seq, last_seq) before eviction
@@ -356,7 +358,8 @@ class Journal:
 
     def _recover(self):
         ring = self._ring
-        self._totals = None             # rebuilt from the records on the next totals() call
+        self._totals = None             # from the index's blob, or the records, when first asked
+        self._totals_saved_at = 0       # the index head a totals blob may be loaded at (0: none)
         loaded = Index.load(self.path + ".idx", ring.journal_id)
         if loaded is not None:
             index, head, oldest, link, positions, lost, digest = loaded
@@ -364,6 +367,10 @@ class Journal:
                 index.rebuild = self._rebuild_into
                 self.index = index
                 self._saved_head = head
+                if ring.version >= 2 and digest == ring.index_digest and head == ring.index_head:
+                    # the index its writer saved (its blobs' CRCs are in the digest the header
+                    # names): its day totals hold the records up to `head`
+                    self._totals_saved_at = head
                 # The index is a cache anyone can edit (its CRCs are no seal).  A format-2
                 # header names the digest of the index its writer saved: that one is used as
                 # it is (each bitmap checked as it is read, each record a lookup returns checked
@@ -494,6 +501,10 @@ class Journal:
         if not self.index.dirty and self._saved_head == ring.head_seq \
                 and os.path.exists(self.path + ".idx"):
             return
+        # the day totals go with the index when they hold exactly the records it covers
+        totals = self._totals
+        self.index.set_blob(_TOTALS_BLOB, totals.to_bytes() if totals is not None
+                            and totals.upto == ring.head_seq and ring.version >= 2 else None)
         try:
             digest = self.index.save(self.path + ".idx", ring.journal_id, ring.head_seq,
                                      ring.oldest_seq, ring.head_link, ring.positions(),
@@ -967,14 +978,34 @@ class Journal:
             return book.totals(int(day), None if terminal is None else int(terminal))
 
     def _build_totals(self) -> DayTotals:
-        # (the place to load a saved DayTotals.to_bytes() blob and feed it only the tail)
+        """The day totals: those saved with the index, fed the records since, or else built
+        from every record."""
         ring = self._ring
-        book = DayTotals(lookup=self._payment_records_before)
-        book.floor = book.oldest = ring.oldest_seq
-        self._feed_totals(book, ring.oldest_seq, ring.head_seq)
+        book = self._saved_totals()
+        if book is not None:
+            self._feed_totals(book, book.upto + 1, ring.head_seq)
+        else:
+            book = DayTotals(lookup=self._payment_records_before)
+            book.floor = book.oldest = ring.oldest_seq
+            self._feed_totals(book, ring.oldest_seq, ring.head_seq)
         book.upto = max(book.upto, ring.head_seq)
         self._totals = book
         return book
+
+    def _saved_totals(self) -> Optional[DayTotals]:
+        """The DayTotals saved with the index this open trusted, if they hold exactly the
+        records up to its head (else None: build them from the records)."""
+        at = self._totals_saved_at
+        data = self.index.blob(_TOTALS_BLOB) if at else None
+        if data is None or at > self._ring.head_seq:
+            return None
+        try:
+            book = DayTotals.from_bytes(data, lookup=self._payment_records_before)
+        except ValueError as exc:
+            _log.warning("posfast: %s.idx: day totals not read (%s); built from the records",
+                         self.path, exc)
+            return None
+        return book if book.upto == at else None
 
     def _feed_totals(self, book: DayTotals, first: int, last: int, chunk: int = 1 << 20) -> None:
         for start in range(first, last + 1, chunk):

@@ -240,13 +240,16 @@ def fold(txn: int, recs: List[Rec], oldest: int) -> List[Contribution]:
 
 
 def _bump(d: dict, key, count: int, amount: int, net: int) -> None:
+    # (a sum goes when all of it is zero: a payment moved before the cells it is counted in
+    # were summed -- totals loaded from the index -- passes through a count of 0 with an
+    # amount or net that is not)
     s = d.get(key)
     if s is None:
         d[key] = (count, amount, net)
         return
-    n = s[0] + count
-    if n:
-        d[key] = (n, s[1] + amount, s[2] + net)
+    n, a, t = s[0] + count, s[1] + amount, s[2] + net
+    if n or a or t:
+        d[key] = (n, a, t)
     else:
         del d[key]
 
@@ -256,9 +259,9 @@ def _bump2(d: dict, key, count: int, amount: int) -> None:
     if s is None:
         d[key] = (count, amount)
         return
-    n = s[0] + count
-    if n:
-        d[key] = (n, s[1] + amount)
+    n, a = s[0] + count, s[1] + amount
+    if n or a:
+        d[key] = (n, a)
     else:
         del d[key]
 

@@ -11,9 +11,11 @@ later day, begin and outcome in one append_many).  After every step the journal 
 with the model: same head, the oldest record where the ring rules put it, every live record
 byte for byte, the index equal to a brute-force scan, damaged records reported by verify
 and never returned as good, and the day totals (``Journal.totals``) equal to a brute force
-over ``Journal.payments(day=...)``: every day right after an open (the totals are rebuilt
-from the records), and every day whose payments' records are all live and intact otherwise
-(a day the ring has partly overwritten keeps its totals as they were).
+over ``Journal.payments(day=...)``: every day right after an open that built the totals
+from the records, and every day whose payments' records are all live and intact otherwise
+(a day the ring has partly overwritten, or a record of which was damaged after it was
+counted, keeps its totals as they were -- also across an open that loads the totals saved
+with a trusted index).
 """
 import copy
 import hashlib
@@ -408,7 +410,8 @@ class JournalMachine(RuleBasedStateMachine):
             return
         model, j = self.model, self.journal
         rule = j.day_rule
-        rebuilt = j._totals is None            # first call since the open: built from the records
+        # first call since the open, and no totals saved with the index: built from the records
+        rebuilt = j._totals is None and j._saved_totals() is None
         j.totals(0)
         days = set(j._totals.days()) | {rule.day_number(f["ts"]) for f, _p in model.records.values()
                                         if is_payment(f)}

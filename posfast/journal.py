@@ -846,6 +846,13 @@ class Journal:
         """
         return self._payments.find(client_ref, order_ref=order_ref, host_ref=host_ref)
 
+    def refs(self, seqs: Iterable[int]) -> list[tuple[bytes, bytes]]:
+        """(order_ref, host_ref) bytes of each live seq, in order (b"" where a record has
+        none): what statements are matched on, read for many records at once."""
+        with self._mutex:
+            self._refresh()
+            return self._storage.refs(seqs)
+
     def in_doubt(self, terminal=None) -> list:
         """Payments begun and never finished, oldest first (`Payments.in_doubt`)."""
         return self._payments.in_doubt(terminal=terminal)

@@ -7,18 +7,21 @@ naming the line, the column and the value.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as _dt
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
 from ..errors import SettlementError
-from ..records import KIND_SIGN_TABLE, RECEIPT_KINDS, DayRule, Kind
+from ..records import KIND_SIGN_TABLE, RECEIPT_KINDS, DayRule, Kind, State
 
-__all__ = ["SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "Settlement", "SettlementError", "read_settlement"]
+__all__ = ["OPTIONAL_COLUMNS", "SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "Settlement", "SettlementError",
+           "read_settlement"]
 
 SETTLEMENT_COLUMNS = ("terminal", "time", "rrn", "auth_code", "amount", "currency", "type")
 _ALIASES = {"auth": "auth_code", "authcode": "auth_code", "auth_no": "auth_code",
@@ -29,19 +32,48 @@ _ALIASES = {"auth": "auth_code", "authcode": "auth_code", "auth_no": "auth_code"
 _US = 1_000_000
 
 
+#: Optional columns of the posfast CSV: the host's and the merchant's references, the fee
+#: (integer minor units) and the batch or payout the row was settled in.
+OPTIONAL_COLUMNS = ("host_ref", "order_ref", "fee", "batch")
+
+#: One settled payment.  ``state``: 0 (NONE) or APPROVED for a settled payment, REVERSED for
+#: one the host revoked; ``fee``: the acquirer's fee in thousandths of a minor unit
+#: (``amounts.FEE_SCALE``), signed as charged; ``batch``: 1 + index into
+#: ``Settlement.batches`` (0: none); ``tid``: the terminal id as the statement writes it.
 SETTLEMENT_DTYPE = np.dtype([("line", "<u4"), ("terminal", "<u4"), ("ts", "<i8"), ("amount", "<i8"),
                              ("currency", "<u2"), ("kind", "u1"), ("rrn", "S12"),
-                             ("auth_code", "S6")])
+                             ("auth_code", "S6"), ("state", "u1"), ("fee", "<i8"),
+                             ("batch", "<u4"), ("tid", "S32"), ("voucher", "S12")])
 
 
 @dataclass
 class Settlement:
-    """An acquirer settlement file, parsed: one SETTLEMENT_DTYPE row per line."""
+    """A statement, parsed: one SETTLEMENT_DTYPE row per payment line.
+
+    ``format`` names the layout it was read as; ``channel`` the payment channel it covers
+    (``"wechat"``, ``"alipay"``, ``"unionpay"``, ``"adyen"``, ``"stripe"``; None: any);
+    ``order_ref`` / ``host_ref`` are byte-string arrays beside the rows (None: the
+    statement has no such column); ``batches`` the batch or payout names; ``has_fees``
+    whether it states fees; ``notes`` what was read but is not a payment (summaries,
+    payouts, fee lines)."""
     path: str
     rows: np.ndarray
+    order_ref: Optional[np.ndarray] = None
+    host_ref: Optional[np.ndarray] = None
+    format: str = "posfast"
+    channel: Optional[str] = None
+    batches: tuple = ()
+    has_fees: bool = False
+    notes: list = field(default_factory=list)
 
     def __len__(self):
         return len(self.rows)
+
+    def take(self, which) -> "Settlement":
+        """The same statement with only the rows `which` (a mask or indices) selects."""
+        pick = (lambda a: None if a is None else a[which])
+        return dataclasses.replace(self, rows=self.rows[which], order_ref=pick(self.order_ref),
+                                   host_ref=pick(self.host_ref))
 
 
 def _column_error(path, line, column, value, why):
@@ -137,17 +169,24 @@ def _codec(encoding):
     return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
 
 
-def read_settlement(source, utc_offset=0, path=None, encoding=None) -> Settlement:
-    """Parse an acquirer settlement CSV (a path, or an open text file).
+def read_settlement(source, format="auto", utc_offset=0, path=None, encoding=None,
+                    column_map=None, file_date=None) -> Settlement:
+    """Parse a statement (a path, or an open file) of `format`.
 
-    `utc_offset` (minutes, or a DayRule: its fixed offset or its time zone) is the
-    local time of rows without an offset.  `encoding` is the file's text encoding (default
-    UTF-8, with or without a byte-order mark; e.g. ``"gbk"`` or ``"gb18030"`` for Chinese bank
-    exports); it applies to paths, not to text streams.  Line endings may be
-    LF, CRLF or CR alone.  The file is read in blocks: memory grows with the
-    parsed rows only (45 bytes a row), not with the text.  Raises
-    :class:`SettlementError` with line, column and value on the first malformed
-    value; never returns part of a file.
+    `format`: ``"auto"`` (detected from the header or preamble), ``"posfast"`` (the CSV
+    below), ``"wechat"``, ``"alipay"``, ``"unionpay"``, ``"mapped"`` (any statement through
+    `column_map`, a TOML file or a dict; CSV or XLSX), ``"adyen"`` or ``"stripe"`` (see
+    :mod:`posfast.reconcile.formats`).  `utc_offset` (minutes, or a DayRule: its fixed
+    offset or its time zone) is the local time of rows without an offset.  `encoding` is
+    the file's text encoding (default UTF-8, with or without a byte-order mark; Alipay
+    bills GB18030; e.g. ``"gbk"`` for Chinese bank exports).  `file_date` gives a
+    UnionPay file's date where its name does not.
+
+    The posfast CSV: columns terminal, time, rrn, auth_code, amount (integer minor units),
+    currency, type, and optionally host_ref, order_ref, fee and batch.  Line endings may be
+    LF, CRLF or CR alone.  It is read in blocks: memory grows with the
+    parsed rows only, not with the text.  Raises :class:`SettlementError` with line,
+    column and value on the first malformed value; never returns part of a file.
 
     >>> import io
     >>> s = read_settlement(io.StringIO("terminal,time,rrn,auth_code,amount,currency,type\\n"
@@ -161,17 +200,51 @@ def read_settlement(source, utc_offset=0, path=None, encoding=None) -> Settlemen
     ...
     posfast.errors.SettlementError: posfast: settlement file <stream>, line 2, column amount: '12.50' is not an integer number of minor units (write 1250 for 12.50)
     """
+    if isinstance(format, (int, DayRule)) and not isinstance(format, bool):
+        format, utc_offset = "auto", format            # read_settlement(path, rule): 0.1's call
     rule = (utc_offset if isinstance(utc_offset, DayRule) else
             DayRule(utc_offset=int(getattr(utc_offset, "offset_minutes", utc_offset))))
-    if isinstance(source, (str, os.PathLike)):
-        path = path or os.fspath(source)
+    from . import formats
+    fmt = str(format).lower()
+    if fmt not in ("auto",) + formats.FORMATS:
+        raise ValueError("format must be auto or one of %s, not %r"
+                         % (", ".join(formats.FORMATS), format))
+    named = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    path = path or named or getattr(source, "name", "<stream>")
+    if fmt == "auto" and column_map is not None:
+        fmt = "mapped"
+    if fmt == "auto":
+        if named is None:
+            text = source.read()
+            if not isinstance(text, str):
+                raise TypeError("read_settlement(format='auto') reads text streams or paths; give "
+                                "format= for a binary stream")
+            source, head = io.StringIO(text), text[:1 << 16]
+        else:
+            head = formats.head_text(named, path, None if encoding is None else _codec(encoding))
+        fmt = formats.detect_format(head)
+        first_line = head.lstrip("\ufeff").strip().splitlines()[0].lower() if head.strip() else ""
+        if fmt is None and (not first_line or any(
+                name in first_line for name in SETTLEMENT_COLUMNS + tuple(_ALIASES))):
+            fmt = "posfast"       # empty, or a posfast header lacking a column: its own refusal
+        if fmt is None:
+            first = head.splitlines()[0][:120] if head.strip() else ""
+            raise SettlementError(
+                "posfast: settlement file %s: its format is not one posfast recognises (first "
+                "line %r); give it: --format posfast|wechat|alipay|unionpay|adyen|stripe, or "
+                "--format mapped --map COLUMNS.toml for another bank's statement"
+                % (path, first), path, 1, None, first)
+    if fmt != "posfast":
+        return formats.read_statement(source, fmt, path, rule, encoding=encoding,
+                                      column_map=column_map, file_date=file_date)
+    if named is not None:
         codec = _codec(encoding)
         try:
             with open(source, encoding=codec, newline="") as handle:
                 return _read_settlement(handle, path, rule)
         except UnicodeDecodeError as exc:
             raise _undecodable(path, codec, encoding, exc) from None
-    return _read_settlement(source, path or getattr(source, "name", "<stream>"), rule)
+    return _read_settlement(source, path, rule)
 
 
 def _undecodable(path, codec, asked, exc):
@@ -288,7 +361,7 @@ def _column_names(header, header_line, path):
     names = [_ALIASES.get(k, k) for k in keys]
     where = {}
     for i, name in enumerate(names):
-        if name not in SETTLEMENT_COLUMNS:
+        if name not in SETTLEMENT_COLUMNS and name not in OPTIONAL_COLUMNS:
             continue
         if name in where:
             j = where[name]
@@ -311,6 +384,8 @@ def _read_settlement(handle, path, rule) -> Settlement:
     header = where = width = None
     header_line = 0
     parts = []
+    refs = {"host_ref": [], "order_ref": []}
+    batches: dict = {}
     for line0, text in _text_blocks(handle):
         found, header_line, lines, columns = _split_block(text, line0, path, width, header_line)
         if found is not None:
@@ -318,14 +393,42 @@ def _read_settlement(handle, path, rule) -> Settlement:
             where = _column_names(header, header_line, path)
         if lines:
             col = {name: columns[i] for name, i in where.items()}
-            parts.append(_settlement_rows(col, lines, path, rule))
+            rows = _settlement_rows(col, lines, path, rule)
+            _optional_columns(rows, col, lines, path, refs, batches)
+            parts.append(rows)
         del text, lines, columns
     if header is None:
         raise SettlementError("posfast: settlement file %s is empty; it needs a header row: %s"
                               % (path, ",".join(SETTLEMENT_COLUMNS)), path, 1)
-    if len(parts) == 1:
-        return Settlement(path, parts[0])
-    return Settlement(path, np.concatenate(parts) if parts else np.zeros(0, SETTLEMENT_DTYPE))
+    rows = (parts[0] if len(parts) == 1 else
+            np.concatenate(parts) if parts else np.zeros(0, SETTLEMENT_DTYPE))
+    given = {name: (np.concatenate(v) if len(v) > 1 else v[0]) if name in where else None
+             for name, v in refs.items() if v or name not in where}
+    return Settlement(path, rows, order_ref=given.get("order_ref"), host_ref=given.get("host_ref"),
+                      batches=tuple(batches), has_fees="fee" in where)
+
+
+def _optional_columns(rows, col, lines, path, refs, batches):
+    """host_ref, order_ref (beside the rows), fee (integer minor units), batch of a block."""
+    for name in ("host_ref", "order_ref"):
+        if name in col:
+            values = [v.strip().encode("utf-8") for v in col[name]]
+            if max(map(len, values)) > 64:
+                i = next(k for k, v in enumerate(values) if len(v) > 64)
+                raise _column_error(path, lines[i], name, col[name][i], "is longer than 64 bytes")
+            refs[name].append(np.array(values, dtype="S%d" % max(1, max(map(len, values)))))
+    if "fee" in col:
+        from .amounts import FEE_SCALE, decimal_units
+        rows["fee"] = decimal_units(col["fee"], FEE_SCALE, path, lines, "fee", blank=0)
+        if any("." in v for v in col["fee"]):
+            i = next(k for k, v in enumerate(col["fee"]) if "." in v)
+            raise _column_error(path, lines[i], "fee", col["fee"][i],
+                                "is not an integer number of minor units")
+    if "batch" in col:
+        for value in set(col["batch"]):
+            if value.strip() and value.strip() not in batches:
+                batches[value.strip()] = len(batches) + 1
+        rows["batch"] = [batches.get(v.strip(), 0) for v in col["batch"]]
 
 
 def _settlement_rows(col, lines, path, rule) -> np.ndarray:
@@ -415,4 +518,6 @@ def _settlement_rows(col, lines, path, rule) -> np.ndarray:
             _find_bad(path, lines, name, col[name], lambda v: v.encode("ascii"),
                       "holds characters that are not ASCII")
     rows["ts"] = _parse_times(path, lines, col["time"], rule)
+    rows["state"] = int(State.APPROVED)
+    rows["tid"] = [t.strip().encode("ascii", "replace")[:32] for t in col["terminal"]]
     return rows

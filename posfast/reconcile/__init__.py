@@ -88,8 +88,10 @@ from ..errors import SettlementError
 from .checks import reconcile
 from .hosts import DayReader, HostSource, host_source
 from .report import CATEGORIES, Discrepancy, ReconcileReport
+from .formats import FORMATS
 from .settlement import SETTLEMENT_COLUMNS, SETTLEMENT_DTYPE, Settlement, read_settlement
+from .store import reconcile_store
 
-__all__ = ["CATEGORIES", "Discrepancy", "ReconcileReport", "Settlement", "SettlementError",
+__all__ = ["CATEGORIES", "Discrepancy", "FORMATS", "ReconcileReport", "Settlement", "SettlementError",
            "SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "read_settlement", "reconcile",
-           "DayReader", "HostSource", "host_source"]
+           "reconcile_store", "DayReader", "HostSource", "host_source"]

@@ -233,6 +233,15 @@ def _host_txns_from_settlement(settlement: Settlement) -> np.ndarray:
                  host_state=state, tid=s["tid"], channel=settlement.channel or "")
 
 
+def concat_payments(parts) -> np.ndarray:
+    """Widened payment tables joined (their reference columns sized to the widest)."""
+    parts = [p for p in parts if len(p)] or parts[:1]
+    sizes = {name: max(p.dtype[name].itemsize for p in parts) for name in ("order_ref", "host_ref")}
+    dtype = np.dtype([(n, "S%d" % sizes[n] if n in sizes else parts[0].dtype[n])
+                      for n in parts[0].dtype.names])
+    return np.concatenate([p.astype(dtype) for p in parts])
+
+
 def journal_payments(rows, day, oldest, refs=None) -> np.ndarray:
     """The widened payments (see :func:`widen`) begun on `day` of RECORD_DTYPE `rows` (seq
     order): channel of the first record; order and host references of the newest, from
@@ -294,8 +303,8 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
                              day=day_to_date(wanted), terminal=terminal, host="",
                              host_rows_are="seq" if settlement is None else "line")
     if settlement is not None:
-        neighbours = np.concatenate([journal_payments(rows, d, oldest, refs)
-                                     for d in (wanted - 1, wanted + 1)])
+        neighbours = concat_payments([journal_payments(rows, d, oldest, refs)
+                                      for d in (wanted - 1, wanted + 1)])
         partner = against_statement(jtx, neighbours, settlement, wanted, rule, terminal, window,
                                     settled_methods, out, report, channel, fee_rates)
     else:
@@ -361,7 +370,9 @@ def _duplicates(txns) -> dict:
         idx = np.flatnonzero(approved & (txns[name] != b""))
         if len(idx) < 2:
             continue
-        keys = key_ids(txns[name][idx], txns["kind"][idx]) if name == "rrn" else txns[name][idx]
+        till = txns["till"][idx] if "till" in txns.dtype.names else np.zeros(len(idx), np.uint32)
+        keys = (key_ids(txns[name][idx], txns["kind"][idx], till) if name == "rrn"
+                else key_ids(txns[name][idx], till))
         _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         for g in np.flatnonzero(counts > 1).tolist():
             members = idx[inverse == g]

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import SettlementError
 from ..records import DayRule, Kind, State
 from .amounts import FEE_SCALE, decimal_units, exponent_of
-from .settlement import SETTLEMENT_DTYPE, Settlement, _column_error, _currency_codes, _parse_times
+from .rows import SETTLEMENT_DTYPE, Settlement, _column_error, _currency_codes, _parse_times
 
 __all__ = ["FORMATS", "detect_format", "read_statement", "load_column_map"]
 
@@ -763,7 +763,7 @@ def _read_mapped(data, path, rule, column_map, encoding=None):
     return _build(table, kinds, ts, currency, np.abs(signed), fee,
                   batch=table.col("batch") if "batch" in table.columns else None,
                   channel=options.get("channel"), fmt="mapped",
-                  notes=["read through column map %s" % spec["_where"]])
+                  notes=["read through column map %s" % os.path.basename(spec["_where"])])
 
 
 # ------------------------------------------------------------------ entry point

@@ -197,7 +197,7 @@ class _Discrepancies(Sequence):
 #: What reconcile adds to a TXN_DTYPE payment to match it with a statement: the references,
 #: the channel, the statement's fee and batch and (store mode) the till.
 _EXTRA = (("channel", "S10"), ("fee", "<i8"), ("batch", "<u4"), ("till", "<u4"),
-          ("host_state", "u1"), ("tid", "S32"))
+          ("host_state", "u1"))
 _BACK = np.array([Kind.REFUND, Kind.VOID, Kind.REVERSAL], dtype=np.uint8)
 _DAY_US = 86_400 * _US
 
@@ -205,32 +205,42 @@ _DAY_US = 86_400 * _US
 def widen(txns, order_ref=None, host_ref=None, **columns) -> np.ndarray:
     """`txns` (TXN_DTYPE) with the columns of _EXTRA and ``order_ref`` / ``host_ref`` (byte
     strings sized by the longest given) beside its own."""
-    refs = []
-    for name, values in (("order_ref", order_ref), ("host_ref", host_ref)):
-        size = max(1, values.dtype.itemsize) if values is not None and len(values) else 1
-        refs.append((name, "S%d" % size))
-    dtype = np.dtype(txns.dtype.descr + list(_EXTRA) + refs)
-    out = np.zeros(len(txns), dtype)
-    for name in txns.dtype.names:
-        out[name] = txns[name]
+    out = _wide(len(txns), order_ref, host_ref)
+    n, base = len(txns), TXN_DTYPE.itemsize
+    if n:        # TXN_DTYPE is packed and first: its bytes are copied at once
+        out.view(np.uint8).reshape(n, out.dtype.itemsize)[:, :base] = \
+            np.ascontiguousarray(txns).view(np.uint8).reshape(n, base)
     for name, values in list(columns.items()) + [("order_ref", order_ref), ("host_ref", host_ref)]:
         if values is not None:
             out[name] = values
     return out
 
 
+def _wide(n, order_ref=None, host_ref=None) -> np.ndarray:
+    refs = []
+    for name, values in (("order_ref", order_ref), ("host_ref", host_ref)):
+        size = max(1, values.dtype.itemsize) if values is not None and len(values) else 1
+        refs.append((name, "S%d" % size))
+    return np.zeros(n, np.dtype(TXN_DTYPE.descr + list(_EXTRA) + refs))
+
+
 def _host_txns_from_settlement(settlement: Settlement) -> np.ndarray:
     s = settlement.rows
-    out = np.zeros(len(s), TXN_DTYPE)
+    out = _wide(len(s), settlement.order_ref, settlement.host_ref)
     out["first_seq"] = out["final_seq"] = s["line"]
-    for name in ("terminal", "ts", "amount", "currency", "kind", "rrn", "auth_code"):
+    for name in ("terminal", "ts", "amount", "currency", "kind", "rrn", "auth_code", "fee",
+                 "batch"):
         out[name] = s[name]
     out["first_amount"] = s["amount"]
     out["state"] = _APPROVED
     out["records"] = 1
-    state = np.where(s["state"] == 0, _APPROVED, s["state"]).astype(np.uint8)
-    return widen(out, settlement.order_ref, settlement.host_ref, fee=s["fee"], batch=s["batch"],
-                 host_state=state, tid=s["tid"], channel=settlement.channel or "")
+    out["host_state"] = np.where(s["state"] == 0, _APPROVED, s["state"])
+    out["channel"] = settlement.channel or ""
+    for name in ("order_ref", "host_ref"):
+        values = getattr(settlement, name)
+        if values is not None:
+            out[name] = values
+    return out
 
 
 def concat_payments(parts) -> np.ndarray:
@@ -251,10 +261,20 @@ def journal_payments(rows, day, oldest, refs=None) -> np.ndarray:
     channel = rows["channel"][at] if len(rows) else np.zeros(0, "S10")
     order_ref = host_ref = None
     if refs is not None and len(txns):
-        got = refs(txns["final_seq"])
-        order_ref = np.array([r[0] for r in got]) if got else None
-        host_ref = np.array([r[1] for r in got]) if got else None
+        order_ref, host_ref = _refs_arrays(refs, txns["final_seq"])
     return widen(txns, order_ref, host_ref, channel=channel)
+
+
+def _refs_arrays(refs, seqs, chunk=1 << 16):
+    """(order_ref, host_ref) byte-string arrays of `seqs`, read `chunk` at a time (a list of
+    a million reference tuples would cost ~180 MB)."""
+    orders, hosts = [], []
+    for lo in range(0, len(seqs), chunk):
+        got = np.array(refs(seqs[lo:lo + chunk]), dtype=bytes).reshape(-1, 2)
+        orders.append(got[:, 0].copy())
+        hosts.append(got[:, 1].copy())
+        del got
+    return np.concatenate(orders), np.concatenate(hosts)
 
 
 def reconcile(journal: Journal, host, day, terminal=None, window=300, check_receipts=True,
@@ -293,18 +313,24 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
     first = wanted - 1 if settlement is not None else wanted
     rows = journal.query(day=list(range(first, wanted + 3 if settlement is not None else wanted + 2)),
                          terminal=terminal)
-    rows = rows[(rows["flags"] & int(Flag.TRAINING)) == 0]
+    training = (rows["flags"] & int(Flag.TRAINING)) != 0
+    if training.any():                 # (a copy of a million rows costs 120 MB: only if needed)
+        rows = rows[~training]
+    del training
     oldest = journal.oldest_seq
     refs = journal.refs if settlement is not None and (
         settlement.host_ref is not None or settlement.order_ref is not None) else None
     jtx = journal_payments(rows, wanted, oldest, refs)
+    if settlement is not None:
+        neighbours = concat_payments([journal_payments(rows, d, oldest, refs)
+                                      for d in (wanted - 1, wanted + 1)])
+        rows = rows[(rows["day"] >= wanted) & (rows["day"] <= wanted + 1)] if check_receipts \
+            else np.zeros(0, rows.dtype)    # only the print checks read the records again
     out = _Builder(tz, summary=summary)
     report = ReconcileReport(journal=str(journal.path), journal_id=str(journal.journal_id),
                              day=day_to_date(wanted), terminal=terminal, host="",
                              host_rows_are="seq" if settlement is None else "line")
     if settlement is not None:
-        neighbours = concat_payments([journal_payments(rows, d, oldest, refs)
-                                      for d in (wanted - 1, wanted + 1)])
         partner = against_statement(jtx, neighbours, settlement, wanted, rule, terminal, window,
                                     settled_methods, out, report, channel, fee_rates)
     else:
@@ -323,7 +349,7 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
         partner = _against_back_office(jtx, htx, oldest, out, report)
     finish_checks(jtx, partner, out, report)
     if check_receipts:
-        _receipts(journal, rows[(rows["day"] >= wanted) & (rows["day"] <= wanted + 1)], jtx, wanted, out)
+        _receipts(journal, rows, jtx, wanted, out)
     return finish_report(report, out, summary)
 
 
@@ -462,8 +488,9 @@ def _pair(jtx, jidx, htx, hidx, names, approved):
 
 
 def _fee_off(jtx, htx, pj, ph, fee_rates):
-    """Indices k of pairs whose settled fee is off its configured rate by more than half a
-    minor unit, and the expected fee (thousandths of a minor unit) of each pair."""
+    """Indices k of pairs whose settled fee is off its configured rate by a minor unit or
+    more (a statement in whole minor units rounds its fees, up or down), and the expected
+    fee of each pair in millionths of a minor unit."""
     from .amounts import parse_rate
     rates = {str(k).lower(): parse_rate(v) for k, v in fee_rates.items()}
     ppm = np.full(len(pj), -1, np.int64)
@@ -477,7 +504,7 @@ def _fee_off(jtx, htx, pj, ph, fee_rates):
     sign = np.where(np.isin(htx["kind"][ph], _BACK), -1, 1)
     # exact: fee (1/1000 minor) * 1000 against amount (minor) * rate (per million)
     expected_x1000 = sign * htx["amount"][ph].astype(np.int64) * ppm
-    off = (ppm >= 0) & (np.abs(htx["fee"][ph] * 1000 - expected_x1000) > 500 * 1000)
+    off = (ppm >= 0) & (np.abs(htx["fee"][ph] * 1000 - expected_x1000) >= 1000 * 1000)
     return np.flatnonzero(off), expected_x1000
 
 
@@ -499,7 +526,7 @@ def against_statement(jtx, neighbours, settlement, wanted, rule, terminal, windo
     near = (s["ts"] >= start - _DAY_US - window_us) & (s["ts"] < end + _DAY_US + window_us)
     if terminal is not None:
         near &= s["terminal"] == int(terminal)
-    htx = _host_txns_from_settlement(settlement.take(near))
+    htx = _host_txns_from_settlement(settlement if near.all() else settlement.take(near))
     inside = (htx["ts"] >= start) & (htx["ts"] < end)
     in_window = (htx["ts"] >= start - window_us) & (htx["ts"] < end + window_us)
     if len(s) and not inside.any():

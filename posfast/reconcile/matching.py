@@ -41,7 +41,12 @@ def key_ids(*columns) -> np.ndarray:
         h ^= h >> np.uint64(29)
     _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
-    if words.shape[1] > 1 and not (words == words[first[inverse]]).all():
+    same = True
+    if words.shape[1] > 1:       # word by word: no copy of the whole key matrix
+        rep = first[inverse]
+        same = all(bool((words[:, k] == words[rep, k]).all()) for k in range(words.shape[1]))
+        del rep
+    if not same:
         _, inverse = np.unique(raw.view("V%d" % width).ravel(), return_inverse=True)
         inverse = inverse.reshape(-1)
     return inverse.astype(np.int64)

@@ -16,7 +16,7 @@ from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, RECEIPT_KINDS, Flag
                        State, day_number, day_to_date)
 from .hosts import host_source
 from .matching import dedupe, join, key_ids, split_ids, window_pairs
-from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport
+from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport, _milli
 from .settlement import Settlement, read_settlement
 
 if TYPE_CHECKING:
@@ -654,8 +654,7 @@ def against_statement(jtx, neighbours, settlement, wanted, rule, terminal, windo
             a, b = jtx[pj[k]], htx[ph[k]]
             out.txn("fee_mismatch", a, host=(int(b["first_seq"]),), host_amount=int(b["amount"]),
                     host_state="settled", detail="fee %s, the configured rate makes it %s (minor "
-                    "units)" % (_thousandths(int(b["fee"])), _thousandths(int(expected_x1000[k])
-                                                                           // 1000)))
+                    "units)" % (_milli(int(b["fee"])), _milli(int(expected_x1000[k]) // 1000)))
     j_to_h = np.full(len(jtx), -1, np.int64)
     j_to_h[pj] = ph
     h_to_j = np.full(len(htx), -1, np.int64)
@@ -677,13 +676,6 @@ def against_statement(jtx, neighbours, settlement, wanted, rule, terminal, windo
         else:
             out.host_only("duplicate", h, rows, why + ", no such payment in the journal")
     return partner
-
-
-def _thousandths(value: int) -> str:
-    """Thousandths of a minor unit as minor units: 7500 -> '7.5'."""
-    whole, part = divmod(abs(value), 1000)
-    text = str(whole) if not part else ("%d.%03d" % (whole, part)).rstrip("0")
-    return ("-" if value < 0 else "") + text
 
 
 def _local_day(ts_us: int, rule) -> _dt.date:

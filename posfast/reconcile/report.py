@@ -249,6 +249,15 @@ class ReconcileReport:
         yield self.summary()
         for n in self.notes:
             yield "note: " + n
+        for currency, t in sorted(self.totals.items()):
+            yield "statement %s %d: %d rows, gross %d%s" % (
+                self.statement_format, currency, t["rows"], t["gross"], "" if t["fee_milli"] is None
+                else ", fees %s, net %s (minor units)" % (_milli(t["fee_milli"]), _milli(t["net_milli"])))
+        for batch, by_currency in sorted(self.batch_totals.items()):
+            for currency, t in sorted(by_currency.items()):
+                yield "  batch %s %d: %d rows, gross %d%s" % (
+                    batch, currency, t["rows"], t["gross"], "" if t["fee_milli"] is None
+                    else ", fees %s, net %s" % (_milli(t["fee_milli"]), _milli(t["net_milli"])))
         if self.summary_only:
             yield from self._summary_table()
             return
@@ -284,6 +293,13 @@ class ReconcileReport:
 
     def __str__(self):
         return self.to_table()
+
+
+def _milli(value: int) -> str:
+    """Thousandths of a minor unit as minor units, exactly: 17140 -> '17.14'."""
+    whole, part = divmod(abs(int(value)), 1000)
+    text = str(whole) if not part else ("%d.%03d" % (whole, part)).rstrip("0")
+    return ("-" if value < 0 else "") + text
 
 
 class CategoryTally:

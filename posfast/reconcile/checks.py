@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..dayclose import TXN_DTYPE, payment_transactions
+from ..dayclose import payment_transactions
 from ..errors import PosfastError
 from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, RECEIPT_KINDS, Flag, Kind, Method,
                        State, day_number, day_to_date)
 from .hosts import host_source
-from .matching import dedupe, join, key_ids, split_ids, window_pairs
+from .matching import Columns, dedupe, join, key_ids, split_ids, window_pairs
 from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport, _milli
 from .settlement import Settlement, read_settlement
 
@@ -202,63 +202,56 @@ _BACK = np.array([Kind.REFUND, Kind.VOID, Kind.REVERSAL], dtype=np.uint8)
 _DAY_US = 86_400 * _US
 
 
-def widen(txns, order_ref=None, host_ref=None, **columns) -> np.ndarray:
-    """`txns` (TXN_DTYPE) with the columns of _EXTRA and ``order_ref`` / ``host_ref`` (byte
-    strings sized by the longest given) beside its own."""
-    out = _wide(len(txns), order_ref, host_ref)
-    n, base = len(txns), TXN_DTYPE.itemsize
-    if n:        # TXN_DTYPE is packed and first: its bytes are copied at once
-        out.view(np.uint8).reshape(n, out.dtype.itemsize)[:, :base] = \
-            np.ascontiguousarray(txns).view(np.uint8).reshape(n, base)
-    for name, values in list(columns.items()) + [("order_ref", order_ref), ("host_ref", host_ref)]:
-        if values is not None:
-            out[name] = values
-    return out
-
-
-def _wide(n, order_ref=None, host_ref=None) -> np.ndarray:
-    refs = []
+def widen(txns, order_ref=None, host_ref=None, **columns) -> Columns:
+    """`txns` (TXN_DTYPE) as :class:`Columns` (its fields viewed, not copied) with the
+    columns of _EXTRA (zero unless given) and ``order_ref`` / ``host_ref`` (b"" unless
+    given)."""
+    n = len(txns)
+    extra = {name: np.zeros(n, dtype) for name, dtype in _EXTRA if name not in columns}
+    for name, values in columns.items():
+        extra[name] = np.ascontiguousarray(np.broadcast_to(np.asarray(values, dict(_EXTRA)[name]),
+                                                           (n,)))
     for name, values in (("order_ref", order_ref), ("host_ref", host_ref)):
-        size = max(1, values.dtype.itemsize) if values is not None and len(values) else 1
-        refs.append((name, "S%d" % size))
-    return np.zeros(n, np.dtype(TXN_DTYPE.descr + list(_EXTRA) + refs))
+        extra[name] = values if values is not None else np.zeros(n, "S1")
+    return Columns.of(txns, **extra)
 
 
-def _host_txns_from_settlement(settlement: Settlement) -> np.ndarray:
+def _host_txns_from_settlement(settlement: Settlement) -> Columns:
+    """The statement's rows as payments (views of its columns where they are the same)."""
     s = settlement.rows
-    out = _wide(len(s), settlement.order_ref, settlement.host_ref)
-    out["first_seq"] = out["final_seq"] = s["line"]
-    for name in ("terminal", "ts", "amount", "currency", "kind", "rrn", "auth_code", "fee",
-                 "batch"):
-        out[name] = s[name]
-    out["first_amount"] = s["amount"]
-    out["state"] = _APPROVED
-    out["records"] = 1
-    out["host_state"] = np.where(s["state"] == 0, _APPROVED, s["state"])
-    out["channel"] = settlement.channel or ""
+    n = len(s)
+
+    def constant(value, dtype):     # one value for every row: a zero-stride view, no memory
+        return np.broadcast_to(np.asarray(value, dtype), (n,))
+    columns = {name: s[name] for name in ("terminal", "ts", "amount", "currency", "kind", "rrn",
+                                          "auth_code", "fee", "batch")}
+    columns.update(first_seq=s["line"], final_seq=s["line"], first_amount=s["amount"],
+                   txn_id=constant(0, np.uint64), records=constant(1, np.uint32),
+                   state=constant(_APPROVED, np.uint8), method=constant(0, np.uint8),
+                   till=constant(0, np.uint32),
+                   host_state=np.where(s["state"] == 0, _APPROVED, s["state"]).astype(np.uint8),
+                   channel=constant((settlement.channel or "").encode("ascii"), "S10"),
+                   client_ref=constant(b"", "S16"))
     for name in ("order_ref", "host_ref"):
         values = getattr(settlement, name)
-        if values is not None:
-            out[name] = values
-    return out
+        columns[name] = values if values is not None else constant(b"", "S1")
+    return Columns(columns, n)
 
 
-def concat_payments(parts) -> np.ndarray:
-    """Widened payment tables joined (their reference columns sized to the widest)."""
+def concat_payments(parts) -> Columns:
+    """Payment tables (:func:`widen`) joined, their reference columns sized to the widest."""
     parts = [p for p in parts if len(p)] or parts[:1]
-    sizes = {name: max(p.dtype[name].itemsize for p in parts) for name in ("order_ref", "host_ref")}
-    dtype = np.dtype([(n, "S%d" % sizes[n] if n in sizes else parts[0].dtype[n])
-                      for n in parts[0].dtype.names])
-    return np.concatenate([p.astype(dtype) for p in parts])
+    return Columns({name: np.concatenate([p[name] for p in parts]) for name in parts[0].names})
 
 
-def journal_payments(rows, day, oldest, refs=None) -> np.ndarray:
+def journal_payments(rows, day, oldest, refs=None) -> Columns:
     """The widened payments (see :func:`widen`) begun on `day` of RECORD_DTYPE `rows` (seq
     order): channel of the first record; order and host references of the newest, from
     `refs` (a callable seqs -> [(order_ref, host_ref)], e.g. ``Journal.refs``) when given."""
     txns, _ = payment_transactions(rows, day, oldest)
     at = np.clip(np.searchsorted(rows["seq"], txns["first_seq"]), 0, max(len(rows) - 1, 0))
     channel = rows["channel"][at] if len(rows) else np.zeros(0, "S10")
+    del at
     order_ref = host_ref = None
     if refs is not None and len(txns):
         order_ref, host_ref = _refs_arrays(refs, txns["final_seq"])
@@ -270,9 +263,9 @@ def _refs_arrays(refs, seqs, chunk=1 << 16):
     a million reference tuples would cost ~180 MB)."""
     orders, hosts = [], []
     for lo in range(0, len(seqs), chunk):
-        got = np.array(refs(seqs[lo:lo + chunk]), dtype=bytes).reshape(-1, 2)
-        orders.append(got[:, 0].copy())
-        hosts.append(got[:, 1].copy())
+        got = refs(seqs[lo:lo + chunk])
+        orders.append(np.array([r[0] for r in got], dtype=bytes))
+        hosts.append(np.array([r[1] for r in got], dtype=bytes))
         del got
     return np.concatenate(orders), np.concatenate(hosts)
 
@@ -589,9 +582,8 @@ def against_statement(jtx, neighbours, settlement, wanted, rule, terminal, windo
     pj, ph = np.concatenate(pairs_j), np.concatenate(pairs_h)
     report.matched = len(pj)
     report.host_payments = int(inside.sum())
-    hin = htx[inside]
-    report.host_net = _net_by_currency(hin["kind"], hin["host_state"], hin["amount"],
-                                       hin["currency"])
+    report.host_net = _net_by_currency(htx["kind"][inside], htx["host_state"][inside],
+                                       htx["amount"][inside], htx["currency"][inside])
     lines = htx["first_seq"]
     # a payment of the day settled on the day before or after: matched, said so
     other_day = np.flatnonzero(~in_window[ph])      # beyond clock skew: the next or last day

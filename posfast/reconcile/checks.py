@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..dayclose import payment_transactions
+from ..dayclose import TXN_DTYPE, payment_transactions
 from ..errors import PosfastError
 from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, RECEIPT_KINDS, Flag, Kind, Method,
                        State, day_number, day_to_date)
@@ -248,7 +248,10 @@ def journal_payments(rows, day, oldest, refs=None) -> Columns:
     """The widened payments (see :func:`widen`) begun on `day` of RECORD_DTYPE `rows` (seq
     order): channel of the first record; order and host references of the newest, from
     `refs` (a callable seqs -> [(order_ref, host_ref)], e.g. ``Journal.refs``) when given."""
-    txns, _ = payment_transactions(rows, day, oldest)
+    if len(rows) and not (rows["day"] == day).any():
+        txns = np.zeros(0, TXN_DTYPE)          # nothing begun that day: no scan of the rows
+    else:
+        txns, _ = payment_transactions(rows, day, oldest)
     at = np.clip(np.searchsorted(rows["seq"], txns["first_seq"]), 0, max(len(rows) - 1, 0))
     channel = rows["channel"][at] if len(rows) else np.zeros(0, "S10")
     del at

@@ -272,13 +272,13 @@ def _build(table, kinds, ts, currency, amount, fee=None, states=None, batch=None
     rows["state"] = int(State.APPROVED) if states is None else states
     if fee is not None:
         rows["fee"] = fee
-    for name, size in (("rrn", 12), ("auth_code", 6), ("voucher", 12)):
+    for name, size in (("rrn", 12), ("auth_code", 6)):
         if name in table.columns:
             rows[name] = _text_array(table, name, size)
+    voucher = _text_array(table, "voucher", 12) if "voucher" in table.columns else None
     if tid is None and "terminal" in table.columns:
         tid = _text_array(table, "terminal", 32, ascii_only=False)
     if tid is not None:
-        rows["tid"] = tid
         digits = np.char.isdigit(np.char.decode(tid, "utf-8")) & (np.char.str_len(tid) <= 9) \
             if n else np.zeros(0, bool)
         rows["terminal"][digits] = tid[digits].astype(np.uint64).astype(np.uint32) if digits.any() \
@@ -293,7 +293,8 @@ def _build(table, kinds, ts, currency, amount, fee=None, states=None, batch=None
             names = names[1:]
     return Settlement(path or table.path, rows, order_ref=_refs(table, "order_ref"),
                       host_ref=_refs(table, "host_ref"), format=fmt, channel=channel,
-                      batches=tuple(names), has_fees=fee is not None, notes=list(notes))
+                      batches=tuple(names), has_fees=fee is not None, notes=list(notes), tid=tid,
+                      voucher=voucher)
 
 
 def _fee_units(table, name, currency, kinds):

@@ -153,11 +153,23 @@ def dedupe(ids, prefer):
 
 
 def join(j_ids, h_ids):
-    """Pairs (j index, h index) of equal ids; ids unique on each side."""
+    """Pairs (j index, h index) of equal non-negative ids, unique on each side.
+
+    >>> [a.tolist() for a in join(np.array([3, 0, 5]), np.array([5, 1, 3]))]
+    [[0, 2], [2, 0]]
+    """
     if not len(j_ids) or not len(h_ids):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    _, ji, hi = np.intersect1d(j_ids, h_ids, assume_unique=True, return_indices=True)
-    return ji.astype(np.int64), hi.astype(np.int64)
+    top = int(max(j_ids.max(), h_ids.max()))
+    if top > 4 * (len(j_ids) + len(h_ids)):       # sparse ids (txn ids): sort them
+        _, ji, hi = np.intersect1d(j_ids, h_ids, assume_unique=True, return_indices=True)
+        return ji.astype(np.int64), hi.astype(np.int64)
+    # dense ids (key_ids): a table from id to host position, no sort
+    at = np.full(top + 1, -1, np.int64)
+    at[h_ids] = np.arange(len(h_ids))
+    hit = at[j_ids]
+    ji = np.flatnonzero(hit >= 0)
+    return ji.astype(np.int64), hit[ji]
 
 
 def split_ids(j_columns, h_columns):

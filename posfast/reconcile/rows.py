@@ -24,11 +24,12 @@ OPTIONAL_COLUMNS = ("host_ref", "order_ref", "fee", "batch")
 #: One settled payment.  ``state``: 0 (NONE) or APPROVED for a settled payment, REVERSED for
 #: one the host revoked; ``fee``: the acquirer's fee in thousandths of a minor unit
 #: (``amounts.FEE_SCALE``), signed as charged; ``batch``: 1 + index into
-#: ``Settlement.batches`` (0: none); ``tid``: the terminal id as the statement writes it.
+#: ``Settlement.batches`` (0: none).  ``terminal`` is the terminal number where the
+#: statement's terminal id is digits (its text is ``Settlement.tid``).
 SETTLEMENT_DTYPE = np.dtype([("line", "<u4"), ("terminal", "<u4"), ("ts", "<i8"), ("amount", "<i8"),
                              ("currency", "<u2"), ("kind", "u1"), ("rrn", "S12"),
                              ("auth_code", "S6"), ("state", "u1"), ("fee", "<i8"),
-                             ("batch", "<u4"), ("tid", "S32"), ("voucher", "S12")])
+                             ("batch", "<u4")])
 
 
 @dataclass
@@ -38,7 +39,9 @@ class Settlement:
     ``format`` names the layout it was read as; ``channel`` the payment channel it covers
     (``"wechat"``, ``"alipay"``, ``"unionpay"``, ``"adyen"``, ``"stripe"``; None: any);
     ``order_ref`` / ``host_ref`` are byte-string arrays beside the rows (None: the
-    statement has no such column); ``batches`` the batch or payout names; ``has_fees``
+    statement has no such column), and so are ``tid`` (the terminal id as the statement
+    writes it; None: it names none, or, posfast's CSV, only terminal numbers) and
+    ``voucher`` (the slip's voucher number, carried for the reader); ``batches`` the batch or payout names; ``has_fees``
     whether it states fees; ``notes`` what was read but is not a payment (summaries,
     payouts, fee lines)."""
     path: str
@@ -50,6 +53,8 @@ class Settlement:
     batches: tuple = ()
     has_fees: bool = False
     notes: list = field(default_factory=list)
+    tid: Optional[np.ndarray] = None
+    voucher: Optional[np.ndarray] = None
 
     def __len__(self):
         return len(self.rows)
@@ -59,7 +64,8 @@ class Settlement:
         def pick(column):
             return None if column is None else column[which]
         return dataclasses.replace(self, rows=self.rows[which], order_ref=pick(self.order_ref),
-                                   host_ref=pick(self.host_ref))
+                                   host_ref=pick(self.host_ref), tid=pick(self.tid),
+                                   voucher=pick(self.voucher))
 
 
 def _column_error(path, line, column, value, why):

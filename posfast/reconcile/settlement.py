@@ -264,10 +264,40 @@ def _column_names(header, header_line, path):
     return where
 
 
+class _Rows:
+    """The parsed rows of a file, block after block, in one array that grows.  Its size is
+    guessed from the file's size and the first block's lines, generously: zeroed pages
+    that are never written cost no memory, where a list of blocks concatenated at the end
+    would hold the rows twice."""
+
+    def __init__(self, file_chars):
+        self.file_chars, self.rows, self.used = file_chars, None, 0
+
+    def add(self, block_rows, block_chars):
+        n = len(block_rows)
+        if self.rows is None:
+            guess = (int(self.file_chars * 1.25 * n / max(block_chars, 1)) + 1024
+                     if self.file_chars else n)
+            self.rows = np.zeros(max(guess, n), SETTLEMENT_DTYPE)
+        if self.used + n > len(self.rows):
+            grown = np.zeros(max(2 * len(self.rows), self.used + n), SETTLEMENT_DTYPE)
+            grown[:self.used] = self.rows[:self.used]
+            self.rows = grown
+        self.rows[self.used:self.used + n] = block_rows
+        self.used += n
+
+    def result(self):
+        return np.zeros(0, SETTLEMENT_DTYPE) if self.rows is None else self.rows[:self.used]
+
+
 def _read_settlement(handle, path, rule) -> Settlement:
     header = where = width = None
     header_line = 0
-    parts = []
+    try:
+        file_chars = os.fstat(handle.fileno()).st_size
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        file_chars = 0
+    parts = _Rows(file_chars)
     refs = {"host_ref": [], "order_ref": []}
     batches: dict = {}
     for line0, text in _text_blocks(handle):
@@ -279,17 +309,17 @@ def _read_settlement(handle, path, rule) -> Settlement:
             col = {name: columns[i] for name, i in where.items()}
             rows = _settlement_rows(col, lines, path, rule)
             _optional_columns(rows, col, lines, path, refs, batches)
-            parts.append(rows)
+            parts.add(rows, len(text))
+            del rows, col
         del text, lines, columns
     if header is None:
         raise SettlementError("posfast: settlement file %s is empty; it needs a header row: %s"
                               % (path, ",".join(SETTLEMENT_COLUMNS)), path, 1)
-    rows = (parts[0] if len(parts) == 1 else
-            np.concatenate(parts) if parts else np.zeros(0, SETTLEMENT_DTYPE))
     given = {name: (np.concatenate(v) if len(v) > 1 else v[0]) if name in where else None
              for name, v in refs.items() if v or name not in where}
-    return Settlement(path, rows, order_ref=given.get("order_ref"), host_ref=given.get("host_ref"),
-                      batches=tuple(batches), has_fees="fee" in where)
+    return Settlement(path, parts.result(), order_ref=given.get("order_ref"),
+                      host_ref=given.get("host_ref"), batches=tuple(batches),
+                      has_fees="fee" in where)
 
 
 def _byte_strings(values):
@@ -411,5 +441,4 @@ def _settlement_rows(col, lines, path, rule) -> np.ndarray:
                       "holds characters that are not ASCII")
     rows["ts"] = _parse_times(path, lines, col["time"], rule)
     rows["state"] = int(State.APPROVED)
-    rows["tid"] = col["terminal"]            # digits (checked above): ASCII
     return rows

@@ -105,26 +105,35 @@ def reconcile_store(back_office, settlement, day, store, window=300, settled_met
 
 def _store_rows(settlement, regs, everyone, report):
     """The statement's rows of this store, each row's ``terminal`` set to its till's number
-    (1 + index in `regs`; 0 for rows without a TID or with a TID no one registered)."""
-    tid = settlement.rows["tid"]
-    if not len(tid) or not (tid != b"").any():
+    (1 + index in `regs`; 0 for rows without a TID or with a TID no one registered).  A
+    statement of terminal numbers only (posfast's CSV) is read against TIDs of digits."""
+    if settlement.tid is not None:
+        tid = settlement.tid
+        def key(text):
+            return text.encode("utf-8")
+    else:
+        tid = settlement.rows["terminal"]
+        def key(text):
+            return int(text) if text.isdigit() else -1
+    if not len(tid) or not (tid != tid.dtype.type()).any():
         report.notes.append("%s names no terminal ids: its rows are matched by reference and "
                             "amount only, and cover every store of the merchant account"
                             % os.path.basename(settlement.path))
         out = settlement.take(np.ones(len(tid), bool))
         out.rows["terminal"] = 0
         return out
-    mine = {r.tid.encode("utf-8"): k + 1 for k, r in enumerate(regs) if r.tid}
-    elsewhere = {r.tid.encode("utf-8") for r in everyone if r.tid} - set(mine)
+    mine = {key(r.tid): k + 1 for k, r in enumerate(regs) if r.tid}
+    elsewhere = {key(r.tid) for r in everyone if r.tid} - set(mine)
     other_store = np.isin(tid, list(elsewhere)) if elsewhere else np.zeros(len(tid), bool)
     if other_store.any():
         report.notes.append("%d row(s) of other stores' terminals left out" % int(other_store.sum()))
     out = settlement.take(~other_store)
+    tid = tid[~other_store]
     number = np.zeros(len(out.rows), np.uint32)
     for value, k in mine.items():
-        number[out.rows["tid"] == value] = k
-    unknown = sorted({bytes(t).decode("utf-8", "replace") for t in out.rows["tid"][number == 0]
-                      if t})
+        number[tid == value] = k
+    unknown = sorted({(bytes(t).decode("utf-8", "replace") if isinstance(t, bytes) else str(t))
+                      for t in tid[number == 0].tolist() if t})
     if unknown:
         report.notes.append("terminal id(s) %s are registered to no journal: their rows can only "
                             "match by reference" % ", ".join(unknown))

@@ -8,7 +8,8 @@ SQL in SQLite (stdlib sqlite3, indexed), in the same run.  Prints one table.
 ``--memory`` writes a settlement CSV of ``--rows`` rows (default 1,000,000, all on
 one business day, none of them in the journal: every row is a ``missing_in_journal``
 finding, the largest report such a file can give) and measures, each in a fresh
-subprocess, the peak RSS (``ru_maxrss``) of parsing it, of reconciling it and
+subprocess, the peak RSS (``VmHWM``; ``ru_maxrss`` would carry the forking parent's size
+over the exec) of parsing it, of reconciling it and
 writing the JSON report to a file, the same for CSV, and of the summary mode.
 ``--module FILE`` loads another copy of ``posfast/reconcile.py`` (e.g. the one of
 an older commit, ``git show REV:posfast/reconcile.py > /tmp/old.py``) as the
@@ -395,18 +396,23 @@ def write_big_settlement(path, rows, seed=3):
                                 rrn.tolist(), auth.tolist(), amount.tolist())))
 
 
-def _rss_kb():
+def _rss_kb(field="VmRSS:"):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     return 0
+
+
+def _peak_kb():
+    """This process's peak RSS: VmHWM, not ru_maxrss (which Linux carries over an exec from
+    the forking parent, so a child of a big parent would report the parent's size)."""
+    return _rss_kb("VmHWM:")
 
 
 def memory_child(task, module_file, csv_path, journal_path, out_path):
     """One measurement in this (fresh) process: prints 'baseline_kb peak_kb out_bytes'."""
     import importlib.util
-    import resource
     if module_file:
         spec = importlib.util.spec_from_file_location("posfast._reconcile_under_test", module_file)
         rec = importlib.util.module_from_spec(spec)
@@ -433,7 +439,7 @@ def memory_child(task, module_file, csv_path, journal_path, out_path):
             else:
                 f.write(report.format(task))              # built whole (0.1.0)
         size = os.path.getsize(out_path)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_kb()
     print(baseline, peak, size)
 
 
@@ -540,7 +546,6 @@ def scale_workload(directory, n, fmt="posfast", seed=5):
 
 def scale_child(task, journal_path, stmt, out_path):
     """One --scale measurement in this fresh process: prints 'seconds baseline_kb peak_kb'."""
-    import resource
     j = Journal.open(journal_path, readonly=True)
     baseline = _rss_kb()
     t0 = time.perf_counter()
@@ -552,7 +557,7 @@ def scale_child(task, journal_path, stmt, out_path):
     with open(out_path, "w", encoding="utf-8", newline="") as f:
         report.write(f, "table" if task == "summary" else task)
     total = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_kb()
     print(t_read, t_match, total, baseline, peak, json.dumps(
         {k: v for k, v in report.counts().items() if v}))
 

@@ -525,13 +525,13 @@ def scale_workload(directory, n, fmt="posfast", seed=5):
                     "交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,"
                     "充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,"
                     "费率备注\n")
-            yuan = np.char.mod("%d.%02d", np.stack(np.divmod(host_amount[idx], 100), axis=1))
-            fee_text = np.char.mod("%d.%05d", np.stack(np.divmod(fee, 100_000), axis=1))
+            yuan = ["%d.%02d" % divmod(a, 100) for a in host_amount[idx].tolist()]
+            fee_text = ["%d.%05d" % divmod(f, 100_000) for f in fee.tolist()]
             f.write("".join("`%s,`wx1,`1900000109,`0,`%d,`%s,`%s,`o1,`MICROPAY,`SUCCESS,`CMB,`CNY,`%s,"
                             "`0.00,`0,`0,`0.00,`0.00,`,`,`g,`,`%s,`0.60%%,`%s,`0.00,`\n"
                             % (t, d, h, o, a, fe, a) for t, d, h, o, a, fe in zip(
                                 times.tolist(), terminal[idx].tolist(), hosts.tolist(),
-                                orders.tolist(), yuan.tolist(), fee_text.tolist())))
+                                orders.tolist(), yuan, fee_text)))
             f.write("".join("`%s,`wx1,`1900000109,`0,`99,`49%026d,`,`o1,`MICROPAY,`SUCCESS,`CMB,`CNY,"
                             "`42.42,`0.00,`0,`0,`0.00,`0.00,`,`,`g,`,`0.25452,`0.60%%,`42.42,`0.00,`\n"
                             % (t, e) for e, t in enumerate(extra_t.tolist())))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import itertools
 import os
 import re
 import zipfile
@@ -111,24 +112,6 @@ def _unzip(data, path):
                               "download it again" % (path, exc), path) from None
 
 
-def _decode(data, path, encodings):
-    """Text of `data` in the first of `encodings` that decodes it all; refuses naming the
-    first undecodable line otherwise."""
-    if isinstance(data, str):
-        return data
-    for codec in encodings:
-        try:
-            return data.decode(codec)
-        except UnicodeDecodeError as exc:
-            last = (codec, exc)
-    codec, exc = last
-    line = data.count(b"\n", 0, exc.start) + 1
-    raise SettlementError("posfast: settlement file %s, line %d: bytes %r are not %s text; give "
-                          "its encoding with --encoding (API: encoding=...)"
-                          % (path, line, data[exc.start:exc.end], " or ".join(encodings)),
-                          path, line, None, data[exc.start:exc.end])
-
-
 def head_text(source, path, encoding=None) -> str:
     """The first text of a statement, for :func:`detect_format` (a zip's member's)."""
     if isinstance(source, (str, os.PathLike)):
@@ -160,28 +143,68 @@ class _Table:
         return self.where.get(name, name)
 
 
-def _csv_rows(text, path, first_line=1, strip_cell=None):
-    """[(line number, cells)] of CSV text, blank lines left out."""
-    out = []
-    reader = csv.reader(io.StringIO(text))
+#: Lines converted at a time: only one block's text cells exist at once, whatever the size
+#: of the statement (a million-line WeChat bill would be gigabytes of Python strings).
+_BLOCK_ROWS = 1 << 16
+
+
+def _csv_stream(lines, path, first_line=1):
+    """(line number, cells) of CSV text lines (any iterable of lines), blank lines left out;
+    a decoding error or a malformed line is refused with its line number."""
+    reader = csv.reader(lines)
     try:
         for row in reader:
             if not row or all(not c.strip() for c in row):
                 continue
-            if strip_cell is not None:
-                row = [strip_cell(c) for c in row]
-            out.append((first_line - 1 + reader.line_num, row))
+            yield first_line - 1 + reader.line_num, row
     except csv.Error as exc:
         line = first_line - 1 + reader.line_num
         raise SettlementError("posfast: settlement file %s, line %d: %s" % (path, line, exc),
                               path, line) from None
-    return out
+    except UnicodeDecodeError as exc:
+        line = first_line + reader.line_num
+        raise SettlementError("posfast: settlement file %s, line %d or the next: bytes %r are not "
+                              "%s text; give its encoding with --encoding (API: encoding=...)"
+                              % (path, line, exc.object[exc.start:exc.end], exc.encoding),
+                              path, line, None, exc.object[exc.start:exc.end]) from None
 
 
-def _columns(path, header_line, header, rows, wanted, optional=()):
-    """{canonical name: [text per row]} of the columns named `wanted` (name -> header text or
-    tuple of alternatives); refuses a header lacking one, or a row of another width."""
-    clean = [h.strip().lstrip("\ufeff") for h in header]
+def _blocks(rows, size=_BLOCK_ROWS):
+    block = []
+    for item in rows:
+        block.append(item)
+        if len(block) >= size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def _merge(parts, path, fmt, channel, notes=()) -> Settlement:
+    """One Settlement of the Settlements of a statement's blocks (batch names renumbered)."""
+    if not parts:
+        return Settlement(path, np.zeros(0, SETTLEMENT_DTYPE), format=fmt, channel=channel,
+                          notes=list(notes))
+    names: dict = {}
+    for part in parts:
+        remap = np.zeros(len(part.batches) + 1, np.uint32)
+        for k, name in enumerate(part.batches):
+            remap[k + 1] = names.setdefault(name, len(names) + 1)
+        part.rows["batch"] = remap[part.rows["batch"]]
+
+    def joined(name):
+        arrays = [getattr(p, name) for p in parts]
+        return None if arrays[0] is None else np.concatenate(arrays)
+    rows = parts[0].rows if len(parts) == 1 else np.concatenate([p.rows for p in parts])
+    return Settlement(path, rows, order_ref=joined("order_ref"), host_ref=joined("host_ref"),
+                      format=fmt, channel=channel, batches=tuple(names),
+                      has_fees=parts[0].has_fees, notes=list(notes), tid=joined("tid"),
+                      voucher=joined("voucher"))
+
+
+def _header_positions(path, header_line, header, wanted, optional=()):
+    """({canonical name: position}, {canonical name: header text}) of a header row."""
+    clean = [h.strip().lstrip("\ufeff").lstrip("`") for h in header]
     where, position = {}, {}
     for name, titles in list(wanted.items()) + list(optional):
         for title in (titles if isinstance(titles, tuple) else (titles,)):
@@ -195,14 +218,29 @@ def _columns(path, header_line, header, rows, wanted, optional=()):
                     % (path, header_line, " or ".join(titles if isinstance(titles, tuple)
                                                         else (titles,)), ",".join(clean)),
                     path, header_line, name)
+    return position, where
+
+
+def _stream_table(path, header_line, header, rows, wanted, optional=(), strip="", pad=False):
+    """_Table blocks of `rows` (an iterable of (line, cells)): the named columns only."""
+    position, where = _header_positions(path, header_line, header, wanted, optional)
     width = len(header)
-    for line, cells in rows:
-        if len(cells) != width:
-            raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
-                                  "(line %d) has %d" % (path, line, len(cells), header_line, width),
-                                  path, line)
-    columns = {name: [cells[i].strip() for _, cells in rows] for name, i in position.items()}
-    return _Table(path, [line for line, _ in rows], columns, where)
+    for block in _blocks(rows):
+        for line, cells in block:
+            if len(cells) != width:
+                if pad and len(cells) < width:
+                    cells.extend([""] * (width - len(cells)))
+                    continue
+                raise SettlementError("posfast: settlement file %s, line %d: %d fields, the header "
+                                      "(line %d) has %d" % (path, line, len(cells), header_line,
+                                                            width), path, line)
+        if strip:
+            columns = {name: [cells[i].strip().lstrip(strip) for _, cells in block]
+                       for name, i in position.items()}
+        else:
+            columns = {name: [cells[i].strip() for _, cells in block]
+                       for name, i in position.items()}
+        yield _Table(path, [line for line, _ in block], columns, where)
 
 
 def _text_array(table, name, size, ascii_only=True):
@@ -339,35 +377,19 @@ _WECHAT_OPTIONAL = (("refund_host_ref", "微信退款单号"), ("refund_order_re
                     ("refund", "退款金额"), ("mch", "商户号"))
 
 
-def _read_wechat(text, path, rule):
-    """WeChat Pay trade bill (v2 downloadbill, v3 tradebill; ALL, SUCCESS or REFUND)."""
-    rows = _csv_rows(text, path, strip_cell=lambda c: c.strip().lstrip("`"))
-    if not rows:
-        raise SettlementError("posfast: settlement file %s is empty" % path, path, 1)
-    header_line, header = rows[0]
-    body = rows[1:]
-    summary = None
-    for k, (line, cells) in enumerate(body):
-        if cells and cells[0].strip() == "总交易单数":
-            summary = (line, cells, body[k + 1] if k + 1 < len(body) else None)
-            body = body[:k]
-            break
-    if summary is None:
-        raise SettlementError("posfast: settlement file %s has no summary (总交易单数 ...) after "
-                              "its rows: the bill is truncated; download it again" % path, path,
-                              rows[-1][0])
-    table = _columns(path, header_line, header, body, _WECHAT_COLUMNS, _WECHAT_OPTIONAL)
+def _wechat_block(table, path, rule):
+    """One block of a WeChat bill: its Settlement part and its sums for the summary check."""
     status = table.col("status")
-    kinds = np.array([Kind.REFUND if s == "REFUND" else Kind.SALE for s in status], np.uint8)
-    for line, s in zip(table.lines, status):
-        if s not in ("SUCCESS", "REFUND", "REVOKED"):
-            raise _column_error(path, line, "交易状态", s, "is not SUCCESS, REFUND or REVOKED")
-    states = np.array([State.REVERSED if s == "REVOKED" else State.APPROVED for s in status],
-                      np.uint8)
-    refund = kinds == Kind.REFUND
+    for line, st in zip(table.lines, status):
+        if st not in ("SUCCESS", "REFUND", "REVOKED"):
+            raise _column_error(path, line, "交易状态", st, "is not SUCCESS, REFUND or REVOKED")
+    status = np.array(status)
+    refund = status == "REFUND"
+    kinds = np.where(refund, int(Kind.REFUND), int(Kind.SALE)).astype(np.uint8)
+    states = np.where(status == "REVOKED", int(State.REVERSED), int(State.APPROVED)).astype(np.uint8)
     # a refund line keys on the refund's own ids where the bill gives them
     for own, original in (("refund_host_ref", "host_ref"), ("refund_order_ref", "order_ref")):
-        if own in table.columns:
+        if own in table.columns and refund.any():
             table.columns[original] = [r if k and r not in ("", "0") else o for o, r, k in zip(
                 table.col(original), table.col(own), refund.tolist())]
     currency = _currencies(table, 156)
@@ -378,33 +400,67 @@ def _read_wechat(text, path, rule):
     amount = np.where(refund, np.abs(refunded), np.abs(settled))
     fee = _fee_units(table, "fee", currency, kinds)
     ts = _parse_times(path, table.lines, table.col("time"), rule)
-    if summary is not None:
-        s_line, titles, values = summary
-        if values is None:
-            raise SettlementError("posfast: settlement file %s, line %d: the summary header has no "
-                                  "values after it: the bill is truncated" % (path, s_line),
-                                  path, s_line)
-        got = dict(zip([t.strip() for t in titles], values[1]))
-        v_line = values[0]
-        if "总交易单数" in got:
-            _check_total(path, v_line, "总交易单数 (rows)", int(got["总交易单数"] or 0), len(kinds))
-        success = np.array([s == "SUCCESS" for s in status], bool)
-        if "应结订单总金额" in got:
-            stated = int(decimal_units([got["应结订单总金额"]], 2, path, [v_line], "应结订单总金额")[0])
-            # bills differ on whether refund and revoked lines count in it: any of these agrees
-            sums = {int(settled[success].sum()), int(settled[~refund].sum()), int(settled.sum())}
-            if stated not in sums:
-                _check_total(path, v_line, "应结订单总金额", stated, int(settled[success].sum()))
-        if "退款总金额" in got:
-            stated = int(decimal_units([got["退款总金额"]], 2, path, [v_line], "退款总金额")[0])
-            _check_total(path, v_line, "退款总金额", stated, int(np.abs(refunded[refund]).sum()))
-        if "手续费总金额" in got:
-            stated = int(decimal_units([got["手续费总金额"]], 2 + FEE_SCALE, path, [v_line],
-                                       "手续费总金额")[0])
-            _check_total(path, v_line, "手续费总金额", stated, int(fee.sum()))
+    success = status == "SUCCESS"
+    sums = {"rows": len(kinds), "success": int(settled[success].sum()),
+            "not_refund": int(settled[~refund].sum()), "all": int(settled.sum()),
+            "refunded": int(np.abs(refunded[refund]).sum()), "fee": int(fee.sum())}
     return _build(table, kinds, ts, currency, amount, fee, states, channel="wechat",
-                  fmt="wechat", notes=["summary (line %d) agrees with the %d rows"
-                                       % (summary[0], len(kinds))])
+                  fmt="wechat"), sums
+
+
+def _read_wechat(fh, path, rule):
+    """WeChat Pay trade bill (v2 downloadbill, v3 tradebill; ALL, SUCCESS or REFUND)."""
+    rows = _csv_stream(fh, path)
+    first = next(rows, None)
+    if first is None:
+        raise SettlementError("posfast: settlement file %s is empty" % path, path, 1)
+    header_line, header = first
+    summary = []
+
+    def body():
+        for line, cells in rows:
+            if cells[0].strip().lstrip("`") == "总交易单数":
+                summary.extend([(line, cells), next(rows, None)])
+                return
+            yield line, cells
+    parts, sums = [], {}
+    last_line = header_line
+    for table in _stream_table(path, header_line, header, body(), _WECHAT_COLUMNS,
+                               _WECHAT_OPTIONAL, strip="`"):
+        part, got = _wechat_block(table, path, rule)
+        parts.append(part)
+        last_line = table.lines[-1]
+        for key, value in got.items():
+            sums[key] = sums.get(key, 0) + value
+    if not summary:
+        raise SettlementError("posfast: settlement file %s has no summary (总交易单数 ...) after "
+                              "its rows: the bill is truncated; download it again" % path, path,
+                              last_line)
+    (s_line, titles), values = summary
+    if values is None:
+        raise SettlementError("posfast: settlement file %s, line %d: the summary header has no "
+                              "values after it: the bill is truncated" % (path, s_line),
+                              path, s_line)
+    got = dict(zip([t.strip().lstrip("`") for t in titles], [v.strip().lstrip("`")
+                                                              for v in values[1]]))
+    v_line = values[0]
+
+    def stated(title, exponent=2):
+        return int(decimal_units([got[title]], exponent, path, [v_line], title)[0])
+    if "总交易单数" in got:
+        _check_total(path, v_line, "总交易单数 (rows)", int(got["总交易单数"] or 0),
+                     sums.get("rows", 0))
+    if "应结订单总金额" in got:
+        # bills differ on whether refund and revoked lines count in it: any of these agrees
+        if stated("应结订单总金额") not in {sums.get(k, 0) for k in ("success", "not_refund", "all")}:
+            _check_total(path, v_line, "应结订单总金额", stated("应结订单总金额"), sums.get("success", 0))
+    if "退款总金额" in got:
+        _check_total(path, v_line, "退款总金额", stated("退款总金额"), sums.get("refunded", 0))
+    if "手续费总金额" in got:
+        _check_total(path, v_line, "手续费总金额", stated("手续费总金额", 2 + FEE_SCALE),
+                     sums.get("fee", 0))
+    return _merge(parts, path, "wechat", "wechat",
+                  ["summary (line %d) agrees with the %d rows" % (s_line, sums.get("rows", 0))])
 
 
 # ------------------------------------------------------------------ Alipay
@@ -416,26 +472,10 @@ _ALIPAY_OPTIONAL = (("terminal", "终端号"), ("fee", "服务费（元）"),
 _TOTAL = re.compile(r"#\s*(交易|退款)合计[：:]\s*(\d+)笔[，,]\s*商家实收(?:退款)?共\s*(-?[\d.]+)\s*元")
 
 
-def _read_alipay(text, path, rule):
-    """Alipay 业务明细 (trade) bill: `#` preamble, header, rows, `#---业务明细列表结束`, totals."""
-    lines = text.splitlines()
-    header_at = next((i for i, line in enumerate(lines) if "支付宝交易号" in line
-                      and not line.lstrip().startswith("#")), None)
-    if header_at is None:
-        raise SettlementError("posfast: settlement file %s: no header with 支付宝交易号: not an "
-                              "Alipay 业务明细 bill" % path, path, 1)
-    end = next((i for i in range(header_at + 1, len(lines)) if lines[i].lstrip().startswith("#")),
-               None)
-    if end is None or "结束" not in lines[end]:
-        raise SettlementError("posfast: settlement file %s: no '#-----业务明细列表结束' after the rows: "
-                              "the bill is truncated; download it again" % path, path, len(lines))
-    body_text = "\n".join(lines[header_at:end])
-    rows = _csv_rows(body_text, path, first_line=header_at + 1)
-    header_line, header = rows[0]
-    table = _columns(path, header_line, header, rows[1:], _ALIPAY_COLUMNS, _ALIPAY_OPTIONAL)
+def _alipay_block(table, path, rule):
     kinds = _lookup(table, "type", {"交易": Kind.SALE, "退款": Kind.REFUND}, "业务类型")
     refund = kinds == Kind.REFUND
-    if "refund_order_ref" in table.columns:
+    if "refund_order_ref" in table.columns and refund.any():
         table.columns["order_ref"] = [r if k and r else o for o, r, k in zip(
             table.col("order_ref"), table.col("refund_order_ref"), refund.tolist())]
     currency = np.full(len(kinds), 156, np.uint16)
@@ -444,23 +484,65 @@ def _read_alipay(text, path, rule):
     ts = _parse_times(path, table.lines, table.col("time"), rule)
     received = (decimal_units(table.col("received"), 2, path, table.lines, "商家实收（元）", blank=0)
                 if "received" in table.columns else signed)
+    sums = {(int(k), "rows"): int((kinds == k).sum()) for k in (Kind.SALE, Kind.REFUND)}
+    sums.update({(int(k), "received"): int(received[kinds == k].sum())
+                 for k in (Kind.SALE, Kind.REFUND)})
+    return _build(table, kinds, ts, currency, np.abs(signed), fee, channel="alipay",
+                  fmt="alipay"), sums
+
+
+def _read_alipay(fh, path, rule):
+    """Alipay 业务明细 (trade) bill: `#` preamble, header, rows, `#---业务明细列表结束`, totals."""
+    lines = iter(fh)
+    number = 0
+    for raw in lines:
+        number += 1
+        if "支付宝交易号" in raw and not raw.lstrip().startswith("#"):
+            header_text, header_line = raw, number
+            break
+    else:
+        raise SettlementError("posfast: settlement file %s: no header with 支付宝交易号: not an "
+                              "Alipay 业务明细 bill" % path, path, 1)
+    trailer = []
+
+    def body_lines():
+        nonlocal number
+        for raw in lines:
+            number += 1
+            if raw.lstrip().startswith("#"):
+                trailer.append((number, raw))
+                return
+            yield raw
+    rows = _csv_stream(itertools.chain([header_text], body_lines()), path, first_line=header_line)
+    _, header = next(rows)
+    parts, sums = [], {}
+    for table in _stream_table(path, header_line, header, rows, _ALIPAY_COLUMNS, _ALIPAY_OPTIONAL):
+        part, got = _alipay_block(table, path, rule)
+        parts.append(part)
+        for key, value in got.items():
+            sums[key] = sums.get(key, 0) + value
+    if not trailer or "结束" not in trailer[0][1]:
+        raise SettlementError("posfast: settlement file %s: no '#-----业务明细列表结束' after the rows: "
+                              "the bill is truncated; download it again" % path, path, number)
+    for raw in lines:
+        number += 1
+        trailer.append((number, raw))
     checked = 0
-    for i in range(end + 1, len(lines)):
-        match = _TOTAL.match(lines[i].strip())
+    for line, raw in trailer[1:]:
+        match = _TOTAL.match(raw.strip())
         if not match:
             continue
-        which = Kind.SALE if match.group(1) == "交易" else Kind.REFUND
-        mine = kinds == which
-        _check_total(path, i + 1, "%s合计 (rows)" % match.group(1), int(match.group(2)),
-                     int(mine.sum()))
-        stated = int(decimal_units([match.group(3)], 2, path, [i + 1], "商家实收")[0])
-        _check_total(path, i + 1, "%s合计 商家实收" % match.group(1), stated,
-                     int(received[mine].sum()))
+        which = int(Kind.SALE if match.group(1) == "交易" else Kind.REFUND)
+        _check_total(path, line, "%s合计 (rows)" % match.group(1), int(match.group(2)),
+                     sums.get((which, "rows"), 0))
+        stated = int(decimal_units([match.group(3)], 2, path, [line], "商家实收")[0])
+        _check_total(path, line, "%s合计 商家实收" % match.group(1), stated,
+                     sums.get((which, "received"), 0))
         checked += 1
-    notes = ["totals (#交易合计 / #退款合计) agree with the %d rows" % len(kinds)] if checked else \
+    count = sum(v for (_, what), v in sums.items() if what == "rows")
+    notes = ["totals (#交易合计 / #退款合计) agree with the %d rows" % count] if checked else \
         ["the bill states no #交易合计 totals: the rows were not checked against any"]
-    return _build(table, kinds, ts, currency, np.abs(signed), fee, channel="alipay",
-                  fmt="alipay", notes=notes)
+    return _merge(parts, path, "alipay", "alipay", notes)
 
 
 # ------------------------------------------------------------------ UnionPay 全渠道
@@ -571,38 +653,49 @@ def _zone_times(path, table, column, zones):
     return ts - offsets * 60_000_000
 
 
-def _read_adyen(text, path, rule):
-    rows = _csv_rows(text, path)
-    header_line, header = rows[0]
-    table = _columns(path, header_line, header, rows[1:], _ADYEN_COLUMNS, _ADYEN_OPTIONAL)
-    types = table.col("type")
-    pay = [t in _ADYEN_PAYMENTS for t in types]
-    others = {}
-    for t, p in zip(types, pay):
-        if not p:
-            others[t] = others.get(t, 0) + 1
-    keep = [k for k, p in enumerate(pay) if p]
-    table = _Table(path, [table.lines[k] for k in keep],
-                   {name: [v[k] for k in keep] for name, v in table.columns.items()}, table.where)
-    kinds = _lookup(table, "type", _ADYEN_PAYMENTS, "payment type")
-    currency = _currencies(table)
-    exps = _exponents(currency)
-    debit = decimal_units(table.col("debit"), exps, path, table.lines, "Gross Debit (GC)", blank=0)
-    credit = decimal_units(table.col("credit"), exps, path, table.lines, "Gross Credit (GC)",
-                           blank=0)
-    fee = None
-    parts = [name for name in ("commission", "markup", "scheme", "interchange")
-             if name in table.columns]
-    if parts:
-        fee = sum(decimal_units(table.col(p), exps + FEE_SCALE, path, table.lines,
-                                table.header_name(p), blank=0) for p in parts)
-        back = kinds == Kind.REFUND
-        fee = np.where(back, -np.abs(fee), np.abs(fee))
-    ts = _zone_times(path, table, "time", table.col("zone") if "zone" in table.columns else None)
+def _payment_lines(table, column, payments, others):
+    """The _Table of the lines whose `column` names a payment type; the others counted."""
+    keep = []
+    for k, value in enumerate(table.col(column)):
+        if value in payments:
+            keep.append(k)
+        else:
+            others[value] = others.get(value, 0) + 1
+    if len(keep) == len(table.lines):
+        return table
+    return _Table(table.path, [table.lines[k] for k in keep],
+                  {name: [v[k] for k in keep] for name, v in table.columns.items()}, table.where)
+
+
+def _read_adyen(fh, path, rule):
+    rows = _csv_stream(fh, path)
+    header_line, header = next(rows, (1, []))
+    parts, others = [], {}
+    for table in _stream_table(path, header_line, header, rows, _ADYEN_COLUMNS, _ADYEN_OPTIONAL):
+        table = _payment_lines(table, "type", _ADYEN_PAYMENTS, others)
+        if not table.lines:
+            continue
+        kinds = _lookup(table, "type", _ADYEN_PAYMENTS, "payment type")
+        currency = _currencies(table)
+        exps = _exponents(currency)
+        debit = decimal_units(table.col("debit"), exps, path, table.lines, "Gross Debit (GC)",
+                              blank=0)
+        credit = decimal_units(table.col("credit"), exps, path, table.lines, "Gross Credit (GC)",
+                               blank=0)
+        fee = None
+        fee_parts = [name for name in ("commission", "markup", "scheme", "interchange")
+                     if name in table.columns]
+        if fee_parts:
+            fee = sum(decimal_units(table.col(p), exps + FEE_SCALE, path, table.lines,
+                                    table.header_name(p), blank=0) for p in fee_parts)
+            fee = np.where(kinds == Kind.REFUND, -np.abs(fee), np.abs(fee))
+        ts = _zone_times(path, table, "time",
+                         table.col("zone") if "zone" in table.columns else None)
+        parts.append(_build(table, kinds, ts, currency, np.abs(credit - debit), fee,
+                            batch=table.col("batch") if "batch" in table.columns else None,
+                            channel="adyen", fmt="adyen"))
     notes = ["%d %s line(s) are not payments (not matched)" % (n, t) for t, n in sorted(others.items())]
-    return _build(table, kinds, ts, currency, np.abs(credit - debit), fee,
-                  batch=table.col("batch") if "batch" in table.columns else None,
-                  channel="adyen", fmt="adyen", notes=notes)
+    return _merge(parts, path, "adyen", "adyen", notes)
 
 
 _STRIPE_COLUMNS = {"time": "created_utc", "currency": "currency", "gross": "gross", "fee": "fee",
@@ -615,37 +708,32 @@ _STRIPE_PAYMENTS = {"charge": Kind.SALE, "refund": Kind.REFUND, "partial_capture
 STRIPE_ORDER_KEYS = ("order_ref", "order_id", "order", "reference")
 
 
-def _read_stripe(text, path, rule):
-    rows = _csv_rows(text, path)
-    header_line, header = rows[0]
+def _read_stripe(fh, path, rule):
+    rows = _csv_stream(fh, path)
+    header_line, header = next(rows, (1, []))
     meta = [h.strip() for h in header if h.strip().startswith("payment_metadata[")]
     order = next((m for key in STRIPE_ORDER_KEYS for m in meta if m == "payment_metadata[%s]" % key),
                  None)
     optional = _STRIPE_OPTIONAL + ((("order_ref", order),) if order else ())
-    table = _columns(path, header_line, header, rows[1:], _STRIPE_COLUMNS, optional)
-    cats = table.col("category")
-    others = {}
-    keep = []
-    for k, c in enumerate(cats):
-        if c in _STRIPE_PAYMENTS:
-            keep.append(k)
-        else:
-            others[c] = others.get(c, 0) + 1
-    table = _Table(path, [table.lines[k] for k in keep],
-                   {name: [v[k] for k in keep] for name, v in table.columns.items()}, table.where)
-    kinds = _lookup(table, "category", _STRIPE_PAYMENTS, "reporting_category")
-    currency = _currencies(table)
-    exps = _exponents(currency)
-    gross = decimal_units(table.col("gross"), exps, path, table.lines, "gross")
-    fee = _fee_units(table, "fee", currency, kinds)
-    ts = _parse_times(path, table.lines, table.col("time"), DayRule(utc_offset=0))
+    parts, others = [], {}
+    for table in _stream_table(path, header_line, header, rows, _STRIPE_COLUMNS, optional):
+        table = _payment_lines(table, "category", _STRIPE_PAYMENTS, others)
+        if not table.lines:
+            continue
+        kinds = _lookup(table, "category", _STRIPE_PAYMENTS, "reporting_category")
+        currency = _currencies(table)
+        exps = _exponents(currency)
+        gross = decimal_units(table.col("gross"), exps, path, table.lines, "gross")
+        fee = _fee_units(table, "fee", currency, kinds)
+        ts = _parse_times(path, table.lines, table.col("time"), DayRule(utc_offset=0))
+        parts.append(_build(table, kinds, ts, currency, np.abs(gross), fee,
+                            batch=table.col("batch") if "batch" in table.columns else None,
+                            channel="stripe", fmt="stripe"))
     notes = ["%d %s line(s) are not payments (not matched)" % (n, c) for c, n in sorted(others.items())]
     if order is None:
         notes.append("no payment_metadata[order_ref|order_id|order|reference] column: rows match "
                      "by payment_intent_id only")
-    return _build(table, kinds, ts, currency, np.abs(gross), fee,
-                  batch=table.col("batch") if "batch" in table.columns else None,
-                  channel="stripe", fmt="stripe", notes=notes)
+    return _merge(parts, path, "stripe", "stripe", notes)
 
 
 # ------------------------------------------------------------------ a column map (TOML)
@@ -709,90 +797,132 @@ def _cell_text(value):
     return str(value)
 
 
-def _read_mapped(data, path, rule, column_map, encoding=None):
+def _read_mapped(source, path, rule, column_map, encoding=None):
     spec = load_column_map(column_map)
     columns = spec["columns"]
     options = spec.get("statement", {})
-    if data[:4] == b"PK\x03\x04":                  # a workbook (other zips were opened)
-        rows = _sheet_rows(data, path, options.get("sheet"))
+    head = source.peek(4)[:4] if hasattr(source, "peek") else b""
+    if head == b"PK\x03\x04":                      # a workbook (other zips were opened)
+        rows = iter(_sheet_rows(source.read(), path, options.get("sheet")))
     else:
-        text = _decode(data, path, [encoding or options.get("encoding") or "utf-8-sig"])
-        rows = _csv_rows(text, path, strip_cell=lambda c: c.strip().strip("\t").lstrip("`'"))
+        fh = io.TextIOWrapper(source, encoding=_codec_name(encoding or options.get("encoding")),
+                              newline="")
+        rows = _csv_stream(fh, path)
     titles = set(columns.values())
-    header_at = next((k for k, (_, cells) in enumerate(rows)
-                      if titles <= {c.strip() for c in cells}), None)
-    if header_at is None:
+    for header_line, header in rows:
+        if titles <= {c.strip().strip("\t").lstrip("`'") for c in header}:
+            break
+    else:
         raise SettlementError("posfast: settlement file %s: no header row holds every column the map "
-                              "%s names (%s)" % (path, spec["_where"], ", ".join(sorted(titles))),
-                              path, 1)
-    header_line, header = rows[header_at]
-    body = rows[header_at + 1:]
+                              "%s names (%s)" % (path, os.path.basename(spec["_where"]),
+                                                 ", ".join(sorted(titles))), path, 1)
+    header = [c.strip().strip("\t").lstrip("`'") for c in header]
     stop = options.get("stop_at")
     if stop:
-        body = body[:next((k for k, (_, c) in enumerate(body) if c and c[0].startswith(stop)),
-                          len(body))]
-    width = len(header)
-    body = [(line, cells + [""] * (width - len(cells)) if len(cells) < width else cells)
-            for line, cells in body]
-    table = _columns(path, header_line, header, body, {k: v for k, v in columns.items()})
+        rows = itertools.takewhile(lambda r: not (r[1] and r[1][0].strip().startswith(stop)), rows)
     types = {str(k): _KINDS[str(v)] for k, v in spec.get("types", {}).items()}
-    if "type" in table.columns:
-        kinds = _lookup(table, "type", types or {k: v for k, v in _KINDS.items()}, "type")
-    else:
-        kinds = np.full(len(table.lines), int(Kind.SALE), np.uint8)
-    currency = _currencies(table, _currency_codes().get(str(options.get("currency", "CNY")).upper()))
+    default_currency = _currency_codes().get(str(options.get("currency", "CNY")).upper())
     unit = options.get("amount_unit", "major")
-    exps = _exponents(currency) if unit == "major" else np.zeros(len(currency), np.int64)
-    signed = decimal_units(table.col("amount"), exps, path, table.lines, columns["amount"])
-    fee = None
-    if "fee" in table.columns:
-        fee = decimal_units(table.col("fee"), exps + FEE_SCALE, path, table.lines,
-                            columns["fee"], blank=0)
-        back = np.isin(kinds, [int(Kind.REFUND), int(Kind.VOID), int(Kind.REVERSAL)])
-        fee = np.where(back, -np.abs(fee), np.abs(fee))
-    if "time" in table.columns:
-        stamps = table.col("time")
-    else:
-        stamps = [d + " " + c for d, c in zip(table.col("date"), table.col("clock"))]
     fmt = options.get("time_format")
-    if fmt:
-        parsed = []
-        for line, value in zip(table.lines, stamps):
-            try:
-                parsed.append(_dt.datetime.strptime(value, fmt).isoformat(sep=" "))
-            except ValueError:
-                raise _column_error(path, line, columns.get("time", columns.get("date")), value,
-                                    "does not match time_format %r" % fmt) from None
-        stamps = parsed
-    ts = _parse_times(path, table.lines, stamps, rule)
-    return _build(table, kinds, ts, currency, np.abs(signed), fee,
-                  batch=table.col("batch") if "batch" in table.columns else None,
-                  channel=options.get("channel"), fmt="mapped",
-                  notes=["read through column map %s" % os.path.basename(spec["_where"])])
+    parts = []
+    for table in _stream_table(path, header_line, header, rows, dict(columns), strip="`'",
+                               pad=True):
+        if "type" in table.columns:
+            kinds = _lookup(table, "type", types or dict(_KINDS), "type")
+        else:
+            kinds = np.full(len(table.lines), int(Kind.SALE), np.uint8)
+        currency = _currencies(table, default_currency)
+        exps = _exponents(currency) if unit == "major" else np.zeros(len(currency), np.int64)
+        signed = decimal_units(table.col("amount"), exps, path, table.lines, columns["amount"])
+        fee = None
+        if "fee" in table.columns:
+            fee = decimal_units(table.col("fee"), exps + FEE_SCALE, path, table.lines,
+                                columns["fee"], blank=0)
+            back = np.isin(kinds, [int(Kind.REFUND), int(Kind.VOID), int(Kind.REVERSAL)])
+            fee = np.where(back, -np.abs(fee), np.abs(fee))
+        if "time" in table.columns:
+            stamps = table.col("time")
+        else:
+            stamps = [d + " " + c for d, c in zip(table.col("date"), table.col("clock"))]
+        if fmt:
+            parsed = []
+            for line, value in zip(table.lines, stamps):
+                try:
+                    parsed.append(_dt.datetime.strptime(value, fmt).isoformat(sep=" "))
+                except ValueError:
+                    raise _column_error(path, line, columns.get("time", columns.get("date")),
+                                        value, "does not match time_format %r" % fmt) from None
+            stamps = parsed
+        ts = _parse_times(path, table.lines, stamps, rule)
+        parts.append(_build(table, kinds, ts, currency, np.abs(signed), fee,
+                            batch=table.col("batch") if "batch" in table.columns else None,
+                            channel=options.get("channel"), fmt="mapped"))
+    return _merge(parts, path, "mapped", options.get("channel"),
+                  ["read through column map %s" % os.path.basename(spec["_where"])])
 
 
 # ------------------------------------------------------------------ entry point
+def _codec_name(encoding):
+    import codecs
+    name = encoding or "utf-8-sig"
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        raise SettlementError("posfast: unknown encoding %r for the settlement file (try utf-8, "
+                              "gbk, gb18030, latin-1)" % name, None, None, None, name) from None
+    return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
+
+
+def _binary(source, path):
+    """(a buffered binary stream, its name) of a statement: a path, a stream, or the
+    statement inside a zip.  Text streams are encoded back to UTF-8."""
+    if isinstance(source, (str, os.PathLike)):
+        handle = open(source, "rb")
+    else:
+        data = source.read()
+        handle = io.BufferedReader(io.BytesIO(data.encode("utf-8") if isinstance(data, str)
+                                              else data))
+    if handle.peek(4)[:4] == b"PK\x03\x04":
+        data = handle.read()
+        handle.close()
+        data, path = _unzip(data, path)
+        handle = io.BufferedReader(io.BytesIO(data))
+    return handle, path
+
+
+def _sniff_alipay(handle):
+    """GB18030 (what Alipay writes) unless the first bytes are UTF-8 with Chinese in them."""
+    head = handle.peek(1 << 16)[:1 << 16]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:
+            return "gb18030"
+    return "utf-8-sig" if not head.isascii() else "gb18030"
+
+
 def read_statement(source, fmt, path, rule, encoding=None, column_map=None,
                    file_date=None) -> Settlement:
-    """Parse a statement of format `fmt` (not ``posfast``: settlement.py reads that one)."""
-    data, path = _bytes_of(source, path)
-    if fmt == "mapped":
-        if column_map is None:
-            raise SettlementError("posfast: the mapped format needs a column map "
-                                  "(column_map=..., --map FILE.toml)", path)
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        return _read_mapped(data, path, rule, column_map, encoding)
-    if fmt == "alipay":
-        text = _decode(data, path, [encoding] if encoding else ["gb18030", "utf-8-sig"])
-        return _read_alipay(text, path, rule)
-    text = _decode(data, path, [encoding or "utf-8-sig"])
-    if fmt == "wechat":
-        return _read_wechat(text, path, rule)
-    if fmt == "unionpay":
-        return _read_unionpay(text, path, rule, file_date)
-    if fmt == "adyen":
-        return _read_adyen(text, path, rule)
-    if fmt == "stripe":
-        return _read_stripe(text, path, rule)
-    raise ValueError("format must be auto or one of %s, not %r" % (", ".join(FORMATS), fmt))
+    """Parse a statement of format `fmt` (not ``posfast``: settlement.py reads that one).
+    It is read as a stream, a block of lines at a time."""
+    handle, path = _binary(source, path)
+    with handle:
+        if fmt == "mapped":
+            if column_map is None:
+                raise SettlementError("posfast: the mapped format needs a column map "
+                                      "(column_map=..., --map FILE.toml)", path)
+            return _read_mapped(handle, path, rule, column_map, encoding)
+        codec = _codec_name(encoding or (_sniff_alipay(handle) if fmt == "alipay" else None))
+        fh = io.TextIOWrapper(handle, encoding=codec, newline="")
+        readers = {"wechat": _read_wechat, "alipay": _read_alipay, "adyen": _read_adyen,
+                   "stripe": _read_stripe,
+                   "unionpay": lambda f, p, r: _read_unionpay(f.read(), p, r, file_date)}
+        if fmt not in readers:
+            raise ValueError("format must be auto or one of %s, not %r" % (", ".join(FORMATS), fmt))
+        try:
+            return readers[fmt](fh, path, rule)
+        except UnicodeDecodeError as exc:      # in a preamble or trailer (rows name their line)
+            raise SettlementError("posfast: settlement file %s: bytes %r are not %s text; give its "
+                                  "encoding with --encoding (API: encoding=...)"
+                                  % (path, exc.object[exc.start:exc.end], codec), path, None, None,
+                                  exc.object[exc.start:exc.end]) from None

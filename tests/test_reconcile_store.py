@@ -183,3 +183,24 @@ def test_close_day_catch_up(tmp_path):
                  "--format", "json"]) == 0
     with Journal.open(tmp_path / "k.pfj", readonly=True) as k:
         assert [c.day.isoformat() for c in k.day_closes()] == ["2026-11-17", "2026-11-18"]
+
+
+def test_store_with_terminal_numbers(store):
+    """posfast's CSV names terminals by number: registered TIDs of digits match them."""
+    back, journals, _bill, tmp_path = store
+    back.register(journals["A"].journal_id, tid="00000011")
+    back.register(journals["B"].journal_id, tid="00000012")
+    lines = ["terminal,time,rrn,auth_code,amount,currency,type,host_ref"]
+    for till, offset, amount, _order, host in SALES:
+        if host.endswith("4"):
+            continue                                        # till B's second sale not settled
+        lines.append("%d,%s,,,%d,CNY,sale,%s" % (11 if till == "A" else 12, _time(offset),
+                                                  amount, host))
+    lines.append("19,%s,,,700,CNY,sale," % _time(41_000))  # a terminal no one registered
+    path = tmp_path / "acquirer.csv"
+    path.write_text("\n".join(lines) + "\n")
+    report = reconcile_store(back, str(path), day=DAY, store="SH-01")
+    found = sorted((d.category, d.till or "-", d.host_rows) for d in report.discrepancies)
+    assert found == [("missing_at_host", "till B", ()), ("missing_in_journal", "-", (5,))]
+    assert report.matched == 3
+    assert "terminal id(s) 19 are registered to no journal" in " ".join(report.notes)

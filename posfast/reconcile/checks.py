@@ -87,13 +87,16 @@ class _Builder:
             journal_seqs=(), host_rows=tuple(rows), amount=None, host_amount=int(h["amount"]),
             currency=int(h["currency"]), kind=_name(Kind, h["kind"]), state="",
             host_state=_name(State, h["state"]), time=_iso(h["ts"], self.tz), rrn=_text(h["rrn"]),
-            auth_code=_text(h["auth_code"]), detail=detail, **self._refs(h))
+            auth_code=_text(h["auth_code"]), detail=detail, **self._refs(h, host=True))
 
-    def _refs(self, row) -> dict:
+    def _refs(self, row, host=False) -> dict:
         names = row.dtype.names
         out = {name: bytes(row[name]).decode("utf-8", "replace") for name in ("order_ref", "host_ref")
                if name in names}
-        if "till" in names and self.tills:
+        if self.tills and host:        # a statement row: the till its TID names (store mode)
+            number = int(row["terminal"])
+            out["till"] = self.tills[number - 1] if 0 < number <= len(self.tills) else ""
+        elif self.tills and "till" in names:
             out["till"] = self.tills[int(row["till"])]
         return out
 

@@ -6,6 +6,7 @@ statements are refused naming file, line, column and value."""
 import json
 import os
 import pathlib
+import shutil
 import zipfile
 
 import pytest
@@ -228,6 +229,20 @@ def test_decimal_units_exact():
     assert (parse_rate("0.38%"), parse_rate(0.006)) == (3800, 6000)
     # never through float: a value float would round
     assert decimal_units(["0.29"], 2, "f", [1], "a").tolist() == [29] and int(0.29 * 100) == 28
+
+
+def test_unionpay_file_date(store_journal, tmp_path, capsys):
+    renamed = tmp_path / "settle.txt"
+    shutil.copy(DATA / "INN26112001ZM_777290058110097", renamed)
+    with pytest.raises(SettlementError, match="times have no year"):
+        read_settlement(renamed, format="unionpay")
+    s = read_settlement(renamed, format="unionpay", file_date="2026-11-20", utc_offset=RULE)
+    assert int(s.rows["ts"][0]) == START + (15 * 3600 + 4) * 1_000_000
+    path = str(store_journal.path)
+    store_journal.close()
+    assert main(["reconcile", path, "--day", DAY, "--host", str(renamed), "--format", "unionpay",
+                 "--file-date", "2026-11-20", "--no-receipts", "--report", "json"]) == 1
+    assert json.loads(capsys.readouterr().out)["matched"] == 1
 
 
 def test_cli_format(store_journal, tmp_path, capsys):

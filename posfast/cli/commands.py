@@ -481,7 +481,8 @@ def cmd_reconcile(args):
     from ..reconcile import reconcile, reconcile_store
     statement, report_format = _reconcile_formats(args)
     options = dict(encoding=args.encoding, summary=bool(args.summary), format=statement,
-                   column_map=args.map, channel=args.channel, fee_rates=_fee_rates(args))
+                   column_map=args.map, channel=args.channel, fee_rates=_fee_rates(args),
+                   file_date=args.file_date)
     if args.store is not None or args.db is not None:
         missing = [name for name, value in (("--db", args.db), ("--store", args.store),
                                             ("--settlement", args.settlement)) if not value]

@@ -278,7 +278,7 @@ def _refs_arrays(refs, seqs, chunk=1 << 16):
 
 def reconcile(journal: Journal, host, day, terminal=None, window=300, check_receipts=True,
               settled_methods=None, encoding=None, summary=False, format="auto",
-              column_map=None, channel=None, fee_rates=None) -> ReconcileReport:
+              column_map=None, channel=None, fee_rates=None, file_date=None) -> ReconcileReport:
     """Reconcile one business day of `journal` against `host` (see the module docstring).
 
     `host`: ``"sqlite:///back.db"``, a ``postgresql://`` DSN, a SqliteTarget or
@@ -287,7 +287,7 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
     difference of a settlement row matched by terminal + amount; with
     `check_receipts` False the print checks are skipped; `settled_methods`
     (methods expected in a settlement file) defaults to all but cash and voucher;
-    `encoding`, `format` and `column_map` say how to read a statement (see
+    `encoding`, `format`, `column_map` and `file_date` say how to read a statement (see
     :func:`read_settlement`).  `channel` is the payment channel the statement covers
     (default: what its format implies, e.g. ``"wechat"`` for a WeChat Pay bill; ``"any"``
     expects every channel).  `fee_rates` ({channel or method: rate}, e.g. ``{"wechat":
@@ -308,7 +308,8 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
     if source.kind == "settlement":     # read (and refuse) the file before anything else
         settlement = (source.settlement if source.settlement is not None
                       else read_settlement(source.path, format=format, utc_offset=rule,
-                                           encoding=encoding, column_map=column_map))
+                                           encoding=encoding, column_map=column_map,
+                                           file_date=file_date))
     first = wanted - 1 if settlement is not None else wanted
     rows = journal.query(day=list(range(first, wanted + 3 if settlement is not None else wanted + 2)),
                          terminal=terminal)

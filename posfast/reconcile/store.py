@@ -39,7 +39,7 @@ def _open(back_office):
 
 def reconcile_store(back_office, settlement, day, store, window=300, settled_methods=None,
                     encoding=None, format="auto", column_map=None, channel=None, fee_rates=None,
-                    summary=False, day_rule=None) -> ReconcileReport:
+                    summary=False, day_rule=None, file_date=None) -> ReconcileReport:
     """Reconcile every journal of `store`, as synced to `back_office`, against one statement.
 
     `back_office`: ``"sqlite:///back.db"``, a ``postgresql://`` DSN or a target;
@@ -70,7 +70,8 @@ def reconcile_store(back_office, settlement, day, store, window=300, settled_met
             rule = DayRule.from_header(*recorded[0]) if recorded else DayRule()
         if not isinstance(settlement, Settlement):
             settlement = read_settlement(settlement, format=format, utc_offset=rule,
-                                         encoding=encoding, column_map=column_map)
+                                         encoding=encoding, column_map=column_map,
+                                         file_date=file_date)
         tills = [r.till or str(r.journal_id) for r in regs]
         report = ReconcileReport(journal="store %s" % store, journal_id="", day=day_to_date(wanted),
                                  terminal=None, host="", host_rows_are="line", store=str(store),

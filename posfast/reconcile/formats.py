@@ -695,17 +695,29 @@ def _payment_lines(table, column, payments, others):
                   {name: [v[k] for k in keep] for name, v in table.columns.items()}, table.where)
 
 
+def _payment_blocks(path, header_line, header, rows, wanted, optional, column, payments,
+                    others):
+    """(table, kinds, currency, exponents) of each block's payment lines (Adyen's and
+    Stripe's reports mix payments with fee and payout lines: those are counted in `others`)."""
+    for table in _stream_table(path, header_line, header, rows, wanted, optional):
+        table = _payment_lines(table, column, payments, others)
+        if table.lines:
+            kinds = _lookup(table, column, payments, "payment type")
+            currency = _currencies(table)
+            yield table, kinds, currency, _exponents(currency)
+
+
+def _not_payments(others) -> list:
+    return ["%d %s line(s) are not payments (not matched)" % (n, t) for t, n in sorted(others.items())]
+
+
 def _read_adyen(fh, path, rule):
     rows = _csv_stream(fh, path)
     header_line, header = next(rows, (1, []))
     parts, others = [], {}
-    for table in _stream_table(path, header_line, header, rows, _ADYEN_COLUMNS, _ADYEN_OPTIONAL):
-        table = _payment_lines(table, "type", _ADYEN_PAYMENTS, others)
-        if not table.lines:
-            continue
-        kinds = _lookup(table, "type", _ADYEN_PAYMENTS, "payment type")
-        currency = _currencies(table)
-        exps = _exponents(currency)
+    for table, kinds, currency, exps in _payment_blocks(path, header_line, header, rows,
+                                                        _ADYEN_COLUMNS, _ADYEN_OPTIONAL, "type",
+                                                        _ADYEN_PAYMENTS, others):
         debit = decimal_units(table.col("debit"), exps, path, table.lines, "Gross Debit (GC)",
                               blank=0)
         credit = decimal_units(table.col("credit"), exps, path, table.lines, "Gross Credit (GC)",
@@ -722,8 +734,7 @@ def _read_adyen(fh, path, rule):
         parts.append(_build(table, kinds, ts, currency, np.abs(credit - debit), fee,
                             batch=table.col("batch") if "batch" in table.columns else None,
                             channel="adyen", fmt="adyen"))
-    notes = ["%d %s line(s) are not payments (not matched)" % (n, t) for t, n in sorted(others.items())]
-    return _merge(parts, path, "adyen", "adyen", notes)
+    return _merge(parts, path, "adyen", "adyen", _not_payments(others))
 
 
 _STRIPE_COLUMNS = {"time": "created_utc", "currency": "currency", "gross": "gross", "fee": "fee",
@@ -744,20 +755,16 @@ def _read_stripe(fh, path, rule):
                  None)
     optional = _STRIPE_OPTIONAL + ((("order_ref", order),) if order else ())
     parts, others = [], {}
-    for table in _stream_table(path, header_line, header, rows, _STRIPE_COLUMNS, optional):
-        table = _payment_lines(table, "category", _STRIPE_PAYMENTS, others)
-        if not table.lines:
-            continue
-        kinds = _lookup(table, "category", _STRIPE_PAYMENTS, "reporting_category")
-        currency = _currencies(table)
-        exps = _exponents(currency)
+    for table, kinds, currency, exps in _payment_blocks(path, header_line, header, rows,
+                                                        _STRIPE_COLUMNS, optional, "category",
+                                                        _STRIPE_PAYMENTS, others):
         gross = decimal_units(table.col("gross"), exps, path, table.lines, "gross")
         fee = _fee_units(table, "fee", currency, kinds)
         ts = _parse_times(path, table.lines, table.col("time"), DayRule(utc_offset=0))
         parts.append(_build(table, kinds, ts, currency, np.abs(gross), fee,
                             batch=table.col("batch") if "batch" in table.columns else None,
                             channel="stripe", fmt="stripe"))
-    notes = ["%d %s line(s) are not payments (not matched)" % (n, c) for c, n in sorted(others.items())]
+    notes = _not_payments(others)
     if order is None:
         notes.append("no payment_metadata[order_ref|order_id|order|reference] column: rows match "
                      "by payment_intent_id only")

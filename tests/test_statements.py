@@ -259,3 +259,22 @@ def test_cli_format(store_journal, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("category,terminal")
     assert "missing_in_journal" in out
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 1 << 16])
+def test_blocks_read_alike(monkeypatch, tmp_path, block):
+    """Whatever the block size (a summary or a quoted cell in any block), a bill reads the
+    same: blocks without quotes are split on commas at once, the others by the csv module."""
+    import posfast.reconcile.formats as formats
+    text = (DATA / "wechat_all_20261120.csv").read_text(encoding="utf-8")
+    quoted = text.replace("`咖啡", '"`咖啡, ""double""\n shot"')      # a comma, a quote, a break
+    expected = read_settlement(DATA / "wechat_all_20261120.csv")
+    monkeypatch.setattr(formats, "_BLOCK_ROWS", block)
+    for body in (text, quoted):
+        path = tmp_path / "bill.csv"
+        path.write_text(body, encoding="utf-8")
+        got = read_settlement(path)
+        assert got.rows[["amount", "fee", "kind", "ts"]].tolist() == \
+            expected.rows[["amount", "fee", "kind", "ts"]].tolist()
+        assert got.host_ref.tolist() == expected.host_ref.tolist()
+        assert got.rows["line"].tolist() == ([2, 4, 5, 6] if body is quoted else [2, 3, 4, 5])

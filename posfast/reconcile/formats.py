@@ -225,19 +225,78 @@ def _header_positions(path, header_line, header, wanted, optional=()):
     return position, where
 
 
-def _cells(block, i, strip=""):
-    """Column `i` of a block's rows, stripped of blanks (and of `strip` characters, e.g.
-    WeChat's backticks): one join, replace and split, not a call per cell."""
-    joined = "\n".join([cells[i] for _, cells in block])
+def _clean(values, strip=""):
+    """Text values stripped of blanks (and of `strip` characters, e.g. WeChat's backticks):
+    one join, replace and split, not a call per value."""
+    joined = "\n".join(values)
     for char in strip:
         if char in joined:
             joined = joined.replace(char, "")
-    values = joined.split("\n")
-    if len(values) != len(block):           # a quoted cell holding a line break
-        values = [cells[i].strip().translate({ord(c): None for c in strip}) for _, cells in block]
-    elif " " in joined or "\t" in joined or "\r" in joined:
-        values = list(map(str.strip, values))
-    return values
+    out = joined.split("\n")
+    if len(out) != len(values):             # a quoted value holding a line break
+        return [v.strip().translate({ord(c): None for c in strip}) for v in values]
+    if " " in joined or "\t" in joined or "\r" in joined:
+        out = list(map(str.strip, out))
+    return out
+
+
+def _cells(block, i, strip=""):
+    """Column `i` of a block's rows, cleaned (:func:`_clean`)."""
+    return _clean([cells[i] for _, cells in block], strip)
+
+
+class _RawLines:
+    """The lines of a CSV statement, taken a block at a time: a block without quotes is
+    split on commas at once (the way posfast's own CSV is read), others line by line."""
+
+    def __init__(self, lines, path, first_line=1):
+        self.lines, self.path, self.number = iter(lines), path, first_line - 1
+
+    def rows(self):
+        """(line, cells) one at a time (the header, a preamble), from where the lines are."""
+        while True:
+            raw = next(self.lines, None)
+            if raw is None:
+                return
+            self.number += 1
+            for row in _csv_stream(itertools.chain([raw], self._continuation(raw)), self.path,
+                                   self.number):
+                yield row
+
+    def _continuation(self, raw):
+        while raw.count('"') % 2:
+            more = next(self.lines, None)
+            if more is None:
+                return
+            self.number += 1
+            raw = more
+            yield more
+
+    def header(self):
+        return next(self.rows(), (self.number + 1, []))
+
+    def chunks(self):
+        """(first line number, lines) blocks; quoted line breaks kept inside one block."""
+        while True:
+            try:
+                chunk = list(itertools.islice(self.lines, _BLOCK_ROWS))
+            except UnicodeDecodeError as exc:
+                line = self.number + 1
+                raise SettlementError("posfast: settlement file %s, line %d or after: bytes %r are "
+                                      "not %s text; give its encoding with --encoding"
+                                      % (self.path, line, exc.object[exc.start:exc.end],
+                                         exc.encoding), self.path, line) from None
+            if not chunk:
+                return
+            first = self.number + 1
+            self.number += len(chunk)
+            while "".join(chunk).count('"') % 2:
+                more = next(self.lines, None)
+                if more is None:
+                    break
+                chunk.append(more)
+                self.number += 1
+            yield first, chunk
 
 
 def _stream_table(path, header_line, header, rows, wanted, optional=(), strip="", pad=False,
@@ -247,10 +306,29 @@ def _stream_table(path, header_line, header, rows, wanted, optional=(), strip=""
     after it or None)`` says so (a summary), else it is padded (`pad`) or refused."""
     position, where = _header_positions(path, header_line, header, wanted, optional)
     width = len(header)
-    rows = iter(rows)
+    raw = rows if isinstance(rows, _RawLines) else None
+    chunks = raw.chunks() if raw is not None else None
+    rows = iter(rows) if raw is None else iter(())
     while True:
-        block = list(itertools.islice(rows, _BLOCK_ROWS))
+        if raw is not None:
+            got = next(chunks, None)
+            if got is None:
+                return
+            first, chunk = got
+            lines = [line.rstrip("\r\n") for line in chunk]
+            commas = np.fromiter(map(str.count, lines, itertools.repeat(",")), np.int64, len(lines))
+            if '"' not in "".join(lines) and (commas == width - 1).all():
+                flat = ",".join(lines).split(",")
+                columns = {name: _clean(flat[i::width], strip) for name, i in position.items()}
+                yield _Table(path, list(range(first, first + len(lines))), columns, where)
+                continue
+            block = list(_csv_stream(chunk, path, first))     # quotes, blanks, a summary
+            rows = raw.rows()                                  # what a summary reads after it
+        else:
+            block = list(itertools.islice(rows, _BLOCK_ROWS))
         if not block:
+            if raw is not None:
+                continue
             return
         widths = [len(cells) for _, cells in block]
         if widths.count(width) != len(widths):
@@ -260,7 +338,7 @@ def _stream_table(path, header_line, header, rows, wanted, optional=(), strip=""
                 after = block[k + 1] if k + 1 < len(block) else next(rows, None)
                 if stop is not None and stop(line, cells, after):
                     del block[k:]
-                    rows = iter(())
+                    rows, chunks = iter(()), iter(())
                     break
                 if pad and len(cells) < width:
                     cells.extend([""] * (width - len(cells)))
@@ -439,11 +517,10 @@ def _wechat_block(table, path, rule):
 
 def _read_wechat(fh, path, rule):
     """WeChat Pay trade bill (v2 downloadbill, v3 tradebill; ALL, SUCCESS or REFUND)."""
-    rows = _csv_stream(fh, path)
-    first = next(rows, None)
-    if first is None:
+    rows = _RawLines(fh, path)
+    header_line, header = rows.header()
+    if not header:
         raise SettlementError("posfast: settlement file %s is empty" % path, path, 1)
-    header_line, header = first
     summary = []
 
     def at_summary(line, cells, after):
@@ -541,8 +618,8 @@ def _read_alipay(fh, path, rule):
                 trailer.append((number, raw))
                 return
             yield raw
-    rows = _csv_stream(itertools.chain([header_text], body_lines()), path, first_line=header_line)
-    _, header = next(rows)
+    rows = _RawLines(itertools.chain([header_text], body_lines()), path, first_line=header_line)
+    _, header = rows.header()
     parts, sums = [], {}
     for table in _stream_table(path, header_line, header, rows, _ALIPAY_COLUMNS, _ALIPAY_OPTIONAL):
         part, got = _alipay_block(table, path, rule)
@@ -712,8 +789,8 @@ def _not_payments(others) -> list:
 
 
 def _read_adyen(fh, path, rule):
-    rows = _csv_stream(fh, path)
-    header_line, header = next(rows, (1, []))
+    rows = _RawLines(fh, path)
+    header_line, header = rows.header()
     parts, others = [], {}
     for table, kinds, currency, exps in _payment_blocks(path, header_line, header, rows,
                                                         _ADYEN_COLUMNS, _ADYEN_OPTIONAL, "type",
@@ -748,8 +825,8 @@ STRIPE_ORDER_KEYS = ("order_ref", "order_id", "order", "reference")
 
 
 def _read_stripe(fh, path, rule):
-    rows = _csv_stream(fh, path)
-    header_line, header = next(rows, (1, []))
+    rows = _RawLines(fh, path)
+    header_line, header = rows.header()
     meta = [h.strip() for h in header if h.strip().startswith("payment_metadata[")]
     order = next((m for key in STRIPE_ORDER_KEYS for m in meta if m == "payment_metadata[%s]" % key),
                  None)

@@ -8,7 +8,8 @@ SQL in SQLite (stdlib sqlite3, indexed), in the same run.  Prints one table.
 ``--memory`` writes a settlement CSV of ``--rows`` rows (default 1,000,000, all on
 one business day, none of them in the journal: every row is a ``missing_in_journal``
 finding, the largest report such a file can give) and measures, each in a fresh
-subprocess, the peak RSS (``ru_maxrss``) of parsing it, of reconciling it and
+subprocess, the peak RSS (``VmHWM``; ``ru_maxrss`` would carry the forking parent's size
+over the exec) of parsing it, of reconciling it and
 writing the JSON report to a file, the same for CSV, and of the summary mode.
 ``--module FILE`` loads another copy of ``posfast/reconcile.py`` (e.g. the one of
 an older commit, ``git show REV:posfast/reconcile.py > /tmp/old.py``) as the
@@ -51,10 +52,21 @@ host rows, with about 1% planted discrepancies of every kind:
   apart) and runs the same comparisons and print checks as SQL.
 
 Each side's category counts are printed so that both can be seen to agree.
+
+``--scale`` (issue 13): a statement of ``--rows`` rows (default 1,000,000; posfast CSV
+with host and order references and fees, or ``--scale-format wechat``: a WeChat Pay ALL
+bill) against a journal of as many payments, with 0.3% planted of each of
+missing at host, missing in the journal and amount mismatch; 90% of rows carry the host
+reference, 8% the order reference only, 2% neither (matched by terminal + amount in the
+window).  Each measurement runs in a fresh process and prints wall time and peak RSS of
+reading the statement, reconciling, and streaming the report to a JSON or CSV file; the
+same matching is then done in SQL (SQLite, indexed tables; load timed apart).
 """
 import argparse
 import csv
+import json
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -384,18 +396,23 @@ def write_big_settlement(path, rows, seed=3):
                                 rrn.tolist(), auth.tolist(), amount.tolist())))
 
 
-def _rss_kb():
+def _rss_kb(field="VmRSS:"):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     return 0
+
+
+def _peak_kb():
+    """This process's peak RSS: VmHWM, not ru_maxrss (which Linux carries over an exec from
+    the forking parent, so a child of a big parent would report the parent's size)."""
+    return _rss_kb("VmHWM:")
 
 
 def memory_child(task, module_file, csv_path, journal_path, out_path):
     """One measurement in this (fresh) process: prints 'baseline_kb peak_kb out_bytes'."""
     import importlib.util
-    import resource
     if module_file:
         spec = importlib.util.spec_from_file_location("posfast._reconcile_under_test", module_file)
         rec = importlib.util.module_from_spec(spec)
@@ -422,7 +439,7 @@ def memory_child(task, module_file, csv_path, journal_path, out_path):
             else:
                 f.write(report.format(task))              # built whole (0.1.0)
         size = os.path.getsize(out_path)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_kb()
     print(baseline, peak, size)
 
 
@@ -459,11 +476,190 @@ def memory_main(args):
     os.remove(csv_path)
 
 
+# ------------------------------------------------------------------ --scale (issue 13)
+def scale_workload(directory, n, fmt="posfast", seed=5):
+    """A journal of `n` payments and a statement of about `n` rows (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    path = os.path.join(directory, "scale.pfj")
+    j = Journal.create(path, capacity=n + 1000, day_rule=RULE, durability="none", slot_size=192)
+    ts = np.sort(START + rng.integers(0, 86_400 * 10**6 - 60 * 10**6, n))
+    terminal = rng.integers(1, 41, n).astype(np.uint32)
+    amount = rng.integers(100, 50_000, n)
+    seq = np.arange(n)
+    host = np.char.mod("42000012342025112%011d", seq)
+    order = np.char.mod("ORD%09d", seq)
+    for lo in range(0, n, 200_000):
+        hi = min(n, lo + 200_000)
+        j.append_many({"ts": ts[lo:hi], "terminal": terminal[lo:hi], "kind": "sale",
+                       "state": "approved", "method": "qr", "amount": amount[lo:hi],
+                       "currency": 156, "channel": "wechat", "order_ref": order[lo:hi].tolist(),
+                       "host_ref": host[lo:hi].tolist()})
+    j.close()
+    k = max(1, n // 300)
+    keep = np.ones(n, bool)
+    keep[rng.choice(n, k, replace=False)] = False                 # missing at host
+    idx = np.flatnonzero(keep)
+    host_amount = amount.copy()
+    host_amount[rng.choice(idx, k, replace=False)] += 1           # amount mismatch
+    which = rng.random(len(idx))
+    shift = rng.integers(-30, 31, len(idx)) * 10**6
+    stmt = os.path.join(directory, "statement.csv")
+    local = (ts[idx] + shift + 8 * 3600 * 10**6).astype("datetime64[us]")
+    times = np.char.replace(np.datetime_as_string(local, unit="s"), "T", " ")
+    hosts = np.where(which < 0.9, host[idx], "")
+    orders = np.where(which < 0.98, order[idx], "")
+    extra_t = np.char.replace(np.datetime_as_string(
+        (START + 3600 * 10**6 + np.arange(k) * 10**6 + 8 * 3600 * 10**6).astype("datetime64[us]"),
+        unit="s"), "T", " ")
+    fee = host_amount[idx] * 6                                   # thousandths of a fen: 0.6%
+    with open(stmt, "w", encoding="utf-8", newline="") as f:
+        if fmt == "posfast":
+            f.write("terminal,time,rrn,auth_code,amount,currency,type,host_ref,order_ref,fee\n")
+            f.write("".join("%d,%s,,,%d,156,sale,%s,%s,%d\n" % r for r in zip(
+                terminal[idx].tolist(), times.tolist(), host_amount[idx].tolist(),
+                hosts.tolist(), orders.tolist(), ((fee + 500) // 1000).tolist())))
+            f.write("".join("99,%s,,,4242,156,sale,49%026d,,25\n" % (t, e)
+                            for e, t in enumerate(extra_t.tolist())))
+        else:
+            f.write("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,"
+                    "交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,"
+                    "充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,"
+                    "费率备注\n")
+            yuan = ["%d.%02d" % divmod(a, 100) for a in host_amount[idx].tolist()]
+            fee_text = ["%d.%05d" % divmod(f, 100_000) for f in fee.tolist()]
+            f.write("".join("`%s,`wx1,`1900000109,`0,`%d,`%s,`%s,`o1,`MICROPAY,`SUCCESS,`CMB,`CNY,`%s,"
+                            "`0.00,`0,`0,`0.00,`0.00,`,`,`g,`,`%s,`0.60%%,`%s,`0.00,`\n"
+                            % (t, d, h, o, a, fe, a) for t, d, h, o, a, fe in zip(
+                                times.tolist(), terminal[idx].tolist(), hosts.tolist(),
+                                orders.tolist(), yuan, fee_text)))
+            f.write("".join("`%s,`wx1,`1900000109,`0,`99,`49%026d,`,`o1,`MICROPAY,`SUCCESS,`CMB,`CNY,"
+                            "`42.42,`0.00,`0,`0,`0.00,`0.00,`,`,`g,`,`0.25452,`0.60%%,`42.42,`0.00,`\n"
+                            % (t, e) for e, t in enumerate(extra_t.tolist())))
+            total = int(host_amount[idx].sum()) + 4242 * k
+            fees = int(fee.sum()) + 25452 * k
+            f.write("总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\n")
+            f.write("`%d,`%d.%02d,`0.00,`0.00,`%d.%05d,`%d.%02d,`0.00\n" % (
+                len(idx) + k, total // 100, total % 100, fees // 100_000, fees % 100_000,
+                total // 100, total % 100))
+    return path, stmt, len(idx) + k
+
+
+def scale_child(task, journal_path, stmt, out_path):
+    """One --scale measurement in this fresh process: prints 'seconds baseline_kb peak_kb'."""
+    j = Journal.open(journal_path, readonly=True)
+    baseline = _rss_kb()
+    t0 = time.perf_counter()
+    settlement = read_settlement(stmt, utc_offset=RULE)
+    t_read = time.perf_counter() - t0
+    report = reconcile(j, settlement, day=DAY, check_receipts=False,
+                       summary=task == "summary", fee_rates={"wechat": "0.6%"})
+    t_match = time.perf_counter() - t0 - t_read
+    with open(out_path, "w", encoding="utf-8", newline="") as f:
+        report.write(f, "table" if task == "summary" else task)
+    total = time.perf_counter() - t0
+    peak = _peak_kb()
+    print(t_read, t_match, total, baseline, peak, json.dumps(
+        {k: v for k, v in report.counts().items() if v}))
+
+
+def sql_scale(journal_path, stmt):
+    """The same matching in SQLite: host ref, order ref, then terminal + amount in the
+    window (nearest, one round); returns (load s, match s, counts)."""
+    j = Journal.open(journal_path, readonly=True)
+    rows = j.query(day=[DAY, DAY + 1])
+    refs = j.refs(rows["seq"])
+    j.close()
+    s = read_settlement(stmt, utc_offset=RULE)
+    con = sqlite3.connect(":memory:")
+    t0 = time.perf_counter()
+    con.executescript("""
+        CREATE TABLE jt (idx INTEGER PRIMARY KEY, terminal INT, ts INT, amount INT, state INT,
+          host TEXT, ord TEXT, done INT DEFAULT 0);
+        CREATE TABLE hs (line INTEGER PRIMARY KEY, terminal INT, ts INT, amount INT, host TEXT,
+          ord TEXT, done INT DEFAULT 0);""")
+    con.executemany("INSERT INTO jt (idx, terminal, ts, amount, state, host, ord) VALUES (?,?,?,?,?,?,?)",
+                    zip(rows["seq"].tolist(), rows["terminal"].tolist(), rows["ts"].tolist(),
+                        rows["amount"].tolist(), rows["state"].tolist(),
+                        [r[1].decode() for r in refs], [r[0].decode() for r in refs]))
+    con.executemany("INSERT INTO hs (line, terminal, ts, amount, host, ord) VALUES (?,?,?,?,?,?)",
+                    zip(s.rows["line"].tolist(), s.rows["terminal"].tolist(), s.rows["ts"].tolist(),
+                        s.rows["amount"].tolist(), [h.decode() for h in s.host_ref.tolist()],
+                        [o.decode() for o in s.order_ref.tolist()]))
+    con.executescript("""
+        CREATE INDEX jt_host ON jt (host); CREATE INDEX jt_ord ON jt (ord);
+        CREATE INDEX hs_host ON hs (host); CREATE INDEX hs_ord ON hs (ord);
+        CREATE INDEX hs_win ON hs (terminal, amount, ts);""")
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    con.executescript(f"""
+        CREATE TABLE pairs (j INT, h INT);
+        INSERT INTO pairs SELECT j.idx, h.line FROM jt j JOIN hs h ON h.host = j.host WHERE j.host != '';
+        UPDATE jt SET done = 1 WHERE idx IN (SELECT j FROM pairs);
+        UPDATE hs SET done = 1 WHERE line IN (SELECT h FROM pairs);
+        INSERT INTO pairs SELECT j.idx, h.line FROM jt j JOIN hs h ON h.ord = j.ord
+          WHERE j.ord != '' AND j.done = 0 AND h.done = 0;
+        UPDATE jt SET done = 1 WHERE done = 0 AND idx IN (SELECT j FROM pairs);
+        UPDATE hs SET done = 1 WHERE done = 0 AND line IN (SELECT h FROM pairs);
+        INSERT INTO pairs SELECT j, h FROM (
+          SELECT j.idx AS j, h.line AS h, ROW_NUMBER() OVER (PARTITION BY j.idx
+            ORDER BY abs(h.ts - j.ts), h.line) AS rn
+          FROM jt j JOIN hs h ON h.done = 0 AND h.terminal = j.terminal AND h.amount = j.amount
+            AND h.ts BETWEEN j.ts - {WINDOW} AND j.ts + {WINDOW}
+          WHERE j.done = 0) WHERE rn = 1;
+        UPDATE jt SET done = 1 WHERE done = 0 AND idx IN (SELECT j FROM pairs);
+        UPDATE hs SET done = 1 WHERE done = 0 AND line IN (SELECT h FROM pairs);""")
+    q = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
+    counts = {"missing_at_host": q("SELECT count(*) FROM jt WHERE done = 0"),
+              "missing_in_journal": q("SELECT count(*) FROM hs WHERE done = 0"),
+              "amount_mismatch": q("SELECT count(*) FROM pairs p JOIN jt ON jt.idx = p.j "
+                                   "JOIN hs ON hs.line = p.h WHERE jt.amount != hs.amount")}
+    t_match = time.perf_counter() - t0
+    con.close()
+    return t_load, t_match, counts
+
+
+def scale_main(args):
+    import subprocess
+    directory = tempfile.mkdtemp(prefix="posfast-bench-scale-")
+    print("building a %d-payment journal and a %s statement of as many rows..." % (
+        args.rows, args.scale_format), flush=True)
+    journal_path, stmt, rows = scale_workload(directory, args.rows, args.scale_format)
+    print("statement %s: %d rows, %.0f MB" % (os.path.basename(stmt), rows,
+                                              os.path.getsize(stmt) / 1e6))
+    print("%-36s %9s %9s %9s %11s %11s" % ("task (fresh process each)", "read s", "match s",
+                                          "total s", "peak RSS", "minus start"))
+    for task in ("json", "csv", "summary"):
+        out_path = os.path.join(directory, "report." + task)
+        got = subprocess.run([sys.executable, os.path.abspath(__file__), "--scale-child", task,
+                              journal_path, stmt, out_path], capture_output=True, text=True)
+        if got.returncode:
+            print("%-36s failed: %s" % (task, got.stderr.strip().splitlines()[-1]))
+            continue
+        fields = got.stdout.split(None, 5)
+        t_read, t_match, total = map(float, fields[:3])
+        baseline, peak = int(fields[3]), int(fields[4])
+        label = {"json": "read + reconcile + JSON report", "csv": "read + reconcile + CSV report",
+                 "summary": "read + reconcile --summary"}[task]
+        print("%-36s %9.2f %9.2f %9.2f %8.0f MB %8.0f MB   (report %.0f MB)" % (
+            label, t_read, t_match, total, peak / 1024, (peak - baseline) / 1024,
+            os.path.getsize(out_path) / 1e6))
+        if task == "json":
+            print("  findings: %s" % fields[5].strip())
+        os.remove(out_path)
+    t_load, t_sql, counts = sql_scale(journal_path, stmt)
+    print("%-36s %9.2f %9.2f %9.2f   (SQLite :memory:, the load is both sides into indexed "
+          "tables)" % ("same matching in SQL", t_load, t_sql, t_load + t_sql))
+    print("  SQL findings: %s" % json.dumps(counts))
+    shutil.rmtree(directory)
+
+
 # ------------------------------------------------------------------ main
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--memory-child"]:
         return memory_child(*argv[1:6])
+    if argv[:1] == ["--scale-child"]:
+        return scale_child(*argv[1:5])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -471,9 +667,14 @@ def main(argv=None):
                         help="measure peak RSS of parsing and reporting a large settlement file")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--module", help="another copy of posfast/reconcile.py to measure")
+    parser.add_argument("--scale", action="store_true",
+                        help="issue 13: --rows statement rows against as many journal payments")
+    parser.add_argument("--scale-format", choices=("posfast", "wechat"), default="posfast")
     args = parser.parse_args(argv)
     if args.memory:
         return memory_main(args)
+    if args.scale:
+        return scale_main(args)
     n = args.records
     directory = tempfile.mkdtemp(prefix="posfast-bench-reconcile-")
     print("posfast reconcile benchmark: %d journal records vs ~%d host rows per workload, 2 workloads"

@@ -371,13 +371,16 @@ class DayBook:
         rows = rows[rows["seq"] <= upto_seq]
         return day_summary(rows, day, self._store.oldest_seq, numbers=numbers)
 
-    def close_day(self, day, terminal=None, force=False, operator=0) -> DayClose:
+    def close_day(self, day, terminal=None, force=False, operator=0, catch_up=False) -> DayClose:
         """Close a business day: write its Z-report as a DAY_CLOSE record and return it.
 
         `terminal` closes one terminal's day (None: every terminal).  A day is
         closed once per scope, in order; a day with payments still in doubt is
         refused (:class:`posfast.errors.DayClosed`) unless ``force=True``, which
         records their txn ids in the close.  Training payments are left out.
+        With ``catch_up=True`` the days before `day` that hold payments and were
+        never closed (since the scope's last close) are closed first, oldest first,
+        each with its own Z-report: a skipped day is not lost once a later one closes.
 
         >>> z = j.close_day("2026-11-20")                            # doctest: +SKIP
         >>> z.net(156), z.grand[156]                                 # doctest: +SKIP
@@ -388,6 +391,9 @@ class DayBook:
         where = "terminal %d" % scope if scope is not None else "every terminal"
         with self._store.lock:
             self._store.check_writable("close a day")
+            if catch_up:
+                for skipped in self._skipped_days(wanted, scope):
+                    self.close_day(skipped, terminal=scope, force=force, operator=operator)
             closes = self.day_closes(scope)
             for close in closes:
                 if close.day_number == wanted:
@@ -467,6 +473,21 @@ class DayBook:
                 receipt_no=close.z_no, operator=int(operator),
                 flags=int(Flag.FORCED) if close.forced else 0)
             return close
+
+    def _skipped_days(self, wanted: int, scope) -> list:
+        """Days before `wanted` and after the scope's last close that hold live payments (of
+        that terminal, for a terminal's scope), oldest first: what ``catch_up`` closes."""
+        closes = self.day_closes(scope)
+        after = closes[-1].day_number if closes else None
+        lo = self._store.day_rule.day_number(TS_MIN_US)
+        days = sorted(d for d in list(self._store.index.by_day)
+                      if lo <= d < wanted and (after is None or d > after))
+        out = []
+        for d in days:
+            rows = self._store.query(day=d, terminal=scope)
+            if np.isin(rows["kind"], PAYMENT_KIND_VALUES).any():
+                out.append(d)
+        return out
 
     def _impossible_time_payments(self, scope, after_seq: int) -> list:
         """[(seq, kind, amount, ts)] of live payments newer than `after_seq` whose time is

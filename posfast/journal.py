@@ -902,6 +902,13 @@ class Journal:
         (`Payments.receipt_payments`)."""
         return self._payments.receipt_payments(int(terminal), int(receipt_no))
 
+    def refs(self, seqs: Iterable[int]) -> list[tuple[bytes, bytes]]:
+        """(order_ref, host_ref) bytes of each live seq, in order (b"" where a record has
+        none): what statements are matched on, read for many records at once."""
+        with self._mutex:
+            self._refresh()
+            return self._storage.refs(seqs)
+
     def in_doubt(self, terminal=None) -> list:
         """Payments begun and never finished, oldest first (`Payments.in_doubt`)."""
         return self._payments.in_doubt(terminal=terminal)
@@ -1042,9 +1049,11 @@ class Journal:
             out.setdefault(r[8], []).append(r[:8])
         return out
 
-    def close_day(self, day, terminal=None, force=False, operator=0) -> DayClose:
-        """Write the Z-report of a business day as a DAY_CLOSE record (`DayBook.close_day`)."""
-        return self._days.close_day(day, terminal=terminal, force=force, operator=operator)
+    def close_day(self, day, terminal=None, force=False, operator=0, catch_up=False) -> DayClose:
+        """Write the Z-report of a business day as a DAY_CLOSE record (`DayBook.close_day`);
+        ``catch_up=True`` first closes the skipped days before it, in order."""
+        return self._days.close_day(day, terminal=terminal, force=force, operator=operator,
+                                    catch_up=catch_up)
 
     def day_closes(self, terminal=None, every_scope=False) -> list:
         """Live DAY_CLOSE records of a scope, oldest first (`DayBook.day_closes`)."""

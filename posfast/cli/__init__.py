@@ -14,7 +14,10 @@
     posfast printer-status tcp://host:9100   paper, cover, online (DLE EOT real-time status)
     posfast sync JOURNAL --to sqlite:///back.db | postgresql://... | http://host:8080 [--token T] [--forever]
     posfast serve --db sqlite:///back.db --port 8080 --token JOURNAL_ID=TOKEN
-    posfast reconcile JOURNAL --day D --host sqlite:///back.db | postgresql://... | settlement.csv
+    posfast reconcile JOURNAL --day D --host sqlite:///back.db | postgresql://... | STATEMENT
+                    [--format wechat|alipay|unionpay|mapped --map M.toml|adyen|stripe|posfast]
+    posfast reconcile --db sqlite:///back.db --store S --settlement STATEMENT --day D
+    posfast register --db sqlite:///back.db JOURNAL_ID --store S --till T --tid TID
     posfast close-day JOURNAL --day D [--terminal N] [--force]
     posfast capacity --budget 64MB --per-day 800 [--payload-bytes 300] [--measure]
 
@@ -158,23 +161,56 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_serve_arguments(p)                     # aiohttp is imported only when run
     p.set_defaults(func=c.cmd_serve)
 
-    p = sub.add_parser("reconcile", help="journal vs host vs printed receipts for a day (exit 1 on discrepancies)")
-    p.add_argument("journal", help="the journal file (.pfj)")
+    p = sub.add_parser("reconcile", help="journal vs host vs printed receipts for a day; or a whole "
+                       "store's journals at head office vs one statement (exit 1 on discrepancies)")
+    p.add_argument("journal", nargs="?", help="the journal file (.pfj); not with --store")
     p.add_argument("--day", required=True, help="business day, YYYY-MM-DD")
-    p.add_argument("--host", required=True, help="sqlite:///back.db, postgresql://... or settlement.csv")
+    p.add_argument("--host", help="sqlite:///back.db, postgresql://... or a statement file")
+    p.add_argument("--db", help="store mode: the back office (sqlite:///back.db or postgresql://...)")
+    p.add_argument("--store", help="store mode: every journal registered to this store")
+    p.add_argument("--settlement", help="store mode: the statement file")
     p.add_argument("--terminal", type=int, help="only this terminal")
-    _fmt(p)
+    p.add_argument("--format", action="append", default=[], metavar="FORMAT",
+                   choices=("table", "json", "csv", "auto", "posfast", "wechat", "alipay", "unionpay",
+                            "mapped", "adyen", "stripe"),
+                   help="the statement's format: auto (default), posfast, wechat, alipay, unionpay, "
+                   "mapped, adyen, stripe; or the report's: table (default), json, csv (give "
+                   "--format twice for both, e.g. --format wechat --format json)")
+    p.add_argument("--report", choices=("table", "json", "csv"), help="the report's format")
+    p.add_argument("--map", help="the column map (TOML) of a --format mapped statement")
+    p.add_argument("--channel", help="the payment channel the statement covers (default: its "
+                   "format's, e.g. wechat; 'any': every channel)")
+    p.add_argument("--fee-rate", action="append", default=[], metavar="KEY=RATE",
+                   help="expected fee rate per channel or method, e.g. wechat=0.38%% card=0.60%% "
+                   "(fee_mismatch); repeatable")
+    p.add_argument("--file-date", help="a UnionPay file's date when its name does not carry it")
+    p.add_argument("--no-receipts", action="store_true", help="skip the print (receipt) checks")
     p.add_argument("--encoding", help="text encoding of a settlement file (default utf-8, BOM "
                    "or not; e.g. gbk, gb18030 for Chinese bank exports)")
     p.add_argument("--summary", action="store_true",
                    help="counts and totals per category only, not one line per discrepancy")
     p.set_defaults(func=c.cmd_reconcile)
 
+    p = sub.add_parser("register", help="register a journal in the back office: merchant, store, "
+                       "till, terminal id (TID), device serial; or list the registry")
+    p.add_argument("--db", required=True, help="the back office: sqlite:///back.db or postgresql://...")
+    p.add_argument("journal_id", nargs="?", help="the journal id (UUID), or a journal file (.pfj); "
+                   "without it: list the registry")
+    p.add_argument("--merchant", help="merchant id (as on the acquirer's statement)")
+    p.add_argument("--store", help="store name or code")
+    p.add_argument("--till", help="till name")
+    p.add_argument("--tid", help="terminal id on the acquirer's statement (up to 8 characters)")
+    p.add_argument("--serial", help="device serial number")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_register)
+
     p = sub.add_parser("close-day", help="write the Z-report (DAY_CLOSE) of a business day")
     p.add_argument("journal", help="the journal file (.pfj)")
     p.add_argument("--day", required=True, help="business day, YYYY-MM-DD")
     p.add_argument("--terminal", type=int, help="close one terminal's day (default: every terminal)")
     p.add_argument("--force", action="store_true", help="close even with payments in doubt (recorded)")
+    p.add_argument("--catch-up", action="store_true",
+                   help="first close, in order, the days since the last close that were skipped")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table (the Z-report as printed) or json")
     p.set_defaults(func=c.cmd_close_day)

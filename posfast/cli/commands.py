@@ -482,22 +482,95 @@ def cmd_serve(args):
 
 
 # ------------------------------------------------------------------ reconcile, close-day, capacity
+_REPORT_FORMATS = ("table", "json", "csv")
+
+
+def _reconcile_formats(args):
+    """(statement format, report format) of --format given once or twice, and --report."""
+    from ..reconcile import FORMATS as STATEMENTS
+    statement, report = "auto", args.report
+    for value in args.format:
+        value = value.lower()
+        if value in _REPORT_FORMATS:
+            report = value
+        elif value in STATEMENTS or value == "auto":
+            statement = value
+        else:
+            raise errors.InvalidArgument(
+                "posfast reconcile: --format %s is neither a statement format (auto, %s) nor a "
+                "report format (%s)" % (value, ", ".join(STATEMENTS), ", ".join(_REPORT_FORMATS)))
+    return statement, report or "table"
+
+
+def _fee_rates(args):
+    rates = {}
+    for item in args.fee_rate:
+        key, sep, rate = item.partition("=")
+        if not sep or not key.strip():
+            raise errors.InvalidArgument("posfast reconcile: --fee-rate %r: write CHANNEL=RATE or "
+                                         "METHOD=RATE, e.g. wechat=0.38%%" % item)
+        rates[key.strip()] = rate.strip()
+    return rates or None
+
+
 def cmd_reconcile(args):
     """Writes the report to stdout, streamed; EX_FINDINGS when there are discrepancies."""
-    from ..reconcile import reconcile
-    with Journal.open(args.journal, readonly=True) as journal:
-        report = reconcile(journal, args.host, day=args.day, terminal=args.terminal,
-                           encoding=args.encoding, summary=bool(args.summary))
-    report.write(sys.stdout, args.format or "table")
+    from ..reconcile import reconcile, reconcile_store
+    statement, report_format = _reconcile_formats(args)
+    options = dict(encoding=args.encoding, summary=bool(args.summary), format=statement,
+                   column_map=args.map, channel=args.channel, fee_rates=_fee_rates(args),
+                   file_date=args.file_date)
+    if args.store is not None or args.db is not None:
+        missing = [name for name, value in (("--db", args.db), ("--store", args.store),
+                                            ("--settlement", args.settlement)) if not value]
+        if missing or args.journal or args.host:
+            raise errors.InvalidArgument(
+                "posfast reconcile: a store is reconciled with --db URL --store S --settlement FILE "
+                "(no JOURNAL, no --host)%s" % ("; missing %s" % ", ".join(missing) if missing else ""))
+        report = reconcile_store(args.db, args.settlement, day=args.day, store=args.store, **options)
+    else:
+        if not args.journal or not (args.host or args.settlement):
+            raise errors.InvalidArgument("posfast reconcile: give JOURNAL and --host (a back office or a "
+                                         "statement), or --db, --store and --settlement for a store")
+        with Journal.open(args.journal, readonly=True) as journal:
+            report = reconcile(journal, args.host or args.settlement, day=args.day,
+                               terminal=args.terminal, check_receipts=not args.no_receipts, **options)
+    report.write(sys.stdout, report_format)
     sys.stdout.flush()
     return EX_OK if report.ok else EX_FINDINGS
+
+
+def cmd_register(args):
+    """Register a journal in the back office (or list the registry)."""
+    from ..sync import target_from_url
+    target = target_from_url(args.db)
+    if not hasattr(target, "register"):
+        target.close()
+        raise errors.InvalidArgument("posfast register: --db is the back-office database "
+                                     "(sqlite:///back.db or postgresql://...), not %s" % args.db)
+    try:
+        if args.journal_id:
+            journal_id = args.journal_id
+            if os.path.exists(journal_id):
+                with Journal.open(journal_id, readonly=True) as journal:
+                    journal_id = journal.journal_id
+            target.register(journal_id, merchant_id=args.merchant, store=args.store, till=args.till,
+                            tid=args.tid, device_serial=args.serial)
+        regs = [r.to_dict() for r in target.registrations(store=args.store if not args.journal_id
+                                                                   else None)]
+    finally:
+        target.close()
+    print(format_dicts(regs, args.format, ("journal_id", "merchant_id", "store", "till", "tid",
+                                           "device_serial")))
+    return EX_OK
 
 
 def cmd_close_day(args):
     """Write the Z-report and print it; refusals (already closed, in doubt) raise DayClosed."""
     from ..printing import render_z_report, tax_totals
     with Journal.open(args.journal) as journal:
-        close = journal.close_day(args.day, terminal=args.terminal, force=bool(args.force))
+        close = journal.close_day(args.day, terminal=args.terminal, force=bool(args.force),
+                                  catch_up=bool(getattr(args, "catch_up", False)))
         tz = journal_tz(journal.day_rule)
         taxes = tax_totals(journal, close) if args.format != "json" else None
     if args.format == "json":

@@ -20,6 +20,12 @@ file line numbers) involved, in one of these categories:
 ``state_mismatch``
     matched, but the states differ (back office behind, or the acquirer
     settled a payment the journal holds as declined, failed, reversed, voided).
+``fee_mismatch``
+    matched, but the fee the statement charged is a minor unit or more off the
+    configured rate of its channel or method (``fee_rates={"wechat": "0.38%"}``).
+``settled_other_day``
+    matched, but the acquirer settled it on the business day before or after the
+    journal's (a payment just before midnight, the acquirer's own cut-off): not missing.
 ``duplicate``
     the same payment twice: two approved journal payments with one RRN or one
     client reference, or a settlement row listed twice.
@@ -42,9 +48,17 @@ Hosts
   ``postgresql://`` DSN, a SqliteTarget / PostgresTarget, or a path to the
   SQLite file): its ``records`` table is read for the journal id and the day
   and folded into payments exactly like the journal; matched on txn_id.
-* an acquirer settlement file in CSV (a path ending ``.csv``, or a
-  :class:`Settlement` from :func:`read_settlement`).  Columns (header row
-  required, any order, extra columns ignored):
+* a statement (a path, or a :class:`Settlement` from :func:`read_settlement`):
+  a WeChat Pay bill, an Alipay bill (GBK, zipped or not), a UnionPay online
+  settlement file, any bank statement through a column map (``format="mapped"``),
+  Adyen's Settlement details report, Stripe's itemized payout reconciliation, or
+  posfast's own CSV (see :mod:`posfast.reconcile.formats`; the format is detected
+  from the header or preamble).  A statement covers one channel: only the journal's
+  payments of that channel are expected in it (``channel=`` overrides).  Rows match
+  by host reference, then order reference, then RRN (each with the type), then
+  terminal + authorisation code, then the time window below.  The report gains
+  the statement's own gross, fee and net per currency and per batch or payout.
+  posfast's CSV: columns (header row required, any order, extra columns ignored):
 
   ``terminal``   terminal number (integer)
   ``time``       ISO 8601, ``2026-11-20T13:45:12`` or ``2026-11-20 13:45:12``,
@@ -56,6 +70,7 @@ Hosts
                  voids and reversals may be negative
   ``currency``   ISO 4217 numeric (156) or alphabetic (CNY)
   ``type``       sale, refund, void, reversal, preauth or completion
+  (optional)     ``host_ref``, ``order_ref``, ``fee`` (integer minor units), ``batch``
 
   A row matches a journal payment by RRN first, then by terminal +
   authorisation code, then by terminal + amount + currency + type within
@@ -63,6 +78,9 @@ Hosts
   paid in cash or voucher are expected in a settlement file.  A malformed file
   raises :class:`SettlementError` naming the line, the column and the value;
   nothing is reconciled from it.
+
+:func:`reconcile_store` reconciles every journal of a store, as synced to the back
+office and registered there (merchant, store, till, TID), against one statement.
 
 A payment belongs to the business day of its first record; its outcome and
 receipt are looked for until the end of the next business day.  Training
@@ -88,8 +106,10 @@ from ..errors import SettlementError
 from .checks import reconcile
 from .hosts import DayReader, HostSource, host_source
 from .report import CATEGORIES, Discrepancy, ReconcileReport
+from .formats import FORMATS
 from .settlement import SETTLEMENT_COLUMNS, SETTLEMENT_DTYPE, Settlement, read_settlement
+from .store import reconcile_store
 
-__all__ = ["CATEGORIES", "Discrepancy", "ReconcileReport", "Settlement", "SettlementError",
+__all__ = ["CATEGORIES", "Discrepancy", "FORMATS", "ReconcileReport", "Settlement", "SettlementError",
            "SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "read_settlement", "reconcile",
-           "DayReader", "HostSource", "host_source"]
+           "reconcile_store", "DayReader", "HostSource", "host_source"]

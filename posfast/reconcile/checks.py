@@ -16,8 +16,8 @@ from ..errors import PosfastError
 from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, RECEIPT_KINDS, Flag, Kind, Method,
                        State, day_number, day_to_date, print_jobs)
 from .hosts import host_source
-from .matching import dedupe, join, key_ids, split_ids, window_pairs
-from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport
+from .matching import Columns, dedupe, join, key_ids, split_ids, window_pairs
+from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport, _milli
 from .settlement import Settlement, read_settlement
 
 if TYPE_CHECKING:
@@ -66,8 +66,9 @@ class _Builder:
     whole file of them) are kept as index arrays into the payment tables and made
     into :class:`Discrepancy` objects only when the report is read or written."""
 
-    def __init__(self, tz, summary=False):
+    def __init__(self, tz, summary=False, tills=None):
         self.tz = tz
+        self.tills = tills        # store mode: the till names, by the payments' till index
         self.items = CategoryTally() if summary else []
         self.bulks = []           # (kind, category, table, indices, detail, explicit items before)
 
@@ -79,7 +80,7 @@ class _Builder:
             journal_seqs=seqs, host_rows=tuple(host), amount=int(t["amount"]),
             host_amount=host_amount, currency=int(t["currency"]), kind=_name(Kind, t["kind"]),
             state=_name(State, t["state"]), host_state=host_state, time=_iso(t["ts"], self.tz),
-            rrn=_text(t["rrn"]), auth_code=_text(t["auth_code"]), detail=detail)
+            rrn=_text(t["rrn"]), auth_code=_text(t["auth_code"]), detail=detail, **self._refs(t))
 
     def _host_only(self, category, h, rows, detail):
         return Discrepancy(
@@ -87,7 +88,18 @@ class _Builder:
             journal_seqs=(), host_rows=tuple(rows), amount=None, host_amount=int(h["amount"]),
             currency=int(h["currency"]), kind=_name(Kind, h["kind"]), state="",
             host_state=_name(State, h["state"]), time=_iso(h["ts"], self.tz), rrn=_text(h["rrn"]),
-            auth_code=_text(h["auth_code"]), detail=detail)
+            auth_code=_text(h["auth_code"]), detail=detail, **self._refs(h, host=True))
+
+    def _refs(self, row, host=False) -> dict:
+        names = row.dtype.names
+        out = {name: bytes(row[name]).decode("utf-8", "replace") for name in ("order_ref", "host_ref")
+               if name in names}
+        if self.tills and host:        # a statement row: the till its TID names (store mode)
+            number = int(row["terminal"])
+            out["till"] = self.tills[number - 1] if 0 < number <= len(self.tills) else ""
+        elif self.tills and "till" in names:
+            out["till"] = self.tills[int(row["till"])]
+        return out
 
     def txn(self, category, t, **kw):
         self.items.append(self._txn(category, t, **kw))
@@ -186,32 +198,104 @@ class _Discrepancies(Sequence):
         return "<%d discrepancies>" % len(self)
 
 
-def _host_txns_from_settlement(settlement: Settlement) -> np.ndarray:
+#: What reconcile adds to a TXN_DTYPE payment to match it with a statement: the references,
+#: the channel, the statement's fee and batch and (store mode) the till.
+_EXTRA = (("channel", "S10"), ("fee", "<i8"), ("batch", "<u4"), ("till", "<u4"),
+          ("host_state", "u1"))
+_BACK = np.array([Kind.REFUND, Kind.VOID, Kind.REVERSAL], dtype=np.uint8)
+_DAY_US = 86_400 * _US
+
+
+def widen(txns, order_ref=None, host_ref=None, **columns) -> Columns:
+    """`txns` (TXN_DTYPE) as :class:`Columns` (its fields viewed, not copied) with the
+    columns of _EXTRA (zero unless given) and ``order_ref`` / ``host_ref`` (b"" unless
+    given)."""
+    n = len(txns)
+    extra = {name: np.zeros(n, dtype) for name, dtype in _EXTRA if name not in columns}
+    for name, values in columns.items():
+        extra[name] = np.ascontiguousarray(np.broadcast_to(np.asarray(values, dict(_EXTRA)[name]),
+                                                           (n,)))
+    for name, values in (("order_ref", order_ref), ("host_ref", host_ref)):
+        extra[name] = values if values is not None else np.zeros(n, "S1")
+    return Columns.of(txns, **extra)
+
+
+def _host_txns_from_settlement(settlement: Settlement) -> Columns:
+    """The statement's rows as payments (views of its columns where they are the same)."""
     s = settlement.rows
-    out = np.zeros(len(s), TXN_DTYPE)
-    out["first_seq"] = out["final_seq"] = s["line"]
-    for name in ("terminal", "ts", "amount", "currency", "kind", "rrn", "auth_code"):
-        out[name] = s[name]
-    out["first_amount"] = s["amount"]
-    out["state"] = _APPROVED
-    out["records"] = 1
-    return out
+    n = len(s)
+
+    def constant(value, dtype):     # one value for every row: a zero-stride view, no memory
+        return np.broadcast_to(np.asarray(value, dtype), (n,))
+    columns = {name: s[name] for name in ("terminal", "ts", "amount", "currency", "kind", "rrn",
+                                          "auth_code", "fee", "batch")}
+    columns.update(first_seq=s["line"], final_seq=s["line"], first_amount=s["amount"],
+                   txn_id=constant(0, np.uint64), records=constant(1, np.uint32),
+                   state=constant(_APPROVED, np.uint8), method=constant(0, np.uint8),
+                   till=constant(0, np.uint32),
+                   host_state=np.where(s["state"] == 0, _APPROVED, s["state"]).astype(np.uint8),
+                   channel=constant((settlement.channel or "").encode("ascii"), "S10"),
+                   client_ref=constant(b"", "S16"))
+    for name in ("order_ref", "host_ref"):
+        values = getattr(settlement, name)
+        columns[name] = values if values is not None else constant(b"", "S1")
+    return Columns(columns, n)
+
+
+def concat_payments(parts) -> Columns:
+    """Payment tables (:func:`widen`) joined, their reference columns sized to the widest."""
+    parts = [p for p in parts if len(p)] or parts[:1]
+    return Columns({name: np.concatenate([p[name] for p in parts]) for name in parts[0].names})
+
+
+def journal_payments(rows, day, oldest, refs=None) -> Columns:
+    """The widened payments (see :func:`widen`) begun on `day` of RECORD_DTYPE `rows` (seq
+    order): channel of the first record; order and host references of the newest, from
+    `refs` (a callable seqs -> [(order_ref, host_ref)], e.g. ``Journal.refs``) when given."""
+    if len(rows) and not (rows["day"] == day).any():
+        txns = np.zeros(0, TXN_DTYPE)          # nothing begun that day: no scan of the rows
+    else:
+        txns, _ = payment_transactions(rows, day, oldest)
+    at = np.clip(np.searchsorted(rows["seq"], txns["first_seq"]), 0, max(len(rows) - 1, 0))
+    channel = rows["channel"][at] if len(rows) else np.zeros(0, "S10")
+    del at
+    order_ref = host_ref = None
+    if refs is not None and len(txns):
+        order_ref, host_ref = _refs_arrays(refs, txns["final_seq"])
+    return widen(txns, order_ref, host_ref, channel=channel)
+
+
+def _refs_arrays(refs, seqs, chunk=1 << 16):
+    """(order_ref, host_ref) byte-string arrays of `seqs`, read `chunk` at a time (a list of
+    a million reference tuples would cost ~180 MB)."""
+    orders, hosts = [], []
+    for lo in range(0, len(seqs), chunk):
+        got = refs(seqs[lo:lo + chunk])
+        orders.append(np.array([r[0] for r in got], dtype=bytes))
+        hosts.append(np.array([r[1] for r in got], dtype=bytes))
+        del got
+    return np.concatenate(orders), np.concatenate(hosts)
 
 
 def reconcile(journal: Journal, host, day, terminal=None, window=300, check_receipts=True,
-              settled_methods=None, encoding=None, summary=False) -> ReconcileReport:
+              settled_methods=None, encoding=None, summary=False, format="auto",
+              column_map=None, channel=None, fee_rates=None, file_date=None) -> ReconcileReport:
     """Reconcile one business day of `journal` against `host` (see the module docstring).
 
     `host`: ``"sqlite:///back.db"``, a ``postgresql://`` DSN, a SqliteTarget or
-    PostgresTarget, a settlement CSV path or a :class:`Settlement`.  `terminal`
+    PostgresTarget, a statement path or a :class:`Settlement`.  `terminal`
     limits both sides to one terminal; `window` (seconds) bounds the time
     difference of a settlement row matched by terminal + amount; with
     `check_receipts` False the print checks are skipped; `settled_methods`
     (methods expected in a settlement file) defaults to all but cash and voucher;
-    `encoding` is a settlement file's text encoding (default UTF-8, see
-    :func:`read_settlement`).  With `summary` True the discrepancies are counted
-    and totalled per category (:meth:`ReconcileReport.category_totals`) but not
-    kept: the report's memory does not grow with their number.
+    `encoding`, `format`, `column_map` and `file_date` say how to read a statement (see
+    :func:`read_settlement`).  `channel` is the payment channel the statement covers
+    (default: what its format implies, e.g. ``"wechat"`` for a WeChat Pay bill; ``"any"``
+    expects every channel).  `fee_rates` ({channel or method: rate}, e.g. ``{"wechat":
+    "0.38%", "card": "0.60%"}``) checks each settled fee (``fee_mismatch``).  With
+    `summary` True the discrepancies are counted and totalled per category
+    (:meth:`ReconcileReport.category_totals`) but not kept: the report's memory does not
+    grow with their number.
 
     >>> report = reconcile(j, "sqlite:///back.db", day="2026-11-20")      # doctest: +SKIP
     >>> report.counts()["missing_at_host"], report.ok                     # doctest: +SKIP
@@ -224,23 +308,36 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
     settlement = None
     if source.kind == "settlement":     # read (and refuse) the file before anything else
         settlement = (source.settlement if source.settlement is not None
-                      else read_settlement(source.path, rule, encoding=encoding))
-    rows = journal.query(day=[wanted, wanted + 1], terminal=terminal)
-    rows = rows[(rows["flags"] & int(Flag.TRAINING)) == 0]
+                      else read_settlement(source.path, format=format, utc_offset=rule,
+                                           encoding=encoding, column_map=column_map,
+                                           file_date=file_date))
+    first = wanted - 1 if settlement is not None else wanted
+    rows = journal.query(day=list(range(first, wanted + 3 if settlement is not None else wanted + 2)),
+                         terminal=terminal)
+    training = (rows["flags"] & int(Flag.TRAINING)) != 0
+    if training.any():                 # (a copy of a million rows costs 120 MB: only if needed)
+        rows = rows[~training]
+    del training
     oldest = journal.oldest_seq
-    jtx, _records = payment_transactions(rows, wanted, oldest)
+    refs = journal.refs if settlement is not None and (
+        settlement.host_ref is not None or settlement.order_ref is not None) else None
+    jtx = journal_payments(rows, wanted, oldest, refs)
+    if settlement is not None:
+        neighbours = concat_payments([journal_payments(rows, d, oldest, refs)
+                                      for d in (wanted - 1, wanted + 1)])
+        rows = rows[(rows["day"] >= wanted) & (rows["day"] <= wanted + 1)] if check_receipts \
+            else np.zeros(0, rows.dtype)    # only the print checks read the records again
     out = _Builder(tz, summary=summary)
     report = ReconcileReport(journal=str(journal.path), journal_id=str(journal.journal_id),
                              day=day_to_date(wanted), terminal=terminal, host="",
                              host_rows_are="seq" if settlement is None else "line")
-    report.journal_payments = len(jtx)
-    report.journal_net = _net_by_currency(jtx["kind"], jtx["state"], jtx["amount"],
-                                          jtx["currency"])
     if settlement is not None:
-        report.host = "settlement %s" % os.path.basename(settlement.path)
-        partner = _against_settlement(jtx, settlement, wanted, rule, terminal, window,
-                                                 settled_methods, out, report)
+        partner = against_statement(jtx, neighbours, settlement, wanted, rule, terminal, window,
+                                    settled_methods, out, report, channel, fee_rates)
     else:
+        report.journal_payments = len(jtx)
+        report.journal_net = _net_by_currency(jtx["kind"], jtx["state"], jtx["amount"],
+                                              jtx["currency"])
         held_day = source.read_day(journal.journal_id, wanted, wanted + 1, terminal)
         hrows, held = held_day.rows, held_day.held
         report.host = "back office %s" % source.label
@@ -251,6 +348,14 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
         # journal no longer holds counts on the day of its records, here and there alike
         htx, _ = payment_transactions(hrows, wanted, oldest)
         partner = _against_back_office(jtx, htx, oldest, out, report)
+    finish_checks(jtx, partner, out, report)
+    if check_receipts:
+        _receipts(journal, rows, jtx, wanted, out)
+    return finish_report(report, out, summary)
+
+
+def finish_checks(jtx, partner, out, report) -> None:
+    """in_doubt and duplicate findings of the journal side (`partner` names host rows)."""
     for i in np.flatnonzero(jtx["state"] == _PENDING).tolist():
         host_rows, host_state, host_amount = partner(i) or ((), "", None)
         if host_rows and host_state != "pending":
@@ -273,8 +378,9 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
                 detail="%d approved payments with %s %s (txn %s)" % (
                     len(members), name, key.rstrip(b"\0").decode("ascii", "replace"),
                     ", ".join(str(int(t)) for t in jtx["txn_id"][members])))
-    if check_receipts:
-        _receipts(journal, rows, jtx, wanted, out)
+
+
+def finish_report(report, out, summary) -> ReconcileReport:
     if summary:
         report.summary_only, report._totals = True, out.items.totals
         return report
@@ -291,7 +397,9 @@ def _duplicates(txns) -> dict:
         idx = np.flatnonzero(approved & (txns[name] != b""))
         if len(idx) < 2:
             continue
-        keys = key_ids(txns[name][idx], txns["kind"][idx]) if name == "rrn" else txns[name][idx]
+        till = txns["till"][idx] if "till" in txns.dtype.names else np.zeros(len(idx), np.uint32)
+        keys = (key_ids(txns[name][idx], txns["kind"][idx], till) if name == "rrn"
+                else key_ids(txns[name][idx], till))
         _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         for g in np.flatnonzero(counts > 1).tolist():
             members = idx[inverse == g]
@@ -352,30 +460,86 @@ def _against_back_office(jtx, htx, oldest, out, report):
     return partner
 
 
-def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled_methods, out,
-                        report):
-    """Acquirer settlement: rrn, then terminal + auth code, then terminal + amount +
-    currency + type within the window.  Returns partner() as _against_back_office does."""
+def _expected(jtx, settled_methods, channel, report):
+    """Which journal payments the statement should list: not cash or voucher (or the
+    methods given), not cash moves, and of the statement's channel."""
+    if settled_methods is None:
+        expected = ~np.isin(jtx["method"], [int(m) for m in _NOT_SETTLED_METHODS])
+    else:
+        expected = np.isin(jtx["method"], [int(Method.coerce(m, "method")) for m in settled_methods])
+    expected &= ~np.isin(jtx["kind"], _NOT_SETTLED_KINDS)
+    if channel and channel != "any" and len(jtx):
+        named = jtx["channel"] != b""
+        if named.any():
+            expected &= jtx["channel"] == channel.encode("ascii")
+        elif report is not None:
+            report.notes.append("the journal names no payment channel: every payment not in cash "
+                                "or voucher is expected in this %s statement" % channel)
+    return expected
+
+
+def _pair(jtx, jidx, htx, hidx, names, approved):
+    """Pairs (journal, host) of equal values of `names`: the approved journal payment
+    represents its key; returns (j pairs, h pairs, journal payments set aside)."""
+    jids, hids = split_ids([jtx[n][jidx] for n in names], [htx[n][hidx] for n in names])
+    rep, _ = dedupe(jids, (~approved[jidx]).astype(np.int8))
+    hrep, _ = dedupe(hids, np.zeros(len(hidx), np.int8))
+    a, b = join(jids[rep], hids[hrep])
+    return jidx[rep][a], hidx[hrep][b], jidx[~rep & approved[jidx]]
+
+
+def _fee_off(jtx, htx, pj, ph, fee_rates):
+    """Indices k of pairs whose settled fee is off its configured rate by a minor unit or
+    more (a statement in whole minor units rounds its fees, up or down), and the expected
+    fee of each pair in millionths of a minor unit."""
+    from .amounts import parse_rate
+    rates = {str(k).lower(): parse_rate(v) for k, v in fee_rates.items()}
+    ppm = np.full(len(pj), -1, np.int64)
+    for key, rate in rates.items():
+        code = key.encode("ascii", "replace")
+        method = Method.__members__.get(key.upper())
+        hit = (jtx["channel"][pj] == code) | (htx["channel"][ph] == code)
+        if method is not None:
+            hit |= jtx["method"][pj] == int(method)
+        ppm = np.where((ppm < 0) & hit, rate, ppm)
+    sign = np.where(np.isin(htx["kind"][ph], _BACK), -1, 1)
+    # exact: fee (1/1000 minor) * 1000 against amount (minor) * rate (per million)
+    expected_x1000 = sign * htx["amount"][ph].astype(np.int64) * ppm
+    off = (ppm >= 0) & (np.abs(htx["fee"][ph] * 1000 - expected_x1000) >= 1000 * 1000)
+    return np.flatnonzero(off), expected_x1000
+
+
+def against_statement(jtx, neighbours, settlement, wanted, rule, terminal, window,
+                      settled_methods, out, report, channel=None, fee_rates=None):
+    """A statement against widened journal payments of the day (`jtx`) and of the days
+    beside it (`neighbours`): host reference, order reference, RRN (all with the type),
+    then terminal + auth code, then terminal + amount + currency + type within the window.
+    Returns partner() as _against_back_office does."""
+    channel = channel if channel is not None else settlement.channel
     window_us = int(window * _US)
     start = rule.day_start_us(wanted)
     end = rule.day_start_us(wanted + 1)       # 23 or 25 hours on a daylight-saving change
     s = settlement.rows
-    near = (s["ts"] >= start - window_us) & (s["ts"] < end + window_us)
+    report.host = "settlement %s" % os.path.basename(settlement.path)
+    report.notes.extend(settlement.notes)
+    report.statement_format, report.channel = settlement.format, channel or "any"
+    report.totals, report.batch_totals = statement_totals(settlement, rule, wanted)
+    near = (s["ts"] >= start - _DAY_US - window_us) & (s["ts"] < end + _DAY_US + window_us)
     if terminal is not None:
         near &= s["terminal"] == int(terminal)
-    htx = _host_txns_from_settlement(Settlement(settlement.path, s[near]))
+    htx = _host_txns_from_settlement(settlement if near.all() else settlement.take(near))
     inside = (htx["ts"] >= start) & (htx["ts"] < end)
+    in_window = (htx["ts"] >= start - window_us) & (htx["ts"] < end + window_us)
     if len(s) and not inside.any():
         tz = rule.tzinfo
         report.notes.append("no row of %s falls on business day %s%s (its rows run from %s to %s)"
                             % (settlement.path, day_to_date(wanted),
                                "" if terminal is None else " for terminal %d" % terminal,
                                _iso(int(s["ts"].min()), tz), _iso(int(s["ts"].max()), tz)))
-    if settled_methods is None:
-        expected = ~np.isin(jtx["method"], [int(m) for m in _NOT_SETTLED_METHODS])
-    else:
-        expected = np.isin(jtx["method"], [int(Method.coerce(m, "method")) for m in settled_methods])
-    expected &= ~np.isin(jtx["kind"], _NOT_SETTLED_KINDS)
+    expected = _expected(jtx, settled_methods, channel, report)
+    report.journal_payments = int(expected.sum())
+    report.journal_net = _net_by_currency(jtx["kind"][expected], jtx["state"][expected],
+                                          jtx["amount"][expected], jtx["currency"][expected])
     approved = jtx["state"] == _APPROVED
     j_done = ~expected                 # matched, set aside, or not expected at the acquirer
     h_done = np.zeros(len(htx), bool)
@@ -387,42 +551,38 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
         j_done[a] = True
         h_done[b] = True
 
-    # host rows listed twice: the same rrn and type, or identical rows without an rrn
+    # host rows listed twice: the same host reference and type, else the same rrn and type,
+    # else identical rows
     h_dupes = {}
-    has_rrn = htx["rrn"] != b""
-    for mask, names in ((has_rrn, ("rrn", "kind")),
-                        (~has_rrn, ("terminal", "ts", "amount", "currency", "kind", "auth_code"))):
+    has_ref = htx["host_ref"] != b""
+    has_rrn = (htx["rrn"] != b"") & ~has_ref
+    for mask, names in ((has_ref, ("host_ref", "kind")), (has_rrn, ("rrn", "kind")),
+                        (~has_rrn & ~has_ref, ("terminal", "ts", "amount", "currency", "kind",
+                                               "auth_code"))):
         idx = np.flatnonzero(mask)
         rep, rep_of = dedupe(key_ids(*[htx[name][idx] for name in names]),
                               np.zeros(len(idx), np.int8))
         for extra in np.flatnonzero(~rep).tolist():
             h_dupes.setdefault(int(idx[rep_of[extra]]), []).append(int(idx[extra]))
             h_done[idx[extra]] = True
-    # pass 1: rrn and type; an approved payment represents its rrn, other approved
-    # payments with the same rrn are duplicates (reported by the caller)
-    idx = np.flatnonzero(expected & (jtx["rrn"] != b""))
-    hidx = np.flatnonzero(~h_done & has_rrn)
-    jids, hids = split_ids([jtx["rrn"][idx], jtx["kind"][idx]],
-                            [htx["rrn"][hidx], htx["kind"][hidx]])
-    rep, _ = dedupe(jids, (~approved[idx]).astype(np.int8))
-    set_aside = idx[~rep & approved[idx]]
-    j_done[set_aside] = True
-    a, b = join(jids[rep], hids)
-    take(idx[rep][a], hidx[b])
-    # pass 2: terminal, authorisation code and type
+    # by reference (any row of the three days): host ref, order ref, rrn; each with the type
+    for name in ("host_ref", "order_ref", "rrn"):
+        idx = np.flatnonzero(~j_done & (jtx[name] != b""))
+        hidx = np.flatnonzero(~h_done & (htx[name] != b""))
+        if len(idx) and len(hidx):
+            a, b, set_aside = _pair(jtx, idx, htx, hidx, (name, "kind"), approved)
+            j_done[set_aside] = True
+            take(a, b)
+    # terminal, authorisation code and type (rows of the day and the window around it)
     idx = np.flatnonzero(~j_done & (jtx["auth_code"] != b""))
-    hidx = np.flatnonzero(~h_done & (htx["auth_code"] != b""))
-    names = ("terminal", "auth_code", "kind")
-    jids, hids = split_ids([jtx[n][idx] for n in names], [htx[n][hidx] for n in names])
-    jrep, _ = dedupe(jids, (~approved[idx]).astype(np.int8))
-    hrep, _ = dedupe(hids, np.zeros(len(hidx), np.int8))
-    a, b = join(jids[jrep], hids[hrep])
-    take(idx[jrep][a], hidx[hrep][b])
-    # pass 3: terminal + amount + currency + type within the window (approved, then pending)
+    hidx = np.flatnonzero(~h_done & in_window & (htx["auth_code"] != b""))
+    a, b, _ = _pair(jtx, idx, htx, hidx, ("terminal", "auth_code", "kind"), approved)
+    take(a, b)
+    # terminal + amount + currency + type within the window (approved, then pending)
     names = ("terminal", "amount", "currency", "kind")
     for state in (_APPROVED, _PENDING):
         idx = np.flatnonzero(~j_done & (jtx["state"] == state))
-        hidx = np.flatnonzero(~h_done)
+        hidx = np.flatnonzero(~h_done & in_window)
         if len(idx) and len(hidx):
             jids, hids = split_ids([jtx[n][idx] for n in names], [htx[n][hidx] for n in names])
             a, b = window_pairs(jids, jtx["ts"][idx], hids, htx["ts"][hidx], window_us)
@@ -430,9 +590,37 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
     pj, ph = np.concatenate(pairs_j), np.concatenate(pairs_h)
     report.matched = len(pj)
     report.host_payments = int(inside.sum())
-    hin = htx[inside]
-    report.host_net = _net_by_currency(hin["kind"], hin["state"], hin["amount"], hin["currency"])
+    report.host_net = _net_by_currency(htx["kind"][inside], htx["host_state"][inside],
+                                       htx["amount"][inside], htx["currency"][inside])
     lines = htx["first_seq"]
+    # a payment of the day settled on the day before or after: matched, said so
+    other_day = np.flatnonzero(~in_window[ph])      # beyond clock skew: the next or last day
+    for k in other_day.tolist():
+        a, b = jtx[pj[k]], htx[ph[k]]
+        out.txn("settled_other_day", a, host=(int(b["first_seq"]),), host_amount=int(b["amount"]),
+                host_state="settled", detail="settled on %s (line %d); the journal's business day "
+                "is %s" % (_local_day(int(b["ts"]), rule), int(b["first_seq"]), day_to_date(wanted)))
+    # a row of the day whose payment the journal has on the day before or after
+    left = np.flatnonzero(~h_done & inside)
+    if len(left) and len(neighbours):
+        n_expected = _expected(neighbours, settled_methods, channel, None)
+        n_done = ~n_expected
+        n_approved = neighbours["state"] == _APPROVED
+        for name in ("host_ref", "order_ref", "rrn"):
+            idx = np.flatnonzero(~n_done & (neighbours[name] != b""))
+            hidx = left[~h_done[left] & (htx[name][left] != b"")]
+            if not len(idx) or not len(hidx):
+                continue
+            a, b, _ = _pair(neighbours, idx, htx, hidx, (name, "kind"), n_approved)
+            n_done[a] = True
+            h_done[b] = True
+            for x, y in zip(a.tolist(), b.tolist()):
+                t = neighbours[x]
+                out.txn("settled_other_day", t, host=(int(lines[y]),),
+                        host_amount=int(htx["amount"][y]), host_state="settled",
+                        detail="the journal has it on business day %s; the statement settled it "
+                        "on %s (line %d)" % (day_to_date(int(t["day"])), day_to_date(wanted),
+                                             int(lines[y])))
 
     out.bulk("txn", "missing_at_host", jtx, np.flatnonzero(approved & ~j_done),
              "approved here, not in the acquirer's settlement (not settled, or settled on "
@@ -440,10 +628,12 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
     out.bulk("host", "missing_in_journal", htx, np.flatnonzero(~h_done & inside),
              "settled by the acquirer, no such payment in the journal")
     jstate = jtx["state"][pj]
+    hstate = htx["host_state"][ph]
     settled = jstate != _PENDING                       # pending: in_doubt, reported by the caller
     amount_off = settled & ((jtx["amount"][pj] != htx["amount"][ph])
                             | (jtx["currency"][pj] != htx["currency"][ph]))
-    state_off = settled & (jstate != _APPROVED)
+    undone = np.isin(jstate, [int(State.REVERSED), int(State.VOIDED)])
+    state_off = settled & np.where(hstate == _APPROVED, jstate != _APPROVED, ~undone)
     for k in np.flatnonzero(amount_off).tolist():
         a, b = jtx[pj[k]], htx[ph[k]]
         out.txn("amount_mismatch", a, host=(int(b["first_seq"]),), host_amount=int(b["amount"]),
@@ -452,9 +642,19 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
                                    int(b["currency"])))
     for k in np.flatnonzero(state_off).tolist():
         a, b = jtx[pj[k]], htx[ph[k]]
+        revoked = int(b["host_state"]) != _APPROVED
         out.txn("state_mismatch", a, host=(int(b["first_seq"]),), host_amount=int(b["amount"]),
-                host_state="settled", detail="the journal has it as %s, the acquirer settled it"
+                host_state="revoked" if revoked else "settled",
+                detail=("the journal has it as %s, the host revoked it" if revoked else
+                        "the journal has it as %s, the acquirer settled it")
                 % _name(State, a["state"]))
+    if fee_rates and settlement.has_fees and len(pj):
+        off, expected_x1000 = _fee_off(jtx, htx, pj, ph, fee_rates)
+        for k in off.tolist():
+            a, b = jtx[pj[k]], htx[ph[k]]
+            out.txn("fee_mismatch", a, host=(int(b["first_seq"]),), host_amount=int(b["amount"]),
+                    host_state="settled", detail="fee %s, the configured rate makes it %s (minor "
+                    "units)" % (_milli(int(b["fee"])), _milli(int(expected_x1000[k]) // 1000)))
     j_to_h = np.full(len(jtx), -1, np.int64)
     j_to_h[pj] = ph
     h_to_j = np.full(len(htx), -1, np.int64)
@@ -476,6 +676,36 @@ def _against_settlement(jtx, settlement, wanted, rule, terminal, window, settled
         else:
             out.host_only("duplicate", h, rows, why + ", no such payment in the journal")
     return partner
+
+
+def _local_day(ts_us: int, rule) -> _dt.date:
+    return day_to_date(int(rule.day_number(ts_us)))
+
+
+def statement_totals(settlement, rule, wanted):
+    """({currency: totals}, {batch: {currency: totals}}) of the whole statement: rows,
+    gross (signed minor units: sales +, refunds -), fee and net (thousandths of a minor
+    unit, ``fee_milli``, ``net_milli``: fees are stated finer than a minor unit); revoked
+    rows are left out of the money."""
+    s = settlement.rows
+    live = (s["state"] == 0) | (s["state"] == _APPROVED)
+    sign = np.where(np.isin(s["kind"], _BACK), -1, np.where(np.isin(s["kind"], [
+        int(Kind.PREAUTH)]), 0, 1)).astype(np.int64)
+    gross = sign * s["amount"].astype(np.int64) * live
+    fee = s["fee"] * live
+
+    def totals(mask):
+        out = {}
+        for currency in np.unique(s["currency"][mask]).tolist():
+            m = mask & (s["currency"] == currency)
+            g, f = int(gross[m].sum()), int(fee[m].sum())
+            out[int(currency)] = {"rows": int(m.sum()), "gross": g,
+                                  "fee_milli": f if settlement.has_fees else None,
+                                  "net_milli": g * 1000 - f if settlement.has_fees else None}
+        return out
+    everything = np.ones(len(s), bool)
+    batches = {name: totals(s["batch"] == k + 1) for k, name in enumerate(settlement.batches)}
+    return totals(everything), batches
 
 
 def _receipts(journal, rows, jtx, wanted, out):

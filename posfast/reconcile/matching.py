@@ -11,9 +11,87 @@ import numpy as np
 
 from ..errors import PosfastError
 
-__all__ = ["dedupe", "join", "key_ids", "split_ids", "window_pairs"]
+__all__ = ["Columns", "dedupe", "join", "key_ids", "split_ids", "window_pairs"]
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+class Columns:
+    """Equal-length columns by name: a structured array's fields (views, not copies) and
+    arrays beside them, read like the structured array would be: ``t["amount"]`` a column,
+    ``t[i]`` a row (``row["amount"]``), ``t[mask or indices]`` the rows picked.  A payment
+    table of a million rows is then never copied whole to add a column.
+
+    >>> t = Columns({"a": np.arange(3), "b": np.array([b"x", b"y", b"z"])})
+    >>> len(t), bytes(t[1]["b"]), t[np.array([0, 2])]["a"].tolist(), t.dtype.names
+    (3, b'y', [0, 2], ('a', 'b'))
+    """
+
+    def __init__(self, columns: dict, n=None):
+        self.columns = dict(columns)
+        self._n = len(next(iter(self.columns.values()))) if n is None else n
+
+    @classmethod
+    def of(cls, array, **extra) -> "Columns":
+        """The fields of structured `array` (views) and the `extra` columns."""
+        columns = {name: array[name] for name in array.dtype.names}
+        columns.update(extra)
+        return cls(columns, len(array))
+
+    def __len__(self):
+        return self._n
+
+    @property
+    def dtype(self):            # code written for structured arrays asks dtype.names
+        return self
+
+    @property
+    def names(self):
+        return tuple(self.columns)
+
+    def __contains__(self, name):
+        return name in self.columns
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self.columns[key]
+        if isinstance(key, (int, np.integer)):
+            return _Row(self.columns, int(key))
+        picked = {name: column[key] for name, column in self.columns.items()}
+        return Columns(picked, len(next(iter(picked.values()))))
+
+    def __setitem__(self, name, value):
+        self.columns[name][...] = value
+
+
+class _Row:
+    """One row of :class:`Columns`."""
+    __slots__ = ("_columns", "_i")
+
+    def __init__(self, columns, i):
+        self._columns, self._i = columns, i
+
+    def __getitem__(self, name):
+        return self._columns[name][self._i]
+
+    @property
+    def dtype(self):
+        return Columns(self._columns, 0)
+
+
+#: Rows hashed (and checked) at a time: the byte matrix of a chunk only, never of all rows.
+_CHUNK = 1 << 18
+
+
+def _row_bytes(columns, sizes, width, lo, hi):
+    """The row-wise bytes of rows lo:hi of `columns`, zero-padded to `width` (a multiple of 8)."""
+    raw = np.zeros((hi - lo, width), np.uint8)
+    offset = 0
+    for c, size in zip(columns, sizes):
+        part = np.ascontiguousarray(c[lo:hi])
+        raw[:, offset:offset + size] = part.view(np.uint8).reshape(hi - lo, size)
+        offset += size
+    return raw
 
 
 def key_ids(*columns) -> np.ndarray:
@@ -22,29 +100,39 @@ def key_ids(*columns) -> np.ndarray:
     The columns' bytes are folded into a 64-bit hash for a fast integer sort;
     equal hashes are then checked byte for byte, and a collision (never seen in
     practice) falls back to sorting the raw bytes, so the ids are always exact.
+    Both steps go a chunk of rows at a time (memory: the hashes, not the bytes).
     """
     n = len(columns[0])
     if not n:
         return np.zeros(0, np.int64)
-    sizes = [np.asarray(c).dtype.itemsize for c in columns]
+    sizes = [np.asarray(c[:1]).dtype.itemsize for c in columns]
     width = -(-sum(sizes) // 8) * 8
-    raw = np.zeros((n, width), np.uint8)
-    offset = 0
-    for c, size in zip(columns, sizes):
-        raw[:, offset:offset + size] = np.ascontiguousarray(c).view(np.uint8).reshape(n, size)
-        offset += size
-    words = raw.view("<u8")
-    h = np.full(n, 0xCBF29CE484222325, np.uint64)
-    for k in range(words.shape[1]):
-        h ^= words[:, k]
-        h *= _MIX
-        h ^= h >> np.uint64(29)
+    h = np.empty(n, np.uint64)
+    for lo in range(0, n, _CHUNK):
+        hi = min(n, lo + _CHUNK)
+        words = _row_bytes(columns, sizes, width, lo, hi).view("<u8")
+        part = np.full(hi - lo, 0xCBF29CE484222325, np.uint64)
+        for k in range(words.shape[1]):
+            part ^= words[:, k]
+            part *= _MIX
+            part ^= part >> np.uint64(29)
+        h[lo:hi] = part
     _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    del h
     inverse = inverse.reshape(-1)
-    if words.shape[1] > 1 and not (words == words[first[inverse]]).all():
+    same = True
+    if width > 8:       # one word is the value itself: no collision possible
+        for lo in range(0, n, _CHUNK):
+            hi = min(n, lo + _CHUNK)
+            rep = first[inverse[lo:hi]]
+            if not all(bool((np.asarray(c[lo:hi]) == np.asarray(c)[rep]).all()) for c in columns):
+                same = False
+                break
+    if not same:
+        raw = _row_bytes(columns, sizes, width, 0, n)
         _, inverse = np.unique(raw.view("V%d" % width).ravel(), return_inverse=True)
         inverse = inverse.reshape(-1)
-    return inverse.astype(np.int64)
+    return inverse.astype(np.int64, copy=False)
 
 
 def dedupe(ids, prefer):
@@ -65,11 +153,23 @@ def dedupe(ids, prefer):
 
 
 def join(j_ids, h_ids):
-    """Pairs (j index, h index) of equal ids; ids unique on each side."""
+    """Pairs (j index, h index) of equal non-negative ids, unique on each side.
+
+    >>> [a.tolist() for a in join(np.array([3, 0, 5]), np.array([5, 1, 3]))]
+    [[0, 2], [2, 0]]
+    """
     if not len(j_ids) or not len(h_ids):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    _, ji, hi = np.intersect1d(j_ids, h_ids, assume_unique=True, return_indices=True)
-    return ji.astype(np.int64), hi.astype(np.int64)
+    top = int(max(j_ids.max(), h_ids.max()))
+    if top > 4 * (len(j_ids) + len(h_ids)):       # sparse ids (txn ids): sort them
+        _, ji, hi = np.intersect1d(j_ids, h_ids, assume_unique=True, return_indices=True)
+        return ji.astype(np.int64), hi.astype(np.int64)
+    # dense ids (key_ids): a table from id to host position, no sort
+    at = np.full(top + 1, -1, np.int64)
+    at[h_ids] = np.arange(len(h_ids))
+    hit = at[j_ids]
+    ji = np.flatnonzero(hit >= 0)
+    return ji.astype(np.int64), hit[ji]
 
 
 def split_ids(j_columns, h_columns):

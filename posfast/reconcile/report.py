@@ -16,8 +16,8 @@ from ..errors import PosfastError
 __all__ = ["CATEGORIES", "CategoryTally", "Discrepancy", "ReconcileReport"]
 
 CATEGORIES = ("missing_at_host", "missing_in_journal", "amount_mismatch", "state_mismatch",
-              "duplicate", "receipt_without_transaction", "transaction_without_receipt",
-              "print_unknown", "in_doubt")
+              "fee_mismatch", "settled_other_day", "duplicate", "receipt_without_transaction",
+              "transaction_without_receipt", "print_unknown", "in_doubt")
 
 
 @dataclass
@@ -38,6 +38,9 @@ class Discrepancy:
     rrn: str = ""
     auth_code: str = ""
     detail: str = ""
+    order_ref: str = ""
+    host_ref: str = ""
+    till: str = ""                          # store mode: the till (journal) it belongs to
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -65,6 +68,16 @@ class ReconcileReport:
     #: summary mode (``reconcile(..., summary=True)``): the discrepancies were counted and
     #: totalled, not kept; ``discrepancies`` is empty and ``category_totals`` holds them
     summary_only: bool = False
+    #: a statement's own figures: its format, the channel matched, and per currency (and
+    #: per batch or payout) its rows, gross (signed minor units), fee and net (thousandths
+    #: of a minor unit: ``fee_milli``, ``net_milli``; None when it states no fees)
+    statement_format: str = ""
+    channel: str = ""
+    totals: dict = field(default_factory=dict)
+    batch_totals: dict = field(default_factory=dict)
+    #: store mode (``reconcile_store``): the store and its tills (journal id -> till)
+    store: Optional[str] = None
+    tills: dict = field(default_factory=dict)
     _totals: Optional[dict] = field(default=None, repr=False)
 
     @property
@@ -114,6 +127,14 @@ class ReconcileReport:
                "journal_net": {str(c): v for c, v in sorted(self.journal_net.items())},
                "host_net": {str(c): v for c, v in sorted(self.host_net.items())},
                "notes": self.notes}
+        if self.statement_format:
+            out["statement"] = {
+                "format": self.statement_format, "channel": self.channel,
+                "totals": {str(c): v for c, v in sorted(self.totals.items())},
+                "batches": {b: {str(c): v for c, v in sorted(t.items())}
+                            for b, t in sorted(self.batch_totals.items())}}
+        if self.store is not None:
+            out["store"], out["tills"] = self.store, dict(self.tills)
         if self.summary_only:
             out["summary_only"] = True
             out["totals"] = {c: {"count": t["count"],
@@ -153,7 +174,8 @@ class ReconcileReport:
         out.write(text[tail + 1:])
 
     _CSV = ("category", "terminal", "txn_id", "journal_seqs", "host_rows", "amount", "host_amount",
-            "currency", "kind", "state", "host_state", "time", "rrn", "auth_code", "detail")
+            "currency", "kind", "state", "host_state", "time", "rrn", "auth_code", "detail",
+            "order_ref", "host_ref", "till")
     _CSV_SUMMARY = ("category", "count", "currency", "amount")
 
     def to_csv(self) -> str:
@@ -227,6 +249,15 @@ class ReconcileReport:
         yield self.summary()
         for n in self.notes:
             yield "note: " + n
+        for currency, t in sorted(self.totals.items()):
+            yield "statement %s %d: %d rows, gross %d%s" % (
+                self.statement_format, currency, t["rows"], t["gross"], "" if t["fee_milli"] is None
+                else ", fees %s, net %s (minor units)" % (_milli(t["fee_milli"]), _milli(t["net_milli"])))
+        for batch, by_currency in sorted(self.batch_totals.items()):
+            for currency, t in sorted(by_currency.items()):
+                yield "  batch %s %d: %d rows, gross %d%s" % (
+                    batch, currency, t["rows"], t["gross"], "" if t["fee_milli"] is None
+                    else ", fees %s, net %s" % (_milli(t["fee_milli"]), _milli(t["net_milli"])))
         if self.summary_only:
             yield from self._summary_table()
             return
@@ -262,6 +293,13 @@ class ReconcileReport:
 
     def __str__(self):
         return self.to_table()
+
+
+def _milli(value: int) -> str:
+    """Thousandths of a minor unit as minor units, exactly: 17140 -> '17.14'."""
+    whole, part = divmod(abs(int(value)), 1000)
+    text = str(whole) if not part else ("%d.%03d" % (whole, part)).rstrip("0")
+    return ("-" if value < 0 else "") + text
 
 
 class CategoryTally:

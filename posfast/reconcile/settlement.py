@@ -7,18 +7,20 @@ naming the line, the column and the value.
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import io
 import os
-import warnings
-from dataclasses import dataclass
+from itertools import compress
 
 import numpy as np
 
 from ..errors import SettlementError
-from ..records import KIND_SIGN_TABLE, RECEIPT_KINDS, DayRule, Kind
+from ..records import KIND_SIGN_TABLE, RECEIPT_KINDS, DayRule, Kind, State
+from . import formats
+from .rows import (OPTIONAL_COLUMNS, SETTLEMENT_DTYPE, Settlement, _column_error, _currency_codes,
+                   _find_bad, _parse_times)
 
-__all__ = ["SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "Settlement", "SettlementError", "read_settlement"]
+__all__ = ["OPTIONAL_COLUMNS", "SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "Settlement", "SettlementError",
+           "read_settlement"]
 
 SETTLEMENT_COLUMNS = ("terminal", "time", "rrn", "auth_code", "amount", "currency", "type")
 _ALIASES = {"auth": "auth_code", "authcode": "auth_code", "auth_no": "auth_code",
@@ -27,95 +29,6 @@ _ALIASES = {"auth": "auth_code", "authcode": "auth_code", "auth_no": "auth_code"
             "terminal_id": "terminal", "tid": "terminal", "reference": "rrn",
             "retrieval_reference_number": "rrn", "ref_no": "rrn"}
 _US = 1_000_000
-
-
-SETTLEMENT_DTYPE = np.dtype([("line", "<u4"), ("terminal", "<u4"), ("ts", "<i8"), ("amount", "<i8"),
-                             ("currency", "<u2"), ("kind", "u1"), ("rrn", "S12"),
-                             ("auth_code", "S6")])
-
-
-@dataclass
-class Settlement:
-    """An acquirer settlement file, parsed: one SETTLEMENT_DTYPE row per line."""
-    path: str
-    rows: np.ndarray
-
-    def __len__(self):
-        return len(self.rows)
-
-
-def _column_error(path, line, column, value, why):
-    return SettlementError("posfast: settlement file %s, line %d, column %s: %r %s"
-                           % (path, line, column, value, why), path, line, column, value)
-
-
-def _find_bad(path, lines, column, values, check, why):
-    """Error path: the first value failing `check` (a callable raising on bad input)."""
-    for line, value in zip(lines, values):
-        try:
-            check(value)
-        except (ValueError, TypeError, OverflowError, UnicodeError, KeyError):
-            raise _column_error(path, line, column, value, why) from None
-    raise SettlementError("posfast: settlement file %s: column %s could not be read" % (path, column),
-                          path, None, column, None)
-
-
-def _currency_codes():
-    from ..receipt import CURRENCIES
-    return {alpha: number for number, (alpha, _exp) in CURRENCIES.items()}
-
-
-def _parse_times(path, lines, values, rule):
-    """ISO 8601 strings to UTC microseconds; naive times are local time of `rule` (a DayRule:
-    its fixed offset, or its time zone's offset at that wall time, see DayRule.local_to_us).
-
-    numpy parses the usual shapes at once; anything else is parsed value by value
-    with datetime.fromisoformat, and the first value neither can read is an error."""
-    arr = np.asarray([v.strip() for v in values], dtype=str)
-    n = len(arr)
-    if not n:
-        return np.zeros(0, np.int64)
-    width = arr.dtype.itemsize // 4
-    codes = arr.view(np.uint32).reshape(n, width) if width else np.zeros((n, 0), np.uint32)
-    lengths = np.char.str_len(arr)
-    has_zone = np.zeros(n, bool)
-    if width > 10:
-        tail = codes[:, 10:]
-        has_zone = ((tail == ord("Z")) | (tail == ord("z")) | (tail == ord("+"))
-                    | (tail == ord("-"))).any(axis=1)
-    has_clock = (lengths >= 16) & np.isin(codes[:, 10] if width > 10 else np.zeros(n, np.uint32),
-                                          [ord("T"), ord(" "), ord("t")])
-    out = np.zeros(n, np.int64)
-    try:
-        if not has_clock.all():
-            raise ValueError("date without a time")
-        naive = ~has_zone
-        if naive.any():
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                stamps = arr[naive].astype("datetime64[us]").astype(np.int64)
-            out[naive] = rule.local_to_us(stamps)
-        for i in np.flatnonzero(has_zone).tolist():
-            moment = _dt.datetime.fromisoformat(arr[i].strip().replace("z", "Z"))
-            out[i] = (moment - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)) \
-                // _dt.timedelta(microseconds=1)
-    except (ValueError, TypeError, OverflowError, Warning):
-        epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-        for i, (line, value) in enumerate(zip(lines, values)):
-            text = value.strip()
-            try:
-                if len(text) < 16 or text[10] not in "Tt ":
-                    raise ValueError("no time of day")
-                moment = _dt.datetime.fromisoformat(text.replace("z", "Z"))
-            except ValueError:
-                raise _column_error(path, line, "time", value, "is not an ISO 8601 time with "
-                                    "date and clock (2026-11-20T13:45:12[+08:00])") from None
-            if moment.tzinfo is None:
-                out[i] = rule.local_to_us((moment - epoch.replace(tzinfo=None))
-                                          // _dt.timedelta(microseconds=1))
-            else:
-                out[i] = (moment - epoch) // _dt.timedelta(microseconds=1)
-    return out
 
 
 #: Characters of text parsed at a time: the file is read, split and converted
@@ -137,17 +50,24 @@ def _codec(encoding):
     return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
 
 
-def read_settlement(source, utc_offset=0, path=None, encoding=None) -> Settlement:
-    """Parse an acquirer settlement CSV (a path, or an open text file).
+def read_settlement(source, format="auto", utc_offset=0, path=None, encoding=None,
+                    column_map=None, file_date=None) -> Settlement:
+    """Parse a statement (a path, or an open file) of `format`.
 
-    `utc_offset` (minutes, or a DayRule: its fixed offset or its time zone) is the
-    local time of rows without an offset.  `encoding` is the file's text encoding (default
-    UTF-8, with or without a byte-order mark; e.g. ``"gbk"`` or ``"gb18030"`` for Chinese bank
-    exports); it applies to paths, not to text streams.  Line endings may be
-    LF, CRLF or CR alone.  The file is read in blocks: memory grows with the
-    parsed rows only (45 bytes a row), not with the text.  Raises
-    :class:`SettlementError` with line, column and value on the first malformed
-    value; never returns part of a file.
+    `format`: ``"auto"`` (detected from the header or preamble), ``"posfast"`` (the CSV
+    below), ``"wechat"``, ``"alipay"``, ``"unionpay"``, ``"mapped"`` (any statement through
+    `column_map`, a TOML file or a dict; CSV or XLSX), ``"adyen"`` or ``"stripe"`` (see
+    :mod:`posfast.reconcile.formats`).  `utc_offset` (minutes, or a DayRule: its fixed
+    offset or its time zone) is the local time of rows without an offset.  `encoding` is
+    the file's text encoding (default UTF-8, with or without a byte-order mark; Alipay
+    bills GB18030; e.g. ``"gbk"`` for Chinese bank exports).  `file_date` gives a
+    UnionPay file's date where its name does not.
+
+    The posfast CSV: columns terminal, time, rrn, auth_code, amount (integer minor units),
+    currency, type, and optionally host_ref, order_ref, fee and batch.  Line endings may be
+    LF, CRLF or CR alone.  It is read in blocks: memory grows with the
+    parsed rows only, not with the text.  Raises :class:`SettlementError` with line,
+    column and value on the first malformed value; never returns part of a file.
 
     >>> import io
     >>> s = read_settlement(io.StringIO("terminal,time,rrn,auth_code,amount,currency,type\\n"
@@ -161,17 +81,50 @@ def read_settlement(source, utc_offset=0, path=None, encoding=None) -> Settlemen
     ...
     posfast.errors.SettlementError: posfast: settlement file <stream>, line 2, column amount: '12.50' is not an integer number of minor units (write 1250 for 12.50)
     """
+    if isinstance(format, (int, DayRule)) and not isinstance(format, bool):
+        format, utc_offset = "auto", format            # read_settlement(path, rule): 0.1's call
     rule = (utc_offset if isinstance(utc_offset, DayRule) else
             DayRule(utc_offset=int(getattr(utc_offset, "offset_minutes", utc_offset))))
-    if isinstance(source, (str, os.PathLike)):
-        path = path or os.fspath(source)
+    fmt = str(format).lower()
+    if fmt not in ("auto",) + formats.FORMATS:
+        raise ValueError("format must be auto or one of %s, not %r"
+                         % (", ".join(formats.FORMATS), format))
+    named = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    path = path or named or getattr(source, "name", "<stream>")
+    if fmt == "auto" and column_map is not None:
+        fmt = "mapped"
+    if fmt == "auto":
+        if named is None:
+            text = source.read()
+            if not isinstance(text, str):
+                raise TypeError("read_settlement(format='auto') reads text streams or paths; give "
+                                "format= for a binary stream")
+            source, head = io.StringIO(text), text[:1 << 16]
+        else:
+            head = formats.head_text(named, path, None if encoding is None else _codec(encoding))
+        fmt = formats.detect_format(head)
+        first_line = head.lstrip("\ufeff").strip().splitlines()[0].lower() if head.strip() else ""
+        if fmt is None and (not first_line or any(
+                name in first_line for name in SETTLEMENT_COLUMNS + tuple(_ALIASES))):
+            fmt = "posfast"       # empty, or a posfast header lacking a column: its own refusal
+        if fmt is None:
+            first = head.splitlines()[0][:120] if head.strip() else ""
+            raise SettlementError(
+                "posfast: settlement file %s: its format is not one posfast recognises (first "
+                "line %r); give it: --format posfast|wechat|alipay|unionpay|adyen|stripe, or "
+                "--format mapped --map COLUMNS.toml for another bank's statement"
+                % (path, first), path, 1, None, first)
+    if fmt != "posfast":
+        return formats.read_statement(source, fmt, path, rule, encoding=encoding,
+                                      column_map=column_map, file_date=file_date)
+    if named is not None:
         codec = _codec(encoding)
         try:
             with open(source, encoding=codec, newline="") as handle:
                 return _read_settlement(handle, path, rule)
         except UnicodeDecodeError as exc:
             raise _undecodable(path, codec, encoding, exc) from None
-    return _read_settlement(source, path or getattr(source, "name", "<stream>"), rule)
+    return _read_settlement(source, path, rule)
 
 
 def _undecodable(path, codec, asked, exc):
@@ -237,16 +190,20 @@ def _split_block(text, line0, path, width, header_line):
     times faster than the csv module, same result); others go through csv."""
     header = None
     if '"' not in text:
-        numbered = [(number, line) for number, line in enumerate(text.split("\n"), line0)
-                    if line.strip()]
+        split = text.split("\n")
+        # map over C functions, not a loop of tuples: a block holds ~50,000 lines
+        kept = np.fromiter(map(bool, map(str.strip, split)), bool, len(split))
+        numbers = np.flatnonzero(kept) + line0
+        data = list(compress(split, kept)) if not kept.all() else split
+        del split
         if width is None:
-            if not numbered:
+            if not len(data):
                 return None, 0, [], []
-            (header_line, first), numbered = numbered[0], numbered[1:]
+            header_line, first = int(numbers[0]), data[0]
+            numbers, data = numbers[1:], data[1:]
             header = first.split(",")
             width = len(header)
-        lines = [number for number, _ in numbered]
-        data = [line for _, line in numbered]
+        lines = numbers.tolist()
         commas = np.fromiter(map(str.count, data, [","] * len(data)), np.int64, len(data))
         if (commas != width - 1).any():
             i = int(np.argmax(commas != width - 1))
@@ -288,7 +245,7 @@ def _column_names(header, header_line, path):
     names = [_ALIASES.get(k, k) for k in keys]
     where = {}
     for i, name in enumerate(names):
-        if name not in SETTLEMENT_COLUMNS:
+        if name not in SETTLEMENT_COLUMNS and name not in OPTIONAL_COLUMNS:
             continue
         if name in where:
             j = where[name]
@@ -307,10 +264,42 @@ def _column_names(header, header_line, path):
     return where
 
 
+class _Rows:
+    """The parsed rows of a file, block after block, in one array that grows.  Its size is
+    guessed from the file's size and the first block's lines, generously: zeroed pages
+    that are never written cost no memory, where a list of blocks concatenated at the end
+    would hold the rows twice."""
+
+    def __init__(self, file_chars):
+        self.file_chars, self.rows, self.used = file_chars, None, 0
+
+    def add(self, block_rows, block_chars):
+        n = len(block_rows)
+        if self.rows is None:
+            guess = (int(self.file_chars * 1.25 * n / max(block_chars, 1)) + 1024
+                     if self.file_chars else n)
+            self.rows = np.zeros(max(guess, n), SETTLEMENT_DTYPE)
+        if self.used + n > len(self.rows):
+            grown = np.zeros(max(2 * len(self.rows), self.used + n), SETTLEMENT_DTYPE)
+            grown[:self.used] = self.rows[:self.used]
+            self.rows = grown
+        self.rows[self.used:self.used + n] = block_rows
+        self.used += n
+
+    def result(self):
+        return np.zeros(0, SETTLEMENT_DTYPE) if self.rows is None else self.rows[:self.used]
+
+
 def _read_settlement(handle, path, rule) -> Settlement:
     header = where = width = None
     header_line = 0
-    parts = []
+    try:
+        file_chars = os.fstat(handle.fileno()).st_size
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        file_chars = 0
+    parts = _Rows(file_chars)
+    refs = {"host_ref": [], "order_ref": []}
+    batches: dict = {}
     for line0, text in _text_blocks(handle):
         found, header_line, lines, columns = _split_block(text, line0, path, width, header_line)
         if found is not None:
@@ -318,14 +307,50 @@ def _read_settlement(handle, path, rule) -> Settlement:
             where = _column_names(header, header_line, path)
         if lines:
             col = {name: columns[i] for name, i in where.items()}
-            parts.append(_settlement_rows(col, lines, path, rule))
+            rows = _settlement_rows(col, lines, path, rule)
+            _optional_columns(rows, col, lines, path, refs, batches)
+            parts.add(rows, len(text))
+            del rows, col
         del text, lines, columns
     if header is None:
         raise SettlementError("posfast: settlement file %s is empty; it needs a header row: %s"
                               % (path, ",".join(SETTLEMENT_COLUMNS)), path, 1)
-    if len(parts) == 1:
-        return Settlement(path, parts[0])
-    return Settlement(path, np.concatenate(parts) if parts else np.zeros(0, SETTLEMENT_DTYPE))
+    given = {name: (np.concatenate(v) if len(v) > 1 else v[0]) if name in where else None
+             for name, v in refs.items() if v or name not in where}
+    return Settlement(path, parts.result(), order_ref=given.get("order_ref"),
+                      host_ref=given.get("host_ref"), batches=tuple(batches),
+                      has_fees="fee" in where)
+
+
+def _byte_strings(values):
+    """UTF-8 bytes of each text value, stripped (one join, encode and split: no loop)."""
+    joined = "\n".join(values)
+    if " " in joined or "\t" in joined:
+        joined = "\n".join(v.strip() for v in values)
+    return joined.encode("utf-8").split(b"\n") if values else []
+
+
+def _optional_columns(rows, col, lines, path, refs, batches):
+    """host_ref, order_ref (beside the rows), fee (integer minor units), batch of a block."""
+    for name in ("host_ref", "order_ref"):
+        if name in col:
+            values = np.array(_byte_strings(col[name]))
+            if values.dtype.itemsize > 64:
+                i = int(np.argmax(np.char.str_len(values) > 64))
+                raise _column_error(path, lines[i], name, col[name][i], "is longer than 64 bytes")
+            refs[name].append(values)
+    if "fee" in col:
+        from .amounts import FEE_SCALE, decimal_units
+        if "." in "".join(col["fee"]):
+            i = next(k for k, v in enumerate(col["fee"]) if "." in v)
+            raise _column_error(path, lines[i], "fee", col["fee"][i],
+                                "is not an integer number of minor units")
+        rows["fee"] = decimal_units(col["fee"], FEE_SCALE, path, lines, "fee", blank=0)
+    if "batch" in col:
+        for value in set(col["batch"]):
+            if value.strip() and value.strip() not in batches:
+                batches[value.strip()] = len(batches) + 1
+        rows["batch"] = [batches.get(v.strip(), 0) for v in col["batch"]]
 
 
 def _settlement_rows(col, lines, path, rule) -> np.ndarray:
@@ -415,4 +440,5 @@ def _settlement_rows(col, lines, path, rule) -> np.ndarray:
             _find_bad(path, lines, name, col[name], lambda v: v.encode("ascii"),
                       "holds characters that are not ASCII")
     rows["ts"] = _parse_times(path, lines, col["time"], rule)
+    rows["state"] = int(State.APPROVED)
     return rows

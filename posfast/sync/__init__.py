@@ -49,6 +49,10 @@ back), ``payload`` and ``link`` blobs; index ``(day, terminal)``.
 ``high_seq`` (the high-water mark), ``last_link``, ``records``, times.
 ``sync_refusals``: every refused batch (reason, seqs, message), so a refusal
 is reported in the back office too, not only on the terminal.
+``registry``: one row per journal for head office: merchant id, store, till, the
+terminal id (TID, up to 8 characters, as the acquirer's statements print it) and the
+device serial (:meth:`BackOffice.register`, :meth:`BackOffice.registrations`,
+``posfast register``); what ``posfast.reconcile.reconcile_store`` reads a store by.
 The schema is owned by this package (:mod:`posfast.sync.backoffice`): other
 parts of posfast read a back office through a target, e.g.
 :meth:`SqliteTarget.read_day` (what ``posfast reconcile`` reads), opened with
@@ -120,7 +124,7 @@ slow), 409 (gap / fork / chain), 413 (too large), 429 (too many failed tokens),
 ``GET /v1/journals/<journal_id>`` returns the held state, ``GET /v1/health``
 ``{"ok": true}``.
 """
-from .backoffice import BackOffice, DayRecords
+from .backoffice import TID_SIZE, BackOffice, DayRecords, Registration
 from .http import HttpTarget, target_from_url
 from .postgres import PostgresTarget
 from .protocol import (DEFAULT_DAY_RULE, ECHO_LIMIT, LINK_SIZE, MAX_BATCH, MAX_SEQ, REASONS, WIRE_FORMAT, Ack,
@@ -132,7 +136,7 @@ from .syncer import Syncer, sync_status
 
 __all__ = [
     "Ack", "BackOffice", "BackOfficeFull", "BackOfficeMissing", "DayRecords", "HttpTarget", "JournalState",
-    "PostgresTarget", "REASONS", "RecordBatch", "SqliteTarget", "SyncBadAck", "SyncConfigError", "SyncError",
+    "PostgresTarget", "REASONS", "RecordBatch", "Registration", "SqliteTarget", "TID_SIZE", "SyncBadAck", "SyncConfigError", "SyncError",
     "SyncRefused", "SyncResult", "SyncUnavailable", "Syncer", "clip", "day_rule_tuple", "decode_batch",
     "encode_batch", "sync_status", "target_from_url",
     # constants of the wire format and the continuity rules

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Iterator, Sequence
 
@@ -22,8 +22,8 @@ from .protocol import (ECHO_LIMIT, MAX_BATCH, MAX_SEQ, Ack, RecordBatch, SyncCon
 
 log = logging.getLogger("posfast.sync")
 
-__all__ = ["ADDED_JOURNAL_COLUMNS", "BackOffice", "DAY_COLUMNS", "DayRecords", "batch_from_db", "day_rows",
-           "db_rows", "schema_statements", "seq_or_none"]
+__all__ = ["ADDED_JOURNAL_COLUMNS", "BackOffice", "DAY_COLUMNS", "DayRecords", "Registration", "TID_SIZE",
+           "batch_from_db", "day_rows", "db_rows", "schema_statements", "seq_or_none"]
 
 
 def _db_dtype(dtype: np.dtype) -> np.dtype:
@@ -88,6 +88,15 @@ def schema_statements(dialect: str) -> list:
   last_seq {big},
   message TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS sync_refusals_journal_at ON sync_refusals (journal_id, at_us)",
+        f"""CREATE TABLE IF NOT EXISTS registry (
+  journal_id {jid} PRIMARY KEY,
+  merchant_id TEXT NOT NULL DEFAULT '',
+  store TEXT NOT NULL DEFAULT '',
+  till TEXT NOT NULL DEFAULT '',
+  tid TEXT NOT NULL DEFAULT '',
+  device_serial TEXT NOT NULL DEFAULT '',
+  registered_us {big} NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS registry_store ON registry (store)",
     ]
 
 
@@ -126,7 +135,7 @@ def batch_from_db(journal_id: uuid.UUID, fetched: Sequence[tuple]) -> RecordBatc
 #: The columns of the rows :meth:`BackOffice.read_day` returns (the others are zero): what a
 #: payment is folded and matched on.
 DAY_COLUMNS = ("seq", "ts", "amount", "txn_id", "day", "terminal", "currency", "kind", "state",
-               "auth_code", "rrn", "client_ref")
+               "method", "auth_code", "rrn", "client_ref", "channel")
 _DAY_DB_DTYPE = np.dtype([(n, "<i8" if RECORD_DTYPE.fields[n][0] == np.dtype("<u8") else RECORD_DTYPE.fields[n][0])
                           for n in DAY_COLUMNS])
 _PAYMENT_KIND_LIST = ", ".join(str(int(k)) for k in sorted(PAYMENT_KINDS))
@@ -144,19 +153,63 @@ class DayRecords:
     journal_id: uuid.UUID
     rows: np.ndarray
     held: int
+    #: (order_ref, host_ref) bytes of each row, in the rows' order
+    refs: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def refs_of(self, seqs) -> list:
+        """(order_ref, host_ref) of these seqs (held rows of the days read), like ``Journal.refs``."""
+        at = np.searchsorted(self.rows["seq"], np.asarray(seqs, np.uint64))
+        return [self.refs[i] if i < len(self.refs) and self.rows["seq"][i] == s else (b"", b"")
+                for i, s in zip(at.tolist(), np.asarray(seqs).tolist())]
+
 
 def day_rows(fetched: Sequence[tuple]) -> np.ndarray:
     """``RECORD_DTYPE`` rows, in seq order, from database tuples of :data:`DAY_COLUMNS`."""
+    return _day_rows(fetched)[0]
+
+
+def _day_rows(fetched: Sequence[tuple]):
+    """(rows in seq order, their (order_ref, host_ref)) of tuples of DAY_COLUMNS, then
+    optionally order_ref and host_ref (text)."""
+    n = len(DAY_COLUMNS)
     rows = np.zeros(len(fetched), RECORD_DTYPE)
     if fetched:
-        got = np.array(fetched, dtype=_DAY_DB_DTYPE)
+        got = np.array([tuple(r[:n]) for r in fetched], dtype=_DAY_DB_DTYPE)
         for name in DAY_COLUMNS:
             rows[name] = got[name].astype(RECORD_DTYPE.fields[name][0])
-    return rows[np.argsort(rows["seq"], kind="stable")]
+    order = np.argsort(rows["seq"], kind="stable")
+    refs = [((r[n] or "").encode("utf-8"), (r[n + 1] or "").encode("utf-8")) if len(r) > n + 1
+            else (b"", b"") for r in fetched]
+    return rows[order], [refs[i] for i in order.tolist()]
+
+
+#: Characters of a terminal id (TID) as acquirers print it on their statements.
+TID_SIZE = 8
+
+
+@dataclass
+class Registration:
+    """Who a journal is, for head office: merchant id, store, till name, the terminal id
+    (TID) the acquirer's statements name it by, and the device's serial number."""
+    journal_id: uuid.UUID
+    merchant_id: str = ""
+    store: str = ""
+    till: str = ""
+    tid: str = ""
+    device_serial: str = ""
+    registered_us: int = 0
+
+    def to_dict(self) -> dict:
+        return {"journal_id": str(self.journal_id), "merchant_id": self.merchant_id,
+                "store": self.store, "till": self.till, "tid": self.tid,
+                "device_serial": self.device_serial, "registered_us": self.registered_us}
+
+
+_REGISTRY_COLUMNS = ("journal_id", "merchant_id", "store", "till", "tid", "device_serial",
+                     "registered_us")
 
 
 class BackOffice:
@@ -194,7 +247,7 @@ class BackOffice:
         """
         jid = as_uuid(journal_id)
         mark = self._mark
-        columns = ", ".join(f'"{c}"' for c in DAY_COLUMNS)
+        columns = ", ".join(f'"{c}"' for c in DAY_COLUMNS) + ", order_ref, host_ref"
         sql = (f"SELECT {columns} FROM records WHERE journal_id = {mark} AND day BETWEEN {mark} AND {mark} "
                f"AND kind IN ({_PAYMENT_KIND_LIST}) AND (flags & {int(Flag.TRAINING)}) = 0")
         jid_param = self._journal_param(jid)
@@ -203,7 +256,62 @@ class BackOffice:
             sql += f" AND terminal = {mark}"
             params.append(int(terminal))
         fetched, held = self._select_day(sql, params, jid_param)
-        return DayRecords(jid, day_rows(fetched), int(held))
+        rows, refs = _day_rows(fetched)
+        return DayRecords(jid, rows, int(held), refs)
+
+    # ------------------------------------------------------------ the registry
+    def register(self, journal_id, *, merchant_id=None, store=None, till=None, tid=None,
+                 device_serial=None) -> Registration:
+        """Register (or update) a journal: what head office knows it by.  Fields left None
+        keep their registered value.  A TID is at most 8 characters and names one journal
+        of a merchant; a second journal with the same merchant and TID is refused.
+
+        >>> bo.register(j.journal_id, store="SH-01", till="till 1", tid="00000001")  # doctest: +SKIP
+        Registration(journal_id=UUID('...'), merchant_id='', store='SH-01', till='till 1', ...)
+        """
+        self._check_writable()
+        jid = as_uuid(journal_id)
+        known = {r.journal_id: r for r in self.registrations()}
+        now = known[jid] if jid in known else Registration(jid)
+        given = {"merchant_id": merchant_id, "store": store, "till": till, "tid": tid,
+                 "device_serial": device_serial}
+        for name, value in given.items():
+            if value is not None:
+                text = str(value).strip()
+                if len(text) > (TID_SIZE if name == "tid" else 128):
+                    raise SyncConfigError(f"{name} {text!r} is longer than "
+                                          f"{TID_SIZE if name == 'tid' else 128} characters")
+                setattr(now, name, text)
+        if now.tid:
+            for other in known.values():
+                if other.journal_id != jid and other.tid == now.tid and \
+                        other.merchant_id == now.merchant_id:
+                    raise SyncConfigError(
+                        f"TID {now.tid!r} of merchant {now.merchant_id!r} is registered to journal "
+                        f"{other.journal_id} already (store {other.store!r}, till {other.till!r}); "
+                        "a statement could not tell them apart")
+        now.registered_us = now_us()
+        mark = self._mark
+        values = [self._journal_param(jid), now.merchant_id, now.store, now.till, now.tid,
+                  now.device_serial, now.registered_us]
+        self._registry_write(
+            f"INSERT INTO registry ({', '.join(_REGISTRY_COLUMNS)}) VALUES ({', '.join([mark] * 7)}) "
+            "ON CONFLICT (journal_id) DO UPDATE SET merchant_id = excluded.merchant_id, "
+            "store = excluded.store, till = excluded.till, tid = excluded.tid, "
+            "device_serial = excluded.device_serial, registered_us = excluded.registered_us", values)
+        return now
+
+    def registrations(self, store=None) -> list:
+        """The registry (one :class:`Registration` per journal), ordered by store, till and
+        journal id; `store` keeps one store's."""
+        mark = self._mark
+        sql = f"SELECT {', '.join(_REGISTRY_COLUMNS)} FROM registry"
+        params: list = []
+        if store is not None:
+            sql += f" WHERE store = {mark}"
+            params.append(str(store))
+        fetched = self._registry_read(sql + " ORDER BY store, till, journal_id", params)
+        return [Registration(as_uuid(r[0]), *r[1:6], int(r[6])) for r in fetched]
 
     def _column_list(self) -> str:
         """The row's columns (callers add payload, link, order_ref and host_ref by name)."""

@@ -130,6 +130,19 @@ class PostgresTarget(BackOffice):
     def close(self) -> None:
         self._pool.close()
 
+    def _registry_read(self, sql: str, params: list) -> list:
+        import psycopg
+        try:
+            with self._pool.connection() as conn:
+                return conn.execute(sql, params).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []                  # a back office of an older posfast, opened read-only
+        except psycopg.Error as exc:
+            raise SyncUnavailable(f"back office {self._safe_dsn()}: {type(exc).__name__}: {exc}".strip()) from exc
+
+    def _registry_write(self, sql: str, params: list) -> None:
+        self._run(lambda conn: conn.execute(sql, params))
+
     def _select_day(self, sql: str, params: list, jid_param) -> tuple:
         import psycopg
 

@@ -108,6 +108,22 @@ class SqliteTarget(BackOffice):
             self._conn.close()
             raise BackOfficeMissing(f"{where} is not a posfast back office (no records table)")
 
+    def _registry_read(self, sql: str, params: list) -> list:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):    # a back office of an older posfast, read-only
+                    return []
+                raise SyncConfigError(f"back office {self.path}: {exc}") from exc
+
+    def _registry_write(self, sql: str, params: list) -> None:
+        with self._lock:
+            try:
+                self._conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise SyncUnavailable(f"back office {self.path}: {exc}") from exc
+
     def _select_day(self, sql: str, params: list, jid_param) -> tuple:
         with self._lock:
             fetched = self._conn.execute(sql, params).fetchall()

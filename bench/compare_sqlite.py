@@ -853,7 +853,7 @@ def run(args):
         # begin_payment, durable, into a journal of its own (the same kind of file): the
         # payment path's extra work (idempotency lookup, receipt number) on top of an append
         pay_path = os.path.join(workdir, "pay.pfj")
-        pay_j = Journal.create(pay_path, capacity=extra + 16, slot_size=128, durability="fsync",
+        pay_j = Journal.create(pay_path, capacity=extra + 16, slot_size=192, durability="fsync",
                                day_rule=DAY_RULE)
 
         def pf_begin(i):

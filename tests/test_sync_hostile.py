@@ -119,7 +119,7 @@ def test_real_journal_with_a_day_rule_syncs_over_http(tmp_path):
             result = Syncer(j, HttpTarget(s.url, TOK), batch=400).run_once()
         assert result.watermark == 1500
     back = SqliteTarget(tmp_path / "b.db")
-    assert back.state(j.journal_id).day_rule == (480, 240)
+    assert back.state(j.journal_id).day_rule == (480, 240, "")
     back.close()
 
 

@@ -306,8 +306,91 @@ def test_a_format_1_journal_refuses_a_zone(tmp_path):
     assert not (tmp_path / "tz.pfj").exists()
 
 
-def test_sync_refuses_a_tz_rule_it_cannot_carry():
-    from posfast.sync import SyncRefused, day_rule_tuple
-    assert day_rule_tuple(DayRule("+08:00", "04:00")) == (480, 240)
-    with pytest.raises(SyncRefused, match=r"Asia/Shanghai, day starts 04:00 is a time-zone rule"):
-        day_rule_tuple(DayRule(tz="Asia/Shanghai", starts_at="04:00"))
+def test_a_zone_journal_syncs_across_a_daylight_saving_change(tmp_path):
+    """A Europe/Berlin journal's records around the October change go to a real back office
+    (SQLite, over the sync protocol's wire form too): each day checked by the zone, the rule
+    recorded with the journal, another rule for it refused."""
+    from posfast.sync import (RecordBatch, SqliteTarget, SyncRefused, Syncer, day_rule_tuple,
+                              decode_batch, encode_batch)
+    rule = DayRule(tz="Europe/Berlin", starts_at="04:00")
+    assert day_rule_tuple(rule) == (0, 240, "Europe/Berlin")
+    assert day_rule_tuple(DayRule("+08:00", "04:00")) == (480, 240, "")
+    j = posfast.Journal.create(tmp_path / "berlin.pfj", capacity=4096, day_rule=rule)
+    # 2026-10-25: clocks go back 03:00 CEST -> 02:00 CET; every 20 minutes for two days
+    start = int(dt.datetime(2026, 10, 24, 0, 0, tzinfo=dt.timezone.utc).timestamp() * 1e6)
+    seqs = [j.append(kind="sale", state="approved", amount=100 + i, currency=978, terminal=1,
+                     ts=start + i * 20 * 60_000_000) for i in range(150)]
+    days = j.query()["day"]
+    assert len(set(days.tolist())) == 3                    # the 25-hour day included
+    back = SqliteTarget(tmp_path / "back.db", create=True)
+    assert Syncer(j, back, batch=64).run_once().sent == len(seqs)
+    held = back.read_range(j.journal_id)
+    assert held.rows["day"].tolist() == days.tolist()
+    assert back.state(j.journal_id).day_rule == (0, 240, "Europe/Berlin")
+    # the wire form carries the zone
+    batch = j.read_range(1, 3)
+    batch.day_rule = rule
+    wire = encode_batch(batch)
+    assert b'"tz":"Europe/Berlin"' in wire
+    assert decode_batch(wire)[0].day_rule == (0, 240, "Europe/Berlin")
+    # a forged day is refused by the zone's own rule
+    forged = j.read_range(1, 1)
+    rows = forged.rows.copy()
+    rows["day"] += 1
+    with pytest.raises(SyncRefused, match="does not match its ts under the journal's day rule "
+                       r"\(Europe/Berlin, day starts 04:00"):
+        back.push(RecordBatch(j.journal_id, rows, forged.payloads, forged.links, day_rule=rule,
+                              exts=forged.exts, format_version=forged.format_version))
+    # the same journal under another zone: refused
+    more = j.append(kind="sale", state="approved", amount=5, currency=978, terminal=1,
+                    ts=start + 151 * 20 * 60_000_000)
+    other = j.read_range(more, more)
+    other.day_rule = DayRule(tz="Europe/London", starts_at="04:00")
+    with pytest.raises(SyncRefused, match="differs from the rule"):
+        back.push(other)
+    with pytest.raises(SyncRefused, match="not a time zone"):
+        day_rule_tuple({"utc_offset_min": 0, "starts_at_min": 0, "tz": "Mars/Olympus_Mons"})
+    back.close()
+    j.close()
+
+
+def test_a_0_1_back_office_takes_format_2_records(tmp_path):
+    """A back office made by posfast 0.1 (no channel, ext_len, order/host ref or zone columns)
+    is brought up to this schema when opened, and keeps what it held."""
+    import sqlite3
+    from posfast.sync import SqliteTarget, Syncer
+    old = tmp_path / "old.db"
+    con = sqlite3.connect(old)
+    con.executescript("""
+        CREATE TABLE journals (journal_id TEXT PRIMARY KEY, anchor_seq INTEGER NOT NULL,
+          high_seq INTEGER NOT NULL, last_link BLOB NOT NULL, records INTEGER NOT NULL,
+          first_synced_us INTEGER NOT NULL, last_synced_us INTEGER NOT NULL);
+        CREATE TABLE records (journal_id TEXT NOT NULL, "seq" INTEGER NOT NULL,
+          "ts" INTEGER NOT NULL, "amount" INTEGER NOT NULL, "txn_id" INTEGER NOT NULL,
+          "ref_seq" INTEGER NOT NULL, "day" INTEGER NOT NULL, "terminal" INTEGER NOT NULL,
+          "receipt_no" INTEGER NOT NULL, "operator" INTEGER NOT NULL, "currency" INTEGER NOT NULL,
+          "kind" INTEGER NOT NULL, "state" INTEGER NOT NULL, "method" INTEGER NOT NULL,
+          "flags" INTEGER NOT NULL, "pan_last4" BLOB NOT NULL, "auth_code" BLOB NOT NULL,
+          "rrn" BLOB NOT NULL, "client_ref" BLOB NOT NULL, "payload_len" INTEGER NOT NULL,
+          payload BLOB NOT NULL, link BLOB NOT NULL, PRIMARY KEY (journal_id, seq));
+        INSERT INTO records VALUES ('00000000-0000-0000-0000-000000000001', 1, 0, 5, 1, 0, 0,
+          1, 0, 0, 156, 1, 2, 0, 0, X'', X'', X'', X'', 0, X'', X'00');
+    """)
+    con.commit()
+    con.close()
+    back = SqliteTarget(old)
+    j = posfast.Journal.create(tmp_path / "t.pfj", capacity=64,
+                               day_rule=DayRule(tz="Asia/Shanghai", starts_at="04:00"))
+    t = j.begin_payment(terminal=3, amount=1250, order_ref="WX-20261201-7", channel="wechat")
+    j.finish_payment(t, "approved", host_ref="4200000001202612017")
+    assert Syncer(j, back).run_once().sent == 2
+    held = back.read_range(j.journal_id)
+    assert held.rows["channel"].tolist() == [b"wechat", b"wechat"]
+    assert [held.refs(i) for i in range(2)] == [("WX-20261201-7", ""),
+                                                ("WX-20261201-7", "4200000001202612017")]
+    assert back.state(j.journal_id).day_rule == (0, 240, "Asia/Shanghai")
+    assert back.count() == 3                          # the 0.1 record is still there
+    back.close()
+    j.close()
+
+

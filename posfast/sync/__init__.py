@@ -88,8 +88,9 @@ Continuity rules (what a target accepts)
    the batch (``RecordBatch.day_rule``, wire field ``day_rule``); the first stored
    batch records it for the journal and a later batch with another rule is
    refused.  Without a rule sent or recorded, UTC / 00:00 (``DayRule()``) applies.
-   The wire carries fixed-offset rules only: a time-zone rule (``DayRule(tz=...)``)
-   is refused as ``invalid`` until the protocol carries the zone's name.
+   A time-zone rule (``DayRule(tz=...)``) travels with its zone's name (wire field
+   ``day_rule.tz``; the back office's ``journals.day_tz``) and days are checked by the
+   zone, across daylight-saving changes; a zone the back office cannot load is ``invalid``.
    So a token holder cannot file a record under another business day, and the
    genuine record is never shut out as a ``fork`` by such a forgery.
 6. Seqs above ``2**63 - 1`` are ``invalid`` (no journal reaches them).

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from .protocol import (ECHO_LIMIT, MAX_BATCH, MAX_SEQ, Ack, RecordBatch, SyncCon
 
 log = logging.getLogger("posfast.sync")
 
-__all__ = ["ADDED_JOURNAL_COLUMNS", "BackOffice", "DAY_COLUMNS", "DayRecords", "Registration", "TID_SIZE",
+__all__ = ["ADDED_JOURNAL_COLUMNS", "BackOffice", "added_columns", "DAY_COLUMNS", "DayRecords", "Registration", "TID_SIZE",
            "batch_from_db", "day_rows", "db_rows", "schema_statements", "seq_or_none"]
 
 
@@ -69,7 +69,8 @@ def schema_statements(dialect: str) -> list:
   first_synced_us {big} NOT NULL,
   last_synced_us {big} NOT NULL,
   day_offset_min {big},
-  day_start_min {big})""",
+  day_start_min {big},
+  day_tz TEXT NOT NULL DEFAULT '')""",
         f"""CREATE TABLE IF NOT EXISTS records (
   journal_id {jid} NOT NULL,
   {cols},
@@ -100,8 +101,34 @@ def schema_statements(dialect: str) -> list:
     ]
 
 
-#: Columns added to ``journals`` after 0.1.0 (added to an older back office when it is opened).
-ADDED_JOURNAL_COLUMNS = ("day_offset_min", "day_start_min")
+#: Columns added to ``journals`` after 0.1.0, as (column, type).
+ADDED_JOURNAL_COLUMNS = (("day_offset_min", "big"), ("day_start_min", "big"), ("day_tz", "text"))
+
+
+def added_columns(dialect: str, have: Callable[[str], set]) -> list:
+    """``ALTER TABLE`` statements that bring an older back office (0.1) up to this schema:
+    the journals columns added since, and the records columns of format 2 (the row's new
+    fields, order_ref and host_ref), each with a default that reads as "none".  `have(table)`
+    gives the column names a table has."""
+    big = "INTEGER" if dialect == "sqlite" else "bigint"
+    text = "TEXT NOT NULL DEFAULT ''"
+    out = []
+    journals = have("journals")
+    for column, kind in ADDED_JOURNAL_COLUMNS:
+        if column not in journals:
+            out.append(f"ALTER TABLE journals ADD COLUMN {column} {big if kind == 'big' else text}")
+    records = have("records")
+    for name in RECORD_DTYPE.names or ():
+        if name not in records:
+            ft = RECORD_DTYPE.fields[name][0]
+            default = "X''" if ft.kind == "S" and dialect == "sqlite" else \
+                "''::bytea" if ft.kind == "S" else "0"
+            out.append(f'ALTER TABLE records ADD COLUMN "{name}" {_sql_type(ft, dialect)} '
+                       f"NOT NULL DEFAULT {default}")
+    for name in ("order_ref", "host_ref"):
+        if name not in records:
+            out.append(f"ALTER TABLE records ADD COLUMN {name} {text}")
+    return out
 
 
 def db_rows(jid_value, batch: RecordBatch, start: int) -> Iterator[tuple]:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Callable, Optional
 
 from ..records import now_us
-from .backoffice import ADDED_JOURNAL_COLUMNS, BackOffice, batch_from_db, db_rows, schema_statements, seq_or_none
+from .backoffice import BackOffice, added_columns, batch_from_db, db_rows, schema_statements, seq_or_none
 from .protocol import (ECHO_LIMIT, Ack, BackOfficeMissing, JournalState, RecordBatch, SyncRefused,
                        SyncUnavailable, as_uuid, clip, plan_batch)
 
@@ -106,12 +106,11 @@ class PostgresTarget(BackOffice):
                     conn.execute("SELECT pg_advisory_xact_lock(7402381)")
                     for stmt in schema_statements("postgres"):
                         conn.execute(stmt)
-                    have = {r[0] for r in conn.execute(
-                        "SELECT column_name FROM information_schema.columns WHERE table_name = 'journals' "
-                        "AND table_schema = current_schema()").fetchall()}
-                    for col in ADDED_JOURNAL_COLUMNS:   # ALTER locks the table even when nothing is added
-                        if col not in have:
-                            conn.execute(f"ALTER TABLE journals ADD COLUMN IF NOT EXISTS {col} bigint")
+                    # (only what is missing: ALTER locks the table even when nothing is added)
+                    for stmt in added_columns("postgres", lambda table: {r[0] for r in conn.execute(
+                            "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                            "AND table_schema = current_schema()", (table,)).fetchall()}):
+                        conn.execute(stmt)
         except psycopg.Error as exc:
             raise SyncUnavailable(f"back office {self._safe_dsn()}: {exc}".strip()) from exc
 
@@ -162,11 +161,11 @@ class PostgresTarget(BackOffice):
 
     @staticmethod
     def _state_in(conn, jid, lock=False) -> Optional[JournalState]:
-        row = conn.execute("SELECT anchor_seq, high_seq, last_link, records, day_offset_min, day_start_min "
+        row = conn.execute("SELECT anchor_seq, high_seq, last_link, records, day_offset_min, day_start_min, day_tz "
                            "FROM journals WHERE journal_id = %s" + (" FOR UPDATE" if lock else ""),
                            (jid,)).fetchone()
         return None if row is None else JournalState(jid, row[0], row[1], bytes(row[2]), row[3],
-                                                     None if row[4] is None else (row[4], row[5]))
+                                                     None if row[4] is None else (row[4], row[5], row[6]))
 
     def _recent_refusals(self, journal_id, since_us: int) -> int:
         jid = None if journal_id is None else str(journal_id)
@@ -207,10 +206,11 @@ class PostgresTarget(BackOffice):
                 high = int(inc.rows["seq"][-1])
                 conn.execute("UPDATE journals SET high_seq = %s, last_link = %s, records = records + %s, "
                              "last_synced_us = %s, anchor_seq = CASE WHEN anchor_seq = 0 THEN %s ELSE anchor_seq "
-                             "END, day_offset_min = coalesce(day_offset_min, %s), "
+                             "END, day_tz = CASE WHEN day_offset_min IS NULL THEN %s ELSE day_tz END, "
+                             "day_offset_min = coalesce(day_offset_min, %s), "
                              "day_start_min = coalesce(day_start_min, %s) WHERE journal_id = %s",
-                             (high, inc.links[-1], stored, now, plan.anchor_seq, plan.day_rule[0],
-                              plan.day_rule[1], jid))
+                             (high, inc.links[-1], stored, now, plan.anchor_seq, plan.day_rule[2],
+                              plan.day_rule[0], plan.day_rule[1], jid))
                 return Ack(jid, high, stored, plan.duplicates, first_seq, last_seq, inc.links[-1])
 
         try:
@@ -236,9 +236,9 @@ class PostgresTarget(BackOffice):
 
     def journals(self) -> list:
         rows = self._run(lambda conn: conn.execute(
-            "SELECT journal_id, anchor_seq, high_seq, last_link, records, day_offset_min, day_start_min "
+            "SELECT journal_id, anchor_seq, high_seq, last_link, records, day_offset_min, day_start_min, day_tz "
             "FROM journals WHERE high_seq > 0 ORDER BY journal_id").fetchall())
-        return [JournalState(r[0], r[1], r[2], bytes(r[3]), r[4], None if r[5] is None else (r[5], r[6]))
+        return [JournalState(r[0], r[1], r[2], bytes(r[3]), r[4], None if r[5] is None else (r[5], r[6], r[7]))
                 for r in rows]
 
     def read_range(self, journal_id, first_seq: int = 1, last_seq: Optional[int] = None) -> RecordBatch:

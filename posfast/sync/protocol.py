@@ -42,7 +42,7 @@ MAX_BATCH = 10_000
 MAX_SEQ = (1 << 63) - 1
 #: The day rule assumed for a journal when none was sent nor recorded: UTC, day starts 00:00
 #: (``DayRule()``, what ``Journal.create`` uses by default).
-DEFAULT_DAY_RULE = (0, 0)
+DEFAULT_DAY_RULE = (0, 0, "")
 
 
 
@@ -72,7 +72,7 @@ class JournalState:
     high_seq: int
     last_link: bytes
     records: int
-    day_rule: Optional[tuple] = None   # (utc offset minutes, day start minutes) the copy was anchored with
+    day_rule: Optional[tuple] = None   # (utc offset min, day start min, zone) the copy was anchored with
 
 
 @dataclass
@@ -227,36 +227,45 @@ def normalize_batch(batch, *, max_batch: int = MAX_BATCH) -> RecordBatch:
 
 
 def day_rule_tuple(rule) -> Optional[tuple]:
-    """A day rule as ``(utc_offset_minutes, day_start_minutes)`` (None stays None).
+    """A day rule as ``(utc_offset_minutes, day_start_minutes, zone)`` (None stays None):
+    `zone` is an IANA time-zone name, or "" for a fixed offset (a zone rule's offset is 0:
+    the zone decides it).
 
-    Accepts a :class:`posfast.DayRule`, a 2-tuple of ints or the wire form
-    ``{"utc_offset_min": 480, "starts_at_min": 240}``.  Raises SyncRefused("invalid").
+    Accepts a :class:`posfast.DayRule`, a 2- or 3-tuple, or the wire form
+    ``{"utc_offset_min": 480, "starts_at_min": 240}`` (plus ``"tz": "Europe/Berlin"`` for a
+    zone rule).  Raises SyncRefused("invalid").
     """
     if rule is None:
         return None
     if isinstance(rule, dict):
-        rule = (rule.get("utc_offset_min"), rule.get("starts_at_min"))
+        rule = (rule.get("utc_offset_min", 0), rule.get("starts_at_min"), rule.get("tz", ""))
     elif hasattr(rule, "offset_minutes") and hasattr(rule, "start_minutes"):
-        if getattr(rule, "tz_name", ""):
-            # its offset_minutes is only the zone's standard offset: checking days by it would
-            # refuse every daylight-saving record
-            raise _refusal("invalid", f"day rule {rule.describe()} is a time-zone rule; sync format "
-                           f"{WIRE_FORMAT} carries only fixed-offset rules (utc_offset_min, starts_at_min), "
-                           "so its days cannot be checked: time-zone journals sync once the protocol "
-                           "carries the zone name")
-        rule = (rule.offset_minutes, rule.start_minutes)
-    if (not isinstance(rule, (tuple, list)) or len(rule) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in rule)):
-        raise _refusal("invalid", "day_rule must be {\"utc_offset_min\": int, \"starts_at_min\": int}")
+        rule = (rule.offset_minutes, rule.start_minutes, getattr(rule, "tz_name", ""))
+    if (not isinstance(rule, (tuple, list)) or len(rule) not in (2, 3)
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in rule[:2])
+            or (len(rule) == 3 and not isinstance(rule[2], str))):
+        raise _refusal("invalid", "day_rule must be {\"utc_offset_min\": int, \"starts_at_min\": int} "
+                       "and, for a time-zone rule, \"tz\": an IANA zone name")
     off, start = int(rule[0]), int(rule[1])
+    zone = rule[2] if len(rule) == 3 else ""
     if not -14 * 60 <= off <= 14 * 60 or not 0 <= start < 24 * 60:
         raise _refusal("invalid", f"day_rule utc_offset_min={off} / starts_at_min={start} is out of range "
                        "(offset within +-14:00, day start 00:00..23:59)")
-    return off, start
+    if zone:
+        if len(zone) > 32 or not zone.isascii():
+            raise _refusal("invalid", f"day_rule tz {clip(zone)!r} is not a zone name (at most 32 ASCII "
+                           "characters, such as Asia/Shanghai)")
+        try:
+            DayRule.from_header(0, start, zone)
+        except Exception as exc:       # (zoneinfo raises several kinds for a name it cannot load)
+            raise _refusal("invalid", f"day_rule tz {clip(zone)!r} is not a time zone this back office "
+                           f"knows ({clip(str(exc))}); install tzdata, or check the name") from None
+        return 0, start, zone
+    return off, start, ""
 
 
 def rule_text(rule: tuple) -> str:
-    """``UTC+08:00, day starts 04:00`` for ``(480, 240)``."""
+    """``UTC+08:00, day starts 04:00`` for ``(480, 240)``; a zone rule by its zone."""
     return DayRule.from_header(*rule).describe()
 
 
@@ -293,7 +302,7 @@ def plan_batch(inc: RecordBatch, state: Optional[JournalState],
     where = dict(journal_id=jid, first_seq=first, last_seq=last)
     held_rule = state.day_rule if state is not None else None
     rule = inc.day_rule or held_rule or DEFAULT_DAY_RULE
-    if inc.day_rule and held_rule and tuple(inc.day_rule) != tuple(held_rule):
+    if inc.day_rule and held_rule and day_rule_tuple(inc.day_rule) != day_rule_tuple(held_rule):
         raise _refusal("invalid", f"day rule {rule_text(inc.day_rule)} differs from the rule this back office's "
                        f"copy of journal {jid} was anchored with ({rule_text(held_rule)})",
                        high_seq=state.high_seq, **where)
@@ -370,6 +379,8 @@ def encode_batch(batch, *, anchor: bool = False, day_rule=None) -> bytes:
     rule = day_rule_tuple(day_rule if day_rule is not None else getattr(batch, "day_rule", None))
     if rule is not None:
         doc["day_rule"] = {"utc_offset_min": rule[0], "starts_at_min": rule[1]}
+        if rule[2]:
+            doc["day_rule"]["tz"] = rule[2]
     return json.dumps(doc, separators=(",", ":")).encode("ascii")
 
 

@@ -9,7 +9,7 @@ import uuid
 from typing import Optional
 
 from ..records import RECORD_DTYPE, now_us
-from .backoffice import ADDED_JOURNAL_COLUMNS, BackOffice, batch_from_db, db_rows, schema_statements, seq_or_none
+from .backoffice import BackOffice, added_columns, batch_from_db, db_rows, schema_statements, seq_or_none
 from .protocol import (ECHO_LIMIT, Ack, BackOfficeFull, BackOfficeMissing, JournalState, RecordBatch,
                        SyncConfigError, SyncRefused, SyncUnavailable, as_uuid, clip, plan_batch)
 
@@ -71,10 +71,9 @@ class SqliteTarget(BackOffice):
                 try:
                     for stmt in schema_statements("sqlite"):
                         self._conn.execute(stmt)
-                    have = {r[1] for r in self._conn.execute("PRAGMA table_info(journals)")}
-                    for col in ADDED_JOURNAL_COLUMNS:
-                        if col not in have:
-                            self._conn.execute(f"ALTER TABLE journals ADD COLUMN {col} INTEGER")
+                    for stmt in added_columns("sqlite", lambda table: {
+                            r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}):
+                        self._conn.execute(stmt)
                     self._conn.execute("COMMIT")
                 except BaseException:
                     if self._conn.in_transaction:
@@ -135,10 +134,10 @@ class SqliteTarget(BackOffice):
             self._conn.close()
 
     def _state(self, jid: uuid.UUID) -> Optional[JournalState]:
-        row = self._conn.execute("SELECT anchor_seq, high_seq, last_link, records, day_offset_min, day_start_min "
+        row = self._conn.execute("SELECT anchor_seq, high_seq, last_link, records, day_offset_min, day_start_min, day_tz "
                                  "FROM journals WHERE journal_id = ?", (str(jid),)).fetchone()
         return None if row is None else JournalState(jid, row[0], row[1], bytes(row[2]), row[3],
-                                                     None if row[4] is None else (row[4], row[5]))
+                                                     None if row[4] is None else (row[4], row[5], row[6]))
 
     def _recent_refusals(self, journal_id, since_us: int) -> int:
         with self._lock:
@@ -179,15 +178,17 @@ class SqliteTarget(BackOffice):
                         now = now_us()
                         conn.execute(
                             "INSERT INTO journals (journal_id, anchor_seq, high_seq, last_link, records, "
-                            "first_synced_us, last_synced_us, day_offset_min, day_start_min) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                            "first_synced_us, last_synced_us, day_offset_min, day_start_min, day_tz) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                             "ON CONFLICT (journal_id) DO UPDATE SET high_seq = excluded.high_seq, "
                             "last_link = excluded.last_link, records = records + excluded.records, "
                             "last_synced_us = excluded.last_synced_us, "
+                            "day_tz = CASE WHEN journals.day_offset_min IS NULL THEN excluded.day_tz "
+                            "ELSE journals.day_tz END, "
                             "day_offset_min = coalesce(journals.day_offset_min, excluded.day_offset_min), "
                             "day_start_min = coalesce(journals.day_start_min, excluded.day_start_min)",
                             (str(jid), plan.anchor_seq, int(inc.rows["seq"][-1]), inc.links[-1], stored,
-                             now, now, plan.day_rule[0], plan.day_rule[1]))
+                             now, now, plan.day_rule[0], plan.day_rule[1], plan.day_rule[2]))
                         high = int(inc.rows["seq"][-1])
                     else:
                         high = state.high_seq
@@ -226,8 +227,9 @@ class SqliteTarget(BackOffice):
     def journals(self) -> list:
         with self._lock:
             rows = self._conn.execute("SELECT journal_id, anchor_seq, high_seq, last_link, records, "
-                                      "day_offset_min, day_start_min FROM journals ORDER BY journal_id").fetchall()
-        return [JournalState(uuid.UUID(r[0]), r[1], r[2], bytes(r[3]), r[4], None if r[5] is None else (r[5], r[6]))
+                                      "day_offset_min, day_start_min, day_tz FROM journals ORDER BY journal_id"
+                                      ).fetchall()
+        return [JournalState(uuid.UUID(r[0]), r[1], r[2], bytes(r[3]), r[4], None if r[5] is None else (r[5], r[6], r[7]))
                 for r in rows]
 
     def read_range(self, journal_id, first_seq: int = 1, last_seq: Optional[int] = None) -> RecordBatch:

@@ -2,12 +2,15 @@
 in another language would call it: JSON over HTTP.  Values a cashier or a POS developer
 checks: the txn ids, states, amounts, receipt copies, the refusal's field."""
 import json
+import socket
 import os
 import stat
 
 import pytest
 
 pytest.importorskip("aiohttp", reason="the agent needs aiohttp (pip install 'posfast[agent]')")
+pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets here (Windows: "
+                                "the agent's named pipes are not supported yet)")
 
 import posfast  # noqa: E402
 from posfast.agent import find_agent, load_openapi  # noqa: E402

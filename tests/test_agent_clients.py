@@ -3,12 +3,15 @@ payment, read the last transaction, reprint), a single-file Java program (JDK 16
 library) and a Node.js script (its http module, nothing from npm).  Each skips with the
 reason where its tool is missing; .ci/run installs a JDK."""
 import json
+import socket
 import shutil
 import subprocess
 
 import pytest
 
 pytest.importorskip("aiohttp", reason="the agent needs aiohttp (pip install 'posfast[agent]')")
+pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets here (Windows: "
+                                "the agent's named pipes are not supported yet)")
 
 from posfast.printing import printed_text  # noqa: E402
 

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("aiohttp", reason="the agent needs aiohttp (pip install 'posfast[agent]')")
 
 import posfast  # noqa: E402
+from posfast.agent import find_agent  # noqa: E402
 
 from _agent_helpers import AgentProcess, new_journal  # noqa: E402
 
@@ -69,6 +70,9 @@ def test_sigkill_mid_request_loses_nothing_acknowledged(tmp_path, round_seed):
     begun = {ref: txn for kind, ref, txn, _ in acked if kind == "begin"}
     finished = {ref: state for kind, ref, _, state in acked if kind == "finish"}
     assert len(begun) > 20, "too few requests before the kill to test anything"
+
+    # what the killed agent left (its socket, its discovery file) is stale: the CLI ignores it
+    assert os.path.exists(path + ".agent") and find_agent(path) is None
 
     # restarted: every acknowledged begin and finish is there, as acknowledged
     with AgentProcess(path) as again, again.client() as client:

@@ -98,7 +98,7 @@ def _print_dict(result) -> dict:
 
 
 # --------------------------------------------------------------------------- errors
-class _Answer(Exception):
+class _Answer(PosfastError):
     """An error reply on its way out of a handler (never leaves the agent)."""
 
     def __init__(self, status: int, reason: str, message: str, field: Optional[str] = None):

@@ -164,6 +164,7 @@ BAD = [
     ("/v1/payments", b'{"terminal": 3, "amount": 1, "receipt": {"merchant": "M", "colour": 1}}', 400, "receipt"),
     ("/v1/payments", b'{"terminal": 3, "amount": 1, "kind": "refund"}', 409, "ref_seq"),
     ("/v1/payments", "[" * 100000, 400, None),
+    ("/v1/payments", b'{"terminal": 3, "amount": 1, "receipt": {"merchant": "%s"}}' % (b"x" * 300000), 413, None),
     ("/v1/payments/abc/finish", b'{"state": "approved"}', 400, "txn_id"),
     ("/v1/payments/999999/finish", b'{"state": "approved"}', 404, "txn_id"),
     ("/v1/payments/1/finish", b'{"state": "pending"}', 400, "state"),
@@ -224,7 +225,7 @@ def test_wrong_method_is_405_json(client):
     assert status == 405 and doc["ok"] is False
 
 
-def test_cli_write_verbs_go_through_the_running_agent(agent, client, tmp_path, capsys):
+def test_cli_write_verbs_go_through_the_running_agent(agent, client, tmp_path, capsys, monkeypatch):
     _, doc = begin(client, terminal=8, amount=4500, client_ref="T8-1", receipt=RECEIPT)
     txn = doc["txn_id"]
     # the journal is the agent's: opening it for writing is refused, the CLI goes through the agent
@@ -240,11 +241,15 @@ def test_cli_write_verbs_go_through_the_running_agent(agent, client, tmp_path, c
     assert main(["reprint", agent.journal, "--code", "8-%06d" % doc["receipt_no"], "--out", str(out_file)]) == 0
     assert "reprint copy 1: ok through the agent" in capsys.readouterr().out
     assert "COPY 1" in printed_text(out_file.read_bytes())
-    back = tmp_path / "back.db"
-    assert main(["sync", agent.journal, "--to", "sqlite:///%s" % back, "--create"]) == 0
+    monkeypatch.chdir(tmp_path)           # a relative back office is this shell's, not the agent's
+    assert main(["sync", agent.journal, "--to", "sqlite:///back.db", "--create"]) == 0
     out = capsys.readouterr().out
     head = client.call("GET", "/v1/status")[1]["head_seq"]
     assert "watermark now %d through the agent" % head in out
+    from posfast.sync import SqliteTarget
+    back = SqliteTarget(str(tmp_path / "back.db"))
+    assert back.count() == head
+    back.close()
     # read verbs still open the journal read-only beside the agent
     assert main(["last", agent.journal, "--terminal", "8", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["auth_code"] == "CLI001"

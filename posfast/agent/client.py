@@ -106,8 +106,10 @@ class AgentClient:
             self.close()
         return resp.status, json.loads(raw) if raw else None
 
-    def request(self, method: str, path: str, body: Any = None, conflict=PosfastError) -> Any:
-        """`call`, raising the posfast error of a 4xx or 5xx answer (its message, the field)."""
+    def request(self, method: str, path: str, body: Any = None, conflict=PosfastError,
+                unavailable=IOFailure) -> Any:
+        """`call`, raising the posfast error of a 4xx or 5xx answer (its message, the field):
+        `conflict` for 404 and 409, `unavailable` for a 503 other than a full journal."""
         status, doc = self.call(method, path, body)
         if status < 400:
             return doc
@@ -121,7 +123,7 @@ class AgentClient:
             raise conflict(message)
         if reason == "full":
             raise JournalFull(message)
-        raise IOFailure(message)
+        raise unavailable(message)
 
     def close(self) -> None:
         if self._conn is not None:

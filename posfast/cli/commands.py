@@ -466,13 +466,18 @@ def _sync_through(agent, args, options):
     if set(options) - {"create"} or args.anchor != "auto":
         raise errors.InvalidArgument("an agent holds %s: --ca-file, --client-cert and --anchor cannot go "
                                      "through it; sync with the agent's --sync-to" % args.journal)
-    body = {"to": args.to, "batch": args.batch, **options}
+    from ..sync import SyncUnavailable
+    to = args.to
+    if to.lower().startswith("sqlite:///") and not to[len("sqlite:///"):].startswith("/"):
+        # relative to this shell's directory, not the agent's
+        to = "sqlite:///" + os.path.abspath(to[len("sqlite:///"):])
+    body = {"to": to, "batch": args.batch, **options}
     token = _sync_token(args)
     if token:
         body["token"] = token
     started = time.perf_counter()
     with agent:
-        doc = agent.request("POST", "/v1/sync", body, conflict=errors.PosfastError)
+        doc = agent.request("POST", "/v1/sync", body, conflict=errors.PosfastError, unavailable=SyncUnavailable)
     sent = sum(r["sent"] for r in doc["results"])
     print("synced %d record(s) to %s in %.2f s; watermark now %d%s" % (
         sent, args.to, time.perf_counter() - started, doc["sync_watermark"], _via(agent)))

@@ -300,3 +300,51 @@ def test_tcp_needs_the_bearer_token_and_non_loopback_needs_tls(tmp_path):
         found.close()
     assert main(["agent", path, "--listen", "0.0.0.0:0", "--token-file", str(token_file)]) == 2
     assert main(["agent", path, "--listen", "127.0.0.1:0"]) == 2               # no token file
+
+
+def test_background_sync_to_the_back_office_and_sync_now(tmp_path):
+    from posfast.sync import SqliteTarget
+    from _agent_helpers import wait_for
+    back = tmp_path / "back.db"
+    SqliteTarget(str(back), create=True).close()
+    path = new_journal(tmp_path / "synced.pfj")
+    with AgentProcess(path, "--sync-to", "sqlite:///%s" % back, "--sync-interval", "0.2") as agent, \
+            agent.client() as client:
+        for n in range(5):
+            _, doc = begin(client, terminal=1, amount=100 + n, client_ref="S%d" % n)
+            client.call("POST", "/v1/payments/%d/finish" % doc["txn_id"], {"state": "approved"})
+
+        def held():
+            target = SqliteTarget(str(back))
+            try:
+                return target.count()
+            finally:
+                target.close()
+        assert wait_for(lambda: held() == 10, 30), held()           # the syncer thread sent them
+        status, doc = client.call("GET", "/v1/status")
+        assert doc["sync_watermark"] == 10 and doc["agent"]["syncers"][0]["last_error"] is None
+        begin(client, terminal=1, amount=7, client_ref="S-now")
+        status, synced = client.call("POST", "/v1/sync")            # no body: the --sync-to targets, now
+        assert status == 200 and synced["sync_watermark"] == 11 and synced["results"][0]["watermark"] == 11
+
+
+def test_tls_on_the_tcp_listener(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "agent.key", "-out",
+                    "agent.crt", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    token_file = tmp_path / "token"
+    token_file.write_text("agent-token-tls-5e1f7b2d4a6c")
+    path = new_journal(tmp_path / "tls.pfj")
+    with AgentProcess(path, "--listen", "127.0.0.1:0", "--token-file", token_file, "--tls-cert",
+                      tmp_path / "agent.crt", "--tls-key", tmp_path / "agent.key") as agent:
+        assert agent.url.startswith("https://127.0.0.1:")
+        with agent.client(token="agent-token-tls-5e1f7b2d4a6c", ca_file=str(tmp_path / "agent.crt")) as client:
+            assert client.call("POST", "/v1/payments", {"terminal": 2, "amount": 9})[0] == 201
+        with agent.client(token="agent-token-tls-5e1f7b2d4a6c") as untrusting:    # the system's CAs
+            with pytest.raises(ssl.SSLError):
+                untrusting.call("GET", "/v1/health")

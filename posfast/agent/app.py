@@ -159,7 +159,7 @@ class _Ops:
         self.make_target = make_target
         self.started = time.time()
         self.tz = journal.day_rule.tzinfo
-        # one writer thread: the journal's appends go one at a time, in arrival order
+        # a day close (it reads the whole day) off the loop; prints, sync, verify on their own pool
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="posfast-agent-write")
         self.slow = ThreadPoolExecutor(2, thread_name_prefix="posfast-agent-io")
 

@@ -37,14 +37,16 @@ ALLOWED = {
     "printing": STORAGE - {"_core"},
     "sync": {"records", "errors", "_files", "_core"},
     "reconcile": {"sync"} | (STORAGE - {"_core"}),
-    "cli": {"sync", "reconcile", "printing"} | STORAGE,
+    # the local agent: a front door beside the CLI, over the services and the storage layer
+    "agent": {"sync", "printing"} | (STORAGE - {"_core"}),
+    "cli": {"sync", "reconcile", "printing", "agent"} | STORAGE,
     "__init__": STORAGE,
     "__main__": {"cli"},
     # compatibility modules of the 0.1 layout: each re-exports its new home, nothing else
     "escpos": {"printing"},
     "server": {"sync"},
 }
-SUBPACKAGES = {"sync", "reconcile", "printing", "cli"}
+SUBPACKAGES = {"sync", "reconcile", "printing", "cli", "agent"}
 
 
 def _modules():

@@ -14,12 +14,17 @@
     posfast printer-status tcp://host:9100   paper, cover, online (DLE EOT real-time status)
     posfast sync JOURNAL --to sqlite:///back.db | postgresql://... | http://host:8080 [--token T] [--forever]
     posfast serve --db sqlite:///back.db --port 8080 --token JOURNAL_ID=TOKEN
+    posfast agent JOURNAL [--socket PATH | --listen 127.0.0.1:PORT --token-file F]
+                  [--sync-to URL ...] [--printer URL]   the journal's one writer, for any language
     posfast reconcile JOURNAL --day D --host sqlite:///back.db | postgresql://... | STATEMENT
                     [--format wechat|alipay|unionpay|mapped --map M.toml|adyen|stripe|posfast]
     posfast reconcile --db sqlite:///back.db --store S --settlement STATEMENT --day D
     posfast register --db sqlite:///back.db JOURNAL_ID --store S --till T --tid TID
     posfast close-day JOURNAL --day D [--terminal N] [--force]
     posfast capacity --budget 64MB --per-day 800 [--payload-bytes 300] [--measure]
+
+While an agent holds a journal, the write verbs (resolve, reprint to a printer, close-day,
+sync) go through it; the read verbs open the journal read-only as always.
 
 Read verbs take --format table|json|csv; tables show the journal's local time (its day rule),
 JSON and CSV ISO 8601 with that offset.
@@ -160,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the back-office sync server")
     c.add_serve_arguments(p)                     # aiohttp is imported only when run
     p.set_defaults(func=c.cmd_serve)
+
+    p = sub.add_parser("agent", help="run the local service POS software in any language calls (the journal's one writer)")
+    c.add_agent_arguments(p)                     # aiohttp is imported only when run
+    p.set_defaults(func=c.cmd_agent)
 
     p = sub.add_parser("reconcile", help="journal vs host vs printed receipts for a day; or a whole "
                        "store's journals at head office vs one statement (exit 1 on discrepancies)")

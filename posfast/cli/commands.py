@@ -24,6 +24,19 @@ def _open(path, readonly=True):
     return Journal.open(path, readonly=readonly)
 
 
+def _open_writer_or_agent(path):
+    """(journal opened for writing, None), or (None, the agent's client) when a running agent
+    holds the journal (the write verbs then go through it instead of failing JournalLocked)."""
+    try:
+        return Journal.open(path, readonly=False), None
+    except errors.JournalLocked:
+        from ..agent import find_agent
+        agent = find_agent(path)
+        if agent is None:
+            raise
+        return None, agent
+
+
 def _print(text):
     if text:
         print(text)
@@ -263,13 +276,27 @@ def cmd_resolve(args):
         fields["auth_code"] = args.auth_code
     if args.rrn is not None:
         fields["rrn"] = args.rrn
-    with _open(args.journal, readonly=False) as j:
-        seq = j.resolve(args.txn, args.state, **fields)
-        current = j.payment(args.txn)
-    print("payment txn %d resolved as %s (seq %d, %s %s)" % (
-        args.txn, args.state.upper(), seq, money_with_code(current.amount, current.currency),
-        "auth %s" % current.auth_code.decode(errors="replace") if current.auth_code else "no auth code"))
+    journal, agent = _open_writer_or_agent(args.journal)
+    if agent is not None:
+        with agent:
+            seq = agent.request("POST", "/v1/payments/%d/resolve" % args.txn, dict(fields, state=args.state),
+                                conflict=errors.PaymentError)["seq"]
+            current = agent.request("GET", "/v1/payments/%d" % args.txn, conflict=errors.PaymentError)
+        amount, currency, auth = current["amount"], current["currency"], current["auth_code"]
+    else:
+        with journal as j:
+            seq = j.resolve(args.txn, args.state, **fields)
+            record = j.payment(args.txn)
+        amount, currency = record.amount, record.currency
+        auth = record.auth_code.decode(errors="replace")
+    print("payment txn %d resolved as %s (seq %d, %s %s)%s" % (
+        args.txn, args.state.upper(), seq, money_with_code(amount, currency),
+        "auth %s" % auth if auth else "no auth code", _via(agent)))
     return EX_OK
+
+
+def _via(agent) -> str:
+    return " through the agent on %s" % agent.describe() if agent is not None else ""
 
 
 # ------------------------------------------------------------------ printing
@@ -309,17 +336,44 @@ def cmd_reprint(args):
     elif args.out:
         from ..printing import FilePrinter
         printer = FilePrinter(args.out)
-    with Journal.open(args.journal, readonly=printer is None) as j:
-        result = reprint(j, seq=args.seq, receipt_no=receipt_no, terminal=terminal,
-                         printer=printer, max_copies=args.max_copies, width=args.width,
-                         text=args.text or printer is None, profile=args.profile)
+    journal, agent = (Journal.open(args.journal, readonly=True), None) if printer is None else \
+        _open_writer_or_agent(args.journal)
+    if agent is not None:
+        result = _reprint_through(agent, args, receipt_no, terminal)
+    else:
+        with journal as j:
+            result = reprint(j, seq=args.seq, receipt_no=receipt_no, terminal=terminal,
+                             printer=printer, max_copies=args.max_copies, width=args.width,
+                             text=args.text or printer is None, profile=args.profile)
     if getattr(result, "text", None):
         print(result.text)
     if printer is not None:
-        print("reprint copy %s: %s%s" % (getattr(result, "copy", "?"), result.outcome,
-                                         " (%s)" % result.error if result.error else ""))
+        print("reprint copy %s: %s%s%s" % (getattr(result, "copy", "?"), result.outcome,
+                                           " (%s)" % result.error if result.error else "", _via(agent)))
         return EX_OK if result.outcome == "ok" else EX_UNAVAILABLE
     return EX_OK
+
+
+def _reprint_through(agent, args, receipt_no, terminal):
+    """`reprint` by the agent that holds the journal: it prints to the same --printer / --out
+    (a file path made absolute: the agent runs elsewhere) and journals the copy."""
+    from types import SimpleNamespace
+    spec = args.printer or args.out
+    if "://" not in spec:
+        spec = os.path.abspath(spec)
+    body = {"printer": spec, "max_copies": args.max_copies, "profile": args.profile,
+            "text": bool(args.text)}
+    if args.width is not None:
+        body["width"] = args.width
+    if args.seq is not None:
+        body["seq"] = args.seq
+    else:
+        body["receipt_no"] = receipt_no
+        if terminal is not None:
+            body["terminal"] = terminal
+    with agent:
+        doc = agent.request("POST", "/v1/receipts/reprint", body, conflict=errors.ReprintRefused)
+    return SimpleNamespace(**doc)
 
 
 def cmd_printer_status(args):
@@ -377,7 +431,10 @@ def cmd_sync(args):
         if scheme != "sqlite":
             raise SyncConfigError("--create is for a SQLite back office (sqlite:///FILE)")
         options["create"] = True
-    with Journal.open(args.journal) as j:             # the journal first: no back office for a wrong path
+    journal, agent = _open_writer_or_agent(args.journal)   # the journal first: no back office for a wrong path
+    if agent is not None:
+        return _sync_through(agent, args, options)
+    with journal as j:
         target = target_from_url(args.to, token=_sync_token(args), **options)
         try:
             return _sync(args, j, target, anchor, Syncer)
@@ -399,6 +456,32 @@ def cmd_sync(args):
             return exit_code(exc)
         finally:
             target.close()
+
+
+def _sync_through(agent, args, options):
+    """`sync` by the agent that holds the journal: one round to --to, now."""
+    if args.forever:
+        raise errors.InvalidArgument("an agent holds %s and syncs it in the background: give it --sync-to %s "
+                                     "instead of --forever (or POST /v1/sync to sync now)" % (args.journal, args.to))
+    if set(options) - {"create"} or args.anchor != "auto":
+        raise errors.InvalidArgument("an agent holds %s: --ca-file, --client-cert and --anchor cannot go "
+                                     "through it; sync with the agent's --sync-to" % args.journal)
+    from ..sync import SyncUnavailable
+    to = args.to
+    if to.lower().startswith("sqlite:///") and not to[len("sqlite:///"):].startswith("/"):
+        # relative to this shell's directory, not the agent's
+        to = "sqlite:///" + os.path.abspath(to[len("sqlite:///"):])
+    body = {"to": to, "batch": args.batch, **options}
+    token = _sync_token(args)
+    if token:
+        body["token"] = token
+    started = time.perf_counter()
+    with agent:
+        doc = agent.request("POST", "/v1/sync", body, conflict=errors.PosfastError, unavailable=SyncUnavailable)
+    sent = sum(r["sent"] for r in doc["results"])
+    print("synced %d record(s) to %s in %.2f s; watermark now %d%s" % (
+        sent, args.to, time.perf_counter() - started, doc["sync_watermark"], _via(agent)))
+    return EX_OK
 
 
 def _sync(args, j, target, anchor, Syncer):
@@ -478,6 +561,42 @@ def cmd_serve(args):
                  tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca, create=args.create,
                  header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                  idle_timeout=args.idle_timeout, max_connections=args.max_connections)
+    return EX_OK
+
+
+def add_agent_arguments(parser) -> None:
+    """The options of ``posfast agent``."""
+    parser.add_argument("journal", help="the journal file (.pfj) the agent writes (its one writer)")
+    parser.add_argument("--socket", help="Unix socket to listen on (default JOURNAL.sock beside the journal, mode 0600)")
+    parser.add_argument("--listen", metavar="HOST:PORT",
+                        help="TCP instead (127.0.0.1:PORT; another address only with --tls-cert/--tls-key), "
+                             "with --token-file")
+    parser.add_argument("--token-file", help="file holding the bearer token TCP clients must send (16+ characters)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS on --listen with this certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    parser.add_argument("--sync-to", action="append", default=[], metavar="URL",
+                        help="back office to sync to in the background (repeatable): sqlite:///..., "
+                             "postgresql://..., http(s)://host:8080")
+    parser.add_argument("--sync-token-file", help="file holding the journal's token at an http(s) back office "
+                                                  "(or $POSFAST_SYNC_TOKEN)")
+    parser.add_argument("--sync-interval", type=float, default=5.0, help="seconds between background syncs (default 5)")
+    parser.add_argument("--printer", help="receipt printer for print and reprint: tcp://host:9100, usb://VID:PID, "
+                                          "serial://..., cups://QUEUE, bt://ADDR or a file path")
+
+
+def cmd_agent(args):
+    """Run ``posfast agent`` until SIGTERM / Ctrl-C."""
+    import logging
+    from ..agent import run_agent
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.sync_interval > 0:
+        raise errors.InvalidArgument("--sync-interval must be more than 0 seconds")
+    from types import SimpleNamespace
+    token = _sync_token(SimpleNamespace(token_file=args.sync_token_file, token=None))
+    run_agent(args.journal, socket_path=os.path.abspath(args.socket) if args.socket else None,
+              listen=args.listen, token_file=args.token_file, sync_to=args.sync_to, sync_token=token,
+              sync_interval=args.sync_interval, printer=args.printer, tls_cert=args.tls_cert,
+              tls_key=args.tls_key)
     return EX_OK
 
 
@@ -568,7 +687,22 @@ def cmd_register(args):
 def cmd_close_day(args):
     """Write the Z-report and print it; refusals (already closed, in doubt) raise DayClosed."""
     from ..printing import render_z_report, tax_totals
-    with Journal.open(args.journal) as journal:
+    opened, agent = _open_writer_or_agent(args.journal)
+    if agent is not None:
+        body = {"day": args.day, "force": bool(args.force)}
+        if getattr(args, "catch_up", False):
+            body["catch_up"] = True
+        if args.terminal is not None:
+            body["terminal"] = args.terminal
+        with agent:
+            doc = agent.request("POST", "/v1/days/close", body, conflict=errors.DayClosed)
+        text = doc.pop("z_report_text")
+        if args.format == "json":
+            print(json.dumps(doc, ensure_ascii=False, indent=1))
+        else:
+            print(text, end="")
+        return EX_OK
+    with opened as journal:
         close = journal.close_day(args.day, terminal=args.terminal, force=bool(args.force),
                                   catch_up=bool(getattr(args, "catch_up", False)))
         tz = journal_tz(journal.day_rule)
@@ -601,4 +735,5 @@ def cmd_demo(args):
 
 
 __all__ = [name for name in dir() if name.startswith("cmd_")] + ["parse_receipt_code", "net_by_currency",
-                                                                  "add_serve_arguments", "FORMATS"]
+                                                                  "add_serve_arguments", "add_agent_arguments",
+                                                                  "FORMATS"]

@@ -60,6 +60,7 @@ _SCAN_CHUNK = 1 << 16           # records read at a time by scans that do not tr
 # reads the records appended since (at most these many, plus the last append call's) and the
 # slots the header's tail mark leaves the writer (PF_CKPT_WINDOW, 65536), never the ring.
 _TOTALS_BLOB = b"totals"     # the index file's blob of the day totals (DayTotals.to_bytes)
+_TOTALS_DUE = 64    # single appends the day totals fold at once, at most
 CHECKPOINT_RECORDS = 65536
 CHECKPOINT_SECONDS = 300.0
 _PAYMENT_KIND_LIST = PAYMENT_KIND_VALUES.tolist()
@@ -252,6 +253,11 @@ class Journal:
         # day totals (posfast.totals): built from the records on the first totals() call, then
         # fed every appended record
         self._totals: Optional[DayTotals] = None
+        # single appends' rows (RECORD_DTYPE bytes) the totals have yet to fold: folded at the
+        # next read of the totals, index save, bulk append or every _TOTALS_DUE of them (so a
+        # durable append does not pay for it right after its fdatasync)
+        self._totals_due: list = []
+        self._totals_due_max = max(1, min(_TOTALS_DUE, ring.capacity // 8))
         self._totals_saved_at = 0           # (set by _recover)
         self._stop = threading.Event()
         self._flusher = None
@@ -359,6 +365,7 @@ class Journal:
     def _recover(self):
         ring = self._ring
         self._totals = None             # from the index's blob, or the records, when first asked
+        self._totals_due = []
         self._totals_saved_at = 0       # the index head a totals blob may be loaded at (0: none)
         loaded = Index.load(self.path + ".idx", ring.journal_id)
         if loaded is not None:
@@ -502,7 +509,7 @@ class Journal:
                 and os.path.exists(self.path + ".idx"):
             return
         # the day totals go with the index when they hold exactly the records it covers
-        totals = self._totals
+        totals = self._totals_book()
         self.index.set_blob(_TOTALS_BLOB, totals.to_bytes() if totals is not None
                             and totals.upto == ring.head_seq and ring.version >= 2 else None)
         try:
@@ -660,6 +667,7 @@ class Journal:
             with self._mutex:
                 self._check_open()
                 ring = self._ring
+                oldest = ring.oldest_seq
                 got = ring.append_fields(fields, payload, order_ref, host_ref, *self._day_args)
                 if got is not None:
                     # (the bookkeeping of _append_one, each step as cheap as it gets: this
@@ -670,7 +678,7 @@ class Journal:
                     if ring.oldest_seq - index.compacted_below > self._compact_gap:
                         index.compact(ring.oldest_seq)
                     if self._totals is not None:
-                        self._totals.add_one(unpack_row(row), ring.oldest_seq)
+                        self._totals_took(row, oldest)
                     self._payments.appended(seq, row, order_ref, host_ref, len(payload))
                     if seq - self._saved_head >= CHECKPOINT_RECORDS or \
                             time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS:
@@ -707,13 +715,14 @@ class Journal:
             if kind in _PAYMENT_KINDS and not values[_TXN_ID]:
                 values[_TXN_ID] = seq           # a payment's first record names it
             row = pack_row(values)
+            oldest = ring.oldest_seq
             got = ring.append_one(row, body, len(ext))
             assert got == seq
             self._payments.appended(seq, row, order_ref, host_ref, len(payload))
             self.index.add_one(seq, values[_DAY], values[_TERMINAL], kind)
             self.index.maybe_compact(ring.oldest_seq, ring.capacity)
             if self._totals is not None:
-                self._totals.add_one(values, ring.oldest_seq)
+                self._totals_took(row, oldest)
             self._maybe_checkpoint()
             return seq
 
@@ -798,6 +807,8 @@ class Journal:
         with self._mutex:
             self._check_open()
             ring = self._ring
+            if self._totals_due:
+                self._fold_due()            # (as of now: this append may evict)
             first = ring.head_seq + 1
             seqs = np.arange(first, first + n, dtype=np.uint64)
             payment = IS_PAYMENT_KIND[rows["kind"]] & (rows["txn_id"] == 0)
@@ -949,7 +960,7 @@ class Journal:
             self._check_open()
             if self.readonly:
                 self._refresh()
-            book = self._totals if self._totals is not None else self._build_totals()
+            book = self._day_totals_book()
             day = day if type(day) is int else day_number(day)
             terminal = None if terminal is None else int(terminal)
             if self.archive is not None and not self._totals_hold(book, day):
@@ -957,7 +968,40 @@ class Journal:
             return book.totals(day, terminal)
 
     def _day_totals_book(self) -> DayTotals:
-        return self._totals if self._totals is not None else self._build_totals()
+        """The day totals, current (built now if they are not yet)."""
+        book = self._totals_book()
+        return book if book is not None else self._build_totals()
+
+    def _totals_book(self) -> Optional[DayTotals]:
+        """The day totals kept so far, with every appended record folded (None: not built)."""
+        if self._totals_due:
+            self._fold_due()
+        return self._totals
+
+    def _totals_took(self, row: bytes, oldest: int) -> None:
+        """One appended record for the day totals (`oldest`: the oldest seq before it): due
+        until the next fold, unless it evicted records -- then what was due is folded as of
+        before it, and it too, so that every record is folded with the oldest seq of its time."""
+        ring, book = self._ring, self._totals
+        if ring.oldest_seq != oldest and book is not None:
+            self._fold_due(oldest)
+            book.add_one(unpack_row(row), ring.oldest_seq)
+            return
+        self._totals_due.append(row)
+        if len(self._totals_due) >= self._totals_due_max:
+            self._fold_due(oldest)
+
+    def _fold_due(self, oldest: Optional[int] = None) -> None:
+        """Fold the rows due into the day totals, as of `oldest` (default: the ring's now;
+        nothing evicted them since they were appended)."""
+        due, self._totals_due = self._totals_due, []
+        if not due or self._totals is None:
+            return
+        oldest = self._ring.oldest_seq if oldest is None else oldest
+        if len(due) == 1:
+            self._totals.add_one(unpack_row(due[0]), oldest)
+        else:
+            self._totals.add_rows(np.frombuffer(b"".join(due), dtype=RECORD_DTYPE), oldest)
 
     def _totals_hold(self, book: DayTotals, day: int) -> bool:
         """Do the day totals hold all of `day`?  Not when part of it went to the archive before

@@ -218,7 +218,7 @@ def test_built_late_or_fed_as_appended_gives_the_same_totals(tmp_path):
     till = Till(a, 11)
     for _ in range(400):
         till.step()
-    fed = a._totals.to_bytes()
+    fed = a._totals_book().to_bytes()
     a.close()
     with Journal.open(tmp_path / "a.pfj") as again:
         assert again.totals(D) is not None

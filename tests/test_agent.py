@@ -348,3 +348,24 @@ def test_tls_on_the_tcp_listener(tmp_path):
         with agent.client(token="agent-token-tls-5e1f7b2d4a6c") as untrusting:    # the system's CAs
             with pytest.raises(ssl.SSLError):
                 untrusting.call("GET", "/v1/health")
+
+
+def test_an_agent_started_with_a_printer_profile_prints_what_that_printer_can(tmp_path):
+    """`--printer-profile ZJ-5870` (a cheap 58 mm printer: no native QR, no cutter): the
+    agent's slips carry a raster QR and a feed, never GS ( k or GS V."""
+    pytest.importorskip("escpos", reason="printer profiles come with python-escpos (posfast[printer])")
+    path = new_journal(tmp_path / "till.pfj")
+    printer = tmp_path / "zj.bin"
+    proc = AgentProcess(path, "--printer", printer, "--printer-profile", "ZJ-5870")
+    try:
+        with proc.client() as c:
+            _, doc = c.call("POST", "/v1/payments", {"terminal": 2, "amount": 900, "receipt": RECEIPT})
+            c.call("POST", "/v1/payments/%d/finish" % doc["txn_id"], {"state": "approved"})
+            status, out = c.call("POST", "/v1/receipts/print", {"txn_id": doc["txn_id"]})
+            assert (status, out["outcome"]) == (200, "ok")
+        sent = printer.read_bytes()
+        assert b"\x1d(k" not in sent and b"\x1dV" not in sent     # no native QR, no cut
+        assert b"\x1dv0" in sent                                   # the QR as a raster image
+        assert "宫保鸡丁" in printed_text(sent)
+    finally:
+        assert proc.stop() == 0, proc.output()

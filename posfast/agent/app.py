@@ -151,9 +151,11 @@ def _error_for(exc: BaseException, fields=(), key_field: Optional[str] = None) -
 class _Ops:
     """The operations, each ``async (params, body) -> (status, document)``."""
 
-    def __init__(self, journal, printer=None, syncers=(), info=None, make_target=None):
+    def __init__(self, journal, printer=None, syncers=(), info=None, make_target=None,
+                 printer_profile=None):
         self.j = journal
         self.printer = printer
+        self.printer_profile = printer_profile   # what prints use when a request names none
         self.syncers = list(syncers)
         self.info = dict(info or {})
         self.make_target = make_target
@@ -301,6 +303,8 @@ class _Ops:
         from ..printing import print_receipt
         printer = self._printer_for(None)
         options = {k: body[k] for k in ("profile", "width", "operator") if k in body}
+        if self.printer_profile and "profile" not in options:
+            options["profile"] = self.printer_profile
         result = await self._slow(print_receipt, self.j, body["txn_id"], printer, **options)
         return 200, _print_dict(result)
 
@@ -316,6 +320,8 @@ class _Ops:
         printer = None if body.get("preview") else self._printer_for(body.get("printer"))
         options = {k: body[k] for k in ("seq", "receipt_code", "receipt_no", "terminal", "max_copies",
                                         "profile", "width", "operator", "text") if k in body}
+        if self.printer_profile and "profile" not in options:
+            options["profile"] = self.printer_profile
         result = await self._slow(reprint, self.j, printer=printer, **options)
         return 200, _print_dict(result)
 
@@ -387,10 +393,11 @@ def _receipt_payload(receipt: dict, fields: dict) -> bytes:
 
 
 def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, info=None,
-             make_target=None, max_body: int = MAX_BODY):
+             make_target=None, max_body: int = MAX_BODY, printer_profile: Optional[str] = None):
     """The agent's aiohttp application over an open (writable) journal.
 
-    ``printer``: a :class:`posfast.printing.Printer` for print and reprint; ``syncers``:
+    ``printer``: a :class:`posfast.printing.Printer` for print and reprint (its capabilities
+    from ``printer_profile``, an escpos-printer-db profile, unless a request names one); ``syncers``:
     ``[(name, Syncer)]`` that ``POST /v1/sync`` runs; ``token``: every request must carry
     ``Authorization: Bearer TOKEN`` (TCP); ``make_target(url, token=, create=)``: the back
     office a ``POST /v1/sync`` with ``to`` names.
@@ -400,7 +407,7 @@ def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, 
     import hmac
     web = _web()
     spec = load_openapi()
-    ops = _Ops(journal, printer, syncers, info, make_target)
+    ops = _Ops(journal, printer, syncers, info, make_target, printer_profile)
     expected = ("Bearer " + token).encode("utf-8") if token else None
 
     def reply(status: int, doc) -> Any:

@@ -126,7 +126,8 @@ def run_agent(journal_path, socket_path: Optional[str] = None, listen: Optional[
               token_file: Optional[str] = None, sync_to: Iterable[str] = (),
               sync_token: Optional[str] = None, sync_interval: float = 5.0,
               printer: Optional[str] = None, tls_cert: Optional[str] = None,
-              tls_key: Optional[str] = None, durability: str = "fsync", out=sys.stdout) -> None:
+              tls_key: Optional[str] = None, durability: str = "fsync", out=sys.stdout,
+              printer_profile: Optional[str] = None) -> None:
     """Run ``posfast agent`` until SIGTERM or SIGINT: the one writer of `journal_path`.
 
     Prints ``posfast agent listening on unix:PATH`` (or ``http://HOST:PORT``) once it accepts
@@ -161,6 +162,9 @@ def run_agent(journal_path, socket_path: Optional[str] = None, listen: Optional[
         raise InvalidArgument("this system has no Unix sockets (Windows named pipes are not supported "
                               "yet): run the agent with --listen 127.0.0.1:PORT --token-file FILE")
     printer_obj = None
+    if printer_profile is not None:
+        from ..printing.profiles import get_profile
+        get_profile(printer_profile)            # an unknown profile stops the start, named
     if printer is not None:
         from ..printing import open_printer
         printer_obj = open_printer(printer, what="--printer")
@@ -185,7 +189,7 @@ def run_agent(journal_path, socket_path: Optional[str] = None, listen: Optional[
                 "token_file": os.path.abspath(token_file) if token_file else None,
                 "journal_id": str(journal.journal_id), "pid": os.getpid(), "started_at": time.time()}
         app = make_app(journal, printer=printer_obj, syncers=syncers, token=token, info=info,
-                       make_target=make_target)
+                       make_target=make_target, printer_profile=printer_profile)
         asyncio.run(_serve(web, app, journal_path, socket_path, listen, ssl_context, info, threads, out))
     finally:
         stop_sync.set()

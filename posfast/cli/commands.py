@@ -582,6 +582,10 @@ def add_agent_arguments(parser) -> None:
     parser.add_argument("--sync-interval", type=float, default=5.0, help="seconds between background syncs (default 5)")
     parser.add_argument("--printer", help="receipt printer for print and reprint: tcp://host:9100, usb://VID:PID, "
                                           "serial://..., cups://QUEUE, bt://ADDR or a file path")
+    parser.add_argument("--printer-profile", metavar="PROFILE",
+                        help="the printer's model for what it can do (code pages, native QR, cutter, "
+                             "Chinese fonts): an escpos-printer-db profile such as TM-T20II or ZJ-5870 "
+                             "(default: the built-in one); a request's own profile wins")
 
 
 def cmd_agent(args):
@@ -596,7 +600,7 @@ def cmd_agent(args):
     run_agent(args.journal, socket_path=os.path.abspath(args.socket) if args.socket else None,
               listen=args.listen, token_file=args.token_file, sync_to=args.sync_to, sync_token=token,
               sync_interval=args.sync_interval, printer=args.printer, tls_cert=args.tls_cert,
-              tls_key=args.tls_key)
+              tls_key=args.tls_key, printer_profile=args.printer_profile)
     return EX_OK
 
 

@@ -670,19 +670,9 @@ class Journal:
                 oldest = ring.oldest_seq
                 got = ring.append_fields(fields, payload, order_ref, host_ref, *self._day_args)
                 if got is not None:
-                    # (the bookkeeping of _append_one, each step as cheap as it gets: this
-                    # runs right after the fdatasync, with cold caches)
                     seq, day, terminal, kind, row = got
-                    index = self.index
-                    index.add_one(seq, day, terminal, kind)
-                    if ring.oldest_seq - index.compacted_below > self._compact_gap:
-                        index.compact(ring.oldest_seq)
-                    if self._totals is not None:
-                        self._totals_took(row, oldest)
-                    self._payments.appended(seq, row, order_ref, host_ref, len(payload))
-                    if seq - self._saved_head >= CHECKPOINT_RECORDS or \
-                            time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS:
-                        self._maybe_checkpoint()
+                    self._took_one(seq, day, terminal, kind, row, oldest, order_ref, host_ref,
+                                   len(payload))
                     return seq
         return self._append_one(row_values(fields, self.day_rule), payload, order_ref, host_ref)
 
@@ -718,13 +708,25 @@ class Journal:
             oldest = ring.oldest_seq
             got = ring.append_one(row, body, len(ext))
             assert got == seq
-            self._payments.appended(seq, row, order_ref, host_ref, len(payload))
-            self.index.add_one(seq, values[_DAY], values[_TERMINAL], kind)
-            self.index.maybe_compact(ring.oldest_seq, ring.capacity)
-            if self._totals is not None:
-                self._totals_took(row, oldest)
-            self._maybe_checkpoint()
+            self._took_one(seq, values[_DAY], values[_TERMINAL], kind, row, oldest, order_ref,
+                           host_ref, len(payload))
             return seq
+
+    def _took_one(self, seq: int, day: int, terminal: int, kind: int, row: bytes, oldest: int,
+                  order_ref: bytes, host_ref: bytes, payload_len: int) -> None:
+        """What follows one appended record (`oldest`: the oldest seq before it): the index,
+        the payment maps, the day totals, a checkpoint when due -- each step as cheap as it
+        gets, for this runs right after the fdatasync, with cold caches."""
+        index = self.index
+        index.add_one(seq, day, terminal, kind)
+        if self._ring.oldest_seq - index.compacted_below > self._compact_gap:
+            index.compact(self._ring.oldest_seq)
+        if self._totals is not None:
+            self._totals_took(row, oldest)
+        self._payments.appended(seq, row, order_ref, host_ref, payload_len)
+        if seq - self._saved_head >= CHECKPOINT_RECORDS or \
+                time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS:
+            self._maybe_checkpoint()
 
     def append_many(self, columns: dict, payloads: Sequence[bytes] | None = None) -> range:
         """Append many records from a dict of equal-length columns; returns their seq range.

@@ -60,13 +60,13 @@
 #define PFH2_SIZE 256
 
 /* Record head layout: the first slot of every record.  The payload follows the
- * head and runs on into the next slots (a record spans ceil((head+payload)/slot)
+ * head and runs on into the next slots (a record spans ceil((head + body)/slot)
  * slots).  Record positions count slots since the journal began (1, 2, ...);
  * position p lives in slot (p - 1) % capacity, so a record of one slot has
  * position == seq and the rule `slot = (seq - 1) % capacity` holds; a spanning
  * record moves the positions of the records after it and the index keeps the map.
  */
-#define PFR_CRC 0          /* u32 CRC32C over journal id + bytes [4, head + payload) */
+#define PFR_CRC 0          /* u32 CRC32C over journal id + bytes [4, head + body); body = v2 extension + payload */
 #define PFR_PAYLOAD_LEN 4  /* u16 */
 #define PFR_GROUP_OFF 6    /* u16 seq minus the first seq of its commit group: tells a torn tail from old damage */
 #define PFR_SEQ 8          /* u64 1, 2, 3 ... without gaps */

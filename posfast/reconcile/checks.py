@@ -173,6 +173,15 @@ class _Discrepancies(Sequence):
     def __len__(self):
         return len(self._src)
 
+    def category_counts(self) -> dict:
+        """{category: number of findings} of the categories present, none made an object."""
+        out: dict = {}
+        for d in self._items:
+            out[d.category] = out.get(d.category, 0) + 1
+        for kind, category, table, indices, detail, mark in self._builder.bulks:
+            out[category] = out.get(category, 0) + len(indices)
+        return out
+
     def _at(self, k):
         b = int(self._src[k])
         return self._items[int(self._pos[k])] if b < 0 else self._builder.make(b, int(self._pos[k]))
@@ -248,10 +257,12 @@ def concat_payments(parts) -> Columns:
     return Columns({name: np.concatenate([p[name] for p in parts]) for name in parts[0].names})
 
 
-def journal_payments(rows, day, oldest, refs=None) -> Columns:
+def journal_payments(rows, day, oldest, refs=None, ref_columns=None) -> Columns:
     """The widened payments (see :func:`widen`) begun on `day` of RECORD_DTYPE `rows` (seq
     order): channel of the first record; order and host references of the newest, from
-    `refs` (a callable seqs -> [(order_ref, host_ref)], e.g. ``Journal.refs``) when given."""
+    `ref_columns` (a callable seqs -> (order_ref array, host_ref array), e.g.
+    ``Journal.ref_columns``) or `refs` (a callable seqs -> [(order_ref, host_ref)], e.g.
+    ``Journal.refs``) when given."""
     if len(rows) and not (rows["day"] == day).any():
         txns = np.zeros(0, TXN_DTYPE)          # nothing begun that day: no scan of the rows
     else:
@@ -260,7 +271,9 @@ def journal_payments(rows, day, oldest, refs=None) -> Columns:
     channel = rows["channel"][at] if len(rows) else np.zeros(0, "S10")
     del at
     order_ref = host_ref = None
-    if refs is not None and len(txns):
+    if ref_columns is not None and len(txns):
+        order_ref, host_ref = ref_columns(txns["final_seq"])
+    elif refs is not None and len(txns):
         order_ref, host_ref = _refs_arrays(refs, txns["final_seq"])
     return widen(txns, order_ref, host_ref, channel=channel)
 
@@ -319,11 +332,11 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
         rows = rows[~training]
     del training
     oldest = journal.oldest_seq
-    refs = journal.refs if settlement is not None and (
+    refs = journal.ref_columns if settlement is not None and (
         settlement.host_ref is not None or settlement.order_ref is not None) else None
-    jtx = journal_payments(rows, wanted, oldest, refs)
+    jtx = journal_payments(rows, wanted, oldest, ref_columns=refs)
     if settlement is not None:
-        neighbours = concat_payments([journal_payments(rows, d, oldest, refs)
+        neighbours = concat_payments([journal_payments(rows, d, oldest, ref_columns=refs)
                                       for d in (wanted - 1, wanted + 1)])
         rows = rows[(rows["day"] >= wanted) & (rows["day"] <= wanted + 1)] if check_receipts \
             else np.zeros(0, rows.dtype)    # only the print checks read the records again

@@ -106,12 +106,21 @@ def payment_transactions(rows: np.ndarray, day: int, oldest_seq: int = 1):
     pay = np.flatnonzero(np.isin(kind, PAYMENT_KIND_VALUES) & ((rows["flags"] & _TRAINING) == 0))
     ptxn, pseq = txn[pay], rows["seq"][pay]
     ids = ptxn[(rows["day"][pay] == day) & ((pseq == ptxn) | (ptxn < oldest_seq))]
-    positions = pay[np.isin(ptxn, ids)]
+    # (every payment record one of the day's payments, in txn order: a day of single-record
+    # payments, as a statement's day often is; no million-row isin or sort)
+    every = len(ids) == len(ptxn)
+    positions = pay if every else pay[np.isin(ptxn, ids)]
+    del pseq
     if not len(positions):
         return np.zeros(0, TXN_DTYPE), positions
-    mine = txn[positions]
-    order = np.argsort(mine, kind="stable")          # seq order within a payment
-    grouped, tid = positions[order], mine[order]
+    mine = ptxn if every else txn[positions]
+    del ptxn
+    if len(mine) < 2 or bool((mine[1:] >= mine[:-1]).all()):
+        grouped, tid = positions, mine               # seq order within a payment already
+    else:
+        order = np.argsort(mine, kind="stable")      # seq order within a payment
+        grouped, tid = positions[order], mine[order]
+        del order
     cut = np.flatnonzero(tid[1:] != tid[:-1]) + 1
     first_idx = np.concatenate(([0], cut))
     last_idx = np.concatenate((cut - 1, [len(grouped) - 1]))

@@ -16,8 +16,9 @@ from ..errors import PosfastError
 from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, RECEIPT_KINDS, Flag, Kind, Method,
                        State, day_number, day_to_date, print_jobs)
 from .hosts import host_source
-from .matching import Columns, dedupe, join, key_ids, split_ids, window_pairs
+from .matching import Columns, dedupe, join, key_ids, split_ids_at, window_pairs
 from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport, _milli
+from .rows import release_heap
 from .settlement import Settlement, read_settlement
 
 if TYPE_CHECKING:
@@ -340,6 +341,7 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
                                       for d in (wanted - 1, wanted + 1)])
         rows = rows[(rows["day"] >= wanted) & (rows["day"] <= wanted + 1)] if check_receipts \
             else np.zeros(0, rows.dtype)    # only the print checks read the records again
+        release_heap()                      # the records and the fold's buffers let go
     out = _Builder(tz, summary=summary)
     report = ReconcileReport(journal=str(journal.path), journal_id=str(journal.journal_id),
                              day=day_to_date(wanted), terminal=terminal, host="",
@@ -494,7 +496,7 @@ def _expected(jtx, settled_methods, channel, report):
 def _pair(jtx, jidx, htx, hidx, names, approved):
     """Pairs (journal, host) of equal values of `names`: the approved journal payment
     represents its key; returns (j pairs, h pairs, journal payments set aside)."""
-    jids, hids = split_ids([jtx[n][jidx] for n in names], [htx[n][hidx] for n in names])
+    jids, hids = split_ids_at(jtx, jidx, htx, hidx, names)
     rep, _ = dedupe(jids, (~approved[jidx]).astype(np.int8))
     hrep, _ = dedupe(hids, np.zeros(len(hidx), np.int8))
     a, b = join(jids[rep], hids[hrep])
@@ -597,7 +599,7 @@ def against_statement(jtx, neighbours, settlement, wanted, rule, terminal, windo
         idx = np.flatnonzero(~j_done & (jtx["state"] == state))
         hidx = np.flatnonzero(~h_done & in_window)
         if len(idx) and len(hidx):
-            jids, hids = split_ids([jtx[n][idx] for n in names], [htx[n][hidx] for n in names])
+            jids, hids = split_ids_at(jtx, idx, htx, hidx, names)
             a, b = window_pairs(jids, jtx["ts"][idx], hids, htx["ts"][hidx], window_us)
             take(idx[a], hidx[b])
     pj, ph = np.concatenate(pairs_j), np.concatenate(pairs_h)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import PosfastError
 
-__all__ = ["Columns", "dedupe", "join", "key_ids", "split_ids", "window_pairs"]
+__all__ = ["Columns", "dedupe", "join", "key_ids", "split_ids", "split_ids_at", "window_pairs"]
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -176,6 +176,25 @@ def split_ids(j_columns, h_columns):
     """key_ids over both sides at once, split back: equal ids mean equal values."""
     ids = key_ids(*[np.concatenate((a, b)) for a, b in zip(j_columns, h_columns)])
     return ids[:len(j_columns[0])], ids[len(j_columns[0]):]
+
+
+def split_ids_at(j_table, j_idx, h_table, h_idx, names):
+    """split_ids of the columns `names` of rows `j_idx` of `j_table` and `h_idx` of
+    `h_table`, the picked rows copied a chunk at a time into one column per name (never a
+    copy of each side and then their join: a million references each)."""
+    nj = len(j_idx)
+    columns = []
+    for name in names:
+        a, b = j_table[name], h_table[name]
+        out = np.empty(nj + len(h_idx), np.result_type(a.dtype, b.dtype))
+        for source, idx, at in ((a, j_idx, 0), (b, h_idx, nj)):
+            for lo in range(0, len(idx), _CHUNK):
+                hi = min(len(idx), lo + _CHUNK)
+                out[at + lo:at + hi] = source[idx[lo:hi]]
+        columns.append(out)
+    ids = key_ids(*columns)
+    del columns
+    return ids[:nj], ids[nj:]
 
 
 def window_pairs(j_group, j_ts, h_group, h_ts, window_us, max_rounds=100_000):

@@ -50,7 +50,7 @@ import datetime as _dt
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -122,19 +122,31 @@ def payment_transactions(rows: np.ndarray, day: int, oldest_seq: int = 1):
         grouped, tid = positions[order], mine[order]
         del order
     cut = np.flatnonzero(tid[1:] != tid[:-1]) + 1
-    first_idx = np.concatenate(([0], cut))
-    last_idx = np.concatenate((cut - 1, [len(grouped) - 1]))
-    first, last = grouped[first_idx], grouped[last_idx]
-    out = np.zeros(len(first_idx), TXN_DTYPE)
-    out["txn_id"] = tid[first_idx]
-    out["first_seq"] = rows["seq"][first]
-    out["final_seq"] = rows["seq"][last]
-    out["records"] = np.diff(np.append(first_idx, len(grouped)))
+    if len(cut) == len(grouped) - 1:                 # one record each: first and last alike
+        first = last = grouped
+        out = np.zeros(len(grouped), TXN_DTYPE)
+        out["txn_id"] = tid
+        out["records"] = 1
+    else:
+        first_idx = np.concatenate(([0], cut))
+        last_idx = np.concatenate((cut - 1, [len(grouped) - 1]))
+        first, last = grouped[first_idx], grouped[last_idx]
+        out = np.zeros(len(first_idx), TXN_DTYPE)
+        out["txn_id"] = tid[first_idx]
+        out["records"] = np.diff(np.append(first_idx, len(grouped)))
+        del first_idx, last_idx
+    del cut, tid
+    pick_first: Any = first
+    pick_last: Any = last
+    if first is last and len(first) == len(rows) and bool((first[1:] > first[:-1]).all()):
+        pick_first = pick_last = slice(None)         # every record once, in order: as they are
+    out["first_seq"] = rows["seq"][pick_first]
+    out["final_seq"] = rows["seq"][pick_last]
     for name in ("terminal", "ts", "kind", "flags", "receipt_no", "ref_seq", "day", "client_ref"):
-        out[name] = rows[name][first]
+        out[name] = rows[name][pick_first]
     for name in ("amount", "currency", "state", "method", "rrn", "auth_code"):
-        out[name] = rows[name][last]
-    out["first_amount"] = rows["amount"][first]
+        out[name] = rows[name][pick_last]
+    out["first_amount"] = rows["amount"][pick_first]
     return out, positions
 
 

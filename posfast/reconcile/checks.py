@@ -268,6 +268,7 @@ def journal_payments(rows, day, oldest, refs=None, ref_columns=None) -> Columns:
         txns = np.zeros(0, TXN_DTYPE)          # nothing begun that day: no scan of the rows
     else:
         txns, _ = payment_transactions(rows, day, oldest)
+        release_heap()                      # the fold's buffers, before the references
     at = np.clip(np.searchsorted(rows["seq"], txns["first_seq"]), 0, max(len(rows) - 1, 0))
     channel = rows["channel"][at] if len(rows) else np.zeros(0, "S10")
     del at
@@ -335,13 +336,17 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
     oldest = journal.oldest_seq
     refs = journal.ref_columns if settlement is not None and (
         settlement.host_ref is not None or settlement.order_ref is not None) else None
-    jtx = journal_payments(rows, wanted, oldest, ref_columns=refs)
+    jtx = journal_payments(rows, wanted, oldest)
     if settlement is not None:
-        neighbours = concat_payments([journal_payments(rows, d, oldest, ref_columns=refs)
+        neighbours = concat_payments([journal_payments(rows, d, oldest)
                                       for d in (wanted - 1, wanted + 1)])
         rows = rows[(rows["day"] >= wanted) & (rows["day"] <= wanted + 1)] if check_receipts \
             else np.zeros(0, rows.dtype)    # only the print checks read the records again
         release_heap()                      # the records and the fold's buffers let go
+        if refs is not None:                # (read after the records are let go)
+            for table in (jtx, neighbours):
+                if len(table):
+                    table.columns["order_ref"], table.columns["host_ref"] = refs(table["final_seq"])
     out = _Builder(tz, summary=summary)
     report = ReconcileReport(journal=str(journal.path), journal_id=str(journal.journal_id),
                              day=day_to_date(wanted), terminal=terminal, host="",
@@ -575,7 +580,7 @@ def against_statement(jtx, neighbours, settlement, wanted, rule, terminal, windo
                         (~has_rrn & ~has_ref, ("terminal", "ts", "amount", "currency", "kind",
                                                "auth_code"))):
         idx = np.flatnonzero(mask)
-        rep, rep_of = dedupe(key_ids(*[htx[name][idx] for name in names]),
+        rep, rep_of = dedupe(key_ids(*[htx[name] for name in names], at=idx),
                               np.zeros(len(idx), np.int8))
         for extra in np.flatnonzero(~rep).tolist():
             h_dupes.setdefault(int(idx[rep_of[extra]]), []).append(int(idx[extra]))

@@ -17,7 +17,7 @@ ANNOTATE = os.environ.get("POSFAST_ANNOTATE", "") not in ("", "0")
 C_SOURCES = ["src/pf_crc32c.c", "src/pf_sha256.c"]
 DEPENDS = [
     "src/pf_format.h", "src/pf_io.h", "src/pf_crc32c.h", "src/pf_sha256.h",
-    "src/includes/pf.pxd", "src/ring.pxi", "src/record.pxi", "src/checksum.pxi",
+    "src/includes/pf.pxd", "src/ring.pxi", "src/bulk.pxi", "src/record.pxi", "src/checksum.pxi",
 ]
 
 

@@ -50,7 +50,7 @@ import datetime as _dt
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -106,26 +106,47 @@ def payment_transactions(rows: np.ndarray, day: int, oldest_seq: int = 1):
     pay = np.flatnonzero(np.isin(kind, PAYMENT_KIND_VALUES) & ((rows["flags"] & _TRAINING) == 0))
     ptxn, pseq = txn[pay], rows["seq"][pay]
     ids = ptxn[(rows["day"][pay] == day) & ((pseq == ptxn) | (ptxn < oldest_seq))]
-    positions = pay[np.isin(ptxn, ids)]
+    # (every payment record one of the day's payments, in txn order: a day of single-record
+    # payments, as a statement's day often is; no million-row isin or sort)
+    every = len(ids) == len(ptxn)
+    positions = pay if every else pay[np.isin(ptxn, ids)]
+    del pseq
     if not len(positions):
         return np.zeros(0, TXN_DTYPE), positions
-    mine = txn[positions]
-    order = np.argsort(mine, kind="stable")          # seq order within a payment
-    grouped, tid = positions[order], mine[order]
+    mine = ptxn if every else txn[positions]
+    del ptxn
+    if len(mine) < 2 or bool((mine[1:] >= mine[:-1]).all()):
+        grouped, tid = positions, mine               # seq order within a payment already
+    else:
+        order = np.argsort(mine, kind="stable")      # seq order within a payment
+        grouped, tid = positions[order], mine[order]
+        del order
     cut = np.flatnonzero(tid[1:] != tid[:-1]) + 1
-    first_idx = np.concatenate(([0], cut))
-    last_idx = np.concatenate((cut - 1, [len(grouped) - 1]))
-    first, last = grouped[first_idx], grouped[last_idx]
-    out = np.zeros(len(first_idx), TXN_DTYPE)
-    out["txn_id"] = tid[first_idx]
-    out["first_seq"] = rows["seq"][first]
-    out["final_seq"] = rows["seq"][last]
-    out["records"] = np.diff(np.append(first_idx, len(grouped)))
+    if len(cut) == len(grouped) - 1:                 # one record each: first and last alike
+        first = last = grouped
+        out = np.zeros(len(grouped), TXN_DTYPE)
+        out["txn_id"] = tid
+        out["records"] = 1
+    else:
+        first_idx = np.concatenate(([0], cut))
+        last_idx = np.concatenate((cut - 1, [len(grouped) - 1]))
+        first, last = grouped[first_idx], grouped[last_idx]
+        out = np.zeros(len(first_idx), TXN_DTYPE)
+        out["txn_id"] = tid[first_idx]
+        out["records"] = np.diff(np.append(first_idx, len(grouped)))
+        del first_idx, last_idx
+    del cut, tid
+    pick_first: Any = first
+    pick_last: Any = last
+    if first is last and len(first) == len(rows) and bool((first[1:] > first[:-1]).all()):
+        pick_first = pick_last = slice(None)         # every record once, in order: as they are
+    out["first_seq"] = rows["seq"][pick_first]
+    out["final_seq"] = rows["seq"][pick_last]
     for name in ("terminal", "ts", "kind", "flags", "receipt_no", "ref_seq", "day", "client_ref"):
-        out[name] = rows[name][first]
+        out[name] = rows[name][pick_first]
     for name in ("amount", "currency", "state", "method", "rrn", "auth_code"):
-        out[name] = rows[name][last]
-    out["first_amount"] = rows["amount"][first]
+        out[name] = rows[name][pick_last]
+    out["first_amount"] = rows["amount"][pick_first]
     return out, positions
 
 

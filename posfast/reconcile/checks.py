@@ -16,8 +16,9 @@ from ..errors import PosfastError
 from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, RECEIPT_KINDS, Flag, Kind, Method,
                        State, day_number, day_to_date, print_jobs)
 from .hosts import host_source
-from .matching import Columns, dedupe, join, key_ids, split_ids, window_pairs
+from .matching import Columns, dedupe, join, key_ids, split_ids_at, window_pairs
 from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport, _milli
+from .rows import release_heap
 from .settlement import Settlement, read_settlement
 
 if TYPE_CHECKING:
@@ -173,6 +174,15 @@ class _Discrepancies(Sequence):
     def __len__(self):
         return len(self._src)
 
+    def category_counts(self) -> dict:
+        """{category: number of findings} of the categories present, none made an object."""
+        out: dict = {}
+        for d in self._items:
+            out[d.category] = out.get(d.category, 0) + 1
+        for kind, category, table, indices, detail, mark in self._builder.bulks:
+            out[category] = out.get(category, 0) + len(indices)
+        return out
+
     def _at(self, k):
         b = int(self._src[k])
         return self._items[int(self._pos[k])] if b < 0 else self._builder.make(b, int(self._pos[k]))
@@ -248,19 +258,24 @@ def concat_payments(parts) -> Columns:
     return Columns({name: np.concatenate([p[name] for p in parts]) for name in parts[0].names})
 
 
-def journal_payments(rows, day, oldest, refs=None) -> Columns:
+def journal_payments(rows, day, oldest, refs=None, ref_columns=None) -> Columns:
     """The widened payments (see :func:`widen`) begun on `day` of RECORD_DTYPE `rows` (seq
     order): channel of the first record; order and host references of the newest, from
-    `refs` (a callable seqs -> [(order_ref, host_ref)], e.g. ``Journal.refs``) when given."""
+    `ref_columns` (a callable seqs -> (order_ref array, host_ref array), e.g.
+    ``Journal.ref_columns``) or `refs` (a callable seqs -> [(order_ref, host_ref)], e.g.
+    ``Journal.refs``) when given."""
     if len(rows) and not (rows["day"] == day).any():
         txns = np.zeros(0, TXN_DTYPE)          # nothing begun that day: no scan of the rows
     else:
         txns, _ = payment_transactions(rows, day, oldest)
+        release_heap()                      # the fold's buffers, before the references
     at = np.clip(np.searchsorted(rows["seq"], txns["first_seq"]), 0, max(len(rows) - 1, 0))
     channel = rows["channel"][at] if len(rows) else np.zeros(0, "S10")
     del at
     order_ref = host_ref = None
-    if refs is not None and len(txns):
+    if ref_columns is not None and len(txns):
+        order_ref, host_ref = ref_columns(txns["final_seq"])
+    elif refs is not None and len(txns):
         order_ref, host_ref = _refs_arrays(refs, txns["final_seq"])
     return widen(txns, order_ref, host_ref, channel=channel)
 
@@ -319,14 +334,19 @@ def reconcile(journal: Journal, host, day, terminal=None, window=300, check_rece
         rows = rows[~training]
     del training
     oldest = journal.oldest_seq
-    refs = journal.refs if settlement is not None and (
+    refs = journal.ref_columns if settlement is not None and (
         settlement.host_ref is not None or settlement.order_ref is not None) else None
-    jtx = journal_payments(rows, wanted, oldest, refs)
+    jtx = journal_payments(rows, wanted, oldest)
     if settlement is not None:
-        neighbours = concat_payments([journal_payments(rows, d, oldest, refs)
+        neighbours = concat_payments([journal_payments(rows, d, oldest)
                                       for d in (wanted - 1, wanted + 1)])
         rows = rows[(rows["day"] >= wanted) & (rows["day"] <= wanted + 1)] if check_receipts \
             else np.zeros(0, rows.dtype)    # only the print checks read the records again
+        release_heap()                      # the records and the fold's buffers let go
+        if refs is not None:                # (read after the records are let go)
+            for table in (jtx, neighbours):
+                if len(table):
+                    table.columns["order_ref"], table.columns["host_ref"] = refs(table["final_seq"])
     out = _Builder(tz, summary=summary)
     report = ReconcileReport(journal=str(journal.path), journal_id=str(journal.journal_id),
                              day=day_to_date(wanted), terminal=terminal, host="",
@@ -481,7 +501,7 @@ def _expected(jtx, settled_methods, channel, report):
 def _pair(jtx, jidx, htx, hidx, names, approved):
     """Pairs (journal, host) of equal values of `names`: the approved journal payment
     represents its key; returns (j pairs, h pairs, journal payments set aside)."""
-    jids, hids = split_ids([jtx[n][jidx] for n in names], [htx[n][hidx] for n in names])
+    jids, hids = split_ids_at(jtx, jidx, htx, hidx, names)
     rep, _ = dedupe(jids, (~approved[jidx]).astype(np.int8))
     hrep, _ = dedupe(hids, np.zeros(len(hidx), np.int8))
     a, b = join(jids[rep], hids[hrep])
@@ -560,7 +580,7 @@ def against_statement(jtx, neighbours, settlement, wanted, rule, terminal, windo
                         (~has_rrn & ~has_ref, ("terminal", "ts", "amount", "currency", "kind",
                                                "auth_code"))):
         idx = np.flatnonzero(mask)
-        rep, rep_of = dedupe(key_ids(*[htx[name][idx] for name in names]),
+        rep, rep_of = dedupe(key_ids(*[htx[name] for name in names], at=idx),
                               np.zeros(len(idx), np.int8))
         for extra in np.flatnonzero(~rep).tolist():
             h_dupes.setdefault(int(idx[rep_of[extra]]), []).append(int(idx[extra]))
@@ -584,7 +604,7 @@ def against_statement(jtx, neighbours, settlement, wanted, rule, terminal, windo
         idx = np.flatnonzero(~j_done & (jtx["state"] == state))
         hidx = np.flatnonzero(~h_done & in_window)
         if len(idx) and len(hidx):
-            jids, hids = split_ids([jtx[n][idx] for n in names], [htx[n][hidx] for n in names])
+            jids, hids = split_ids_at(jtx, idx, htx, hidx, names)
             a, b = window_pairs(jids, jtx["ts"][idx], hids, htx["ts"][hidx], window_us)
             take(idx[a], hidx[b])
     pj, ph = np.concatenate(pairs_j), np.concatenate(pairs_h)

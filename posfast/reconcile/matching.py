@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import PosfastError
 
-__all__ = ["Columns", "dedupe", "join", "key_ids", "split_ids", "window_pairs"]
+__all__ = ["Columns", "dedupe", "join", "key_ids", "split_ids", "split_ids_at", "window_pairs"]
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -94,45 +94,66 @@ def _row_bytes(columns, sizes, width, lo, hi):
     return raw
 
 
-def key_ids(*columns) -> np.ndarray:
-    """Exact dense ids (0..groups-1) of the row-wise values of several columns.
+def key_ids(*columns, at=None) -> np.ndarray:
+    """Exact dense ids (0..groups-1) of the row-wise values of several columns (of their
+    rows `at`, an index array, when given: no copy of the picked rows is made).
 
     The columns' bytes are folded into a 64-bit hash for a fast integer sort;
     equal hashes are then checked byte for byte, and a collision (never seen in
     practice) falls back to sorting the raw bytes, so the ids are always exact.
     Both steps go a chunk of rows at a time (memory: the hashes, not the bytes).
     """
-    n = len(columns[0])
+    if at is not None:
+        at = np.asarray(at, np.int64)
+    n = len(columns[0]) if at is None else len(at)
     if not n:
         return np.zeros(0, np.int64)
+
+    def rows(c, lo, hi):
+        return c[lo:hi] if at is None else c[at[lo:hi]]
     sizes = [np.asarray(c[:1]).dtype.itemsize for c in columns]
     width = -(-sum(sizes) // 8) * 8
     h = np.empty(n, np.uint64)
     for lo in range(0, n, _CHUNK):
         hi = min(n, lo + _CHUNK)
-        words = _row_bytes(columns, sizes, width, lo, hi).view("<u8")
+        words = _row_bytes([rows(c, lo, hi) for c in columns], sizes, width, 0, hi - lo).view("<u8")
         part = np.full(hi - lo, 0xCBF29CE484222325, np.uint64)
         for k in range(words.shape[1]):
             part ^= words[:, k]
             part *= _MIX
             part ^= part >> np.uint64(29)
         h[lo:hi] = part
-    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        del words
+    # np.unique(h, return_index=True, return_inverse=True), its buffers let go as it goes
+    order = np.argsort(h, kind="stable")
+    sorted_h = h[order]
     del h
-    inverse = inverse.reshape(-1)
+    new = np.empty(n, bool)
+    new[0] = True
+    np.not_equal(sorted_h[1:], sorted_h[:-1], out=new[1:])
+    del sorted_h
+    first = order[new]
+    group = np.cumsum(new, dtype=np.int64)
+    group -= 1
+    del new
+    inverse = np.empty(n, np.int64)
+    inverse[order] = group
+    del group, order
     same = True
     if width > 8:       # one word is the value itself: no collision possible
         for lo in range(0, n, _CHUNK):
             hi = min(n, lo + _CHUNK)
             rep = first[inverse[lo:hi]]
-            if not all(bool((np.asarray(c[lo:hi]) == np.asarray(c)[rep]).all()) for c in columns):
+            if not all(bool((np.asarray(rows(c, lo, hi)) == c[
+                    rep if at is None else at[rep]]).all()) for c in columns):
                 same = False
                 break
     if not same:
-        raw = _row_bytes(columns, sizes, width, 0, n)
+        picked = columns if at is None else [np.asarray(c)[at] for c in columns]
+        raw = _row_bytes(picked, sizes, width, 0, n)
         _, inverse = np.unique(raw.view("V%d" % width).ravel(), return_inverse=True)
-        inverse = inverse.reshape(-1)
-    return inverse.astype(np.int64, copy=False)
+        inverse = inverse.reshape(-1).astype(np.int64, copy=False)
+    return inverse
 
 
 def dedupe(ids, prefer):
@@ -176,6 +197,42 @@ def split_ids(j_columns, h_columns):
     """key_ids over both sides at once, split back: equal ids mean equal values."""
     ids = key_ids(*[np.concatenate((a, b)) for a, b in zip(j_columns, h_columns)])
     return ids[:len(j_columns[0])], ids[len(j_columns[0]):]
+
+
+class _Joined:
+    """The rows `j_idx` of `a` followed by the rows `h_idx` of `b`, read as key_ids reads a
+    column (``[lo:hi]``, ``[indices]``) and made only a chunk at a time: what
+    ``np.concatenate((a[j_idx], b[h_idx]))`` holds, never held whole."""
+
+    def __init__(self, a, j_idx, b, h_idx):
+        self.a, self.j_idx, self.b, self.h_idx = a, j_idx, b, h_idx
+        self.nj = len(j_idx)
+        self.dtype = np.result_type(a.dtype, b.dtype)
+
+    def __len__(self):
+        return self.nj + len(self.h_idx)
+
+    def __array__(self, dtype=None, copy=None):
+        return self[np.arange(len(self))]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            key = np.arange(*key.indices(len(self)))
+        key = np.asarray(key, np.int64)
+        out = np.empty(len(key), self.dtype)
+        mine = key < self.nj
+        out[mine] = self.a[self.j_idx[key[mine]]]
+        out[~mine] = self.b[self.h_idx[key[~mine] - self.nj]]
+        return out
+
+
+def split_ids_at(j_table, j_idx, h_table, h_idx, names):
+    """split_ids of the columns `names` of rows `j_idx` of `j_table` and `h_idx` of
+    `h_table`: the picked rows are read a chunk at a time (never a copy of each side and
+    then their join: a million references each)."""
+    nj = len(j_idx)
+    ids = key_ids(*[_Joined(j_table[name], j_idx, h_table[name], h_idx) for name in names])
+    return ids[:nj], ids[nj:]
 
 
 def window_pairs(j_group, j_ts, h_group, h_ts, window_us, max_rounds=100_000):

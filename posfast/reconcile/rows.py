@@ -68,6 +68,30 @@ class Settlement:
                                    voucher=pick(self.voucher))
 
 
+_TRIM = []
+
+
+def release_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; nothing
+    elsewhere).  A statement is read block by block: a million rows leave ~150 MB of freed
+    block buffers in the heap that glibc keeps resident, and RSS is what a 500 MB budget
+    counts."""
+    if not _TRIM:
+        import ctypes
+        import ctypes.util
+        import sys
+        trim = None
+        if sys.platform.startswith("linux"):
+            try:
+                trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+                trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+            except (OSError, AttributeError):
+                trim = None
+        _TRIM.append(trim)
+    if _TRIM[0] is not None:
+        _TRIM[0](0)
+
+
 def _column_error(path, line, column, value, why):
     return SettlementError("posfast: settlement file %s, line %d, column %s: %r %s"
                            % (path, line, column, value, why), path, line, column, value)

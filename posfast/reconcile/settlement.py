@@ -17,7 +17,7 @@ from ..errors import SettlementError
 from ..records import KIND_SIGN_TABLE, RECEIPT_KINDS, DayRule, Kind, State
 from . import formats
 from .rows import (OPTIONAL_COLUMNS, SETTLEMENT_DTYPE, Settlement, _column_error, _currency_codes,
-                   _find_bad, _parse_times)
+                   _find_bad, _parse_times, release_heap)
 
 __all__ = ["OPTIONAL_COLUMNS", "SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "Settlement", "SettlementError",
            "read_settlement"]
@@ -81,6 +81,13 @@ def read_settlement(source, format="auto", utc_offset=0, path=None, encoding=Non
     ...
     posfast.errors.SettlementError: posfast: settlement file <stream>, line 2, column amount: '12.50' is not an integer number of minor units (write 1250 for 12.50)
     """
+    try:
+        return _read_any(source, format, utc_offset, path, encoding, column_map, file_date)
+    finally:
+        release_heap()        # the blocks' freed buffers: not kept resident after the read
+
+
+def _read_any(source, format, utc_offset, path, encoding, column_map, file_date) -> Settlement:
     if isinstance(format, (int, DayRule)) and not isinstance(format, bool):
         format, utc_offset = "auto", format            # read_settlement(path, rule): 0.1's call
     rule = (utc_offset if isinstance(utc_offset, DayRule) else

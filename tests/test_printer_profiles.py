@@ -1,10 +1,9 @@
 """Printer profiles: the bytes fit the printer a shop really has (escpos-printer-db profiles
 through python-escpos, or the built-in default): raster QR where there is no native QR, feed
 where there is no cutter, the font's encoding, the drawer, a logo, barcodes."""
+import os
 import re
 import warnings
-
-import os
 
 import pytest
 

@@ -883,7 +883,7 @@ cdef class Ring:
         # lap of the tail; the heads are found in one scan and fed through two heaps
         # as the tail moves (rescanning at every gap made many gaps quadratic).
         import heapq
-        cdef uint64_t gap_seq, seq, pos
+        cdef uint64_t gap_seq, seq, pos, stop
         cdef Py_ssize_t fed = 0
         heads = None
         low = []            # (seq, pos, group_off): the oldest candidate on top
@@ -946,10 +946,15 @@ cdef class Ring:
                         self._zero_head(pos)
                     self._sync()
                 return 0
-            for seq in range(gap_seq, first_seq):
+            # (a C loop over uint64: range() here bounded the seqs with a Py_ssize_t, which
+            # overflows past 2**31 on a 32-bit CPU)
+            seq = gap_seq
+            stop = first_seq
+            while seq < stop:
                 self.damaged.append((seq, (self.next_pos - 1) % self.capacity,
                                      "record lost to damage: followed by intact seq %d" % first_seq))
                 self._set_pos(seq, 0)
+                seq += 1
             self.head_seq = first_seq - 1
             self._evict_before(first_pos)
             self.next_pos = first_pos

@@ -35,16 +35,15 @@ from .records import (IS_PAYMENT_KIND, PAYMENT_KIND_VALUES, RECORD_DTYPE, DayRul
                       State, day_number, day_to_date, make_rows, now_us, pack_row, row_values,
                       to_us, unpack_row)
 from .totals import DayTotals, Totals
-from .records import (ENUM_NAMES, ROW_INDEX, TS_FUTURE_US, TS_MIN_US, check_payload,
+from .records import (ENUM_NAMES, PAYMENT_KINDS, ROW_INDEX, TS_FUTURE_US, TS_MIN_US, check_payload,
                       check_payloads, check_ref)
 
 # positions of RECORD_DTYPE's fields in a row's values (`row_values`)
 _SEQ, _TXN_ID, _DAY, _TERMINAL, _KIND, _CLIENT_REF, _CHANNEL = (
     ROW_INDEX[name] for name in ("seq", "txn_id", "day", "terminal", "kind", "client_ref",
                                  "channel"))
-_PAYMENT_KINDS = frozenset(int(k) for k in PAYMENT_KIND_VALUES)
 _core.set_field_tables(ENUM_NAMES["kind"], ENUM_NAMES["state"], ENUM_NAMES["method"],
-                       _PAYMENT_KINDS, TS_MIN_US, TS_FUTURE_US)
+                       PAYMENT_KINDS, TS_MIN_US, TS_FUTURE_US)
 
 _DURABILITY = {"none": _core.DURABILITY_NONE, "batch": _core.DURABILITY_BATCH,
                "fsync": _core.DURABILITY_FSYNC}
@@ -273,7 +272,6 @@ class Journal:
         self._repairs_noted = 0  # index positions the core found wrong, already reported
         self._repairs_at = 0
         self._saved_at = time.monotonic()
-        self._compact_gap = max(ring.capacity // 8, 1024)   # (Index.maybe_compact's rule)
         self._storage = _JournalStorage(self)   # what its parts see of it
         self._payments = Payments(self._storage)
         self._days = DayBook(self._storage)
@@ -708,7 +706,7 @@ class Journal:
             seq = ring.head_seq + 1
             values[_SEQ] = seq
             kind = values[_KIND]
-            if kind in _PAYMENT_KINDS and not values[_TXN_ID]:
+            if kind in PAYMENT_KINDS and not values[_TXN_ID]:
                 values[_TXN_ID] = seq           # a payment's first record names it
             row = pack_row(values)
             oldest = ring.oldest_seq
@@ -725,8 +723,7 @@ class Journal:
         gets, for this runs right after the fdatasync, with cold caches."""
         index = self.index
         index.add_one(seq, day, terminal, kind)
-        if self._ring.oldest_seq - index.compacted_below > self._compact_gap:
-            index.compact(self._ring.oldest_seq)
+        index.maybe_compact(self._ring.oldest_seq, self._ring.capacity)
         if self._totals is not None:
             self._totals_took(row, oldest)
         self._payments.appended(seq, row, order_ref, host_ref, payload_len)

@@ -21,11 +21,9 @@ from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, RECEI
                       unpack_row)
 from .storage import Storage
 
-_PAYMENT_KIND_SET = frozenset(int(k) for k in PAYMENT_KIND_VALUES)
 _KIND_AT, _CLIENT_REF_AT = ROW_OFFSET["kind"], ROW_OFFSET["client_ref"]
 _TXN_FIELD, _STATE_FIELD, _CLIENT_FIELD = ROW_INDEX["txn_id"], ROW_INDEX["state"], ROW_INDEX["client_ref"]
 _RECEIPT_FIELD, _TERMINAL_FIELD = ROW_INDEX["receipt_no"], ROW_INDEX["terminal"]
-_RECEIPT_KIND_SET = frozenset(int(k) for k in RECEIPT_KINDS)
 _KIND_BY_NAME = {k.name.lower(): k for k in Kind}      # (the usual spelling, looked up first)
 _STATE_BY_NAME = {s.name.lower(): s for s in State}
 _FINAL_STATES = {State.APPROVED, State.DECLINED, State.FAILED, State.REVERSED, State.VOIDED}
@@ -201,21 +199,21 @@ class _Catchup:
             return
         self.upto = seq
         kind = row[_KIND_AT]
-        if row[_CLIENT_REF_AT] or order_ref or host_ref or kind in _PAYMENT_KIND_SET:
+        if row[_CLIENT_REF_AT] or order_ref or host_ref or kind in PAYMENT_KINDS:
             values = unpack_row(row)
             txn_id, state = values[_TXN_FIELD], values[_STATE_FIELD]
             client_ref = values[_CLIENT_FIELD].rstrip(b"\0")
             if client_ref and txn_id == seq:
                 self.by_client_ref.add([client_ref], [seq])
             receipt_no = values[_RECEIPT_FIELD]
-            if payload_len and receipt_no and txn_id == seq and kind in _RECEIPT_KIND_SET:
+            if payload_len and receipt_no and txn_id == seq and kind in RECEIPT_KINDS:
                 self.by_receipt_code.add_one(receipt_code_key(values[_TERMINAL_FIELD],
                                                               receipt_no), seq)
             if order_ref:
                 self.by_order_ref.add([order_ref], [seq])
             if host_ref:
                 self.by_host_ref.add([host_ref], [seq])
-            if kind in _PAYMENT_KIND_SET:
+            if kind in PAYMENT_KINDS:
                 if state != State.PENDING:
                     self.pending.discard(txn_id)
                 elif txn_id == seq:

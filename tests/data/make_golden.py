@@ -94,17 +94,23 @@ def build(path):
     return expected
 
 
-def main():
+def write_golden(name, build):
+    """Make tests/data/NAME.pfj anew with `build(path)` and write what it returns to NAME.json
+    (both golden scripts' main)."""
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.dirname(os.path.dirname(here)))
-    path = os.path.join(here, "golden_v1.pfj")
+    path = os.path.join(here, name + ".pfj")
     if os.path.exists(path):
         os.unlink(path)
     expected = build(path)
-    with open(os.path.join(here, "golden_v1.json"), "w") as f:
+    with open(os.path.join(here, name + ".json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)
         f.write("\n")
-    print("wrote %s (%d bytes) and golden_v1.json" % (path, os.path.getsize(path)))
+    print("wrote %s (%d bytes) and %s.json" % (path, os.path.getsize(path), name))
+
+
+def main():
+    write_golden("golden_v1", build)
 
 
 if __name__ == "__main__":

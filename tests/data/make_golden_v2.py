@@ -9,13 +9,12 @@ Regenerate only on purpose (format-2 files must keep opening):
 
     python tests/data/make_golden_v2.py
 """
-import json
 import os
 import sys
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_golden import record_entry  # noqa: E402  (the JSON of a record, as for format 1)
+from make_golden import record_entry, write_golden  # noqa: E402  (as for format 1)
 
 GOLDEN_JID = uuid.UUID("0badc0de-f00d-4e11-9a55-7e57da7a0002")
 CREATED_US = 1_795_000_000_000_000          # 2026-11-18 UTC; records are of the 22nd and 23rd
@@ -79,16 +78,7 @@ def build(path):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, os.path.dirname(os.path.dirname(here)))
-    path = os.path.join(here, "golden_v2.pfj")
-    if os.path.exists(path):
-        os.unlink(path)
-    expected = build(path)
-    with open(os.path.join(here, "golden_v2.json"), "w") as f:
-        json.dump(expected, f, indent=1, sort_keys=True)
-        f.write("\n")
-    print("wrote %s (%d bytes) and golden_v2.json" % (path, os.path.getsize(path)))
+    write_golden("golden_v2", build)
 
 
 if __name__ == "__main__":

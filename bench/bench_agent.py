@@ -13,6 +13,9 @@ a Python HTTP client's):
   directory + 300 us (the target);
   and against the same pair called in this process on a journal of its own (what the agent
   adds is the difference);
+* the same pair with durability ``none``, through a second agent and in-process, side by side:
+  what the agent's HTTP layer costs a request, with the disk out of the figure (a shared
+  machine's disk moves the durable figures run to run);
 * 50 clients at once, each with its own connection, beginning and finishing payments: every
   request must get its 2xx, and every payment must be there afterwards.
 """
@@ -100,6 +103,43 @@ class Floor:
     def close(self):
         os.close(self.fd)
         os.unlink(self.path)
+
+
+def pair_without_disk(folder, env, payments):
+    """begin + finish through an agent with durability none, and in-process, alternating."""
+    journal = os.path.join(folder, "nodisk.pfj")
+    posfast.Journal.create(journal, capacity=1 << 17).close()
+    code = "import sys; from posfast.agent import run_agent; run_agent(sys.argv[1], durability='none')"
+    proc = subprocess.Popen([sys.executable, "-c", code, journal], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)
+    try:
+        line = proc.stdout.readline().decode()
+        if "listening" not in line:
+            raise SystemExit("the agent did not start: " + line + proc.stdout.read().decode())
+        conn = Conn(journal + ".sock")
+        own = posfast.Journal.create(os.path.join(folder, "nodisk-direct.pfj"), capacity=1 << 17,
+                                     durability="none")
+        through, direct = [], []
+        for n in range(payments + 50):
+            t = time.perf_counter()
+            txn = own.begin_payment(terminal=4, amount=500, client_ref="n%d" % n)
+            own.finish_payment(txn, "approved")
+            took = time.perf_counter() - t
+            t = time.perf_counter()
+            status, body = conn.send("POST", "/v1/payments", {"terminal": 4, "amount": 500, "client_ref": "n%d" % n})
+            assert status == 201, body
+            status, body = conn.send("POST", "/v1/payments/%d/finish" % json.loads(body)["txn_id"],
+                                     {"state": "approved"})
+            assert status == 200, body
+            if n >= 50:                           # the first 50: warm-up
+                through.append(time.perf_counter() - t)
+                direct.append(took)
+        conn.close()
+        own.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return through, direct
 
 
 def main():
@@ -196,9 +236,13 @@ def main():
                 if status != 200 or json.loads(body)["state"] != "approved":
                     missing += 1
         check.close()
-    finally:
         proc.terminate()
         proc.wait(30)
+        lean, lean_direct = pair_without_disk(folder, env, args.payments)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
         shutil.rmtree(folder, ignore_errors=True)
 
     us = 1e6
@@ -211,6 +255,9 @@ def main():
         ("begin + finish p99", "%.0f us" % (pct(pairs, 99) * us), "-", True),
         ("  the same in-process p50", "%.0f us" % (pct(direct, 50) * us),
          "(Journal.begin_payment + finish_payment, no agent)", True),
+        ("begin + finish p50, durability none", "%.0f us" % (pct(lean, 50) * us),
+         "(in-process %.0f us: the HTTP layer costs %.0f us a request)" % (
+             pct(lean_direct, 50) * us, (pct(lean, 50) - pct(lean_direct, 50)) / 2 * us), True),
         ("%d clients x %d payments" % (args.clients, args.per_client),
          "%d errors, %d missing, %.2f s (%.0f payments/s)" % (len(errors), missing, concurrent_s,
                                                               len(done) / concurrent_s),

@@ -8,7 +8,6 @@ import stat
 
 import pytest
 
-pytest.importorskip("aiohttp", reason="the agent needs aiohttp (pip install 'posfast[agent]')")
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets here (Windows: "
                                 "the agent's named pipes are not supported yet)")
 

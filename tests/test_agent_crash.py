@@ -11,8 +11,6 @@ import time
 
 import pytest
 
-pytest.importorskip("aiohttp", reason="the agent needs aiohttp (pip install 'posfast[agent]')")
-
 import posfast  # noqa: E402
 from posfast.agent import find_agent  # noqa: E402
 

@@ -8,7 +8,8 @@ printer.  A 2xx to a write means its record is on stable storage; every refusal 
 ``{"ok": false, "reason", "field", "message"}`` with a 4xx status.
 
 * :mod:`~posfast.agent.schema`: the OpenAPI document and the request checks made from it;
-* :mod:`~posfast.agent.app`: the aiohttp application, one handler per operation;
+* :mod:`~posfast.agent.app`: the application, one handler per operation;
+* :mod:`~posfast.agent.http1`: its HTTP/1.1 server, on the standard library's asyncio;
 * :mod:`~posfast.agent.service`: :func:`run_agent` (sockets, TLS, syncers, discovery file);
 * :mod:`~posfast.agent.client`: :func:`find_agent` and :class:`AgentClient` (standard
   library), what the CLI's write verbs use while an agent holds the journal.

@@ -1,4 +1,4 @@
-"""The agent's HTTP application: one handler per operation of ``openapi.json``, routed from
+"""The agent's application: one handler per operation of ``openapi.json``, routed from
 the document itself (so every route is documented and every documented route exists).
 
 Payment writes (begin, finish, resolve) run on the event loop itself, one at a time in
@@ -24,6 +24,7 @@ from ..errors import (CorruptRecord, DayClosed, InvalidRecord, IOFailure, Journa
                       JournalFull, PaymentError, PosfastError, ReprintRefused, SyncError,
                       SyncRefused, SyncUnavailable)
 from ..records import Flag, Kind, Method, State, format_day, ts_datetime
+from .http1 import Router, error_body
 from .schema import BadRequest, check, load_openapi, parse_query
 
 log = logging.getLogger("posfast.agent")
@@ -32,15 +33,7 @@ log = logging.getLogger("posfast.agent")
 MAX_BODY = 256 * 1024
 _ECHO = 200
 
-__all__ = ["MAX_BODY", "make_app", "record_dict"]
-
-
-def _web():
-    try:
-        from aiohttp import web
-    except ImportError as exc:
-        raise ImportError("the posfast agent needs aiohttp: pip install 'posfast[agent]'") from exc
-    return web
+__all__ = ["MAX_BODY", "AgentApp", "make_app", "record_dict"]
 
 
 # --------------------------------------------------------------------------- JSON views
@@ -176,13 +169,13 @@ class _Ops:
         self.slow.shutdown(wait=True)
 
     # ---------------------------------------------------------------- health, status
-    async def getOpenapi(self, params, body):
+    def getOpenapi(self, params, body):
         return 200, load_openapi()
 
-    async def health(self, params, body):
+    def health(self, params, body):
         return 200, {"ok": True, "journal_id": str(self.j.journal_id)}
 
-    async def status(self, params, body):
+    def status(self, params, body):
         from ..sync import sync_status
         doc = self.j.status()
         doc["sync"] = sync_status(self.j)
@@ -202,7 +195,7 @@ class _Ops:
                                   for p in report.problems]}
 
     # ---------------------------------------------------------------- payments
-    async def beginPayment(self, params, body):
+    def beginPayment(self, params, body):
         fields = dict(body)
         receipt = fields.pop("receipt", None)
         if fields.pop("training", False):
@@ -230,25 +223,25 @@ class _Ops:
                          "receipt_no": current.receipt_no, "terminal": current.terminal}
         return begin()          # on the loop: one fdatasync, no thread hop (see the module docstring)
 
-    async def _finish(self, params, body, resolve: bool):
+    def _finish(self, params, body, resolve: bool):
         txn = params["txn_id"]
         fn = self.j.resolve if resolve else self.j.finish_payment
         seq = fn(txn, body["state"], **{k: v for k, v in body.items() if k != "state"})
         return 200, {"txn_id": txn, "seq": seq, "state": body["state"]}
 
-    async def finishPayment(self, params, body):
-        return await self._finish(params, body, False)
+    def finishPayment(self, params, body):
+        return self._finish(params, body, False)
 
-    async def resolvePayment(self, params, body):
-        return await self._finish(params, body, True)
+    def resolvePayment(self, params, body):
+        return self._finish(params, body, True)
 
-    async def getPayment(self, params, body):
+    def getPayment(self, params, body):
         return 200, record_dict(self.j.payment(params["txn_id"]), self.tz)
 
-    async def inDoubt(self, params, body):
+    def inDoubt(self, params, body):
         return 200, {"payments": [record_dict(r, self.tz) for r in self.j.in_doubt(params.get("terminal"))]}
 
-    async def findPayment(self, params, body):
+    def findPayment(self, params, body):
         if len(params) != 1:
             raise _Answer(400, "invalid", "give exactly one of client_ref, order_ref, host_ref, "
                           "receipt_code", "client_ref" if not params else sorted(params)[1])
@@ -258,14 +251,14 @@ class _Ops:
             raise _Answer(404, "not_found", "no payment with %s %s" % (name, value[:_ECHO]), name)
         return 200, _summary_dict(found)
 
-    async def lastTransaction(self, params, body):
+    def lastTransaction(self, params, body):
         summary = self.j.last_transaction(params["terminal"])
         if summary is None:
             raise _Answer(404, "not_found", "terminal %d has no payment" % params["terminal"], "terminal")
         return 200, _summary_dict(summary)
 
     # ---------------------------------------------------------------- records, totals
-    async def query(self, params, body):
+    def query(self, params, body):
         _check_day(params)
         limit = params.pop("limit", 100)
         after = params.pop("after_seq", 0)
@@ -281,10 +274,10 @@ class _Ops:
                 continue                    # evicted meanwhile or damaged: verify reports it
         return 200, {"records": records, "next_after_seq": page[-1] if more else None}
 
-    async def getRecord(self, params, body):
+    def getRecord(self, params, body):
         return 200, record_dict(self.j.get(params["seq"]), self.tz)
 
-    async def totals(self, params, body):
+    def totals(self, params, body):
         _check_day(params)
         totals = self.j.totals(params["day"], terminal=params.get("terminal"))
         return 200, _totals_dict(totals, params["day"], params.get("terminal"))
@@ -392,9 +385,24 @@ def _receipt_payload(receipt: dict, fields: dict) -> bytes:
     return built.to_payload()
 
 
+class AgentApp:
+    """The agent's application: ``router`` (every operation of ``openapi.json``), ``ops`` (the
+    operations over the journal) and ``call(handler, request)`` for :class:`.http1.HttpServer`."""
+
+    def __init__(self, router, ops, max_body: int):
+        self.router, self.ops, self.max_body = router, ops, max_body
+
+    def call(self, handler, request):
+        return handler(request)
+
+    def close(self) -> None:
+        self.ops.close()
+
+
 def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, info=None,
-             make_target=None, max_body: int = MAX_BODY, printer_profile: Optional[str] = None):
-    """The agent's aiohttp application over an open (writable) journal.
+             make_target=None, max_body: int = MAX_BODY, printer_profile: Optional[str] = None) -> AgentApp:
+    """The agent's application over an open (writable) journal, served by
+    :class:`posfast.agent.http1.HttpServer`.
 
     ``printer``: a :class:`posfast.printing.Printer` for print and reprint (its capabilities
     from ``printer_profile``, an escpos-printer-db profile, unless a request names one); ``syncers``:
@@ -405,26 +413,35 @@ def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, 
     >>> app = make_app(journal, printer=open_printer("tcp://192.168.1.50:9100"))  # doctest: +SKIP
     """
     import hmac
-    web = _web()
     spec = load_openapi()
     ops = _Ops(journal, printer, syncers, info, make_target, printer_profile)
     expected = ("Bearer " + token).encode("utf-8") if token else None
 
-    def reply(status: int, doc) -> Any:
-        return web.Response(status=status, body=json.dumps(doc, ensure_ascii=False, default=str),
-                            content_type="application/json")
+    def reply(status: int, doc) -> tuple:
+        return status, json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8"), None
 
-    def refusal(answer: _Answer, headers=None):
-        resp = reply(answer.status, {"ok": False, "reason": answer.reason, "field": answer.field,
-                                     "message": answer.message[:2 * _ECHO]})
-        if headers:
-            resp.headers.update(headers)
-        return resp
+    def refusal(answer: _Answer, headers=None) -> tuple:
+        return answer.status, error_body(answer.reason, answer.message[:2 * _ECHO], answer.field), headers
+
+    def answer_error(exc: BaseException, fields, key_field) -> tuple:
+        try:
+            return refusal(_error_for(exc, fields, key_field))
+        except Exception:
+            log.exception("error handling a request")
+            return refusal(_Answer(500, "internal", "internal error (logged by the agent)"))
+
+    async def later(pending, fields, key_field) -> tuple:
+        try:
+            status, doc = await pending
+        except Exception as exc:            # the journal's refusals, as JSON
+            return answer_error(exc, fields, key_field)
+        return reply(status, doc)
 
     def handler_for(operation: dict, method: Callable):
         parameters = operation.get("parameters", [])
         body_spec = operation.get("requestBody")
         body_schema = body_spec["content"]["application/json"]["schema"] if body_spec else None
+        body_required = bool(body_spec and body_spec.get("required"))
         fields = list((spec["components"]["schemas"].get(body_schema["$ref"].rsplit("/", 1)[1], {})
                        .get("properties", {}) if body_schema else {}))
         fields += [p["name"] for p in parameters]
@@ -433,57 +450,36 @@ def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, 
         key_field = path_params[0] if path_params else next(
             (name for name in ("txn_id", "seq") if name in fields), None)
 
-        async def handle(request):
+        def handle(request):
             if expected is not None and not public:
-                given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+                given = request.headers.get("authorization", "").encode("utf-8", "replace")
                 if not hmac.compare_digest(given, expected):
                     return refusal(_Answer(401, "auth", "missing or wrong bearer token "
                                                         "(Authorization: Bearer <--token-file's token>)",
                                            "Authorization"), {"WWW-Authenticate": "Bearer"})
             try:
-                params = parse_query(spec, parameters, request.query, request.match_info)
+                params = parse_query(spec, parameters, request.query, request.match)
                 body: dict = {}
+                raw = request.body
                 if body_schema is not None:
-                    if request.content_length is not None and request.content_length > max_body:
-                        raise _Answer(413, "too_large", "body over %d bytes" % max_body)
-                    raw = await request.read()
-                    if raw.strip() or body_spec.get("required"):
+                    if raw.strip() or body_required:
                         body = _parse_json(raw)
                         check(spec, body_schema, body, "")
-                elif request.can_read_body and (await request.read()).strip():
+                elif raw.strip():
                     raise _Answer(400, "invalid", "this request takes no body")
-                status, doc = await method(params, body)
-            except web.HTTPRequestEntityTooLarge:
-                return refusal(_Answer(413, "too_large", "body over %d bytes" % max_body))
+                result = method(params, body)
             except Exception as exc:        # the journal's refusals, as JSON
-                try:
-                    return refusal(_error_for(exc, fields, key_field))
-                except Exception:
-                    log.exception("error handling %s %s", request.method, request.path[:80])
-                    return refusal(_Answer(500, "internal", "internal error (logged by the agent)"))
-            return reply(status, doc)
+                return answer_error(exc, fields, key_field)
+            if isinstance(result, tuple):
+                return reply(*result)
+            return later(result, fields, key_field)
         return handle
 
-    @web.middleware
-    async def json_errors(request, handler):
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:     # no such route, method not allowed
-            reason = "not_found" if exc.status == 404 else "invalid"
-            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            return refusal(_Answer(exc.status, reason, "%s %s: %s" % (
-                request.method, request.path[:_ECHO], exc.reason)), headers)
-
-    async def cleanup(app):
-        ops.close()
-
-    app = web.Application(client_max_size=max_body, middlewares=[json_errors])
+    router = Router()
     for path, item in spec["paths"].items():
         for verb, operation in item.items():
-            app.router.add_route(verb.upper(), path, handler_for(operation, getattr(ops, operation["operationId"])))
-    app.on_cleanup.append(cleanup)
-    app["posfast_ops"] = ops
-    return app
+            router.add(verb.upper(), path, handler_for(operation, getattr(ops, operation["operationId"])))
+    return AgentApp(router, ops, max_body)
 
 
 def _parse_json(raw: bytes) -> Any:

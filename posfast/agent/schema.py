@@ -138,9 +138,9 @@ def _json_type(value) -> str:
 _INTEGER = re.compile(r"^-?[0-9]{1,20}$")
 
 
-def parse_query(spec: dict, parameters: list, query, path: dict) -> dict:
-    """The query and path parameters of an operation, typed and checked: ``{name: value}`` of
-    those given.  Unknown query parameters are refused (a misspelt filter would otherwise
+def parse_query(spec: dict, parameters: list, query: dict, path: dict) -> dict:
+    """The query (``{name: [values]}``) and path (``{name: value}``) parameters of an
+    operation, typed and checked: ``{name: value}`` of those given.  Unknown query parameters are refused (a misspelt filter would otherwise
     widen the answer silently)."""
     known = {p["name"] for p in parameters if p["in"] == "query"}
     for name in query:
@@ -154,7 +154,7 @@ def parse_query(spec: dict, parameters: list, query, path: dict) -> dict:
             if param.get("required"):
                 raise BadRequest(name, "is required")
             continue
-        values = source.getall(name) if hasattr(source, "getall") else [source[name]]
+        values = source[name] if isinstance(source[name], list) else [source[name]]
         if len(values) > 1:
             raise BadRequest(name, "is given %d times; give it once" % len(values))
         text = values[0]

@@ -136,8 +136,7 @@ def run_agent(journal_path, socket_path: Optional[str] = None, listen: Optional[
     >>> run_agent("till.pfj", sync_to=["https://bo.example:8443"], printer="tcp://10.0.0.9:9100")  # doctest: +SKIP
     """
     from ..journal import Journal
-    from .app import _web, make_app
-    web = _web()
+    from .app import make_app
     journal_path = os.path.abspath(os.fspath(journal_path))
     token = ssl_context = None
     if listen is not None:
@@ -190,7 +189,7 @@ def run_agent(journal_path, socket_path: Optional[str] = None, listen: Optional[
                 "journal_id": str(journal.journal_id), "pid": os.getpid(), "started_at": time.time()}
         app = make_app(journal, printer=printer_obj, syncers=syncers, token=token, info=info,
                        make_target=make_target, printer_profile=printer_profile)
-        asyncio.run(_serve(web, app, journal_path, socket_path, listen, ssl_context, info, threads, out))
+        asyncio.run(_serve(app, journal_path, socket_path, listen, ssl_context, info, threads, out))
     finally:
         stop_sync.set()
         for thread in threads:
@@ -204,27 +203,23 @@ def run_agent(journal_path, socket_path: Optional[str] = None, listen: Optional[
         journal.close()
 
 
-async def _serve(web, app, journal_path, socket_path, listen, ssl_context, info, threads, out):
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=75.0)
-    await runner.setup()
-    sites, where, made = [], [], []
+async def _serve(app, journal_path, socket_path, listen, ssl_context, info, threads, out):
+    from .http1 import HttpServer
+    server = HttpServer(app.router, app.max_body, app.call)
+    where, made = [], []
     try:
         if socket_path is not None:
             sock = _unix_socket(socket_path)
             made.append(socket_path)
-            sites.append(web.SockSite(runner, sock))
+            await server.start_unix(sock)
             where.append("unix:%s" % socket_path)
         if listen is not None:
             host, port, _ = parse_listen(listen)
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-            sites.append(site)
-        for site in sites:
             try:
-                await site.start()
+                tcp = await server.start_tcp(host, port, ssl=ssl_context)
             except OSError as exc:
                 raise InvalidArgument("cannot listen on %s: %s" % (listen, exc.strerror or exc)) from None
-        if listen is not None:
-            bound = [a for a in runner.addresses if isinstance(a, tuple)][0]
+            bound = tcp.sockets[0].getsockname()
             scheme = "https" if ssl_context else "http"
             host = bound[0] if ":" not in bound[0] else "[%s]" % bound[0]
             info["url"] = "%s://%s:%d" % (scheme, host, bound[1])
@@ -244,7 +239,8 @@ async def _serve(web, app, journal_path, socket_path, listen, ssl_context, info,
             " and ".join(where), journal_path, os.getpid()), file=out, flush=True)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await server.close()
+        app.close()
         for path in made:                # only what this agent made: never another's socket
             try:
                 os.unlink(path)

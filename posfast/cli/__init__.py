@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=c.cmd_serve)
 
     p = sub.add_parser("agent", help="run the local service POS software in any language calls (the journal's one writer)")
-    c.add_agent_arguments(p)                     # aiohttp is imported only when run
+    c.add_agent_arguments(p)
     p.set_defaults(func=c.cmd_agent)
 
     p = sub.add_parser("reconcile", help="journal vs host vs printed receipts for a day; or a whole "

@@ -155,3 +155,14 @@ def test_random_bytes_never_get_a_5xx_and_never_stop_the_agent(agent, junk, pref
     probe.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
     assert read_replies(probe, 1)[0][0] == 200
     probe.close()
+
+
+def test_a_body_over_the_limit_is_drained_and_refused_and_the_connection_goes_on(agent):
+    sock = connect(agent)
+    big = json.dumps({"terminal": 7, "amount": 1, "receipt": {"merchant": "x" * 300_000}}).encode()
+    sock.sendall(b"POST /v1/payments HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big))
+    (status, headers, doc), = read_replies(sock, 1)
+    assert (status, doc["reason"]) == (413, "too_large") and "connection" not in headers
+    sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_replies(sock, 1)[0][0] == 200
+    sock.close()

@@ -99,6 +99,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False                 # a handler is waiting: later requests queue in buf
         self.paused = False               # the peer is not reading its replies
         self.continued = False            # 100 Continue sent for the request in buf
+        self.skip = 0                     # bytes still to come of a body refused as too large
         self.timer: Optional[asyncio.TimerHandle] = None
 
     # ------------------------------------------------------------------ asyncio callbacks
@@ -113,6 +114,10 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
 
     def data_received(self, data):
+        if self.skip:                     # the rest of a refused body: read, dropped
+            cut = min(self.skip, len(data))
+            self.skip -= cut
+            data = data[cut:]
         self.buf += data
         if not self.busy and not self.paused:
             self._serve()
@@ -144,8 +149,10 @@ class _Connection(asyncio.Protocol):
                 parsed = self._parse()
             except _Refusal as refusal:
                 self._write(refusal.status, error_body(refusal.reason, refusal.message),
-                            refusal.headers, close=True)
-                return
+                            refusal.headers, close=refusal.close)
+                if refusal.close:
+                    return
+                continue
             if parsed is None:
                 return
             request, keep = parsed
@@ -244,7 +251,15 @@ class _Connection(asyncio.Protocol):
                 raise _Refusal(400, "invalid", "malformed Content-Length %r" % length_text[:40])
             length = int(length_text)
             if length > self.server.max_body:
-                raise _Refusal(413, "too_large", "body over %d bytes" % self.server.max_body)
+                # a body up to a few times the limit is read and dropped, so that the client,
+                # still sending it, gets the 413 rather than a broken pipe; a larger one closes
+                message = "body over %d bytes" % self.server.max_body
+                if length > 4 * self.server.max_body:
+                    raise _Refusal(413, "too_large", message)
+                take = min(length, len(buf) - start)
+                del buf[:start + take]
+                self.skip = length - take
+                raise _Refusal(413, "too_large", message, close=False)
             if len(buf) - start < length:
                 return self._continue(headers, version)
             body, stop = bytes(buf[start:start + length]), start + length

@@ -23,6 +23,8 @@ import re
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, unquote
 
+from ..errors import PosfastError
+
 #: Largest request line + headers.
 MAX_HEAD = 16 * 1024
 #: Seconds a connection may stay idle (or sit on a partial request) before it is closed.
@@ -40,7 +42,7 @@ def error_body(reason: str, message: str, field: Optional[str] = None) -> bytes:
                       ensure_ascii=False).encode("utf-8")
 
 
-class _Refusal(Exception):
+class _Refusal(PosfastError):
     def __init__(self, status: int, reason: str, message: str, headers=None, close: bool = True):
         super().__init__(message)
         self.status, self.reason, self.message, self.close = status, reason, message, close

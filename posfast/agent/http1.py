@@ -6,9 +6,10 @@ till and the card host) and small (it runs on the terminal).  A general web fram
 80 us of CPU a request here, more than the journal's own work; this server parses a request
 in a few microseconds.  It speaks what clients send (keep-alive, pipelining, ``Content-Length``
 or ``chunked`` bodies, ``Expect: 100-continue``, HTTP/1.0) and refuses the rest with a JSON
-error: a request head over :data:`MAX_HEAD` (431), a body over the server's limit (413), both
-``Content-Length`` and ``Transfer-Encoding``, a malformed line or length (400, and the
-connection is closed, as nothing after it can be framed).
+error, always a 4xx (a client's mistake is never answered as the agent's): a request head over
+:data:`MAX_HEAD` (431), a body over the server's limit (413), both ``Content-Length`` and
+``Transfer-Encoding``, another transfer coding than chunked, another HTTP version, a malformed
+line or length (400, and the connection is closed, as nothing after it can be framed).
 
 A handler takes a :class:`Request` and returns ``(status, body, headers)``, or an awaitable of
 that when it has to wait (a print, a sync); requests on one connection are answered in order.
@@ -226,7 +227,7 @@ class _Connection(asyncio.Protocol):
             raise _Refusal(400, "invalid", "malformed request line")
         method, target, version = parts
         if version not in ("HTTP/1.1", "HTTP/1.0"):
-            raise _Refusal(505, "invalid", "HTTP/1.1 or HTTP/1.0 only, not %r" % version[:20])
+            raise _Refusal(400, "invalid", "HTTP/1.1 or HTTP/1.0 only, not %r" % version[:20])
         headers: dict = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
@@ -241,7 +242,7 @@ class _Connection(asyncio.Protocol):
             if "content-length" in headers:
                 raise _Refusal(400, "invalid", "both Content-Length and Transfer-Encoding")
             if headers["transfer-encoding"].lower() != "chunked":
-                raise _Refusal(501, "invalid", "Transfer-Encoding %r is not supported"
+                raise _Refusal(400, "invalid", "Transfer-Encoding %r is not supported (chunked is)"
                                % headers["transfer-encoding"][:40])
             chunked = self._chunked(start)
             if chunked is None:

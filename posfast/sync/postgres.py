@@ -1,6 +1,7 @@
 """The PostgreSQL back office: :class:`PostgresTarget` (psycopg 3, imported only when used)."""
 from __future__ import annotations
 
+import re
 import threading
 import urllib.parse
 from contextlib import contextmanager
@@ -13,12 +14,44 @@ from .protocol import (ECHO_LIMIT, Ack, BackOfficeMissing, JournalState, RecordB
 
 __all__ = ["PostgresTarget"]
 
+_INDEX_DDL = re.compile(r"\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+IF\s+NOT\s+EXISTS\s+(\w+)\s", re.I)
+
+
+#: Session settings a back-office connection gets unless the DSN, ``PGOPTIONS`` or the
+#: role/database already set them (a value other than 0): a push waits at most
+#: ``lock_timeout`` for the journal's row (then 503: the terminal retries), and a session
+#: left inside a transaction by a frozen server (a hung machine, a network partition)
+#: is ended by the database after ``idle_in_transaction_session_timeout``, which frees
+#: the journal for the other servers.
+SESSION_DEFAULTS = (("lock_timeout", "10s"), ("idle_in_transaction_session_timeout", "60s"))
+#: libpq connection parameters added unless the DSN gives them: TCP keepalives, so a
+#: connection to a database machine that vanished is noticed in about a minute.
+CONNECT_DEFAULTS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+                    "keepalives_count": "3"}
+
+
+def _connect_options(dsn: str, application_name: Optional[str]) -> dict:
+    """Keyword parameters for psycopg.connect: the defaults the DSN does not set itself."""
+    from psycopg.conninfo import conninfo_to_dict
+    given = conninfo_to_dict(dsn)
+    extra = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in given}
+    if application_name and "application_name" not in given:
+        extra["fallback_application_name"] = application_name   # PGAPPNAME still wins
+    return extra
+
+
+def _session_defaults(conn) -> None:
+    for name, value in SESSION_DEFAULTS:
+        if conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] in ("0", ""):
+            conn.execute(f"SET {name} = '{value}'")
+
 
 class _PgPool:
     """A few psycopg connections shared by threads (the server's workers)."""
 
-    def __init__(self, dsn: str, size: int, setup: Callable):
+    def __init__(self, dsn: str, size: int, setup: Callable, options: Optional[dict] = None):
         self._dsn = dsn
+        self._options = options or {}
         self._setup = setup
         self._idle: list = []
         self._mutex = threading.Lock()
@@ -33,7 +66,8 @@ class _PgPool:
             with self._mutex:
                 conn = self._idle.pop() if self._idle else None
             if conn is None or conn.closed:
-                conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+                conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10, **self._options)
+                _session_defaults(conn)
                 self._setup(conn)
             yield conn
         except BaseException:
@@ -69,7 +103,8 @@ class PostgresTarget(BackOffice):
     def _journal_param(jid):
         return jid
 
-    def __init__(self, dsn: str, *, pool_size: int = 4, create: bool = True, readonly: bool = False):
+    def __init__(self, dsn: str, *, pool_size: int = 4, create: bool = True, readonly: bool = False,
+                 application_name: Optional[str] = "posfast"):
         # ``create`` is accepted for symmetry with SqliteTarget: the database itself must
         # exist (a mistyped DSN fails to connect); posfast creates its tables in it.
         import importlib.util
@@ -78,12 +113,14 @@ class PostgresTarget(BackOffice):
                               "(psycopg[binary])")
         self.dsn = dsn
         self.readonly = bool(readonly)
+        # application_name: what pg_stat_activity shows ("posfast serve PID" for a server process)
+        self._connect_options = _connect_options(dsn, application_name)
         if self.readonly:   # read an existing back office: no tables created, no temporary table
-            self._pool = _PgPool(dsn, pool_size, lambda conn: None)
+            self._pool = _PgPool(dsn, pool_size, lambda conn: None, self._connect_options)
             return
-        self._pool = _PgPool(dsn, pool_size, self._setup_connection)
+        self._pool = _PgPool(dsn, pool_size, self._setup_connection, self._connect_options)
         self._copy_sql = f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link, order_ref, host_ref) FROM STDIN"
-        self._insert_sql = ("INSERT INTO records SELECT * FROM _pf_incoming ORDER BY seq "
+        self._insert_sql = ("INSERT INTO records SELECT * FROM _pf_incoming WHERE seq >= %s ORDER BY seq "
                             "ON CONFLICT (journal_id, seq) DO NOTHING")
         self._create_schema()
 
@@ -100,11 +137,17 @@ class PostgresTarget(BackOffice):
     def _create_schema(self):
         import psycopg
         try:
-            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10, **self._connect_options) as conn:
                 with conn.transaction():
                     # Concurrent first starts (the server's workers) must not race on CREATE TABLE.
                     conn.execute("SELECT pg_advisory_xact_lock(7402381)")
                     for stmt in schema_statements("postgres"):
+                        index = _INDEX_DDL.match(stmt)
+                        # CREATE INDEX IF NOT EXISTS takes a SHARE lock on the table before it
+                        # looks: a server starting beside busy ones would queue every push behind
+                        # the open ones.  An index that exists is left alone without a lock.
+                        if index and conn.execute("SELECT to_regclass(%s)", (index.group(1),)).fetchone()[0]:
+                            continue
                         conn.execute(stmt)
                     # (only what is missing: ALTER locks the table even when nothing is added)
                     for stmt in added_columns("postgres", lambda table: {r[0] for r in conn.execute(
@@ -178,28 +221,62 @@ class PostgresTarget(BackOffice):
                                "AND seq BETWEEN %s AND %s ORDER BY seq", (jid, first, last)).fetchall()
         return batch_from_db(jid, fetched)
 
+    def _held_like_incoming(self, conn, jid, inc: RecordBatch, first: int, last: int) -> RecordBatch:
+        """What the back office holds of ``first..last`` (for plan_batch), compared in the
+        database against the batch already in ``_pf_incoming``: only a count and the first
+        differing seq come back, never the held rows themselves.  Rows equal to the
+        incoming ones are returned as the incoming ones (they are the same bytes); the
+        first differing row is read as held, so plan_batch names it as a fork."""
+        held, differs = conn.execute(
+            "SELECT count(r.seq), min(CASE WHEN ROW(i.*) IS DISTINCT FROM ROW(r.*) THEN r.seq END) "
+            "FROM _pf_incoming i JOIN records r ON r.journal_id = i.journal_id AND r.seq = i.seq "
+            "WHERE i.seq BETWEEN %s AND %s", (first, last)).fetchone()
+        n = last - first + 1
+        base = first - int(inc.rows["seq"][0])
+        if held != n:                       # plan_batch reports the missing rows
+            return self._read_in(conn, jid, first, last)
+        rows = inc.rows[base:base + n].copy()
+        payloads, links = list(inc.payloads[base:base + n]), list(inc.links[base:base + n])
+        exts = list(inc.exts[base:base + n])
+        if differs is not None:
+            k = int(differs) - first
+            one = self._read_in(conn, jid, int(differs), int(differs))
+            rows[k], payloads[k], links[k], exts[k] = one.rows[0], one.payloads[0], one.links[0], one.exts[0]
+        return RecordBatch(jid, rows, payloads, links, None, exts)
+
     def push(self, batch, *, anchor: bool = False, day_rule=None) -> Ack:
-        """Store a batch in one transaction; return the ack or raise SyncRefused (see SqliteTarget.push)."""
+        """Store a batch in one transaction; return the ack or raise SyncRefused (see SqliteTarget.push).
+
+        Several server processes may push the same journal at once.  The batch is COPYed
+        into the session's temporary table first, before any lock is taken; only then is
+        the journal's row locked (``SELECT ... FOR UPDATE``, waited for at most
+        ``lock_timeout``), the batch checked against what is held (compared inside the
+        database) and the new rows inserted.  So while the lock is held the server sends
+        and receives only short statements: a server frozen in there leaves its session
+        idle in a transaction, which the database ends after
+        ``idle_in_transaction_session_timeout`` (:data:`SESSION_DEFAULTS`)."""
         inc = self._incoming(batch, day_rule)
         jid = inc.journal_id
         first_seq, last_seq = int(inc.rows["seq"][0]), int(inc.rows["seq"][-1])
 
         def work(conn):
             with conn.transaction():
+                with conn.cursor() as cur:
+                    with cur.copy(self._copy_sql) as copy:
+                        for row in db_rows(jid, inc, 0):
+                            copy.write_row(row)
                 now = now_us()
                 conn.execute("INSERT INTO journals (journal_id, anchor_seq, high_seq, last_link, records, "
                              "first_synced_us, last_synced_us) VALUES (%s, 0, 0, '', 0, %s, %s) "
                              "ON CONFLICT (journal_id) DO NOTHING", (jid, now, now))
                 state = self._state_in(conn, jid, lock=True)
-                plan = plan_batch(inc, state, lambda a, b: self._read_in(conn, jid, a, b), anchor=anchor)
+                plan = plan_batch(inc, state, lambda a, b: self._held_like_incoming(conn, jid, inc, a, b),
+                                  anchor=anchor)
                 stored = len(inc.rows) - plan.new_from
                 if not stored:
                     return Ack(jid, state.high_seq, 0, plan.duplicates, first_seq, last_seq, inc.links[-1])
                 with conn.cursor() as cur:
-                    with cur.copy(self._copy_sql) as copy:
-                        for row in db_rows(jid, inc, plan.new_from):
-                            copy.write_row(row)
-                    cur.execute(self._insert_sql)
+                    cur.execute(self._insert_sql, (first_seq + plan.new_from,))
                     if cur.rowcount != stored:
                         raise SyncUnavailable(f"journal {jid}: expected to store {stored} records, stored "
                                               f"{cur.rowcount}; back office inconsistent")

@@ -46,6 +46,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -233,7 +234,8 @@ def open_back_office(db: Union[str, SqliteTarget, PostgresTarget], *, create: bo
         raise SyncConfigError(f"--db must be sqlite:///FILE or postgresql://..., not {clip(db)!r}")
     if db.split(":", 1)[0].lower() == "sqlite":
         return target_from_url(db, create=create)
-    return target_from_url(db)
+    # one name per server process in pg_stat_activity: which of several servers holds what
+    return target_from_url(db, application_name=f"posfast serve {os.getpid()}")
 
 
 _UNAVAILABLE = ("back office temporarily unavailable: the batch was not stored; the terminal keeps it and "

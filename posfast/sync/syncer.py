@@ -99,7 +99,7 @@ class Syncer:
             if ack.high_seq < last:
                 raise SyncUnavailable(f"target acknowledged journal {journal.journal_id} only up to seq "
                                       f"{ack.high_seq} after a batch ending at {last}")
-            journal.set_sync_watermark(last)
+            self._advance(last)
             watermark = last
             sent += last - first + 1
             duplicates += ack.duplicates
@@ -107,6 +107,18 @@ class Syncer:
             anchor = False  # the target now holds this journal: later batches just continue it
             first = last + 1
         return self._done(SyncResult(sent, batches, watermark, duplicates))
+
+    def _advance(self, last: int) -> None:
+        """Move the watermark to ``last``, unless another syncer of this journal (a second
+        link to the back office, pushing through another server) already moved it past."""
+        journal = self.journal
+        if journal.sync_watermark >= last:
+            return
+        try:
+            journal.set_sync_watermark(last)
+        except ValueError:
+            if journal.sync_watermark < last:   # not that race: a real error
+                raise
 
     def _done(self, result: SyncResult) -> SyncResult:
         self.last_result = result

@@ -12,13 +12,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..records import PAYMENT_KINDS, RECORD_DTYPE, Flag, day_number, now_us
+from ..records import PAYMENT_KINDS, RECORD_DTYPE, Flag, Kind, day_number, now_us
 from .protocol import (ECHO_LIMIT, MAX_BATCH, MAX_SEQ, Ack, RecordBatch, SyncConfigError, SyncRefused,
-                       as_uuid, clip, day_rule_tuple, encode_ext, normalize_batch)
+                       SyncUnavailable, as_uuid, clean_status, clip, day_rule_tuple, encode_ext, normalize_batch)
+from .tokens import ROLES, TERMINAL, TokenInfo, check_token_text, new_token, token_digest, token_id_of
 
 log = logging.getLogger("posfast.sync")
 
@@ -59,6 +60,7 @@ def schema_statements(dialect: str) -> list:
     big = "INTEGER" if dialect == "sqlite" else "bigint"
     cols = ",\n  ".join(f'"{n}" {_sql_type(dtype.fields[n][0], dialect)} NOT NULL' for n in dtype.names)
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT" if dialect == "sqlite" else "bigserial PRIMARY KEY"
+    real = "REAL" if dialect == "sqlite" else "double precision"
     return [
         f"""CREATE TABLE IF NOT EXISTS journals (
   journal_id {jid} PRIMARY KEY,
@@ -70,7 +72,8 @@ def schema_statements(dialect: str) -> list:
   last_synced_us {big} NOT NULL,
   day_offset_min {big},
   day_start_min {big},
-  day_tz TEXT NOT NULL DEFAULT '')""",
+  day_tz TEXT NOT NULL DEFAULT '',
+  last_day_closed {big})""",
         f"""CREATE TABLE IF NOT EXISTS records (
   journal_id {jid} NOT NULL,
   {cols},
@@ -98,11 +101,52 @@ def schema_statements(dialect: str) -> list:
   device_serial TEXT NOT NULL DEFAULT '',
   registered_us {big} NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS registry_store ON registry (store)",
+        # sync tokens, kept as SHA-256 digests (hex) only: a terminal's (role 'terminal', one
+        # journal) or head office's (role 'admin', no journal); revoked_us set = revoked
+        f"""CREATE TABLE IF NOT EXISTS tokens (
+  token_id TEXT PRIMARY KEY,
+  sha256 TEXT NOT NULL UNIQUE,
+  role TEXT NOT NULL,
+  journal_id {jid},
+  label TEXT NOT NULL DEFAULT '',
+  issued_us {big} NOT NULL,
+  revoked_us {big})""",
+        "CREATE INDEX IF NOT EXISTS tokens_journal ON tokens (journal_id)",
+        # what each terminal said of itself in its last push or heartbeat (the fleet view)
+        f"""CREATE TABLE IF NOT EXISTS terminal_status (
+  journal_id {jid} PRIMARY KEY,
+  seen_us {big} NOT NULL,
+  reported_us {big},
+  head_seq {big},
+  oldest_unsynced_ts {big},
+  ring_fill {real},
+  ring_unsynced {real},
+  in_doubt {big},
+  retention TEXT NOT NULL DEFAULT '',
+  last_ok_us {big},
+  last_refusal_us {big},
+  last_refusal TEXT NOT NULL DEFAULT '')""",
+        # every reconciliation of a store (posfast.reconcile.reconcile_store): one row per till
+        f"""CREATE TABLE IF NOT EXISTS reconciliations (
+  id {serial},
+  at_us {big} NOT NULL,
+  store TEXT NOT NULL,
+  day {big} NOT NULL,
+  journal_id {jid},
+  till TEXT NOT NULL DEFAULT '',
+  ok {big} NOT NULL,
+  discrepancies {big} NOT NULL,
+  store_ok {big} NOT NULL,
+  store_discrepancies {big} NOT NULL,
+  counts TEXT NOT NULL DEFAULT '{{}}',
+  host TEXT NOT NULL DEFAULT '')""",
+        "CREATE INDEX IF NOT EXISTS reconciliations_journal_at ON reconciliations (journal_id, at_us)",
     ]
 
 
 #: Columns added to ``journals`` after 0.1.0, as (column, type).
-ADDED_JOURNAL_COLUMNS = (("day_offset_min", "big"), ("day_start_min", "big"), ("day_tz", "text"))
+ADDED_JOURNAL_COLUMNS = (("day_offset_min", "big"), ("day_start_min", "big"), ("day_tz", "text"),
+                         ("last_day_closed", "big"))
 
 
 def added_columns(dialect: str, have: Callable[[str], set]) -> list:
@@ -117,6 +161,9 @@ def added_columns(dialect: str, have: Callable[[str], set]) -> list:
     for column, kind in ADDED_JOURNAL_COLUMNS:
         if column not in journals:
             out.append(f"ALTER TABLE journals ADD COLUMN {column} {big if kind == 'big' else text}")
+            if column == "last_day_closed":
+                out.append("UPDATE journals SET last_day_closed = (SELECT max(day) FROM records r WHERE "
+                           f"r.journal_id = journals.journal_id AND r.kind = {int(Kind.DAY_CLOSE)})")
     records = have("records")
     for name in RECORD_DTYPE.names or ():
         if name not in records:
@@ -196,6 +243,18 @@ class DayRecords:
 def day_rows(fetched: Sequence[tuple]) -> np.ndarray:
     """``RECORD_DTYPE`` rows, in seq order, from database tuples of :data:`DAY_COLUMNS`."""
     return _day_rows(fetched)[0]
+
+
+def _reconciliation_dict(r) -> dict:
+    import json
+    try:
+        counts = json.loads(r[10] or "{}")
+    except ValueError:
+        counts = {}
+    return {"id": int(r[0]), "at_us": int(r[1]), "store": r[2], "day": int(r[3]),
+            "journal_id": "" if r[4] is None else str(r[4]), "till": r[5], "ok": bool(r[6]),
+            "discrepancies": int(r[7]), "store_ok": bool(r[8]), "store_discrepancies": int(r[9]),
+            "counts": counts, "host": r[11]}
 
 
 def _day_rows(fetched: Sequence[tuple]):
@@ -340,6 +399,206 @@ class BackOffice:
         fetched = self._registry_read(sql + " ORDER BY store, till, journal_id", params)
         return [Registration(as_uuid(r[0]), *r[1:6], int(r[6])) for r in fetched]
 
+    # ------------------------------------------------------------ tokens
+    def issue_token(self, journal_id=None, *, role: str = TERMINAL, label: str = "",
+                    token: Optional[str] = None) -> tuple:
+        """Issue a token: ``(token, TokenInfo)``.  The token is returned this once and stored
+        only as its SHA-256 digest.  ``role="terminal"`` (default) needs the journal it may push
+        and read; ``role="admin"`` (head office: admin API, metrics, dashboard) has none.
+        ``token``: keep a token that exists already (an old tokens file's) instead of a new one.
+
+        >>> token, info = bo.issue_token(j.journal_id, label="till 1")     # doctest: +SKIP
+        """
+        self._check_writable()
+        if role not in ROLES:
+            raise SyncConfigError(f"token role {role!r}: roles are {', '.join(ROLES)}")
+        jid = None
+        if role == TERMINAL:
+            if journal_id is None:
+                raise SyncConfigError("a terminal token is issued for a journal: give its journal id "
+                                      "(or issue an admin token)")
+            jid = as_uuid(journal_id)
+        elif journal_id is not None:
+            raise SyncConfigError("an admin token belongs to no journal: leave the journal id out")
+        label = str(label or "").strip()
+        if len(label) > 128:
+            raise SyncConfigError(f"token label is {len(label)} characters, at most 128")
+        text = new_token() if token is None else check_token_text(str(token).strip(), jid)
+        digest = token_digest(text)
+        held = self._registry_read(f"SELECT token_id, role, journal_id FROM tokens WHERE sha256 = {self._mark}",
+                                   [digest])
+        if held:
+            raise SyncConfigError(f"this token is issued already (token id {held[0][0]}, {held[0][1]}"
+                                  f"{' of journal ' + str(held[0][2]) if held[0][2] else ''}); a token "
+                                  "maps to exactly one journal")
+        info = TokenInfo(token_id_of(digest), role, jid, label, now_us(), None)
+        mark = self._mark
+        self._registry_write(
+            f"INSERT INTO tokens (token_id, sha256, role, journal_id, label, issued_us) VALUES "
+            f"({', '.join([mark] * 6)})",
+            [info.token_id, digest, role, None if jid is None else self._journal_param(jid), label,
+             info.issued_us])
+        return text, info
+
+    def revoke_token(self, token_id: Optional[str] = None, *, journal_id=None) -> list:
+        """Revoke one token (by its id, or the token itself) or every token of a journal;
+        returns the :class:`TokenInfo` revoked now.  Running servers refuse them within their
+        token cache time (``posfast serve --token-ttl``, 5 s)."""
+        self._check_writable()
+        if (token_id is None) == (journal_id is None):
+            raise SyncConfigError("revoke a token by its id, or every token of a journal: one of the two")
+        if token_id is not None:
+            key = str(token_id).strip()
+            if len(key) != 12:           # the token itself
+                key = token_id_of(token_digest(key))
+            found = [t for t in self.tokens() if t.token_id == key]
+            if not found:
+                raise SyncConfigError(f"no token with id {clip(key, 40)!r} in {self!r}; list them with "
+                                      "posfast register --db ... --list-tokens")
+        else:
+            jid = as_uuid(journal_id)
+            found = [t for t in self.tokens() if t.journal_id == jid]
+            if not found:
+                raise SyncConfigError(f"journal {jid} has no token in {self!r}")
+        now = now_us()
+        out = []
+        for t in found:
+            if t.revoked_us is None:
+                self._registry_write(f"UPDATE tokens SET revoked_us = {self._mark} WHERE token_id = {self._mark} "
+                                     "AND revoked_us IS NULL", [now, t.token_id])
+                out.append(TokenInfo(t.token_id, t.role, t.journal_id, t.label, t.issued_us, now))
+        return out
+
+    def tokens(self, journal_id=None) -> list:
+        """Every token issued (revoked ones too), as :class:`TokenInfo`, oldest first."""
+        sql = "SELECT token_id, role, journal_id, label, issued_us, revoked_us FROM tokens"
+        params: list = []
+        if journal_id is not None:
+            sql += f" WHERE journal_id = {self._mark}"
+            params.append(self._journal_param(as_uuid(journal_id)))
+        rows = self._registry_read(sql + " ORDER BY issued_us, token_id", params)
+        return [TokenInfo(r[0], r[1], None if r[2] is None else as_uuid(r[2]), r[3], int(r[4]),
+                          None if r[5] is None else int(r[5])) for r in rows]
+
+    def token_lookup(self, digest_hex: str) -> Optional[TokenInfo]:
+        """The live (not revoked) token of this SHA-256 digest, or None."""
+        rows = self._read_live("SELECT token_id, role, journal_id, label, issued_us FROM tokens WHERE "
+                               f"sha256 = {self._mark} AND revoked_us IS NULL", [str(digest_hex)])
+        if not rows:
+            return None
+        r = rows[0]
+        return TokenInfo(r[0], r[1], None if r[2] is None else as_uuid(r[2]), r[3], int(r[4]), None)
+
+    def ping(self) -> None:
+        """Touch the database (what ``/v1/health`` does); raises SyncUnavailable when it cannot."""
+        self._read_live("SELECT count(*) FROM journals", [])
+
+    def _read_live(self, sql: str, params: list) -> list:
+        """A read a running server depends on: any database error is SyncUnavailable (503)."""
+        try:
+            return self._registry_read(sql, params)
+        except SyncConfigError as exc:
+            raise SyncUnavailable(str(exc)) from exc
+
+    # ------------------------------------------------------------ what terminals say
+    def _status_statement(self, journal_id, status, *, ok_us=None, refusal: str = "") -> tuple:
+        """(sql, params) that keep a terminal's last status, last seen time and outcome."""
+        now = now_us()
+        st = clean_status(status) or {}
+        given = bool(st)
+        mark = self._mark
+        cols = ("journal_id", "seen_us", "reported_us", "head_seq", "oldest_unsynced_ts", "ring_fill",
+                "ring_unsynced", "in_doubt", "retention", "last_ok_us", "last_refusal_us", "last_refusal")
+        values = [self._journal_param(as_uuid(journal_id)), now, st.get("at_us", now) if given else None,
+                  st.get("head_seq"), st.get("oldest_unsynced_ts"), st.get("ring_fill"), st.get("ring_unsynced"),
+                  st.get("in_doubt"), st.get("retention", ""), ok_us, now if refusal else None,
+                  clip(refusal, 2 * ECHO_LIMIT) if refusal else ""]
+        reported = ", ".join(f"{c} = CASE WHEN excluded.reported_us IS NULL THEN terminal_status.{c} "
+                             f"ELSE excluded.{c} END" for c in cols[2:9])
+        sql = (f"INSERT INTO terminal_status ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))}) "
+               f"ON CONFLICT (journal_id) DO UPDATE SET seen_us = excluded.seen_us, {reported}, "
+               "last_ok_us = coalesce(excluded.last_ok_us, terminal_status.last_ok_us), "
+               "last_refusal = CASE WHEN excluded.last_refusal_us IS NULL THEN terminal_status.last_refusal "
+               "ELSE excluded.last_refusal END, "
+               "last_refusal_us = coalesce(excluded.last_refusal_us, terminal_status.last_refusal_us)")
+        return sql, values
+
+    def report_status(self, journal_id, status: Optional[dict]) -> None:
+        """Keep what a terminal says of itself (a heartbeat: ``Syncer`` sends one when it has
+        nothing to push, ``POST /v1/journals/<id>/status``): last seen now, and the status."""
+        self._check_writable()
+        sql, params = self._status_statement(journal_id, status)
+        self._registry_write(sql, params)
+
+    @staticmethod
+    def _closed_day(inc: RecordBatch, start: int) -> Optional[int]:
+        """The newest business day a batch's new records close (DAY_CLOSE), or None."""
+        rows = inc.rows[start:]
+        closes = rows["day"][rows["kind"] == int(Kind.DAY_CLOSE)]
+        return int(closes.max()) if len(closes) else None
+
+    # ------------------------------------------------------------ reconciliations
+    def record_reconciliation(self, store: str, day, rows: Sequence[dict], *, store_ok: bool,
+                              store_discrepancies: int, host: str = "") -> None:
+        """Keep a store's reconciliation result: one row per till (``rows``: dicts of
+        journal_id, till, ok, discrepancies, counts), what ``posfast fleet`` shows as the
+        till's last reconciliation.  :func:`posfast.reconcile.reconcile_store` calls it."""
+        import json
+        self._check_writable()
+        at = now_us()
+        mark = self._mark
+        for r in rows:
+            jid = r.get("journal_id")
+            self._registry_write(
+                "INSERT INTO reconciliations (at_us, store, day, journal_id, till, ok, discrepancies, store_ok, "
+                f"store_discrepancies, counts, host) VALUES ({', '.join([mark] * 11)})",
+                [at, str(store), day_number(day), None if not jid else self._journal_param(as_uuid(jid)),
+                 str(r.get("till", "")), int(bool(r.get("ok"))), int(r.get("discrepancies", 0)), int(bool(store_ok)),
+                 int(store_discrepancies), json.dumps(r.get("counts") or {}, sort_keys=True), clip(host, 200)])
+
+    def reconciliations(self, store=None, limit: int = 100) -> list:
+        """The newest reconciliation rows (dicts), newest first; ``store`` keeps one store's."""
+        sql = ("SELECT id, at_us, store, day, journal_id, till, ok, discrepancies, store_ok, store_discrepancies, "
+               "counts, host FROM reconciliations")
+        params: list = []
+        if store is not None:
+            sql += f" WHERE store = {self._mark}"
+            params.append(str(store))
+        rows = self._registry_read(sql + f" ORDER BY id DESC LIMIT {int(limit)}", params)
+        return [_reconciliation_dict(r) for r in rows]
+
+    # ------------------------------------------------------------ the fleet's raw facts
+    def fleet_facts(self, since_us: int) -> dict:
+        """What :func:`posfast.sync.fleet.fleet` is computed from, read in a few queries:
+        ``registry`` (Registrations), ``journals`` (journal id -> (anchor_seq, high_seq,
+        records, first_synced_us, last_synced_us, last_day_closed)), ``status`` (journal id ->
+        terminal_status dict), ``refusals`` (journal id -> (count since `since_us`, newest at_us,
+        newest reason)), ``reconciliations`` (journal id -> the newest row's dict)."""
+        mark = self._mark
+        journals = {as_uuid(r[0]): tuple(r[1:]) for r in self._registry_read(
+            "SELECT journal_id, anchor_seq, high_seq, records, first_synced_us, last_synced_us, last_day_closed "
+            "FROM journals WHERE high_seq > 0", [])}
+        cols = ("seen_us", "reported_us", "head_seq", "oldest_unsynced_ts", "ring_fill", "ring_unsynced", "in_doubt",
+                "retention", "last_ok_us", "last_refusal_us", "last_refusal")
+        status = {as_uuid(r[0]): dict(zip(cols, r[1:])) for r in self._registry_read(
+            f"SELECT journal_id, {', '.join(cols)} FROM terminal_status", [])}
+        refusals: dict = {}
+        for r in self._registry_read(
+                "SELECT journal_id, count(*), max(at_us) FROM sync_refusals WHERE journal_id IS NOT NULL AND "
+                f"at_us >= {mark} GROUP BY journal_id", [int(since_us)]):
+            try:
+                refusals[as_uuid(r[0])] = (int(r[1]), int(r[2]))
+            except ValueError:
+                continue
+        recs = {}
+        for r in self._registry_read(
+                "SELECT id, at_us, store, day, journal_id, till, ok, discrepancies, store_ok, store_discrepancies, "
+                "counts, host FROM reconciliations WHERE id IN (SELECT max(id) FROM reconciliations "
+                "WHERE journal_id IS NOT NULL GROUP BY journal_id)", []):
+            recs[as_uuid(r[4])] = _reconciliation_dict(r)
+        return {"registry": self.registrations(), "journals": journals, "status": status,
+                "refusals": refusals, "reconciliations": recs}
+
     def _column_list(self) -> str:
         """The row's columns (callers add payload, link, order_ref and host_ref by name)."""
         return ", ".join(f'"{n}"' for n in RECORD_DTYPE.names)
@@ -353,11 +612,11 @@ class BackOffice:
             if day_rule is not None:
                 inc.day_rule = day_rule_tuple(day_rule)
         except SyncRefused as exc:
-            self._refused(exc)
+            self._refused(exc, clean_status(getattr(batch, "status", None)))
             raise
         return inc
 
-    def _refused(self, exc: SyncRefused) -> None:
+    def _refused(self, exc: SyncRefused, status: Optional[dict] = None) -> None:
         try:
             recent = self._recent_refusals(exc.journal_id, now_us() - 3_600_000_000)
         except Exception:
@@ -376,6 +635,10 @@ class BackOffice:
                     exc.last_seq, clip(str(exc), 2 * ECHO_LIMIT))
         try:
             self._record_refusal(exc)
+            if exc.journal_id is not None and not self.readonly:
+                sql, params = self._status_statement(exc.journal_id, status,
+                                                     refusal=f"{exc.reason}: {exc.detail}")
+                self._registry_write(sql, params)
         except Exception as err:  # reporting must not hide the refusal itself
             log.error("could not record the sync refusal in the back office: %s", clip(str(err)))
 

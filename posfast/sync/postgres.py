@@ -273,6 +273,7 @@ class PostgresTarget(BackOffice):
                 plan = plan_batch(inc, state, lambda a, b: self._held_like_incoming(conn, jid, inc, a, b),
                                   anchor=anchor)
                 stored = len(inc.rows) - plan.new_from
+                conn.execute(*self._status_statement(jid, inc.status, ok_us=now))
                 if not stored:
                     return Ack(jid, state.high_seq, 0, plan.duplicates, first_seq, last_seq, inc.links[-1])
                 with conn.cursor() as cur:
@@ -288,6 +289,10 @@ class PostgresTarget(BackOffice):
                              "day_start_min = coalesce(day_start_min, %s) WHERE journal_id = %s",
                              (high, inc.links[-1], stored, now, plan.anchor_seq, plan.day_rule[2],
                               plan.day_rule[0], plan.day_rule[1], jid))
+                closed = self._closed_day(inc, plan.new_from)
+                if closed is not None:
+                    conn.execute("UPDATE journals SET last_day_closed = greatest(last_day_closed, %s) "
+                                 "WHERE journal_id = %s", (closed, jid))
                 return Ack(jid, high, stored, plan.duplicates, first_seq, last_seq, inc.links[-1])
 
         try:
@@ -295,7 +300,7 @@ class PostgresTarget(BackOffice):
             self._stored_log(ack)
             return ack
         except SyncRefused as exc:
-            self._refused(exc)
+            self._refused(exc, inc.status)
             raise
 
     def _record_refusal(self, exc: SyncRefused) -> None:

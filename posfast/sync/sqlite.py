@@ -116,6 +116,12 @@ class SqliteTarget(BackOffice):
                     return []
                 raise SyncConfigError(f"back office {self.path}: {exc}") from exc
 
+    def ping(self) -> None:
+        """Touch the database: the file must still be there and answer a query."""
+        if not os.path.exists(self.path):
+            raise SyncUnavailable(f"back office {self.path} is gone (deleted or moved)")
+        super().ping()
+
     def _registry_write(self, sql: str, params: list) -> None:
         with self._lock:
             try:
@@ -190,15 +196,20 @@ class SqliteTarget(BackOffice):
                             (str(jid), plan.anchor_seq, int(inc.rows["seq"][-1]), inc.links[-1], stored,
                              now, now, plan.day_rule[0], plan.day_rule[1], plan.day_rule[2]))
                         high = int(inc.rows["seq"][-1])
+                        closed = self._closed_day(inc, plan.new_from)
+                        if closed is not None:
+                            conn.execute("UPDATE journals SET last_day_closed = max(coalesce(last_day_closed, ?), ?) "
+                                         "WHERE journal_id = ?", (closed, closed, str(jid)))
                     else:
                         high = state.high_seq
+                    conn.execute(*self._status_statement(jid, inc.status, ok_us=now_us()))
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:   # SQLite rolls back by itself on some errors (disk full)
                         conn.execute("ROLLBACK")
                     raise
             except SyncRefused as exc:
-                self._refused(exc)
+                self._refused(exc, inc.status)
                 raise
             except sqlite3.Error as exc:
                 if _is_full(exc):

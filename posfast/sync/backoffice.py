@@ -19,6 +19,7 @@ import numpy as np
 from ..records import PAYMENT_KINDS, RECORD_DTYPE, Flag, Kind, day_number, now_us
 from .protocol import (ECHO_LIMIT, MAX_BATCH, MAX_SEQ, Ack, RecordBatch, SyncConfigError, SyncRefused,
                        SyncUnavailable, as_uuid, clean_status, clip, day_rule_tuple, encode_ext, normalize_batch)
+from .reads import DashboardReads
 from .tokens import ROLES, TERMINAL, TokenInfo, check_token_text, new_token, token_digest, token_id_of
 
 log = logging.getLogger("posfast.sync")
@@ -298,7 +299,7 @@ _REGISTRY_COLUMNS = ("journal_id", "merchant_id", "store", "till", "tid", "devic
                      "registered_us")
 
 
-class BackOffice:
+class BackOffice(DashboardReads):
     """Shared logic of the database targets (:class:`~posfast.sync.SqliteTarget`,
     :class:`~posfast.sync.PostgresTarget`).
 

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Union
 
 from ..errors import SyncError
+from .dashboard import add_dashboard
 from .http import target_from_url
 from .postgres import PostgresTarget
 from .protocol import (ECHO_LIMIT, MAX_BATCH, SyncConfigError, SyncRefused, SyncUnavailable, clip,
@@ -473,6 +474,7 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
     app.router.add_get("/v1/journals/{journal_id}", get_journal)
     app.router.add_post("/v1/journals/{journal_id}/status", post_status)
     app.router.add_get("/v1/health", health)
+    add_dashboard(app, ctx)          # /ui: the dashboard, behind the admin login
     app.on_cleanup.append(cleanup)
     return app
 

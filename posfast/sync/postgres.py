@@ -12,7 +12,7 @@ from .backoffice import BackOffice, added_columns, batch_from_db, db_rows, schem
 from .protocol import (ECHO_LIMIT, Ack, BackOfficeMissing, JournalState, RecordBatch, SyncRefused,
                        SyncUnavailable, as_uuid, clip, plan_batch)
 
-__all__ = ["PostgresTarget"]
+__all__ = ["PostgresTarget", "partition_sql"]
 
 _INDEX_DDL = re.compile(r"\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+IF\s+NOT\s+EXISTS\s+(\w+)\s", re.I)
 
@@ -44,6 +44,47 @@ def _session_defaults(conn) -> None:
     for name, value in SESSION_DEFAULTS:
         if conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] in ("0", ""):
             conn.execute(f"SET {name} = '{value}'")
+
+
+def _month_start(year: int, month: int) -> int:
+    import datetime as dt
+    return (dt.date(year, month, 1) - dt.date(1970, 1, 1)).days
+
+
+def partition_sql(first_month: str, months: int, *, create_table: bool = True) -> str:
+    """SQL that makes the ``records`` table of a new PostgreSQL back office partitioned by
+    business day, one range partition per month (``records_YYYY_MM``), from `first_month`
+    (``"2026-01"``) for `months` months, and a DEFAULT partition for any other day.  Run it
+    on the empty database before the first ``posfast serve`` (which then creates the other
+    tables and the indexes, on every partition).  ``create_table=False``: only the month
+    partitions (add the coming months ahead of time, e.g. monthly from cron; a month
+    must be added before a record of it arrives, else its records land in the default
+    partition and that month can no longer be added).
+
+    >>> print(partition_sql("2026-01", 2, create_table=False))
+    CREATE TABLE IF NOT EXISTS records_2026_01 PARTITION OF records FOR VALUES FROM (20454) TO (20485);
+    CREATE TABLE IF NOT EXISTS records_2026_02 PARTITION OF records FOR VALUES FROM (20485) TO (20513);
+    """
+    try:
+        year, month = (int(x) for x in first_month.split("-"))
+        if not 1 <= month <= 12 or not 1970 <= year <= 9999 or months < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"first_month {first_month!r}: give YYYY-MM, and months >= 1") from None
+    out = []
+    if create_table:
+        create = next(stmt for stmt in schema_statements("postgres") if "TABLE IF NOT EXISTS records (" in stmt)
+        create = create.replace("PRIMARY KEY (journal_id, seq))", "PRIMARY KEY (journal_id, seq, day))\n"
+                                "PARTITION BY RANGE (day)")
+        out.append(create + ";")
+    for _ in range(months):
+        nxt = (year + month // 12, month % 12 + 1)
+        out.append(f"CREATE TABLE IF NOT EXISTS records_{year:04d}_{month:02d} PARTITION OF records FOR VALUES "
+                   f"FROM ({_month_start(year, month)}) TO ({_month_start(*nxt)});")
+        year, month = nxt
+    if create_table:
+        out.append("CREATE TABLE IF NOT EXISTS records_default PARTITION OF records DEFAULT;")
+    return "\n".join(out)
 
 
 class _PgPool:
@@ -120,8 +161,9 @@ class PostgresTarget(BackOffice):
             return
         self._pool = _PgPool(dsn, pool_size, self._setup_connection, self._connect_options)
         self._copy_sql = f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link, order_ref, host_ref) FROM STDIN"
+        # (no conflict target: a records table partitioned by day has its key as (journal_id, seq, day))
         self._insert_sql = ("INSERT INTO records SELECT * FROM _pf_incoming WHERE seq >= %s ORDER BY seq "
-                            "ON CONFLICT (journal_id, seq) DO NOTHING")
+                            "ON CONFLICT DO NOTHING")
         self._create_schema()
 
     def __repr__(self):

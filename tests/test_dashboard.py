@@ -63,6 +63,7 @@ def back_office(tmp_path_factory):
     t2.close_day(DAY.isoformat())
     for j in (t1, t2):
         Syncer(j, target).run_once()
+    pg_dsn = _pg_copy(t1, t2)
     target.register(t1.journal_id, store=HOSTILE_STORE, till="till <1>", tid="T0000001")
     target.register(t2.journal_id, store=HOSTILE_STORE, till="till 2", tid="T0000002")
     import uuid
@@ -76,13 +77,37 @@ def back_office(tmp_path_factory):
     admin, _ = target.issue_token(role="admin", label="head office")
     terminal_token, _ = target.issue_token(t1.journal_id, label="till 1")
     facts = {"t1": t1.journal_id, "t2": t2.journal_id, "ghost": ghost, "doubt_txn": doubt, "admin": admin,
-             "terminal_token": terminal_token}
+             "terminal_token": terminal_token, "db": db, "pg_dsn": pg_dsn}
     t1.close()
     t2.close()
     target.close()
     with start_in_thread(f"sqlite:///{db}", None) as srv:
         facts["url"] = srv.url
         yield facts
+
+
+def _pg_copy(*journals):
+    """The same journals synced into a PostgreSQL back office too (None without PostgreSQL)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return None
+    import _pg
+    if _pg.base_dsn() is None:
+        return None
+    from posfast.sync import PostgresTarget
+    dsn = _pg.fresh_database()
+    pg = PostgresTarget(dsn)
+    for j in journals:
+        Syncer(j, pg, anchor=True).run_once() if False else _push_all(j, pg)
+    pg.close()
+    return dsn
+
+
+def _push_all(journal, target):
+    batch = journal.read_range(1, journal.head_seq)
+    batch.day_rule = journal.day_rule
+    target.push(batch)
 
 
 def request(url, path, *, method="GET", body=None, headers=None):
@@ -269,3 +294,30 @@ def test_browser_login_fleet_store_day_doubt_search_z_reconciliation(back_office
         time.sleep(0.05)
     b.goto(bo["url"] + "/ui/doubt")
     assert b.js("location.pathname") == "/ui/login"
+
+
+def test_the_dashboard_reads_are_the_same_on_postgresql(back_office):
+    """What the pages show, read from the SQLite and the PostgreSQL back office of the same tills."""
+    if back_office["pg_dsn"] is None:
+        import _pg
+        pytest.skip(_pg.SKIP_REASON)
+    from posfast.sync import PostgresTarget
+    lite, pg = SqliteTarget(back_office["db"], readonly=True), PostgresTarget(back_office["pg_dsn"], readonly=True)
+    try:
+        jids = [back_office["t1"], back_office["t2"]]
+        for t in (lite, pg):
+            assert t.latest_day(jids) == posfast.records.day_number(DAY)
+        assert lite.day_payments(jids, DAY) == pg.day_payments(jids, DAY)
+        assert len(lite.day_payments(jids, DAY)) == 8
+        doubt = pg.payments_in_doubt()
+        assert lite.payments_in_doubt() == doubt and [(d["order_ref"], d["amount"]) for d in doubt] == [
+            ("ORD-DOUBT-1", 4321)]
+        for q in ("215565210905", HOSTILE_REF, "HOST-77", "ORD-Q-5", "2-000001", "nothing-like-it"):
+            assert lite.search(q) == pg.search(q), q
+        assert [r["rrn"] for r in pg.search("215565210905")] == ["215565210905"]
+        assert len(pg.search("2-000001")) == 2
+        z_lite, z_pg = lite.day_closes(jids), pg.day_closes(jids)
+        assert z_lite == z_pg and sorted(z["report"]["day"] for z in z_pg) == [DAY.isoformat()] * 2
+    finally:
+        lite.close()
+        pg.close()

@@ -567,6 +567,11 @@ class BackOffice:
         rows = self._registry_read(sql + f" ORDER BY id DESC LIMIT {int(limit)}", params)
         return [_reconciliation_dict(r) for r in rows]
 
+    def refusal_counts(self) -> dict:
+        """Refusals recorded in ``sync_refusals``, by reason."""
+        return {r[0]: int(r[1]) for r in self._read_live(
+            "SELECT reason, count(*) FROM sync_refusals GROUP BY reason", [])}
+
     # ------------------------------------------------------------ the fleet's raw facts
     def fleet_facts(self, since_us: int) -> dict:
         """What :func:`posfast.sync.fleet.fleet` is computed from, read in a few queries:

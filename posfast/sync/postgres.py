@@ -1,17 +1,21 @@
 """The PostgreSQL back office: :class:`PostgresTarget` (psycopg 3, imported only when used)."""
 from __future__ import annotations
 
+import logging
 import threading
 import urllib.parse
 from contextlib import contextmanager
 from typing import Callable, Optional
 
 from ..records import now_us
-from .backoffice import BackOffice, added_columns, batch_from_db, db_rows, schema_statements, seq_or_none
+from .backoffice import (RECORDS_INDEXES, TEXT_COLUMNS, BackOffice, added_columns, batch_from_db, db_rows,
+                         readable, schema_statements, seq_or_none, text_raw, view_statements, views_version)
 from .protocol import (ECHO_LIMIT, Ack, BackOfficeMissing, JournalState, RecordBatch, SyncRefused,
                        SyncUnavailable, as_uuid, clip, plan_batch)
 
 __all__ = ["PostgresTarget"]
+
+log = logging.getLogger("posfast.sync")
 
 
 class _PgPool:
@@ -80,9 +84,18 @@ class PostgresTarget(BackOffice):
         self.readonly = bool(readonly)
         if self.readonly:   # read an existing back office: no tables created, no temporary table
             self._pool = _PgPool(dsn, pool_size, lambda conn: None)
+            try:
+                columns = self._run(lambda conn: {r[0] for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'records' "
+                    "AND table_schema = current_schema()").fetchall()})
+            except SyncUnavailable:
+                columns = set()
+            if columns and "text_raw" not in columns:     # a back office of posfast 0.x, read as it is
+                self._raw_expr = "NULL"
             return
         self._pool = _PgPool(dsn, pool_size, self._setup_connection)
-        self._copy_sql = f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link, order_ref, host_ref) FROM STDIN"
+        self._copy_sql = (f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link, order_ref, host_ref, "
+                          "text_raw, local_time) FROM STDIN")
         self._insert_sql = ("INSERT INTO records SELECT * FROM _pf_incoming ORDER BY seq "
                             "ON CONFLICT (journal_id, seq) DO NOTHING")
         self._create_schema()
@@ -111,8 +124,64 @@ class PostgresTarget(BackOffice):
                             "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
                             "AND table_schema = current_schema()", (table,)).fetchall()}):
                         conn.execute(stmt)
+                    self._migrate_text(conn)
+                    self._make_views(conn)
         except psycopg.Error as exc:
             raise SyncUnavailable(f"back office {self._safe_dsn()}: {exc}".strip()) from exc
+
+    def _migrate_text(self, conn) -> None:
+        """A back office of posfast 0.x held the row's text fields as bytea: make them text
+        (exact bytes kept in text_raw where text cannot hold them: not UTF-8, or a NUL) and
+        fill each record's local time, in the open transaction.  Rewrites the table, once."""
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns WHERE "
+                                  "table_name = 'records' AND table_schema = current_schema()").fetchall())
+        if types.get("rrn") == "text" and "text_raw" in types and "local_time" in types:
+            return
+        log.warning("back office %s: converting the records table to text columns and local times (once; "
+                    "a large back office takes a while)", self._safe_dsn())
+        if "text_raw" not in types:
+            conn.execute("ALTER TABLE records ADD COLUMN text_raw bytea")
+        if "local_time" not in types:
+            conn.execute("ALTER TABLE records ADD COLUMN local_time text NOT NULL DEFAULT ''")
+        blobs = [c for c in TEXT_COLUMNS if types.get(c) == "bytea"]
+        if blobs:
+            conn.execute("CREATE FUNCTION pg_temp.pf_utf8(b bytea) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ "
+                         "BEGIN IF position('\\x00'::bytea IN b) > 0 THEN RETURN false; END IF; "
+                         "PERFORM convert_from(b, 'UTF8'); RETURN true; "
+                         "EXCEPTION WHEN others THEN RETURN false; END $$")
+            cols = ", ".join(f'"{c}"' for c in TEXT_COLUMNS)
+            bad = conn.execute(f"SELECT journal_id, seq, {cols} FROM records WHERE NOT ("
+                               + " AND ".join(f'pg_temp.pf_utf8("{c}")' for c in blobs) + ")").fetchall()
+            for row in bad:             # rare: keep the bytes, give text its readable form
+                values = [b"" if v is None else v.encode("utf-8") if isinstance(v, str) else bytes(v)
+                          for v in row[2:]]
+                sets = ", ".join(f'"{c}" = %s' for c in blobs)
+                conn.execute(f"UPDATE records SET text_raw = %s, {sets} WHERE journal_id = %s AND seq = %s",
+                             [text_raw(values)] + [readable(values[TEXT_COLUMNS.index(c)]).encode("utf-8")
+                                                   for c in blobs] + [row[0], row[1]])
+            conn.execute("ALTER TABLE records " + ", ".join(
+                f'ALTER COLUMN "{c}" TYPE text USING convert_from("{c}", \'UTF8\')' for c in blobs))
+        conn.execute(
+            "UPDATE records r SET local_time = to_char(CASE WHEN coalesce(j.day_tz, '') <> '' "
+            "THEN to_timestamp(floor(r.ts / 1000000.0)) AT TIME ZONE j.day_tz "
+            "ELSE to_timestamp(floor(r.ts / 1000000.0)) AT TIME ZONE 'UTC' "
+            "+ make_interval(mins => coalesce(j.day_offset_min, 0)::int) END, 'YYYY-MM-DD HH24:MI:SS') "
+            "FROM journals j WHERE j.journal_id = r.journal_id AND r.local_time = ''")
+        for stmt in RECORDS_INDEXES:
+            conn.execute(stmt)
+
+    @staticmethod
+    def _make_views(conn) -> None:
+        version = views_version("postgres")
+        held = conn.execute("SELECT value FROM posfast_meta WHERE key = 'views'").fetchone()
+        if held is not None and held[0] == version:
+            return
+        conn.execute("DROP VIEW IF EXISTS v_records")
+        conn.execute("DROP VIEW IF EXISTS v_payments")
+        for stmt in view_statements("postgres"):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO posfast_meta (key, value) VALUES ('views', %s) ON CONFLICT (key) DO UPDATE "
+                     "SET value = excluded.value", (version,))
 
     @staticmethod
     def _setup_connection(conn):
@@ -174,7 +243,8 @@ class PostgresTarget(BackOffice):
             (jid, since_us)).fetchone()[0])
 
     def _read_in(self, conn, jid, first, last) -> RecordBatch:
-        fetched = conn.execute(f"SELECT {self._column_list()}, payload, link, order_ref, host_ref FROM records WHERE journal_id = %s "
+        fetched = conn.execute(f"SELECT {self._column_list()}, payload, link, order_ref, host_ref, {self._raw_expr} "
+                               "FROM records WHERE journal_id = %s "
                                "AND seq BETWEEN %s AND %s ORDER BY seq", (jid, first, last)).fetchall()
         return batch_from_db(jid, fetched)
 
@@ -198,7 +268,7 @@ class PostgresTarget(BackOffice):
                     return Ack(jid, state.high_seq, 0, plan.duplicates, first_seq, last_seq, inc.links[-1])
                 with conn.cursor() as cur:
                     with cur.copy(self._copy_sql) as copy:
-                        for row in db_rows(jid, inc, plan.new_from):
+                        for row in db_rows(jid, inc, plan.new_from, plan.day_rule):
                             copy.write_row(row)
                     cur.execute(self._insert_sql)
                     if cur.rowcount != stored:

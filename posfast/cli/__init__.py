@@ -231,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt(p)
     p.set_defaults(func=c.cmd_register)
 
+    p = sub.add_parser("fleet", help="every till of a back office: last seen, unsynced, ring, in doubt, "
+                       "last close and reconciliation; the ones needing attention first (exit 3 if any)")
+    p.add_argument("--db", required=True, help="the back office: sqlite:///back.db or postgresql://...")
+    p.add_argument("--store", help="only this store's tills")
+    p.add_argument("--stale-hours", type=float, default=24.0,
+                   help="a till not seen for longer needs attention (default 24)")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_fleet)
+
     p = sub.add_parser("close-day", help="write the Z-report (DAY_CLOSE) of a business day")
     p.add_argument("journal", help="the journal file (.pfj)")
     p.add_argument("--day", required=True, help="business day, YYYY-MM-DD")

@@ -887,6 +887,56 @@ def _issued(args, token, info) -> int:
     return EX_OK
 
 
+def _fleet_cell(row) -> dict:
+    """A fleet row as the table shows it (people's units)."""
+    rec = row["last_reconciliation"]
+    def pct(v):
+        return "-" if v is None else "%.0f%%" % (100 * v)
+    return {
+        "store": row["store"] or "-", "till": row["till"] or "(unregistered)", "tid": row["tid"] or "-",
+        "status": {2: "CRITICAL", 1: "warning", 0: "ok"}[row["severity"]],
+        "attention": ", ".join(row["attention"]) or "-",
+        "last_seen": "never" if row["last_seen_age_s"] is None else age(row["last_seen_age_s"]),
+        "unsynced": "-" if row["unsynced"] is None else
+        "%d (%s)" % (row["unsynced"], age(row["unsynced_age_s"])) if row["unsynced"] else "0",
+        "ring": "%s / %s" % (pct(row["ring_fill"]), pct(row["ring_unsynced"])),
+        "in_doubt": "-" if row["in_doubt"] is None else str(row["in_doubt"]),
+        "last_closed": row["last_day_closed"] or "never",
+        "reconciled": "-" if rec is None else "%s %s" % (rec["day"], "ok" if rec["ok"] else
+                                                         "%d discrepancies" % rec["discrepancies"]),
+        "refusals_24h": str(row["refusals_24h"]),
+    }
+
+
+_FLEET_TABLE = ("status", "store", "till", "tid", "last_seen", "unsynced", "ring", "in_doubt", "last_closed",
+                "reconciled", "refusals_24h", "attention")
+
+
+def cmd_fleet(args):
+    """Every till of a back office, the ones needing attention first; EX_WARNING when any does."""
+    from ..sync import SyncConfigError, target_from_url
+    from ..sync.fleet import FLEET_COLUMNS, fleet
+    if args.db.split(":", 1)[0].lower() not in ("sqlite", "postgresql", "postgres"):
+        raise SyncConfigError("posfast fleet: --db is the back-office database (sqlite:///back.db or "
+                              "postgresql://...), not %s" % args.db)
+    if not args.stale_hours > 0:
+        raise SyncConfigError("--stale-hours must be more than 0")
+    target = target_from_url(args.db, readonly=True)
+    try:
+        rows = fleet(target, stale_after=args.stale_hours * 3600, store=args.store)
+    finally:
+        target.close()
+    if args.format == "json":
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+    elif args.format == "csv":
+        print(format_dicts(rows, "csv", FLEET_COLUMNS))
+    else:
+        print(format_dicts([_fleet_cell(r) for r in rows], "table", _FLEET_TABLE))
+        if not rows:
+            print("(no till registered, synced or seen in %s)" % args.db, file=sys.stderr)
+    return EX_WARNING if any(r["severity"] for r in rows) else EX_OK
+
+
 def cmd_close_day(args):
     """Write the Z-report and print it; refusals (already closed, in doubt) raise DayClosed."""
     from ..printing import render_z_report, tax_totals

@@ -748,9 +748,13 @@ class BackOffice:
         terminal_status dict), ``refusals`` (journal id -> (count since `since_us`, newest at_us,
         newest reason)), ``reconciliations`` (journal id -> the newest row's dict)."""
         mark = self._mark
-        journals = {as_uuid(r[0]): tuple(r[1:]) for r in self._registry_read(
-            "SELECT journal_id, anchor_seq, high_seq, records, first_synced_us, last_synced_us, last_day_closed "
-            "FROM journals WHERE high_seq > 0", [])}
+        sql = ("SELECT journal_id, anchor_seq, high_seq, records, first_synced_us, last_synced_us, {} "
+               "FROM journals WHERE high_seq > 0")
+        try:
+            held = self._registry_read(sql.format("last_day_closed"), [])
+        except (SyncConfigError, SyncUnavailable):     # a back office of posfast 0.x, opened read-only
+            held = self._registry_read(sql.format("NULL"), [])
+        journals = {as_uuid(r[0]): tuple(r[1:]) for r in held}
         cols = ("seen_us", "reported_us", "head_seq", "oldest_unsynced_ts", "ring_fill", "ring_unsynced", "in_doubt",
                 "retention", "last_ok_us", "last_refusal_us", "last_refusal")
         status = {as_uuid(r[0]): dict(zip(cols, r[1:])) for r in self._registry_read(

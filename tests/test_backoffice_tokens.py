@@ -210,3 +210,139 @@ def test_fleet_shows_a_terminal_behind_and_refused(tmp_path, bo):
     assert row["attention"] == ["refused", "unsynced_old", "day_not_closed"]
     assert "chain" in row["last_refusal"] and row["refusals_24h"] == 1
     j.close()
+
+
+# ----------------------------------------------------------------------------- the CLI, a real server process
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from posfast.cli import main  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _serve(args, tmp_path, log="serve.log"):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH")] if p))
+    proc = subprocess.Popen([sys.executable, "-m", "posfast", "serve", *args], stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / log, "ab"), text=True, env=env)
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise AssertionError(f"server did not start: {line!r} {(tmp_path / log).read_text()}")
+    return proc, line.split("listening on ")[1].split()[0]
+
+
+def test_register_issues_lists_imports_and_revokes_tokens(tmp_path, capsys):
+    db = tmp_path / "back.db"
+    SqliteTarget(db, create=True).close()
+    url = f"sqlite:///{db}"
+    a, b = HandJournal(0, seed=5), HandJournal(0, seed=6)
+    assert main(["register", "--db", url, str(a.journal_id), "--store", "SH-01", "--till", "till 1",
+                 "--issue-token", "--label", "till 1", "--format", "json"]) == 0
+    issued = json.loads(capsys.readouterr().out)
+    assert issued["role"] == "terminal" and issued["journal_id"] == str(a.journal_id)
+    assert issued["token"].startswith("pft_") and issued["label"] == "till 1"
+    assert main(["register", "--db", url, "--admin", "--issue-token", "--token-out",
+                 str(tmp_path / "admin.token")]) == 0
+    assert "written to" in capsys.readouterr().out
+    assert oct((tmp_path / "admin.token").stat().st_mode & 0o777) == "0o600"
+    admin = (tmp_path / "admin.token").read_text().strip()
+    (tmp_path / "tokens.txt").write_text(f"# old file\n{b.journal_id}=old-style-token-0123456789\n")
+    assert main(["register", "--db", url, "--import-tokens", str(tmp_path / "tokens.txt")]) == 0
+    capsys.readouterr()
+    assert main(["register", "--db", url, "--list-tokens", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(t["role"], t["journal_id"]) for t in listed] == [
+        ("terminal", str(a.journal_id)), ("admin", ""), ("terminal", str(b.journal_id))]
+    assert all("token" not in t for t in listed)
+    # the registry kept the till; the server takes all three tokens; no tokens file needed now
+    proc, srv = _serve(["--db", url, "--port", "0"], tmp_path)
+    try:
+        a.extend(20)
+        b.extend(10)
+        assert Syncer(a, HttpTarget(srv, issued["token"])).run_once().watermark == 20
+        assert Syncer(b, HttpTarget(srv, "old-style-token-0123456789")).run_once().watermark == 10
+        conn = http.client.HTTPConnection(*srv.split("//")[1].split(":"), timeout=30)
+        conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {admin}"})
+        assert conn.getresponse().status == 200                 # the admin token from --token-out
+        conn.close()
+        assert main(["register", "--db", url, "--revoke", str(b.journal_id)]) == 0
+        capsys.readouterr()
+        deadline = time.time() + 15
+        while raw(srv, "GET", f"/v1/journals/{b.journal_id}", token="old-style-token-0123456789")[0] != 401:
+            assert time.time() < deadline, "the revoked token is still accepted"
+            time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert main(["register", "--db", url, "--revoke", "x", "--list-tokens"]) == 2
+    assert "one at a time" in capsys.readouterr().err
+    assert main(["register", "--db", url, "--revoke", "nosuchtokenid"]) != 0
+    assert "no token with id" in capsys.readouterr().err
+
+
+def _metrics(text):
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_serve_config_file_json_logs_and_metrics(tmp_path):
+    db = tmp_path / "back.db"
+    bo = SqliteTarget(db, create=True)
+    a = HandJournal(0, seed=7)
+    bo.register(a.journal_id, store="SH-01", till="till 1")
+    tok, _ = bo.issue_token(a.journal_id)
+    admin, _ = bo.issue_token(role="admin")
+    bo.close()
+    (tmp_path / "serve.toml").write_text(
+        f'db = "sqlite:///{db}"\nport = 1\nlog-level = "debug"\nlog_format = "json"\ntoken_ttl = 0\n'
+        'max_batch = 50\n')
+    # the flag overrides the file (port 1 would not start as root-less; 0 picks a free one)
+    proc, srv = _serve(["--config", str(tmp_path / "serve.toml"), "--port", "0", "--max-batch", "100"], tmp_path)
+    try:
+        a.extend(250)
+        result = Syncer(a, HttpTarget(srv, tok), batch=100).run_once()
+        assert (result.sent, result.batches) == (250, 3)        # --max-batch 100 (not 50): 3 batches
+        status, _ = raw(srv, "GET", "/metrics")
+        assert status == 401
+        assert raw(srv, "GET", "/metrics", token=tok)[0] == 403      # a terminal's token is no admin
+        conn = http.client.HTTPConnection(*srv.split("//")[1].split(":"), timeout=30)
+        conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {admin}"})
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+        m = _metrics(text)
+        labels = f'{{journal_id="{a.journal_id}",store="SH-01",till="till 1"}}'
+        assert m[f"posfast_journal_records{labels}"] == 250
+        assert m[f"posfast_journal_unsynced_records{labels}"] == 0
+        assert m[f"posfast_journal_last_seen_age_seconds{labels}"] < 60
+        assert m["posfast_records_stored"] == 250
+        assert m['posfast_batches_total{outcome="stored"}'] == 3
+        assert m["posfast_records_received_total"] == 250
+        assert m['posfast_batch_seconds_bucket{le="+Inf"}'] == 3 == m["posfast_batch_seconds_count"]
+        assert "# TYPE posfast_batch_seconds histogram" in text
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    lines = [ln for ln in (tmp_path / "serve.log").read_text().splitlines() if ln.strip()]
+    docs = [json.loads(ln) for ln in lines]                # every line is one JSON object
+    assert {"ts", "level", "logger", "message"} <= set(docs[0])
+    assert any(d["level"] == "INFO" and "stored journal" in d["message"] for d in docs)
+
+
+def test_serve_config_errors_name_the_file_and_key(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text('db = "sqlite:///x.db"\nprot = 8080\n')
+    assert main(["serve", "--config", str(tmp_path / "bad.toml")]) != 0
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and "unknown option 'prot'" in err and "port" in err
+    (tmp_path / "bad2.toml").write_text('db = "sqlite:///x.db"\nport = "eighty"\n')
+    assert main(["serve", "--config", str(tmp_path / "bad2.toml")]) != 0
+    assert "port = 'eighty' must be a whole number" in capsys.readouterr().err
+    assert main(["serve"]) != 0
+    assert "give --db URL" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def seq_or_none(seq):
 
 def _sql_type(ft: np.dtype, dialect: str) -> str:
     if ft.kind == "S":
-        return "BLOB" if dialect == "sqlite" else "bytea"
+        return "TEXT"
     if dialect == "sqlite":
         return "INTEGER"
     if ft.itemsize == 8 or (ft.kind == "u" and ft.itemsize == 4):
@@ -52,6 +52,14 @@ def _sql_type(ft: np.dtype, dialect: str) -> str:
     if ft.itemsize == 4 or (ft.kind == "u" and ft.itemsize == 2):
         return "integer"
     return "smallint"
+
+
+#: The indexes of ``records`` (besides its primary key (journal_id, seq)): a store's or a till's
+#: day, and every journal's day.
+RECORDS_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS records_journal_day_terminal ON records (journal_id, day, terminal)",
+    "CREATE INDEX IF NOT EXISTS records_day_terminal ON records (day, terminal)",
+)
 
 
 def schema_statements(dialect: str) -> list:
@@ -82,8 +90,10 @@ def schema_statements(dialect: str) -> list:
   link {blob} NOT NULL,
   order_ref TEXT NOT NULL DEFAULT '',
   host_ref TEXT NOT NULL DEFAULT '',
+  text_raw {blob},
+  local_time TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (journal_id, seq))""",
-        "CREATE INDEX IF NOT EXISTS records_day_terminal ON records (day, terminal)",
+        *RECORDS_INDEXES,
         f"""CREATE TABLE IF NOT EXISTS sync_refusals (
   id {serial},
   at_us {big} NOT NULL,
@@ -142,6 +152,7 @@ def schema_statements(dialect: str) -> list:
   counts TEXT NOT NULL DEFAULT '{{}}',
   host TEXT NOT NULL DEFAULT '')""",
         "CREATE INDEX IF NOT EXISTS reconciliations_journal_at ON reconciliations (journal_id, at_us)",
+        "CREATE TABLE IF NOT EXISTS posfast_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ]
 
 
@@ -169,8 +180,7 @@ def added_columns(dialect: str, have: Callable[[str], set]) -> list:
     for name in RECORD_DTYPE.names or ():
         if name not in records:
             ft = RECORD_DTYPE.fields[name][0]
-            default = "X''" if ft.kind == "S" and dialect == "sqlite" else \
-                "''::bytea" if ft.kind == "S" else "0"
+            default = "''" if ft.kind == "S" else "0"
             out.append(f'ALTER TABLE records ADD COLUMN "{name}" {_sql_type(ft, dialect)} '
                        f"NOT NULL DEFAULT {default}")
     for name in ("order_ref", "host_ref"):
@@ -179,27 +189,183 @@ def added_columns(dialect: str, have: Callable[[str], set]) -> list:
     return out
 
 
-def db_rows(jid_value, batch: RecordBatch, start: int) -> Iterator[tuple]:
-    """Insert tuples for records ``start:`` of a batch: journal id, columns, payload, link,
-    order_ref, host_ref (text)."""
+def _enum_case(column: str, enum_cls) -> str:
+    whens = " ".join(f"WHEN {int(m)} THEN '{m.name.lower()}'" for m in enum_cls)
+    return f"CASE {column} {whens} ELSE CAST({column} AS TEXT) END"
+
+
+def _iso_day(column: str, dialect: str) -> str:
+    if dialect == "sqlite":
+        return f"date({column} * 86400, 'unixepoch')"
+    return f"to_char(DATE '1970-01-01' + {column}, 'YYYY-MM-DD')"
+
+
+def view_statements(dialect: str) -> list:
+    """``v_records`` and ``v_payments``, the back office as BI tools read it (README, "Reading
+    the back office with SQL"): enum names, the till's local date-time and ISO business day,
+    store and till from the registry; one row per payment with its final state."""
+    from ..records import KIND_SIGN, Method, State
+    kind, state, method = (lambda c: _enum_case(c, Kind)), (lambda c: _enum_case(c, State)), \
+        (lambda c: _enum_case(c, Method))
+    training = int(Flag.TRAINING)
+    sign = "CASE f.kind " + " ".join(f"WHEN {int(k)} THEN {v}" for k, v in sorted(KIND_SIGN.items())) + " ELSE 0 END"
+    payment_kinds = ", ".join(str(int(k)) for k in sorted(PAYMENT_KINDS))
+    records = f"""CREATE VIEW v_records AS
+SELECT r.journal_id, g.merchant_id, g.store, g.till, g.tid, r.seq,
+  r.local_time, {_iso_day('r.day', dialect)} AS day, r.ts AS ts_us, r.terminal,
+  {kind('r.kind')} AS kind, {state('r.state')} AS state, {method('r.method')} AS method,
+  r.amount, r.currency, r.txn_id, r.ref_seq, r.receipt_no, r.operator, r.flags,
+  CASE WHEN (r.flags & {training}) <> 0 THEN 1 ELSE 0 END AS training,
+  r.pan_last4, r.auth_code, r.rrn, r.client_ref, r.channel, r.order_ref, r.host_ref,
+  r.payload_len, r.day AS day_number
+FROM records r LEFT JOIN registry g ON g.journal_id = r.journal_id"""
+    payments = f"""CREATE VIEW v_payments AS
+SELECT p.journal_id, g.merchant_id, g.store, g.till, g.tid, p.txn_id, p.first_seq, p.final_seq,
+  p.records, f.terminal, f.local_time AS local_time, {_iso_day('f.day', dialect)} AS day,
+  {kind('f.kind')} AS kind, {state('l.state')} AS final_state, {method('l.method')} AS method,
+  l.amount, l.currency, l.amount * ({sign}) AS signed,
+  CASE WHEN l.state = {int(State.APPROVED)} THEN l.amount * ({sign}) ELSE 0 END AS net,
+  l.rrn, l.auth_code, f.client_ref, l.channel, f.order_ref, l.host_ref, f.receipt_no,
+  l.local_time AS final_local_time, f.day AS day_number
+FROM (SELECT journal_id, txn_id, min(seq) AS first_seq, max(seq) AS final_seq, count(*) AS records
+      FROM records WHERE kind IN ({payment_kinds}) AND (flags & {training}) = 0
+      GROUP BY journal_id, txn_id) p
+JOIN records f ON f.journal_id = p.journal_id AND f.seq = p.first_seq
+JOIN records l ON l.journal_id = p.journal_id AND l.seq = p.final_seq
+LEFT JOIN registry g ON g.journal_id = p.journal_id"""
+    return [records, payments]
+
+
+def views_version(dialect: str) -> str:
+    """A digest of the views' definitions (kept in ``posfast_meta``: views are remade when it changes)."""
+    import hashlib
+    return hashlib.sha256("\n".join(view_statements(dialect)).encode()).hexdigest()[:16]
+
+
+#: The row's fixed-width text fields (``char[n]`` in FORMAT.md), held as TEXT in a back office.
+TEXT_COLUMNS = tuple(n for n in RECORD_DTYPE.names or () if RECORD_DTYPE.fields[n][0].kind == "S")
+_TEXT_WIDTHS = tuple(RECORD_DTYPE.fields[n][0].itemsize for n in TEXT_COLUMNS)
+#: Bytes of ``records.text_raw``: the text fields NUL-padded, in :data:`TEXT_COLUMNS` order.
+TEXT_RAW_SIZE = sum(_TEXT_WIDTHS)
+
+
+def readable(value) -> str:
+    """A text field's bytes as TEXT: UTF-8, with what is not (bad bytes, NUL) as U+FFFD.
+    Exactly the bytes when they are UTF-8 without NUL (then ``text_raw`` stays NULL)."""
+    if isinstance(value, str):
+        return value
+    return bytes(value).decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+def _clean(value: bytes) -> bool:
+    """Whether TEXT holds these bytes exactly: UTF-8 and no NUL."""
+    if b"\x00" in value:
+        return False
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def text_raw(values: Sequence[bytes]) -> Optional[bytes]:
+    """``records.text_raw`` of one row's text fields (in :data:`TEXT_COLUMNS` order): None when
+    each reads back exactly from its TEXT, else the fields NUL-padded (48 bytes)."""
+    if all(_clean(bytes(v)) for v in values):
+        return None
+    return b"".join(bytes(v).ljust(w, b"\0") for v, w in zip(values, _TEXT_WIDTHS))
+
+
+def _text_cells(col: np.ndarray) -> tuple:
+    """(TEXT values, row positions that need text_raw) of one fixed-width text column."""
+    width = col.dtype.itemsize
+    u8 = np.ascontiguousarray(col).view(np.uint8).reshape(len(col), width)
+    inner_nul = (u8[:, :-1] == 0) & (u8[:, 1:] != 0) if width > 1 else np.zeros((len(col), 0), bool)
+    if not (u8 & 0x80).any() and not inner_nul.any():           # ASCII without NUL: the usual
+        return np.char.decode(col, "ascii").tolist(), ()
+    out, bad = [], []
+    for i, v in enumerate(col.tolist()):
+        if _clean(v):
+            out.append(v.decode("utf-8"))
+        else:
+            out.append(readable(v))
+            bad.append(i)
+    return out, bad
+
+
+def local_times(ts: np.ndarray, rule) -> list:
+    """``YYYY-MM-DD HH:MM:SS`` wall-clock times of `ts` (microseconds) under a day rule
+    (``(utc_offset_min, day_start_min, zone)``; a zone's offsets across its changes)."""
+    from ..records import DayRule
+    ts = np.asarray(ts, np.int64)
+    if not len(ts):
+        return []
+    off, _start, zone = day_rule_tuple(rule) if rule is not None else (0, 0, "")
+    if zone:
+        starts, shifts, _floors = DayRule.from_header(0, 0, zone).day_table(int(ts.min()), int(ts.max()))
+        local = ts + shifts[np.searchsorted(starts, ts, side="right") - 1]
+    else:
+        local = ts + int(off) * 60_000_000
+    text = np.datetime_as_string(local.astype("datetime64[us]"), unit="s")
+    return np.char.replace(text, "T", " ").tolist()
+
+
+def db_rows(jid_value, batch: RecordBatch, start: int, rule=None) -> Iterator[tuple]:
+    """Insert tuples for records ``start:`` of a batch: journal id, columns (text fields as
+    text), payload, link, order_ref, host_ref, text_raw, local_time (`rule`: the journal's
+    day rule, whose wall clock local_time shows)."""
     rows = batch.rows[start:]
     cols = []
+    raw_rows: set = set()
     for name in rows.dtype.names:
         col = rows[name]
+        if col.dtype.kind == "S":
+            values, bad = _text_cells(col)
+            raw_rows.update(bad)
+            cols.append(values)
+            continue
         if col.dtype.kind == "u" and col.dtype.itemsize == 8:
             col = col.astype("<u8").view("<i8")
         cols.append(col.tolist())
+    raws: list = [None] * len(rows)
+    for i in raw_rows:
+        raws[i] = text_raw([rows[name][i] for name in TEXT_COLUMNS])
     refs = [batch.refs(i) for i in range(start, len(batch.rows))]
     return zip(repeat(jid_value), *cols, batch.payloads[start:], batch.links[start:],
-               [r[0] for r in refs], [r[1] for r in refs])
+               [r[0] for r in refs], [r[1] for r in refs], raws, local_times(rows["ts"], rule))
+
+
+def _text_back(value, raw, k: int) -> bytes:
+    """A text field's bytes from its TEXT (or an older back office's BLOB) and text_raw."""
+    if raw is not None:
+        at = sum(_TEXT_WIDTHS[:k])
+        return bytes(raw[at:at + _TEXT_WIDTHS[k]]).rstrip(b"\0")
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return b"" if value is None else bytes(value)
+
+
+def _bytes_rows(fetched: Sequence[tuple], names: Sequence[str], raw_at: int) -> list:
+    """Database tuples with their text fields (among `names`, the tuples' first columns) as
+    bytes, read exactly (text_raw at position `raw_at` of each tuple, when present)."""
+    where = [(i, TEXT_COLUMNS.index(c)) for i, c in enumerate(names) if c in TEXT_COLUMNS]
+    out = []
+    for r in fetched:
+        raw = r[raw_at] if len(r) > raw_at else None
+        r = list(r[:len(names)])
+        for i, k in where:
+            r[i] = _text_back(r[i], raw, k)
+        out.append(tuple(r))
+    return out
 
 
 def batch_from_db(journal_id: uuid.UUID, fetched: Sequence[tuple]) -> RecordBatch:
+    """A RecordBatch of tuples: the row's columns, payload, link, order_ref, host_ref, text_raw."""
     dtype = RECORD_DTYPE
     n = len(dtype.names)
     if not fetched:
         return RecordBatch(journal_id, np.zeros(0, dtype=dtype), [], [])
-    rows = np.array([tuple(r[:n]) for r in fetched], dtype=_db_dtype(dtype)).view(dtype)
+    rows = np.array(_bytes_rows(fetched, dtype.names, n + 4), dtype=_db_dtype(dtype)).view(dtype)
     # the extension is canonical: rebuilt from the row's client_ref and the stored references
     exts = [encode_ext(bytes(row["client_ref"]), r[n + 2], r[n + 3]) if row["ext_len"] else b""
             for row, r in zip(rows, fetched)]
@@ -260,11 +426,11 @@ def _reconciliation_dict(r) -> dict:
 
 def _day_rows(fetched: Sequence[tuple]):
     """(rows in seq order, their (order_ref, host_ref)) of tuples of DAY_COLUMNS, then
-    optionally order_ref and host_ref (text)."""
+    optionally order_ref and host_ref (text) and text_raw."""
     n = len(DAY_COLUMNS)
     rows = np.zeros(len(fetched), RECORD_DTYPE)
     if fetched:
-        got = np.array([tuple(r[:n]) for r in fetched], dtype=_DAY_DB_DTYPE)
+        got = np.array(_bytes_rows(fetched, DAY_COLUMNS, n + 2), dtype=_DAY_DB_DTYPE)
         for name in DAY_COLUMNS:
             rows[name] = got[name].astype(RECORD_DTYPE.fields[name][0])
     order = np.argsort(rows["seq"], kind="stable")
@@ -314,6 +480,8 @@ class BackOffice(DashboardReads):
     #: True when opened with ``readonly=True``: :meth:`push` refuses, nothing is created.
     readonly = False
     _mark = "?"
+    #: what stands for text_raw in a SELECT: NULL for a back office of posfast 0.x opened read-only
+    _raw_expr = "text_raw"
 
     @staticmethod
     def _journal_param(jid: uuid.UUID):
@@ -334,7 +502,7 @@ class BackOffice(DashboardReads):
         """
         jid = as_uuid(journal_id)
         mark = self._mark
-        columns = ", ".join(f'"{c}"' for c in DAY_COLUMNS) + ", order_ref, host_ref"
+        columns = ", ".join(f'"{c}"' for c in DAY_COLUMNS) + f", order_ref, host_ref, {self._raw_expr}"
         sql = (f"SELECT {columns} FROM records WHERE journal_id = {mark} AND day BETWEEN {mark} AND {mark} "
                f"AND kind IN ({_PAYMENT_KIND_LIST}) AND (flags & {int(Flag.TRAINING)}) = 0")
         jid_param = self._journal_param(jid)
@@ -568,6 +736,11 @@ class BackOffice(DashboardReads):
         rows = self._registry_read(sql + f" ORDER BY id DESC LIMIT {int(limit)}", params)
         return [_reconciliation_dict(r) for r in rows]
 
+    def refusal_counts(self) -> dict:
+        """Refusals recorded in ``sync_refusals``, by reason."""
+        return {r[0]: int(r[1]) for r in self._read_live(
+            "SELECT reason, count(*) FROM sync_refusals GROUP BY reason", [])}
+
     # ------------------------------------------------------------ the fleet's raw facts
     def fleet_facts(self, since_us: int) -> dict:
         """What :func:`posfast.sync.fleet.fleet` is computed from, read in a few queries:
@@ -576,9 +749,13 @@ class BackOffice(DashboardReads):
         terminal_status dict), ``refusals`` (journal id -> (count since `since_us`, newest at_us,
         newest reason)), ``reconciliations`` (journal id -> the newest row's dict)."""
         mark = self._mark
-        journals = {as_uuid(r[0]): tuple(r[1:]) for r in self._registry_read(
-            "SELECT journal_id, anchor_seq, high_seq, records, first_synced_us, last_synced_us, last_day_closed "
-            "FROM journals WHERE high_seq > 0", [])}
+        sql = ("SELECT journal_id, anchor_seq, high_seq, records, first_synced_us, last_synced_us, {} "
+               "FROM journals WHERE high_seq > 0")
+        try:
+            held = self._registry_read(sql.format("last_day_closed"), [])
+        except (SyncConfigError, SyncUnavailable):     # a back office of posfast 0.x, opened read-only
+            held = self._registry_read(sql.format("NULL"), [])
+        journals = {as_uuid(r[0]): tuple(r[1:]) for r in held}
         cols = ("seen_us", "reported_us", "head_seq", "oldest_unsynced_ts", "ring_fill", "ring_unsynced", "in_doubt",
                 "retention", "last_ok_us", "last_refusal_us", "last_refusal")
         status = {as_uuid(r[0]): dict(zip(cols, r[1:])) for r in self._registry_read(

@@ -1,6 +1,7 @@
 """The PostgreSQL back office: :class:`PostgresTarget` (psycopg 3, imported only when used)."""
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import urllib.parse
@@ -8,8 +9,9 @@ from contextlib import contextmanager
 from typing import Callable, Optional
 
 from ..records import now_us
-from .backoffice import BackOffice, added_columns, batch_from_db, db_rows, schema_statements, seq_or_none
-from .protocol import (ECHO_LIMIT, Ack, BackOfficeMissing, JournalState, RecordBatch, SyncRefused,
+from .backoffice import (RECORDS_INDEXES, TEXT_COLUMNS, BackOffice, added_columns, batch_from_db, db_rows,
+                         readable, schema_statements, seq_or_none, text_raw, view_statements, views_version)
+from .protocol import (DEFAULT_DAY_RULE, ECHO_LIMIT, Ack, BackOfficeMissing, JournalState, RecordBatch, SyncRefused,
                        SyncUnavailable, as_uuid, clip, plan_batch)
 
 __all__ = ["PostgresTarget", "partition_sql"]
@@ -86,6 +88,8 @@ def partition_sql(first_month: str, months: int, *, create_table: bool = True) -
         out.append("CREATE TABLE IF NOT EXISTS records_default PARTITION OF records DEFAULT;")
     return "\n".join(out)
 
+log = logging.getLogger("posfast.sync")
+
 
 class _PgPool:
     """A few psycopg connections shared by threads (the server's workers)."""
@@ -158,9 +162,18 @@ class PostgresTarget(BackOffice):
         self._connect_options = _connect_options(dsn, application_name)
         if self.readonly:   # read an existing back office: no tables created, no temporary table
             self._pool = _PgPool(dsn, pool_size, lambda conn: None, self._connect_options)
+            try:
+                columns = self._run(lambda conn: {r[0] for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'records' "
+                    "AND table_schema = current_schema()").fetchall()})
+            except SyncUnavailable:
+                columns = set()
+            if columns and "text_raw" not in columns:     # a back office of posfast 0.x, read as it is
+                self._raw_expr = "NULL"
             return
         self._pool = _PgPool(dsn, pool_size, self._setup_connection, self._connect_options)
-        self._copy_sql = f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link, order_ref, host_ref) FROM STDIN"
+        self._copy_sql = (f"COPY _pf_incoming (journal_id, {self._column_list()}, payload, link, order_ref, host_ref, "
+                          "text_raw, local_time) FROM STDIN")
         # (no conflict target: a records table partitioned by day has its key as (journal_id, seq, day))
         self._insert_sql = ("INSERT INTO records SELECT * FROM _pf_incoming WHERE seq >= %s ORDER BY seq "
                             "ON CONFLICT DO NOTHING")
@@ -196,8 +209,64 @@ class PostgresTarget(BackOffice):
                             "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
                             "AND table_schema = current_schema()", (table,)).fetchall()}):
                         conn.execute(stmt)
+                    self._migrate_text(conn)
+                    self._make_views(conn)
         except psycopg.Error as exc:
             raise SyncUnavailable(f"back office {self._safe_dsn()}: {exc}".strip()) from exc
+
+    def _migrate_text(self, conn) -> None:
+        """A back office of posfast 0.x held the row's text fields as bytea: make them text
+        (exact bytes kept in text_raw where text cannot hold them: not UTF-8, or a NUL) and
+        fill each record's local time, in the open transaction.  Rewrites the table, once."""
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns WHERE "
+                                  "table_name = 'records' AND table_schema = current_schema()").fetchall())
+        if types.get("rrn") == "text" and "text_raw" in types and "local_time" in types:
+            return
+        log.warning("back office %s: converting the records table to text columns and local times (once; "
+                    "a large back office takes a while)", self._safe_dsn())
+        if "text_raw" not in types:
+            conn.execute("ALTER TABLE records ADD COLUMN text_raw bytea")
+        if "local_time" not in types:
+            conn.execute("ALTER TABLE records ADD COLUMN local_time text NOT NULL DEFAULT ''")
+        blobs = [c for c in TEXT_COLUMNS if types.get(c) == "bytea"]
+        if blobs:
+            conn.execute("CREATE FUNCTION pg_temp.pf_utf8(b bytea) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ "
+                         "BEGIN IF position('\\x00'::bytea IN b) > 0 THEN RETURN false; END IF; "
+                         "PERFORM convert_from(b, 'UTF8'); RETURN true; "
+                         "EXCEPTION WHEN others THEN RETURN false; END $$")
+            cols = ", ".join(f'"{c}"' for c in TEXT_COLUMNS)
+            bad = conn.execute(f"SELECT journal_id, seq, {cols} FROM records WHERE NOT ("
+                               + " AND ".join(f'pg_temp.pf_utf8("{c}")' for c in blobs) + ")").fetchall()
+            for row in bad:             # rare: keep the bytes, give text its readable form
+                values = [b"" if v is None else v.encode("utf-8") if isinstance(v, str) else bytes(v)
+                          for v in row[2:]]
+                sets = ", ".join(f'"{c}" = %s' for c in blobs)
+                conn.execute(f"UPDATE records SET text_raw = %s, {sets} WHERE journal_id = %s AND seq = %s",
+                             [text_raw(values)] + [readable(values[TEXT_COLUMNS.index(c)]).encode("utf-8")
+                                                   for c in blobs] + [row[0], row[1]])
+            conn.execute("ALTER TABLE records " + ", ".join(
+                f'ALTER COLUMN "{c}" TYPE text USING convert_from("{c}", \'UTF8\')' for c in blobs))
+        conn.execute(
+            "UPDATE records r SET local_time = to_char(CASE WHEN coalesce(j.day_tz, '') <> '' "
+            "THEN to_timestamp(floor(r.ts / 1000000.0)) AT TIME ZONE j.day_tz "
+            "ELSE to_timestamp(floor(r.ts / 1000000.0)) AT TIME ZONE 'UTC' "
+            "+ make_interval(mins => coalesce(j.day_offset_min, 0)::int) END, 'YYYY-MM-DD HH24:MI:SS') "
+            "FROM journals j WHERE j.journal_id = r.journal_id AND r.local_time = ''")
+        for stmt in RECORDS_INDEXES:
+            conn.execute(stmt)
+
+    @staticmethod
+    def _make_views(conn) -> None:
+        version = views_version("postgres")
+        held = conn.execute("SELECT value FROM posfast_meta WHERE key = 'views'").fetchone()
+        if held is not None and held[0] == version:
+            return
+        conn.execute("DROP VIEW IF EXISTS v_records")
+        conn.execute("DROP VIEW IF EXISTS v_payments")
+        for stmt in view_statements("postgres"):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO posfast_meta (key, value) VALUES ('views', %s) ON CONFLICT (key) DO UPDATE "
+                     "SET value = excluded.value", (version,))
 
     @staticmethod
     def _setup_connection(conn):
@@ -259,7 +328,8 @@ class PostgresTarget(BackOffice):
             (jid, since_us)).fetchone()[0])
 
     def _read_in(self, conn, jid, first, last) -> RecordBatch:
-        fetched = conn.execute(f"SELECT {self._column_list()}, payload, link, order_ref, host_ref FROM records WHERE journal_id = %s "
+        fetched = conn.execute(f"SELECT {self._column_list()}, payload, link, order_ref, host_ref, {self._raw_expr} "
+                               "FROM records WHERE journal_id = %s "
                                "AND seq BETWEEN %s AND %s ORDER BY seq", (jid, first, last)).fetchall()
         return batch_from_db(jid, fetched)
 
@@ -301,12 +371,19 @@ class PostgresTarget(BackOffice):
         jid = inc.journal_id
         first_seq, last_seq = int(inc.rows["seq"][0]), int(inc.rows["seq"][-1])
 
+        def copy_in(cur, rule):
+            with cur.copy(self._copy_sql) as copy:
+                for row in db_rows(jid, inc, 0, rule):
+                    copy.write_row(row)
+
         def work(conn):
             with conn.transaction():
+                # the rule local_time is computed by: the batch's, else the one the journal's copy
+                # is anchored with (read without the lock: it is set once, at anchoring)
+                held = None if inc.day_rule else self._state_in(conn, jid)
+                rule = inc.day_rule or (held.day_rule if held is not None else None) or DEFAULT_DAY_RULE
                 with conn.cursor() as cur:
-                    with cur.copy(self._copy_sql) as copy:
-                        for row in db_rows(jid, inc, 0):
-                            copy.write_row(row)
+                    copy_in(cur, rule)
                 now = now_us()
                 conn.execute("INSERT INTO journals (journal_id, anchor_seq, high_seq, last_link, records, "
                              "first_synced_us, last_synced_us) VALUES (%s, 0, 0, '', 0, %s, %s) "
@@ -319,6 +396,9 @@ class PostgresTarget(BackOffice):
                 if not stored:
                     return Ack(jid, state.high_seq, 0, plan.duplicates, first_seq, last_seq, inc.links[-1])
                 with conn.cursor() as cur:
+                    if tuple(plan.day_rule) != tuple(rule):    # (a rule anchored meanwhile: copy again)
+                        cur.execute("DELETE FROM _pf_incoming")
+                        copy_in(cur, plan.day_rule)
                     cur.execute(self._insert_sql, (first_seq + plan.new_from,))
                     if cur.rowcount != stored:
                         raise SyncUnavailable(f"journal {jid}: expected to store {stored} records, stored "

@@ -59,6 +59,8 @@ from typing import Iterable, Mapping, Optional, Union
 from ..errors import SyncError
 from .dashboard import add_dashboard
 from .http import target_from_url
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics, render_metrics
 from .postgres import PostgresTarget
 from .protocol import (ECHO_LIMIT, MAX_BATCH, SyncConfigError, SyncRefused, SyncUnavailable, clip,
                        decode_batch, decode_status)
@@ -83,8 +85,8 @@ DEFAULT_AUTH_FAILURES = 10
 AUTH_LOG_BURST = 5
 _REASON_STATUS = {"gap": 409, "fork": 409, "chain": 409, "invalid": 400, "auth": 403}
 
-__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY", "MIN_TOKEN_LENGTH", "RunningServer", "ServerContext",
-           "load_tokens", "make_app", "parse_tokens", "request_token", "require_admin", "serve",
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY", "JsonFormatter", "MIN_TOKEN_LENGTH", "RunningServer",
+           "ServerContext", "configure_logging", "load_tokens", "make_app", "parse_tokens", "request_token", "require_admin", "serve",
            "server_context", "server_ssl_context", "start_in_thread"]
 
 
@@ -219,6 +221,7 @@ class ServerContext:
     auth: TokenAuth
     executor: ThreadPoolExecutor
     limiter: "_AuthLimiter"
+    metrics: Metrics
 
     async def run(self, fn, *args):
         """Run a blocking (database) call in the server's thread pool."""
@@ -314,13 +317,15 @@ _UNAVAILABLE = ("back office temporarily unavailable: the batch was not stored; 
 
 def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
              workers: int = 4, body_timeout: float = DEFAULT_BODY_TIMEOUT, create: bool = False,
-             auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES, token_ttl: float = DEFAULT_TOKEN_TTL):
+             auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES, token_ttl: float = DEFAULT_TOKEN_TTL,
+             metrics: str = "admin"):
     """Build the aiohttp application (serve it with :func:`serve` or :func:`start_in_thread`).
 
     ``tokens``: static tokens, ``{token: journal_id}`` or an iterable of ``"JOURNAL_ID=TOKEN"``
     (None or empty: only the back office's ``tokens`` table, looked up live and cached for
     ``token_ttl`` seconds).  ``create``: create a SQLite back office that does not exist yet
-    (else refuse to start).
+    (else refuse to start).  ``metrics``: ``/metrics`` needs an admin token (``"admin"``),
+    none (``"open"``), or is not served (``"off"``).
 
     >>> app = make_app("sqlite:///back.db", {tok: "0b1c9f3e-8a3d-4a55-9f0e-6f1d2c3b4a59"})  # doctest: +SKIP
     """
@@ -331,7 +336,9 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="posfast-sync")
     limiter = _AuthLimiter(auth_failures_per_minute)
     auth = TokenAuth(target, table, ttl=token_ttl)
-    ctx = ServerContext(target, auth, executor, limiter)
+    ctx = ServerContext(target, auth, executor, limiter, Metrics())
+    if metrics not in ("admin", "open", "off"):
+        raise SyncConfigError(f"metrics={metrics!r}: admin, open or off")
 
     async def authorize(request, journal_id: uuid.UUID, *, write: bool = True) -> Principal:
         addr = request.remote or "?"
@@ -378,7 +385,16 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
             raise
         if batch.journal_id != journal_id:
             raise _Refused(403, "auth", f"batch of journal {batch.journal_id} posted to journal {journal_id}")
-        ack = target.push(batch, anchor=anchor)
+        started = time.perf_counter()
+        try:
+            ack = target.push(batch, anchor=anchor)
+        except SyncRefused:
+            ctx.metrics.batch("refused", time.perf_counter() - started)
+            raise
+        except SyncUnavailable:
+            ctx.metrics.batch("unavailable", time.perf_counter() - started)
+            raise
+        ctx.metrics.batch("stored" if ack.stored else "duplicate", time.perf_counter() - started, ack.stored)
         return {"ok": True, "journal_id": str(ack.journal_id), "first_seq": ack.first_seq,
                 "last_seq": ack.last_seq, "count": len(batch), "high_seq": ack.high_seq, "stored": ack.stored,
                 "duplicates": ack.duplicates, "last_link": base64.b64encode(ack.last_link).decode("ascii")}
@@ -464,6 +480,12 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
             return refusal(503, "unavailable", "back office database unavailable", {"Retry-After": "30"})
         return web.json_response({"ok": True, "database": "ok"})
 
+    async def get_metrics(request):
+        if metrics == "admin":
+            await require_admin(request)
+        text = await ctx.run(render_metrics, target, ctx.metrics)
+        return web.Response(body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
     async def cleanup(app):
         executor.shutdown(wait=True)
         target.close()
@@ -474,6 +496,8 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
     app.router.add_get("/v1/journals/{journal_id}", get_journal)
     app.router.add_post("/v1/journals/{journal_id}/status", post_status)
     app.router.add_get("/v1/health", health)
+    if metrics != "off":
+        app.router.add_get("/metrics", get_metrics)
     add_dashboard(app, ctx)          # /ui: the dashboard, behind the admin login
     app.on_cleanup.append(cleanup)
     return app
@@ -607,6 +631,40 @@ def _check_port(port) -> int:
     return port
 
 
+# --------------------------------------------------------------------------- logging
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (ISO 8601 UTC, ms), ``level``, ``logger``,
+    ``message``, ``exc`` (the traceback, when there is one) and ``process``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime as _dt
+        import json
+        doc = {"ts": _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).isoformat(timespec="milliseconds")
+               .replace("+00:00", "Z"), "level": record.levelname, "logger": record.name,
+               "message": record.getMessage(), "process": record.process}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure_logging(level: str = "info", fmt: str = "text", stream=None) -> None:
+    """The root logger of ``posfast serve``: `level` (debug, info, warning, error) and `fmt`
+    ``text`` (``time LEVEL logger: message``) or ``json`` (:class:`JsonFormatter`), on stderr."""
+    levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+    if level not in levels or fmt not in ("text", "json"):
+        raise SyncConfigError(f"log level {level!r} / format {fmt!r}: levels are {', '.join(levels)}, "
+                              "formats text and json")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(levels[level])
+
+
 # --------------------------------------------------------------------------- running
 
 def _collect_tokens(tokens, tokens_file, token_specs) -> dict:
@@ -647,7 +705,8 @@ def serve(db_url, host: str = "127.0.0.1", port: int = 8080, *, tokens=None, tok
           max_batch: int = DEFAULT_MAX_BATCH, workers: int = 4, out=sys.stdout, tls_cert=None, tls_key=None,
           client_ca=None, create: bool = False, header_timeout: float = DEFAULT_HEADER_TIMEOUT,
           body_timeout: float = DEFAULT_BODY_TIMEOUT, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-          max_connections: int = DEFAULT_MAX_CONNECTIONS, token_ttl: float = DEFAULT_TOKEN_TTL) -> None:
+          max_connections: int = DEFAULT_MAX_CONNECTIONS, token_ttl: float = DEFAULT_TOKEN_TTL,
+          metrics: str = "admin") -> None:
     """Run the sync server until SIGINT/SIGTERM (what ``posfast serve`` calls).
 
     Prints ``posfast sync server listening on http(s)://HOST:PORT`` once it accepts
@@ -665,7 +724,7 @@ def serve(db_url, host: str = "127.0.0.1", port: int = 8080, *, tokens=None, tok
         raise SyncConfigError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
     ssl_context = server_ssl_context(tls_cert, tls_key, client_ca) if tls_cert else None
     app = make_app(db_url, table, max_body=max_body, max_batch=max_batch, workers=workers,
-                   body_timeout=body_timeout, create=create, token_ttl=token_ttl)
+                   body_timeout=body_timeout, create=create, token_ttl=token_ttl, metrics=metrics)
     ctx = server_context(app)
     in_db = ctx.target.tokens() if hasattr(ctx.target, "tokens") else []
     live = sum(1 for t in in_db if not t.revoked)

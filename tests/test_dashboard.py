@@ -321,3 +321,30 @@ def test_the_dashboard_reads_are_the_same_on_postgresql(back_office):
     finally:
         lite.close()
         pg.close()
+
+
+def test_a_login_on_one_server_works_on_another_of_the_same_database(back_office):
+    """Several stateless servers on one PostgreSQL: the login cookie one of them set is
+    honoured by the other (it holds the admin token, checked against the database), and a
+    revoked admin token is refused by both within the token cache's ttl."""
+    if back_office["pg_dsn"] is None:
+        import _pg
+        pytest.skip(_pg.SKIP_REASON)
+    from posfast.sync import PostgresTarget
+    pg = PostgresTarget(back_office["pg_dsn"])
+    admin, info = pg.issue_token(role="admin", label="dashboard on two servers")
+    pg.register(back_office["t1"], store="PG-STORE", till="till 1")
+    with start_in_thread(back_office["pg_dsn"], None, token_ttl=0) as a, \
+            start_in_thread(back_office["pg_dsn"], None, token_ttl=0) as b:
+        resp, _ = request(a.url, "/ui/login", method="POST", body=urllib.parse.urlencode({"token": admin}),
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+        cookie = resp.getheader("Set-Cookie").split(";")[0]
+        resp, page = request(b.url, "/ui/store?" + urllib.parse.urlencode({"store": "PG-STORE",
+                                                                           "day": DAY.isoformat()}),
+                             headers={"Cookie": cookie})
+        assert resp.status == 200 and re.search(r'id="net">([^<]*)<', page).group(1) == "37.50"
+        pg.revoke_token(info.token_id)
+        for srv in (a, b):
+            resp, _ = request(srv.url, "/ui", headers={"Cookie": cookie})
+            assert resp.status == 303 and resp.getheader("Location").startswith("/ui/login")
+    pg.close()

@@ -88,6 +88,7 @@ def partition_sql(first_month: str, months: int, *, create_table: bool = True) -
         out.append("CREATE TABLE IF NOT EXISTS records_default PARTITION OF records DEFAULT;")
     return "\n".join(out)
 
+
 log = logging.getLogger("posfast.sync")
 
 
@@ -135,9 +136,11 @@ class _PgPool:
 class PostgresTarget(BackOffice):
     """Back office in PostgreSQL (psycopg 3, ``pip install 'posfast[postgres]'``).
 
-    One transaction per batch: the journal's row is locked (``SELECT ... FOR UPDATE``)
-    while continuity is checked, the batch is COPYed into a temporary table and
-    inserted with ``ON CONFLICT DO NOTHING``.  Thread-safe (a small connection pool).
+    One transaction per batch: the batch is COPYed into a temporary table, the journal's
+    row is locked (``SELECT ... FOR UPDATE``) while continuity is checked against what is
+    held (inside the database), and the new records are inserted with ``ON CONFLICT DO
+    NOTHING``.  Safe with several server processes on one database (see :meth:`push`).
+    Thread-safe (a small connection pool).
 
     >>> bo = PostgresTarget("postgresql://pos@127.0.0.1/backoffice")   # doctest: +SKIP
     """

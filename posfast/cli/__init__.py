@@ -240,6 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt(p)
     p.set_defaults(func=c.cmd_fleet)
 
+    p = sub.add_parser("export", help="an auditor's export of a store: every record decoded with its links, "
+                       "the day closes and a verification transcript (exit 1 when a link does not follow)")
+    p.add_argument("--db", required=True, help="the back office: sqlite:///back.db or postgresql://...")
+    p.add_argument("--store", required=True, help="the store (as registered)")
+    p.add_argument("--from", dest="first_day", required=True, help="first business day, YYYY-MM-DD")
+    p.add_argument("--to", dest="last_day", required=True, help="last business day, YYYY-MM-DD")
+    p.add_argument("--format", choices=("audit-jsonl", "csv"), default="audit-jsonl",
+                   help="audit-jsonl (default: one JSON object per line, the transcript included) or csv "
+                   "(one row per record; the transcript on stderr)")
+    p.add_argument("--out", help="write to this file (default: stdout)")
+    p.set_defaults(func=c.cmd_export)
+
     p = sub.add_parser("close-day", help="write the Z-report (DAY_CLOSE) of a business day")
     p.add_argument("journal", help="the journal file (.pfj)")
     p.add_argument("--day", required=True, help="business day, YYYY-MM-DD")

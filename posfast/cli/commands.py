@@ -937,6 +937,33 @@ def cmd_fleet(args):
     return EX_WARNING if any(r["severity"] for r in rows) else EX_OK
 
 
+def cmd_export(args):
+    """The auditor's export; EX_FINDINGS when a link does not follow (the transcript says where)."""
+    from ..reconcile import audit_export
+    if args.out:
+        try:
+            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise errors.InvalidArgument("--out %s exists already; an export never overwrites a file"
+                                         % args.out) from None
+        out = os.fdopen(fd, "w", encoding="utf-8", newline="")
+    else:
+        out = sys.stdout
+    try:
+        result = audit_export(args.db, args.store, args.first_day, args.last_day, out, format=args.format,
+                              transcript=sys.stderr)
+    finally:
+        if args.out:
+            out.close()
+    print("exported %d record(s) of %d till(s), %d day close(s); %s" % (
+        result.records, result.journals, result.day_closes,
+        "every link follows from the one before" if result.ok else
+        "%d link(s) do NOT follow: %s" % (len(result.failures), "; ".join(
+            "journal %s seq %d" % (j, s) for j, s, _why in result.failures[:5]))),
+        file=sys.stderr)
+    return EX_OK if result.ok else EX_FINDINGS
+
+
 def cmd_close_day(args):
     """Write the Z-report and print it; refusals (already closed, in doubt) raise DayClosed."""
     from ..printing import render_z_report, tax_totals

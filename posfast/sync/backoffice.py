@@ -82,7 +82,8 @@ def schema_statements(dialect: str) -> list:
   day_offset_min {big},
   day_start_min {big},
   day_tz TEXT NOT NULL DEFAULT '',
-  last_day_closed {big})""",
+  last_day_closed {big},
+  format_version {big})""",
         f"""CREATE TABLE IF NOT EXISTS records (
   journal_id {jid} NOT NULL,
   {cols},
@@ -158,7 +159,7 @@ def schema_statements(dialect: str) -> list:
 
 #: Columns added to ``journals`` after 0.1.0, as (column, type).
 ADDED_JOURNAL_COLUMNS = (("day_offset_min", "big"), ("day_start_min", "big"), ("day_tz", "text"),
-                         ("last_day_closed", "big"))
+                         ("last_day_closed", "big"), ("format_version", "big"))
 
 
 def added_columns(dialect: str, have: Callable[[str], set]) -> list:
@@ -735,6 +736,36 @@ class BackOffice(DashboardReads):
             params.append(str(store))
         rows = self._registry_read(sql + f" ORDER BY id DESC LIMIT {int(limit)}", params)
         return [_reconciliation_dict(r) for r in rows]
+
+    def seq_bounds(self, journal_id, first_day, last_day) -> Optional[tuple]:
+        """(lowest, highest) seq of a journal's held records whose business day is in
+        ``first_day..last_day`` (any kind), or None."""
+        mark = self._mark
+        rows = self._registry_read(f"SELECT min(seq), max(seq) FROM records WHERE journal_id = {mark} AND day "
+                                   f"BETWEEN {mark} AND {mark}", [self._journal_param(as_uuid(journal_id)),
+                                                                  day_number(first_day), day_number(last_day)])
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0]), int(rows[0][1])
+
+    def day_closes_after(self, journal_id, seq: int) -> list:
+        """(seq, payload) of a journal's held DAY_CLOSE records past `seq`, in seq order (a day
+        is closed after it ends: its Z-report is a record of a later day)."""
+        mark = self._mark
+        rows = self._registry_read(f"SELECT seq, payload FROM records WHERE journal_id = {mark} AND kind = "
+                                   f"{int(Kind.DAY_CLOSE)} AND seq > {mark} ORDER BY seq",
+                                   [self._journal_param(as_uuid(journal_id)), int(seq)])
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    def journal_format(self, journal_id) -> Optional[int]:
+        """The journal file format its links were made with (1 or 2), as its pushes said;
+        None when this back office did not record it (posfast 0.x)."""
+        try:
+            rows = self._registry_read(f"SELECT format_version FROM journals WHERE journal_id = {self._mark}",
+                                       [self._journal_param(as_uuid(journal_id))])
+        except (SyncConfigError, SyncUnavailable):
+            return None
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def refusal_counts(self) -> dict:
         """Refusals recorded in ``sync_refusals``, by reason."""

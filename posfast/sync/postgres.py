@@ -414,6 +414,8 @@ class PostgresTarget(BackOffice):
                              "day_start_min = coalesce(day_start_min, %s) WHERE journal_id = %s",
                              (high, inc.links[-1], stored, now, plan.anchor_seq, plan.day_rule[2],
                               plan.day_rule[0], plan.day_rule[1], jid))
+                conn.execute("UPDATE journals SET format_version = %s WHERE journal_id = %s",
+                             (int(inc.format_version), jid))
                 closed = self._closed_day(inc, plan.new_from)
                 if closed is not None:
                     conn.execute("UPDATE journals SET last_day_closed = greatest(last_day_closed, %s) "

@@ -257,6 +257,8 @@ class SqliteTarget(BackOffice):
                             (str(jid), plan.anchor_seq, int(inc.rows["seq"][-1]), inc.links[-1], stored,
                              now, now, plan.day_rule[0], plan.day_rule[1], plan.day_rule[2]))
                         high = int(inc.rows["seq"][-1])
+                        conn.execute("UPDATE journals SET format_version = ? WHERE journal_id = ?",
+                                     (int(inc.format_version), str(jid)))
                         closed = self._closed_day(inc, plan.new_from)
                         if closed is not None:
                             conn.execute("UPDATE journals SET last_day_closed = max(coalesce(last_day_closed, ?), ?) "

@@ -21,7 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["Fields", "printable", "integers", "signed_integers", "naive_times", "decimals", "byte_strings",
+__all__ = ["Fields", "printable", "digit_cells", "integers", "signed_integers", "naive_times",
+           "fixed_decimals", "decimals", "byte_strings",
            "distinct"]
 
 #: Zero bytes after a block, so that any cell of up to this many bytes can be cut out of
@@ -52,17 +53,17 @@ class Fields:
         size = len(data)
         buf = np.frombuffer(bytes(_PAD) + data + bytes(_PAD), np.uint8)
         view = buf[_PAD:_PAD + size]
+        newline = np.flatnonzero(view == 10) + _PAD
         sep = np.flatnonzero((view == 44) | (view == 10)) + _PAD
-        if len(sep) % width == 0:
+        if len(sep) == width * len(newline):
             sep = sep.reshape(-1, width)
-            if (buf[sep[:, :-1]] == 44).all() and (buf[sep[:, -1]] == 10).all():
-                # every line has its width and none is empty: the usual block
+            if np.array_equal(sep[:, -1], newline):
+                # width - 1 commas before each newline, no empty line: the usual block
                 starts = np.empty(len(sep), np.int64)
                 starts[:1] = _PAD
                 starts[1:] = sep[:-1, -1] + 1
                 return cls(buf, np.arange(len(sep)), starts, sep, width)
         # empty lines among them (or a line of another width: then None)
-        newline = np.flatnonzero(view == 10) + _PAD
         starts = np.concatenate(([_PAD], newline[:-1] + 1))
         full = newline > starts
         if not full.all() and not blank_lines:
@@ -119,9 +120,10 @@ class Fields:
 def printable(mat, length, utf8=False) -> bool:
     """Whether every cell holds no blank or control byte (nothing str.strip could take
     off) and, unless `utf8`, only ASCII."""
-    inside = np.arange(mat.shape[1])[None, :] < length[:, None]
-    cells = mat[inside]
-    return not ((cells <= 32).any() or (not utf8 and (cells >= 127).any()))
+    total = int(length.sum())         # (the matrix is zero beyond each cell: Fields.column)
+    if utf8:
+        return int(np.count_nonzero(mat > 32)) == total
+    return int(np.count_nonzero((mat - 33) < 94)) == total       # (uint8: 33..126 only)
 
 
 def byte_strings(mat, length, size=None) -> Optional[np.ndarray]:
@@ -156,6 +158,21 @@ def _digits(mat, length, lo_col=0):
     if ((digit > 9) & inside).any():
         return None
     return (digit * inside).astype(np.int64) @ _POW10[width - 1::-1]
+
+
+def digit_cells(mat, length, most):
+    """(whether each cell is 1..`most` ASCII digits, its value there, else 0) of a
+    right-aligned matrix (``Fields.right``)."""
+    n, width = mat.shape
+    if not n or not width:
+        return np.zeros(n, bool), np.zeros(n, np.int64)
+    width = min(width, most)
+    mat = mat[:, mat.shape[1] - width:]
+    inside = np.arange(width)[None, :] >= (width - np.minimum(length, width))[:, None]
+    digit = mat - 48
+    ok = ((digit <= 9) | ~inside).all(axis=1) & (length >= 1) & (length <= most)
+    value = (digit * inside).astype(np.int64) @ _POW10[width - 1::-1]
+    return ok, np.where(ok, value, 0)
 
 
 def integers(mat, length, lo, hi) -> Optional[np.ndarray]:
@@ -233,6 +250,37 @@ def decimals(mat, length, exponent, blank=None) -> Optional[np.ndarray]:
     out = np.where(minus, -value, value)
     if blank is not None:
         out[empty] = blank
+    return out
+
+
+def fixed_decimals(mat, length, exponent, blank=None) -> Optional[np.ndarray]:
+    """decimals() of the usual column, from a right-aligned matrix (``Fields.right``):
+    every cell digits, a dot and exactly the one exponent's decimals (or empty, with
+    `blank`); None otherwise (then decimals() reads it the general way)."""
+    if mat is None or not len(length):
+        return None
+    exps = np.broadcast_to(np.asarray(exponent, np.int64), (len(length),))
+    exp = int(exps[0])
+    if not 0 < exp < 10 or (exps != exp).any() or mat.shape[1] < exp + 2:
+        return None
+    empty = length == 0
+    if empty.any():
+        if blank is None or empty.all():
+            return None
+        full = ~empty
+        mat, length = mat[full], length[full]
+    dot = mat.shape[1] - 1 - exp                 # where the dot is in a right-aligned row
+    if (mat[:, dot] != 46).any():
+        return None
+    whole = _digits(mat[:, :dot], length - exp - 1)
+    frac = _digits(mat[:, dot + 1:], np.full(len(length), exp))
+    if whole is None or frac is None:
+        return None
+    value = whole * _POW10[exp] + frac
+    if not empty.any():
+        return value
+    out = np.full(len(empty), blank, np.int64)
+    out[~empty] = value
     return out
 
 

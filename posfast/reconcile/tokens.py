@@ -195,7 +195,8 @@ def signed_integers(mat, length, blank=None) -> Optional[np.ndarray]:
     if empty.any() and blank is None:
         return None
     width = mat.shape[1]
-    first = mat[np.arange(n), width - length] if width else np.zeros(n, np.uint8)
+    first = mat[np.arange(n), np.minimum(width - length, width - 1)] if width else \
+        np.zeros(n, np.uint8)
     minus = (first == 45) & ~empty
     if not minus.any() and not empty.any():
         return _digits(mat, length)
@@ -226,6 +227,8 @@ def decimals(mat, length, exponent, blank=None) -> Optional[np.ndarray]:
         return None
     if width > 24:
         return None
+    if width == 0:                            # every cell empty (and `blank` given)
+        return np.full(n, blank, np.int64)
     col = np.arange(width)[None, :]
     inside = col < length[:, None]
     minus = (mat[:, 0] == 45) if width else np.zeros(n, bool)

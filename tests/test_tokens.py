@@ -315,3 +315,49 @@ def test_naive_times_as_numpy(moments, sep):
     got = tokens.naive_times(*block.column(1, zero=False))
     want = np.array([c.replace(" ", "T") for c in cells], "datetime64[us]").astype(np.int64)
     assert got is not None and got.tolist() == want.tolist()
+
+
+# ------------------------------------------------------------------ matching by hashed keys
+@settings(max_examples=150, deadline=None)
+@given(j=st.lists(st.tuples(st.sampled_from([b"", b"a", b"b", b"ab", b"a" * 20]),
+                            st.integers(1, 3), st.booleans()), max_size=30),
+       h=st.lists(st.tuples(st.sampled_from([b"", b"a", b"b", b"ba", b"a" * 20, b"c" * 9]),
+                            st.integers(1, 3)), max_size=30),
+       collide=st.booleans())
+def test_pair_keys_as_key_ids(j, h, collide):
+    """pair_keys (each side's hashes sorted once) pairs exactly what key_ids, dedupe and
+    join pair, the approved journal payment first; where two values share a hash (forced
+    here) it says so and the caller falls back to key_ids."""
+    from posfast.reconcile import matching
+    j_ref = np.array([r for r, _, _ in j] or [b""], "S20")[:len(j)]
+    j_kind = np.array([k for _, k, _ in j], np.uint8)
+    approved = np.array([a for _, _, a in j], bool)
+    h_ref = np.array([r for r, _ in h] or [b""], "S9")[:len(h)]
+    h_kind = np.array([k for _, k in h], np.uint8)
+    jidx, hidx = np.arange(len(j)), np.arange(len(h))
+    jids, hids = matching.split_ids_at({"r": j_ref, "k": j_kind}, jidx, {"r": h_ref, "k": h_kind},
+                                       hidx, ("r", "k")) if len(j) and len(h) else (None, None)
+    saved = matching.hashes
+    if collide:
+        matching.hashes = lambda columns, at, dtypes=None: np.zeros(len(at), np.uint64)
+    try:
+        got = matching.pair_keys([j_ref, j_kind], jidx, [h_ref, h_kind], hidx,
+                                 (~approved).astype(np.int8))
+        keys = matching.HashedKeys([h_ref, h_kind], hidx)
+    finally:
+        matching.hashes = saved
+    distinct_values = len(set(zip(j_ref.tolist(), j_kind.tolist()))
+                          | set(zip(h_ref.tolist(), h_kind.tolist())))
+    if collide and distinct_values > 1:
+        assert got is None            # a shared hash is never taken for equal values
+        return
+    if jids is None:
+        return
+    assert got is not None and keys.exact
+    rep, _ = matching.dedupe(jids, (~approved).astype(np.int8))
+    hrep, hrep_of = matching.dedupe(hids, np.zeros(len(h), np.int8))
+    a, b = matching.join(jids[rep], hids[hrep])
+    assert got[0].tolist() == jidx[rep][a].tolist()
+    assert got[1].tolist() == hidx[hrep][b].tolist()
+    assert got[2].tolist() == rep.tolist()
+    assert keys.rep.tolist() == hrep.tolist() and keys.rep_of.tolist() == hrep_of.tolist()

@@ -239,13 +239,17 @@ def pair_keys(j_columns, j_at, h_columns, h_at, prefer=None):
     h = HashedKeys(h_columns, h_at, None, dtypes)
     if not (j.exact and h.exact):
         return None
-    reps = np.flatnonzero(j.rep)
-    key = j.unique_h[np.argsort(j.unique_pos, kind="stable")]  # reps' hashes, by position
-    reps = np.sort(j.unique_pos)
-    place = np.searchsorted(h.unique_h, key)
+    # both sides' hashes are sorted: a search with sorted keys (numpy starts each from
+    # the last), then the pairs put in journal order by a scatter, not a sort
+    place = np.searchsorted(h.unique_h, j.unique_h)
     place[place >= len(h.unique_h)] = 0
-    hit = np.flatnonzero(h.unique_h[place] == key) if len(h.unique_h) else np.zeros(0, np.int64)
-    a, b = reps[hit], h.unique_pos[place[hit]]
+    hit = (np.flatnonzero(h.unique_h[place] == j.unique_h) if len(h.unique_h)
+           else np.zeros(0, np.int64))
+    partner = np.full(len(j.at), -1, np.int64)
+    partner[j.unique_pos[hit]] = h.unique_pos[place[hit]]
+    a = np.flatnonzero(partner >= 0)
+    b = partner[a]
+    del partner
     if not _same_pairs(j_columns, j.at[a], h_columns, h.at[b]):
         return None
     return a, b, j.rep

@@ -257,6 +257,7 @@ class _RawLines:
 
     def __init__(self, lines, path, first_line=1):
         self.lines, self.path, self.number = iter(lines), path, first_line - 1
+        self.text = ""
 
     def rows(self):
         """(line, cells) one at a time (the header, a preamble), from where the lines are."""
@@ -296,12 +297,15 @@ class _RawLines:
                 return
             first = self.number + 1
             self.number += len(chunk)
-            while "".join(chunk).count('"') % 2:
+            text = "".join(chunk)
+            while '"' in text and text.count('"') % 2:
                 more = next(self.lines, None)
                 if more is None:
                     break
                 chunk.append(more)
+                text += more
                 self.number += 1
+            self.text = text               # (the block's text, for a fast reader)
             yield first, chunk
 
 
@@ -310,8 +314,8 @@ def _stream_table(path, header_line, header, rows, wanted, optional=(), strip=""
     """_Table blocks of `rows` (an iterator of (line, cells)): the named columns only.  A
     row of another width than the header ends the rows where ``stop(line, cells, the row
     after it or None)`` says so (a summary), else it is padded (`pad`) or refused.
-    `fast(first line, lines, positions, width)` may read a block of `rows` (a _RawLines)
-    from its bytes instead: what it returns (not None) is yielded as the block."""
+    `fast(first line, lines, their text, positions, width)` may read a block of `rows`
+    (a _RawLines) from its bytes instead: what it returns (not None) is yielded as is."""
     position, where = _header_positions(path, header_line, header, wanted, optional)
     width = len(header)
     raw = rows if isinstance(rows, _RawLines) else None
@@ -323,7 +327,7 @@ def _stream_table(path, header_line, header, rows, wanted, optional=(), strip=""
             if got is None:
                 return
             first, chunk = got
-            done = fast(first, chunk, position, width) if fast is not None else None
+            done = fast(first, chunk, raw.text, position, width) if fast is not None else None
             if done is not None:
                 yield done
                 continue
@@ -543,8 +547,7 @@ def _wechat_fast(path, rule):
     from . import tokens
     statuses = {b"SUCCESS": None, b"REFUND": int(Kind.REFUND), b"REVOKED": None}
 
-    def read(first, chunk, position, width):
-        text = "".join(chunk)
+    def read(first, chunk, text, position, width):
         if '"' in text:
             return None
         if "\r" in text:

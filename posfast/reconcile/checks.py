@@ -16,7 +16,8 @@ from ..errors import PosfastError
 from ..records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, RECEIPT_KINDS, Flag, Kind, Method,
                        State, day_number, day_to_date, print_jobs)
 from .hosts import host_source
-from .matching import Columns, dedupe, join, key_ids, split_ids_at, window_pairs
+from .matching import (Columns, HashedKeys, dedupe, join, key_ids, pair_keys, split_ids_at,
+                       window_pairs)
 from .report import CATEGORIES, CategoryTally, Discrepancy, ReconcileReport, _milli
 from .rows import release_heap
 from .settlement import Settlement, read_settlement
@@ -501,6 +502,11 @@ def _expected(jtx, settled_methods, channel, report):
 def _pair(jtx, jidx, htx, hidx, names, approved):
     """Pairs (journal, host) of equal values of `names`: the approved journal payment
     represents its key; returns (j pairs, h pairs, journal payments set aside)."""
+    got = pair_keys([jtx[n] for n in names], jidx, [htx[n] for n in names], hidx,
+                    (~approved[jidx]).astype(np.int8))
+    if got is not None:             # (each side's hashes sorted once: no key_ids of both)
+        a, b, rep = got
+        return jidx[a], hidx[b], jidx[~rep & approved[jidx]]
     jids, hids = split_ids_at(jtx, jidx, htx, hidx, names)
     rep, _ = dedupe(jids, (~approved[jidx]).astype(np.int8))
     hrep, _ = dedupe(hids, np.zeros(len(hidx), np.int8))
@@ -580,8 +586,10 @@ def against_statement(jtx, neighbours, settlement, wanted, rule, terminal, windo
                         (~has_rrn & ~has_ref, ("terminal", "ts", "amount", "currency", "kind",
                                                "auth_code"))):
         idx = np.flatnonzero(mask)
-        rep, rep_of = dedupe(key_ids(*[htx[name] for name in names], at=idx),
-                              np.zeros(len(idx), np.int8))
+        keys = HashedKeys([htx[name] for name in names], idx)
+        rep, rep_of = (keys.rep, keys.rep_of) if keys.exact else dedupe(
+            key_ids(*[htx[name] for name in names], at=idx), np.zeros(len(idx), np.int8))
+        del keys
         for extra in np.flatnonzero(~rep).tolist():
             h_dupes.setdefault(int(idx[rep_of[extra]]), []).append(int(idx[extra]))
             h_done[idx[extra]] = True

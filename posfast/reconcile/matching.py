@@ -11,7 +11,8 @@ import numpy as np
 
 from ..errors import PosfastError
 
-__all__ = ["Columns", "dedupe", "join", "key_ids", "split_ids", "split_ids_at", "window_pairs"]
+__all__ = ["Columns", "HashedKeys", "dedupe", "hashes", "join", "key_ids", "pair_keys", "split_ids",
+           "split_ids_at", "window_pairs"]
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -154,6 +155,112 @@ def key_ids(*columns, at=None) -> np.ndarray:
         _, inverse = np.unique(raw.view("V%d" % width).ravel(), return_inverse=True)
         inverse = inverse.reshape(-1).astype(np.int64, copy=False)
     return inverse
+
+
+def hashes(columns, at, dtypes=None) -> np.ndarray:
+    """The 64-bit hash key_ids folds the row-wise values of `columns` (at their rows `at`,
+    each column as `dtypes`, e.g. the wider of two sides' byte strings) into; equal
+    values, equal hashes (the converse is checked by whoever relies on it)."""
+    at = np.asarray(at, np.int64)
+    n = len(at)
+    dtypes = dtypes or [c.dtype for c in columns]
+    sizes = [np.dtype(d).itemsize for d in dtypes]
+    width = -(-sum(sizes) // 8) * 8
+    h = np.empty(n, np.uint64)
+    for lo in range(0, n, _CHUNK):
+        hi = min(n, lo + _CHUNK)
+        words = _row_bytes([c[at[lo:hi]].astype(d, copy=False) for c, d in zip(columns, dtypes)],
+                           sizes, width, 0, hi - lo).view("<u8")
+        part = np.full(hi - lo, 0xCBF29CE484222325, np.uint64)
+        for k in range(words.shape[1]):
+            part ^= words[:, k]
+            part *= _MIX
+            part ^= part >> np.uint64(29)
+        h[lo:hi] = part
+    return h
+
+
+def _same(columns, a, b) -> bool:
+    """Whether rows `a` and rows `b` of `columns` hold equal values, pair by pair."""
+    for lo in range(0, len(a), _CHUNK):
+        for c in columns:
+            if not bool((c[a[lo:lo + _CHUNK]] == c[b[lo:lo + _CHUNK]]).all()):
+                return False
+    return True
+
+
+class HashedKeys:
+    """The rows `at` of `columns` grouped by value through their hashes, sorted once:
+    ``rep`` (a mask over `at`) marks each group's representative, the first by `prefer`
+    ascending, then position (what ``dedupe(key_ids(...), prefer)`` picks), ``rep_of``
+    the position of each row's representative.  ``exact`` is False when two different
+    values share a hash (never seen in practice): the caller then takes key_ids."""
+
+    def __init__(self, columns, at, prefer=None, dtypes=None):
+        self.columns, self.at = columns, np.asarray(at, np.int64)
+        n = len(self.at)
+        h = hashes(columns, self.at, dtypes)
+        order = np.argsort(h, kind="stable")
+        sorted_h = h[order]
+        del h
+        new = np.empty(n, bool)
+        new[:1] = True
+        np.not_equal(sorted_h[1:], sorted_h[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        first = order[starts]                      # (stable: the earliest of each hash)
+        self.exact = True
+        if len(starts) < n:                       # a hash shared: groups of several rows
+            group = np.cumsum(new) - 1
+            many = np.flatnonzero(np.diff(np.append(starts, n))[group] > 1)   # sorted places
+            if prefer is not None and prefer[order[many]].any():
+                pick = np.lexsort((order[many], prefer[order[many]], group[many]))
+                head = np.concatenate(([True], group[many][pick][1:] != group[many][pick][:-1]))
+                first = first.copy()
+                first[group[many][pick][head]] = order[many][pick][head]
+            members = order[many]
+            reps = first[group[many]]
+            self.exact = _same(columns, self.at[members], self.at[reps])
+            rep_of = np.empty(n, np.int64)
+            rep_of[order] = first[group]
+        else:
+            rep_of = np.arange(n)
+        self.rep = rep_of == np.arange(n)
+        self.rep_of = rep_of
+        self.unique_h, self.unique_pos = sorted_h[starts], first   # sorted hashes, their reps
+
+
+def pair_keys(j_columns, j_at, h_columns, h_at, prefer=None):
+    """``(a, b, j rep mask)``: of the rows `j_at` and `h_at` (of their own columns) with
+    equal values, one pair per value, between the representatives of each side (see
+    HashedKeys; a as positions in `j_at` ascending, b in `h_at`), or None when a hash
+    is shared by different values (the caller takes key_ids)."""
+    dtypes = [np.result_type(a.dtype, b.dtype) for a, b in zip(j_columns, h_columns)]
+    j = HashedKeys(j_columns, j_at, prefer, dtypes)
+    h = HashedKeys(h_columns, h_at, None, dtypes)
+    if not (j.exact and h.exact):
+        return None
+    # both sides' hashes are sorted: a search with sorted keys (numpy starts each from
+    # the last), then the pairs put in journal order by a scatter, not a sort
+    place = np.searchsorted(h.unique_h, j.unique_h)
+    place[place >= len(h.unique_h)] = 0
+    hit = (np.flatnonzero(h.unique_h[place] == j.unique_h) if len(h.unique_h)
+           else np.zeros(0, np.int64))
+    partner = np.full(len(j.at), -1, np.int64)
+    partner[j.unique_pos[hit]] = h.unique_pos[place[hit]]
+    a = np.flatnonzero(partner >= 0)
+    b = partner[a]
+    del partner
+    if not _same_pairs(j_columns, j.at[a], h_columns, h.at[b]):
+        return None
+    return a, b, j.rep
+
+
+def _same_pairs(a_columns, a, b_columns, b) -> bool:
+    for lo in range(0, len(a), _CHUNK):
+        for x, y in zip(a_columns, b_columns):
+            if not bool((x[a[lo:lo + _CHUNK]] == y[b[lo:lo + _CHUNK]]).all()):
+                return False
+    return True
 
 
 def dedupe(ids, prefer):

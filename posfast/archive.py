@@ -93,7 +93,7 @@ DEFAULT_POLICY = {
     "segment_bytes": 4 << 20,        # and at most this many uncompressed bytes
     "max_age_days": None,            # prune segments older than this many business days
     "max_total_bytes": None,         # prune the oldest segments beyond this size on disk
-    "dictionary": True,              # train a payload dictionary on the first receipts archived
+    "dictionary": False,             # train a payload dictionary on the first receipts archived
 }
 
 
@@ -736,7 +736,7 @@ class Archive:
         """Set and persist the archive policy; returns it.
 
         ``codec`` ("zlib", "lzma", or "zstd" with the zstandard package) and ``level``
-        apply to new segments; ``dictionary`` (True) trains a payload dictionary on the
+        apply to new segments; ``dictionary`` (False) trains a payload dictionary on the
         first receipts archived and compresses every later segment's payloads with it;
         ``max_age_days`` prunes segments whose last business day is more than
         that many days before the newest archived one; ``max_total_bytes``

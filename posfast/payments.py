@@ -45,8 +45,26 @@ def _own_payment_rows(rows, txn_id: int):
     return rows[(rows["txn_id"] == txn_id) & np.isin(rows["kind"], PAYMENT_KIND_VALUES)]
 
 
-_HASH_WEIGHTS = np.random.default_rng(20261201).integers(
-    1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+# odd 64-bit weights, one per key byte: np.random.default_rng(20261201).integers(1, 2**63,
+# size=64, dtype=np.uint64) | 1, written out so that importing posfast does not load
+# numpy.random (3 MB resident); tests/test_footprint.py checks they are still those values
+_HASH_WEIGHTS = np.array([
+    6148704915929784737, 518163415786077709, 3583786286356579093, 3258764487610844151,
+    5746943172592403185, 1428862904329287295, 3238463367112195849, 4571061408484110557,
+    1733629243116545217, 4632599240432550791, 749261329530964927, 2237499347742025085,
+    2654202547607546379, 8573483306706637885, 4738754628144520711, 1875766385771404181,
+    4791848078863842967, 4965321888889768109, 6141843817490660151, 3850823758887841991,
+    6611006299866501383, 4913196526683142767, 2714489634447502949, 3187916108541680539,
+    3869570472095903765, 7326854047654956375, 7582495497044875727, 6158305538487399403,
+    4363701303760709267, 2479985214868096129, 2372373714687054745, 8339882015512652021,
+    8004503345052470881, 8052098053094335931, 134905276714059261, 901377571338179407,
+    1606966844086558105, 1197899123071150501, 831189666429786077, 8022322526962836971,
+    3684518921004421467, 5841550571282413279, 8572983227700456095, 337424094118985957,
+    4255154866810042545, 2374043762160708639, 2940928429912511045, 3116207701517360921,
+    3896574411216149985, 3203423979926515847, 3213112949572905547, 7445450321412359089,
+    7371502588198573659, 373753143185787547, 1432297197889075221, 6986578761224539653,
+    3988580127084080771, 342318026993821487, 3445694050715010171, 377387327725740199,
+    4809939428659194121, 8819437036635211399, 8989647209538619277, 931429136784146339], dtype=np.uint64)
 
 
 def _hash_refs(refs: np.ndarray) -> np.ndarray:
@@ -62,18 +80,58 @@ def _hash_refs(refs: np.ndarray) -> np.ndarray:
 _HASH_WEIGHT_INTS = [int(w) for w in _HASH_WEIGHTS]
 
 
-def _hash_one(ref: bytes) -> np.uint64:
+def _hash_one(ref: bytes) -> int:
     """`_hash_refs` of one key, in Python ints (the padding's zero bytes add nothing)."""
-    return np.uint64(sum(map(operator.mul, ref, _HASH_WEIGHT_INTS)) & 0xFFFF_FFFF_FFFF_FFFF)
+    return sum(map(operator.mul, ref, _HASH_WEIGHT_INTS)) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+class _Pairs:
+    """Sorted (key, seq) arrays: seqs kept as 32-bit offsets from the smallest when they fit
+    (8 bytes a pair with 32-bit keys); chunks added in bulk are merged once, when next read."""
+
+    def __init__(self, key_dtype):
+        self.key_dtype = np.dtype(key_dtype)
+        self.keys = np.zeros(0, dtype=self.key_dtype)
+        self.rel = np.zeros(0, dtype=np.uint32)
+        self.base = 0
+        self._pending: list = []
+
+    def extend(self, keys, seqs) -> None:
+        if len(keys):
+            self._pending.append((np.asarray(keys, dtype=self.key_dtype),
+                                  np.asarray(seqs, dtype=np.uint64)))
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        keys = np.concatenate([self.keys] + [k for k, _ in self._pending])
+        seqs = np.concatenate([self.rel.astype(np.uint64) + np.uint64(self.base)]
+                              + [q for _, q in self._pending])
+        self._pending = []
+        base = int(seqs.min())
+        rel = seqs - np.uint64(base)
+        if int(rel.max()) < 1 << 32:
+            rel = rel.astype(np.uint32)
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.rel, self.base = keys[order], rel[order], base
+
+    def find(self, key) -> list:
+        self._merge()
+        if not len(self.keys):
+            return []
+        k = self.key_dtype.type(key)
+        lo = int(self.keys.searchsorted(k, side="left"))
+        hi = int(self.keys.searchsorted(k, side="right"))
+        return [self.base + int(x) for x in self.rel[lo:hi].tolist()]
 
 
 class _RefMap:
     """key -> seqs of the records that carry it: a small dict of recent keys, folded into
-    sorted (hash, seq) arrays once it grows (16 bytes a key, however many payments)."""
+    sorted (hash, seq) arrays once it grows (8 bytes a key: the hash's high 32 bits and the
+    seq; a shared hash only costs reading the other record, which the caller checks)."""
 
     def __init__(self):
-        self.hashes = np.zeros(0, dtype=np.uint64)
-        self.seqs = np.zeros(0, dtype=np.uint64)
+        self.pairs = _Pairs(np.uint32)
         self.recent: dict = {}
 
     def add(self, keys, seqs):
@@ -84,20 +142,14 @@ class _RefMap:
         keys = list(self.recent) + list(keys)
         seqs = list(self.recent.values()) + list(seqs)
         self.recent = {}
-        hashes = np.concatenate((self.hashes, _hash_refs(np.array(keys, dtype="S64"))))
-        all_seqs = np.concatenate((self.seqs, np.array(seqs, dtype=np.uint64)))
-        order = np.argsort(hashes, kind="stable")
-        self.hashes, self.seqs = hashes[order], all_seqs[order]
+        hashes = (_hash_refs(np.array(keys, dtype="S64")) >> np.uint64(32)).astype(np.uint32)
+        self.pairs.extend(hashes, np.array(seqs, dtype=np.uint64))
 
     def find(self, key: bytes) -> list:
         out = []
         if key in self.recent:
             out.append(self.recent[key])
-        if len(self.hashes):
-            h = _hash_one(key)
-            lo = int(self.hashes.searchsorted(h, side="left"))
-            hi = int(self.hashes.searchsorted(h, side="right"))
-            out.extend(self.seqs[lo:hi].tolist())
+        out.extend(self.pairs.find(_hash_one(key) >> 32))
         return out
 
 
@@ -125,8 +177,7 @@ class _CodeMap:
     with the exact 64-bit key (no hash collisions) and every seq of a reused code kept."""
 
     def __init__(self):
-        self.keys = np.zeros(0, dtype=np.uint64)
-        self.seqs = np.zeros(0, dtype=np.uint64)
+        self.pairs = _Pairs(np.uint64)
         self.recent: dict = {}
 
     def add_rows(self, rows):
@@ -154,18 +205,19 @@ class _CodeMap:
         """The recent dict and these keys into the sorted arrays."""
         held = [(key, seq) for key, listed in self.recent.items() for seq in listed]
         self.recent = {}
-        all_keys = np.concatenate((self.keys, np.array([k for k, _ in held], dtype=np.uint64), keys))
-        all_seqs = np.concatenate((self.seqs, np.array([q for _, q in held], dtype=np.uint64), seqs))
-        order = np.argsort(all_keys, kind="stable")
-        self.keys, self.seqs = all_keys[order], all_seqs[order]
+        if held:
+            self.pairs.extend(np.array([k for k, _ in held], dtype=np.uint64),
+                              np.array([q for _, q in held], dtype=np.uint64))
+        self.pairs.extend(keys, seqs)
 
     def find(self, key: int) -> list:
-        lo = int(self.keys.searchsorted(np.uint64(key), side="left"))
-        hi = int(self.keys.searchsorted(np.uint64(key), side="right"))
-        return sorted(set(self.recent.get(key, []) + self.seqs[lo:hi].tolist()))
+        return sorted(set(self.recent.get(key, []) + self.pairs.find(key)))
 
 
 _RECEIPT_KIND_VALUES = np.array(sorted(int(k) for k in RECEIPT_KINDS), dtype=np.uint8)
+
+
+_CATCHUP_CHUNK = 1 << 15
 
 
 class _Catchup:
@@ -185,8 +237,9 @@ class _Catchup:
         first = max(self.upto + 1, store.oldest_seq)
         if first > store.head_seq:
             return
-        for start in range(first, store.head_seq + 1, 1 << 20):
-            seqs = np.arange(start, min(store.head_seq, start + (1 << 20) - 1) + 1, dtype=np.uint64)
+        # in chunks of 32k records (3.75 MB of rows at a time, whatever the journal's size)
+        for start in range(first, store.head_seq + 1, _CATCHUP_CHUNK):
+            seqs = np.arange(start, min(store.head_seq, start + _CATCHUP_CHUNK - 1) + 1, dtype=np.uint64)
             self._absorb(store, store.read_rows(seqs))
         self.upto = store.head_seq
 

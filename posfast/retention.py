@@ -315,23 +315,28 @@ class ArchivePlan:
         return out
 
 
-def sample_receipt(rng, receipt_no, payload_bytes) -> bytes:
-    """A receipt payload of about `payload_bytes` (compact JSON like Receipt.to_payload):
-    shop, items picked from a menu, totals, payment; what the archive is measured with."""
-    menu = [("Kung Pao chicken", 3800), ("Cola 330ml", 350), ("Rice", 200), ("Green tea", 600),
-            ("Dumplings x12", 2400), ("Coffee", 1800), ("Bread", 900), ("Milk 1L", 1250),
-            ("Noodles", 1500), ("Orange juice", 700), ("Tofu", 850), ("Apples 1kg", 1290)]
+def sample_receipt(rng, receipt_no, payload_bytes, ts_us=0) -> bytes:
+    """A receipt payload of about `payload_bytes`, laid out as `Receipt.to_payload` lays
+    one out (compact JSON: issue time, items from a menu, totals, payment, footer): what
+    the archive is measured with."""
+    import datetime as dt
+    menu = [("宫保鸡丁 Kung Pao chicken", 3800), ("Cola 330ml", 350), ("米饭 Rice", 200),
+            ("Green tea 绿茶", 600), ("Dumplings 饺子 x12", 2400), ("Coffee", 1800),
+            ("Bread 面包", 900), ("Milk 牛奶 1L", 1250), ("Noodles 面条", 1500),
+            ("Orange juice", 700), ("Tofu 豆腐", 850), ("Apples 1kg", 1290)]
+    at = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=int(ts_us))
+          + dt.timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%S+08:00")
     items, total = [], 0
-    out = b""
     while True:
         name, price = menu[int(rng.integers(0, len(menu)))]
-        qty = int(rng.integers(1, 4))
-        items.append('["%s",%d,%d]' % (name, qty, price))
+        qty = int(rng.integers(1, 3))
+        items.append('{"a":%d,"n":"%s","p":%d%s}' % (qty * price, name, price,
+                                                     ',"q":%d' % qty if qty > 1 else ""))
         total += qty * price
-        out = ('{"v":1,"m":"Haoyouduo Market","no":%d,"t":%d,"cur":156,"it":[%s],"tot":%d,'
-               '"pay":[["card",%d,"%04d"]],"f":["Thank you!"]}'
-               % (receipt_no, receipt_no % 8 + 1, ",".join(items), total, total,
-                  int(rng.integers(0, 10000)))).encode()
+        out = ('{"at":"%s","f":["谢谢惠顾 Thank you!"],"it":[%s],"m":"好又多超市 Haoyouduo Market",'
+               '"no":%d,"pay":[{"a":%d,"c":"%04d","m":"card"}],"t":%d,"tot":%d,"v":1}'
+               % (at, ",".join(items), receipt_no, total, int(rng.integers(0, 10000)),
+                  receipt_no % 8 + 1, total)).encode()
         if len(out) >= payload_bytes or len(items) > 40:
             return out
 
@@ -396,7 +401,8 @@ def archive_plan(budget_bytes, per_day: int, payload_bytes: int = 0, ring_days: 
                 last4 = np.where(card, np.char.zfill(rng.integers(0, 10000, n).astype("S4"), 4), b"")
                 rrn = np.where(method != 2, np.char.zfill(rng.integers(0, 10**12, n).astype("S12"), 12), b"")
                 auth = np.where(method != 2, np.char.zfill(rng.integers(0, 10**6, n).astype("S6"), 6), b"")
-                payloads = [sample_receipt(rng, int(r), payload_bytes) for r in receipt_no] \
+                payloads = [sample_receipt(rng, int(r), payload_bytes, int(t))
+                            for r, t in zip(receipt_no, ts)] \
                     if payload_bytes else [b""] * n
                 receipt_bytes += sum(map(len, payloads))
                 cols = {"ts": ts, "terminal": terminal, "kind": 1, "state": 2, "method": method,

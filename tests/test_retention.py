@@ -1,6 +1,7 @@
 """Retention planning: days of history a storage budget holds, computed from the
 format and measured by filling a real journal (posfast/retention.py)."""
 import argparse
+import datetime
 import os
 
 import numpy as np
@@ -131,7 +132,9 @@ def test_archive_capacity_matches_a_real_journal_and_archive(tmp_path):
             ts = start + k * 40_000_000 + int(rng.integers(0, 30_000_000))
             method = ("card", "cash", "qr")[k % 3]
             last4 = "%04d" % rng.integers(0, 10000) if method == "card" else ""
-            receipt, total = _receipt(rng, k + 1, k % 8 + 1, "2026-11-20T10:00:00+08:00", method, last4)
+            at = datetime.datetime.fromtimestamp(ts / 1e6, datetime.timezone(datetime.timedelta(hours=8)))
+            receipt, total = _receipt(rng, k + 1, k % 8 + 1, at.isoformat(timespec="seconds"), method,
+                                      last4)
             txn = j.begin_payment(terminal=k % 8 + 1, amount=total, currency=156, method=method,
                                   receipt_no=k + 1, ts=ts)
             j.finish_payment(txn, "approved", auth_code="%06d" % rng.integers(0, 10**6),
@@ -143,7 +146,7 @@ def test_archive_capacity_matches_a_real_journal_and_archive(tmp_path):
     growth = [b - a for a, b in zip(sizes, sizes[1:])]
     measured = float(np.median(growth[2:]))      # whole days archived, past the first lap
     print("archive bytes a day: measured %.0f, predicted %.0f" % (measured, plan.archive_bytes_per_day))
-    assert measured == pytest.approx(plan.archive_bytes_per_day, rel=0.35), (growth, plan.summary())
+    assert measured == pytest.approx(plan.archive_bytes_per_day, rel=0.25), (growth, plan.summary())
     with posfast.Journal.open(path, readonly=True) as again:
         old = again.get(5)
         assert old.archived and again.verify().ok

@@ -60,7 +60,6 @@ sys.path.insert(0, REPO)
 PER_DAY = 2000
 TERMINALS = 8
 RECEIPT_EVERY = 10
-FIRST_DAY = 20_400
 PAYMENTS = 200          # durable payments in the write measurement
 TRADING_HOURS = 12
 
@@ -71,7 +70,8 @@ def _workload(n):
     from posfast.cli.demo import _receipt
     rng = np.random.default_rng(17)
     idx = np.arange(n, dtype=np.int64)
-    day = FIRST_DAY + idx // PER_DAY
+    first_day = int(time.time() // 86400) - n // PER_DAY - 2        # the history ends yesterday
+    day = first_day + idx // PER_DAY
     ts = (day * 86_400 + (idx % PER_DAY) * (TRADING_HOURS * 3600 // PER_DAY)) * 1_000_000 \
         - 8 * 3_600_000_000 + 8 * 3_600_000_000 + rng.integers(0, 10_000_000, n)
     ts = np.maximum.accumulate(ts)
@@ -100,7 +100,7 @@ def build_posfast(path, cols, payloads):
     from posfast import DayRule, Journal
     from posfast.retention import slots_per_record
     n = len(payloads)
-    slots = sum(slots_per_record(2 + 9 + len(p), 128) for p in payloads)   # head + ext + payload
+    slots = sum(slots_per_record(2 + 16 + len(p), 128) for p in payloads)   # head + ext + payload
     with Journal.create(path, capacity=slots + 64, slot_size=128, max_payload=2048,
                         durability="none", day_rule=DayRule(utc_offset="+08:00", starts_at="00:00"),
                         retention="overwrite") as j:
@@ -313,7 +313,7 @@ def child_write(engine, path):
         print(json.dumps({"wal_bytes": before}))
 
 
-_CALL = re.compile(r"^(?:\[pid\s+\d+\]\s+)?(?:\d+\s+)?(\w+)\((\d+),(.*)\)\s+=\s+(-?\d+)")
+_CALL = re.compile(r"^(?:\[pid\s+\d+\]\s+)?(?:\d+\s+)?(\w+)\((\d+)(.*)\)\s+=\s+(-?\d+)")
 
 
 def parse_strace(text, files_fds=None):
@@ -382,6 +382,9 @@ def main(argv=None):
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--dir", default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--store", default=None,
+                        help="keep the built stores in this directory and reuse them next time "
+                             "(the write step appends to them)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--child-write", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -394,17 +397,19 @@ def main(argv=None):
     subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO, "posfast")],
                    check=False, stdout=subprocess.DEVNULL)
     started = time.perf_counter()
-    work = tempfile.mkdtemp(prefix="posfast-bench-footprint-", dir=args.dir)
+    work = args.store or tempfile.mkdtemp(prefix="posfast-bench-footprint-", dir=args.dir)
+    os.makedirs(work, exist_ok=True)
     load = os.getloadavg()[0]
     n = args.records
     result = {"machine": platform.machine(), "python": platform.python_version(), "records": n,
               "load_before": load}
     try:
-        print("building %s payments (posfast and SQLite) ..." % "{:,}".format(n), flush=True)
-        cols, payloads = _workload(n)
         paths = {"posfast": os.path.join(work, "till.pfj"), "sqlite": os.path.join(work, "till.sqlite")}
-        build_posfast(paths["posfast"], cols, payloads)
-        build_sqlite(paths["sqlite"], cols, payloads)
+        if not (args.store and all(os.path.exists(p) for p in paths.values())):
+            print("building %s payments (posfast and SQLite) ..." % "{:,}".format(n), flush=True)
+            cols, payloads = _workload(n)
+            build_posfast(paths["posfast"], cols, payloads)
+            build_sqlite(paths["sqlite"], cols, payloads)
         result["sizes"] = {e: sum(os.path.getsize(f) for f in store_files(e, p) if os.path.exists(f))
                            for e, p in paths.items()}
         for engine, path in paths.items():
@@ -416,7 +421,8 @@ def main(argv=None):
             result[engine + "_write"] = run_write(engine, path)
         result["index_bytes"] = idx_bytes
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.store:
+            shutil.rmtree(work, ignore_errors=True)
     result["load_after"] = os.getloadavg()[0]
     result["seconds"] = time.perf_counter() - started
     report(result)

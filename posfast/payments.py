@@ -69,12 +69,20 @@ _HASH_WEIGHTS = np.array([
 
 def _hash_refs(refs: np.ndarray) -> np.ndarray:
     """Keys of up to 64 bytes (an S array) folded to 64 bits, the same on every CPU and run;
-    collisions are resolved by reading the record."""
-    raw = np.zeros(len(refs), dtype="S64")
-    raw[:] = refs
-    mat = raw.view(np.uint8).reshape(-1, 64).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        return (mat * _HASH_WEIGHTS).sum(axis=1, dtype=np.uint64)
+    collisions are resolved by reading the record.  Only as wide as the longest key (the
+    padding's zero bytes add nothing) and 4,096 keys at a time: at most 2 MB of scratch."""
+    refs = np.asarray(refs)
+    width = max(1, min(64, refs.dtype.itemsize))
+    out = np.empty(len(refs), dtype=np.uint64)
+    weights = _HASH_WEIGHTS[:width]
+    for start in range(0, len(refs), 4096):
+        part = refs[start:start + 4096]
+        raw = np.zeros(len(part), dtype="S%d" % width)
+        raw[:] = part
+        mat = raw.view(np.uint8).reshape(-1, width).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            out[start:start + 4096] = (mat * weights).sum(axis=1, dtype=np.uint64)
+    return out
 
 
 _HASH_WEIGHT_INTS = [int(w) for w in _HASH_WEIGHTS]
@@ -86,43 +94,80 @@ def _hash_one(ref: bytes) -> int:
 
 
 class _Pairs:
-    """Sorted (key, seq) arrays: seqs kept as 32-bit offsets from the smallest when they fit
-    (8 bytes a pair with 32-bit keys); chunks added in bulk are merged once, when next read."""
+    """Sorted (key, seq) pairs.  32-bit keys: one u64 array of ``key << 32 | (seq - base)``
+    while the seqs span less than 2^32 (8 bytes a pair, sorted in place); otherwise, and for
+    64-bit keys, a key array and a seq array.  Chunks added in bulk are merged once, when
+    next read, so building a map over a whole journal sorts once."""
 
     def __init__(self, key_dtype):
         self.key_dtype = np.dtype(key_dtype)
+        self.packed: Optional[np.ndarray] = None        # 32-bit keys, seqs within 2^32 of base
         self.keys = np.zeros(0, dtype=self.key_dtype)
-        self.rel = np.zeros(0, dtype=np.uint32)
-        self.base = 0
+        self.seqs = np.zeros(0, dtype=np.uint64)
+        self.base: Optional[int] = None
         self._pending: list = []
 
+    def nbytes(self) -> int:
+        return (self.packed.nbytes if self.packed is not None else 0) + self.keys.nbytes + self.seqs.nbytes
+
     def extend(self, keys, seqs) -> None:
-        if len(keys):
-            self._pending.append((np.asarray(keys, dtype=self.key_dtype),
-                                  np.asarray(seqs, dtype=np.uint64)))
+        keys = np.asarray(keys, dtype=self.key_dtype)
+        seqs = np.asarray(seqs, dtype=np.uint64)
+        if not len(keys):
+            return
+        if self.key_dtype.itemsize == 4 and self.base != -1:
+            if self.base is None:
+                self.base = int(seqs.min())
+            if int(seqs.min()) >= self.base and int(seqs.max()) - self.base < 1 << 32:
+                rel = seqs - np.uint64(self.base)
+                self._pending.append(keys.astype(np.uint64) << np.uint64(32) | rel)
+                return
+            self._unpack()
+        self._pending.append((keys, seqs))
+
+    def _unpack(self) -> None:
+        """Leave the packed layout (a seq outside base .. base + 2^32)."""
+        parts = ([self.packed] if self.packed is not None else []) + \
+            [p for p in self._pending if isinstance(p, np.ndarray)]
+        self._pending = [p for p in self._pending if not isinstance(p, np.ndarray)]
+        self.packed = None
+        for part in parts:
+            self._pending.append(((part >> np.uint64(32)).astype(self.key_dtype),
+                                  (part & np.uint64(0xFFFF_FFFF)) + np.uint64(self.base or 0)))
+        self.base = -1          # never packed again
 
     def _merge(self) -> None:
         if not self._pending:
             return
-        keys = np.concatenate([self.keys] + [k for k, _ in self._pending])
-        seqs = np.concatenate([self.rel.astype(np.uint64) + np.uint64(self.base)]
-                              + [q for _, q in self._pending])
+        packed = [p for p in self._pending if isinstance(p, np.ndarray)]
+        pairs = [p for p in self._pending if not isinstance(p, np.ndarray)]
         self._pending = []
-        base = int(seqs.min())
-        rel = seqs - np.uint64(base)
-        if int(rel.max()) < 1 << 32:
-            rel = rel.astype(np.uint32)
-        order = np.argsort(keys, kind="stable")
-        self.keys, self.rel, self.base = keys[order], rel[order], base
+        if packed:
+            merged = np.concatenate(([self.packed] if self.packed is not None else []) + packed)
+            merged.sort()
+            self.packed = merged
+        if pairs:
+            keys = np.concatenate([self.keys] + [k for k, _ in pairs])
+            seqs = np.concatenate([self.seqs] + [q for _, q in pairs])
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.seqs = keys[order], seqs[order]
 
     def find(self, key) -> list:
         self._merge()
-        if not len(self.keys):
-            return []
-        k = self.key_dtype.type(key)
-        lo = int(self.keys.searchsorted(k, side="left"))
-        hi = int(self.keys.searchsorted(k, side="right"))
-        return [self.base + int(x) for x in self.rel[lo:hi].tolist()]
+        out = []
+        if self.packed is not None and len(self.packed):
+            lo_key = np.uint64(int(key) << 32)
+            hi_key = np.uint64(int(key) << 32 | 0xFFFF_FFFF)
+            lo = int(self.packed.searchsorted(lo_key, side="left"))
+            hi = int(self.packed.searchsorted(hi_key, side="right"))
+            base = self.base or 0
+            out += [base + (int(x) & 0xFFFF_FFFF) for x in self.packed[lo:hi].tolist()]
+        if len(self.keys):
+            k = self.key_dtype.type(key)
+            lo = int(self.keys.searchsorted(k, side="left"))
+            hi = int(self.keys.searchsorted(k, side="right"))
+            out += [int(x) for x in self.seqs[lo:hi].tolist()]
+        return sorted(out)
 
 
 class _RefMap:
@@ -142,7 +187,7 @@ class _RefMap:
         keys = list(self.recent) + list(keys)
         seqs = list(self.recent.values()) + list(seqs)
         self.recent = {}
-        hashes = (_hash_refs(np.array(keys, dtype="S64")) >> np.uint64(32)).astype(np.uint32)
+        hashes = (_hash_refs(np.array(keys, dtype="S")) >> np.uint64(32)).astype(np.uint32)
         self.pairs.extend(hashes, np.array(seqs, dtype=np.uint64))
 
     def find(self, key: bytes) -> list:
@@ -218,6 +263,20 @@ _RECEIPT_KIND_VALUES = np.array(sorted(int(k) for k in RECEIPT_KINDS), dtype=np.
 
 
 _CATCHUP_CHUNK = 1 << 15
+_TRIM_AFTER = 1 << 17      # records read by one catch-up after which the heap is trimmed
+
+
+def _give_back_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim).  Building the
+    maps over a whole journal passes through scratch arrays several times their final size;
+    glibc keeps the freed pages (20-30 MB after a 1M-record journal) unless asked."""
+    try:
+        import ctypes
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+    except Exception:            # not glibc (musl, macOS, Windows): nothing to give back
+        pass
 
 
 class _Catchup:
@@ -242,6 +301,11 @@ class _Catchup:
             seqs = np.arange(start, min(store.head_seq, start + _CATCHUP_CHUNK - 1) + 1, dtype=np.uint64)
             self._absorb(store, store.read_rows(seqs))
         self.upto = store.head_seq
+        if store.head_seq - first >= _TRIM_AFTER:
+            for refmap in (self.by_client_ref, self.by_order_ref, self.by_host_ref):
+                refmap.pairs.find(0)               # merge now, then trim what the merge freed
+            self.by_receipt_code.pairs.find(0)
+            _give_back_memory()
 
     def absorb_one(self, store: Storage, seq: int, row: bytes, order_ref: bytes,
                    host_ref: bytes, payload_len: int) -> None:

@@ -410,7 +410,8 @@ def archive_plan(budget_bytes, per_day: int, payload_bytes: int = 0, ring_days: 
                         "pan_last4": last4, "rrn": rrn, "auth_code": auth}
                 if records_per_payment == 2:
                     # the pending record (no receipt), then the answer, 1-3 s later
-                    both = {k: (np.repeat(v, 2) if isinstance(v, np.ndarray) else v) for k, v in cols.items()}
+                    both: dict = {k: (np.repeat(v, 2) if isinstance(v, np.ndarray) else v)
+                                  for k, v in cols.items()}
                     both["ts"] = both["ts"] + np.tile([0, 1_500_000], n)
                     both["state"] = np.tile([1, 2], n)
                     for key in ("pan_last4", "rrn", "auth_code"):

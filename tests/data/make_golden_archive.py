@@ -19,7 +19,6 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-import numpy as np  # noqa: E402
 
 from posfast import DayRule, Journal, _core  # noqa: E402
 from posfast import archive as A  # noqa: E402

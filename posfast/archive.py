@@ -1313,8 +1313,11 @@ class Archive:
                     and storage.head_seq >= ring_oldest:
                 try:
                     batch = storage.read_range(ring_oldest, ring_oldest)
-                    if len(batch.rows) and not self.chain_into(ring_oldest, batch.rows[0:1],
-                                                               batch.payloads[0], batch.links[0]):
+                    exts = getattr(batch, "exts", None) or []
+                    if len(batch.rows) and not self.chain_into(
+                            ring_oldest, batch.rows[0:1], batch.payloads[0], batch.links[0],
+                            exts[0] if len(exts) else None,
+                            int(getattr(batch, "format_version", self.format_version))):
                         problems.append((ring_oldest, None, "the ring's oldest record seq %d does not "
                                          "continue the archive's hash chain" % ring_oldest))
                 except CorruptRecord:
@@ -1326,9 +1329,10 @@ class Archive:
                 self._unsaved_segments += 1
         return problems, checked
 
-    def chain_into(self, oldest_seq, row, payload, link):
+    def chain_into(self, oldest_seq, row, payload, link, ext=None, version=None):
         """True if the ring's oldest record continues the archive's hash chain (or the
-        archive does not hold its predecessor)."""
+        archive does not hold its predecessor).  `ext`: the record's extension (format 2;
+        None rebuilds it from the row's client_ref alone)."""
         seg = self._segment_of(oldest_seq - 1)
         if seg is None:
             return True
@@ -1336,7 +1340,9 @@ class Archive:
         i = body.index_of(oldest_seq - 1)
         if i < 0:
             return True
-        return _core.chain_link(body.link_at(i), row, payload) == link
+        version = self.format_version if version is None else int(version)
+        return _core.chain_link(body.link_at(i), row, payload, ext if version >= 2 else None,
+                                version) == link
 
 
 def segment_info(path) -> dict:

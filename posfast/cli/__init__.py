@@ -25,6 +25,7 @@
     posfast export --db URL --store S --from D1 --to D2 --format audit-jsonl|csv   for an auditor
     posfast close-day JOURNAL --day D [--terminal N] [--force]
     posfast capacity --budget 64MB --per-day 800 [--payload-bytes 300] [--measure]
+    posfast capacity --budget 512MB --per-day 2000 --payload-bytes 300 --archive [--ring-days 14]
 
 While an agent holds a journal, the write verbs (resolve, reprint to a printer, close-day,
 sync) go through it; the read verbs open the journal read-only as always.
@@ -269,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload-bytes", type=int, default=0, help="receipt payload bytes per payment (default 0)")
     p.add_argument("--slot-size", type=int, default=128, help="slot size in bytes, a multiple of 64 (default 128)")
     p.add_argument("--measure", action="store_true", help="fill a journal of that size to check")
+    p.add_argument("--archive", action="store_true",
+                   help="retention=archive: a ring of --ring-days plus the archive of older days, "
+                        "its bytes a day measured on a real journal and archive")
+    p.add_argument("--ring-days", type=int, default=14, help="with --archive: days the ring holds (default 14)")
+    p.add_argument("--records-per-payment", type=int, default=2, choices=(1, 2),
+                   help="with --archive: 2 for begin_payment + finish_payment (default), 1 for append")
     _fmt(p)
     p.set_defaults(func=c.cmd_capacity)
     return parser

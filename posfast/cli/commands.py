@@ -995,10 +995,15 @@ def cmd_close_day(args):
 
 
 def cmd_capacity(args):
-    from ..retention import capacity_plan
-    plan = capacity_plan(args.budget, args.per_day, payload_bytes=getattr(args, "payload_bytes", 0),
-                         slot_size=getattr(args, "slot_size", 128),
-                         measure=getattr(args, "measure", False))
+    from ..retention import archive_plan, capacity_plan
+    if getattr(args, "archive", False):
+        plan = archive_plan(args.budget, args.per_day, payload_bytes=getattr(args, "payload_bytes", 0),
+                            ring_days=getattr(args, "ring_days", 14),
+                            records_per_payment=getattr(args, "records_per_payment", 2))
+    else:
+        plan = capacity_plan(args.budget, args.per_day, payload_bytes=getattr(args, "payload_bytes", 0),
+                             slot_size=getattr(args, "slot_size", 128),
+                             measure=getattr(args, "measure", False))
     fmt = getattr(args, "format", None) or "table"
     if fmt == "json":
         print(json.dumps(plan.to_dict(), indent=1))

@@ -324,6 +324,8 @@ def test_background_sync_to_the_back_office_and_sync_now(tmp_path):
             finally:
                 target.close()
         assert wait_for(lambda: held() == 10, 30), held()           # the syncer thread sent them
+        # (the back office holds them a moment before the agent has applied its ack)
+        assert wait_for(lambda: client.call("GET", "/v1/status")[1]["sync_watermark"] == 10, 30)
         status, doc = client.call("GET", "/v1/status")
         assert doc["sync_watermark"] == 10 and doc["agent"]["syncers"][0]["last_error"] is None
         begin(client, terminal=1, amount=7, client_ref="S-now")

@@ -275,8 +275,11 @@ def test_close_day_through_the_agent_and_a_second_close_refused(tmp_path, capsys
 def test_a_second_agent_on_the_same_journal_is_refused(agent, tmp_path):
     import subprocess
     import sys
+
+    from _child_env import CHILD_CWD, child_env
     proc = subprocess.run([sys.executable, "-m", "posfast", "agent", agent.journal, "--socket",
-                           str(tmp_path / "other.sock")], capture_output=True, text=True, timeout=60)
+                           str(tmp_path / "other.sock")], capture_output=True, text=True, timeout=60,
+                          env=child_env(), cwd=CHILD_CWD)
     assert proc.returncode == 75                                          # EX_TEMPFAIL
     assert "open for writing by process %d" % agent.proc.pid in proc.stderr
 

@@ -15,13 +15,14 @@ REPO = os.path.dirname(HERE)
 
 
 class AgentProcess:
-    def __init__(self, journal, *args, env=None):
+    def __init__(self, journal, *args, env=None, preexec_fn=None):
         self.journal = str(journal)
         self.lines = []
         full_env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                         **(env or {}))
         self.proc = subprocess.Popen([sys.executable, "-m", "posfast", "agent", self.journal, *map(str, args)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
+                                     preexec_fn=preexec_fn)
         self._ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
         if not self._ready.wait(60):

@@ -406,7 +406,7 @@ class _Connection(asyncio.Protocol):
             del buf[:eol + 4 + size]
 
 
-_BUSY = error_body("busy", "every connection the agent holds is answering a request: try again")
+_BUSY = error_body("unavailable", "every connection the agent holds is answering a request: try again")
 
 
 class HttpServer:

@@ -15,12 +15,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class AgentProcess:
-    def __init__(self, journal, *args, env=None):
+    def __init__(self, journal, *args, env=None, preexec_fn=None):
         self.journal = str(journal)
         self.lines = []
         full_env = child_env(**(env or {}))
         self.proc = subprocess.Popen([sys.executable, "-m", "posfast", "agent", self.journal, *map(str, args)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, cwd=CHILD_CWD)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
+                                     cwd=CHILD_CWD, preexec_fn=preexec_fn)
         self._ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
         if not self._ready.wait(60):

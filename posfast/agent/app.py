@@ -415,7 +415,7 @@ def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, 
     import hmac
     spec = load_openapi()
     ops = _Ops(journal, printer, syncers, info, make_target, printer_profile)
-    expected = ("Bearer " + token).encode("utf-8") if token else None
+    expected = token.encode("utf-8") if token else None
 
     def reply(status: int, doc) -> tuple:
         return status, json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8"), None
@@ -452,8 +452,11 @@ def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, 
 
         def handle(request):
             if expected is not None and not public:
-                given = request.headers.get("authorization", "").encode("utf-8", "replace")
-                if not hmac.compare_digest(given, expected):
+                # the header's bytes as sent (UTF-8 for a token that is not ASCII); the scheme's
+                # name is case-insensitive (RFC 9110 11.1)
+                scheme, _, given = request.headers.get("authorization", "").partition(" ")
+                if not (hmac.compare_digest(given.encode("latin-1"), expected)
+                        and scheme.lower() == "bearer"):
                     return refusal(_Answer(401, "auth", "missing or wrong bearer token "
                                                         "(Authorization: Bearer <--token-file's token>)",
                                            "Authorization"), {"WWW-Authenticate": "Bearer"})

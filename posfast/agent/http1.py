@@ -21,6 +21,7 @@ import http
 import json
 import logging
 import re
+import time
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, unquote
 
@@ -30,7 +31,19 @@ from ..errors import PosfastError
 MAX_HEAD = 16 * 1024
 #: Seconds a connection may stay idle (or sit on a partial request) before it is closed.
 IDLE_TIMEOUT = 75.0
+#: Most connections held open at once (fewer when the process has few file descriptors): one
+#: over it closes the connection idle the longest, so a client holding many open (slowloris)
+#: cannot starve the till of descriptors for its journal, printer and back office.
+MAX_CONNECTIONS = 256
+#: Connections asyncio accepts at once before the server sees any (its listen backlog too), and
+#: the descriptors kept for the journal, printer, back offices and threads.
+_BACKLOG = 100
+_RESERVED = _BACKLOG + 60
 _MAX_FIELDS = 100
+#: Bytes of requests read ahead while a handler waits or the peer does not read its replies;
+#: past it the server stops reading (the peer's sends block) instead of buffering without end.
+_READ_AHEAD = 64 * 1024
+_HEX = b"0123456789abcdefABCDEF"
 
 log = logging.getLogger("posfast.agent")
 
@@ -104,10 +117,20 @@ class _Connection(asyncio.Protocol):
         self.continued = False            # 100 Continue sent for the request in buf
         self.skip = 0                     # bytes still to come of a body refused as too large
         self.timer: Optional[asyncio.TimerHandle] = None
+        self.head: Optional[tuple] = None # the parsed head of the request arriving (taken from buf)
+        self.scan = 0                     # where the search for the head's end goes on
+        self.chunks: Optional[list] = None  # [body so far, trailer bytes or -1] of a chunked body
+        self.reading = True               # False: reading paused (read-ahead full)
+        self.eof = False                  # the peer half-closed: answer what it sent, then close
+        self.alive10 = False              # the reply confirms an HTTP/1.0 keep-alive
+        self.last = time.monotonic()      # last bytes received (the longest idle is closed first)
+        self.task: Optional[asyncio.Future] = None
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport):
         self.transport = transport
+        if not self.server.admit(self):
+            return
         self.server.connections.add(self)
         self._arm()
 
@@ -117,6 +140,7 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
 
     def data_received(self, data):
+        self.last = time.monotonic()
         if self.skip:                     # the rest of a refused body: read, dropped
             cut = min(self.skip, len(data))
             self.skip -= cut
@@ -124,9 +148,14 @@ class _Connection(asyncio.Protocol):
         self.buf += data
         if not self.busy and not self.paused:
             self._serve()
+        elif len(self.buf) > _READ_AHEAD and self.reading:
+            self.reading = False
+            self.transport.pause_reading()
 
     def eof_received(self):
-        return False
+        # a client may half-close once it sent its requests: it still reads the replies
+        self.eof = True
+        return (self.busy or self.paused) and self.transport.get_extra_info("sslcontext") is None
 
     def pause_writing(self):
         self.paused = True
@@ -144,13 +173,33 @@ class _Connection(asyncio.Protocol):
 
     def _idle(self):
         if not self.busy and self.transport is not None:
+            self.drop()
+
+    def drop(self):
+        """Close now: replies a peer does not read are not waited for."""
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
             self.transport.close()
 
     def _serve(self):
+        self._serve_buffered()
+        transport = self.transport
+        if self.busy or self.paused or transport.is_closing():
+            return
+        if self.eof:
+            transport.close()
+        elif not self.reading:
+            self.reading = True
+            transport.resume_reading()
+
+    def _serve_buffered(self):
         while self.buf and not self.transport.is_closing() and not self.paused:
             try:
                 parsed = self._parse()
             except _Refusal as refusal:
+                self.head = self.chunks = None
+                self.scan = 0
                 self._write(refusal.status, error_body(refusal.reason, refusal.message),
                             refusal.headers, close=refusal.close)
                 if refusal.close:
@@ -176,7 +225,7 @@ class _Connection(asyncio.Protocol):
                 self._write(status, body, headers, close=not keep)
                 continue
             self.busy = True
-            asyncio.ensure_future(self._later(result, keep))
+            self.task = asyncio.ensure_future(self._later(result, keep))
             return
 
     async def _later(self, pending, keep: bool):
@@ -205,6 +254,8 @@ class _Connection(asyncio.Protocol):
             head.append("%s: %s\r\n" % (name, value))
         if close:
             head.append("Connection: close\r\n")
+        elif self.alive10:
+            head.append("Connection: keep-alive\r\n")
         head.append("\r\n")
         self.transport.write("".join(head).encode("latin-1") + body)
         if close:
@@ -212,14 +263,55 @@ class _Connection(asyncio.Protocol):
 
     def _parse(self):
         """The next whole request in ``buf`` (taken out of it) and whether the connection stays
-        open after it; None while it is still arriving."""
+        open after it; None while it is still arriving.  The head is parsed once, a chunked
+        body decoded as it arrives: a request sent in many small pieces costs no more."""
         buf = self.buf
-        end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
-        if end < 0:
-            if len(buf) > MAX_HEAD:
-                raise _Refusal(431, "invalid", "request head over %d bytes" % MAX_HEAD)
-            return None
+        if self.head is None:
+            end = buf.find(b"\r\n\r\n", max(0, self.scan - 3), MAX_HEAD + 4)
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    raise _Refusal(431, "invalid", "request head over %d bytes" % MAX_HEAD)
+                self.scan = len(buf)
+                return None
+            self.scan = 0
+            self.head = self._head(end)
+        method, target, version, headers, length = self.head
+        if length is None:
+            body = self._chunked()
+            if body is None:
+                return self._continue(headers, version)
+        else:
+            if len(buf) < length:
+                return self._continue(headers, version)
+            body = bytes(buf[:length])
+            del buf[:length]
+        self.head = self.chunks = None
+        self.continued = False
+        connection = headers.get("connection", "").lower()
+        keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+        self.alive10 = keep and version == "HTTP/1.0"
+        path, _, query_text = target.partition("?")
+        try:
+            # the target's bytes are UTF-8, raw or percent-encoded (never read as Latin-1)
+            path = unquote(path.encode("latin-1").decode("utf-8"), errors="strict")
+            query: dict = {}
+            for name, value in parse_qsl(query_text.encode("latin-1").decode("utf-8"),
+                                         keep_blank_values=True, errors="strict",
+                                         max_num_fields=_MAX_FIELDS):
+                query.setdefault(name, []).append(value)
+        except UnicodeDecodeError:
+            raise _Refusal(400, "invalid", "the request target is not UTF-8", close=not keep) from None
+        except ValueError:
+            raise _Refusal(400, "invalid", "more than %d query parameters" % _MAX_FIELDS,
+                           close=not keep) from None
+        return Request(method, path, query, headers, body), keep
+
+    def _head(self, end: int) -> tuple:
+        """``(method, target, version, headers, length)`` of the head ending at `end` in
+        ``buf``, taken out of it (`length` None: a chunked body follows)."""
+        buf = self.buf
         lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+        del buf[:end + 4]
         while lines and not lines[0]:                 # blank lines between requests (RFC 9112 2.2)
             lines.pop(0)
         parts = lines[0].split(" ") if lines else []
@@ -237,52 +329,30 @@ class _Connection(asyncio.Protocol):
             if name in headers and name in ("content-length", "transfer-encoding", "host"):
                 raise _Refusal(400, "invalid", "%s given twice" % name)
             headers[name] = "%s, %s" % (headers[name], value) if name in headers else value
-        start = end + 4
         if "transfer-encoding" in headers:
             if "content-length" in headers:
                 raise _Refusal(400, "invalid", "both Content-Length and Transfer-Encoding")
             if headers["transfer-encoding"].lower() != "chunked":
                 raise _Refusal(400, "invalid", "Transfer-Encoding %r is not supported (chunked is)"
                                % headers["transfer-encoding"][:40])
-            chunked = self._chunked(start)
-            if chunked is None:
-                return self._continue(headers, version)
-            body, stop = chunked
-        else:
-            length_text = headers.get("content-length", "0")
-            if not length_text.isdigit() or len(length_text) > 18:
-                raise _Refusal(400, "invalid", "malformed Content-Length %r" % length_text[:40])
-            length = int(length_text)
-            if length > self.server.max_body:
-                # a body up to a few times the limit is read and dropped, so that the client,
-                # still sending it, gets the 413 rather than a broken pipe; a larger one closes
-                message = "body over %d bytes" % self.server.max_body
-                if length > 4 * self.server.max_body:
-                    raise _Refusal(413, "too_large", message)
-                take = min(length, len(buf) - start)
-                del buf[:start + take]
-                self.skip = length - take
-                raise _Refusal(413, "too_large", message, close=False)
-            if len(buf) - start < length:
-                return self._continue(headers, version)
-            body, stop = bytes(buf[start:start + length]), start + length
-        del buf[:stop]
-        self.continued = False
-        connection = headers.get("connection", "").lower()
-        keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
-        path, _, query_text = target.partition("?")
-        try:
-            path = unquote(path, errors="strict")
-            query: dict = {}
-            for name, value in parse_qsl(query_text, keep_blank_values=True, errors="strict",
-                                         max_num_fields=_MAX_FIELDS):
-                query.setdefault(name, []).append(value)
-        except UnicodeDecodeError:
-            raise _Refusal(400, "invalid", "the request target is not UTF-8", close=not keep) from None
-        except ValueError:
-            raise _Refusal(400, "invalid", "more than %d query parameters" % _MAX_FIELDS,
-                           close=not keep) from None
-        return Request(method, path, query, headers, body), keep
+            return method, target, version, headers, None
+        length_text = headers.get("content-length", "0")
+        if not (length_text.isascii() and length_text.isdigit()) or len(length_text) > 18:
+            raise _Refusal(400, "invalid", "malformed Content-Length %r" % length_text[:40])
+        length = int(length_text)
+        if length > self.server.max_body:
+            # a body up to a few times the limit is read and dropped, so that the client,
+            # still sending it, gets the 413 rather than a broken pipe; a larger one closes, and
+            # so does one the client holds back until a 100 Continue it will never get
+            message = "body over %d bytes" % self.server.max_body
+            if (length > 4 * self.server.max_body
+                    or headers.get("expect", "").lower() == "100-continue"):
+                raise _Refusal(413, "too_large", message)
+            take = min(length, len(buf))
+            del buf[:take]
+            self.skip = length - take
+            raise _Refusal(413, "too_large", message, close=False)
+        return method, target, version, headers, length
 
     def _continue(self, headers: dict, version: str):
         if (not self.continued and version == "HTTP/1.1"
@@ -291,39 +361,52 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return None
 
-    def _chunked(self, pos: int):
-        """``(body, end)`` of a whole chunked body starting at ``pos``; None while it arrives."""
-        buf, limit, body = self.buf, self.server.max_body, bytearray()
+    def _chunked(self) -> Optional[bytes]:
+        """The whole chunked body, once it arrived; None while it arrives.  Each chunk is taken
+        out of ``buf`` as it comes, the trailer fields too (at most :data:`MAX_HEAD` bytes)."""
+        buf, limit = self.buf, self.server.max_body
+        if self.chunks is None:
+            self.chunks = [bytearray(), -1]
+        state = self.chunks
+        body = state[0]
         while True:
-            eol = buf.find(b"\r\n", pos, pos + 1024)
+            if state[1] >= 0:                      # trailer fields, then the closing blank line
+                eol = buf.find(b"\r\n", 0, MAX_HEAD + 2)
+                if eol < 0:
+                    if state[1] + len(buf) > MAX_HEAD:
+                        raise _Refusal(431, "invalid", "chunked trailer over %d bytes" % MAX_HEAD)
+                    return None
+                del buf[:eol + 2]
+                if eol == 0:
+                    return bytes(body)
+                state[1] += eol + 2
+                if state[1] > MAX_HEAD:
+                    raise _Refusal(431, "invalid", "chunked trailer over %d bytes" % MAX_HEAD)
+                continue
+            eol = buf.find(b"\r\n", 0, 1024)
             if eol < 0:
-                if len(buf) - pos > 1024:
+                if len(buf) > 1024:
                     raise _Refusal(400, "invalid", "malformed chunk size line")
                 return None
-            size_text = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise _Refusal(400, "invalid", "malformed chunk size %r" % size_text[:20]) from None
-            if size < 0 or len(body) + size > limit:
+            size_text = bytes(buf[:eol]).split(b";", 1)[0].strip(b" \t")
+            if not size_text or size_text.strip(_HEX):
+                raise _Refusal(400, "invalid", "malformed chunk size %r" % size_text[:20])
+            size = int(size_text, 16)
+            if len(body) + size > limit:
                 raise _Refusal(413, "too_large", "body over %d bytes" % limit)
-            pos = eol + 2
             if size == 0:
-                while True:                        # trailer fields, then the closing blank line
-                    eol = buf.find(b"\r\n", pos, pos + MAX_HEAD)
-                    if eol < 0:
-                        if len(buf) - pos > MAX_HEAD:
-                            raise _Refusal(431, "invalid", "chunked trailer over %d bytes" % MAX_HEAD)
-                        return None
-                    if eol == pos:
-                        return bytes(body), eol + 2
-                    pos = eol + 2
-            if len(buf) < pos + size + 2:
+                del buf[:eol + 2]
+                state[1] = 0
+                continue
+            if len(buf) < eol + 2 + size + 2:
                 return None
-            if buf[pos + size:pos + size + 2] != b"\r\n":
+            if buf[eol + 2 + size:eol + 4 + size] != b"\r\n":
                 raise _Refusal(400, "invalid", "malformed chunk (no CRLF after its data)")
-            body += buf[pos:pos + size]
-            pos += size + 2
+            body += buf[eol + 2:eol + 2 + size]
+            del buf[:eol + 4 + size]
+
+
+_BUSY = error_body("unavailable", "every connection the agent holds is answering a request: try again")
 
 
 class HttpServer:
@@ -339,14 +422,76 @@ class HttpServer:
         self.call = call or (lambda handler, request: handler(request))
         self.connections: set = set()
         self.servers: list = []
+        self.max_connections = MAX_CONNECTIONS
+        try:
+            import resource
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, OSError, ValueError):
+            soft = -1
+        if soft > 0:
+            self.max_connections = max(8, min(MAX_CONNECTIONS, (soft - _RESERVED) // 2))
+        self._dropped = 0
+        self._dropped_logged = 0.0
+
+    def admit(self, conn: "_Connection") -> bool:
+        """Make room for `conn`: over :attr:`max_connections`, the connection idle the longest
+        (no request being answered) is closed; when every one is answering, `conn` is refused."""
+        if len(self.connections) < self.max_connections:
+            return True
+        idle = [c for c in self.connections if not c.busy]
+        if idle:
+            victim = min(idle, key=lambda c: c.last)
+            self.connections.discard(victim)
+            victim.drop()
+            admitted = True
+        else:
+            conn.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; "
+                                 b"charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                                 % (len(_BUSY), _BUSY))
+            conn.transport.close()
+            admitted = False
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._dropped_logged > 60:          # one line a minute, not one a connection
+            log.warning("%d connections closed or refused: over the limit of %d open connections",
+                        self._dropped, self.max_connections)
+            self._dropped, self._dropped_logged = 0, now
+        return admitted
+
+    def _quiet_accept_errors(self) -> None:
+        """Out of descriptors, asyncio logs a traceback for every failed accept (megabytes a
+        second): one line a minute says it instead."""
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+        said = [0.0]
+
+        def handler(loop, context):
+            if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+                now = time.monotonic()
+                if now - said[0] > 60:
+                    said[0] = now
+                    log.error("cannot accept connections: %s (%d open)",
+                              context.get("exception"), len(self.connections))
+                return
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+        loop.set_exception_handler(handler)
 
     async def start_unix(self, sock) -> asyncio.AbstractServer:
-        server = await asyncio.get_running_loop().create_unix_server(lambda: _Connection(self), sock=sock)
+        if not self.servers:
+            self._quiet_accept_errors()
+        server = await asyncio.get_running_loop().create_unix_server(lambda: _Connection(self), sock=sock,
+                                                                  backlog=_BACKLOG)
         self.servers.append(server)
         return server
 
     async def start_tcp(self, host: str, port: int, ssl=None) -> asyncio.AbstractServer:
-        server = await asyncio.get_running_loop().create_server(lambda: _Connection(self), host, port, ssl=ssl)
+        if not self.servers:
+            self._quiet_accept_errors()
+        server = await asyncio.get_running_loop().create_server(lambda: _Connection(self), host, port, ssl=ssl,
+                                                             backlog=_BACKLOG)
         self.servers.append(server)
         return server
 

@@ -644,21 +644,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", fmt: str = "text", stream=None) -> None:
+def configure_logging(level: str = "info", fmt: str = "text", stream=None) -> bool:
     """The root logger of ``posfast serve``: `level` (debug, info, warning, error) and `fmt`
-    ``text`` (``time LEVEL logger: message``) or ``json`` (:class:`JsonFormatter`), on stderr."""
+    ``text`` (``time LEVEL logger: message``) or ``json`` (:class:`JsonFormatter`), on stderr.
+    Like :func:`logging.basicConfig`, a root logger that has handlers already (an application
+    embedding the server) is left as it is; returns whether it was configured."""
     levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
     if level not in levels or fmt not in ("text", "json"):
         raise SyncConfigError(f"log level {level!r} / format {fmt!r}: levels are {', '.join(levels)}, "
                               "formats text and json")
+    root = logging.getLogger()
+    if root.handlers:
+        return False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(levels[level])
+    return True
 
 
 # --------------------------------------------------------------------------- running

@@ -233,20 +233,20 @@ class PostgresTarget(BackOffice):
             conn.execute("ALTER TABLE records ADD COLUMN local_time text NOT NULL DEFAULT ''")
         blobs = [c for c in TEXT_COLUMNS if types.get(c) == "bytea"]
         if blobs:
-            conn.execute("CREATE FUNCTION pg_temp.pf_utf8(b bytea) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ "
-                         "BEGIN IF position('\\x00'::bytea IN b) > 0 THEN RETURN false; END IF; "
-                         "PERFORM convert_from(b, 'UTF8'); RETURN true; "
-                         "EXCEPTION WHEN others THEN RETURN false; END $$")
+            # candidates: a byte >= 0x80 or a NUL (plain ASCII converts as it is); checked here
             cols = ", ".join(f'"{c}"' for c in TEXT_COLUMNS)
-            bad = conn.execute(f"SELECT journal_id, seq, {cols} FROM records WHERE NOT ("
-                               + " AND ".join(f'pg_temp.pf_utf8("{c}")' for c in blobs) + ")").fetchall()
-            for row in bad:             # rare: keep the bytes, give text its readable form
+            suspect = " OR ".join(f"encode(\"{c}\", 'hex') !~ '^([0-7][0-9a-f])*$' OR "
+                                  f"position('\\x00'::bytea IN \"{c}\") > 0" for c in blobs)
+            for row in conn.execute(f"SELECT journal_id, seq, {cols} FROM records WHERE {suspect}").fetchall():
                 values = [b"" if v is None else v.encode("utf-8") if isinstance(v, str) else bytes(v)
                           for v in row[2:]]
+                raw = text_raw(values)
+                if raw is None:             # UTF-8 text: converts as it is
+                    continue
                 sets = ", ".join(f'"{c}" = %s' for c in blobs)
                 conn.execute(f"UPDATE records SET text_raw = %s, {sets} WHERE journal_id = %s AND seq = %s",
-                             [text_raw(values)] + [readable(values[TEXT_COLUMNS.index(c)]).encode("utf-8")
-                                                   for c in blobs] + [row[0], row[1]])
+                             [raw] + [readable(values[TEXT_COLUMNS.index(c)]).encode("utf-8")
+                                      for c in blobs] + [row[0], row[1]])
             conn.execute("ALTER TABLE records " + ", ".join(
                 f'ALTER COLUMN "{c}" TYPE text USING convert_from("{c}", \'UTF8\')' for c in blobs))
         conn.execute(
@@ -408,14 +408,13 @@ class PostgresTarget(BackOffice):
                                               f"{cur.rowcount}; back office inconsistent")
                 high = int(inc.rows["seq"][-1])
                 conn.execute("UPDATE journals SET high_seq = %s, last_link = %s, records = records + %s, "
+                             f"format_version = {int(inc.format_version)}, "
                              "last_synced_us = %s, anchor_seq = CASE WHEN anchor_seq = 0 THEN %s ELSE anchor_seq "
                              "END, day_tz = CASE WHEN day_offset_min IS NULL THEN %s ELSE day_tz END, "
                              "day_offset_min = coalesce(day_offset_min, %s), "
                              "day_start_min = coalesce(day_start_min, %s) WHERE journal_id = %s",
                              (high, inc.links[-1], stored, now, plan.anchor_seq, plan.day_rule[2],
                               plan.day_rule[0], plan.day_rule[1], jid))
-                conn.execute("UPDATE journals SET format_version = %s WHERE journal_id = %s",
-                             (int(inc.format_version), jid))
                 closed = self._closed_day(inc, plan.new_from)
                 if closed is not None:
                     conn.execute("UPDATE journals SET last_day_closed = greatest(last_day_closed, %s) "

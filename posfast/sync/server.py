@@ -13,13 +13,24 @@ does not stall other terminals.  The wire format is described in
 :mod:`posfast.sync` (JSON, columnar, bytes in base64).
 
 Authentication: every journal has its own bearer token (``Authorization:
-Bearer TOKEN``).  Tokens come from ``--token JOURNAL_ID=TOKEN`` (repeatable) or
-a tokens file with one ``JOURNAL_ID=TOKEN`` per line (``#`` comments, blank
-lines ignored); one journal may have several tokens (rotation), a token maps to
-exactly one journal.  A token may only read and write its own journal: another
-journal's id gets 403, an unknown or missing token 401.  Tokens are kept only
-as SHA-256 digests in memory; they must be at least 16 characters, and a token
-given to two journals (across ``--token`` and ``--tokens-file``) stops the start.
+Bearer TOKEN``).  Tokens live in the back office's ``tokens`` table (SHA-256 digests
+only; ``posfast register --issue-token`` / ``--revoke``, :mod:`posfast.sync.tokens`),
+looked up while the server runs and trusted for ``--token-ttl`` seconds (5), so issued
+and revoked tokens take effect without a restart.  The 0.x sources still work beside
+them: ``--token JOURNAL_ID=TOKEN`` (repeatable) or a tokens file with one
+``JOURNAL_ID=TOKEN`` per line (``#`` comments, blank lines ignored), kept as digests in
+memory.  One journal may have several tokens (rotation), a token maps to exactly one
+journal.  A terminal token may only read and write its own journal: another journal's
+id gets 403, an unknown, revoked or missing token 401.  An admin token (role ``admin``)
+reads ``/metrics`` and any journal's state but pushes nothing (403).  Tokens must be at
+least 16 characters, and a token given to two journals (across ``--token`` and
+``--tokens-file``) stops the start.
+
+Operations: ``GET /v1/health`` runs a query on the database (503 when it cannot);
+``GET /metrics`` is the Prometheus text format (:mod:`posfast.sync.metrics`; an admin
+token unless ``--metrics open``); ``GET /v1/fleet[?store=S]`` (admin token) is
+:func:`posfast.sync.fleet.fleet` as JSON; ``POST /v1/journals/<id>/status`` is a terminal's
+heartbeat (its status, :data:`posfast.sync.protocol.STATUS_FIELDS`).
 More than 10 failed tokens a minute from one address get 429; at most 5 WARNING
 lines a minute per address are logged.
 
@@ -58,6 +69,7 @@ from typing import Iterable, Mapping, Optional, Union
 
 from ..errors import SyncError
 from .dashboard import add_dashboard
+from .fleet import fleet, fleet_summary
 from .http import target_from_url
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, render_metrics
@@ -486,6 +498,12 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
         text = await ctx.run(render_metrics, target, ctx.metrics)
         return web.Response(body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
+    async def get_fleet(request):
+        await require_admin(request)
+        store = request.query.get("store")
+        rows = await ctx.run(lambda: fleet(target, store=store))
+        return web.json_response({"ok": True, "summary": fleet_summary(rows), "tills": rows})
+
     async def cleanup(app):
         executor.shutdown(wait=True)
         target.close()
@@ -496,6 +514,7 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
     app.router.add_get("/v1/journals/{journal_id}", get_journal)
     app.router.add_post("/v1/journals/{journal_id}/status", post_status)
     app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/fleet", get_fleet)
     if metrics != "off":
         app.router.add_get("/metrics", get_metrics)
     add_dashboard(app, ctx)          # /ui: the dashboard, behind the admin login
@@ -648,21 +667,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", fmt: str = "text", stream=None) -> None:
+def configure_logging(level: str = "info", fmt: str = "text", stream=None) -> bool:
     """The root logger of ``posfast serve``: `level` (debug, info, warning, error) and `fmt`
-    ``text`` (``time LEVEL logger: message``) or ``json`` (:class:`JsonFormatter`), on stderr."""
+    ``text`` (``time LEVEL logger: message``) or ``json`` (:class:`JsonFormatter`), on stderr.
+    Like :func:`logging.basicConfig`, a root logger that has handlers already (an application
+    embedding the server) is left as it is; returns whether it was configured."""
     levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
     if level not in levels or fmt not in ("text", "json"):
         raise SyncConfigError(f"log level {level!r} / format {fmt!r}: levels are {', '.join(levels)}, "
                               "formats text and json")
+    root = logging.getLogger()
+    if root.handlers:
+        return False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(levels[level])
+    return True
 
 
 # --------------------------------------------------------------------------- running

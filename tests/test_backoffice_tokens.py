@@ -196,6 +196,20 @@ def test_fleet_lists_every_till_with_what_it_reported(tmp_path, bo):
     doubt.close()
 
 
+def test_fleet_shows_the_day_a_late_z_report_closes_not_the_day_it_was_written(tmp_path, bo):
+    """A day closed the next morning (or later, catching up) is that day, in the fleet."""
+    j = _real_journal(tmp_path / "late.pfj", 1, 20)            # sales three days ago
+    sold_on = j.day_rule.day_of(int(j.last(terminal=1).ts))
+    today = j.day_rule.day_of(int(time.time() * 1e6))
+    assert sold_on < today
+    j.close_day(sold_on, force=True)                          # written today, closing that day
+    bo.register(j.journal_id, store="SH-01", till="till 1", tid="11111111")
+    assert Syncer(j, bo, batch=8).run_once().watermark == j.head_seq
+    row, = fleet(bo)
+    assert row["last_day_closed"] == sold_on.isoformat()
+    j.close()
+
+
 def test_fleet_shows_a_terminal_behind_and_refused(tmp_path, bo):
     j = _real_journal(tmp_path / "behind.pfj", 1, 30)
     bo.register(j.journal_id, store="SH-02", till="till 9")

@@ -702,10 +702,19 @@ class BackOffice(DashboardReads):
 
     @staticmethod
     def _closed_day(inc: RecordBatch, start: int) -> Optional[int]:
-        """The newest business day a batch's new records close (DAY_CLOSE), or None."""
-        rows = inc.rows[start:]
-        closes = rows["day"][rows["kind"] == int(Kind.DAY_CLOSE)]
-        return int(closes.max()) if len(closes) else None
+        """The newest business day a batch's new records close (DAY_CLOSE), or None: the day
+        its Z-report names (a day closed the next morning is written on the next day; a
+        payload that does not say is taken at the record's own day)."""
+        import json
+        where = np.flatnonzero(inc.rows["kind"][start:] == int(Kind.DAY_CLOSE)) + start
+        closed = None
+        for i in where.tolist():
+            try:
+                day = day_number(json.loads(bytes(inc.payloads[i]).decode("utf-8"))["day"])
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                day = int(inc.rows["day"][i])
+            closed = day if closed is None else max(closed, day)
+        return closed
 
     # ------------------------------------------------------------ reconciliations
     def record_reconciliation(self, store: str, day, rows: Sequence[dict], *, store_ok: bool,

@@ -55,8 +55,8 @@ def baseline_sqlite(db, journal, batch):
     for stmt in schema_statements("sqlite"):
         con.execute(stmt)
     names = posfast.RECORD_DTYPE.names
-    sql = (f"INSERT INTO records (journal_id, {', '.join(chr(34) + n + chr(34) for n in names)}, payload, link) "
-           f"VALUES ({', '.join('?' * (len(names) + 3))})")
+    sql = (f"INSERT INTO records (journal_id, {', '.join(chr(34) + n + chr(34) for n in names)}, payload, link, "
+           f"order_ref, host_ref, text_raw, local_time) VALUES ({', '.join('?' * (len(names) + 7))})")
     head = journal.head_seq
     batches = [journal.read_range(a, min(a + batch - 1, head)) for a in range(1, head + 1, batch)]
     jid = str(journal.journal_id)

@@ -175,3 +175,33 @@ def test_csv_export_and_its_transcript(store, capsys):
     assert "no journal is registered to store 'nowhere'" in capsys.readouterr().err
     assert main(["export", "--db", url, "--store", "SH-01", "--from", DAY3, "--to", DAY2]) != 0
     assert "before --from" in capsys.readouterr().err
+
+
+def test_postgresql_gives_the_same_export(store, capsys):
+    pytest.importorskip("psycopg", reason="PostgresTarget needs psycopg 3 (pip install 'psycopg[binary]')")
+    import _pg
+    base = _pg.base_dsn()
+    if base is None:
+        pytest.skip(_pg.SKIP_REASON)
+    import psycopg
+    from posfast.sync import PostgresTarget
+    tmp_path, journals = store
+    dsn = _pg.fresh_database(base)
+    pg = PostgresTarget(dsn)
+    for n, j in enumerate(journals, 1):
+        pg.push(j.read_range(1, j.head_seq), day_rule=j.day_rule)
+        pg.register(j.journal_id, merchant_id="1900000109", store="SH-01", till=f"till {n}", tid=f"T000000{n}")
+    pg.close()
+    lite = _export(capsys, f"sqlite:///{tmp_path / 'back.db'}")[1]
+    code, out, _ = _export(capsys, dsn)
+    assert code == 0
+
+    def body(text):
+        return [d for d in map(json.loads, text.splitlines()) if d["type"] not in ("export",)]
+    assert body(out) == body(lite)
+    victim = [d["seq"] for d in body(out) if d["type"] == "record" and d["journal_id"] == str(journals[0].journal_id)][3]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE records SET rrn = '999999999999' WHERE journal_id = %s AND seq = %s",
+                     (journals[0].journal_id, victim))
+    code, out, err = _export(capsys, dsn)
+    assert code == 1 and _recompute([json.loads(x) for x in out.splitlines()]) == {str(journals[0].journal_id): [victim]}

@@ -207,7 +207,7 @@ def test_fleet_shows_a_terminal_behind_and_refused(tmp_path, bo):
         srv.stop()
     (row,) = fleet(bo, now=time.time() + 2 * 3600)
     assert row["unsynced"] == 20 and row["high_seq"] == 10 and row["unsynced_age_s"] > 3 * 86400
-    assert row["attention"] == ["refused", "unsynced_old", "day_not_closed"]
+    assert row["attention"] == ["refused", "unsynced_old"]
     assert "chain" in row["last_refusal"] and row["refusals_24h"] == 1
     j.close()
 
@@ -346,3 +346,22 @@ def test_serve_config_errors_name_the_file_and_key(tmp_path, capsys):
     assert "port = 'eighty' must be a whole number" in capsys.readouterr().err
     assert main(["serve"]) != 0
     assert "give --db URL" in capsys.readouterr().err
+
+
+def test_log_level_warning_keeps_info_lines_out(tmp_path):
+    db = tmp_path / "back.db"
+    bo = SqliteTarget(db, create=True)
+    a = HandJournal(0, seed=8)
+    tok, _ = bo.issue_token(a.journal_id)
+    bo.close()
+    proc, srv = _serve(["--db", f"sqlite:///{db}", "--port", "0", "--log-level", "warning",
+                        "--log-format", "json"], tmp_path, log="warn.log")
+    try:
+        a.extend(10)
+        assert Syncer(a, HttpTarget(srv, tok)).run_once().watermark == 10
+        assert raw(srv, "GET", "/v1/journals/" + str(a.journal_id), token="pft_not-a-token-at-all-xx")[0] == 401
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    docs = [json.loads(ln) for ln in (tmp_path / "warn.log").read_text().splitlines() if ln.strip()]
+    assert [d["level"] for d in docs] == ["WARNING"] and "unknown token" in docs[0]["message"]

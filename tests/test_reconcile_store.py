@@ -231,7 +231,7 @@ def test_the_result_is_kept_for_the_fleet(store, capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["status", "store", "till"]
     assert table[2].split()[:4] == ["warning", "SH-01", "till", "B"] and "2026-11-20 1 discrepancies" in table[2]
-    assert table[3].split()[:4] == ["warning", "SH-01", "till", "A"] and "2026-11-20 ok" in table[3]
+    assert table[3].split()[:4] == ["ok", "SH-01", "till", "A"] and "2026-11-20 ok" in table[3]
     assert main(["fleet", "--db", url, "--format", "csv", "--store", "BJ-02"]) == 3
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("store,till,tid,journal_id,severity,attention") and len(lines) == 2

@@ -44,7 +44,9 @@ Back-office schema (both databases)
 ``records``: primary key ``(journal_id, seq)``, every ``RECORD_DTYPE`` column
 (unsigned 64-bit columns are stored as their two's-complement signed 64-bit
 value, so nothing overflows; :meth:`read_range` gives the original values
-back), ``payload`` and ``link`` blobs; index ``(day, terminal)``.
+back; the fixed-width text fields as TEXT, their exact bytes in ``text_raw`` when TEXT
+cannot hold them), ``payload`` and ``link`` blobs, ``local_time`` (the till's wall clock);
+indexes ``(journal_id, day, terminal)`` and ``(day, terminal)``.
 ``journals``: one row per journal: ``anchor_seq`` (the first seq held),
 ``high_seq`` (the high-water mark), ``last_link``, ``records``, times.
 ``sync_refusals``: every refused batch (reason, seqs, message), so a refusal
@@ -123,7 +125,14 @@ it sent, ``stored + duplicates == count``, ``high_seq >= last_seq`` and
 slow), 409 (gap / fork / chain), 413 (too large), 429 (too many failed tokens),
 503 (database unavailable: no path, DSN or database error is disclosed).
 ``GET /v1/journals/<journal_id>`` returns the held state, ``GET /v1/health``
-``{"ok": true}``.
+``{"ok": true, "database": "ok"}`` (503 when the database does not answer).  A batch may
+carry the terminal's status (wire field ``terminal``, :func:`posfast.sync.syncer.terminal_status`);
+``POST /v1/journals/<journal_id>/status`` with ``{"terminal": {...}}`` is a heartbeat.
+
+Also in the back office (issue 16): ``tokens`` (:mod:`posfast.sync.tokens`), what each
+terminal last reported (``terminal_status``), every store reconciliation
+(``reconciliations``), and the views ``v_records`` / ``v_payments`` for BI tools; the
+fleet view is :func:`posfast.sync.fleet.fleet`.
 """
 from .backoffice import TID_SIZE, BackOffice, DayRecords, Registration
 from .http import HttpTarget, target_from_url

@@ -16,7 +16,8 @@ A till needs attention (``attention``: the reasons, worst first; ``severity``: 2
 * ``unsynced_old``: its oldest unsynced record is older than ``unsynced_after`` (1 h; warning);
 * ``in_doubt``: it holds payments in doubt (warning);
 * ``reconciliation_failed``: the last reconciliation found discrepancies on it (warning);
-* ``day_not_closed``: its last closed day is more than ``close_after_days`` (2) days old (warning).
+* ``day_not_closed``: its last closed day is more than ``close_after_days`` (2) days old, or it
+  never closed a day and first synced longer ago than that (warning).
 """
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ def fleet(target, *, now: Optional[float] = None, stale_after: float = 24 * 3600
             reasons.append("in_doubt")
         if rec is not None and not rec["ok"]:
             reasons.append("reconciliation_failed")
-        if held and (closed is None or today - int(closed) > close_after_days) and records:
+        if held and records and (today - int(closed) > close_after_days if closed is not None else
+                                 _first is not None and now_us - int(_first) > close_after_days * 86400e6):
             reasons.append("day_not_closed")
         reasons.sort(key=lambda r: -ATTENTION[r])
         row["attention"] = reasons

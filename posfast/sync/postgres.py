@@ -233,20 +233,20 @@ class PostgresTarget(BackOffice):
             conn.execute("ALTER TABLE records ADD COLUMN local_time text NOT NULL DEFAULT ''")
         blobs = [c for c in TEXT_COLUMNS if types.get(c) == "bytea"]
         if blobs:
-            conn.execute("CREATE FUNCTION pg_temp.pf_utf8(b bytea) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ "
-                         "BEGIN IF position('\\x00'::bytea IN b) > 0 THEN RETURN false; END IF; "
-                         "PERFORM convert_from(b, 'UTF8'); RETURN true; "
-                         "EXCEPTION WHEN others THEN RETURN false; END $$")
+            # candidates: a byte >= 0x80 or a NUL (plain ASCII converts as it is); checked here
             cols = ", ".join(f'"{c}"' for c in TEXT_COLUMNS)
-            bad = conn.execute(f"SELECT journal_id, seq, {cols} FROM records WHERE NOT ("
-                               + " AND ".join(f'pg_temp.pf_utf8("{c}")' for c in blobs) + ")").fetchall()
-            for row in bad:             # rare: keep the bytes, give text its readable form
+            suspect = " OR ".join(f"encode(\"{c}\", 'hex') !~ '^([0-7][0-9a-f])*$' OR "
+                                  f"position('\\x00'::bytea IN \"{c}\") > 0" for c in blobs)
+            for row in conn.execute(f"SELECT journal_id, seq, {cols} FROM records WHERE {suspect}").fetchall():
                 values = [b"" if v is None else v.encode("utf-8") if isinstance(v, str) else bytes(v)
                           for v in row[2:]]
+                raw = text_raw(values)
+                if raw is None:             # UTF-8 text: converts as it is
+                    continue
                 sets = ", ".join(f'"{c}" = %s' for c in blobs)
                 conn.execute(f"UPDATE records SET text_raw = %s, {sets} WHERE journal_id = %s AND seq = %s",
-                             [text_raw(values)] + [readable(values[TEXT_COLUMNS.index(c)]).encode("utf-8")
-                                                   for c in blobs] + [row[0], row[1]])
+                             [raw] + [readable(values[TEXT_COLUMNS.index(c)]).encode("utf-8")
+                                      for c in blobs] + [row[0], row[1]])
             conn.execute("ALTER TABLE records " + ", ".join(
                 f'ALTER COLUMN "{c}" TYPE text USING convert_from("{c}", \'UTF8\')' for c in blobs))
         conn.execute(

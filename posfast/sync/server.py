@@ -13,13 +13,23 @@ does not stall other terminals.  The wire format is described in
 :mod:`posfast.sync` (JSON, columnar, bytes in base64).
 
 Authentication: every journal has its own bearer token (``Authorization:
-Bearer TOKEN``).  Tokens come from ``--token JOURNAL_ID=TOKEN`` (repeatable) or
-a tokens file with one ``JOURNAL_ID=TOKEN`` per line (``#`` comments, blank
-lines ignored); one journal may have several tokens (rotation), a token maps to
-exactly one journal.  A token may only read and write its own journal: another
-journal's id gets 403, an unknown or missing token 401.  Tokens are kept only
-as SHA-256 digests in memory; they must be at least 16 characters, and a token
-given to two journals (across ``--token`` and ``--tokens-file``) stops the start.
+Bearer TOKEN``).  Tokens live in the back office's ``tokens`` table (SHA-256 digests
+only; ``posfast register --issue-token`` / ``--revoke``, :mod:`posfast.sync.tokens`),
+looked up while the server runs and trusted for ``--token-ttl`` seconds (5), so issued
+and revoked tokens take effect without a restart.  The 0.x sources still work beside
+them: ``--token JOURNAL_ID=TOKEN`` (repeatable) or a tokens file with one
+``JOURNAL_ID=TOKEN`` per line (``#`` comments, blank lines ignored), kept as digests in
+memory.  One journal may have several tokens (rotation), a token maps to exactly one
+journal.  A terminal token may only read and write its own journal: another journal's
+id gets 403, an unknown, revoked or missing token 401.  An admin token (role ``admin``)
+reads ``/metrics`` and any journal's state but pushes nothing (403).  Tokens must be at
+least 16 characters, and a token given to two journals (across ``--token`` and
+``--tokens-file``) stops the start.
+
+Operations: ``GET /v1/health`` runs a query on the database (503 when it cannot);
+``GET /metrics`` is the Prometheus text format (:mod:`posfast.sync.metrics`; an admin
+token unless ``--metrics open``); ``POST /v1/journals/<id>/status`` is a terminal's
+heartbeat (its status, :data:`posfast.sync.protocol.STATUS_FIELDS`).
 More than 10 failed tokens a minute from one address get 429; at most 5 WARNING
 lines a minute per address are logged.
 
@@ -648,21 +658,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", fmt: str = "text", stream=None) -> None:
+def configure_logging(level: str = "info", fmt: str = "text", stream=None) -> bool:
     """The root logger of ``posfast serve``: `level` (debug, info, warning, error) and `fmt`
-    ``text`` (``time LEVEL logger: message``) or ``json`` (:class:`JsonFormatter`), on stderr."""
+    ``text`` (``time LEVEL logger: message``) or ``json`` (:class:`JsonFormatter`), on stderr.
+    Like :func:`logging.basicConfig`, a root logger that has handlers already (an application
+    embedding the server) is left as it is; returns whether it was configured."""
     levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
     if level not in levels or fmt not in ("text", "json"):
         raise SyncConfigError(f"log level {level!r} / format {fmt!r}: levels are {', '.join(levels)}, "
                               "formats text and json")
+    root = logging.getLogger()
+    if root.handlers:
+        return False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(levels[level])
+    return True
 
 
 # --------------------------------------------------------------------------- running

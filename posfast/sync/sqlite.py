@@ -5,15 +5,14 @@ import os
 import sqlite3
 import threading
 import urllib.parse
+import datetime as _dt
 import logging
 import uuid
 from typing import Optional
 
-import numpy as np
-
-from ..records import RECORD_DTYPE, now_us
+from ..records import RECORD_DTYPE, DayRule, now_us
 from .backoffice import (RECORDS_INDEXES, TEXT_COLUMNS, BackOffice, added_columns, batch_from_db, db_rows,
-                         local_times, readable, schema_statements, seq_or_none, text_raw, view_statements,
+                         readable, schema_statements, seq_or_none, text_raw, view_statements,
                          views_version)
 from .protocol import (ECHO_LIMIT, Ack, BackOfficeFull, BackOfficeMissing, JournalState, RecordBatch,
                        SyncConfigError, SyncRefused, SyncUnavailable, as_uuid, clip, plan_batch)
@@ -107,27 +106,55 @@ class SqliteTarget(BackOffice):
             return
         log.warning("back office %s: converting the records table to TEXT columns and local times "
                     "(once; a large back office takes a while)", self.path)
-        conn.create_function("pf_text", 1, readable, deterministic=True)
-        conn.create_function("pf_raw", len(TEXT_COLUMNS), lambda *v: text_raw(
-            [b"" if x is None else x.encode("utf-8") if isinstance(x, str) else bytes(x) for x in v]),
-            deterministic=True)
-        conn.create_function("pf_local", 4, lambda ts, off, start, zone: local_times(
-            np.array([ts], np.int64), (off or 0, start or 0, zone or ""))[0], deterministic=True)
+        def raw_of(*values):                # NULL unless a field is not UTF-8 or holds a NUL
+            for v in values:
+                if type(v) is bytes:
+                    if b"\x00" in v:
+                        break
+                    try:
+                        v.decode("utf-8")
+                    except UnicodeDecodeError:
+                        break
+            else:
+                return None
+            return text_raw([b"" if x is None else x.encode("utf-8") if isinstance(x, str) else bytes(x)
+                             for x in values])
+        conn.create_function("pf_raw", len(TEXT_COLUMNS), raw_of, deterministic=True)
+        zones: dict = {}
+
+        def zone_local(ts, zone):           # a zone rule's wall clock (fixed offsets are done in SQL)
+            tz = zones.get(zone)
+            if tz is None:
+                tz = zones[zone] = DayRule.from_header(0, 0, zone).tzinfo
+            when = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(microseconds=ts)
+            return when.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+        conn.create_function("pf_zone_local", 2, zone_local, deterministic=True)
+        conn.execute("PRAGMA cache_size = -65536")         # 64 MB while the table is rebuilt
         conn.execute("DROP TABLE IF EXISTS records__new")
         create = next(st for st in schema_statements("sqlite") if "TABLE IF NOT EXISTS records " in st)
         conn.execute(create.replace("TABLE IF NOT EXISTS records ", "TABLE records__new ", 1))
         names = list(RECORD_DTYPE.names or ())
-        select = ", ".join(f'pf_text(r."{n}")' if n in TEXT_COLUMNS else f'r."{n}"' for n in names)
+        # TEXT of the bytes as they are; the rare rows TEXT cannot hold get text_raw, and their
+        # readable text below
+        select = ", ".join(f'CAST(r."{n}" AS TEXT)' if n in TEXT_COLUMNS else f'r."{n}"' for n in names)
         raw_args = ", ".join(f'r."{n}"' for n in TEXT_COLUMNS)
         conn.execute(
             f"INSERT INTO records__new (journal_id, {self._column_list()}, payload, link, order_ref, host_ref, "
             f"text_raw, local_time) SELECT r.journal_id, {select}, r.payload, r.link, r.order_ref, r.host_ref, "
-            f"pf_raw({raw_args}), pf_local(r.ts, j.day_offset_min, j.day_start_min, j.day_tz) "
-            "FROM records r LEFT JOIN journals j ON j.journal_id = r.journal_id")
+            f"pf_raw({raw_args}), CASE WHEN coalesce(j.day_tz, '') <> '' THEN pf_zone_local(r.ts, j.day_tz) "
+            "ELSE datetime((r.ts - ((r.ts % 1000000) + 1000000) % 1000000) / 1000000 "
+            "+ coalesce(j.day_offset_min, 0) * 60, 'unixepoch') END "
+            "FROM records r LEFT JOIN journals j ON j.journal_id = r.journal_id ORDER BY r.journal_id, r.seq")
+        widths = [RECORD_DTYPE.fields[n][0].itemsize for n in TEXT_COLUMNS]
+        conn.create_function("pf_text_at", 2, lambda raw, k: readable(
+            bytes(raw[sum(widths[:k]):sum(widths[:k + 1])]).rstrip(b"\x00")), deterministic=True)
+        conn.execute("UPDATE records__new SET " + ", ".join(
+            f'"{n}" = pf_text_at(text_raw, {k})' for k, n in enumerate(TEXT_COLUMNS)) + " WHERE text_raw IS NOT NULL")
         conn.execute("DROP TABLE records")
         conn.execute("ALTER TABLE records__new RENAME TO records")
         for stmt in RECORDS_INDEXES:
             conn.execute(stmt)
+        conn.execute("PRAGMA cache_size = -2000")          # SQLite's default again
 
     def _make_views(self) -> None:
         """(Re)make v_records and v_payments when their definitions changed."""

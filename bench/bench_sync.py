@@ -27,7 +27,7 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
 import posfast  # noqa: E402
-from posfast.sync import HttpTarget, PostgresTarget, SqliteTarget, Syncer, SyncUnavailable  # noqa: E402
+from posfast.sync import HttpTarget, PostgresTarget, RecordBatch, SqliteTarget, Syncer, SyncUnavailable  # noqa: E402
 from posfast.sync.backoffice import db_rows, schema_statements  # noqa: E402
 
 from _sync_helpers import fill_journal  # noqa: E402
@@ -59,6 +59,7 @@ def baseline_sqlite(db, journal, batch):
            f"order_ref, host_ref, text_raw, local_time) VALUES ({', '.join('?' * (len(names) + 7))})")
     head = journal.head_seq
     batches = [journal.read_range(a, min(a + batch - 1, head)) for a in range(1, head + 1, batch)]
+    batches = [RecordBatch(b.journal_id, b.rows, b.payloads, b.links, None, b.exts) for b in batches]
     jid = str(journal.journal_id)
     t0 = time.perf_counter()
     for b in batches:

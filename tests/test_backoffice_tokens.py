@@ -89,6 +89,12 @@ def test_a_running_server_picks_up_issued_and_revoked_tokens(tmp_path, bo):
         with pytest.raises(SyncRefused) as info:
             HttpTarget(srv.url, admin).push(a.batch(301, 305))
         assert info.value.status == 403 and "admin token cannot push" in str(info.value)
+        # the admin API: the fleet as JSON, for the admin token only
+        status, doc = raw(srv.url, "GET", "/v1/fleet", token=admin)
+        assert status == 200 and {t["journal_id"] for t in doc["tills"]} == {str(a.journal_id), str(b.journal_id)}
+        assert doc["summary"]["tills"] == 2
+        assert raw(srv.url, "GET", "/v1/fleet", token=tok_a)[0] == 403
+        assert raw(srv.url, "GET", "/v1/fleet")[0] == 401
         # revoked while the server runs: refused within the cache time, no restart
         bo.revoke_token(info_a.token_id)
         time.sleep(0.3)

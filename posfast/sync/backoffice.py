@@ -283,7 +283,7 @@ def _text_cells(col: np.ndarray) -> tuple:
     u8 = np.ascontiguousarray(col).view(np.uint8).reshape(len(col), width)
     inner_nul = (u8[:, :-1] == 0) & (u8[:, 1:] != 0) if width > 1 else np.zeros((len(col), 0), bool)
     if not (u8 & 0x80).any() and not inner_nul.any():           # ASCII without NUL: the usual
-        return np.char.decode(col, "ascii").tolist(), ()
+        return col.astype(f"U{width}").tolist(), ()
     out, bad = [], []
     for i, v in enumerate(col.tolist()):
         if _clean(v):

@@ -9,7 +9,8 @@ scrape, so every server process in front of one database answers the same:
 * ``posfast_journal_unsynced_age_seconds``: age of the oldest of them (0: none);
 * ``posfast_journal_last_seen_age_seconds``: seconds since the terminal's last push or heartbeat;
 * ``posfast_journal_in_doubt_payments``: payments in doubt it reported;
-* ``posfast_journal_attention``: 0 fine, 1 warning, 2 critical (``posfast fleet``).
+* ``posfast_journal_attention``: 0 fine, 1 warning, 2 critical (``posfast fleet``);
+* ``posfast_journal_refusals_24h``: its refused batches in the last 24 hours.
 
 Back office: ``posfast_records_stored`` (all journals), ``posfast_journals``,
 ``posfast_sync_refusals_recorded{reason}`` (the ``sync_refusals`` table).
@@ -108,6 +109,8 @@ def render_metrics(target, metrics: Optional[Metrics] = None, *, now: Optional[f
            per_journal("in_doubt"))
     family("posfast_journal_attention", "gauge", "0 fine, 1 warning, 2 critical (see posfast fleet).",
            per_journal("severity"))
+    family("posfast_journal_refusals_24h", "gauge", "Refused batches of the journal in the last 24 hours.",
+           per_journal("refusals_24h"))
     stored = sum(r["records"] for r in rows)
     family("posfast_records_stored", "gauge", "Records held by the back office, all journals.", [("", stored)])
     family("posfast_journals", "gauge", "Journals the back office knows (registered, synced or seen).",

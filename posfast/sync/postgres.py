@@ -408,14 +408,13 @@ class PostgresTarget(BackOffice):
                                               f"{cur.rowcount}; back office inconsistent")
                 high = int(inc.rows["seq"][-1])
                 conn.execute("UPDATE journals SET high_seq = %s, last_link = %s, records = records + %s, "
+                             f"format_version = {int(inc.format_version)}, "
                              "last_synced_us = %s, anchor_seq = CASE WHEN anchor_seq = 0 THEN %s ELSE anchor_seq "
                              "END, day_tz = CASE WHEN day_offset_min IS NULL THEN %s ELSE day_tz END, "
                              "day_offset_min = coalesce(day_offset_min, %s), "
                              "day_start_min = coalesce(day_start_min, %s) WHERE journal_id = %s",
                              (high, inc.links[-1], stored, now, plan.anchor_seq, plan.day_rule[2],
                               plan.day_rule[0], plan.day_rule[1], jid))
-                conn.execute("UPDATE journals SET format_version = %s WHERE journal_id = %s",
-                             (int(inc.format_version), jid))
                 closed = self._closed_day(inc, plan.new_from)
                 if closed is not None:
                     conn.execute("UPDATE journals SET last_day_closed = greatest(last_day_closed, %s) "

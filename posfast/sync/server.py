@@ -28,7 +28,8 @@ least 16 characters, and a token given to two journals (across ``--token`` and
 
 Operations: ``GET /v1/health`` runs a query on the database (503 when it cannot);
 ``GET /metrics`` is the Prometheus text format (:mod:`posfast.sync.metrics`; an admin
-token unless ``--metrics open``); ``POST /v1/journals/<id>/status`` is a terminal's
+token unless ``--metrics open``); ``GET /v1/fleet[?store=S]`` (admin token) is
+:func:`posfast.sync.fleet.fleet` as JSON; ``POST /v1/journals/<id>/status`` is a terminal's
 heartbeat (its status, :data:`posfast.sync.protocol.STATUS_FIELDS`).
 More than 10 failed tokens a minute from one address get 429; at most 5 WARNING
 lines a minute per address are logged.
@@ -68,6 +69,7 @@ from typing import Iterable, Mapping, Optional, Union
 
 from ..errors import SyncError
 from .dashboard import add_dashboard
+from .fleet import fleet, fleet_summary
 from .http import target_from_url
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics, render_metrics
@@ -496,6 +498,12 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
         text = await ctx.run(render_metrics, target, ctx.metrics)
         return web.Response(body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
+    async def get_fleet(request):
+        await require_admin(request)
+        store = request.query.get("store")
+        rows = await ctx.run(lambda: fleet(target, store=store))
+        return web.json_response({"ok": True, "summary": fleet_summary(rows), "tills": rows})
+
     async def cleanup(app):
         executor.shutdown(wait=True)
         target.close()
@@ -506,6 +514,7 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
     app.router.add_get("/v1/journals/{journal_id}", get_journal)
     app.router.add_post("/v1/journals/{journal_id}/status", post_status)
     app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/fleet", get_fleet)
     if metrics != "off":
         app.router.add_get("/metrics", get_metrics)
     add_dashboard(app, ctx)          # /ui: the dashboard, behind the admin login

@@ -272,9 +272,10 @@ class SqliteTarget(BackOffice):
                         now = now_us()
                         conn.execute(
                             "INSERT INTO journals (journal_id, anchor_seq, high_seq, last_link, records, "
-                            "first_synced_us, last_synced_us, day_offset_min, day_start_min, day_tz) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                            "first_synced_us, last_synced_us, day_offset_min, day_start_min, day_tz, format_version) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                             "ON CONFLICT (journal_id) DO UPDATE SET high_seq = excluded.high_seq, "
+                            "format_version = excluded.format_version, "
                             "last_link = excluded.last_link, records = records + excluded.records, "
                             "last_synced_us = excluded.last_synced_us, "
                             "day_tz = CASE WHEN journals.day_offset_min IS NULL THEN excluded.day_tz "
@@ -282,10 +283,8 @@ class SqliteTarget(BackOffice):
                             "day_offset_min = coalesce(journals.day_offset_min, excluded.day_offset_min), "
                             "day_start_min = coalesce(journals.day_start_min, excluded.day_start_min)",
                             (str(jid), plan.anchor_seq, int(inc.rows["seq"][-1]), inc.links[-1], stored,
-                             now, now, plan.day_rule[0], plan.day_rule[1], plan.day_rule[2]))
+                             now, now, plan.day_rule[0], plan.day_rule[1], plan.day_rule[2], int(inc.format_version)))
                         high = int(inc.rows["seq"][-1])
-                        conn.execute("UPDATE journals SET format_version = ? WHERE journal_id = ?",
-                                     (int(inc.format_version), str(jid)))
                         closed = self._closed_day(inc, plan.new_from)
                         if closed is not None:
                             conn.execute("UPDATE journals SET last_day_closed = max(coalesce(last_day_closed, ?), ?) "

@@ -282,3 +282,30 @@ def test_servers_start_together_on_an_empty_database_and_beside_busy_ones(tmp_pa
         servers.close()
     (rows, distinct, lo, hi), jrow, _ = held_rows(dsn, journal.journal_id)
     assert (rows, distinct, lo, hi, jrow) == (12_000, 12_000, 1, 12_000, (12_000, 12_000))
+
+
+def test_sigterm_lets_the_batch_in_flight_finish_rolling_restart(journal, servers, dsn):
+    """A rolling restart: SIGTERM a server while a push is in flight; that push is still
+    acknowledged (or, if cut, retried through the other server), the server exits 0, and the
+    sync completes through the other one."""
+    proc_a, url_a = servers.start()
+    proc_b, url_b = servers.start()
+    a = Pusher(journal, url_a, batch=3000)
+    a.start()
+    deadline = time.monotonic() + 60
+    while not _in_transaction(dsn, proc_a.pid) and time.monotonic() < deadline and a.is_alive():
+        time.sleep(0.002)
+    assert a.is_alive() and not a.acks, "could not catch server A inside its first push"
+    proc_a.send_signal(signal.SIGTERM)          # with its first batch inside its transaction
+    assert proc_a.wait(60) == 0
+    a.join(60)
+    assert not a.is_alive()
+    b = Pusher(journal, url_b, batch=3000, stop_on_error=False)
+    b.done = threading.Event()
+    b.done.set()
+    b.start()
+    b.join(60)
+    assert journal.sync_watermark == journal.head_seq == 12_000, (a.errors, b.errors)
+    assert [ack.last_seq for _, ack in a.acks][:1] == [3000], a.errors   # the batch in flight was acknowledged
+    (rows, distinct, lo, hi), jrow, refusals = held_rows(dsn, journal.journal_id)
+    assert (rows, distinct, lo, hi, jrow, refusals) == (12_000, 12_000, 1, 12_000, (12_000, 12_000), [])

@@ -22,7 +22,9 @@ import _browser  # noqa: E402
 HOSTILE_STORE = '<script>window.__xss=1</script>Mall & "Co" \'1\''
 HOSTILE_REF = '<img src=x onerror="window.__xss=2">'
 RULE = posfast.DayRule(utc_offset="+08:00", starts_at="04:00")
-DAY = dt.date(2026, 11, 20)
+# yesterday (UTC): a business day that has ended under the +08:00 / 04:00 rule, whatever the clock,
+# and recent, as the pages' default windows (payments in doubt, days closed) expect
+DAY = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
 
 
 def at(hour, minute=0, day=DAY):
@@ -73,7 +75,7 @@ def back_office(tmp_path_factory):
         {"journal_id": str(t1.journal_id), "till": "till <1>", "ok": False, "discrepancies": 2,
          "counts": {"missing_in_journal": 1, "amount_mismatch": 1}},
         {"journal_id": str(t2.journal_id), "till": "till 2", "ok": True, "discrepancies": 0, "counts": {}}],
-        store_ok=False, store_discrepancies=2, host="statement-2026-11-20.csv")
+        store_ok=False, store_discrepancies=2, host=f"statement-{DAY.isoformat()}.csv")
     admin, _ = target.issue_token(role="admin", label="head office")
     terminal_token, _ = target.issue_token(t1.journal_id, label="till 1")
     facts = {"t1": t1.journal_id, "t2": t2.journal_id, "ghost": ghost, "doubt_txn": doubt, "admin": admin,
@@ -248,7 +250,7 @@ def test_browser_login_fleet_store_day_doubt_search_z_reconciliation(back_office
     assert b.text("#doubt-count").startswith("1 payments in doubt")
     row = b.js("Array.from(document.querySelector('table.records tbody tr').cells, td => td.textContent)")
     assert row[0] == HOSTILE_STORE and row[1] == "till <1>" and row[5] == "pending" and row[9] == "ORD-DOUBT-1"
-    assert row[7] == "43.21" and row[2].startswith("2026-11-20 19:05:00")
+    assert row[7] == "43.21" and row[2] == f"{DAY.isoformat()} 19:05:00 +0800"
     b.screenshot(os.path.join(shots, "doubt.png"))
 
     # search: by RRN, by receipt code, by host ref, by the hostile order ref (typed into the box)
@@ -312,6 +314,10 @@ def test_the_dashboard_reads_are_the_same_on_postgresql(back_office):
         doubt = pg.payments_in_doubt()
         assert lite.payments_in_doubt() == doubt and [(d["order_ref"], d["amount"]) for d in doubt] == [
             ("ORD-DOUBT-1", 4321)]
+        d = posfast.records.day_number(DAY)
+        assert pg.newest_day() == lite.newest_day() >= d
+        assert [len(t.payments_in_doubt(d)) for t in (lite, pg)] == [1, 1]
+        assert [t.payments_in_doubt(d + 2) for t in (lite, pg)] == [[], []]    # begun before the window
         for q in ("215565210905", HOSTILE_REF, "HOST-77", "ORD-Q-5", "2-000001", "nothing-like-it"):
             assert lite.search(q) == pg.search(q), q
         assert [r["rrn"] for r in pg.search("215565210905")] == ["215565210905"]

@@ -36,6 +36,8 @@ __all__ = ["COOKIE", "add_dashboard", "hour_chart_svg"]
 
 #: The login cookie's name.
 COOKIE = "posfast_admin"
+#: Business days back (from the newest held) the payments-in-doubt page reads by default.
+DOUBT_DAYS = 35
 #: Seconds a login lasts.
 LOGIN_MAX_AGE = 12 * 3600
 _ZERO_EXPONENT = {152, 392, 410, 704, 600, 950, 952, 953}     # CLP, JPY, KRW, VND, PYG, XAF, XOF, XPF
@@ -347,12 +349,21 @@ def add_dashboard(app, ctx) -> None:
         return html_response(_page(f"Store {store}", body))
 
     async def doubt_page(request):
-        rows = await ctx.run(target.payments_in_doubt)
+        try:
+            days = max(1, int(request.query.get("days", DOUBT_DAYS)))
+        except ValueError:
+            days = DOUBT_DAYS
+        newest = await ctx.run(target.newest_day)
+        since = None if newest is None else newest - days + 1
+        rows = await ctx.run(target.payments_in_doubt, since)
         regs = {r.journal_id: r for r in await ctx.run(target.registrations)}
         rules = await ctx.run(target.day_rules)
+        window = "" if since is None else (f' Payments of the {days} business days up to '
+                                           f'{e(day_to_date(newest).isoformat())} (<a href="/ui/doubt?days='
+                                           f'{days * 4}">{days * 4} days</a>).')
         body = (f'<p id="doubt-count">{len(rows)} payments in doubt: the host was asked and no answer is '
-                'recorded yet. Look them up with the acquirer (RRN, order ref) before the day is closed.</p>'
-                + _records_table(rows, regs, rules))
+                'recorded yet. Look them up with the acquirer (RRN, order ref) before the day is closed.'
+                f'{window}</p>' + _records_table(rows, regs, rules))
         return html_response(_page("Payments in doubt", body, here="/ui/doubt"))
 
     async def reconciliations_page(request):

@@ -120,6 +120,11 @@ class DashboardReads:
         out.sort(key=lambda p: (p["first_ts"], p["journal_id"], p["seq"]))
         return out
 
+    def newest_day(self) -> Optional[int]:
+        """The newest business day of any record held (a day number), or None."""
+        got = self._registry_read("SELECT max(day) FROM records", [])
+        return None if not got or got[0][0] is None else int(got[0][0])
+
     def payments_in_doubt(self, since_day=None, limit: int = 500) -> list:
         """Payments whose newest record is PENDING or UNKNOWN (since `since_day`), oldest first."""
         mark = self._mark

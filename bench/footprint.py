@@ -289,7 +289,7 @@ def child_write(engine, path):
         os.write(2, b"BEGIN-MARK\n")
         for k, (rec, total) in enumerate(receipts):
             txn = j.begin_payment(terminal=3, amount=total, currency=156, method="card",
-                                  client_ref="W-%d" % k, receipt_no=900_000 + k)
+                                  client_ref="W-%d-%d" % (os.getpid(), k), receipt_no=900_000 + k)
             j.finish_payment(txn, "approved", auth_code="123456", payload=rec.to_payload())
         os.write(2, b"END-MARK\n")
         j.close()
@@ -303,7 +303,8 @@ def child_write(engine, path):
         for k, (rec, total) in enumerate(receipts):
             seq = head + 1 + k
             con.execute("INSERT INTO tx VALUES (?,?,?,?,?,?,?,?,?,?,NULL)",
-                        (seq, int(time.time() * 1e6), 3, 1, 1, 1, 156, total, 900_000 + k, "W-%d" % k))
+                        (seq, int(time.time() * 1e6), 3, 1, 1, 1, 156, total, 900_000 + k,
+                         "W-%d-%d" % (os.getpid(), k)))
             con.execute("UPDATE tx SET state = 2, receipt = ? WHERE seq = ?",
                         (rec.to_payload().decode(), seq))
         os.write(2, b"END-MARK\n")

@@ -59,7 +59,7 @@ TERMINALS = 8
 PAYLOAD_EVERY = 10
 PAYLOAD = (b'{"m":"Shop","it":[{"n":"item","p":1250,"a":1250}],"tot":1250,"no":%d}' * 5)[:300]
 RULE = DayRule(utc_offset="+08:00", starts_at="04:00")
-FIRST_DAY = 18_000
+FIRST_DAY = int(time.time() // 86_400) - 5_100     # 10M records at 2,000 a day end before today
 ARCHIVE_RING = 20_000         # 2b: the ring of the archived journal holds 10 days
 
 

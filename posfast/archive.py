@@ -25,11 +25,16 @@ True
 Layout of ``<journal>.archive/``:
 
 ``YYYY-MM-DD_<first seq>-<last seq>.pfa``
-    one segment: a 76-byte header (magic, journal id, seq range, business days,
-    codec, CRC-32C of the compressed body, CRC-32C of the header) and a zlib or
-    lzma body holding the RECORD_DTYPE rows, payloads and hash-chain links of a
-    run of records of one business day (a busy day is split at
-    ``segment_bytes``).  Written to a temp file, synced, renamed; never changed.
+    one segment: a 76-byte header (magic, version, journal id, seq range, business
+    days, codec, CRC-32C of the compressed body, CRC-32C of the header) and a body
+    holding the records of a run of one business day (a busy day is split at
+    ``segment_bytes``).  Version 2 (written now): the RECORD_DTYPE fields as
+    transformed, byte-shuffled columns, the payloads as a stream of their own
+    (optionally with the archive's dictionary), and the hash-chain links the records
+    cannot give back plus one in CHECK_EVERY; version 1 (still read): whole rows,
+    payloads and every link.  Written to a temp file, synced, renamed; never changed.
+``dict-<id>.pfd``
+    a payload dictionary (``configure(dictionary=True)``), never changed.
 ``MANIFEST``
     JSON, rewritten atomically after every change: every segment with its seq
     range, days, size and checksum, records lost before they could be archived,

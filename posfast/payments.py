@@ -402,8 +402,13 @@ class Payments:
             first = self._store.get(txn_id)
             seqs = self._store.index.select(max(txn_id, self._store.oldest_seq), self._store.head_seq,
                                      terminal=first.terminal)
-            rows = self._store.read_rows(seqs)
-        return rows[(rows["txn_id"] == txn_id) | (rows["ref_seq"] == txn_id)]
+            # a payment of months ago: its terminal's records since then, read 8,192 at a
+            # time (1 MB of rows at most in memory, not the whole span at once)
+            kept = []
+            for start in range(0, max(1, len(seqs)), 8192):
+                rows = self._store.read_rows(seqs[start:start + 8192])
+                kept.append(rows[(rows["txn_id"] == txn_id) | (rows["ref_seq"] == txn_id)])
+        return kept[0] if len(kept) == 1 else np.concatenate(kept)
 
     def payment(self, txn_id: int):
         """Current state of a payment: its newest record (a `Record`)."""

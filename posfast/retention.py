@@ -215,10 +215,11 @@ def _measure(plan: CapacityPlan, workdir=None) -> None:
     try:
         path = os.path.join(tmp, "plan.pfj")
         rule = DayRule(utc_offset="+00:00", starts_at="00:00")
-        first_day = 20_000                              # 2024-10-04: any day will do
         # Whole days only, one day more than a lap, so the ring has wrapped and the
-        # oldest day is partly overwritten exactly as on a terminal in service.
+        # oldest day is partly overwritten exactly as on a terminal in service; the days
+        # end before today (a journal refuses times more than a day ahead of the clock).
         n_days = int(math.ceil(plan.records / plan.per_day)) + 1
+        first_day = int(time.time() // 86_400) - n_days - 2
         spacing = 86_400_000_000 // plan.per_day
         rng = np.random.default_rng(1)
         payload = bytes(rng.integers(0, 256, plan.payload_bytes, dtype=np.uint8))
@@ -295,7 +296,8 @@ class ArchivePlan:
                self.sample_days, self.measured_seconds),
         ]
         if self.receipt_ratio:
-            lines.append("receipts           stored %.1fx smaller than their text" % self.receipt_ratio)
+            lines.append("receipts           the archive (records and receipts) takes %.1fx less than "
+                         "the receipts' text alone" % self.receipt_ratio)
         lines += [
             "archive holds      %.0f days in the rest of the budget (%s)"
             % (self.archive_days, format_size(max(0, self.budget_bytes - self.ring.total_bytes))),

@@ -9,6 +9,7 @@ the format-1 encoder kept in posfast.archive (_encode_body), byte for byte what 
 wrote.  Regenerate only on purpose (both versions must keep reading):
 
     python tests/data/make_golden_archive.py
+    git add -f tests/data/golden_archive_v1 tests/data/golden_archive_v2   # *.pfj* is ignored
 """
 import json
 import os
@@ -35,6 +36,7 @@ def receipt(seq):
 def fill(path, refs):
     j = Journal.create(path, capacity=64, max_payload=256, durability="none", day_rule=RULE,
                        retention="archive")
+    j.archive.configure(dictionary=refs)        # version 2 with a payload dictionary
     for day in range(DAY0, DAY0 + 5):
         start = RULE.day_start_us(day) + 5 * 3_600_000_000
         for k in range(40):
@@ -99,7 +101,6 @@ def main():
         os.makedirs(out)
         path = os.path.join(out, "till.pfj")
         j = fill(path, refs=version == 2)
-        j.archive.configure(dictionary=True)
         records = []
         for seq in range(1, j.head_seq + 1):
             r = j.get(seq)

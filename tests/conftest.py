@@ -239,3 +239,21 @@ def totals_of_payments(pays):
             by(lambda p: _enum_name(posfast.Method, p["method"])),
             by(lambda p: p["terminal"]))
     return out
+
+
+# ---------------------------------------------------------------- PostgreSQL (tests/_pg.py)
+@pytest.fixture(scope="module")
+def server_dsn():
+    """A real PostgreSQL on loopback (started by tests/_pg.py), or skip with the reason."""
+    import _pg
+    dsn = _pg.base_dsn()
+    if dsn is None:
+        pytest.skip(_pg.SKIP_REASON)
+    return dsn
+
+
+@pytest.fixture
+def dsn(server_dsn):
+    """A fresh database on it."""
+    import _pg
+    return _pg.fresh_database(server_dsn)

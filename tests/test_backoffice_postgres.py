@@ -17,14 +17,6 @@ from posfast.sync.server import start_in_thread  # noqa: E402
 import _pg  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server_dsn():
-    dsn = _pg.base_dsn()
-    if dsn is None:
-        pytest.skip(_pg.SKIP_REASON)
-    return dsn
-
-
 def raw(url, method, path, token=None):
     host, port = url.split("//")[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)

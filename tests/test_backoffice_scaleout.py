@@ -20,23 +20,9 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL/SIGSTOP
 import posfast  # noqa: E402
 from posfast.sync import HttpTarget, PostgresTarget, SyncUnavailable, Syncer  # noqa: E402
 
-import _pg  # noqa: E402
 from _sync_helpers import assert_back_office_equals_journal, fill_journal, start_serve_process  # noqa: E402
 
 TOKEN = "till-token-5c1e0b9d7f3a"
-
-
-@pytest.fixture(scope="module")
-def server_dsn():
-    dsn = _pg.base_dsn()
-    if dsn is None:
-        pytest.skip(_pg.SKIP_REASON)
-    return dsn
-
-
-@pytest.fixture
-def dsn(server_dsn):
-    return _pg.fresh_database(server_dsn)
 
 
 class Servers:

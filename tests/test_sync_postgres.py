@@ -9,22 +9,8 @@ psycopg = pytest.importorskip("psycopg", reason="PostgresTarget needs psycopg 3 
 import posfast  # noqa: E402
 from posfast.sync import PostgresTarget, SyncRefused, SyncResult, Syncer, target_from_url  # noqa: E402
 
-import _pg  # noqa: E402
 from _sync_helpers import (HandJournal, assert_back_office_equals_journal, assert_same_records,  # noqa: E402
                            fill_journal)
-
-
-@pytest.fixture(scope="module")
-def server_dsn():
-    dsn = _pg.base_dsn()
-    if dsn is None:
-        pytest.skip(_pg.SKIP_REASON)
-    return dsn
-
-
-@pytest.fixture
-def dsn(server_dsn):
-    return _pg.fresh_database(server_dsn)
 
 
 @pytest.fixture

@@ -243,6 +243,21 @@ def views_version(dialect: str) -> str:
     return hashlib.sha256("\n".join(view_statements(dialect)).encode()).hexdigest()[:16]
 
 
+def make_views(conn, dialect: str) -> None:
+    """(Re)make v_records and v_payments on `conn` when their definitions changed."""
+    version = views_version(dialect)
+    held = conn.execute("SELECT value FROM posfast_meta WHERE key = 'views'").fetchone()
+    if held is not None and held[0] == version:
+        return
+    conn.execute("DROP VIEW IF EXISTS v_records")
+    conn.execute("DROP VIEW IF EXISTS v_payments")
+    for stmt in view_statements(dialect):
+        conn.execute(stmt)
+    mark = "%s" if dialect == "postgres" else "?"
+    conn.execute("INSERT INTO posfast_meta (key, value) VALUES ('views', %s) ON CONFLICT (key) DO UPDATE "
+                 "SET value = excluded.value" % mark, (version,))
+
+
 #: The row's fixed-width text fields (``char[n]`` in FORMAT.md), held as TEXT in a back office.
 TEXT_COLUMNS = tuple(n for n in RECORD_DTYPE.names or () if RECORD_DTYPE.fields[n][0].kind == "S")
 _TEXT_WIDTHS = tuple(RECORD_DTYPE.fields[n][0].itemsize for n in TEXT_COLUMNS)

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 from ..records import now_us
 from .backoffice import (RECORDS_INDEXES, TEXT_COLUMNS, BackOffice, added_columns, batch_from_db, db_rows,
-                         readable, schema_statements, seq_or_none, text_raw, view_statements, views_version)
+                         make_views, readable, schema_statements, seq_or_none, text_raw)
 from .protocol import (DEFAULT_DAY_RULE, ECHO_LIMIT, Ack, BackOfficeMissing, JournalState, RecordBatch, SyncRefused,
                        SyncUnavailable, as_uuid, clip, plan_batch)
 
@@ -213,7 +213,7 @@ class PostgresTarget(BackOffice):
                             "AND table_schema = current_schema()", (table,)).fetchall()}):
                         conn.execute(stmt)
                     self._migrate_text(conn)
-                    self._make_views(conn)
+                    make_views(conn, "postgres")
         except psycopg.Error as exc:
             raise SyncUnavailable(f"back office {self._safe_dsn()}: {exc}".strip()) from exc
 
@@ -257,19 +257,6 @@ class PostgresTarget(BackOffice):
             "FROM journals j WHERE j.journal_id = r.journal_id AND r.local_time = ''")
         for stmt in RECORDS_INDEXES:
             conn.execute(stmt)
-
-    @staticmethod
-    def _make_views(conn) -> None:
-        version = views_version("postgres")
-        held = conn.execute("SELECT value FROM posfast_meta WHERE key = 'views'").fetchone()
-        if held is not None and held[0] == version:
-            return
-        conn.execute("DROP VIEW IF EXISTS v_records")
-        conn.execute("DROP VIEW IF EXISTS v_payments")
-        for stmt in view_statements("postgres"):
-            conn.execute(stmt)
-        conn.execute("INSERT INTO posfast_meta (key, value) VALUES ('views', %s) ON CONFLICT (key) DO UPDATE "
-                     "SET value = excluded.value", (version,))
 
     @staticmethod
     def _setup_connection(conn):

@@ -12,8 +12,7 @@ from typing import Optional
 
 from ..records import RECORD_DTYPE, DayRule, now_us
 from .backoffice import (RECORDS_INDEXES, TEXT_COLUMNS, BackOffice, added_columns, batch_from_db, db_rows,
-                         readable, schema_statements, seq_or_none, text_raw, view_statements,
-                         views_version)
+                         make_views, readable, schema_statements, seq_or_none, text_raw)
 from .protocol import (ECHO_LIMIT, Ack, BackOfficeFull, BackOfficeMissing, JournalState, RecordBatch,
                        SyncConfigError, SyncRefused, SyncUnavailable, as_uuid, clip, plan_batch)
 
@@ -81,7 +80,7 @@ class SqliteTarget(BackOffice):
                             r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}):
                         self._conn.execute(stmt)
                     self._migrate_text()
-                    self._make_views()
+                    make_views(self._conn, "sqlite")
                     self._conn.execute("COMMIT")
                 except BaseException:
                     if self._conn.in_transaction:
@@ -155,20 +154,6 @@ class SqliteTarget(BackOffice):
         for stmt in RECORDS_INDEXES:
             conn.execute(stmt)
         conn.execute("PRAGMA cache_size = -2000")          # SQLite's default again
-
-    def _make_views(self) -> None:
-        """(Re)make v_records and v_payments when their definitions changed."""
-        conn = self._conn
-        version = views_version("sqlite")
-        held = conn.execute("SELECT value FROM posfast_meta WHERE key = 'views'").fetchone()
-        if held is not None and held[0] == version:
-            return
-        conn.execute("DROP VIEW IF EXISTS v_records")
-        conn.execute("DROP VIEW IF EXISTS v_payments")
-        for stmt in view_statements("sqlite"):
-            conn.execute(stmt)
-        conn.execute("INSERT INTO posfast_meta (key, value) VALUES ('views', ?) ON CONFLICT (key) DO UPDATE "
-                     "SET value = excluded.value", (version,))
 
     def __repr__(self):
         return f"SqliteTarget({self.path!r})"

@@ -76,6 +76,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+if "--code" in sys.argv[:-1]:     # another tree's posfast (before and after, one script)
+    sys.path.insert(0, os.path.abspath(sys.argv[sys.argv.index("--code") + 1]))
 
 import posfast  # noqa: E402
 from posfast import DayRule, Journal, Kind, State  # noqa: E402
@@ -548,7 +550,7 @@ def scale_child(task, journal_path, stmt, out_path):
     """One --scale measurement in this fresh process: prints 'seconds baseline_kb peak_kb'."""
     j = Journal.open(journal_path, readonly=True)
     baseline = _rss_kb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     settlement = read_settlement(stmt, utc_offset=RULE)
     t_read = time.perf_counter() - t0
     report = reconcile(j, settlement, day=DAY, check_receipts=False,
@@ -557,8 +559,9 @@ def scale_child(task, journal_path, stmt, out_path):
     with open(out_path, "w", encoding="utf-8", newline="") as f:
         report.write(f, "table" if task == "summary" else task)
     total = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     peak = _peak_kb()
-    print(t_read, t_match, total, baseline, peak, json.dumps(
+    print(t_read, t_match, total, baseline, peak, cpu, json.dumps(
         {k: v for k, v in report.counts().items() if v}))
 
 
@@ -626,26 +629,35 @@ def scale_main(args):
     journal_path, stmt, rows = scale_workload(directory, args.rows, args.scale_format)
     print("statement %s: %d rows, %.0f MB" % (os.path.basename(stmt), rows,
                                               os.path.getsize(stmt) / 1e6))
-    print("%-36s %9s %9s %9s %11s %11s" % ("task (fresh process each)", "read s", "match s",
-                                          "total s", "peak RSS", "minus start"))
-    for task in ("json", "csv", "summary"):
-        out_path = os.path.join(directory, "report." + task)
-        got = subprocess.run([sys.executable, os.path.abspath(__file__), "--scale-child", task,
-                              journal_path, stmt, out_path], capture_output=True, text=True)
-        if got.returncode:
-            print("%-36s failed: %s" % (task, got.stderr.strip().splitlines()[-1]))
-            continue
-        fields = got.stdout.split(None, 5)
-        t_read, t_match, total = map(float, fields[:3])
-        baseline, peak = int(fields[3]), int(fields[4])
-        label = {"json": "read + reconcile + JSON report", "csv": "read + reconcile + CSV report",
-                 "summary": "read + reconcile --summary"}[task]
-        print("%-36s %9.2f %9.2f %9.2f %8.0f MB %8.0f MB   (report %.0f MB)" % (
-            label, t_read, t_match, total, peak / 1024, (peak - baseline) / 1024,
-            os.path.getsize(out_path) / 1e6))
-        if task == "json":
-            print("  findings: %s" % fields[5].strip())
-        os.remove(out_path)
+    print("%-36s %9s %9s %9s %9s %11s %11s" % ("task (fresh process each)", "read s", "match s",
+                                               "total s", "CPU s", "peak RSS", "minus start"))
+    for code in [args.code] + ([args.against] if args.against else []):
+        if args.against:
+            print("code: %s" % (code or os.path.dirname(HERE)))
+        extra = ["--code", code] if code else []
+        for task in ("json", "csv", "summary"):
+            out_path = os.path.join(directory, "report." + task)
+            got = subprocess.run([sys.executable, os.path.abspath(__file__), "--scale-child", task,
+                                  journal_path, stmt, out_path] + extra, capture_output=True,
+                                 text=True)
+            if got.returncode:
+                print("%-36s failed: %s" % (task, got.stderr.strip().splitlines()[-1]))
+                continue
+            fields = got.stdout.split(None, 6)
+            t_read, t_match, total = map(float, fields[:3])
+            baseline, peak, cpu = int(fields[3]), int(fields[4]), float(fields[5])
+            label = {"json": "read + reconcile + JSON report",
+                     "csv": "read + reconcile + CSV report",
+                     "summary": "read + reconcile --summary"}[task]
+            print("%-36s %9.2f %9.2f %9.2f %9.2f %8.0f MB %8.0f MB   (report %.0f MB)" % (
+                label, t_read, t_match, total, cpu, peak / 1024, (peak - baseline) / 1024,
+                os.path.getsize(out_path) / 1e6))
+            if task == "json":
+                print("  findings: %s" % fields[6].strip())
+            os.remove(out_path)
+    if args.no_sql:
+        shutil.rmtree(directory)
+        return
     t_load, t_sql, counts = sql_scale(journal_path, stmt)
     print("%-36s %9.2f %9.2f %9.2f   (SQLite :memory:, the load is both sides into indexed "
           "tables)" % ("same matching in SQL", t_load, t_sql, t_load + t_sql))
@@ -670,6 +682,10 @@ def main(argv=None):
     parser.add_argument("--scale", action="store_true",
                         help="issue 13: --rows statement rows against as many journal payments")
     parser.add_argument("--scale-format", choices=("posfast", "wechat"), default="posfast")
+    parser.add_argument("--code", help="the tree whose posfast is measured (default: this one)")
+    parser.add_argument("--against", help="--scale: measure another tree too, in the same run "
+                        "(e.g. a git worktree of an older commit, its posfast/_core built)")
+    parser.add_argument("--no-sql", action="store_true", help="--scale: leave out the SQL run")
     args = parser.parse_args(argv)
     if args.memory:
         return memory_main(args)

@@ -56,6 +56,9 @@ setup(
             sources=["src/_core.pyx"] + C_SOURCES,
             depends=DEPENDS,
             include_dirs=["src"],
+            # 64-bit off_t on 32-bit CPUs too (armv7l glibc): Python's pyconfig.h sets it,
+            # said again here for the C files that do not include Python.h; pf_io.h checks it
+            define_macros=[] if sys.platform == "win32" else [("_FILE_OFFSET_BITS", "64")],
             extra_compile_args=_compile_args(),
         )
     ],

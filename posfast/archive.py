@@ -63,14 +63,24 @@ from .index import Index
 from .records import RECORD_DTYPE, Flag, day_to_date
 
 _MAGIC = b"POSFARC1"
-_VERSION = 1
+# Segment and manifest version written (FORMAT.md §4).  Version 1 (posfast 0.1) segments
+# hold whole RECORD_DTYPE rows and every link; version 2 columns, payloads compressed on
+# their own with the archive's dictionary, and only the links the records cannot give back.
+_VERSION = 2
+_READS = (1, 2)
+CHECK_EVERY = 64      # version 2: a stored link every this many records
 # magic, version, codec, reserved, first day, last day, journal id, first seq, last seq,
 # count, raw body length, compressed body length, body CRC-32C; then the header's own CRC-32C
 _HEAD = struct.Struct("<8sHBBii16sQQIIQI")
 _HEAD_CRC = struct.Struct("<I")
 HEADER_SIZE = _HEAD.size + _HEAD_CRC.size
-_CODECS = {"zlib": 1, "lzma": 2}
+_CODECS = {"zlib": 1, "lzma": 2, "zstd": 3}
 _CODEC_NAMES = {v: k for k, v in _CODECS.items()}
+_DICT_MAGIC = b"POSFADCT"
+_DICT_HEAD = struct.Struct("<8sHBBII")    # magic, version 1, codec, reserved, length, CRC-32C
+_DICT_NAME = "dict-%08x.pfd"
+_DICT_MAX = {"zlib": 32768, "zstd": 16384}   # zlib uses at most a 32 KiB window of it
+_DICT_MIN_SAMPLES = 16
 _SEGMENT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})_(\d{12,20})-(\d{12,20})\.pfa$")
 _ROW = RECORD_DTYPE.itemsize
 _LINK = 16
@@ -83,7 +93,73 @@ DEFAULT_POLICY = {
     "segment_bytes": 4 << 20,        # and at most this many uncompressed bytes
     "max_age_days": None,            # prune segments older than this many business days
     "max_total_bytes": None,         # prune the oldest segments beyond this size on disk
+    "dictionary": False,             # train a payload dictionary on the first receipts archived
 }
+
+
+def _zstd():
+    """The optional `zstandard` module (no armv7l wheel on PyPI: Debian's python3-zstandard,
+    or stay with zlib), or None."""
+    try:
+        import zstandard
+    except ImportError:
+        return None
+    return zstandard
+
+
+def _compress(codec, data, level, zdict=b""):
+    if codec == "lzma":
+        return lzma.compress(data, preset=min(int(level), 9))
+    if codec == "zstd":
+        zstd = _zstd()
+        if zstd is None:
+            raise ValueError("codec 'zstd' needs the zstandard package (pip install zstandard)")
+        cdict = zstd.ZstdCompressionDict(zdict) if zdict else None
+        return zstd.ZstdCompressor(level=int(level), dict_data=cdict).compress(data)
+    if zdict:
+        comp = zlib.compressobj(int(level), zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict)
+        return comp.compress(data) + comp.flush()
+    return zlib.compress(data, int(level))
+
+
+def _decompress(codec_id, data, zdict=b""):
+    if codec_id == _CODECS["lzma"]:
+        return lzma.decompress(data)
+    if codec_id == _CODECS["zstd"]:
+        zstd = _zstd()
+        if zstd is None:
+            raise ValueError("it is compressed with zstd and the zstandard package is not "
+                             "installed (pip install zstandard, or Debian's python3-zstandard)")
+        ddict = zstd.ZstdCompressionDict(zdict) if zdict else None
+        return zstd.ZstdDecompressor(dict_data=ddict).decompress(data)
+    if codec_id == _CODECS["zlib"]:
+        if zdict:
+            dec = zlib.decompressobj(15, zdict)
+            return dec.decompress(data) + dec.flush()
+        return zlib.decompress(data)
+    raise ValueError("unknown codec %d" % codec_id)
+
+
+def _train_dictionary(codec, samples):
+    """A payload dictionary for `codec` from sample payloads (b"" if there are too few)."""
+    samples = [bytes(x) for x in samples if x]
+    if len(samples) < _DICT_MIN_SAMPLES or codec not in _DICT_MAX:
+        return b""
+    size = _DICT_MAX[codec]
+    if codec == "zstd":
+        try:
+            return _zstd().train_dictionary(size, samples).as_bytes()
+        except Exception:         # zstd refuses samples it cannot learn from: no dictionary
+            return b""
+    # zlib: a preset dictionary is text the stream may refer back to, the nearest the
+    # end the cheapest; the most recent receipts, newest last, up to 32 KiB
+    out, used = [], 0
+    for sample in reversed(samples):
+        if used + len(sample) > size:
+            break
+        out.append(sample)
+        used += len(sample)
+    return b"".join(reversed(out))
 
 
 @dataclass
@@ -112,12 +188,24 @@ class Segment:
 
 
 class _Body:
-    """A decoded segment: rows, payloads and links of its records."""
-    __slots__ = ("rows", "offsets", "payload", "links", "prev_link")
+    """A decoded segment: rows, payloads, extensions and links of its records.
 
-    def __init__(self, rows, offsets, payload, links, prev_link):
+    Version 1 stores every link.  Version 2 stores only the links the records cannot give
+    back (`anchors`: a record without a predecessor in the segment, or one whose stored
+    link does not follow from it) and the link of every `check_every`-th record and of
+    the last (`checks`); `link_at` recomputes the others, one block at a time."""
+    __slots__ = ("rows", "offsets", "payload", "links", "prev_link", "version", "exts",
+                 "fmt", "every", "anchors", "checks", "_raw_rows", "_blocks")
+
+    def __init__(self, rows, offsets, payload, links, prev_link, version=1, exts=None, fmt=2,
+                 every=CHECK_EVERY, anchors=None, checks=None):
         self.rows, self.offsets, self.payload, self.links, self.prev_link = \
             rows, offsets, payload, links, prev_link
+        self.version, self.exts, self.fmt, self.every = version, exts, fmt, every
+        self.anchors = anchors or {}
+        self.checks = checks or []
+        self._raw_rows = rows.tobytes() if version >= 2 else b""
+        self._blocks: Dict[int, list] = {}
 
     def index_of(self, seq):
         i = int(np.searchsorted(self.rows["seq"], seq))
@@ -128,11 +216,88 @@ class _Body:
     def payload_at(self, i):
         return self.payload[int(self.offsets[i]):int(self.offsets[i + 1])]
 
+    def ext_at(self, i):
+        """The record's format-2 extension (rebuilt from its client_ref unless stored)."""
+        if self.exts is not None and self.exts[i] is not None:
+            return self.exts[i]
+        return _core.encode_ext(bytes(self.rows["client_ref"][i]))
+
+    def refs_at(self, i):
+        """(order_ref, host_ref) of record i as text ('' when none)."""
+        if self.exts is None or self.exts[i] is None:
+            return "", ""
+        try:
+            _, order, host = _core.decode_ext(self.exts[i])
+        except ValueError:
+            return "", ""
+        return order.decode("utf-8", "replace"), host.decode("utf-8", "replace")
+
+    def _computed(self, i, prev):
+        return _core.chain_link(prev, self._raw_rows[i * _ROW:(i + 1) * _ROW], self.payload_at(i),
+                                self.ext_at(i) if self.fmt >= 2 else None, self.fmt)
+
+    def _follows(self, i):
+        return i > 0 and int(self.rows["seq"][i - 1]) + 1 == int(self.rows["seq"][i])
+
     def link_at(self, i):
-        return self.links[i * _LINK:(i + 1) * _LINK]
+        if self.version == 1:
+            return self.links[i * _LINK:(i + 1) * _LINK]
+        b = i // self.every
+        block = self._blocks.get(b)
+        if block is None:
+            start = b * self.every
+            if start == 0:
+                prev = self.prev_link if self.prev_link.strip(b"\0") else None
+            else:
+                prev = self.checks[b - 1] if self._follows(start) else None
+            block = []
+            for k in range(start, min(start + self.every, len(self.rows))):
+                if k > start and not self._follows(k):
+                    prev = None
+                link = self.anchors.get(k)
+                if link is None:
+                    link = self._computed(k, prev) if prev is not None else b"\0" * _LINK
+                block.append(link)
+                prev = link
+            self._blocks[b] = block
+        return self._blocks[b][i - b * self.every]
+
+    def chain_problems(self):
+        """(seq, cause) wherever the records do not give the links stored with them:
+        an anchor that does not follow its predecessor, a checkpoint the recomputed chain
+        does not reach (version 2; `Archive.verify` checks version 1 bodies itself)."""
+        out = []
+        n = len(self.rows)
+        seqs = self.rows["seq"].tolist()
+        link = self.prev_link if self.prev_link.strip(b"\0") else None
+        for i in range(n):
+            if i > 0 and seqs[i - 1] + 1 != seqs[i]:
+                link = None
+            stored = self.anchors.get(i)
+            if stored is not None:
+                if link is not None and self._computed(i, link) != stored:
+                    out.append((seqs[i], "archived record seq %d does not match its hash-chain "
+                                "link (altered after it was written)" % seqs[i]))
+                link = stored
+            elif link is None:
+                out.append((seqs[i], "archived record seq %d has no link to check it by (its "
+                            "segment is damaged)" % seqs[i]))
+                link = b"\0" * _LINK
+            else:
+                link = self._computed(i, link)
+            if i % self.every == self.every - 1 or i == n - 1:
+                stored = self.checks[i // self.every]
+                if stored != link:
+                    first = seqs[(i // self.every) * self.every]
+                    out.append((first, "archived records seq %d..%d do not match the hash-chain "
+                                "link stored at seq %d (altered after they were written)"
+                                % (first, seqs[i], seqs[i])))
+                    link = stored
+        return out
 
 
 def _encode_body(rows, payloads, links, prev_link):
+    """A version-1 body (what posfast before archive version 2 wrote; tests write them)."""
     lengths = np.fromiter(map(len, payloads), dtype=np.uint64, count=len(payloads))
     offsets = np.zeros(len(rows) + 1, dtype="<u4")
     np.cumsum(lengths, out=offsets[1:], dtype=np.uint64) if len(rows) else None
@@ -154,6 +319,232 @@ def _decode_body(raw, count):
     links = raw[offs_end + total:offs_end + total + count * _LINK]
     prev_link = raw[offs_end + total + count * _LINK:]
     return _Body(rows, offsets, payload, links, prev_link)
+
+
+# ------------------------------------------------------------ segment body, version 2
+# Each RECORD_DTYPE field is a column of its own, transformed (deltas, differences to the
+# seq) and byte-shuffled (the first bytes of all values, then the second bytes, ...), so
+# the compressor sees long runs of alike bytes; payloads are a stream of their own,
+# compressed with the archive's dictionary.  FORMAT.md §4 describes the layout.
+_T_RAW, _T_DELTA, _T_MINUS_SEQ, _T_REF, _T_TERMINAL_DELTA, _T_DIGITS = 0, 1, 2, 3, 4, 5
+_TRANSFORMS = {"seq": _T_DELTA, "ts": _T_DELTA, "day": _T_DELTA, "receipt_no": _T_TERMINAL_DELTA,
+               "txn_id": _T_MINUS_SEQ, "ref_seq": _T_REF, "pan_last4": _T_DIGITS,
+               "rrn": _T_DIGITS}
+_V2_HEAD = struct.Struct("<BBHI16s")   # journal format, flags (1: prev link), check_every, count, prev link
+_V2_BODY = struct.Struct("<III")       # compressed columns length, dictionary id, payload bytes
+
+
+def _by_terminal(terminal):
+    order = np.argsort(terminal, kind="stable")
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = terminal[order][1:] != terminal[order][:-1]
+    return order, first
+
+
+def _digits_encode(col):
+    """Text of all digits (or empty) as u64 number + 1 (0: empty); None if another value."""
+    width = col.dtype.itemsize
+    planes = np.frombuffer(col.tobytes(), np.uint8).reshape(len(col), width)
+    empty = (planes == 0).all(axis=1)
+    digits = ((planes >= 48) & (planes <= 57)).all(axis=1)
+    if not (empty | digits).all() or width > 18:
+        return None
+    value = np.zeros(len(col), dtype=np.uint64)
+    for k in range(width):
+        value = value * np.uint64(10) + (planes[:, k].astype(np.uint64) - np.uint64(48)) * digits
+    return np.where(empty, np.uint64(0), value + np.uint64(1))
+
+
+def _digits_decode(enc, width):
+    out = np.zeros((len(enc), width), dtype=np.uint8)
+    value = np.where(enc == 0, np.uint64(0), enc - np.uint64(1))
+    for k in range(width - 1, -1, -1):
+        out[:, k] = (value % np.uint64(10)).astype(np.uint8) + 48
+        value //= np.uint64(10)
+    out[enc == 0] = 0
+    return out.view("S%d" % width).reshape(len(enc))
+
+
+def _transform(kind, u, seq, terminal=None):
+    if kind == _T_TERMINAL_DELTA:
+        order, first = _by_terminal(terminal)
+        v = u[order]
+        d = v.copy()
+        d[1:] = v[1:] - v[:-1]
+        d[first] = v[first]
+        out = np.empty_like(u)
+        out[order] = d
+        return out
+    if kind == _T_DELTA:
+        out = u.copy()
+        out[1:] = u[1:] - u[:-1]
+        return out
+    if kind == _T_MINUS_SEQ:
+        return u - seq
+    if kind == _T_REF:
+        return np.where(u == 0, np.uint64(0), seq - u + np.uint64(1))
+    return u
+
+
+def _untransform(kind, enc, seq, terminal=None):
+    if kind == _T_TERMINAL_DELTA:
+        order, first = _by_terminal(terminal)
+        d = enc[order]
+        total = np.cumsum(d, dtype=d.dtype)
+        starts = np.flatnonzero(first)
+        base = np.repeat(total[starts] - d[starts], np.diff(np.append(starts, len(d))))
+        out = np.empty_like(enc)
+        out[order] = total - base
+        return out
+    if kind == _T_DELTA:
+        return np.cumsum(enc, dtype=enc.dtype)
+    if kind == _T_MINUS_SEQ:
+        return enc + seq
+    if kind == _T_REF:
+        return np.where(enc == 0, np.uint64(0), seq - enc + np.uint64(1))
+    if kind == _T_RAW:
+        return enc
+    raise ValueError("unknown column transform %d" % kind)
+
+
+def _shuffle(arr, width):
+    return np.ascontiguousarray(np.frombuffer(arr.tobytes(), np.uint8).reshape(len(arr), width).T).tobytes()
+
+
+def _encode_columns(rows, payloads, exts, links, prev_link, fmt, every=CHECK_EVERY):
+    """The columns part of a version-2 segment body, uncompressed (FORMAT.md §4)."""
+    n = len(rows)
+    rows = np.ascontiguousarray(rows, dtype=RECORD_DTYPE)
+    seq = rows["seq"].astype(np.uint64)
+    prev_link = bytes(prev_link or b"")
+    parts = [_V2_HEAD.pack(fmt, 1 if prev_link.strip(b"\0") else 0, every, n, prev_link.ljust(_LINK, b"\0"))]
+    with np.errstate(over="ignore"):
+        for name in RECORD_DTYPE.names:
+            col = rows[name]
+            width = col.dtype.itemsize
+            kind = _TRANSFORMS.get(name, _T_RAW)
+            enc = col
+            if kind == _T_DIGITS:
+                enc = _digits_encode(col)
+                if enc is None or not np.array_equal(_digits_decode(enc, width), col):
+                    kind, enc = _T_RAW, col
+                else:
+                    width = 8
+            elif kind:
+                u = col.view("<u%d" % width)
+                enc = _transform(kind, u, seq.astype(u.dtype), rows["terminal"])
+                if not np.array_equal(_untransform(kind, enc, seq.astype(u.dtype), rows["terminal"]), u):
+                    kind, enc = _T_RAW, col          # would not come back exactly
+            parts.append(bytes((kind,)))
+            parts.append(_shuffle(np.ascontiguousarray(enc), width))
+    # extensions: 0 = the canonical one of the row's client_ref, else stored (length + 1)
+    codes = np.zeros(n, dtype="<u2")
+    stored = []
+    raw_rows = rows.tobytes()
+    ext_list = [bytes(e or b"") for e in exts] if exts else [b""] * n
+    for i in range(n):
+        if fmt >= 2 and ext_list[i] != _core.encode_ext(bytes(rows["client_ref"][i])):
+            codes[i] = len(ext_list[i]) + 1
+            stored.append(ext_list[i])
+    parts.append(_shuffle(codes, 2))
+    parts.append(b"".join(stored))
+    # links the records cannot give back, then the checkpoints
+    anchors = []
+    prev = prev_link if prev_link.strip(b"\0") else None
+    for i in range(n):
+        if i > 0 and int(seq[i - 1]) + 1 != int(seq[i]):
+            prev = None
+        link = bytes(links[i])
+        if prev is None or _core.chain_link(prev, raw_rows[i * _ROW:(i + 1) * _ROW], payloads[i],
+                                            ext_list[i] if fmt >= 2 else None, fmt) != link:
+            anchors.append(struct.pack("<I", i) + link)
+        prev = link
+    checks = [bytes(links[min(k * every + every - 1, n - 1)]) for k in range(-(-n // every))]
+    parts += [struct.pack("<I", len(anchors))] + anchors
+    parts += [struct.pack("<I", len(checks))] + checks
+    return b"".join(parts)
+
+
+def _decode_columns(raw, count, payload):
+    """A _Body from the columns part and the payload stream of a version-2 segment."""
+    if len(raw) < _V2_HEAD.size:
+        raise ValueError("body is %d bytes, shorter than its column header" % len(raw))
+    fmt, flags, every, n, prev_link = _V2_HEAD.unpack_from(raw)
+    if n != count or every < 1 or fmt not in (1, 2):
+        raise ValueError("column header says %d records (header %d), check_every %d, format %d"
+                         % (n, count, every, fmt))
+    pos = _V2_HEAD.size
+    rows = np.zeros(n, dtype=RECORD_DTYPE)
+    seq = None
+    for name in RECORD_DTYPE.names:
+        dtype = RECORD_DTYPE.fields[name][0]
+        width = dtype.itemsize
+        kind = raw[pos] if pos < len(raw) else 0
+        if kind == _T_DIGITS:
+            if dtype.kind != "S" or pos + 1 + n * 8 > len(raw):
+                raise ValueError("column %s: digits transform on a number, or past the end" % name)
+            enc = np.ascontiguousarray(np.frombuffer(raw, np.uint8, n * 8, pos + 1).reshape(8, n).T)
+            rows[name] = _digits_decode(enc.view("<u8").reshape(n), width)
+            pos += 1 + n * 8
+            continue
+        if pos + 1 + n * width > len(raw):
+            raise ValueError("column %s runs past the end of the body" % name)
+        plane = np.frombuffer(raw, np.uint8, n * width, pos + 1).reshape(width, n).T
+        pos += 1 + n * width
+        values = np.ascontiguousarray(plane).view(dtype if kind == _T_RAW or dtype.kind not in "iu"
+                                                  else np.dtype("<u%d" % width)).reshape(n)
+        if kind != _T_RAW:
+            if dtype.kind not in "iu":
+                raise ValueError("column %s: transform %d on text" % (name, kind))
+            with np.errstate(over="ignore"):
+                values = _untransform(kind, values, seq.astype(values.dtype) if seq is not None
+                                      else values, rows["terminal"]).view(dtype)
+        rows[name] = values
+        if name == "seq":
+            seq = rows["seq"].astype(np.uint64)
+    if pos + 2 * n > len(raw):
+        raise ValueError("extension codes run past the end of the body")
+    codes = np.ascontiguousarray(np.frombuffer(raw, np.uint8, 2 * n, pos).reshape(2, n).T).view("<u2").reshape(n)
+    pos += 2 * n
+    exts = None
+    if codes.any():
+        exts = []
+        for code in codes.tolist():
+            if code:
+                exts.append(raw[pos:pos + code - 1])
+                pos += code - 1
+            else:
+                exts.append(None)
+        if pos > len(raw):
+            raise ValueError("stored extensions run past the end of the body")
+
+    def take(k):
+        nonlocal pos
+        if pos + k > len(raw):
+            raise ValueError("link table runs past the end of the body")
+        out = raw[pos:pos + k]
+        pos += k
+        return out
+    n_anchor = struct.unpack("<I", take(4))[0]
+    anchors = {}
+    for _ in range(n_anchor):
+        entry = take(4 + _LINK)
+        i = struct.unpack_from("<I", entry)[0]
+        if i >= n:
+            raise ValueError("anchor link for record %d of %d" % (i, n))
+        anchors[i] = entry[4:]
+    n_check = struct.unpack("<I", take(4))[0]
+    if n_check != -(-n // every):
+        raise ValueError("%d checkpoint links for %d records" % (n_check, n))
+    checks = [take(_LINK) for _ in range(n_check)]
+    if pos != len(raw):
+        raise ValueError("%d bytes left after the link table" % (len(raw) - pos))
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(rows["payload_len"], out=offsets[1:])
+    if int(offsets[-1]) != len(payload):
+        raise ValueError("payloads are %d bytes, the records say %d" % (len(payload), int(offsets[-1])))
+    return _Body(rows, offsets, payload, b"", prev_link if flags & 1 else b"\0" * _LINK, version=2,
+                 exts=exts, fmt=fmt, every=every, anchors=anchors, checks=checks)
 
 
 def _fsync_dir(path):
@@ -198,6 +589,9 @@ class Archive:
         self._manifest_stamp = None
         self._unsaved_segments = 0
         self.storage: Any = None   # the journal's posfast.storage.Storage, once attached
+        self.dict_ids: Dict[str, int] = {}     # codec -> id of the payload dictionary new segments use
+        self._dicts: Dict[int, bytes] = {}     # id -> dictionary bytes (loaded when first needed)
+        self.format_version = _core.FORMAT_VERSION   # the journal's record format (for the links)
 
     # ------------------------------------------------------------ open
     @classmethod
@@ -213,6 +607,7 @@ class Archive:
         with self._mutex:
             self.segments, self.lost, self.notes, self.unreadable = [], [], [], {}
             self.pruned_below, self.through, self.last_link = 1, 0, b""
+            self.dict_ids = {}
             self._cache.clear()
             manifest = self._read_manifest()
             names = self._segment_files()
@@ -252,8 +647,9 @@ class Archive:
             if int(crc) != _core.crc32c(body):
                 raise ValueError("checksum mismatch")
             manifest = json.loads(body)
-            if manifest.get("format") != "posfast-archive" or manifest.get("version") != _VERSION:
-                raise ValueError("not a posfast archive manifest of version %d" % _VERSION)
+            if manifest.get("format") != "posfast-archive" or manifest.get("version") not in _READS:
+                raise ValueError("not a posfast archive manifest of version %s"
+                                 % " or ".join(map(str, _READS)))
             if bytes.fromhex(manifest["journal_id"]) != self.journal_id:
                 raise ValueError("it belongs to journal %s" % manifest["journal_id"])
             return manifest
@@ -271,6 +667,7 @@ class Archive:
         self.pruned_below = int(manifest.get("pruned_below", 1))
         self.through = int(manifest.get("through", 0))
         self.last_link = bytes.fromhex(manifest.get("last_link", ""))
+        self.dict_ids = {str(k): int(v) for k, v in manifest.get("dicts", {}).items()}
 
     def _adopt(self, name, rebuilding):
         """A segment file the manifest does not list: a crash between writing it and the
@@ -338,7 +735,9 @@ class Archive:
     def configure(self, **policy) -> dict:
         """Set and persist the archive policy; returns it.
 
-        ``codec`` ("zlib" or "lzma") and ``level`` apply to new segments;
+        ``codec`` ("zlib", "lzma", or "zstd" with the zstandard package) and ``level``
+        apply to new segments; ``dictionary`` (False) trains a payload dictionary on the
+        first receipts archived and compresses every later segment's payloads with it;
         ``max_age_days`` prunes segments whose last business day is more than
         that many days before the newest archived one; ``max_total_bytes``
         prunes the oldest segments until the archive fits (the newest segment is
@@ -350,7 +749,10 @@ class Archive:
             raise ValueError("unknown archive setting(s) %s; use %s"
                              % (", ".join(sorted(unknown)), ", ".join(DEFAULT_POLICY)))
         if "codec" in policy and policy["codec"] not in _CODECS:
-            raise ValueError("codec=%r: use 'zlib' or 'lzma'" % (policy["codec"],))
+            raise ValueError("codec=%r: use 'zlib', 'lzma' or 'zstd'" % (policy["codec"],))
+        if policy.get("codec") == "zstd" and _zstd() is None:
+            raise ValueError("codec='zstd' needs the zstandard package (pip install zstandard; "
+                             "Debian: python3-zstandard); 'zlib' needs nothing")
         for key in ("max_age_days", "max_total_bytes"):
             if policy.get(key) is not None and int(policy[key]) < 0:
                 raise ValueError("%s must be positive or None" % key)
@@ -383,14 +785,14 @@ class Archive:
             limit = max(1, int(self.policy["segment_records"]))
             while start <= last_seq:
                 end = min(start + limit - 1, horizon)
-                rows, payloads, links, prev_link, damaged = self._read(start, end)
+                rows, payloads, exts, links, prev_link, damaged = self._read(start, end)
                 for seq, cause in damaged:
                     self._note_lost(seq, seq, "damaged in the ring before it was archived (%s)" % cause)
                 if len(rows) == 0:
                     self.through, self.last_link = end, b""
                     start = end + 1
                     continue
-                start = self._write_run(rows, payloads, links, prev_link, last_seq) + 1
+                start = self._write_run(rows, payloads, exts, links, prev_link, last_seq) + 1
             self._prune()
             self._write_manifest()
             if self._unsaved_segments >= 16:
@@ -411,7 +813,10 @@ class Archive:
         try:
             batch = storage.read_range(first, last)
             prev = self.last_link if self.through == first - 1 and self.last_link else batch.prev_link
-            return batch.rows, batch.payloads, batch.links, prev, []
+            self.format_version = int(getattr(batch, "format_version", self.format_version))
+            exts = list(batch.exts) if len(getattr(batch, "exts", ())) == len(batch.rows) \
+                else [b""] * len(batch.rows)
+            return batch.rows, batch.payloads, exts, batch.links, prev, []
         except CorruptRecord:
             pass
         seqs = np.arange(first, last + 1, dtype=np.uint64)
@@ -423,9 +828,11 @@ class Archive:
         rows = out[good]
         ok = seqs[good]
         prev = self.last_link if self.through == first - 1 and good[0] else b""
-        return rows, storage.payloads(ok), storage.links(ok), prev, damaged
+        exts = [_core.encode_ext(bytes(rows["client_ref"][i]), o, h) if self.format_version >= 2 else b""
+                for i, (o, h) in enumerate(storage.refs(ok))] if len(ok) else []
+        return rows, storage.payloads(ok), exts, storage.links(ok), prev, damaged
 
-    def _write_run(self, rows, payloads, links, prev_link, need_to):
+    def _write_run(self, rows, payloads, exts, links, prev_link, need_to):
         """Write rows as segments (one business day each, size-capped) at least through
         `need_to`; the segment holding `need_to` runs on to the end of its day's run in
         `rows`.  Returns the last seq written."""
@@ -443,24 +850,31 @@ class Archive:
                 j += 1
             seq_prev = int(rows["seq"][i]) - 1
             prev = prev_link if i == 0 else (links[i - 1] if int(rows["seq"][i - 1]) == seq_prev else b"")
-            self._write_segment(rows[i:j], payloads[i:j], links[i:j], prev)
+            self._write_segment(rows[i:j], payloads[i:j], exts[i:j], links[i:j], prev)
             last_written = int(rows["seq"][j - 1])
             if last_written >= need_to:
                 break
             i = j
         return last_written
 
-    def _write_segment(self, rows, payloads, links, prev_link):
+    def _write_segment(self, rows, payloads, exts, links, prev_link):
         codec = self.policy["codec"]
-        raw = _encode_body(rows, payloads, links, prev_link)
-        if codec == "lzma":
-            body = lzma.compress(raw, preset=min(int(self.policy["level"]), 9))
-        else:
-            body = zlib.compress(raw, int(self.policy["level"]))
+        level = int(self.policy["level"])
+        payloads = [bytes(p) for p in payloads]
+        if [len(p) for p in payloads] != rows["payload_len"].tolist():
+            raise IOFailure("posfast: cannot archive seq %d..%d of %s: payload lengths do not match "
+                            "the records" % (int(rows["seq"][0]), int(rows["seq"][-1]), self.journal_path))
+        columns = _encode_columns(rows, payloads, exts, links, prev_link, self.format_version)
+        payload = b"".join(payloads)
+        dict_id = self._dictionary_for(codec, payloads) if payload else 0
+        cols = _compress(codec, columns, level)
+        pays = _compress(codec, payload, level, self._dict(dict_id) if dict_id else b"") if payload else b""
+        body = _V2_BODY.pack(len(cols), dict_id, len(payload)) + cols + pays
+        raw_len = len(columns) + len(payload)
         first, last = int(rows["seq"][0]), int(rows["seq"][-1])
         first_day, last_day = int(rows["day"].min()), int(rows["day"].max())
         head = _HEAD.pack(_MAGIC, _VERSION, _CODECS[codec], 0, first_day, last_day, self.journal_id,
-                          first, last, len(rows), len(raw), len(body), _core.crc32c(body))
+                          first, last, len(rows), raw_len, len(body), _core.crc32c(body))
         head += _HEAD_CRC.pack(_core.crc32c(head))
         name = "%s_%012d-%012d.pfa" % (day_to_date(first_day), first, last)
         path = os.path.join(self.dir, name)
@@ -495,8 +909,62 @@ class Archive:
         self.index.add_rows(rows)
         self.index_through = last
         self._unsaved_segments += 1
-        self._cache[name] = _decode_body(raw, len(rows))
+        self._cache[name] = _decode_columns(columns, len(rows), payload)
         self._trim_cache()
+
+    def _dictionary_for(self, codec, payloads) -> int:
+        """Id of the payload dictionary for `codec` (trained on these payloads and written
+        beside the segments if the archive has none yet), or 0 for none."""
+        if codec not in _DICT_MAX or not self.policy.get("dictionary", True):
+            return 0
+        if codec in self.dict_ids:
+            return self.dict_ids[codec]
+        zdict = _train_dictionary(codec, payloads)
+        if not zdict:
+            return 0
+        dict_id = _core.crc32c(zdict) or 1
+        head = _DICT_HEAD.pack(_DICT_MAGIC, 1, _CODECS[codec], 0, len(zdict), _core.crc32c(zdict))
+        path = os.path.join(self.dir, _DICT_NAME % dict_id)
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            with open_new(path + ".tmp") as f:
+                f.write(head + _HEAD_CRC.pack(_core.crc32c(head)) + zdict)
+                f.flush()
+                if self.durable:
+                    os.fsync(f.fileno())
+            os.replace(path + ".tmp", path)
+            if self.durable:
+                _fsync_dir(self.dir)
+        except OSError as exc:
+            raise IOFailure("posfast: cannot write the archive's payload dictionary %s: %s; nothing "
+                            "was overwritten" % (path, exc.strerror or exc)) from exc
+        self._dicts[dict_id] = zdict
+        self.dict_ids[codec] = dict_id
+        return dict_id
+
+    def _dict(self, dict_id) -> bytes:
+        """The payload dictionary `dict_id` (ValueError if missing or damaged)."""
+        zdict = self._dicts.get(dict_id)
+        if zdict is not None:
+            return zdict
+        path = os.path.join(self.dir, _DICT_NAME % dict_id)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ValueError("its payload dictionary %s cannot be read (%s)"
+                             % (_DICT_NAME % dict_id, exc.strerror or exc)) from None
+        size = _DICT_HEAD.size + _HEAD_CRC.size
+        if len(data) < size or _HEAD_CRC.unpack_from(data, _DICT_HEAD.size)[0] != \
+                _core.crc32c(data[:_DICT_HEAD.size]):
+            raise ValueError("its payload dictionary %s is damaged (header)" % (_DICT_NAME % dict_id))
+        magic, version, _, _, length, crc = _DICT_HEAD.unpack_from(data)
+        zdict = data[size:]
+        if magic != _DICT_MAGIC or version != 1 or len(zdict) != length or _core.crc32c(zdict) != crc \
+                or (_core.crc32c(zdict) or 1) != dict_id:
+            raise ValueError("its payload dictionary %s is damaged" % (_DICT_NAME % dict_id))
+        self._dicts[dict_id] = zdict
+        return zdict
 
     def _prune(self):
         """Apply max_age_days / max_total_bytes: drop the oldest whole segments."""
@@ -536,7 +1004,7 @@ class Archive:
                     "journal": os.path.basename(self.journal_path),
                     "journal_id": self.journal_id.hex(), "policy": self.policy,
                     "through": self.through, "last_link": bytes(self.last_link).hex(),
-                    "pruned_below": self.pruned_below, "lost": self.lost,
+                    "pruned_below": self.pruned_below, "lost": self.lost, "dicts": self.dict_ids,
                     "segments": [s.to_json() for s in self.segments]}
         body = json.dumps(manifest, indent=0, sort_keys=True).encode()
         os.makedirs(self.dir, exist_ok=True)
@@ -600,8 +1068,9 @@ class Archive:
             raise bad("no segment magic")
         if _HEAD_CRC.unpack_from(data, _HEAD.size)[0] != _core.crc32c(data[:_HEAD.size]):
             raise bad("header checksum mismatch")
-        if version != _VERSION:
-            raise bad("segment format version %d, this posfast reads %d" % (version, _VERSION))
+        if version not in _READS:
+            raise bad("segment format version %d, this posfast reads %s"
+                      % (version, " and ".join(map(str, _READS))))
         if jid != self.journal_id:
             raise bad("it belongs to another journal")
         body = data[HEADER_SIZE:]
@@ -613,14 +1082,33 @@ class Archive:
                 (first, last, count, body_crc):
             raise bad("it is not the segment the manifest lists (seq %d..%d)" % (first, last))
         try:
-            raw = lzma.decompress(body) if codec == _CODECS["lzma"] else zlib.decompress(body)
             if codec not in _CODEC_NAMES:
                 raise ValueError("unknown codec %d" % codec)
-            if len(raw) != raw_len:
-                raise ValueError("%d bytes uncompressed, header says %d" % (len(raw), raw_len))
-            decoded = _decode_body(raw, count)
+            if version == 1:
+                raw = _decompress(codec, body)
+                if len(raw) != raw_len:
+                    raise ValueError("%d bytes uncompressed, header says %d" % (len(raw), raw_len))
+                decoded = _decode_body(raw, count)
+            else:
+                if len(body) < _V2_BODY.size:
+                    raise ValueError("body shorter than its part table")
+                cols_len, dict_id, pay_len = _V2_BODY.unpack_from(body)
+                if _V2_BODY.size + cols_len > len(body):
+                    raise ValueError("columns part runs past the end of the body")
+                columns = _decompress(codec, body[_V2_BODY.size:_V2_BODY.size + cols_len])
+                rest = body[_V2_BODY.size + cols_len:]
+                payload = _decompress(codec, rest, self._dict(dict_id) if dict_id else b"") \
+                    if pay_len or rest else b""
+                if len(payload) != pay_len or len(columns) + len(payload) != raw_len:
+                    raise ValueError("%d bytes uncompressed, header says %d"
+                                     % (len(columns) + len(payload), raw_len))
+                decoded = _decode_columns(columns, count, payload)
         except (ValueError, zlib.error, lzma.LZMAError) as exc:
             raise bad(str(exc)) from None
+        except Exception as exc:        # zstd's own error type (optional package)
+            if type(exc).__module__.startswith("zstandard"):
+                raise bad(str(exc)) from None
+            raise
         seqs = decoded.rows["seq"]
         if count and (int(seqs[0]) != first or int(seqs[-1]) != last or (np.diff(seqs) <= 0).any()):
             raise bad("its records are not seq %d..%d in order" % (first, last))
@@ -679,7 +1167,9 @@ class Archive:
                     seq, self.journal_path, self._missing_cause(seq) or "absent from " + seg.describe()))
             row = body.rows[i:i + 1].copy()
             row["flags"] |= _ARCHIVED
-            return _core.Record.from_row(row, body.payload_at(i), body.link_at(i), True)
+            order_ref, host_ref = body.refs_at(i)
+            return _core.Record.from_row(row, body.payload_at(i), body.link_at(i), True,
+                                         order_ref=order_ref, host_ref=host_ref)
 
     def last(self, terminal, kind=None):
         """Newest archived Record of a terminal (optionally of one kind), or None."""
@@ -797,7 +1287,10 @@ class Archive:
                     problems.append((seg.first_seq, seg.name, "hash chain broken between %s and %s"
                                      % (prev_seg.name, seg.name)))
                 seqs = rows["seq"].tolist()
-                for i, seq in enumerate(seqs):
+                if body.version >= 2:
+                    for seq, cause in body.chain_problems()[:1]:
+                        problems.append((seq, seg.name, cause.replace(" (", " in %s (" % seg.name, 1)))
+                for i, seq in enumerate(seqs if body.version == 1 else ()):
                     stored = body.link_at(i)
                     if link is not None and \
                             _core.chain_link(link, rows[i:i + 1], body.payload_at(i)) != stored:
@@ -820,8 +1313,11 @@ class Archive:
                     and storage.head_seq >= ring_oldest:
                 try:
                     batch = storage.read_range(ring_oldest, ring_oldest)
-                    if len(batch.rows) and not self.chain_into(ring_oldest, batch.rows[0:1],
-                                                               batch.payloads[0], batch.links[0]):
+                    exts = getattr(batch, "exts", None) or []
+                    if len(batch.rows) and not self.chain_into(
+                            ring_oldest, batch.rows[0:1], batch.payloads[0], batch.links[0],
+                            exts[0] if len(exts) else None,
+                            int(getattr(batch, "format_version", self.format_version))):
                         problems.append((ring_oldest, None, "the ring's oldest record seq %d does not "
                                          "continue the archive's hash chain" % ring_oldest))
                 except CorruptRecord:
@@ -833,9 +1329,10 @@ class Archive:
                 self._unsaved_segments += 1
         return problems, checked
 
-    def chain_into(self, oldest_seq, row, payload, link):
+    def chain_into(self, oldest_seq, row, payload, link, ext=None, version=None):
         """True if the ring's oldest record continues the archive's hash chain (or the
-        archive does not hold its predecessor)."""
+        archive does not hold its predecessor).  `ext`: the record's extension (format 2;
+        None rebuilds it from the row's client_ref alone)."""
         seg = self._segment_of(oldest_seq - 1)
         if seg is None:
             return True
@@ -843,7 +1340,9 @@ class Archive:
         i = body.index_of(oldest_seq - 1)
         if i < 0:
             return True
-        return _core.chain_link(body.link_at(i), row, payload) == link
+        version = self.format_version if version is None else int(version)
+        return _core.chain_link(body.link_at(i), row, payload, ext if version >= 2 else None,
+                                version) == link
 
 
 def segment_info(path) -> dict:

@@ -47,13 +47,13 @@ outcome may arrive after the cut-off and is read from the later days too.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
+from . import _core
 from .errors import DayClosed, InvalidRecord
 from .records import KIND_SIGN, KIND_SIGN_TABLE  # noqa: F401  (KIND_SIGN: also read from here)
 from .records import (PAYMENT_KIND_VALUES, Flag, Kind, Method, State, day_number, day_to_date,
@@ -169,11 +169,10 @@ def _groups(columns, amount):
 
 
 def _digest(records: np.ndarray) -> str:
-    h = hashlib.sha256()
-    h.update(len(records).to_bytes(8, "little"))
-    for name in _DIGEST_FIELDS:
-        h.update(np.ascontiguousarray(records[name]).tobytes())
-    return h.hexdigest()[:32]
+    # the core's SHA-256 (hashlib would load libcrypto, 3 MB resident, into every terminal)
+    parts = [len(records).to_bytes(8, "little")]
+    parts += [np.ascontiguousarray(records[name]).tobytes() for name in _DIGEST_FIELDS]
+    return _core.sha256(b"".join(parts)).hex()[:32]
 
 
 def _net(txns_cube) -> dict:

@@ -45,35 +45,138 @@ def _own_payment_rows(rows, txn_id: int):
     return rows[(rows["txn_id"] == txn_id) & np.isin(rows["kind"], PAYMENT_KIND_VALUES)]
 
 
-_HASH_WEIGHTS = np.random.default_rng(20261201).integers(
-    1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+# odd 64-bit weights, one per key byte: np.random.default_rng(20261201).integers(1, 2**63,
+# size=64, dtype=np.uint64) | 1, written out so that importing posfast does not load
+# numpy.random (3 MB resident); tests/test_footprint.py checks they are still those values
+_HASH_WEIGHTS = np.array([
+    6148704915929784737, 518163415786077709, 3583786286356579093, 3258764487610844151,
+    5746943172592403185, 1428862904329287295, 3238463367112195849, 4571061408484110557,
+    1733629243116545217, 4632599240432550791, 749261329530964927, 2237499347742025085,
+    2654202547607546379, 8573483306706637885, 4738754628144520711, 1875766385771404181,
+    4791848078863842967, 4965321888889768109, 6141843817490660151, 3850823758887841991,
+    6611006299866501383, 4913196526683142767, 2714489634447502949, 3187916108541680539,
+    3869570472095903765, 7326854047654956375, 7582495497044875727, 6158305538487399403,
+    4363701303760709267, 2479985214868096129, 2372373714687054745, 8339882015512652021,
+    8004503345052470881, 8052098053094335931, 134905276714059261, 901377571338179407,
+    1606966844086558105, 1197899123071150501, 831189666429786077, 8022322526962836971,
+    3684518921004421467, 5841550571282413279, 8572983227700456095, 337424094118985957,
+    4255154866810042545, 2374043762160708639, 2940928429912511045, 3116207701517360921,
+    3896574411216149985, 3203423979926515847, 3213112949572905547, 7445450321412359089,
+    7371502588198573659, 373753143185787547, 1432297197889075221, 6986578761224539653,
+    3988580127084080771, 342318026993821487, 3445694050715010171, 377387327725740199,
+    4809939428659194121, 8819437036635211399, 8989647209538619277, 931429136784146339], dtype=np.uint64)
 
 
 def _hash_refs(refs: np.ndarray) -> np.ndarray:
     """Keys of up to 64 bytes (an S array) folded to 64 bits, the same on every CPU and run;
-    collisions are resolved by reading the record."""
-    raw = np.zeros(len(refs), dtype="S64")
-    raw[:] = refs
-    mat = raw.view(np.uint8).reshape(-1, 64).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        return (mat * _HASH_WEIGHTS).sum(axis=1, dtype=np.uint64)
+    collisions are resolved by reading the record.  Only as wide as the longest key (the
+    padding's zero bytes add nothing) and 4,096 keys at a time: at most 2 MB of scratch."""
+    refs = np.asarray(refs)
+    width = max(1, min(64, refs.dtype.itemsize))
+    out = np.empty(len(refs), dtype=np.uint64)
+    weights = _HASH_WEIGHTS[:width]
+    for start in range(0, len(refs), 4096):
+        part = refs[start:start + 4096]
+        raw = np.zeros(len(part), dtype="S%d" % width)
+        raw[:] = part
+        mat = raw.view(np.uint8).reshape(-1, width).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            out[start:start + 4096] = (mat * weights).sum(axis=1, dtype=np.uint64)
+    return out
 
 
 _HASH_WEIGHT_INTS = [int(w) for w in _HASH_WEIGHTS]
 
 
-def _hash_one(ref: bytes) -> np.uint64:
+def _hash_one(ref: bytes) -> int:
     """`_hash_refs` of one key, in Python ints (the padding's zero bytes add nothing)."""
-    return np.uint64(sum(map(operator.mul, ref, _HASH_WEIGHT_INTS)) & 0xFFFF_FFFF_FFFF_FFFF)
+    return sum(map(operator.mul, ref, _HASH_WEIGHT_INTS)) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+class _Pairs:
+    """Sorted (key, seq) pairs.  32-bit keys: one u64 array of ``key << 32 | (seq - base)``
+    while the seqs span less than 2^32 (8 bytes a pair, sorted in place); otherwise, and for
+    64-bit keys, a key array and a seq array.  Chunks added in bulk are merged once, when
+    next read, so building a map over a whole journal sorts once."""
+
+    def __init__(self, key_dtype):
+        self.key_dtype = np.dtype(key_dtype)
+        self.packed: Optional[np.ndarray] = None        # 32-bit keys, seqs within 2^32 of base
+        self.keys = np.zeros(0, dtype=self.key_dtype)
+        self.seqs = np.zeros(0, dtype=np.uint64)
+        self.base: Optional[int] = None
+        self._pending: list = []
+
+    def nbytes(self) -> int:
+        return (self.packed.nbytes if self.packed is not None else 0) + self.keys.nbytes + self.seqs.nbytes
+
+    def extend(self, keys, seqs) -> None:
+        keys = np.asarray(keys, dtype=self.key_dtype)
+        seqs = np.asarray(seqs, dtype=np.uint64)
+        if not len(keys):
+            return
+        if self.key_dtype.itemsize == 4 and self.base != -1:
+            if self.base is None:
+                self.base = int(seqs.min())
+            if int(seqs.min()) >= self.base and int(seqs.max()) - self.base < 1 << 32:
+                rel = seqs - np.uint64(self.base)
+                self._pending.append(keys.astype(np.uint64) << np.uint64(32) | rel)
+                return
+            self._unpack()
+        self._pending.append((keys, seqs))
+
+    def _unpack(self) -> None:
+        """Leave the packed layout (a seq outside base .. base + 2^32)."""
+        parts = ([self.packed] if self.packed is not None else []) + \
+            [p for p in self._pending if isinstance(p, np.ndarray)]
+        self._pending = [p for p in self._pending if not isinstance(p, np.ndarray)]
+        self.packed = None
+        for part in parts:
+            self._pending.append(((part >> np.uint64(32)).astype(self.key_dtype),
+                                  (part & np.uint64(0xFFFF_FFFF)) + np.uint64(self.base or 0)))
+        self.base = -1          # never packed again
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        packed = [p for p in self._pending if isinstance(p, np.ndarray)]
+        pairs = [p for p in self._pending if not isinstance(p, np.ndarray)]
+        self._pending = []
+        if packed:
+            merged = np.concatenate(([self.packed] if self.packed is not None else []) + packed)
+            merged.sort()
+            self.packed = merged
+        if pairs:
+            keys = np.concatenate([self.keys] + [k for k, _ in pairs])
+            seqs = np.concatenate([self.seqs] + [q for _, q in pairs])
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.seqs = keys[order], seqs[order]
+
+    def find(self, key) -> list:
+        self._merge()
+        out = []
+        if self.packed is not None and len(self.packed):
+            lo_key = np.uint64(int(key) << 32)
+            hi_key = np.uint64(int(key) << 32 | 0xFFFF_FFFF)
+            lo = int(self.packed.searchsorted(lo_key, side="left"))
+            hi = int(self.packed.searchsorted(hi_key, side="right"))
+            base = self.base or 0
+            out += [base + (int(x) & 0xFFFF_FFFF) for x in self.packed[lo:hi].tolist()]
+        if len(self.keys):
+            k = self.key_dtype.type(key)
+            lo = int(self.keys.searchsorted(k, side="left"))
+            hi = int(self.keys.searchsorted(k, side="right"))
+            out += [int(x) for x in self.seqs[lo:hi].tolist()]
+        return sorted(out)
 
 
 class _RefMap:
     """key -> seqs of the records that carry it: a small dict of recent keys, folded into
-    sorted (hash, seq) arrays once it grows (16 bytes a key, however many payments)."""
+    sorted (hash, seq) arrays once it grows (8 bytes a key: the hash's high 32 bits and the
+    seq; a shared hash only costs reading the other record, which the caller checks)."""
 
     def __init__(self):
-        self.hashes = np.zeros(0, dtype=np.uint64)
-        self.seqs = np.zeros(0, dtype=np.uint64)
+        self.pairs = _Pairs(np.uint32)
         self.recent: dict = {}
 
     def add(self, keys, seqs):
@@ -84,20 +187,14 @@ class _RefMap:
         keys = list(self.recent) + list(keys)
         seqs = list(self.recent.values()) + list(seqs)
         self.recent = {}
-        hashes = np.concatenate((self.hashes, _hash_refs(np.array(keys, dtype="S64"))))
-        all_seqs = np.concatenate((self.seqs, np.array(seqs, dtype=np.uint64)))
-        order = np.argsort(hashes, kind="stable")
-        self.hashes, self.seqs = hashes[order], all_seqs[order]
+        hashes = (_hash_refs(np.array(keys, dtype="S")) >> np.uint64(32)).astype(np.uint32)
+        self.pairs.extend(hashes, np.array(seqs, dtype=np.uint64))
 
     def find(self, key: bytes) -> list:
         out = []
         if key in self.recent:
             out.append(self.recent[key])
-        if len(self.hashes):
-            h = _hash_one(key)
-            lo = int(self.hashes.searchsorted(h, side="left"))
-            hi = int(self.hashes.searchsorted(h, side="right"))
-            out.extend(self.seqs[lo:hi].tolist())
+        out.extend(self.pairs.find(_hash_one(key) >> 32))
         return out
 
 
@@ -125,8 +222,7 @@ class _CodeMap:
     with the exact 64-bit key (no hash collisions) and every seq of a reused code kept."""
 
     def __init__(self):
-        self.keys = np.zeros(0, dtype=np.uint64)
-        self.seqs = np.zeros(0, dtype=np.uint64)
+        self.pairs = _Pairs(np.uint64)
         self.recent: dict = {}
 
     def add_rows(self, rows):
@@ -154,18 +250,33 @@ class _CodeMap:
         """The recent dict and these keys into the sorted arrays."""
         held = [(key, seq) for key, listed in self.recent.items() for seq in listed]
         self.recent = {}
-        all_keys = np.concatenate((self.keys, np.array([k for k, _ in held], dtype=np.uint64), keys))
-        all_seqs = np.concatenate((self.seqs, np.array([q for _, q in held], dtype=np.uint64), seqs))
-        order = np.argsort(all_keys, kind="stable")
-        self.keys, self.seqs = all_keys[order], all_seqs[order]
+        if held:
+            self.pairs.extend(np.array([k for k, _ in held], dtype=np.uint64),
+                              np.array([q for _, q in held], dtype=np.uint64))
+        self.pairs.extend(keys, seqs)
 
     def find(self, key: int) -> list:
-        lo = int(self.keys.searchsorted(np.uint64(key), side="left"))
-        hi = int(self.keys.searchsorted(np.uint64(key), side="right"))
-        return sorted(set(self.recent.get(key, []) + self.seqs[lo:hi].tolist()))
+        return sorted(set(self.recent.get(key, []) + self.pairs.find(key)))
 
 
 _RECEIPT_KIND_VALUES = np.array(sorted(int(k) for k in RECEIPT_KINDS), dtype=np.uint8)
+
+
+_CATCHUP_CHUNK = 1 << 15
+_TRIM_AFTER = 1 << 17      # records read by one catch-up after which the heap is trimmed
+
+
+def _give_back_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim).  Building the
+    maps over a whole journal passes through scratch arrays several times their final size;
+    glibc keeps the freed pages (20-30 MB after a 1M-record journal) unless asked."""
+    try:
+        import ctypes
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+    except Exception:            # not glibc (musl, macOS, Windows): nothing to give back
+        pass
 
 
 class _Catchup:
@@ -185,10 +296,16 @@ class _Catchup:
         first = max(self.upto + 1, store.oldest_seq)
         if first > store.head_seq:
             return
-        for start in range(first, store.head_seq + 1, 1 << 20):
-            seqs = np.arange(start, min(store.head_seq, start + (1 << 20) - 1) + 1, dtype=np.uint64)
+        # in chunks of 32k records (3.75 MB of rows at a time, whatever the journal's size)
+        for start in range(first, store.head_seq + 1, _CATCHUP_CHUNK):
+            seqs = np.arange(start, min(store.head_seq, start + _CATCHUP_CHUNK - 1) + 1, dtype=np.uint64)
             self._absorb(store, store.read_rows(seqs))
         self.upto = store.head_seq
+        if store.head_seq - first >= _TRIM_AFTER:
+            for refmap in (self.by_client_ref, self.by_order_ref, self.by_host_ref):
+                refmap.pairs.find(0)               # merge now, then trim what the merge freed
+            self.by_receipt_code.pairs.find(0)
+            _give_back_memory()
 
     def absorb_one(self, store: Storage, seq: int, row: bytes, order_ref: bytes,
                    host_ref: bytes, payload_len: int) -> None:

@@ -246,3 +246,209 @@ def _measure(plan: CapacityPlan, workdir=None) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     plan.measured_seconds = time.perf_counter() - started
+
+
+# ------------------------------------------------------------------ ring + archive
+@dataclass
+class ArchivePlan:
+    """What a card holds with retention="archive": a ring of `ring_days` plus the archive
+    of every older day, each day's archive bytes measured on a real journal and archive
+    filled with a few days of records like the store's (see `archive_plan`)."""
+    budget_bytes: int
+    per_day: int                 # payments per business day
+    records_per_payment: int     # 1 (append) or 2 (begin_payment + finish_payment)
+    payload_bytes: int           # receipt bytes per payment (0: none)
+    ring_days: int
+    ring: CapacityPlan           # the ring and its index
+    sample_days: int             # days filled into the trial journal and archive
+    archive_bytes_per_day: float     # measured: archive directory growth per business day
+    archive_bytes_per_record: float
+    receipt_ratio: Optional[float]   # receipt bytes / their share of the archive, if any
+    archive_days: float              # days the rest of the budget holds in the archive
+    measured_seconds: float
+    notes: list = field(default_factory=list)
+
+    @property
+    def years(self) -> float:
+        return (self.ring_days + self.archive_days) / 365.25
+
+    def sentence(self) -> str:
+        return ("a %s card holds %.1f years of a %s-payments-a-day store%s, reprintable"
+                % (format_size(self.budget_bytes), self.years, "{:,}".format(self.per_day),
+                   " with receipts" if self.payload_bytes else ""))
+
+    def summary(self) -> str:
+        lines = [
+            "budget             %s (%s bytes)" % (format_size(self.budget_bytes),
+                                                  "{:,}".format(self.budget_bytes)),
+            "volume             %s payments per business day (%d record%s each)%s"
+            % ("{:,}".format(self.per_day), self.records_per_payment,
+               "s" if self.records_per_payment > 1 else "",
+               ", %d-byte receipts" % self.payload_bytes if self.payload_bytes else ", no receipts"),
+            "ring               %d days: capacity=%s slots, ring file %s + index ~%s (x2 while "
+            "rewritten) = %s" % (self.ring_days, "{:,}".format(self.ring.capacity),
+                                 format_size(self.ring.ring_bytes), format_size(self.ring.index_bytes),
+                                 format_size(self.ring.total_bytes)),
+            "archive            %s a business day (%.1f bytes a record), measured on %d days "
+            "written to a real journal and archive (%.1f s)"
+            % (format_size(int(self.archive_bytes_per_day)), self.archive_bytes_per_record,
+               self.sample_days, self.measured_seconds),
+        ]
+        if self.receipt_ratio:
+            lines.append("receipts           stored %.1fx smaller than their text" % self.receipt_ratio)
+        lines += [
+            "archive holds      %.0f days in the rest of the budget (%s)"
+            % (self.archive_days, format_size(max(0, self.budget_bytes - self.ring.total_bytes))),
+            "holds              %s" % self.sentence(),
+            "create it with     Journal.create(path, capacity=%d, slot_size=%d, max_payload=%d, "
+            "retention=\"archive\")" % (self.ring.capacity, self.ring.slot_size,
+                                        self.ring.max_payload),
+        ]
+        lines += ["note               " + note for note in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "ring"}
+        out["ring"] = self.ring.to_dict()
+        out["years"] = self.years
+        out["sentence"] = self.sentence()
+        return out
+
+
+def sample_receipt(rng, receipt_no, payload_bytes, ts_us=0) -> bytes:
+    """A receipt payload of about `payload_bytes`, laid out as `Receipt.to_payload` lays
+    one out (compact JSON: issue time, items from a menu, totals, payment, footer): what
+    the archive is measured with."""
+    import datetime as dt
+    menu = [("宫保鸡丁 Kung Pao chicken", 3800), ("Cola 330ml", 350), ("米饭 Rice", 200),
+            ("Green tea 绿茶", 600), ("Dumplings 饺子 x12", 2400), ("Coffee", 1800),
+            ("Bread 面包", 900), ("Milk 牛奶 1L", 1250), ("Noodles 面条", 1500),
+            ("Orange juice", 700), ("Tofu 豆腐", 850), ("Apples 1kg", 1290)]
+    at = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=int(ts_us))
+          + dt.timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%S+08:00")
+    items, total = [], 0
+    while True:
+        name, price = menu[int(rng.integers(0, len(menu)))]
+        qty = int(rng.integers(1, 3))
+        items.append('{"a":%d,"n":"%s","p":%d%s}' % (qty * price, name, price,
+                                                     ',"q":%d' % qty if qty > 1 else ""))
+        total += qty * price
+        out = ('{"at":"%s","f":["谢谢惠顾 Thank you!"],"it":[%s],"m":"好又多超市 Haoyouduo Market",'
+               '"no":%d,"pay":[{"a":%d,"c":"%04d","m":"card"}],"t":%d,"tot":%d,"v":1}'
+               % (at, ",".join(items), receipt_no, total, int(rng.integers(0, 10000)),
+                  receipt_no % 8 + 1, total)).encode()
+        if len(out) >= payload_bytes or len(items) > 40:
+            return out
+
+
+def archive_plan(budget_bytes, per_day: int, payload_bytes: int = 0, ring_days: int = 14,
+                 records_per_payment: int = 2, sample_days: int = 3, workdir=None) -> ArchivePlan:
+    """Years of history a card holds with retention="archive": a ring of `ring_days`
+    (enough to trade offline that long) and the archive of every older day.
+
+    The archive's bytes per day are measured, not assumed: a real journal with a ring of
+    one day is filled with `sample_days` + 1 days of `per_day` payments (times through
+    trading hours, card/cash/QR, random amounts, card last-4, RRN and auth code on card
+    payments, and a receipt of about `payload_bytes` on each), synced, so that the ring
+    archives `sample_days` whole days; the archive directory's size over those days is
+    the rate the rest of the budget is divided by."""
+    from .journal import Journal
+    from .records import DayRule
+
+    budget = parse_size(budget_bytes)
+    per_day, records_per_payment = int(per_day), int(records_per_payment)
+    if records_per_payment not in (1, 2):
+        raise InvalidArgument("records_per_payment=%d: 1 (append) or 2 (begin_payment and "
+                              "finish_payment)" % records_per_payment)
+    if int(ring_days) < 1:
+        raise InvalidArgument("ring_days=%d (--ring-days): the ring holds at least one day" % ring_days)
+    rec_per_day = per_day * records_per_payment
+    # the ring: ring_days of records; with two records a payment only the second has the receipt
+    spr = slots_per_record(payload_bytes)
+    avg_slots = spr if records_per_payment == 1 else (1 + spr) / 2
+    capacity = int(math.ceil(rec_per_day * int(ring_days) * avg_slots))
+    ring = CapacityPlan(budget_bytes=budget, per_day=rec_per_day, payload_bytes=payload_bytes,
+                        slot_size=128, slots_per_record=spr, capacity=capacity,
+                        max_payload=max(payload_bytes, 0), ring_bytes=HEADER_BYTES + capacity * 128,
+                        index_bytes=INDEX_FIXED_BYTES + rec_per_day * int(ring_days) * INDEX_BYTES_PER_RECORD,
+                        records=rec_per_day * int(ring_days), days=float(ring_days))
+    if ring.total_bytes >= budget:
+        raise InvalidArgument("a %d-day ring (%s) does not fit a budget of %s: lower --ring-days"
+                              % (ring_days, format_size(ring.total_bytes), format_size(budget)))
+    started = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix="posfast-capacity-", dir=workdir)
+    try:
+        path = os.path.join(tmp, "plan.pfj")
+        rule = DayRule(utc_offset="+08:00", starts_at="04:00")
+        rng = np.random.default_rng(7)
+        first_day = 20_000
+        one_day = int(math.ceil(rec_per_day * avg_slots)) + 2 * spr
+        receipt_bytes = 0
+        with Journal.create(path, capacity=one_day, max_payload=max(payload_bytes * 2, 256),
+                            durability="none", day_rule=rule, retention="archive") as j:
+            marks = []
+            for day in range(first_day, first_day + sample_days + 2):
+                status = j.archive.status()
+                marks.append((status["bytes"], status["records"]))
+                n = per_day
+                ts = np.sort(rule.day_start_us(day) + 3 * 3_600_000_000
+                             + rng.integers(0, 14 * 3_600_000_000, n))
+                terminal = rng.integers(1, 9, n)
+                method = rng.choice([1, 2, 3], n, p=[0.55, 0.25, 0.20])   # card, cash, qr
+                card = method == 1
+                amount = np.maximum(100, np.round(rng.lognormal(7.6, 1.0, n))).astype(np.int64)
+                receipt_no = np.arange(1, n + 1)
+                last4 = np.where(card, np.char.zfill(rng.integers(0, 10000, n).astype("S4"), 4), b"")
+                rrn = np.where(method != 2, np.char.zfill(rng.integers(0, 10**12, n).astype("S12"), 12), b"")
+                auth = np.where(method != 2, np.char.zfill(rng.integers(0, 10**6, n).astype("S6"), 6), b"")
+                payloads = [sample_receipt(rng, int(r), payload_bytes, int(t))
+                            for r, t in zip(receipt_no, ts)] \
+                    if payload_bytes else [b""] * n
+                receipt_bytes += sum(map(len, payloads))
+                cols = {"ts": ts, "terminal": terminal, "kind": 1, "state": 2, "method": method,
+                        "currency": 156, "amount": amount, "receipt_no": receipt_no,
+                        "pan_last4": last4, "rrn": rrn, "auth_code": auth}
+                if records_per_payment == 2:
+                    # the pending record (no receipt), then the answer, 1-3 s later
+                    both: dict = {k: (np.repeat(v, 2) if isinstance(v, np.ndarray) else v)
+                                  for k, v in cols.items()}
+                    both["ts"] = both["ts"] + np.tile([0, 1_500_000], n)
+                    both["state"] = np.tile([1, 2], n)
+                    for key in ("pan_last4", "rrn", "auth_code"):
+                        both[key] = np.where(np.tile([True, False], n), b"", both[key])
+                    payloads = [x for p in payloads for x in (b"", p)]
+                    cols = both
+                for s in range(0, len(payloads), 1000):
+                    seqs = j.append_many({k: (v[s:s + 1000] if isinstance(v, np.ndarray) else v)
+                                          for k, v in cols.items()}, payloads[s:s + 1000])
+                    j.set_sync_watermark(seqs[-1])
+            status = j.archive.status()
+            marks.append((status["bytes"], status["records"]))
+        # bytes the archive grew by over the whole days it archived (the first day is
+        # partly in the ring's first lap, the last still in the ring)
+        (b0, r0), (b1, r1) = marks[1], marks[-1]
+        days = max(1.0, (r1 - r0) / rec_per_day)
+        per_day_bytes = (b1 - b0) / days + INDEX_ARCHIVE_BYTES_PER_RECORD * rec_per_day
+        per_record = per_day_bytes / rec_per_day
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    left = budget - ring.total_bytes - ARCHIVE_FIXED_BYTES
+    plan = ArchivePlan(budget_bytes=budget, per_day=per_day, records_per_payment=records_per_payment,
+                       payload_bytes=payload_bytes, ring_days=int(ring_days), ring=ring,
+                       sample_days=int(round(days)), archive_bytes_per_day=per_day_bytes,
+                       archive_bytes_per_record=per_record,
+                       receipt_ratio=(receipt_bytes / (sample_days + 2) / per_day_bytes)
+                       if payload_bytes else None,
+                       archive_days=max(0.0, left / per_day_bytes),
+                       measured_seconds=time.perf_counter() - started)
+    if ring.ring_bytes > LIMIT_32BIT:
+        plan.notes.append("the ring file is over 1 GiB: 32-bit terminals (armv7l) refuse to open it")
+    plan.notes.append("the archive index and manifest grow with it (counted: %d bytes a record); "
+                      "keep 10%% of the card free for the file system" % INDEX_ARCHIVE_BYTES_PER_RECORD)
+    return plan
+
+
+# The archive's own index (day/terminal/kind bitmaps) and its manifest, per record archived:
+# measured 1.3-2.4 bytes (bench/bench_archive.py), so 3 for the plan; plus a fixed allowance.
+INDEX_ARCHIVE_BYTES_PER_RECORD = 3
+ARCHIVE_FIXED_BYTES = 1 << 20

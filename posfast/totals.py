@@ -348,8 +348,9 @@ def _group(cols):
             break
         span, low, col = entry
         if span <= (1 << 20):
-            code = col.astype(np.intp)
-            code -= low
+            # value - low in the column's own type, then an index: a terminal id past 2**31
+            # does not fit a 32-bit CPU's intp, its offset from the lowest one does
+            code = (col - col.dtype.type(low)).astype(np.intp)
             present = np.flatnonzero(np.bincount(code, minlength=span))
             table = np.zeros(span, dtype=np.int32)
             table[present] = np.arange(len(present), dtype=np.int32)

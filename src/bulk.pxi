@@ -37,7 +37,7 @@ cdef inline int _refs_into(const uint8_t *ext, uint32_t elen, uint8_t *order, ui
         n = ext[i + 1]
         if tag < <uint32_t>PF_EXT_CLIENT_REF or tag > <uint32_t>PF_EXT_HOST_REF or tag <= last \
                 or n == 0 or i + 2 + n > elen \
-                or n > (16 if tag == <uint32_t>PF_EXT_CLIENT_REF else <uint32_t>PF_REF_SIZE):
+                or n > (<uint32_t>16 if tag == <uint32_t>PF_EXT_CLIENT_REF else <uint32_t>PF_REF_SIZE):
             return _REFS_NOT_CANONICAL
         if tag == <uint32_t>PF_EXT_ORDER_REF:
             memcpy(order, ext + i + 2, n)

@@ -85,6 +85,11 @@ static inline int pf_lock_writer(int fd) {
 #include <sys/stat.h>
 #include <sys/file.h>
 
+/* File offsets are u64 on disk: a 32-bit off_t (32-bit glibc without _FILE_OFFSET_BITS=64,
+ * which setup.py and Python's pyconfig.h set) would cut every pread/pwrite offset and the
+ * size fstat reports at 2 GiB.  Refuse to build that way rather than corrupt a journal. */
+typedef char pf_off_t_is_64_bits[sizeof(off_t) >= 8 ? 1 : -1];
+
 static inline int pf_errno(void) { return errno; }
 static inline int pf_open(const char *path, int writable, int create) {
     int flags = (writable ? O_RDWR : O_RDONLY) | (create ? (O_CREAT | O_EXCL) : 0);

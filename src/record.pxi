@@ -194,7 +194,7 @@ def chain_link(prev_link, row, payload=b"", ext=None, int version=2, order_ref=b
     if version >= 2:
         extension = bytes(ext) if ext is not None else \
             encode_ext(raw[PFW_CLIENT_REF:PFW_CLIENT_REF + 16], order_ref, host_ref)
-        if len(extension) > PF_MAX_EXT:
+        if len(extension) > <Py_ssize_t>PF_MAX_EXT:
             raise ValueError("an extension is at most %d bytes" % PF_MAX_EXT)
         pf_st16(head + PFR2_EXT_LEN, <uint16_t>len(extension))
     body = extension + bytes(payload)

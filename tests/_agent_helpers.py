@@ -9,19 +9,18 @@ import threading
 import time
 
 import posfast
+from _child_env import CHILD_CWD, child_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 
 
 class AgentProcess:
     def __init__(self, journal, *args, env=None):
         self.journal = str(journal)
         self.lines = []
-        full_env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                        **(env or {}))
+        full_env = child_env(**(env or {}))
         self.proc = subprocess.Popen([sys.executable, "-m", "posfast", "agent", self.journal, *map(str, args)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, cwd=CHILD_CWD)
         self._ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
         if not self._ready.wait(60):

@@ -124,7 +124,9 @@ def fresh_database(dsn=None):
             conn.execute(f"CREATE DATABASE {name}")
     except psycopg.Error:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS records, journals, sync_refusals")
+            conn.execute("DROP VIEW IF EXISTS v_records, v_payments")
+            conn.execute("DROP TABLE IF EXISTS records, journals, sync_refusals, registry, tokens, "
+                         "terminal_status, reconciliations, posfast_meta")
         return dsn
     return _with_dbname(dsn, name)
 

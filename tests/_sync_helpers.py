@@ -6,7 +6,6 @@ the server can be tested in isolation; it also quacks enough like a Journal
 (``sync_watermark``, ``head_seq``, ``oldest_seq``, ``read_range``...) to drive a
 Syncer where a test needs eviction or failure injection a real journal cannot give.
 """
-import os
 import subprocess
 import sys
 import threading
@@ -16,9 +15,9 @@ import numpy as np
 
 import posfast
 from posfast.sync import RecordBatch
+from _child_env import CHILD_CWD, child_env
 
 RECORD_DTYPE = posfast.RECORD_DTYPE
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def genesis(journal_id):
@@ -176,10 +175,10 @@ def assert_back_office_equals_journal(target, journal, first=1, last=None):
 
 def start_serve_process(db_url, tokens_file, tmp_path, *extra):
     """Run `python -m posfast serve` on 127.0.0.1, a free port; returns (process, url)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH")] if p))
+    env = child_env()
     proc = subprocess.Popen([sys.executable, "-m", "posfast", "serve", "--db", db_url, "--port", "0",
                              "--tokens-file", str(tokens_file), "--create", *extra],
-                            stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.log", "ab"), text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.log", "ab"), text=True, env=env, cwd=CHILD_CWD)
     line = proc.stdout.readline()
     if "listening on" not in line:
         proc.kill()

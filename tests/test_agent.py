@@ -275,8 +275,11 @@ def test_close_day_through_the_agent_and_a_second_close_refused(tmp_path, capsys
 def test_a_second_agent_on_the_same_journal_is_refused(agent, tmp_path):
     import subprocess
     import sys
+
+    from _child_env import CHILD_CWD, child_env
     proc = subprocess.run([sys.executable, "-m", "posfast", "agent", agent.journal, "--socket",
-                           str(tmp_path / "other.sock")], capture_output=True, text=True, timeout=60)
+                           str(tmp_path / "other.sock")], capture_output=True, text=True, timeout=60,
+                          env=child_env(), cwd=CHILD_CWD)
     assert proc.returncode == 75                                          # EX_TEMPFAIL
     assert "open for writing by process %d" % agent.proc.pid in proc.stderr
 
@@ -320,6 +323,8 @@ def test_background_sync_to_the_back_office_and_sync_now(tmp_path):
             finally:
                 target.close()
         assert wait_for(lambda: held() == 10, 30), held()           # the syncer thread sent them
+        # (the back office commits before the journal's watermark moves: wait for both)
+        assert wait_for(lambda: client.call("GET", "/v1/status")[1]["sync_watermark"] == 10, 30)
         status, doc = client.call("GET", "/v1/status")
         assert doc["sync_watermark"] == 10 and doc["agent"]["syncers"][0]["last_error"] is None
         begin(client, terminal=1, amount=7, client_ref="S-now")

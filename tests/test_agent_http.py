@@ -112,13 +112,13 @@ def test_http_1_0_gets_its_answer_and_the_connection_closes(agent):
 
 @pytest.mark.parametrize("raw,status", [
     (b"GARBAGE\r\n\r\n", 400),
-    (b"GET /v1/health HTTP/2.0\r\n\r\n", 505),
+    (b"GET /v1/health HTTP/2.0\r\n\r\n", 400),
     (b"GET v1/health HTTP/1.1\r\n\r\n", 400),
     (b"GET /v1/health HTTP/1.1\r\nNo-Colon-Here\r\n\r\n", 400),
     (b"POST /v1/payments HTTP/1.1\r\nContent-Length: 12x\r\n\r\n", 400),
     (b"POST /v1/payments HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
     (b"POST /v1/payments HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-    (b"POST /v1/payments HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"POST /v1/payments HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
     (b"POST /v1/payments HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"POST /v1/payments HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413),
     (b"GET /v1/payments/find?client_ref=%ff HTTP/1.1\r\n\r\n", 400),
@@ -155,3 +155,14 @@ def test_random_bytes_never_get_a_5xx_and_never_stop_the_agent(agent, junk, pref
     probe.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
     assert read_replies(probe, 1)[0][0] == 200
     probe.close()
+
+
+def test_a_body_over_the_limit_is_drained_and_refused_and_the_connection_goes_on(agent):
+    sock = connect(agent)
+    big = json.dumps({"terminal": 7, "amount": 1, "receipt": {"merchant": "x" * 300_000}}).encode()
+    sock.sendall(b"POST /v1/payments HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big))
+    (status, headers, doc), = read_replies(sock, 1)
+    assert (status, doc["reason"]) == (413, "too_large") and "connection" not in headers
+    sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_replies(sock, 1)[0][0] == 200
+    sock.close()

@@ -4,7 +4,6 @@ import errno
 import json
 import os
 import shutil
-import struct
 
 import numpy as np
 import pytest
@@ -207,36 +206,98 @@ def test_damaged_segment_is_reported(archived):
         j.get(info["first_seq"])
 
 
-def test_altered_record_with_recomputed_checksums_breaks_the_chain(archived):
-    """Someone rewrites an archived amount and fixes every CRC: the hash chain catches it."""
+def _rewrite_segment(path, name, alter, version):
+    """Rewrite one segment in `version` (1 or 2) with `alter(rows)` applied to its records and
+    every checksum fixed (segment header, body, manifest): what someone editing it would do."""
     import zlib
     from posfast import _core
-    from posfast.archive import _HEAD, _HEAD_CRC
-    j, model, path = archived
-    name = _segments(path)[2]
+    from posfast import archive as A
     seg = os.path.join(path + ".archive", name)
     data = open(seg, "rb").read()
-    fields = list(_HEAD.unpack_from(data))
-    raw = bytearray(zlib.decompress(data[HEADER_SIZE:]))
-    struct.pack_into("<q", raw, posfast.RECORD_DTYPE.itemsize * 3 + 16, 1)       # amount of the 4th record -> 0.01
-    body = zlib.compress(bytes(raw))
-    fields[11], fields[12] = len(body), _core.crc32c(body)
-    head = _HEAD.pack(*fields)
+    fields = list(A._HEAD.unpack_from(data))
+    archive = A.Archive(path, bytes(fields[6]), readonly=True)
+    _, body = archive._read_segment_file(name)
+    n = len(body.rows)
+    links = [body.link_at(i) for i in range(n)]
+    payloads = [body.payload_at(i) for i in range(n)]
+    exts = [body.ext_at(i) for i in range(n)]
+    rows = body.rows.copy()
+    if version == 1:
+        alter(rows)
+        raw = A._encode_body(rows, payloads, links, body.prev_link)
+        new_body = zlib.compress(raw)
+    else:
+        # edited in place, as a hex editor would: the links stored with it stay as they were
+        columns = bytearray(A._encode_columns(rows, payloads, exts, links, body.prev_link, 2))
+        altered = rows.copy()
+        alter(altered)
+        at = A._V2_HEAD.size
+        for field in posfast.RECORD_DTYPE.names:
+            width = posfast.RECORD_DTYPE.fields[field][0].itemsize
+            if field == "amount":
+                assert columns[at] == A._T_RAW
+                planes = np.frombuffer(altered["amount"].astype("<i8").tobytes(), np.uint8).reshape(n, 8).T
+                columns[at + 1:at + 1 + 8 * n] = np.ascontiguousarray(planes).tobytes()
+            at += 1 + width * n
+        columns = bytes(columns)
+        payload = b"".join(payloads)
+        cols = zlib.compress(columns)
+        pays = zlib.compress(payload) if payload else b""
+        new_body = A._V2_BODY.pack(len(cols), 0, len(payload)) + cols + pays
+        raw = columns + payload
+    fields[1], fields[2], fields[10], fields[11], fields[12] = \
+        version, 1, len(raw), len(new_body), _core.crc32c(new_body)
+    head = A._HEAD.pack(*fields)
     with open(seg, "wb") as f:
-        f.write(head + _HEAD_CRC.pack(_core.crc32c(head)) + body)
+        f.write(head + A._HEAD_CRC.pack(_core.crc32c(head)) + new_body)
     manifest_path = path + ".archive/MANIFEST"
     text, _ = open(manifest_path, "rb").read().rsplit(b"\n", 1)
     manifest = json.loads(text)
     for entry in manifest["segments"]:
         if entry["name"] == name:
-            entry["crc"], entry["nbytes"] = fields[12], HEADER_SIZE + len(body)
+            entry["crc"], entry["nbytes"] = fields[12], HEADER_SIZE + len(new_body)
     body_json = json.dumps(manifest).encode()
     with open(manifest_path, "wb") as f:
         f.write(body_json + b"\n%d" % _core.crc32c(body_json))
+    return fields
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_altered_record_with_recomputed_checksums_breaks_the_chain(archived, version):
+    """Someone rewrites an archived amount and fixes every CRC: the hash chain catches it,
+    in a segment of either version (2 stores one link in 64 and recomputes the rest)."""
+    j, model, path = archived
+    name = _segments(path)[2]
     j.close()
+
+    def alter(rows):
+        rows["amount"][3] = 1                       # the 4th record's amount -> 0.01
+    fields = _rewrite_segment(path, name, alter, version)
+    with Journal.open(path) as again:
+        assert again.get(fields[7] + 3).amount == 1
+        report = again.verify()
+        assert not report.ok
+        hits = [p for p in report.problems if "hash-chain" in p.cause]
+        assert hits, str(report)
+        # version 1 names the record; version 2 the block of up to 64 it lies in
+        assert hits[0].seq == (fields[7] + 3 if version == 1 else fields[7]), str(report)
+        assert name in str(hits[0])
+
+
+def test_unaltered_rewrite_in_either_version_verifies(archived):
+    """The same records rewritten as a version-1 segment beside version-2 ones: old
+    archives still read, and their chain still checks."""
+    j, model, path = archived
+    names = _segments(path)
+    j.close()
+    _rewrite_segment(path, names[1], lambda rows: None, 1)
     with Journal.open(path) as again:
         report = again.verify()
-        assert any("hash-chain" in p.cause and p.seq == fields[7] + 3 for p in report.problems), str(report)
+        assert report.ok, str(report)
+        for seq, want in model.items():
+            if seq < again.oldest_seq:
+                rec = again.get(seq)
+                assert rec.archived and rec.amount == want["amount"] and rec.payload == want["payload"]
 
 
 def test_archive_retention_by_total_size_and_age(archived):

@@ -21,7 +21,8 @@ from posfast.receipt import Receipt, ReceiptItem
 from posfast.sync import (BackOfficeFull, BackOfficeMissing, SyncBadAck, SyncConfigError, SyncRefused,
                           SyncUnavailable)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _child_env import CHILD_CWD, child_env
+
 RULE = posfast.DayRule(utc_offset="+08:00", starts_at="04:00")
 T0 = 1795140000_000000          # 2026-11-20 10:00:00 +08:00
 
@@ -44,7 +45,7 @@ def till(tmp_path):
 
 def run(*argv, **kw):
     return subprocess.run([sys.executable, "-m", "posfast", *argv], capture_output=True, text=True,
-                          timeout=120, cwd=REPO, **kw)
+                          timeout=120, **{"env": child_env(), "cwd": CHILD_CWD, **kw})
 
 
 # ---------------------------------------------------------------- the exit-code table
@@ -205,14 +206,16 @@ def test_query_into_head_exits_quietly(tmp_path):
             j.append(terminal=1 + i % 4, kind="sale", state="approved", amount=100 + i, currency=156)
     for fmt in ("table", "csv", "json"):
         proc = subprocess.Popen([sys.executable, "-m", "posfast", "query", path, "--format", fmt],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=child_env(), cwd=CHILD_CWD)
         first = proc.stdout.readline()
         proc.stdout.close()                                   # `| head -1` goes away
         err = proc.stderr.read().decode()
         code = proc.wait(60)
         assert first and code == 0 and err == "", (fmt, code, err)
     shell = subprocess.run("set -o pipefail; %s -m posfast query %s | head -n 2" % (sys.executable, path),
-                           shell=True, executable="/bin/bash", capture_output=True, text=True, cwd=REPO)
+                           shell=True, executable="/bin/bash", capture_output=True, text=True,
+                           env=child_env(), cwd=CHILD_CWD)
     assert shell.returncode == 0 and shell.stderr == "" and len(shell.stdout.splitlines()) == 2
 
 

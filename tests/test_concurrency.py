@@ -13,12 +13,12 @@ import pytest
 
 import posfast
 from posfast import JournalLocked
+from _child_env import CHILD_CWD, child_env
 
 from conftest import MAX_PAYLOAD, append_expected
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-ENV = dict(os.environ, PYTHONPATH=REPO + os.pathsep + HERE)
+ENV = child_env()       # the posfast this process imported (tests/_child_env.py)
 
 
 def test_second_writer_in_the_same_process_is_refused_naming_the_pid(make_journal):
@@ -46,12 +46,12 @@ def test_second_writer_in_another_process_is_refused_naming_the_pid(make_journal
             print("OPENED")
     """)
     out = subprocess.run([sys.executable, "-c", script, j.path], capture_output=True, text=True,
-                         env=ENV, timeout=60)
+                         env=ENV, cwd=CHILD_CWD, timeout=60)
     assert out.stdout.startswith("LOCKED"), out.stderr
     assert "process %d" % os.getpid() in out.stdout and j.path in out.stdout
     j.close()
     out = subprocess.run([sys.executable, "-c", script, j.path], capture_output=True, text=True,
-                         env=ENV, timeout=60)
+                         env=ENV, cwd=CHILD_CWD, timeout=60)
     assert out.stdout.strip() == "OPENED", out.stderr
 
 
@@ -64,7 +64,7 @@ def test_killed_writer_releases_the_lock(make_journal):
         j.append(terminal=1, kind="sale", amount=5)
         print("ready", flush=True)
         time.sleep(60)
-    """), j.path], stdout=subprocess.PIPE, env=ENV)
+    """), j.path], stdout=subprocess.PIPE, env=ENV, cwd=CHILD_CWD)
     try:
         assert child.stdout.readline().strip() == b"ready"
         with pytest.raises(JournalLocked, match="process %d" % child.pid):
@@ -138,7 +138,7 @@ def test_readers_in_other_processes_see_only_complete_records(make_journal, rete
     j = make_journal(capacity=capacity, retention=retention, durability="none")
     append_expected(j, range(1, 11))
     readers = [subprocess.Popen([sys.executable, "-c", READER, j.path, "2.0"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=ENV, text=True) for _ in range(2)]
+                                stderr=subprocess.PIPE, env=ENV, cwd=CHILD_CWD, text=True) for _ in range(2)]
     for r in readers:
         assert r.stdout.readline().strip() == "ready", r.stderr.read()
     rng = np.random.default_rng(3)

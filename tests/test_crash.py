@@ -14,11 +14,11 @@ import time
 import pytest
 
 import posfast
+from _child_env import CHILD_CWD, child_env
 
 from conftest import FIXED_JID, MAX_PAYLOAD, expected, expected_dict, state_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 CHILD = os.path.join(HERE, "_writer_child.py")
 
 
@@ -28,9 +28,9 @@ def nslots(payload_len, slot_size=128):
 
 def run_child_and_kill(path, seed, rng):
     """Start the writer, SIGKILL it at a random moment; (acked seqs, watermarks it was told)."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + HERE)
+    env = child_env()
     proc = subprocess.Popen([sys.executable, CHILD, path, str(seed)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, env=env, cwd=CHILD_CWD)
     lines = []
     opened = threading.Event()
 

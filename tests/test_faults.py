@@ -30,9 +30,9 @@ import posfast
 from posfast.errors import IOFailure, JournalClosed, PosfastError
 
 import _powerloss as pl
+from _child_env import CHILD_CWD, child_env
 from _powerloss import Images, Recorder, Workload
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -357,10 +357,13 @@ SHIM_C = r'''
    mode once|forever|short; only calls on a descriptor whose path contains pathpart. */
 static char f_call[32], f_mode[16], f_path[256];
 static int f_errno, f_nth, f_ready, f_seen;
-typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+/* The 64 variants take off64_t: on 32-bit glibc off_t is 32 bits (this file is built
+   without _FILE_OFFSET_BITS=64, so that pwrite and pwrite64 stay two symbols), and posfast,
+   built with 64-bit offsets, calls pwrite64 and posix_fallocate64. */
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off64_t);
 typedef ssize_t (*write_fn)(int, const void *, size_t);
 typedef int (*sync_fn)(int);
-typedef int (*alloc_fn)(int, off_t, off_t);
+typedef int (*alloc_fn)(int, off64_t, off64_t);
 
 static void load(void) {
     const char *spec;
@@ -395,7 +398,7 @@ static int decide(const char *call, int fd) {   /* 0 proceed, 1 fail, 2 short */
     return strcmp(f_mode, "short") == 0 ? 2 : 1;
 }
 
-ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) {
+ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off) {
     static pwrite_fn real;
     if (!real) real = (pwrite_fn)dlsym(RTLD_NEXT, "pwrite64");
     switch (decide("pwrite", fd)) {
@@ -404,7 +407,7 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) {
     }
     return real(fd, buf, n, off);
 }
-ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) { return pwrite64(fd, buf, n, off); }
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) { return pwrite64(fd, buf, n, (off64_t)off); }
 
 ssize_t write(int fd, const void *buf, size_t n) {
     static write_fn real;
@@ -432,20 +435,21 @@ int fsync(int fd) {
     return real(fd);
 }
 
-int posix_fallocate64(int fd, off_t off, off_t len) {   /* returns the error, not errno */
+int posix_fallocate64(int fd, off64_t off, off64_t len) {   /* returns the error, not errno */
     static alloc_fn real;
     if (!real) real = (alloc_fn)dlsym(RTLD_NEXT, "posix_fallocate64");
     if (decide("fallocate", fd) == 1) return f_errno;
     return real(fd, off, len);
 }
-int posix_fallocate(int fd, off_t off, off_t len) { return posix_fallocate64(fd, off, len); }
+int posix_fallocate(int fd, off_t off, off_t len) {
+    return posix_fallocate64(fd, (off64_t)off, (off64_t)len);
+}
 '''
 
 CHILD = r'''
 import json, os, sys
-sys.path.insert(0, sys.argv[2])
 import posfast
-path, steps = sys.argv[1], sys.argv[3].split(",")
+path, steps = sys.argv[1], sys.argv[2].split(",")
 out = {"given": [], "errors": []}
 j = None
 for step in steps:
@@ -489,10 +493,9 @@ def shim():
 
 
 def run_child(shim, path, steps, fault):
-    env = dict(os.environ, LD_PRELOAD=shim, PF_FAULT=fault,
-               PF_FAULT_LOG=path + ".faultlog")
-    proc = subprocess.run([sys.executable, "-c", CHILD, path, ROOT, ",".join(steps)],
-                          capture_output=True, text=True, env=env, timeout=60)
+    env = child_env(LD_PRELOAD=shim, PF_FAULT=fault, PF_FAULT_LOG=path + ".faultlog")
+    proc = subprocess.run([sys.executable, "-c", CHILD, path, ",".join(steps)],
+                          capture_output=True, text=True, env=env, timeout=60, cwd=CHILD_CWD)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     try:

@@ -19,6 +19,7 @@ import pytest
 
 import posfast
 from posfast import _core
+from _child_env import CHILD_CWD, child_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -209,9 +210,9 @@ def test_a_crafted_head_claiming_a_huge_seq_is_not_a_continuation(tmp_path):
         "resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))\n"
         "with posfast.Journal.open(sys.argv[1]) as j:\n"
         "    print(j.head_seq, len(j._ring.damaged), j.verify().ok)\n")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     proc = subprocess.run([sys.executable, "-c", child, path], capture_output=True, text=True,
-                          timeout=60, env=env)
+                          timeout=60, env=env, cwd=CHILD_CWD)
     assert proc.returncode == 0, proc.stderr[-2000:]
     head, damaged, ok = proc.stdout.split()
     assert int(head) == 4 and int(damaged) == 0 and ok == "True"   # the damaged tail is dropped
@@ -271,9 +272,9 @@ def test_append_with_64k_slots_allocates_what_it_writes(tmp_path):
         "    j.append(terminal=1, kind='note', payload=b'x' * 65535)\n"
         "    j.append_many({'terminal': [1, 2], 'kind': 'sale'})\n"
         "    print(j.head_seq, len(j.get(1).payload))\n")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     proc = subprocess.run([sys.executable, "-c", child, path], capture_output=True, text=True,
-                          timeout=60, env=env)
+                          timeout=60, env=env, cwd=CHILD_CWD)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["3", "65535"]
 

@@ -28,7 +28,7 @@ ALLOWED = {
     "storage": {"index", "records"},               # the protocol the journal's parts see
     "archive": {"index", "records", "errors", "_files", "_core"},
     "payments": {"dayclose", "storage", "records", "errors"},
-    "dayclose": {"storage", "receipt", "records", "errors"},
+    "dayclose": {"storage", "receipt", "records", "errors", "_core"},
     "receipt": {"records", "errors"},
     "retention": {"journal", "records", "errors", "_files", "_core"},
     "journal": {"payments", "dayclose", "archive", "index", "storage", "totals", "records",

@@ -9,6 +9,7 @@ import pytest
 
 import posfast
 from posfast.errors import InvalidRecord, PaymentError
+from _child_env import CHILD_CWD, child_env
 
 
 @pytest.fixture
@@ -121,7 +122,8 @@ def test_crash_between_begin_and_finish_leaves_payment_in_doubt(tmp_path):
     with posfast.Journal.create(path, capacity=1024) as j:
         earlier = j.begin_payment(terminal=2, amount=100)
         j.finish_payment(earlier, "approved")
-    child = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True)
+    child = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True,
+                           env=child_env(), cwd=CHILD_CWD)
     assert child.returncode == -signal.SIGKILL
     txn = int(child.stdout)
     with posfast.Journal.open(path) as j:

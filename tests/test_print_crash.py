@@ -12,6 +12,7 @@ from posfast import Journal, Kind, State
 from posfast.errors import ReprintRefused
 from posfast.printing import FilePrinter, print_counts, print_receipt, reprint
 from posfast.receipt import Payment, Receipt, ReceiptItem
+from _child_env import CHILD_CWD, child_env
 
 from _printer_emulator import PrinterEmulator
 
@@ -30,9 +31,9 @@ def _journal_with_a_sale(path):
 
 
 def _kill_at(path, printer, step):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
+    env = child_env()
     proc = subprocess.Popen([sys.executable, CHILD, str(path), printer.url, step], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=CHILD_CWD)
     try:
         if step in ("before-send", "before-finalise"):
             for line in proc.stdout:                      # the child says where it stopped

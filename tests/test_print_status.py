@@ -16,6 +16,7 @@ from posfast.receipt import Payment, Receipt, ReceiptItem
 
 from _printer_emulator import PrinterEmulator
 from posfast.printing.printers import STATUS_QUERY
+from _child_env import CHILD_CWD, child_env
 
 RECEIPT = Receipt(merchant="好又多", terminal=3, receipt_no=123, issued_at="2026-11-20T13:45:12+08:00",
                   items=[ReceiptItem("宫保鸡丁", unit_price=3800)], payments=[Payment("cash", 3800)])
@@ -93,10 +94,11 @@ def test_going_offline_mid_job_is_unknown_with_the_reason(journal, emulator, tmp
     assert (rec.state, json.loads(rec.payload)["status"]) == (State.UNKNOWN, ["offline", "cover open"])
     # the next print is a copy, and the reason is what `posfast show` and reconciliation say
     shown = subprocess.run([sys.executable, "-m", "posfast", "show", journal.path, str(result.seq)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=child_env(), cwd=CHILD_CWD)
     assert "printer reported  offline, cover open" in shown.stdout
     first = subprocess.run([sys.executable, "-m", "posfast", "show", journal.path,
-                            str(journal.get(result.seq).ref_seq)], capture_output=True, text=True)
+                            str(journal.get(result.seq).ref_seq)], capture_output=True, text=True,
+                           env=child_env(), cwd=CHILD_CWD)
     assert "finalised by      seq %d: UNKNOWN" % result.seq in first.stdout
     from posfast.reconcile import reconcile
     from posfast.reconcile.settlement import SETTLEMENT_DTYPE, Settlement
@@ -134,9 +136,10 @@ def test_a_printer_that_ignores_status_requests_still_prints(journal, emulator):
 def test_printer_status_command(emulator):
     ready, out = emulator(), emulator(conditions={"paper out"})
     run = [sys.executable, "-m", "posfast", "printer-status"]
-    good = subprocess.run(run + [ready.url], capture_output=True, text=True)
+    good = subprocess.run(run + [ready.url], capture_output=True, text=True, env=child_env(), cwd=CHILD_CWD)
     assert (good.returncode, good.stdout.strip()) == (0, "tcp:127.0.0.1:%d: ready" % ready.port)
-    bad = subprocess.run(run + [out.url, "--format", "json"], capture_output=True, text=True)
+    bad = subprocess.run(run + [out.url, "--format", "json"], capture_output=True, text=True,
+                         env=child_env(), cwd=CHILD_CWD)
     assert bad.returncode != 0 and json.loads(bad.stdout)["problems"] == "offline, paper out"
 
 

@@ -204,3 +204,34 @@ def test_store_with_terminal_numbers(store):
     assert found == [("missing_at_host", "till B", ()), ("missing_in_journal", "-", (5,))]
     assert report.matched == 3
     assert "terminal id(s) 19 are registered to no journal" in " ".join(report.notes)
+
+
+def test_the_result_is_kept_for_the_fleet(store, capsys):
+    back, journals, bill, tmp_path = store
+    url = "sqlite:///" + str(tmp_path / "back.db")
+    assert reconcile_store(url, str(bill), day=DAY, store="SH-01").ok     # opened read-only, kept anyway
+    bill.write_text(_bill([r for r in back.bill_rows if r[3] != "B-0002"]), encoding="utf-8")
+    assert main(["reconcile", "--db", url, "--store", "SH-01", "--settlement", str(bill), "--day", DAY]) == 1
+    capsys.readouterr()
+    kept = back.reconciliations(store="SH-01")
+    assert [(r["till"], r["ok"], r["discrepancies"], r["counts"], r["store_ok"]) for r in kept] == [
+        ("till B", False, 1, {"missing_at_host": 1}, False), ("till A", True, 0, {}, False),
+        ("till B", True, 0, {}, True), ("till A", True, 0, {}, True)]
+    code = main(["fleet", "--db", url, "--format", "json"])
+    rows = {r["till"]: r for r in json.loads(capsys.readouterr().out)}
+    assert code == 3                                   # some till needs attention
+    assert rows["till B"]["last_reconciliation"]["ok"] is False
+    assert rows["till B"]["last_reconciliation"]["discrepancies"] == 1
+    assert "reconciliation_failed" in rows["till B"]["attention"]
+    assert rows["till A"]["last_reconciliation"] == {"day": DAY, "at": rows["till A"]["last_reconciliation"]["at"],
+                                                     "ok": True, "discrepancies": 0, "store_ok": False,
+                                                     "store_discrepancies": 1}
+    assert rows["till X"]["attention"] == ["never_seen"]
+    assert main(["fleet", "--db", url, "--store", "SH-01"]) == 3
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["status", "store", "till"]
+    assert table[2].split()[:4] == ["warning", "SH-01", "till", "B"] and "2026-11-20 1 discrepancies" in table[2]
+    assert table[3].split()[:4] == ["warning", "SH-01", "till", "A"] and "2026-11-20 ok" in table[3]
+    assert main(["fleet", "--db", url, "--format", "csv", "--store", "BJ-02"]) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("store,till,tid,journal_id,severity,attention") and len(lines) == 2

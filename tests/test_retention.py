@@ -1,8 +1,10 @@
 """Retention planning: days of history a storage budget holds, computed from the
 format and measured by filling a real journal (posfast/retention.py)."""
 import argparse
+import datetime
 import os
 
+import numpy as np
 import pytest
 
 import posfast
@@ -100,3 +102,61 @@ def test_plan_capacity_creates_a_journal_that_fits(tmp_path):
                                 durability="none") as j:
         j.append(terminal=1, kind="sale", state="approved", amount=1, currency=156, payload=b"x" * 200)
     assert os.path.getsize(path) == plan.ring_bytes <= plan.budget_bytes
+
+
+def test_archive_capacity_matches_a_real_journal_and_archive(tmp_path):
+    """`posfast capacity --archive` predicts the archive's bytes a day; trading a few days
+    through the real payment path (begin_payment, finish_payment with a demo receipt) into
+    a journal with retention="archive" grows its archive by about that much a day."""
+    from posfast.cli.demo import _receipt
+    from posfast.retention import archive_plan
+    per_day = 1000
+    plan = archive_plan("512MB", per_day, payload_bytes=300, ring_days=14, workdir=str(tmp_path))
+    assert plan.archive_bytes_per_day > 0 and plan.years > 1
+    assert plan.years == pytest.approx((plan.ring_days + plan.archive_days) / 365.25)
+    assert "512.0 MB card holds" in plan.sentence() and "reprintable" in plan.sentence()
+
+    rule = posfast.DayRule(utc_offset="+08:00", starts_at="04:00")
+    rng = np.random.default_rng(11)
+    path = str(tmp_path / "till.pfj")
+    j = posfast.Journal.create(path, capacity=per_day * 5, max_payload=1024, durability="none",
+                               day_rule=rule, retention="archive")
+    sizes = []
+    adir = path + ".archive"
+    for day in range(20_100, 20_106):
+        j.archive.flush()
+        sizes.append(sum(os.path.getsize(os.path.join(adir, f)) for f in os.listdir(adir))
+                     if os.path.isdir(adir) else 0)
+        start = rule.day_start_us(day) + 4 * 3_600_000_000
+        for k in range(per_day):
+            ts = start + k * 40_000_000 + int(rng.integers(0, 30_000_000))
+            method = ("card", "cash", "qr")[k % 3]
+            last4 = "%04d" % rng.integers(0, 10000) if method == "card" else ""
+            at = datetime.datetime.fromtimestamp(ts / 1e6, datetime.timezone(datetime.timedelta(hours=8)))
+            receipt, total = _receipt(rng, k + 1, k % 8 + 1, at.isoformat(timespec="seconds"), method,
+                                      last4)
+            txn = j.begin_payment(terminal=k % 8 + 1, amount=total, currency=156, method=method,
+                                  receipt_no=k + 1, ts=ts)
+            j.finish_payment(txn, "approved", auth_code="%06d" % rng.integers(0, 10**6),
+                             rrn="%012d" % rng.integers(0, 10**12) if method != "cash" else None,
+                             pan_last4=last4 or None, payload=receipt.to_payload(), ts=ts + 1_500_000)
+        j.set_sync_watermark(j.head_seq)
+    j.close()
+    sizes.append(sum(os.path.getsize(os.path.join(adir, f)) for f in os.listdir(adir)))
+    growth = [b - a for a, b in zip(sizes, sizes[1:])]
+    measured = float(np.median(growth[2:]))      # whole days archived, past the first lap
+    print("archive bytes a day: measured %.0f, predicted %.0f" % (measured, plan.archive_bytes_per_day))
+    assert measured == pytest.approx(plan.archive_bytes_per_day, rel=0.25), (growth, plan.summary())
+    with posfast.Journal.open(path, readonly=True) as again:
+        old = again.get(5)
+        assert old.archived and again.verify().ok
+
+
+def test_capacity_cli_with_archive(capsys):
+    import argparse
+    args = argparse.Namespace(budget="64MB", per_day=200, payload_bytes=300, slot_size=128,
+                              measure=False, archive=True, ring_days=7, records_per_payment=2,
+                              format="table")
+    assert cli_capacity(args) == 0
+    out = capsys.readouterr().out
+    assert "64.0 MB card holds" in out and "years" in out and "retention=\"archive\"" in out

@@ -4,7 +4,6 @@ After every kill: nothing lost, nothing twice, and the journal's watermark never
 ahead of what the back office committed.  The default run does a few rounds;
 ``-m slow`` runs many.
 """
-import os
 import random
 import signal
 import subprocess
@@ -20,8 +19,9 @@ from posfast.sync import SqliteTarget, SyncUnavailable, Syncer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL does not exist on Windows")
 
-from _sync_helpers import (REPO, assert_back_office_equals_journal, assert_same_records, fill_journal,  # noqa: E402
+from _sync_helpers import (assert_back_office_equals_journal, assert_same_records, fill_journal,  # noqa: E402
                            start_serve_process)
+from _child_env import CHILD_CWD, child_env  # noqa: E402
 
 CHILD = r"""
 import sys, threading, time
@@ -53,13 +53,9 @@ print("done", flush=True)
 """
 
 
-def child_env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH")] if p))
-
-
 def spawn_syncer(path, url, batch, appends, token=None):
     args = [sys.executable, "-c", CHILD, str(path), url, str(batch), str(appends)] + ([token] if token else [])
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=CHILD_CWD)
     line = proc.stdout.readline()
     if line.strip() != "ready":
         proc.kill()

@@ -667,7 +667,7 @@ def test_back_office_on_a_full_disk_says_so(tmp_path, capsys):
     with posfast.Journal.create(till, capacity=16384) as j:
         fill_journal(j, 3000, seed=7, max_payload=200)
     mnt = tmp_path / "small"
-    _mount_tmpfs(mnt, "size=96k")
+    _mount_tmpfs(mnt, "size=192k")
     try:
         code = main(["sync", till, "--to", f"sqlite:///{mnt}/back.db", "--create", "--batch", "100"])
         assert code == 75

@@ -17,10 +17,10 @@ import pytest
 
 import posfast
 from posfast import JournalLocked, _core
+from _child_env import CHILD_CWD, child_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-ENV = dict(os.environ, PYTHONPATH=REPO + os.pathsep + HERE)
+ENV = child_env()       # the posfast this process imported (tests/_child_env.py)
 
 
 def _fingerprint(path):
@@ -139,7 +139,7 @@ CONTENDER = textwrap.dedent("""
 
 def _hold(path):
     child = subprocess.Popen([sys.executable, "-c", HOLDER, path], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env=ENV)
+                             stdout=subprocess.PIPE, text=True, env=ENV, cwd=CHILD_CWD)
     line = child.stdout.readline().split()
     assert line == ["ready", "1", "50"], line
     return child
@@ -147,7 +147,7 @@ def _hold(path):
 
 def _contend(path, prefix=()):
     return subprocess.run(list(prefix) + [sys.executable, "-c", CONTENDER, path],
-                          capture_output=True, text=True, env=ENV, timeout=60)
+                          capture_output=True, text=True, env=ENV, cwd=CHILD_CWD, timeout=60)
 
 
 def _release(child):
@@ -205,7 +205,7 @@ def test_bind_mount_gives_no_second_writer(make_journal, tmp_path):
         out = subprocess.run(
             ["unshare", "-m", "sh", "-c", 'mount --bind "$0" "$1" && exec "$2" -c "$3" "$1"',
              j.path, inside, sys.executable, CONTENDER],
-            capture_output=True, text=True, env=ENV, timeout=60)
+            capture_output=True, text=True, env=ENV, cwd=CHILD_CWD, timeout=60)
         assert out.stdout.startswith("LOCKED"), out.stdout + out.stderr
         assert "process %d" % child.pid in out.stdout
         assert _fingerprint(j.path) == before

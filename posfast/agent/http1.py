@@ -6,9 +6,10 @@ till and the card host) and small (it runs on the terminal).  A general web fram
 80 us of CPU a request here, more than the journal's own work; this server parses a request
 in a few microseconds.  It speaks what clients send (keep-alive, pipelining, ``Content-Length``
 or ``chunked`` bodies, ``Expect: 100-continue``, HTTP/1.0) and refuses the rest with a JSON
-error: a request head over :data:`MAX_HEAD` (431), a body over the server's limit (413), both
-``Content-Length`` and ``Transfer-Encoding``, a malformed line or length (400, and the
-connection is closed, as nothing after it can be framed).
+error, always a 4xx (a client's mistake is never answered as the agent's): a request head over
+:data:`MAX_HEAD` (431), a body over the server's limit (413), both ``Content-Length`` and
+``Transfer-Encoding``, another transfer coding than chunked, another HTTP version, a malformed
+line or length (400, and the connection is closed, as nothing after it can be framed).
 
 A handler takes a :class:`Request` and returns ``(status, body, headers)``, or an awaitable of
 that when it has to wait (a print, a sync); requests on one connection are answered in order.
@@ -22,6 +23,8 @@ import logging
 import re
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, unquote
+
+from ..errors import PosfastError
 
 #: Largest request line + headers.
 MAX_HEAD = 16 * 1024
@@ -40,7 +43,7 @@ def error_body(reason: str, message: str, field: Optional[str] = None) -> bytes:
                       ensure_ascii=False).encode("utf-8")
 
 
-class _Refusal(Exception):
+class _Refusal(PosfastError):
     def __init__(self, status: int, reason: str, message: str, headers=None, close: bool = True):
         super().__init__(message)
         self.status, self.reason, self.message, self.close = status, reason, message, close
@@ -99,6 +102,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False                 # a handler is waiting: later requests queue in buf
         self.paused = False               # the peer is not reading its replies
         self.continued = False            # 100 Continue sent for the request in buf
+        self.skip = 0                     # bytes still to come of a body refused as too large
         self.timer: Optional[asyncio.TimerHandle] = None
 
     # ------------------------------------------------------------------ asyncio callbacks
@@ -113,6 +117,10 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
 
     def data_received(self, data):
+        if self.skip:                     # the rest of a refused body: read, dropped
+            cut = min(self.skip, len(data))
+            self.skip -= cut
+            data = data[cut:]
         self.buf += data
         if not self.busy and not self.paused:
             self._serve()
@@ -144,8 +152,10 @@ class _Connection(asyncio.Protocol):
                 parsed = self._parse()
             except _Refusal as refusal:
                 self._write(refusal.status, error_body(refusal.reason, refusal.message),
-                            refusal.headers, close=True)
-                return
+                            refusal.headers, close=refusal.close)
+                if refusal.close:
+                    return
+                continue
             if parsed is None:
                 return
             request, keep = parsed
@@ -217,7 +227,7 @@ class _Connection(asyncio.Protocol):
             raise _Refusal(400, "invalid", "malformed request line")
         method, target, version = parts
         if version not in ("HTTP/1.1", "HTTP/1.0"):
-            raise _Refusal(505, "invalid", "HTTP/1.1 or HTTP/1.0 only, not %r" % version[:20])
+            raise _Refusal(400, "invalid", "HTTP/1.1 or HTTP/1.0 only, not %r" % version[:20])
         headers: dict = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
@@ -232,7 +242,7 @@ class _Connection(asyncio.Protocol):
             if "content-length" in headers:
                 raise _Refusal(400, "invalid", "both Content-Length and Transfer-Encoding")
             if headers["transfer-encoding"].lower() != "chunked":
-                raise _Refusal(501, "invalid", "Transfer-Encoding %r is not supported"
+                raise _Refusal(400, "invalid", "Transfer-Encoding %r is not supported (chunked is)"
                                % headers["transfer-encoding"][:40])
             chunked = self._chunked(start)
             if chunked is None:
@@ -244,7 +254,15 @@ class _Connection(asyncio.Protocol):
                 raise _Refusal(400, "invalid", "malformed Content-Length %r" % length_text[:40])
             length = int(length_text)
             if length > self.server.max_body:
-                raise _Refusal(413, "too_large", "body over %d bytes" % self.server.max_body)
+                # a body up to a few times the limit is read and dropped, so that the client,
+                # still sending it, gets the 413 rather than a broken pipe; a larger one closes
+                message = "body over %d bytes" % self.server.max_body
+                if length > 4 * self.server.max_body:
+                    raise _Refusal(413, "too_large", message)
+                take = min(length, len(buf) - start)
+                del buf[:start + take]
+                self.skip = length - take
+                raise _Refusal(413, "too_large", message, close=False)
             if len(buf) - start < length:
                 return self._continue(headers, version)
             body, stop = bytes(buf[start:start + length]), start + length

@@ -19,9 +19,13 @@
     posfast reconcile JOURNAL --day D --host sqlite:///back.db | postgresql://... | STATEMENT
                     [--format wechat|alipay|unionpay|mapped --map M.toml|adyen|stripe|posfast]
     posfast reconcile --db sqlite:///back.db --store S --settlement STATEMENT --day D
-    posfast register --db sqlite:///back.db JOURNAL_ID --store S --till T --tid TID
+    posfast register --db sqlite:///back.db JOURNAL_ID --store S --till T --tid TID [--issue-token]
+    posfast register --db URL --admin --issue-token | --revoke TOKEN_ID | --list-tokens
+    posfast fleet --db URL [--format table|json|csv]   every till, the ones needing attention first
+    posfast export --db URL --store S --from D1 --to D2 --format audit-jsonl|csv   for an auditor
     posfast close-day JOURNAL --day D [--terminal N] [--force]
     posfast capacity --budget 64MB --per-day 800 [--payload-bytes 300] [--measure]
+    posfast capacity --budget 512MB --per-day 2000 --payload-bytes 300 --archive [--ring-days 14]
 
 While an agent holds a journal, the write verbs (resolve, reprint to a printer, close-day,
 sync) go through it; the read verbs open the journal read-only as always.
@@ -210,8 +214,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--till", help="till name")
     p.add_argument("--tid", help="terminal id on the acquirer's statement (up to 8 characters)")
     p.add_argument("--serial", help="device serial number")
+    p.add_argument("--issue-token", action="store_true",
+                   help="issue a sync token for JOURNAL_ID (or, with --admin, an admin token); shown once, "
+                   "stored only as its SHA-256 digest; running servers accept it within seconds")
+    p.add_argument("--admin", action="store_true",
+                   help="with --issue-token: an admin token (admin API, /metrics, dashboard; no journal)")
+    p.add_argument("--label", default="", help="a note kept with an issued token (who or what holds it)")
+    p.add_argument("--token-out", metavar="FILE",
+                   help="write the issued token to FILE (mode 0600; what posfast sync --token-file reads) "
+                   "instead of printing it")
+    p.add_argument("--revoke", metavar="TOKEN_ID|JOURNAL_ID",
+                   help="revoke a token (by its id, from --list-tokens) or every token of a journal")
+    p.add_argument("--list-tokens", action="store_true", help="list the tokens issued (never the tokens)")
+    p.add_argument("--import-tokens", metavar="FILE",
+                   help="move a tokens file (JOURNAL_ID=TOKEN lines, posfast serve --tokens-file) into "
+                   "the back office: the same tokens keep working, stored hashed")
     _fmt(p)
     p.set_defaults(func=c.cmd_register)
+
+    p = sub.add_parser("fleet", help="every till of a back office: last seen, unsynced, ring, in doubt, "
+                       "last close and reconciliation; the ones needing attention first (exit 3 if any)")
+    p.add_argument("--db", required=True, help="the back office: sqlite:///back.db or postgresql://...")
+    p.add_argument("--store", help="only this store's tills")
+    p.add_argument("--stale-hours", type=float, default=24.0,
+                   help="a till not seen for longer needs attention (default 24)")
+    _fmt(p)
+    p.set_defaults(func=c.cmd_fleet)
+
+    p = sub.add_parser("export", help="an auditor's export of a store: every record decoded with its links, "
+                       "the day closes and a verification transcript (exit 1 when a link does not follow)")
+    p.add_argument("--db", required=True, help="the back office: sqlite:///back.db or postgresql://...")
+    p.add_argument("--store", required=True, help="the store (as registered)")
+    p.add_argument("--from", dest="first_day", required=True, help="first business day, YYYY-MM-DD")
+    p.add_argument("--to", dest="last_day", required=True, help="last business day, YYYY-MM-DD")
+    p.add_argument("--format", choices=("audit-jsonl", "csv"), default="audit-jsonl",
+                   help="audit-jsonl (default: one JSON object per line, the transcript included) or csv "
+                   "(one row per record; the transcript on stderr)")
+    p.add_argument("--out", help="write to this file (default: stdout)")
+    p.set_defaults(func=c.cmd_export)
 
     p = sub.add_parser("close-day", help="write the Z-report (DAY_CLOSE) of a business day")
     p.add_argument("journal", help="the journal file (.pfj)")
@@ -230,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload-bytes", type=int, default=0, help="receipt payload bytes per payment (default 0)")
     p.add_argument("--slot-size", type=int, default=128, help="slot size in bytes, a multiple of 64 (default 128)")
     p.add_argument("--measure", action="store_true", help="fill a journal of that size to check")
+    p.add_argument("--archive", action="store_true",
+                   help="retention=archive: a ring of --ring-days plus the archive of older days, "
+                        "its bytes a day measured on a real journal and archive")
+    p.add_argument("--ring-days", type=int, default=14, help="with --archive: days the ring holds (default 14)")
+    p.add_argument("--records-per-payment", type=int, default=2, choices=(1, 2),
+                   help="with --archive: 2 for begin_payment + finish_payment (default), 1 for append")
     _fmt(p)
     p.set_defaults(func=c.cmd_capacity)
     return parser

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+import uuid
 
 import numpy as np
 
@@ -513,54 +514,157 @@ def _sync(args, j, target, anchor, Syncer):
     return EX_OK
 
 
-def add_serve_arguments(parser) -> None:
-    """The options of ``posfast serve``."""
+#: ``posfast serve`` options: name -> (type, default); each is a ``--flag`` and a key of
+#: ``--config serve.toml`` (the flag wins over the file, the file over the default).
+def _serve_options() -> dict:
     from ..sync import server
-    parser.add_argument("--db", required=True,
+    from ..sync.tokens import DEFAULT_TOKEN_TTL
+    return {
+        "db": (str, None), "create": (bool, False), "host": (str, "127.0.0.1"), "port": (int, 8080),
+        "tokens_file": (str, None), "token": (list, []), "tls_cert": (str, None), "tls_key": (str, None),
+        "client_ca": (str, None), "max_body": (int, server.DEFAULT_MAX_BODY),
+        "max_batch": (int, server.DEFAULT_MAX_BATCH), "workers": (int, 4),
+        "header_timeout": (float, server.DEFAULT_HEADER_TIMEOUT),
+        "body_timeout": (float, server.DEFAULT_BODY_TIMEOUT),
+        "idle_timeout": (float, server.DEFAULT_IDLE_TIMEOUT),
+        "max_connections": (int, server.DEFAULT_MAX_CONNECTIONS),
+        "token_ttl": (float, DEFAULT_TOKEN_TTL), "metrics": (str, "admin"),
+        "log_level": (str, "info"), "log_format": (str, "text"),
+    }
+
+
+def add_serve_arguments(parser) -> None:
+    """The options of ``posfast serve`` (every one may come from ``--config FILE`` too)."""
+    from ..sync import server
+    from ..sync.tokens import DEFAULT_TOKEN_TTL
+    parser.add_argument("--config", metavar="FILE",
+                        help="a TOML file of these options (keys as the flags, with _ or -: db, port, "
+                             "tls_cert, ...); flags given here override it")
+    parser.add_argument("--db", default=None,
                         help="back-office database: sqlite:///rel/back.db (relative), sqlite:////abs/back.db "
-                             "(absolute) or postgresql://...")
-    parser.add_argument("--create", action="store_true",
+                             "(absolute) or postgresql://... (required, here or in --config)")
+    parser.add_argument("--create", action="store_true", default=None,
                         help="create the SQLite back office if it does not exist (else refuse to start)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    parser.add_argument("--tokens-file", help="file of JOURNAL_ID=TOKEN lines (preferred: keeps tokens out of "
-                                              "the process list)")
-    parser.add_argument("--token", action="append", default=[], metavar="JOURNAL_ID=TOKEN",
-                        help="a journal's token (repeatable; visible in the process list: prefer --tokens-file)")
-    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM, chain first)")
-    parser.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
-    parser.add_argument("--client-ca", metavar="FILE",
+    parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8080; 0 picks a free one)")
+    parser.add_argument("--tokens-file", default=None,
+                        help="file of JOURNAL_ID=TOKEN lines, beside the back office's tokens (posfast "
+                             "register --issue-token); move them there with posfast register --import-tokens")
+    parser.add_argument("--token", action="append", default=None, metavar="JOURNAL_ID=TOKEN",
+                        help="a journal's token (repeatable; visible in the process list: prefer the back "
+                             "office's tokens)")
+    parser.add_argument("--tls-cert", metavar="FILE", default=None,
+                        help="serve HTTPS with this certificate (PEM, chain first)")
+    parser.add_argument("--tls-key", metavar="FILE", default=None, help="private key of --tls-cert (PEM)")
+    parser.add_argument("--client-ca", metavar="FILE", default=None,
                         help="mutual TLS: require client certificates signed by this CA (PEM)")
-    parser.add_argument("--max-body", type=int, default=server.DEFAULT_MAX_BODY, help="largest request body, bytes")
-    parser.add_argument("--max-batch", type=int, default=server.DEFAULT_MAX_BATCH, help="largest batch, records")
-    parser.add_argument("--workers", type=int, default=4, help="database worker threads")
-    parser.add_argument("--header-timeout", type=float, default=server.DEFAULT_HEADER_TIMEOUT,
+    parser.add_argument("--max-body", type=int, default=None,
+                        help=f"largest request body, bytes (default {server.DEFAULT_MAX_BODY})")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help=f"largest batch, records (default {server.DEFAULT_MAX_BATCH})")
+    parser.add_argument("--workers", type=int, default=None, help="database worker threads (default 4)")
+    parser.add_argument("--header-timeout", type=float, default=None,
                         help=f"seconds to receive a request's headers (default {server.DEFAULT_HEADER_TIMEOUT:.0f})")
-    parser.add_argument("--body-timeout", type=float, default=server.DEFAULT_BODY_TIMEOUT,
+    parser.add_argument("--body-timeout", type=float, default=None,
                         help=f"seconds to receive a request's body (default {server.DEFAULT_BODY_TIMEOUT:.0f})")
-    parser.add_argument("--idle-timeout", type=float, default=server.DEFAULT_IDLE_TIMEOUT,
+    parser.add_argument("--idle-timeout", type=float, default=None,
                         help=f"seconds an idle keep-alive connection stays open "
                              f"(default {server.DEFAULT_IDLE_TIMEOUT:.0f})")
-    parser.add_argument("--max-connections", type=int, default=server.DEFAULT_MAX_CONNECTIONS,
+    parser.add_argument("--max-connections", type=int, default=None,
                         help=f"open connections at most (default {server.DEFAULT_MAX_CONNECTIONS})")
+    parser.add_argument("--token-ttl", type=float, default=None,
+                        help=f"seconds a token's lookup in the back office is trusted: issued and revoked "
+                             f"tokens take effect within it (default {DEFAULT_TOKEN_TTL:.0f}; 0: every request)")
+    parser.add_argument("--metrics", choices=("admin", "open", "off"), default=None,
+                        help="/metrics (Prometheus text format): admin (default: an admin bearer token), "
+                             "open (no token: a scrape port behind a firewall) or off")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
+                        help="log level (default info)")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="text (default) or json: one JSON object per line on stderr")
+
+
+def serve_config(args) -> dict:
+    """The options of ``posfast serve``: flags over ``--config FILE`` over the defaults."""
+    options = _serve_options()
+    config: dict = {}
+    if getattr(args, "config", None):
+        config = _read_serve_config(args.config, options)
+    out = {}
+    for name, (_kind, default) in options.items():
+        given = getattr(args, name, None)
+        out[name] = given if given is not None else config.get(name, default)
+    if not out["db"]:
+        raise errors.InvalidArgument("posfast serve: no back office: give --db URL (or db = \"...\" in "
+                                     "--config)")
+    return out
+
+
+def _read_serve_config(path, options) -> dict:
+    try:
+        import tomllib
+    except ImportError:             # Python < 3.11
+        raise errors.InvalidArgument("posfast serve --config needs Python 3.11 or later (tomllib)") from None
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError("posfast serve: no config file %s" % path) from None
+    except OSError as exc:
+        raise errors.InvalidArgument("posfast serve: cannot read config file %s: %s" % (path, exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.InvalidArgument("posfast serve: config file %s is not TOML: %s" % (path, exc)) from None
+    doc = doc.get("serve", doc) if isinstance(doc.get("serve"), dict) else doc
+    out = {}
+    base = os.path.dirname(os.path.abspath(path))
+    for key, value in doc.items():
+        name = key.replace("-", "_")
+        if name not in options:
+            raise errors.InvalidArgument("posfast serve: config file %s: unknown option %r; options are %s"
+                                         % (path, key, ", ".join(sorted(options))))
+        kind = options[name][0]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if name == "token" and isinstance(value, str):
+            value = [value]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if ok and kind is list:
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise errors.InvalidArgument("posfast serve: config file %s: %s = %r must be %s" % (
+                path, key, value, {str: "text", int: "a whole number", float: "a number", bool: "true or false",
+                                   list: "a list of texts"}[kind]))
+        if name in ("tokens_file", "tls_cert", "tls_key", "client_ca") and not os.path.isabs(value):
+            value = os.path.join(base, value)    # files named in the config: beside the config
+        out[name] = value
+    for name, allowed in (("metrics", ("admin", "open", "off")), ("log_level", ("debug", "info", "warning",
+                                                                                  "error")),
+                          ("log_format", ("text", "json"))):
+        if name in out and out[name] not in allowed:
+            raise errors.InvalidArgument("posfast serve: config file %s: %s = %r: one of %s"
+                                         % (path, name, out[name], ", ".join(allowed)))
+    return out
 
 
 def cmd_serve(args):
     """Run ``posfast serve``; its errors (bad options, no back office) go to the exit-code table."""
-    import logging
     from ..sync import server
     from ..sync import SyncConfigError
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    opts = serve_config(args)
+    server.configure_logging(opts["log_level"], opts["log_format"])
     for name in ("header_timeout", "body_timeout", "idle_timeout"):
-        if not getattr(args, name) > 0:
+        if not opts[name] > 0:
             raise SyncConfigError(f"--{name.replace('_', '-')} must be more than 0 seconds")
-    if args.max_connections < 1 or args.max_body < 1 or args.max_batch < 1 or args.workers < 1:
+    if not opts["token_ttl"] >= 0:
+        raise SyncConfigError("--token-ttl must be 0 seconds or more")
+    if opts["max_connections"] < 1 or opts["max_body"] < 1 or opts["max_batch"] < 1 or opts["workers"] < 1:
         raise SyncConfigError("--max-connections, --max-body, --max-batch and --workers must be at least 1")
-    server.serve(args.db, args.host, args.port, tokens_file=args.tokens_file, token_specs=args.token,
-                 max_body=args.max_body, max_batch=args.max_batch, workers=args.workers,
-                 tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca, create=args.create,
-                 header_timeout=args.header_timeout, body_timeout=args.body_timeout,
-                 idle_timeout=args.idle_timeout, max_connections=args.max_connections)
+    server.serve(opts["db"], opts["host"], opts["port"], tokens_file=opts["tokens_file"], token_specs=opts["token"],
+                 max_body=opts["max_body"], max_batch=opts["max_batch"], workers=opts["workers"],
+                 tls_cert=opts["tls_cert"], tls_key=opts["tls_key"], client_ca=opts["client_ca"],
+                 create=bool(opts["create"]), header_timeout=opts["header_timeout"],
+                 body_timeout=opts["body_timeout"], idle_timeout=opts["idle_timeout"],
+                 max_connections=opts["max_connections"], token_ttl=opts["token_ttl"], metrics=opts["metrics"])
     return EX_OK
 
 
@@ -663,29 +767,201 @@ def cmd_reconcile(args):
     return EX_OK if report.ok else EX_FINDINGS
 
 
+_TOKEN_FIELDS = ("token_id", "role", "journal_id", "label", "issued", "revoked")
+
+
+def _token_rows(infos) -> list:
+    return [dict(t.to_dict(), issued=local_time(t.issued_us, human=False),
+                 revoked=local_time(t.revoked_us, human=False) if t.revoked_us else "") for t in infos]
+
+
+def _write_secret(path, text) -> None:
+    """A token to a file only its owner reads (created 0600; an existing file is refused)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise errors.InvalidArgument("--token-out %s exists already; a token file is never overwritten "
+                                     "(remove it, or give another name)" % path) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text + "\n")
+
+
 def cmd_register(args):
-    """Register a journal in the back office (or list the registry)."""
+    """Register a journal in the back office (or list the registry); issue, revoke, list and
+    import sync tokens."""
     from ..sync import target_from_url
     target = target_from_url(args.db)
     if not hasattr(target, "register"):
         target.close()
         raise errors.InvalidArgument("posfast register: --db is the back-office database "
                                      "(sqlite:///back.db or postgresql://...), not %s" % args.db)
+    token_verbs = [name for name, on in (("--issue-token", args.issue_token), ("--revoke", args.revoke),
+                                         ("--list-tokens", args.list_tokens),
+                                         ("--import-tokens", args.import_tokens)) if on]
+    if len(token_verbs) > 1:
+        target.close()
+        raise errors.InvalidArgument("posfast register: %s go one at a time" % " and ".join(token_verbs))
+    if (args.admin or args.token_out or args.label) and not args.issue_token:
+        target.close()
+        raise errors.InvalidArgument("posfast register: --admin, --label and --token-out go with --issue-token")
     try:
-        if args.journal_id:
-            journal_id = args.journal_id
-            if os.path.exists(journal_id):
-                with Journal.open(journal_id, readonly=True) as journal:
-                    journal_id = journal.journal_id
-            target.register(journal_id, merchant_id=args.merchant, store=args.store, till=args.till,
-                            tid=args.tid, device_serial=args.serial)
-        regs = [r.to_dict() for r in target.registrations(store=args.store if not args.journal_id
+        journal_id = args.journal_id
+        if journal_id and os.path.exists(journal_id):
+            with Journal.open(journal_id, readonly=True) as journal:
+                journal_id = journal.journal_id
+        if args.revoke:
+            text = args.revoke.strip()
+            try:
+                jid = uuid.UUID(text)
+            except ValueError:
+                revoked = target.revoke_token(text)
+            else:
+                revoked = target.revoke_token(journal_id=jid)
+            print(format_dicts(_token_rows(revoked), args.format, _TOKEN_FIELDS))
+            if args.format == "table":
+                print("%d token(s) revoked; running servers refuse them within their token cache time "
+                      "(posfast serve --token-ttl, default 5 s)" % len(revoked), file=sys.stderr)
+            return EX_OK
+        if args.list_tokens:
+            print(format_dicts(_token_rows(target.tokens(journal_id)), args.format, _TOKEN_FIELDS))
+            return EX_OK
+        if args.import_tokens:
+            from ..sync.server import load_tokens
+            from ..sync.tokens import token_digest, token_id_of
+            table = load_tokens(args.import_tokens)
+            held = {t.token_id for t in target.tokens()}
+            added = []
+            for token, jid in table.items():
+                if token_id_of(token_digest(token)) in held:
+                    continue
+                added.append(target.issue_token(jid, token=token, label="imported from %s"
+                                                % os.path.basename(args.import_tokens))[1])
+            print(format_dicts(_token_rows(added), args.format, _TOKEN_FIELDS))
+            if args.format == "table":
+                print("%d token(s) imported, %d held already; serve without --tokens-file %s now"
+                      % (len(added), len(table) - len(added), args.import_tokens), file=sys.stderr)
+            return EX_OK
+        if args.issue_token and args.admin:
+            if journal_id:
+                raise errors.InvalidArgument("posfast register --admin --issue-token: an admin token "
+                                             "belongs to no journal; leave JOURNAL_ID out")
+            return _issued(args, *target.issue_token(role="admin", label=args.label))
+        if journal_id:
+            if any(v is not None for v in (args.merchant, args.store, args.till, args.tid, args.serial)) or \
+                    not args.issue_token:
+                target.register(journal_id, merchant_id=args.merchant, store=args.store, till=args.till,
+                                tid=args.tid, device_serial=args.serial)
+            if args.issue_token:
+                return _issued(args, *target.issue_token(journal_id, label=args.label))
+        elif args.issue_token:
+            raise errors.InvalidArgument("posfast register --issue-token: give the JOURNAL_ID (or a "
+                                         "journal file) the token is for, or --admin")
+        regs = [r.to_dict() for r in target.registrations(store=args.store if not journal_id
                                                                    else None)]
     finally:
         target.close()
     print(format_dicts(regs, args.format, ("journal_id", "merchant_id", "store", "till", "tid",
                                            "device_serial")))
     return EX_OK
+
+
+def _issued(args, token, info) -> int:
+    row = _token_rows([info])[0]
+    if args.token_out:
+        _write_secret(args.token_out, token)
+        row["token_file"] = os.path.abspath(args.token_out)
+    else:
+        row["token"] = token
+    if args.format == "table":
+        who = "admin" if info.role == "admin" else "journal %s" % info.journal_id
+        if args.token_out:
+            print("issued token %s for %s, written to %s (mode 0600)" % (info.token_id, who,
+                                                                        row["token_file"]))
+        else:
+            print(token)
+            print("issued token %s for %s; it is shown only now (the back office keeps its SHA-256)"
+                  % (info.token_id, who), file=sys.stderr)
+    else:
+        print(format_dicts([row], args.format, _TOKEN_FIELDS + ("token", "token_file")) if args.format == "csv"
+              else json.dumps(row, ensure_ascii=False, indent=1))
+    return EX_OK
+
+
+def _fleet_cell(row) -> dict:
+    """A fleet row as the table shows it (people's units)."""
+    rec = row["last_reconciliation"]
+    def pct(v):
+        return "-" if v is None else "%.0f%%" % (100 * v)
+    return {
+        "store": row["store"] or "-", "till": row["till"] or "(unregistered)", "tid": row["tid"] or "-",
+        "status": {2: "CRITICAL", 1: "warning", 0: "ok"}[row["severity"]],
+        "attention": ", ".join(row["attention"]) or "-",
+        "last_seen": "never" if row["last_seen_age_s"] is None else age(row["last_seen_age_s"]),
+        "unsynced": "-" if row["unsynced"] is None else
+        "%d (%s)" % (row["unsynced"], age(row["unsynced_age_s"])) if row["unsynced"] else "0",
+        "ring": "%s / %s" % (pct(row["ring_fill"]), pct(row["ring_unsynced"])),
+        "in_doubt": "-" if row["in_doubt"] is None else str(row["in_doubt"]),
+        "last_closed": row["last_day_closed"] or "never",
+        "reconciled": "-" if rec is None else "%s %s" % (rec["day"], "ok" if rec["ok"] else
+                                                         "%d discrepancies" % rec["discrepancies"]),
+        "refusals_24h": str(row["refusals_24h"]),
+    }
+
+
+_FLEET_TABLE = ("status", "store", "till", "tid", "last_seen", "unsynced", "ring", "in_doubt", "last_closed",
+                "reconciled", "refusals_24h", "attention")
+
+
+def cmd_fleet(args):
+    """Every till of a back office, the ones needing attention first; EX_WARNING when any does."""
+    from ..sync import SyncConfigError, target_from_url
+    from ..sync.fleet import FLEET_COLUMNS, fleet
+    if args.db.split(":", 1)[0].lower() not in ("sqlite", "postgresql", "postgres"):
+        raise SyncConfigError("posfast fleet: --db is the back-office database (sqlite:///back.db or "
+                              "postgresql://...), not %s" % args.db)
+    if not args.stale_hours > 0:
+        raise SyncConfigError("--stale-hours must be more than 0")
+    target = target_from_url(args.db, readonly=True)
+    try:
+        rows = fleet(target, stale_after=args.stale_hours * 3600, store=args.store)
+    finally:
+        target.close()
+    if args.format == "json":
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+    elif args.format == "csv":
+        print(format_dicts(rows, "csv", FLEET_COLUMNS))
+    else:
+        print(format_dicts([_fleet_cell(r) for r in rows], "table", _FLEET_TABLE))
+        if not rows:
+            print("(no till registered, synced or seen in %s)" % args.db, file=sys.stderr)
+    return EX_WARNING if any(r["severity"] for r in rows) else EX_OK
+
+
+def cmd_export(args):
+    """The auditor's export; EX_FINDINGS when a link does not follow (the transcript says where)."""
+    from ..reconcile import audit_export
+    if args.out:
+        try:
+            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise errors.InvalidArgument("--out %s exists already; an export never overwrites a file"
+                                         % args.out) from None
+        out = os.fdopen(fd, "w", encoding="utf-8", newline="")
+    else:
+        out = sys.stdout
+    try:
+        result = audit_export(args.db, args.store, args.first_day, args.last_day, out, format=args.format,
+                              transcript=sys.stderr)
+    finally:
+        if args.out:
+            out.close()
+    print("exported %d record(s) of %d till(s), %d day close(s); %s" % (
+        result.records, result.journals, result.day_closes,
+        "every link follows from the one before" if result.ok else
+        "%d link(s) do NOT follow: %s" % (len(result.failures), "; ".join(
+            "journal %s seq %d" % (j, s) for j, s, _why in result.failures[:5]))),
+        file=sys.stderr)
+    return EX_OK if result.ok else EX_FINDINGS
 
 
 def cmd_close_day(args):
@@ -719,10 +995,15 @@ def cmd_close_day(args):
 
 
 def cmd_capacity(args):
-    from ..retention import capacity_plan
-    plan = capacity_plan(args.budget, args.per_day, payload_bytes=getattr(args, "payload_bytes", 0),
-                         slot_size=getattr(args, "slot_size", 128),
-                         measure=getattr(args, "measure", False))
+    from ..retention import archive_plan, capacity_plan
+    if getattr(args, "archive", False):
+        plan = archive_plan(args.budget, args.per_day, payload_bytes=getattr(args, "payload_bytes", 0),
+                            ring_days=getattr(args, "ring_days", 14),
+                            records_per_payment=getattr(args, "records_per_payment", 2))
+    else:
+        plan = capacity_plan(args.budget, args.per_day, payload_bytes=getattr(args, "payload_bytes", 0),
+                             slot_size=getattr(args, "slot_size", 128),
+                             measure=getattr(args, "measure", False))
     fmt = getattr(args, "format", None) or "table"
     if fmt == "json":
         print(json.dumps(plan.to_dict(), indent=1))

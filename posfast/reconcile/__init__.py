@@ -109,7 +109,8 @@ from .report import CATEGORIES, Discrepancy, ReconcileReport
 from .formats import FORMATS
 from .settlement import SETTLEMENT_COLUMNS, SETTLEMENT_DTYPE, Settlement, read_settlement
 from .store import reconcile_store
+from .audit import AuditResult, audit_export
 
 __all__ = ["CATEGORIES", "Discrepancy", "FORMATS", "ReconcileReport", "Settlement", "SettlementError",
            "SETTLEMENT_COLUMNS", "SETTLEMENT_DTYPE", "read_settlement", "reconcile",
-           "reconcile_store", "DayReader", "HostSource", "host_source"]
+           "reconcile_store", "DayReader", "HostSource", "host_source", "AuditResult", "audit_export"]

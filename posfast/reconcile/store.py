@@ -39,7 +39,7 @@ def _open(back_office):
 
 def reconcile_store(back_office, settlement, day, store, window=300, settled_methods=None,
                     encoding=None, format="auto", column_map=None, channel=None, fee_rates=None,
-                    summary=False, day_rule=None, file_date=None) -> ReconcileReport:
+                    summary=False, day_rule=None, file_date=None, record=True) -> ReconcileReport:
     """Reconcile every journal of `store`, as synced to `back_office`, against one statement.
 
     `back_office`: ``"sqlite:///back.db"``, a ``postgresql://`` DSN or a target;
@@ -48,7 +48,9 @@ def reconcile_store(back_office, settlement, day, store, window=300, settled_met
     options are :func:`posfast.reconcile.reconcile`'s.  Each discrepancy names its till
     (``till``) and that journal's back-office seqs; the report's ``tills`` maps journal
     ids to tills.  Print records are not checked here (reconcile each till's journal for
-    its receipts).
+    its receipts).  ``record``: keep the result in the back office (its ``reconciliations``
+    table, one row per till: what ``posfast fleet`` shows as the till's last reconciliation);
+    when the back office cannot be written, the report's notes say so.
 
     >>> report = reconcile_store("sqlite:///back.db", "wechat_20261120.csv",      # doctest: +SKIP
     ...                          day="2026-11-20", store="SH-01")
@@ -98,10 +100,48 @@ def reconcile_store(back_office, settlement, day, store, window=300, settled_met
                                     None, window, settled_methods, out, report, channel, fee_rates)
         report.host = "settlement %s, back office %s" % (os.path.basename(settlement.path), label)
         finish_checks(jtx, partner, out, report)
-        return finish_report(report, out, summary)
+        report = finish_report(report, out, summary)
+        if record:
+            _record(back_office, target, report, regs, wanted)
+        return report
     finally:
         if close:
             target.close()
+
+
+def _record(back_office, target, report, regs, day) -> None:
+    """Keep the result in the back office's ``reconciliations`` (one row per till)."""
+    counts = report.counts()
+    total = sum(counts.values())
+    per_till: dict = {}
+    if not report.summary_only:
+        for d in report.discrepancies:
+            if d.till:
+                per_till.setdefault(d.till, {}).setdefault(d.category, 0)
+                per_till[d.till][d.category] += 1
+    rows = []
+    for reg in regs:
+        till = reg.till or str(reg.journal_id)
+        mine = per_till.get(till, {}) if not report.summary_only else {c: n for c, n in counts.items() if n}
+        n = sum(mine.values())
+        rows.append({"journal_id": str(reg.journal_id), "till": till, "ok": n == 0, "discrepancies": n,
+                     "counts": mine})
+    writer, close = target, False
+    try:
+        if getattr(target, "readonly", False):
+            source = host_source(back_office) if isinstance(back_office, (str, os.PathLike)) else None
+            if source is None or source.kind != "back_office":
+                raise PosfastError("the back office was given opened read-only")
+            writer = SqliteTarget(source.path) if source.path is not None else PostgresTarget(source.dsn)
+            close = True
+        writer.record_reconciliation(str(report.store), day, rows, store_ok=report.ok,
+                                     store_discrepancies=total, host=report.host)
+    except (PosfastError, OSError) as exc:
+        report.notes.append("the result was not recorded in the back office (%s); posfast fleet "
+                            "does not show it" % (" ".join(str(exc).split())[:200],))
+    finally:
+        if close:
+            writer.close()
 
 
 def _store_rows(settlement, regs, everyone, report):

@@ -11,7 +11,7 @@ import urllib.parse
 from typing import Optional
 
 from .postgres import PostgresTarget
-from .protocol import (ECHO_LIMIT, REASONS, Ack, JournalState, SyncBadAck, SyncConfigError, SyncRefused,
+from .protocol import (ECHO_LIMIT, REASONS, Ack, clean_status, JournalState, SyncBadAck, SyncConfigError, SyncRefused,
                        SyncUnavailable, as_uuid, clip, encode_batch)
 from .sqlite import SqliteTarget
 
@@ -198,6 +198,15 @@ class HttpTarget:
         if link != last_link:
             raise bad(f"with another link for seq {last} than the journal's")
         return Ack(jid, ints["high_seq"], ints["stored"], ints["duplicates"], first, last, link)
+
+    def report_status(self, journal_id, status: Optional[dict]) -> None:
+        """A heartbeat: ``POST /v1/journals/<id>/status`` with what the terminal says of itself
+        (``{"terminal": {...}}``).  A server of an older posfast (404) is left alone."""
+        jid = as_uuid(journal_id)
+        body = json.dumps({"terminal": clean_status(status) or {}}, separators=(",", ":")).encode("ascii")
+        code, data = self._request("POST", f"/v1/journals/{jid}/status", body)
+        if code not in (200, 404, 405):
+            raise self._error(code, data, dict(journal_id=jid))
 
     def state(self, journal_id) -> Optional[JournalState]:
         """What the server's back office holds of this journal (None if nothing)."""

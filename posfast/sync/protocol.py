@@ -27,8 +27,8 @@ from ..records import RECORD_DTYPE, DayRule
 __all__ = [
     "Ack", "BackOfficeFull", "BackOfficeMissing", "BatchPlan", "DEFAULT_DAY_RULE", "ECHO_LIMIT", "JournalState",
     "LINK_SIZE", "MAX_BATCH", "MAX_SEQ", "REASONS", "RecordBatch", "SyncBadAck", "SyncConfigError", "SyncError",
-    "SyncRefused", "SyncResult", "SyncUnavailable", "WIRE_FORMAT", "as_uuid", "check_days", "clip",
-    "day_rule_tuple", "decode_batch", "encode_batch", "layout_fingerprint", "normalize_batch", "plan_batch",
+    "SyncRefused", "SyncResult", "SyncUnavailable", "STATUS_FIELDS", "WIRE_FORMAT", "as_uuid", "check_days",
+    "clean_status", "clip", "day_rule_tuple", "decode_batch", "decode_status", "encode_batch", "layout_fingerprint", "normalize_batch", "plan_batch",
     "rule_text",
 ]
 
@@ -85,6 +85,9 @@ class RecordBatch:
     day_rule: Any = None   # the journal's DayRule (or (offset_min, start_min)); sent with the batch
     exts: Optional[list] = None   # format 2: each record's extension (client_ref, order_ref, host_ref)
     format_version: int = FORMAT_VERSION   # the journal's file format: how its links are made
+    #: what the terminal says of itself with the batch (:func:`terminal_status`; wire field
+    #: ``terminal``): the back office keeps the last one for the fleet view, never checks by it
+    status: Optional[dict] = None
 
     def __post_init__(self):
         if self.exts is None:
@@ -218,7 +221,7 @@ def normalize_batch(batch, *, max_batch: int = MAX_BATCH) -> RecordBatch:
                                "in posfast's canonical layout", journal_id=journal_id, first_seq=first,
                                last_seq=last)
     inc = RecordBatch(journal_id, rows, payloads, links, day_rule_tuple(getattr(batch, "day_rule", None)),
-                      exts, version)
+                      exts, version, clean_status(getattr(batch, "status", None)))
     for i in range(1, count):
         if inc.link_of(i, links[i - 1]) != links[i]:
             raise _refusal("chain", f"seq {first + i}: link does not follow from seq {first + i - 1} "
@@ -381,7 +384,58 @@ def encode_batch(batch, *, anchor: bool = False, day_rule=None) -> bytes:
         doc["day_rule"] = {"utc_offset_min": rule[0], "starts_at_min": rule[1]}
         if rule[2]:
             doc["day_rule"]["tz"] = rule[2]
+    status = clean_status(getattr(batch, "status", None))
+    if status:
+        doc["terminal"] = status
     return json.dumps(doc, separators=(",", ":")).encode("ascii")
+
+
+#: What a terminal reports of itself (wire field ``terminal`` of a batch or a heartbeat):
+#: name -> (type, lowest, highest).  Unknown names are ignored, so either side may be newer.
+STATUS_FIELDS = {
+    "at_us": (int, 0, MAX_SEQ),                 # when the terminal composed it (its clock)
+    "head_seq": (int, 0, MAX_SEQ),              # the journal's newest seq then
+    "oldest_unsynced_ts": (int, -(1 << 62), 1 << 62),   # ts of its oldest record not yet acknowledged
+    "ring_fill": (float, 0.0, 1.0),             # share of the ring's slots in use
+    "ring_unsynced": (float, 0.0, 1.0),         # share held by records not yet acknowledged
+    "in_doubt": (int, 0, MAX_SEQ),              # payments begun and never finished
+    "retention": (str, 0, 16),                  # the ring's retention policy (refuse, overwrite, archive)
+}
+
+
+def clean_status(doc) -> Optional[dict]:
+    """A terminal's status report, checked: only :data:`STATUS_FIELDS` of the right type and
+    range (None values and other names dropped); None when nothing usable is left.  A status is
+    advisory: a malformed one is dropped, never a reason to refuse the records it came with."""
+    if not isinstance(doc, dict):
+        return None
+    out: dict = {}
+    for name, (kind, lo, hi) in STATUS_FIELDS.items():
+        value = doc.get(name)
+        if value is None or isinstance(value, bool):
+            continue
+        if kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, kind):
+            continue
+        if kind is str:
+            if len(value) <= hi and value.isascii() and value.isprintable():
+                out[name] = value
+        elif lo <= value <= hi:
+            out[name] = value
+    return out or None
+
+
+def decode_status(body: bytes) -> dict:
+    """The JSON body of a heartbeat (``POST /v1/journals/<id>/status``):
+    ``{"terminal": {...}}``; raises SyncRefused("invalid") when it is not JSON."""
+    try:
+        doc = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _refusal("invalid", "body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise _refusal("invalid", "body must be a JSON object")
+    return clean_status(doc.get("terminal")) or {}
 
 
 def decode_batch(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple:
@@ -459,4 +513,5 @@ def decode_batch(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple:
                        journal_id=journal_id)
     ext_starts = ext_ends - rows["ext_len"]
     exts = [raw_exts[s:e] for s, e in zip(ext_starts.tolist(), ext_ends.tolist())]
-    return RecordBatch(journal_id, rows, payloads, links, day_rule, exts, version), anchor
+    return RecordBatch(journal_id, rows, payloads, links, day_rule, exts, version,
+                       clean_status(doc.get("terminal"))), anchor

@@ -46,20 +46,26 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Union
 
 from ..errors import SyncError
+from .dashboard import add_dashboard
 from .http import target_from_url
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics, render_metrics
 from .postgres import PostgresTarget
 from .protocol import (ECHO_LIMIT, MAX_BATCH, SyncConfigError, SyncRefused, SyncUnavailable, clip,
-                       decode_batch)
+                       decode_batch, decode_status)
 from .sqlite import SqliteTarget
+from .tokens import DEFAULT_TOKEN_TTL, MIN_TOKEN_LENGTH, Principal, TokenAuth, check_token_text
 
 log = logging.getLogger("posfast.server")
 
@@ -77,12 +83,11 @@ DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_AUTH_FAILURES = 10
 #: WARNING lines per client address per minute about failed tokens (then one "suppressed" line).
 AUTH_LOG_BURST = 5
-#: Shortest token accepted (characters).
-MIN_TOKEN_LENGTH = 16
 _REASON_STATUS = {"gap": 409, "fork": 409, "chain": 409, "invalid": 400, "auth": 403}
 
-__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY", "MIN_TOKEN_LENGTH", "RunningServer", "load_tokens",
-           "make_app", "parse_tokens", "serve", "server_ssl_context", "start_in_thread"]
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY", "JsonFormatter", "MIN_TOKEN_LENGTH", "RunningServer",
+           "ServerContext", "configure_logging", "load_tokens", "make_app", "parse_tokens", "request_token", "require_admin", "serve",
+           "server_context", "server_ssl_context", "start_in_thread"]
 
 
 def _web():
@@ -100,13 +105,7 @@ def _digest(token: str) -> bytes:
 
 
 def _check_token(token: str, journal_id, where: str = "") -> str:
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise SyncConfigError(f"{where}token of journal {journal_id} is {len(token)} characters; tokens must be at "
-                              f"least {MIN_TOKEN_LENGTH} (make one with: python3 -c 'import secrets; "
-                              "print(secrets.token_urlsafe(24))')")
-    if any(c.isspace() or not c.isprintable() for c in token):
-        raise SyncConfigError(f"{where}token of journal {journal_id} holds spaces or control characters")
-    return token
+    return check_token_text(token, journal_id, where)
 
 
 def parse_tokens(specs: Iterable[str], *, where: str = "") -> dict:
@@ -214,6 +213,81 @@ class _AuthLimiter:
 
 # --------------------------------------------------------------------------- app
 
+@dataclass
+class ServerContext:
+    """What the routes of a ``posfast serve`` app share (``server_context(app)``): the back
+    office, who tokens are, the database thread pool, the failed-token limiter."""
+    target: object
+    auth: TokenAuth
+    executor: ThreadPoolExecutor
+    limiter: "_AuthLimiter"
+    metrics: Metrics
+
+    async def run(self, fn, *args):
+        """Run a blocking (database) call in the server's thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+
+_app_key: dict = {}
+
+
+def _context_key():
+    if "key" not in _app_key:
+        web = _web()
+        # AppKey names itself after the module that makes it, found by walking up to a module
+        # frame: made here lazily (aiohttp is imported only when a server runs), as if at import
+        ns = {"__name__": __name__, "AppKey": web.AppKey, "ServerContext": ServerContext}
+        exec("KEY = AppKey('context', ServerContext)", ns)   # noqa: S102 (a constant statement)
+        _app_key["key"] = ns["KEY"]
+    return _app_key["key"]
+
+
+def server_context(app) -> ServerContext:
+    """The :class:`ServerContext` of an app made by :func:`make_app` (for routes added to it,
+    such as the dashboard's)."""
+    return app[_context_key()]
+
+
+def request_token(request) -> str:
+    """The bearer token of a request (``Authorization: Bearer TOKEN``), or ""."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def require_admin(request, token: Optional[str] = None) -> Principal:
+    """The admin :class:`~posfast.sync.tokens.Principal` of a request (its bearer token, or
+    `token`, e.g. a login form's), else a JSON 401 / 403 / 429 refusal (raised as the app's
+    error, which its middleware answers).  Failed tokens count toward the address's limit."""
+    ctx = server_context(request.app)
+    addr = request.remote or "?"
+    wait = ctx.limiter.retry_after(addr)
+    if wait:
+        raise _Refused(429, "auth", f"too many failed tokens from {addr}; retry in {wait:.0f} s",
+                       headers={"Retry-After": str(int(wait + 0.999))})
+    token = request_token(request) if token is None else token.strip()
+    if not token:
+        _auth_failed(ctx, request, "missing bearer token (Authorization: Bearer <admin token>)")
+    who = await ctx.run(ctx.auth.identify, token)
+    if who is None:
+        _auth_failed(ctx, request, "unknown or revoked token")
+    if not who.is_admin:
+        log.warning("refused %s %s from %s: a terminal token (journal %s) used for the admin API", request.method,
+                    clip(request.path, 80), addr, who.journal_id)
+        raise _Refused(403, "auth", "this is a terminal's token; the admin API needs an admin token "
+                       "(posfast register --db ... --admin --issue-token)")
+    return who
+
+
+def _auth_failed(ctx: ServerContext, request, message: str):
+    addr = request.remote or "?"
+    verdict = ctx.limiter.failed(addr)
+    if verdict:
+        log.warning("refused %s %s from %s: %s%s", request.method, clip(request.path, 80), addr, message,
+                    "; further token failures from this address this minute are not logged"
+                    if verdict == "last" else "")
+    raise _Refused(401, "auth", message, headers={"WWW-Authenticate": "Bearer"})
+
+
 class _Refused(SyncError):
     """A refusal on its way to becoming the JSON 4xx reply (it never leaves the server)."""
 
@@ -233,7 +307,8 @@ def open_back_office(db: Union[str, SqliteTarget, PostgresTarget], *, create: bo
         raise SyncConfigError(f"--db must be sqlite:///FILE or postgresql://..., not {clip(db)!r}")
     if db.split(":", 1)[0].lower() == "sqlite":
         return target_from_url(db, create=create)
-    return target_from_url(db)
+    # one name per server process in pg_stat_activity: which of several servers holds what
+    return target_from_url(db, application_name=f"posfast serve {os.getpid()}")
 
 
 _UNAVAILABLE = ("back office temporarily unavailable: the batch was not stored; the terminal keeps it and "
@@ -242,11 +317,15 @@ _UNAVAILABLE = ("back office temporarily unavailable: the batch was not stored; 
 
 def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
              workers: int = 4, body_timeout: float = DEFAULT_BODY_TIMEOUT, create: bool = False,
-             auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES):
+             auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES, token_ttl: float = DEFAULT_TOKEN_TTL,
+             metrics: str = "admin"):
     """Build the aiohttp application (serve it with :func:`serve` or :func:`start_in_thread`).
 
-    ``tokens``: ``{token: journal_id}`` or an iterable of ``"JOURNAL_ID=TOKEN"``.
-    ``create``: create a SQLite back office that does not exist yet (else refuse to start).
+    ``tokens``: static tokens, ``{token: journal_id}`` or an iterable of ``"JOURNAL_ID=TOKEN"``
+    (None or empty: only the back office's ``tokens`` table, looked up live and cached for
+    ``token_ttl`` seconds).  ``create``: create a SQLite back office that does not exist yet
+    (else refuse to start).  ``metrics``: ``/metrics`` needs an admin token (``"admin"``),
+    none (``"open"``), or is not served (``"off"``).
 
     >>> app = make_app("sqlite:///back.db", {tok: "0b1c9f3e-8a3d-4a55-9f0e-6f1d2c3b4a59"})  # doctest: +SKIP
     """
@@ -256,17 +335,12 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
     target.max_batch = max_batch
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="posfast-sync")
     limiter = _AuthLimiter(auth_failures_per_minute)
+    auth = TokenAuth(target, table, ttl=token_ttl)
+    ctx = ServerContext(target, auth, executor, limiter, Metrics())
+    if metrics not in ("admin", "open", "off"):
+        raise SyncConfigError(f"metrics={metrics!r}: admin, open or off")
 
-    def auth_failed(request, message: str):
-        addr = request.remote or "?"
-        verdict = limiter.failed(addr)
-        if verdict:
-            log.warning("refused %s %s from %s: %s%s", request.method, clip(request.path, 80), addr, message,
-                        "; further token failures from this address this minute are not logged"
-                        if verdict == "last" else "")
-        raise _Refused(401, "auth", message, headers={"WWW-Authenticate": "Bearer"})
-
-    def authorize(request, journal_id: uuid.UUID) -> None:
+    async def authorize(request, journal_id: uuid.UUID, *, write: bool = True) -> Principal:
         addr = request.remote or "?"
         wait = limiter.retry_after(addr)
         if wait:
@@ -275,18 +349,25 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            auth_failed(request, "missing bearer token (Authorization: Bearer <journal token>)")
+            _auth_failed(ctx, request, "missing bearer token (Authorization: Bearer <journal token>)")
         try:
-            digest = _digest(token.strip())
+            token.strip().encode("utf-8")
         except UnicodeError:
-            auth_failed(request, "the Authorization header is not valid UTF-8 text")
-        owner = table.get(digest)
-        if owner is None:
-            auth_failed(request, "unknown token")
-        if owner != journal_id:
+            _auth_failed(ctx, request, "the Authorization header is not valid UTF-8 text")
+        who = await ctx.run(auth.identify, token.strip())
+        if who is None:
+            _auth_failed(ctx, request, "unknown token")
+        if who.is_admin:
+            if not write:
+                return who
+            log.warning("refused %s %s from %s: an admin token cannot push records", request.method,
+                        clip(request.path, 80), addr)
+            raise _Refused(403, "auth", "an admin token cannot push records; use the journal's own token")
+        if who.journal_id != journal_id:
             log.warning("refused %s %s from %s: token of journal %s used for journal %s", request.method,
-                        clip(request.path, 80), addr, owner, journal_id)
-            raise _Refused(403, "auth", f"this token belongs to journal {owner}, not {journal_id}")
+                        clip(request.path, 80), addr, who.journal_id, journal_id)
+            raise _Refused(403, "auth", f"this token belongs to journal {who.journal_id}, not {journal_id}")
+        return who
 
     def path_journal(request) -> uuid.UUID:
         text = request.match_info["journal_id"]
@@ -304,7 +385,16 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
             raise
         if batch.journal_id != journal_id:
             raise _Refused(403, "auth", f"batch of journal {batch.journal_id} posted to journal {journal_id}")
-        ack = target.push(batch, anchor=anchor)
+        started = time.perf_counter()
+        try:
+            ack = target.push(batch, anchor=anchor)
+        except SyncRefused:
+            ctx.metrics.batch("refused", time.perf_counter() - started)
+            raise
+        except SyncUnavailable:
+            ctx.metrics.batch("unavailable", time.perf_counter() - started)
+            raise
+        ctx.metrics.batch("stored" if ack.stored else "duplicate", time.perf_counter() - started, ack.stored)
         return {"ok": True, "journal_id": str(ack.journal_id), "first_seq": ack.first_seq,
                 "last_seq": ack.last_seq, "count": len(batch), "high_seq": ack.high_seq, "stored": ack.stored,
                 "duplicates": ack.duplicates, "last_link": base64.b64encode(ack.last_link).decode("ascii")}
@@ -348,7 +438,7 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
 
     async def post_batch(request):
         journal_id = path_journal(request)
-        authorize(request, journal_id)
+        await authorize(request, journal_id)
         if request.content_length is not None and request.content_length > max_body:
             raise _Refused(413, "invalid", f"body of {request.content_length} bytes exceeds the limit of "
                            f"{max_body}; send smaller batches")
@@ -367,21 +457,48 @@ def make_app(db_url, tokens, *, max_body: int = DEFAULT_MAX_BODY, max_batch: int
 
     async def get_journal(request):
         journal_id = path_journal(request)
-        authorize(request, journal_id)
+        await authorize(request, journal_id, write=False)
         doc = await asyncio.get_running_loop().run_in_executor(executor, held, journal_id)
         return web.json_response(doc)
 
+    async def post_status(request):
+        journal_id = path_journal(request)
+        await authorize(request, journal_id)
+        try:
+            body = await asyncio.wait_for(request.read(), body_timeout)
+        except asyncio.TimeoutError:
+            raise _Refused(408, "invalid", f"request body not received within {body_timeout:.0f} s") from None
+        status = decode_status(body)
+        await ctx.run(target.report_status, journal_id, status)
+        return web.json_response({"ok": True, "journal_id": str(journal_id)})
+
     async def health(request):
-        return web.json_response({"ok": True})
+        try:
+            await ctx.run(target.ping)
+        except Exception as exc:     # SyncUnavailable, or anything the driver raises
+            log.error("health check: back office unavailable: %s", clip(str(exc), 2 * ECHO_LIMIT))
+            return refusal(503, "unavailable", "back office database unavailable", {"Retry-After": "30"})
+        return web.json_response({"ok": True, "database": "ok"})
+
+    async def get_metrics(request):
+        if metrics == "admin":
+            await require_admin(request)
+        text = await ctx.run(render_metrics, target, ctx.metrics)
+        return web.Response(body=text.encode("utf-8"), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def cleanup(app):
         executor.shutdown(wait=True)
         target.close()
 
     app = web.Application(client_max_size=max_body, middlewares=[json_errors])
+    app[_context_key()] = ctx
     app.router.add_post("/v1/journals/{journal_id}/batches", post_batch)
     app.router.add_get("/v1/journals/{journal_id}", get_journal)
+    app.router.add_post("/v1/journals/{journal_id}/status", post_status)
     app.router.add_get("/v1/health", health)
+    if metrics != "off":
+        app.router.add_get("/metrics", get_metrics)
+    add_dashboard(app, ctx)          # /ui: the dashboard, behind the admin login
     app.on_cleanup.append(cleanup)
     return app
 
@@ -514,6 +631,40 @@ def _check_port(port) -> int:
     return port
 
 
+# --------------------------------------------------------------------------- logging
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (ISO 8601 UTC, ms), ``level``, ``logger``,
+    ``message``, ``exc`` (the traceback, when there is one) and ``process``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime as _dt
+        import json
+        doc = {"ts": _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).isoformat(timespec="milliseconds")
+               .replace("+00:00", "Z"), "level": record.levelname, "logger": record.name,
+               "message": record.getMessage(), "process": record.process}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure_logging(level: str = "info", fmt: str = "text", stream=None) -> None:
+    """The root logger of ``posfast serve``: `level` (debug, info, warning, error) and `fmt`
+    ``text`` (``time LEVEL logger: message``) or ``json`` (:class:`JsonFormatter`), on stderr."""
+    levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+    if level not in levels or fmt not in ("text", "json"):
+        raise SyncConfigError(f"log level {level!r} / format {fmt!r}: levels are {', '.join(levels)}, "
+                              "formats text and json")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(levels[level])
+
+
 # --------------------------------------------------------------------------- running
 
 def _collect_tokens(tokens, tokens_file, token_specs) -> dict:
@@ -528,10 +679,7 @@ def _collect_tokens(tokens, tokens_file, token_specs) -> dict:
         for tok, jid in table.items():
             _check_token(tok, jid)
         sources.append(("tokens", table))
-    merged = _merge_tokens(*sources)
-    if not merged:
-        raise SyncConfigError("no journal tokens: pass --tokens-file FILE (or --token JOURNAL_ID=TOKEN)")
-    return merged
+    return _merge_tokens(*sources)
 
 
 async def _start(app, host: str, port: int, *, ssl_context=None, header_timeout=DEFAULT_HEADER_TIMEOUT,
@@ -557,7 +705,8 @@ def serve(db_url, host: str = "127.0.0.1", port: int = 8080, *, tokens=None, tok
           max_batch: int = DEFAULT_MAX_BATCH, workers: int = 4, out=sys.stdout, tls_cert=None, tls_key=None,
           client_ca=None, create: bool = False, header_timeout: float = DEFAULT_HEADER_TIMEOUT,
           body_timeout: float = DEFAULT_BODY_TIMEOUT, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-          max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+          max_connections: int = DEFAULT_MAX_CONNECTIONS, token_ttl: float = DEFAULT_TOKEN_TTL,
+          metrics: str = "admin") -> None:
     """Run the sync server until SIGINT/SIGTERM (what ``posfast serve`` calls).
 
     Prints ``posfast sync server listening on http(s)://HOST:PORT`` once it accepts
@@ -575,7 +724,13 @@ def serve(db_url, host: str = "127.0.0.1", port: int = 8080, *, tokens=None, tok
         raise SyncConfigError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
     ssl_context = server_ssl_context(tls_cert, tls_key, client_ca) if tls_cert else None
     app = make_app(db_url, table, max_body=max_body, max_batch=max_batch, workers=workers,
-                   body_timeout=body_timeout, create=create)
+                   body_timeout=body_timeout, create=create, token_ttl=token_ttl, metrics=metrics)
+    ctx = server_context(app)
+    in_db = ctx.target.tokens() if hasattr(ctx.target, "tokens") else []
+    live = sum(1 for t in in_db if not t.revoked)
+    if not table and not live:
+        log.warning("no tokens yet: issue them with posfast register --db ... JOURNAL_ID --issue-token "
+                    "(picked up while the server runs, within %.0f s)", token_ttl)
 
     async def run():
         runner, bound_port = await _start(app, host, port, ssl_context=ssl_context, header_timeout=header_timeout,
@@ -588,7 +743,8 @@ def serve(db_url, host: str = "127.0.0.1", port: int = 8080, *, tokens=None, tok
             except (NotImplementedError, RuntimeError):  # not the main thread / Windows
                 pass
         scheme = "https" if ssl_context else "http"
-        print(f"posfast sync server listening on {scheme}://{host}:{bound_port} ({len(table)} tokens"
+        print(f"posfast sync server listening on {scheme}://{host}:{bound_port} ({live} tokens in the "
+              f"back office{f', {len(table)} from --token/--tokens-file' if table else ''}"
               f"{', client certificates required' if client_ca else ''})", file=out, flush=True)
         try:
             await stop.wait()

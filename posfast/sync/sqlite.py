@@ -5,15 +5,22 @@ import os
 import sqlite3
 import threading
 import urllib.parse
+import logging
 import uuid
 from typing import Optional
 
+import numpy as np
+
 from ..records import RECORD_DTYPE, now_us
-from .backoffice import BackOffice, added_columns, batch_from_db, db_rows, schema_statements, seq_or_none
+from .backoffice import (RECORDS_INDEXES, TEXT_COLUMNS, BackOffice, added_columns, batch_from_db, db_rows,
+                         local_times, readable, schema_statements, seq_or_none, text_raw, view_statements,
+                         views_version)
 from .protocol import (ECHO_LIMIT, Ack, BackOfficeFull, BackOfficeMissing, JournalState, RecordBatch,
                        SyncConfigError, SyncRefused, SyncUnavailable, as_uuid, clip, plan_batch)
 
 __all__ = ["SqliteTarget"]
+
+log = logging.getLogger("posfast.sync")
 
 
 def _is_full(exc: BaseException) -> bool:
@@ -74,6 +81,8 @@ class SqliteTarget(BackOffice):
                     for stmt in added_columns("sqlite", lambda table: {
                             r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}):
                         self._conn.execute(stmt)
+                    self._migrate_text()
+                    self._make_views()
                     self._conn.execute("COMMIT")
                 except BaseException:
                     if self._conn.in_transaction:
@@ -84,8 +93,55 @@ class SqliteTarget(BackOffice):
                 raise BackOfficeFull(f"cannot open back office {full}: the disk is full; free space") from exc
             raise SyncConfigError(f"cannot open back office {full}: {exc}") from exc
         names = RECORD_DTYPE.names
-        self._insert_sql = (f"INSERT INTO records (journal_id, {self._column_list()}, payload, link, order_ref, host_ref) "
-                            f"VALUES ({', '.join('?' * (len(names) + 5))}) ON CONFLICT DO NOTHING")
+        self._insert_sql = (f"INSERT INTO records (journal_id, {self._column_list()}, payload, link, order_ref, host_ref, "
+                            f"text_raw, local_time) VALUES ({', '.join('?' * (len(names) + 7))}) "
+                            "ON CONFLICT DO NOTHING")
+
+    def _migrate_text(self) -> None:
+        """A back office of posfast 0.x held the row's text fields as BLOB: rebuild ``records``
+        with them as TEXT (exact bytes kept in text_raw where TEXT cannot hold them) and each
+        record's local time, in the open transaction.  Minutes for millions of records, once."""
+        conn = self._conn
+        info = {r[1]: (r[2] or "").upper() for r in conn.execute("PRAGMA table_info(records)")}
+        if info.get("rrn") == "TEXT" and "text_raw" in info and "local_time" in info:
+            return
+        log.warning("back office %s: converting the records table to TEXT columns and local times "
+                    "(once; a large back office takes a while)", self.path)
+        conn.create_function("pf_text", 1, readable, deterministic=True)
+        conn.create_function("pf_raw", len(TEXT_COLUMNS), lambda *v: text_raw(
+            [b"" if x is None else x.encode("utf-8") if isinstance(x, str) else bytes(x) for x in v]),
+            deterministic=True)
+        conn.create_function("pf_local", 4, lambda ts, off, start, zone: local_times(
+            np.array([ts], np.int64), (off or 0, start or 0, zone or ""))[0], deterministic=True)
+        conn.execute("DROP TABLE IF EXISTS records__new")
+        create = next(st for st in schema_statements("sqlite") if "TABLE IF NOT EXISTS records " in st)
+        conn.execute(create.replace("TABLE IF NOT EXISTS records ", "TABLE records__new ", 1))
+        names = list(RECORD_DTYPE.names or ())
+        select = ", ".join(f'pf_text(r."{n}")' if n in TEXT_COLUMNS else f'r."{n}"' for n in names)
+        raw_args = ", ".join(f'r."{n}"' for n in TEXT_COLUMNS)
+        conn.execute(
+            f"INSERT INTO records__new (journal_id, {self._column_list()}, payload, link, order_ref, host_ref, "
+            f"text_raw, local_time) SELECT r.journal_id, {select}, r.payload, r.link, r.order_ref, r.host_ref, "
+            f"pf_raw({raw_args}), pf_local(r.ts, j.day_offset_min, j.day_start_min, j.day_tz) "
+            "FROM records r LEFT JOIN journals j ON j.journal_id = r.journal_id")
+        conn.execute("DROP TABLE records")
+        conn.execute("ALTER TABLE records__new RENAME TO records")
+        for stmt in RECORDS_INDEXES:
+            conn.execute(stmt)
+
+    def _make_views(self) -> None:
+        """(Re)make v_records and v_payments when their definitions changed."""
+        conn = self._conn
+        version = views_version("sqlite")
+        held = conn.execute("SELECT value FROM posfast_meta WHERE key = 'views'").fetchone()
+        if held is not None and held[0] == version:
+            return
+        conn.execute("DROP VIEW IF EXISTS v_records")
+        conn.execute("DROP VIEW IF EXISTS v_payments")
+        for stmt in view_statements("sqlite"):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO posfast_meta (key, value) VALUES ('views', ?) ON CONFLICT (key) DO UPDATE "
+                     "SET value = excluded.value", (version,))
 
     def __repr__(self):
         return f"SqliteTarget({self.path!r})"
@@ -106,6 +162,9 @@ class SqliteTarget(BackOffice):
         if "records" not in tables:
             self._conn.close()
             raise BackOfficeMissing(f"{where} is not a posfast back office (no records table)")
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(records)")}
+        if "text_raw" not in columns:         # a back office of posfast 0.x, read as it is
+            self._raw_expr = "NULL"
 
     def _registry_read(self, sql: str, params: list) -> list:
         with self._lock:
@@ -115,6 +174,12 @@ class SqliteTarget(BackOffice):
                 if "no such table" in str(exc):    # a back office of an older posfast, read-only
                     return []
                 raise SyncConfigError(f"back office {self.path}: {exc}") from exc
+
+    def ping(self) -> None:
+        """Touch the database: the file must still be there and answer a query."""
+        if not os.path.exists(self.path):
+            raise SyncUnavailable(f"back office {self.path} is gone (deleted or moved)")
+        super().ping()
 
     def _registry_write(self, sql: str, params: list) -> None:
         with self._lock:
@@ -146,7 +211,8 @@ class SqliteTarget(BackOffice):
 
     def _read(self, jid: uuid.UUID, first: int, last: int) -> RecordBatch:
         fetched = self._conn.execute(
-            f"SELECT {self._column_list()}, payload, link, order_ref, host_ref FROM records WHERE journal_id = ? AND seq "
+            f"SELECT {self._column_list()}, payload, link, order_ref, host_ref, {self._raw_expr} FROM records "
+            "WHERE journal_id = ? AND seq "
             "BETWEEN ? AND ? ORDER BY seq", (str(jid), first, last)).fetchall()
         return batch_from_db(jid, fetched)
 
@@ -171,7 +237,8 @@ class SqliteTarget(BackOffice):
                     plan = plan_batch(inc, state, lambda a, b: self._read(jid, a, b), anchor=anchor)
                     stored = len(inc.rows) - plan.new_from
                     if stored:
-                        cur = conn.executemany(self._insert_sql, db_rows(str(jid), inc, plan.new_from))
+                        cur = conn.executemany(self._insert_sql, db_rows(str(jid), inc, plan.new_from,
+                                                                         plan.day_rule))
                         if cur.rowcount != stored:
                             raise SyncUnavailable(f"journal {jid}: expected to store {stored} records, "
                                                   f"stored {cur.rowcount}; back office inconsistent")
@@ -190,15 +257,22 @@ class SqliteTarget(BackOffice):
                             (str(jid), plan.anchor_seq, int(inc.rows["seq"][-1]), inc.links[-1], stored,
                              now, now, plan.day_rule[0], plan.day_rule[1], plan.day_rule[2]))
                         high = int(inc.rows["seq"][-1])
+                        conn.execute("UPDATE journals SET format_version = ? WHERE journal_id = ?",
+                                     (int(inc.format_version), str(jid)))
+                        closed = self._closed_day(inc, plan.new_from)
+                        if closed is not None:
+                            conn.execute("UPDATE journals SET last_day_closed = max(coalesce(last_day_closed, ?), ?) "
+                                         "WHERE journal_id = ?", (closed, closed, str(jid)))
                     else:
                         high = state.high_seq
+                    conn.execute(*self._status_statement(jid, inc.status, ok_us=now_us()))
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:   # SQLite rolls back by itself on some errors (disk full)
                         conn.execute("ROLLBACK")
                     raise
             except SyncRefused as exc:
-                self._refused(exc)
+                self._refused(exc, inc.status)
                 raise
             except sqlite3.Error as exc:
                 if _is_full(exc):

@@ -10,11 +10,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import JournalClosed, PosfastError
+from .._core import FORMAT_VERSION
 from .protocol import RecordBatch, SyncBadAck, SyncConfigError, SyncRefused, SyncResult, SyncUnavailable
 
 log = logging.getLogger("posfast.sync")
 
-__all__ = ["Syncer", "sync_status"]
+__all__ = ["Syncer", "sync_status", "terminal_status"]
 
 
 class Syncer:
@@ -35,6 +36,10 @@ class Syncer:
     office for a journal synced elsewhere before); ``False`` never.
     """
 
+    #: Seconds between heartbeats (a status report without records) while there is nothing
+    #: to push, so the back office's fleet view sees the terminal alive.
+    heartbeat_interval = 60.0
+
     def __init__(self, journal, target, batch: int = 1000, *, anchor="auto"):
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise SyncConfigError(f"batch size must be a whole number of records, at least 1 (got {batch!r})")
@@ -48,6 +53,7 @@ class Syncer:
         self.last_result: Optional[SyncResult] = None
         self.last_success_at: Optional[float] = None
         self.failures = 0  # consecutive failed rounds of run_forever
+        self._last_report = 0.0   # monotonic time of the last status the target was told
 
     def __repr__(self):
         return f"Syncer({self.journal!r}, {self.target!r}, batch={self.batch})"
@@ -72,8 +78,10 @@ class Syncer:
         head = journal.head_seq
         sent = batches = duplicates = 0
         if head <= watermark:
+            self._heartbeat()
             return self._done(SyncResult(0, 0, watermark))
         first, anchor = self._first_unsynced(watermark)
+        status = terminal_status(journal)
         if max_records is not None:
             head = min(head, first + max_records - 1)
         size = self.batch
@@ -85,7 +93,16 @@ class Syncer:
                 try:
                     batch.day_rule = rule          # the back office checks every day against it
                 except AttributeError:
-                    batch = RecordBatch(batch.journal_id, batch.rows, batch.payloads, batch.links, rule)
+                    batch = RecordBatch(batch.journal_id, batch.rows, batch.payloads, batch.links, rule,
+                                        getattr(batch, "exts", None),
+                                        getattr(batch, "format_version", FORMAT_VERSION))
+            if status is not None:
+                if len(batch.rows):                # the oldest record not acknowledged yet: this one
+                    status["oldest_unsynced_ts"] = int(batch.rows["ts"][0])
+                try:
+                    batch.status = dict(status)
+                except AttributeError:
+                    pass
             try:
                 ack = self.target.push(batch, anchor=anchor)
             except SyncRefused as exc:
@@ -99,7 +116,8 @@ class Syncer:
             if ack.high_seq < last:
                 raise SyncUnavailable(f"target acknowledged journal {journal.journal_id} only up to seq "
                                       f"{ack.high_seq} after a batch ending at {last}")
-            journal.set_sync_watermark(last)
+            self._advance(last)
+            self._last_report = time.monotonic()
             watermark = last
             sent += last - first + 1
             duplicates += ack.duplicates
@@ -107,6 +125,30 @@ class Syncer:
             anchor = False  # the target now holds this journal: later batches just continue it
             first = last + 1
         return self._done(SyncResult(sent, batches, watermark, duplicates))
+
+    def _advance(self, last: int) -> None:
+        """Move the watermark to ``last``, unless another syncer of this journal (a second
+        link to the back office, pushing through another server) already moved it past."""
+        journal = self.journal
+        if journal.sync_watermark >= last:
+            return
+        try:
+            journal.set_sync_watermark(last)
+        except ValueError:
+            if journal.sync_watermark < last:   # not that race: a real error
+                raise
+
+    def _heartbeat(self) -> None:
+        """Nothing to push: tell the target the terminal is alive (and its status) every
+        :attr:`heartbeat_interval` seconds, if it listens (``report_status``)."""
+        report = getattr(self.target, "report_status", None)
+        if report is None or time.monotonic() - self._last_report < self.heartbeat_interval:
+            return
+        status = terminal_status(self.journal)
+        if status is None:
+            return
+        report(self.journal.journal_id, status)
+        self._last_report = time.monotonic()
 
     def _done(self, result: SyncResult) -> SyncResult:
         self.last_result = result
@@ -169,6 +211,32 @@ class Syncer:
 
 
 # --------------------------------------------------------------------------- status
+
+def terminal_status(journal) -> Optional[dict]:
+    """What a terminal tells the back office of itself with each push (wire field
+    ``terminal``, :data:`posfast.sync.protocol.STATUS_FIELDS`): its head seq, the time of
+    its oldest unsynced record, ring fullness, payments in doubt, retention.  None when
+    the journal cannot say (not a posfast Journal)."""
+    try:
+        st = journal.status()
+    except Exception:
+        return None
+    if not isinstance(st, dict) or "head_seq" not in st:
+        return None
+    capacity = int(st.get("capacity") or 0)
+    live, used, unsynced = int(st.get("live_records") or 0), int(st.get("used_slots") or 0), int(st.get("unsynced") or 0)
+    unsynced_slots = round(used * unsynced / live) if live and used else unsynced
+    try:
+        in_doubt = len(journal.in_doubt())
+    except Exception:
+        in_doubt = None
+    out = {"at_us": int(time.time() * 1e6), "head_seq": int(st["head_seq"]),
+           "oldest_unsynced_ts": st.get("oldest_unsynced_ts") if unsynced else None,
+           "ring_fill": min(1.0, used / capacity) if capacity else None,
+           "ring_unsynced": min(1.0, unsynced_slots / capacity) if capacity else None,
+           "in_doubt": in_doubt, "retention": str(st.get("retention") or "")[:16]}
+    return {k: v for k, v in out.items() if v is not None}
+
 
 def sync_status(journal, deadline_hours: float = 72, *, now: Optional[float] = None,
                 full_fraction: float = 0.8) -> dict:

@@ -280,7 +280,7 @@ def fixed_decimals(mat, length, exponent, blank=None) -> Optional[np.ndarray]:
         full = ~empty
         mat, length = mat[full], length[full]
     dot = mat.shape[1] - 1 - exp                 # where the dot is in a right-aligned row
-    if (mat[:, dot] != 46).any():
+    if (mat[:, dot] != 46).any() or (length > 19).any():    # (at most 18 digits: int64)
         return None
     whole = _digits(mat[:, :dot], length - exp - 1)
     frac = _digits(mat[:, dot + 1:], np.full(len(length), exp))

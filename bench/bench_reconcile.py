@@ -74,7 +74,7 @@ Measured 2026-12-01, load average 6-11 (other sessions' builds and suites), CPU 
 JSON / CSV / summary lines (wall: total s):
 
     posfast CSV (82 MB)    before 6.26-7.53 CPU s (10.6-34.3 s)   now 3.45-3.85 CPU s (3.45-23.1 s)
-    WeChat bill (191 MB)   before 8.54-9.07 CPU s (18.0-42.1 s)   now 4.30-4.85 CPU s (6.2-17.3 s)
+    WeChat bill (191 MB)   before 8.54-9.53 CPU s (18.0-43.0 s)   now 4.30-4.85 CPU s (6.2-17.3 s)
     peak RSS               before 442-457 MB                      now 435-465 MB
 
 Now: posfast CSV read 1.0 CPU s (was ~3), match 2.0, JSON report 0.35; the WeChat bill's

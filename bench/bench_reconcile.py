@@ -77,8 +77,13 @@ JSON / CSV / summary lines (wall: total s):
     WeChat bill (191 MB)   before 8.54-9.53 CPU s (18.0-43.0 s)   now 4.30-4.85 CPU s (6.2-17.3 s)
     peak RSS               before 442-457 MB                      now 435-465 MB
 
+and at load average 2-3, late (wall s, CPU about the same):
+
+    posfast CSV            before 5.69-7.04 s                     now 3.15-4.36 s    (<= 441 MB)
+    WeChat bill            before 8.52-10.67 s                    now 4.89-5.33 s    (<= 449 MB)
+
 Now: posfast CSV read 1.0 CPU s (was ~3), match 2.0, JSON report 0.35; the WeChat bill's
-read 2.3-2.6.  The reports are byte for byte those of the code before.
+read 2-2.6.  The reports are byte for byte those of the code before.
 """
 import argparse
 import csv

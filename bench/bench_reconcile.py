@@ -59,8 +59,31 @@ bill) against a journal of as many payments, with 0.3% planted of each of
 missing at host, missing in the journal and amount mismatch; 90% of rows carry the host
 reference, 8% the order reference only, 2% neither (matched by terminal + amount in the
 window).  Each measurement runs in a fresh process and prints wall time and peak RSS of
-reading the statement, reconciling, and streaming the report to a JSON or CSV file; the
-same matching is then done in SQL (SQLite, indexed tables; load timed apart).
+reading the statement, reconciling, and streaming the report to a JSON or CSV file, and the
+process's CPU time (user + system: on this loaded, shared machine wall times ran at 2-4x
+it); the same matching is then done in SQL (SQLite, indexed tables; load timed apart;
+``--no-sql`` leaves it out).  ``--against DIR`` measures another tree's posfast in the same
+run (``--code DIR`` only that one), e.g. the commit before the statement tokenizer:
+
+    git worktree add ../before 145019b
+    (cd ../before && python setup.py build_ext --inplace)      # its own posfast/_core
+    python bench/bench_reconcile.py --scale --against ../before
+    python bench/bench_reconcile.py --scale --scale-format wechat --against ../before --no-sql
+
+Measured 2026-12-01, load average 6-11 (other sessions' builds and suites), CPU s of the
+JSON / CSV / summary lines (wall: total s):
+
+    posfast CSV (82 MB)    before 6.26-7.53 CPU s (10.6-34.3 s)   now 3.45-3.85 CPU s (3.45-23.1 s)
+    WeChat bill (191 MB)   before 8.54-9.53 CPU s (18.0-43.0 s)   now 4.30-4.85 CPU s (6.2-17.3 s)
+    peak RSS               before 442-457 MB                      now 435-465 MB
+
+and at load average 2-3, late (wall s, CPU about the same):
+
+    posfast CSV            before 5.69-7.04 s                     now 3.15-4.36 s    (<= 441 MB)
+    WeChat bill            before 8.52-10.67 s                    now 4.89-5.33 s    (<= 449 MB)
+
+Now: posfast CSV read 1.0 CPU s (was ~3), match 2.0, JSON report 0.35; the WeChat bill's
+read 2-2.6.  The reports are byte for byte those of the code before.
 """
 import argparse
 import csv
@@ -76,6 +99,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+if "--code" in sys.argv[:-1]:     # another tree's posfast (before and after, one script)
+    sys.path.insert(0, os.path.abspath(sys.argv[sys.argv.index("--code") + 1]))
 
 import posfast  # noqa: E402
 from posfast import DayRule, Journal, Kind, State  # noqa: E402
@@ -548,7 +573,7 @@ def scale_child(task, journal_path, stmt, out_path):
     """One --scale measurement in this fresh process: prints 'seconds baseline_kb peak_kb'."""
     j = Journal.open(journal_path, readonly=True)
     baseline = _rss_kb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     settlement = read_settlement(stmt, utc_offset=RULE)
     t_read = time.perf_counter() - t0
     report = reconcile(j, settlement, day=DAY, check_receipts=False,
@@ -557,8 +582,9 @@ def scale_child(task, journal_path, stmt, out_path):
     with open(out_path, "w", encoding="utf-8", newline="") as f:
         report.write(f, "table" if task == "summary" else task)
     total = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     peak = _peak_kb()
-    print(t_read, t_match, total, baseline, peak, json.dumps(
+    print(t_read, t_match, total, baseline, peak, cpu, json.dumps(
         {k: v for k, v in report.counts().items() if v}))
 
 
@@ -626,26 +652,35 @@ def scale_main(args):
     journal_path, stmt, rows = scale_workload(directory, args.rows, args.scale_format)
     print("statement %s: %d rows, %.0f MB" % (os.path.basename(stmt), rows,
                                               os.path.getsize(stmt) / 1e6))
-    print("%-36s %9s %9s %9s %11s %11s" % ("task (fresh process each)", "read s", "match s",
-                                          "total s", "peak RSS", "minus start"))
-    for task in ("json", "csv", "summary"):
-        out_path = os.path.join(directory, "report." + task)
-        got = subprocess.run([sys.executable, os.path.abspath(__file__), "--scale-child", task,
-                              journal_path, stmt, out_path], capture_output=True, text=True)
-        if got.returncode:
-            print("%-36s failed: %s" % (task, got.stderr.strip().splitlines()[-1]))
-            continue
-        fields = got.stdout.split(None, 5)
-        t_read, t_match, total = map(float, fields[:3])
-        baseline, peak = int(fields[3]), int(fields[4])
-        label = {"json": "read + reconcile + JSON report", "csv": "read + reconcile + CSV report",
-                 "summary": "read + reconcile --summary"}[task]
-        print("%-36s %9.2f %9.2f %9.2f %8.0f MB %8.0f MB   (report %.0f MB)" % (
-            label, t_read, t_match, total, peak / 1024, (peak - baseline) / 1024,
-            os.path.getsize(out_path) / 1e6))
-        if task == "json":
-            print("  findings: %s" % fields[5].strip())
-        os.remove(out_path)
+    print("%-36s %9s %9s %9s %9s %11s %11s" % ("task (fresh process each)", "read s", "match s",
+                                               "total s", "CPU s", "peak RSS", "minus start"))
+    for code in [args.code] + ([args.against] if args.against else []):
+        if args.against:
+            print("code: %s" % (code or os.path.dirname(HERE)))
+        extra = ["--code", code] if code else []
+        for task in ("json", "csv", "summary"):
+            out_path = os.path.join(directory, "report." + task)
+            got = subprocess.run([sys.executable, os.path.abspath(__file__), "--scale-child", task,
+                                  journal_path, stmt, out_path] + extra, capture_output=True,
+                                 text=True)
+            if got.returncode:
+                print("%-36s failed: %s" % (task, got.stderr.strip().splitlines()[-1]))
+                continue
+            fields = got.stdout.split(None, 6)
+            t_read, t_match, total = map(float, fields[:3])
+            baseline, peak, cpu = int(fields[3]), int(fields[4]), float(fields[5])
+            label = {"json": "read + reconcile + JSON report",
+                     "csv": "read + reconcile + CSV report",
+                     "summary": "read + reconcile --summary"}[task]
+            print("%-36s %9.2f %9.2f %9.2f %9.2f %8.0f MB %8.0f MB   (report %.0f MB)" % (
+                label, t_read, t_match, total, cpu, peak / 1024, (peak - baseline) / 1024,
+                os.path.getsize(out_path) / 1e6))
+            if task == "json":
+                print("  findings: %s" % fields[6].strip())
+            os.remove(out_path)
+    if args.no_sql:
+        shutil.rmtree(directory)
+        return
     t_load, t_sql, counts = sql_scale(journal_path, stmt)
     print("%-36s %9.2f %9.2f %9.2f   (SQLite :memory:, the load is both sides into indexed "
           "tables)" % ("same matching in SQL", t_load, t_sql, t_load + t_sql))
@@ -670,6 +705,10 @@ def main(argv=None):
     parser.add_argument("--scale", action="store_true",
                         help="issue 13: --rows statement rows against as many journal payments")
     parser.add_argument("--scale-format", choices=("posfast", "wechat"), default="posfast")
+    parser.add_argument("--code", help="the tree whose posfast is measured (default: this one)")
+    parser.add_argument("--against", help="--scale: measure another tree too, in the same run "
+                        "(e.g. a git worktree of an older commit, its posfast/_core built)")
+    parser.add_argument("--no-sql", action="store_true", help="--scale: leave out the SQL run")
     args = parser.parse_args(argv)
     if args.memory:
         return memory_main(args)

@@ -599,7 +599,7 @@ def _wechat_fast(path, rule):
                 code = int(text) if text.isdigit() else alpha.get(text, {"RMB": 156}.get(text))
                 if code is None and not text:
                     code = 156
-                if code is None:
+                if code is None or code > 0xFFFF:
                     return None
                 codes.append(code)
             currency = np.array(codes, np.uint16)[got[1]]

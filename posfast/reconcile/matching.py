@@ -196,7 +196,7 @@ class HashedKeys:
     the position of each row's representative.  ``exact`` is False when two different
     values share a hash (never seen in practice): the caller then takes key_ids."""
 
-    def __init__(self, columns, at, prefer=None, dtypes=None):
+    def __init__(self, columns, at, prefer=None, dtypes=None, rep_of=True):
         self.columns, self.at = columns, np.asarray(at, np.int64)
         n = len(self.at)
         h = hashes(columns, self.at, dtypes)
@@ -206,26 +206,28 @@ class HashedKeys:
         new = np.empty(n, bool)
         new[:1] = True
         np.not_equal(sorted_h[1:], sorted_h[:-1], out=new[1:])
+        self.exact = True
+        if new.all():                              # every hash once: the usual case
+            del new
+            self.rep = np.ones(n, bool)
+            self.rep_of = np.arange(n) if rep_of else None
+            self.unique_h, self.unique_pos = sorted_h, order
+            return
         starts = np.flatnonzero(new)
         first = order[starts]                      # (stable: the earliest of each hash)
-        self.exact = True
-        if len(starts) < n:                       # a hash shared: groups of several rows
-            group = np.cumsum(new) - 1
-            many = np.flatnonzero(np.diff(np.append(starts, n))[group] > 1)   # sorted places
-            if prefer is not None and prefer[order[many]].any():
-                pick = np.lexsort((order[many], prefer[order[many]], group[many]))
-                head = np.concatenate(([True], group[many][pick][1:] != group[many][pick][:-1]))
-                first = first.copy()
-                first[group[many][pick][head]] = order[many][pick][head]
-            members = order[many]
-            reps = first[group[many]]
-            self.exact = _same(columns, self.at[members], self.at[reps])
-            rep_of = np.empty(n, np.int64)
-            rep_of[order] = first[group]
-        else:
-            rep_of = np.arange(n)
-        self.rep = rep_of == np.arange(n)
-        self.rep_of = rep_of
+        group = np.cumsum(new) - 1
+        del new
+        many = np.flatnonzero(np.diff(np.append(starts, n))[group] > 1)   # sorted places
+        if prefer is not None and prefer[order[many]].any():
+            pick = np.lexsort((order[many], prefer[order[many]], group[many]))
+            head = np.concatenate(([True], group[many][pick][1:] != group[many][pick][:-1]))
+            first[group[many][pick][head]] = order[many][pick][head]
+        self.exact = _same(columns, self.at[order[many]], self.at[first[group[many]]])
+        full = np.empty(n, np.int64)
+        full[order] = first[group]
+        del order, group
+        self.rep = full == np.arange(n)
+        self.rep_of = full if rep_of else None
         self.unique_h, self.unique_pos = sorted_h[starts], first   # sorted hashes, their reps
 
 
@@ -235,8 +237,10 @@ def pair_keys(j_columns, j_at, h_columns, h_at, prefer=None):
     HashedKeys; a as positions in `j_at` ascending, b in `h_at`), or None when a hash
     is shared by different values (the caller takes key_ids)."""
     dtypes = [np.result_type(a.dtype, b.dtype) for a, b in zip(j_columns, h_columns)]
-    j = HashedKeys(j_columns, j_at, prefer, dtypes)
-    h = HashedKeys(h_columns, h_at, None, dtypes)
+    j = HashedKeys(j_columns, j_at, prefer, dtypes, rep_of=False)
+    if not j.exact:
+        return None
+    h = HashedKeys(h_columns, h_at, None, dtypes, rep_of=False)
     if not (j.exact and h.exact):
         return None
     # both sides' hashes are sorted: a search with sorted keys (numpy starts each from

@@ -40,6 +40,7 @@ class Fields:
     def __init__(self, buf, lines, starts, sep, width):
         self.buf, self.lines, self.width = buf, lines, width
         self._starts, self._sep = starts, sep
+        self._bounds: dict = {}
 
     @classmethod
     def of(cls, data: bytes, width: int, blank_lines: bool = True) -> Optional["Fields"]:
@@ -50,11 +51,14 @@ class Fields:
             return None
         if data and not data.endswith(b"\n"):
             data += b"\n"
-        size = len(data)
         buf = np.frombuffer(bytes(_PAD) + data + bytes(_PAD), np.uint8)
-        view = buf[_PAD:_PAD + size]
-        newline = np.flatnonzero(view == 10) + _PAD
-        sep = np.flatnonzero((view == 44) | (view == 10)) + _PAD
+        is_newline = buf == 10                  # (positions in buf: the pads hold neither)
+        newline = np.flatnonzero(is_newline)
+        is_sep = buf == 44
+        is_sep |= is_newline
+        del is_newline
+        sep = np.flatnonzero(is_sep)
+        del is_sep
         if len(sep) == width * len(newline):
             sep = sep.reshape(-1, width)
             if np.array_equal(sep[:, -1], newline):
@@ -69,7 +73,7 @@ class Fields:
         if not full.all() and not blank_lines:
             return None
         lines = np.flatnonzero(full)
-        sep = np.flatnonzero(view == 44) + _PAD
+        sep = np.flatnonzero(buf == 44)
         if len(sep) != (width - 1) * len(lines):
             return None
         per_line = np.searchsorted(sep, newline[lines]) - np.searchsorted(sep, starts[lines])
@@ -84,11 +88,14 @@ class Fields:
     def bounds(self, k, backtick=False):
         """(start, end) offsets in the buffer of field `k` (from 0) of every line;
         `backtick`: a leading ` is not part of the cell (WeChat Pay's cells)."""
-        start = self._starts if k == 0 else self._sep[:, k - 1] + 1
-        end = self._sep[:, k]
-        if backtick and len(start):
-            start = start + (self.buf[start] == 96) * (end > start)
-        return start, end
+        got = self._bounds.get((k, backtick))
+        if got is None:
+            start = self._starts if k == 0 else self._sep[:, k - 1] + 1
+            end = self._sep[:, k]
+            if backtick and len(start):
+                start = start + (self.buf[start] == 96) * (end > start)
+            got = self._bounds[k, backtick] = (start, end)
+        return got
 
     def column(self, k, backtick=False, zero=True):
         """(bytes matrix n x w of field `k`, its cells left-aligned, zero beyond each cell
@@ -273,7 +280,7 @@ def fixed_decimals(mat, length, exponent, blank=None) -> Optional[np.ndarray]:
         full = ~empty
         mat, length = mat[full], length[full]
     dot = mat.shape[1] - 1 - exp                 # where the dot is in a right-aligned row
-    if (mat[:, dot] != 46).any():
+    if (mat[:, dot] != 46).any() or (length > 19).any():    # (at most 18 digits: int64)
         return None
     whole = _digits(mat[:, :dot], length - exp - 1)
     frac = _digits(mat[:, dot + 1:], np.full(len(length), exp))

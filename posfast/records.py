@@ -803,6 +803,7 @@ class DayRule:
                 nxt = np.where(inside > 0, changes[np.minimum(at_start, len(changes) - 1)], _I64_MAX)
                 bucket = ts - base
                 bucket //= _DAY_US
+                bucket = bucket.astype(np.intp)     # < buckets: an index on a 32-bit CPU too
                 j = at_start.take(bucket)
                 j += ts >= nxt.take(bucket)
         if j is None:

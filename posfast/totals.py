@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import heapq
+import math
 import struct
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -344,7 +345,7 @@ def _group(cols):
     # the widest columns, while the key space is too big, as dense codes of the values present
     # (currencies 156..978 are 3 codes, not 823); past 2**20 values, by sorting
     for entry in sorted(spans, key=lambda e: -e[0]):
-        if int(np.prod([e[0] for e in spans], dtype=object)) <= limit:
+        if math.prod(e[0] for e in spans) <= limit:     # Python ints: no overflow, any numpy
             break
         span, low, col = entry
         if span <= (1 << 20):
@@ -370,6 +371,7 @@ def _group(cols):
             key -= low
         size *= span
     if size <= limit:
+        key = key.astype(np.intp)           # < size: fits a 32-bit CPU's intp (bincount wants it)
         present = np.flatnonzero(np.bincount(key, minlength=size))
         table = np.zeros(size, dtype=np.int32)
         table[present] = np.arange(len(present), dtype=np.int32)

@@ -58,6 +58,12 @@ def test_sigkill_mid_request_loses_nothing_acknowledged(tmp_path, round_seed):
     for w in workers:
         w.start()
     time.sleep(rng.uniform(0.3, 1.0))
+    # and on until enough was acknowledged to test anything (a slow or loaded CPU: no speed
+    # is assumed), then at a random moment of the requests in flight
+    deadline = time.time() + 120
+    while sum(1 for a in list(acked) if a[0] == "begin") <= 20 and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0, 0.05))
     agent.kill()                                        # SIGKILL, mid-request for some client
     stop.set()
     for w in workers:

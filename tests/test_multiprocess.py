@@ -241,7 +241,7 @@ def test_readers_beside_a_writer_that_is_killed_and_replaced(tmp_path):
 def test_readers_beside_a_wrapping_batch_writer(tmp_path):
     """Group commit and a 160-slot ring lapped many times under the readers."""
     got = run_round(tmp_path, "overwrite", 160, "batch", seconds=2.5, readers=3, min_seq=3 * 160)
-    assert got["final_seq"] > 3 * 160      # laps: every record takes one slot at least
+    assert got["final_seq"] >= 3 * 160     # 3 laps: every record takes one slot at least
 
 
 @pytest.mark.slow

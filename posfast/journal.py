@@ -672,17 +672,11 @@ class Journal:
                 self._check_open()
                 ring = self._ring
                 oldest = ring.oldest_seq
-                # written, its fdatasync deferred: the index and the maps take the record while
-                # the caches still hold it, then settle() syncs (before the seq is returned)
-                got = ring.append_fields(fields, payload, order_ref, host_ref, *self._day_args, True)
+                got = ring.append_fields(fields, payload, order_ref, host_ref, *self._day_args)
                 if got is not None:
                     seq, day, terminal, kind, row = got
-                    try:
-                        self._took_one(seq, day, terminal, kind, row, oldest, order_ref, host_ref,
-                                       len(payload), checkpoint=False)
-                    finally:
-                        ring.settle()
-                    self._checkpoint_due(seq)
+                    self._took_one(seq, day, terminal, kind, row, oldest, order_ref, host_ref,
+                                   len(payload))
                     return seq
         return self._append_one(row_values(fields, self.day_rule), payload, order_ref, host_ref)
 
@@ -723,22 +717,16 @@ class Journal:
             return seq
 
     def _took_one(self, seq: int, day: int, terminal: int, kind: int, row: bytes, oldest: int,
-                  order_ref: bytes, host_ref: bytes, payload_len: int, checkpoint: bool = True) -> None:
+                  order_ref: bytes, host_ref: bytes, payload_len: int) -> None:
         """What follows one appended record (`oldest`: the oldest seq before it): the index,
-        the payment maps, the day totals, and (`checkpoint`) a checkpoint when due -- each
-        step as cheap as it gets, for it runs on every single append.  The fast path runs it
-        between the write and its fdatasync, and the checkpoint after (an index saved must
-        name only durable records)."""
+        the payment maps, the day totals, a checkpoint when due -- each step as cheap as it
+        gets, for this runs right after the fdatasync, with cold caches."""
         index = self.index
         index.add_one(seq, day, terminal, kind)
         index.maybe_compact(self._ring.oldest_seq, self._ring.capacity)
         if self._totals is not None:
             self._totals_took(row, oldest)
         self._payments.appended(seq, row, order_ref, host_ref, payload_len)
-        if checkpoint:
-            self._checkpoint_due(seq)
-
-    def _checkpoint_due(self, seq: int) -> None:
         if seq - self._saved_head >= CHECKPOINT_RECORDS or \
                 time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS:
             self._maybe_checkpoint()

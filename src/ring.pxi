@@ -120,8 +120,6 @@ cdef class Ring:
     cdef public int durability
     cdef public uint32_t batch_records
     cdef readonly uint64_t group_first_seq   # first seq written since the last sync, 0 if none
-    cdef bint defer_sync               # append_fields(defer=True): the caller settles the sync
-    cdef readonly bint sync_owed       # written in fsync durability, fdatasync still to come
     cdef readonly bint failed
     cdef public object io_hook
     cdef readonly list damaged         # (seq, slot, cause) lost records found by recovery
@@ -1228,17 +1226,12 @@ cdef class Ring:
                             &ext_len if ext_len else NULL)
 
     def append_fields(self, dict fields, bytes payload=b"", bytes order_ref=b"",
-                      bytes host_ref=b"", int64_t day_shift=0, day_of=None, bint defer=False):
+                      bytes host_ref=b"", int64_t day_shift=0, day_of=None):
         """Append one record from its keyword fields, validated and packed here (fields.pxi),
         with `payload` (already checked) and the references (already checked); the business
         day is (ts + day_shift) // one day, or day_of(ts) when given.  Returns (seq, day,
         terminal, kind, row) -- the row as RECORD_DTYPE bytes -- or None when the fields are
-        not the common case, and nothing was written: then validate them in Python.
-
-        `defer` (fsync durability): the record is written but its fdatasync is left to
-        :meth:`settle`, which the caller must call before it acknowledges the record -- so
-        that what it does with the record in memory runs while its caches are warm, not after
-        the sleep in fdatasync."""
+        not the common case, and nothing was written: then validate them in Python."""
         cdef uint8_t row[120]       # PFW_SIZE
         cdef uint8_t *body = NULL
         cdef Py_ssize_t elen = 0, plen = len(payload), klen
@@ -1273,12 +1266,8 @@ cdef class Ring:
             offs[0] = 0
             offs[1] = <uint64_t>(elen + plen)
             ext_len = <uint16_t>elen
-            self.defer_sync = defer
-            try:
-                self._append(row, 1, body if elen + plen else NULL, offs if elen + plen else NULL,
-                             &ext_len if elen else NULL)
-            finally:
-                self.defer_sync = False
+            self._append(row, 1, body if elen + plen else NULL, offs if elen + plen else NULL,
+                         &ext_len if elen else NULL)
         finally:
             free(body)
         return (seq, <int32_t>pf_ld32(row + PFW_DAY), pf_ld32(row + PFW_TERMINAL),
@@ -1425,10 +1414,7 @@ cdef class Ring:
                     self._write(buf + first_part * self.slot_size, (gslots - first_part) * self.slot_size,
                                 PF_DATA_OFFSET)
                 if self.durability == DURABILITY_FSYNC:
-                    if self.defer_sync and j == n:
-                        self.sync_owed = True       # settle() syncs: the caller's promise
-                    else:
-                        self._sync()
+                    self._sync()
                 # the group is written (and synced if asked): make it live
                 with nogil:
                     self._evict_before(gstart_pos + gslots)
@@ -1462,14 +1448,7 @@ cdef class Ring:
     def sync(self):
         """fdatasync now (batch/none durability); acknowledges every record written so far."""
         self._usable()
-        self.sync_owed = False
         self._sync()
-
-    def settle(self):
-        """The fdatasync an ``append_fields(defer=True)`` left owed, if it is (GIL released)."""
-        if self.sync_owed:
-            self.sync_owed = False
-            self._sync()
 
     @property
     def unsynced_writes(self):

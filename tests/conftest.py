@@ -245,6 +245,7 @@ def totals_of_payments(pays):
 @pytest.fixture(scope="module")
 def server_dsn():
     """A real PostgreSQL on loopback (started by tests/_pg.py), or skip with the reason."""
+    pytest.importorskip("psycopg", reason="PostgresTarget needs psycopg 3 (pip install 'psycopg[binary]')")
     import _pg
     dsn = _pg.base_dsn()
     if dsn is None:

@@ -105,15 +105,10 @@ def test_sqlite_back_office_reads_as_text_with_views(tmp_path):
     j.close()
 
 
-def test_views_are_the_same_on_postgresql(tmp_path):
+def test_views_are_the_same_on_postgresql(tmp_path, dsn):
     pytest.importorskip("psycopg", reason="PostgresTarget needs psycopg 3 (pip install 'psycopg[binary]')")
-    import _pg
-    base = _pg.base_dsn()
-    if base is None:
-        pytest.skip(_pg.SKIP_REASON)
     import psycopg
     from posfast.sync import PostgresTarget
-    dsn = _pg.fresh_database(base)
     j, txn = _journal(tmp_path / "till.pfj")
     pg = PostgresTarget(dsn)
     lite = SqliteTarget(tmp_path / "back.db", create=True)
@@ -214,15 +209,10 @@ def test_an_old_sqlite_back_office_is_migrated(tmp_path):
     con.close()
 
 
-def test_an_old_postgresql_back_office_is_migrated(tmp_path):
+def test_an_old_postgresql_back_office_is_migrated(tmp_path, dsn):
     pytest.importorskip("psycopg", reason="PostgresTarget needs psycopg 3 (pip install 'psycopg[binary]')")
-    import _pg
-    base = _pg.base_dsn()
-    if base is None:
-        pytest.skip(_pg.SKIP_REASON)
     import psycopg
     from posfast.sync import PostgresTarget
-    dsn = _pg.fresh_database(base)
     j, txn = _journal(tmp_path / "till.pfj")
     rows, batch = _old_rows(j)
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -297,16 +297,8 @@ class _Rows:
 
     def add(self, block_rows, block_chars):
         n = len(block_rows)
-        if self.rows is None:
-            guess = (int(self.file_chars * 1.25 * n / max(block_chars, 1)) + 1024
-                     if self.file_chars else n)
-            self.rows = np.zeros(max(guess, n), SETTLEMENT_DTYPE)
-        if self.used + n > len(self.rows):
-            grown = np.zeros(max(2 * len(self.rows), self.used + n), SETTLEMENT_DTYPE)
-            grown[:self.used] = self.rows[:self.used]
-            self.rows = grown
-        self.rows[self.used:self.used + n] = block_rows
-        self.used += n
+        self.reserve(n, block_chars)[:] = block_rows
+        self.commit(n)
 
     def result(self):
         return np.zeros(0, SETTLEMENT_DTYPE) if self.rows is None else self.rows[:self.used]

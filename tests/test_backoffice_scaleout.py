@@ -239,11 +239,11 @@ def test_servers_start_together_on_an_empty_database_and_beside_busy_ones(tmp_pa
     tokens.write_text(f"{journal.journal_id}={TOKEN}\n")
     servers = Servers(tmp_path, dsn, tokens)
     try:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))), os.environ.get("PYTHONPATH")] if p))
+        from _child_env import CHILD_CWD, child_env
         procs = [subprocess.Popen([sys.executable, "-m", "posfast", "serve", "--db", dsn, "--port", "0",
                                    "--tokens-file", str(tokens)], stdout=subprocess.PIPE,
-                                  stderr=open(tmp_path / "serve.log", "ab"), text=True, env=env) for _ in range(3)]
+                                  stderr=open(tmp_path / "serve.log", "ab"), text=True, env=child_env(),
+                                  cwd=CHILD_CWD) for _ in range(3)]
         servers.procs += procs
         urls = []
         for proc in procs:

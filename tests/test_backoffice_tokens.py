@@ -234,19 +234,17 @@ def test_fleet_shows_a_terminal_behind_and_refused(tmp_path, bo):
 
 # ----------------------------------------------------------------------------- the CLI, a real server process
 
-import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 from posfast.cli import main  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _child_env import CHILD_CWD, child_env  # noqa: E402
 
 
 def _serve(args, tmp_path, log="serve.log"):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH")] if p))
     proc = subprocess.Popen([sys.executable, "-m", "posfast", "serve", *args], stdout=subprocess.PIPE,
-                            stderr=open(tmp_path / log, "ab"), text=True, env=env)
+                            stderr=open(tmp_path / log, "ab"), text=True, env=child_env(), cwd=CHILD_CWD)
     line = proc.stdout.readline()
     if "listening on" not in line:
         proc.kill()
@@ -385,3 +383,28 @@ def test_log_level_warning_keeps_info_lines_out(tmp_path):
         proc.wait(30)
     docs = [json.loads(ln) for ln in (tmp_path / "warn.log").read_text().splitlines() if ln.strip()]
     assert [d["level"] for d in docs] == ["WARNING"] and "unknown token" in docs[0]["message"]
+
+
+def test_a_token_file_that_cannot_be_written_leaves_no_live_token(tmp_path, capsys):
+    db = tmp_path / "back.db"
+    SqliteTarget(db, create=True).close()
+    url = f"sqlite:///{db}"
+    assert main(["register", "--db", url, "--admin", "--issue-token", "--token-out",
+                 str(tmp_path / "no" / "such" / "dir" / "admin.token")]) != 0
+    (tmp_path / "taken.token").write_text("someone else's\n")
+    assert main(["register", "--db", url, "--admin", "--issue-token", "--token-out",
+                 str(tmp_path / "taken.token")]) != 0
+    capsys.readouterr()
+    assert main(["register", "--db", url, "--list-tokens", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out or "[]") == []          # nothing issued that nobody holds
+    assert (tmp_path / "taken.token").read_text() == "someone else's\n"
+
+
+def test_database_passwords_never_reach_messages_or_exports():
+    from posfast.sync import safe_dsn
+    assert safe_dsn("postgresql://bo:s3cret@db:5432/back?sslmode=require") == \
+        "postgresql://bo:***@db:5432/back?sslmode=require"
+    assert "s3cret" not in safe_dsn("postgresql://bo@db/back?password=s3cret&sslmode=require")
+    assert "s3cret" not in safe_dsn("host=db dbname=back password=s3cret user=bo")
+    assert "s 3cret" not in safe_dsn("host=db password='s 3cret' user=bo")
+    assert safe_dsn("sqlite:///back.db") == "sqlite:///back.db"

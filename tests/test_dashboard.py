@@ -354,3 +354,25 @@ def test_a_login_on_one_server_works_on_another_of_the_same_database(back_office
             resp, _ = request(srv.url, "/ui", headers={"Cookie": cookie})
             assert resp.status == 303 and resp.getheader("Location").startswith("/ui/login")
     pg.close()
+
+
+def test_wrong_tokens_at_the_pages_count_toward_the_address_limit(back_office):
+    """Guessing the admin token through /ui (bearer or cookie) is limited like the login form."""
+    bo = back_office
+    with start_in_thread(f"sqlite:///{bo['db']}", None, auth_failures_per_minute=3) as srv:
+        for n in range(3):
+            resp, _ = request(srv.url, "/ui", headers={"Authorization": "Bearer pft_wrong%d" % n})
+            assert resp.status == 303
+        # the address is now over its limit: even the right token waits, at the form and the API
+        resp, page = request(srv.url, "/ui/login", method="POST",
+                             body=urllib.parse.urlencode({"token": bo["admin"], "next": "/ui"}),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert resp.status == 429 and "too many failed tokens" in page
+        resp, _ = request(srv.url, "/v1/fleet", headers={"Authorization": f"Bearer {bo['admin']}"})
+        assert resp.status == 429
+
+
+def test_amounts_are_written_with_their_currency_s_decimals():
+    from posfast.sync.dashboard import money
+    assert (money(123456, 156), money(1234, 392), money(1234, 414), money(1234, 352), money(-5, 840)) == \
+        ("1,234.56", "1,234", "1.234", "1,234", "-0.05")

@@ -2,7 +2,6 @@
 its process, and how much memory the payment lookups keep per payment.  The numbers
 themselves (RSS, bytes read and written per operation) are measured by bench/footprint.py."""
 import json
-import os
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import numpy as np
 import posfast
 from posfast import payments
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _child_env import CHILD_CWD, child_env  # noqa: E402
 
 SESSION = r"""
 import json, sys
@@ -44,9 +43,8 @@ def test_a_terminal_session_loads_no_numpy_random_and_no_libcrypto(tmp_path):
     """Record payments, restart, last_transaction, find, reprint: the process never loads
     numpy.random (3 MB resident) or hashlib/libcrypto (3 MB): posfast's own SHA-256 and
     fixed hash weights serve instead."""
-    env = dict(os.environ, PYTHONPATH=REPO)
     out = subprocess.run([sys.executable, "-c", SESSION, str(tmp_path / "till.pfj")],
-                         capture_output=True, text=True, env=env, timeout=120)
+                         capture_output=True, text=True, env=child_env(), cwd=CHILD_CWD, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["copy"] and "approved" in report["last_state"].lower()

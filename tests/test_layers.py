@@ -35,7 +35,7 @@ ALLOWED = {
                 "errors", "_files", "_core"},
     # services use the storage layer's public API (a Journal handed to them), never above it
     "printing": STORAGE - {"_core"},
-    "sync": {"records", "errors", "_files", "_core"},
+    "sync": {"records", "errors", "_files", "_core", "receipt"},   # (receipt: amounts as the currency writes them)
     "reconcile": {"sync"} | (STORAGE - {"_core"}),
     # the local agent: a front door beside the CLI, over the services and the storage layer
     "agent": {"sync", "printing"} | (STORAGE - {"_core"}),

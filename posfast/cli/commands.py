@@ -775,26 +775,24 @@ def _token_rows(infos) -> list:
                  revoked=local_time(t.revoked_us, human=False) if t.revoked_us else "") for t in infos]
 
 
-def _write_secret(path, text) -> None:
-    """A token to a file only its owner reads (created 0600; an existing file is refused)."""
+def _open_secret(path) -> int:
+    """A new file for a token, only its owner reads (created 0600; an existing file is refused)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise errors.InvalidArgument("--token-out %s exists already; a token file is never overwritten "
                                      "(remove it, or give another name)" % path) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text + "\n")
 
 
 def cmd_register(args):
     """Register a journal in the back office (or list the registry); issue, revoke, list and
     import sync tokens."""
-    from ..sync import target_from_url
+    from ..sync import safe_dsn, target_from_url
     target = target_from_url(args.db)
     if not hasattr(target, "register"):
         target.close()
         raise errors.InvalidArgument("posfast register: --db is the back-office database "
-                                     "(sqlite:///back.db or postgresql://...), not %s" % args.db)
+                                     "(sqlite:///back.db or postgresql://...), not %s" % safe_dsn(args.db))
     token_verbs = [name for name, on in (("--issue-token", args.issue_token), ("--revoke", args.revoke),
                                          ("--list-tokens", args.list_tokens),
                                          ("--import-tokens", args.import_tokens)) if on]
@@ -845,14 +843,14 @@ def cmd_register(args):
             if journal_id:
                 raise errors.InvalidArgument("posfast register --admin --issue-token: an admin token "
                                              "belongs to no journal; leave JOURNAL_ID out")
-            return _issued(args, *target.issue_token(role="admin", label=args.label))
+            return _issued(args, lambda: target.issue_token(role="admin", label=args.label))
         if journal_id:
             if any(v is not None for v in (args.merchant, args.store, args.till, args.tid, args.serial)) or \
                     not args.issue_token:
                 target.register(journal_id, merchant_id=args.merchant, store=args.store, till=args.till,
                                 tid=args.tid, device_serial=args.serial)
             if args.issue_token:
-                return _issued(args, *target.issue_token(journal_id, label=args.label))
+                return _issued(args, lambda: target.issue_token(journal_id, label=args.label))
         elif args.issue_token:
             raise errors.InvalidArgument("posfast register --issue-token: give the JOURNAL_ID (or a "
                                          "journal file) the token is for, or --admin")
@@ -865,10 +863,20 @@ def cmd_register(args):
     return EX_OK
 
 
-def _issued(args, token, info) -> int:
+def _issued(args, issue) -> int:
+    # the file first: a token the back office accepts must never exist that nobody holds
+    fd = _open_secret(args.token_out) if args.token_out else None
+    try:
+        token, info = issue()
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+            os.unlink(args.token_out)
+        raise
     row = _token_rows([info])[0]
-    if args.token_out:
-        _write_secret(args.token_out, token)
+    if fd is not None:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(token + "\n")
         row["token_file"] = os.path.abspath(args.token_out)
     else:
         row["token"] = token
@@ -914,11 +922,11 @@ _FLEET_TABLE = ("status", "store", "till", "tid", "last_seen", "unsynced", "ring
 
 def cmd_fleet(args):
     """Every till of a back office, the ones needing attention first; EX_WARNING when any does."""
-    from ..sync import SyncConfigError, target_from_url
+    from ..sync import SyncConfigError, safe_dsn, target_from_url
     from ..sync.fleet import FLEET_COLUMNS, fleet
     if args.db.split(":", 1)[0].lower() not in ("sqlite", "postgresql", "postgres"):
         raise SyncConfigError("posfast fleet: --db is the back-office database (sqlite:///back.db or "
-                              "postgresql://...), not %s" % args.db)
+                              "postgresql://...), not %s" % safe_dsn(args.db))
     if not args.stale_hours > 0:
         raise SyncConfigError("--stale-hours must be more than 0")
     target = target_from_url(args.db, readonly=True)

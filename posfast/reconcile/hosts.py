@@ -10,11 +10,10 @@ PostgreSQL twin); reconcile never writes SQL against the back-office schema.
 from __future__ import annotations
 
 import os
-import urllib.parse
 from dataclasses import dataclass
 from typing import Optional, Protocol, runtime_checkable
 
-from ..sync import DayRecords, PostgresTarget, SqliteTarget
+from ..sync import DayRecords, PostgresTarget, SqliteTarget, safe_dsn
 from .settlement import Settlement
 
 __all__ = ["DayReader", "HostSource", "host_source", "safe_dsn"]
@@ -26,15 +25,6 @@ class DayReader(Protocol):
 
     def read_day(self, journal_id, first_day, last_day, terminal=None) -> DayRecords:
         ...
-
-
-def safe_dsn(dsn: str) -> str:
-    """A DSN with its password masked (for reports and messages)."""
-    parts = urllib.parse.urlsplit(dsn)
-    if parts.password:
-        return urllib.parse.urlunsplit(parts._replace(
-            netloc=parts.netloc.replace(":%s@" % parts.password, ":***@")))
-    return dsn
 
 
 @dataclass

@@ -140,11 +140,12 @@ from .postgres import PostgresTarget
 from .protocol import (DEFAULT_DAY_RULE, ECHO_LIMIT, LINK_SIZE, MAX_BATCH, MAX_SEQ, REASONS, WIRE_FORMAT, Ack,
                        BackOfficeFull, BackOfficeMissing, JournalState, RecordBatch, SyncBadAck, SyncConfigError,
                        SyncError, SyncRefused, SyncResult, SyncUnavailable, clip, day_rule_tuple, decode_batch,
-                       encode_batch, layout_fingerprint)
+                       encode_batch, layout_fingerprint, safe_dsn)
 from .sqlite import SqliteTarget
 from .syncer import Syncer, sync_status
 
 __all__ = [
+    "safe_dsn",
     "Ack", "BackOffice", "BackOfficeFull", "BackOfficeMissing", "DayRecords", "HttpTarget", "JournalState",
     "PostgresTarget", "REASONS", "RecordBatch", "Registration", "SqliteTarget", "TID_SIZE", "SyncBadAck", "SyncConfigError", "SyncError",
     "SyncRefused", "SyncResult", "SyncUnavailable", "Syncer", "clip", "day_rule_tuple", "decode_batch",

@@ -25,6 +25,7 @@ import logging
 import urllib.parse
 import uuid
 
+from ..receipt import format_amount
 from ..records import Kind, Method, State, day_number, day_to_date
 from .fleet import fleet, fleet_summary
 from .protocol import SyncUnavailable
@@ -40,7 +41,6 @@ COOKIE = "posfast_admin"
 DOUBT_DAYS = 35
 #: Seconds a login lasts.
 LOGIN_MAX_AGE = 12 * 3600
-_ZERO_EXPONENT = {152, 392, 410, 704, 600, 950, 952, 953}     # CLP, JPY, KRW, VND, PYG, XAF, XOF, XPF
 _SEVERITY = {2: ("critical", "needs attention now"), 1: ("warning", "look today"), 0: ("ok", "fine")}
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
@@ -52,12 +52,9 @@ def e(value) -> str:
 
 
 def money(minor: int, currency: int = 156) -> str:
-    """Minor units as the currency writes them: 123456 -> '1,234.56' (JPY: '123,456')."""
-    if currency in _ZERO_EXPONENT:
-        return f"{minor:,}"
-    sign = "-" if minor < 0 else ""
-    whole, cents = divmod(abs(int(minor)), 100)
-    return f"{sign}{whole:,}.{cents:02d}"
+    """Minor units as the currency writes them: 123456 -> '1,234.56' (JPY: '123,456'; KWD,
+    three decimals: '123.456'), by the ISO 4217 exponents posfast's receipts use."""
+    return format_amount(int(minor), int(currency))
 
 
 def _enum_name(enum, value) -> str:
@@ -208,9 +205,15 @@ def add_dashboard(app, ctx) -> None:
             header = request.headers.get("Authorization", "")
             if not token and header.lower().startswith("bearer "):
                 token = header[7:].strip()
+            addr = request.remote or "?"
             try:
+                if token and ctx.limiter.retry_after(addr):
+                    return redirect("/ui/login?" + _q(next=request.path_qs))   # (its form says why)
                 who = await ctx.run(ctx.auth.admin, token) if token else None
                 if who is None:
+                    if token and ctx.limiter.failed(addr):    # a wrong token counts, as at /ui/login
+                        log.warning("refused dashboard page %s from %s: unknown, revoked or not an admin "
+                                    "token", request.path[:80], addr)
                     return redirect("/ui/login?" + _q(next=request.path_qs))
                 return await handler(request)
             except SyncUnavailable as exc:
@@ -322,7 +325,7 @@ def add_dashboard(app, ctx) -> None:
                 t[0] += 1
                 t[1] += net
                 rule = rules.get(jid)
-                if rule is not None:
+                if rule is not None and p["currency"] == currency:    # (the chart is in one currency)
                     per_hour[_local(p["first_ts"], rule).hour] += net
             elif p["state"] in IN_DOUBT_STATES:
                 t[2] += 1
@@ -333,9 +336,13 @@ def add_dashboard(app, ctx) -> None:
                f'id="next-day">{e((date + _dt.timedelta(days=1)).isoformat())} &rarr;</a> | '
                f'<a href="/ui/zreports?{e(_q(store=store))}">Z-reports</a> | '
                f'<a href="/ui/reconciliations?{e(_q(store=store))}">reconciliations</a></p>')
-        total = sum(v[1] for v in by_method.values())
+        nets: dict = {}
+        for (_, cur), v in by_method.items():                 # never one sum across currencies
+            nets[cur] = nets.get(cur, 0) + v[1]
+        net_text = money(nets.get(currency, 0), currency) if set(nets) <= {currency} else "; ".join(
+            "%s (%s)" % (money(v, c), c) for c, v in sorted(nets.items()))
         summary = (f'<p class="summary"><span>business day <strong id="day">{e(date.isoformat())}</strong></span>'
-                   f'<span>net <strong id="net">{e(money(total, currency))}</strong></span>'
+                   f'<span>net <strong id="net">{e(net_text)}</strong></span>'
                    f'<span id="payments">{len(payments)} payments</span>'
                    f'<span id="in-doubt">{doubt} in doubt</span></p>')
         methods = _table(["method", "currency", "approved", "net"],

@@ -12,7 +12,7 @@ from typing import Optional
 
 from .postgres import PostgresTarget
 from .protocol import (ECHO_LIMIT, REASONS, Ack, clean_status, JournalState, SyncBadAck, SyncConfigError, SyncRefused,
-                       SyncUnavailable, as_uuid, clip, encode_batch)
+                       SyncUnavailable, as_uuid, clip, encode_batch, safe_dsn)
 from .sqlite import SqliteTarget
 
 __all__ = ["HttpTarget", "target_from_url"]
@@ -249,5 +249,5 @@ def target_from_url(url: str, token: Optional[str] = None, **options):
             raise SyncConfigError(f"{clip(url)} needs a token (the journal's token on the sync server): pass "
                                   "--token-file FILE or set POSFAST_SYNC_TOKEN")
         return HttpTarget(url, token, **options)
-    raise SyncConfigError(f"unknown sync target {clip(url)!r}: use sqlite:///FILE, postgresql://... or "
+    raise SyncConfigError(f"unknown sync target {clip(safe_dsn(url))!r}: use sqlite:///FILE, postgresql://... or "
                           "http(s)://HOST:PORT")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import urllib.parse
 from contextlib import contextmanager
 from typing import Callable, Optional
 
@@ -12,7 +11,7 @@ from ..records import now_us
 from .backoffice import (RECORDS_INDEXES, TEXT_COLUMNS, BackOffice, added_columns, batch_from_db, db_rows,
                          make_views, readable, schema_statements, seq_or_none, text_raw)
 from .protocol import (DEFAULT_DAY_RULE, ECHO_LIMIT, Ack, BackOfficeMissing, JournalState, RecordBatch, SyncRefused,
-                       SyncUnavailable, as_uuid, clip, plan_batch)
+                       SyncUnavailable, as_uuid, clip, plan_batch, safe_dsn)
 
 __all__ = ["PostgresTarget", "partition_sql"]
 
@@ -186,11 +185,7 @@ class PostgresTarget(BackOffice):
         return f"PostgresTarget({self._safe_dsn()!r})"
 
     def _safe_dsn(self) -> str:
-        parts = urllib.parse.urlsplit(self.dsn)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-        return self.dsn
+        return safe_dsn(self.dsn)
 
     def _create_schema(self):
         import psycopg

@@ -13,6 +13,8 @@ import base64
 import binascii
 import hashlib
 import json
+import re
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -25,6 +27,7 @@ from ..errors import (ECHO_LIMIT, SYNC_REFUSAL_REASONS, BackOfficeFull, BackOffi
 from ..records import RECORD_DTYPE, DayRule
 
 __all__ = [
+    "safe_dsn",
     "Ack", "BackOfficeFull", "BackOfficeMissing", "BatchPlan", "DEFAULT_DAY_RULE", "ECHO_LIMIT", "JournalState",
     "LINK_SIZE", "MAX_BATCH", "MAX_SEQ", "REASONS", "RecordBatch", "SyncBadAck", "SyncConfigError", "SyncError",
     "SyncRefused", "SyncResult", "SyncUnavailable", "STATUS_FIELDS", "WIRE_FORMAT", "as_uuid", "check_days",
@@ -515,3 +518,33 @@ def decode_batch(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple:
     exts = [raw_exts[s:e] for s, e in zip(ext_starts.tolist(), ext_ends.tolist())]
     return RecordBatch(journal_id, rows, payloads, links, day_rule, exts, version,
                        clean_status(doc.get("terminal"))), anchor
+
+
+_KW_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def safe_dsn(dsn) -> str:
+    """A database URL or DSN with its password masked, in every form libpq takes it:
+    ``postgresql://user:PW@host/db``, ``...?password=PW`` and ``host=h password=PW``.
+
+    >>> safe_dsn("postgresql://bo:s3cret@db/back?password=s3cret&sslmode=require")
+    'postgresql://bo:***@db/back?password=***&sslmode=require'
+    >>> safe_dsn("host=db dbname=back password='s 3cret' user=bo")
+    'host=db dbname=back password=*** user=bo'
+    """
+    text = str(dsn)
+    if "://" not in text:
+        return _KW_PASSWORD.sub(r"\1***", text)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, hostport = netloc.rpartition("@")
+            netloc = "%s:***@%s" % (userinfo.split(":", 1)[0], hostport)
+        query = "&".join("%s=***" % k.split("=", 1)[0] if k.split("=", 1)[0].lower() == "password" else k
+                         for k in parts.query.split("&")) if parts.query else ""
+        if (netloc, query) == (parts.netloc, parts.query):
+            return text                      # nothing to hide (and sqlite:/// stays as written)
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:                       # not even a URL: say nothing of it
+        return "<a database URL that does not parse>"

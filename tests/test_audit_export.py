@@ -205,3 +205,32 @@ def test_postgresql_gives_the_same_export(store, capsys):
                      (journals[0].journal_id, victim))
     code, out, err = _export(capsys, dsn)
     assert code == 1 and _recompute([json.loads(x) for x in out.splitlines()]) == {str(journals[0].journal_id): [victim]}
+
+
+def test_a_format_1_journal_copied_from_its_anchor_exports_clean(tmp_path, capsys):
+    """The golden format-1 journal synced with an anchor into a back office that does not
+    record the format (as one made by 0.x): the version is read from the links, and an
+    intact chain is reported intact."""
+    import shutil
+    import os
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    shutil.copy(os.path.join(data, "golden_v1.pfj"), tmp_path / "v1.pfj")
+    j = posfast.Journal.open(tmp_path / "v1.pfj")
+    back = SqliteTarget(tmp_path / "back.db", create=True)
+    back.register(j.journal_id, store="V1", till="old till")
+    assert Syncer(j, back, anchor=True).run_once().watermark == j.head_seq
+    back.close()
+    con = sqlite3.connect(tmp_path / "back.db")
+    con.execute("UPDATE journals SET format_version = NULL")
+    con.commit()
+    con.close()
+    days = sorted({str(day_to_date(j.get(s).day)) for s in range(j.oldest_seq, j.head_seq + 1)})
+    held = j.head_seq - j.oldest_seq + 1
+    j.close()
+    code = main(["export", "--db", f"sqlite:///{tmp_path / 'back.db'}", "--store", "V1",
+                 "--from", days[0], "--to", days[-1]])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    docs = [json.loads(line) for line in out.out.splitlines()]
+    assert held >= 2 and docs[-1]["records"] >= 2         # the anchor and links after it
+    assert docs[-1]["ok"] is True and docs[-1]["broken_links"] == 0

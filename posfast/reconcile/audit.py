@@ -247,10 +247,6 @@ def audit_export(back_office, store: str, first_day, last_day, out, *, format: s
             seq = expect = first
             while seq <= last:
                 batch = target.read_range(jid, seq, min(last, seq + _CHUNK - 1))
-                if version is None and len(batch.rows) and prev is not None:
-                    version = 2 if record_link(prev, batch.rows[0], batch.exts[0], batch.payloads[0], 2) == \
-                        bytes(batch.links[0]) else 1 if record_link(prev, batch.rows[0], batch.exts[0],
-                                                                    batch.payloads[0], 1) == bytes(batch.links[0]) else 2
                 for i in range(len(batch.rows)):
                     row = batch.rows[i]
                     ext, payload, link = batch.exts[i], batch.payloads[i], bytes(batch.links[i])
@@ -262,6 +258,9 @@ def audit_export(back_office, store: str, first_day, last_day, out, *, format: s
                         recomputed = link
                         start_prev = b""
                     else:
+                        if version is None:   # not recorded at push: the first link after a known one says
+                            version = next((v for v in (2, 1) if record_link(prev, row, ext, payload, v) == link),
+                                           None)
                         recomputed = record_link(prev, row, ext, payload, version or 2)
                         start_prev = prev
                     refs = batch.refs(i) if hasattr(batch, "refs") else ("", "")

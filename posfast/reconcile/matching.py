@@ -95,6 +95,17 @@ def _row_bytes(columns, sizes, width, lo, hi):
     return raw
 
 
+def _mix_words(words: np.ndarray) -> np.ndarray:
+    """One 64-bit hash per row of `words` (rows of uint64 words): FNV's offset basis, then per
+    word an xor, a multiply by _MIX and an xorshift."""
+    part = np.full(len(words), 0xCBF29CE484222325, np.uint64)
+    for k in range(words.shape[1]):
+        part ^= words[:, k]
+        part *= _MIX
+        part ^= part >> np.uint64(29)
+    return part
+
+
 def key_ids(*columns, at=None) -> np.ndarray:
     """Exact dense ids (0..groups-1) of the row-wise values of several columns (of their
     rows `at`, an index array, when given: no copy of the picked rows is made).
@@ -118,12 +129,7 @@ def key_ids(*columns, at=None) -> np.ndarray:
     for lo in range(0, n, _CHUNK):
         hi = min(n, lo + _CHUNK)
         words = _row_bytes([rows(c, lo, hi) for c in columns], sizes, width, 0, hi - lo).view("<u8")
-        part = np.full(hi - lo, 0xCBF29CE484222325, np.uint64)
-        for k in range(words.shape[1]):
-            part ^= words[:, k]
-            part *= _MIX
-            part ^= part >> np.uint64(29)
-        h[lo:hi] = part
+        h[lo:hi] = _mix_words(words)
         del words
     # np.unique(h, return_index=True, return_inverse=True), its buffers let go as it goes
     order = np.argsort(h, kind="stable")
@@ -171,12 +177,7 @@ def hashes(columns, at, dtypes=None) -> np.ndarray:
         hi = min(n, lo + _CHUNK)
         words = _row_bytes([c[at[lo:hi]].astype(d, copy=False) for c, d in zip(columns, dtypes)],
                            sizes, width, 0, hi - lo).view("<u8")
-        part = np.full(hi - lo, 0xCBF29CE484222325, np.uint64)
-        for k in range(words.shape[1]):
-            part ^= words[:, k]
-            part *= _MIX
-            part ^= part >> np.uint64(29)
-        h[lo:hi] = part
+        h[lo:hi] = _mix_words(words)
     return h
 
 

@@ -546,22 +546,8 @@ def _settlement_rows(col, lines, path, rule) -> np.ndarray:
     del joined
     amount = integers("amount", "is not an integer number of minor units", -(2**62), 2**62)
 
-    def kind_of(text):
-        name = text.lower().replace("-", "_")
-        kind = Kind.__members__.get({"pre_auth": "preauth"}.get(name, name).upper())
-        return int(kind) if kind in RECEIPT_KINDS else None
-
-    alpha = {}
-
-    def currency_of(text):
-        if text.isdigit() and len(text) <= 3:
-            return int(text)
-        if not alpha:
-            alpha.update(_currency_codes())
-        return alpha.get(text.upper())
-
-    rows["kind"] = lookup("type", kind_of, np.uint8)
-    rows["currency"] = lookup("currency", currency_of, np.uint16)
+    rows["kind"] = lookup("type", _kind_of, np.uint8)
+    rows["currency"] = lookup("currency", _currency_of, np.uint16)
     negative = amount < 0
     if negative.any():
         bad = negative & (KIND_SIGN_TABLE[rows["kind"]] >= 0)

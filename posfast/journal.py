@@ -669,8 +669,7 @@ class Journal:
             # the common case, validated, packed and written in the core (fields.pxi); it
             # declines anything else, which row_values then accepts or refuses
             with self._mutex:
-                self._check_open()
-                ring = self._ring
+                ring = self._ring       # (append_fields refuses a closed or read-only journal)
                 oldest = ring.oldest_seq
                 got = ring.append_fields(fields, payload, order_ref, host_ref, *self._day_args)
                 if got is not None:
@@ -721,9 +720,10 @@ class Journal:
         """What follows one appended record (`oldest`: the oldest seq before it): the index,
         the payment maps, the day totals, a checkpoint when due -- each step as cheap as it
         gets, for this runs right after the fdatasync, with cold caches."""
-        index = self.index
-        index.add_one(seq, day, terminal, kind)
-        index.maybe_compact(self._ring.oldest_seq, self._ring.capacity)
+        self.index.add_one(seq, day, terminal, kind)
+        ring = self._ring
+        if ring.oldest_seq != oldest:           # it evicted: the bitmaps may shed old seqs
+            self.index.maybe_compact(ring.oldest_seq, ring.capacity)
         if self._totals is not None:
             self._totals_took(row, oldest)
         self._payments.appended(seq, row, order_ref, host_ref, payload_len)

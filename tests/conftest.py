@@ -99,7 +99,7 @@ def _without(index, bad):
     out = Index()
     drop = BitMap64(bad)
     for name in ("by_day", "by_terminal", "by_kind"):
-        setattr(out, name, {k: BitMap64(bm) - drop for k, bm in getattr(index, name).items()})
+        setattr(out, "_" + name, {k: BitMap64(bm) - drop for k, bm in getattr(index, name).items()})
     return out
 
 

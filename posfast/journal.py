@@ -1272,6 +1272,8 @@ class Journal:
             if not len(seqs):
                 return rows
             status = self._read_rows_dropping(seqs, rows, single)
+            if not many and not status.any():
+                return rows                     # (the usual case: every row read and matching)
             keep = status == 0
             for column, wanted in many:
                 keep &= _match(rows, column, wanted)

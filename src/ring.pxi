@@ -1498,6 +1498,8 @@ cdef class Ring:
                             ph = self._head_of(ahead)
                             pf_prefetch(ph)
                             pf_prefetch(ph + 64)
+                            if self.slot_size > 128:
+                                pf_prefetch(ph + 128)   # (the extension the CRC covers)
                 seq = seqs[i]
                 if seq < self.oldest_seq or seq > self.head_seq:
                     status[i] = CHK_STALE

@@ -46,6 +46,30 @@ def test_index_is_saved_on_close_and_loaded_on_open(make_journal, replays):
         assert index_equal(again.index, index, 1)
 
 
+def test_single_appends_not_yet_in_the_bitmaps_are_saved_and_found(make_journal, replays):
+    """Single appends go into the bitmaps 64 at a time or at the next read: a save, a
+    lookup and a reopen in between must all see them."""
+    j = make_journal(capacity=256)
+    append_expected(j, range(1, 41))
+    for seq in range(41, 51):                    # 10 single appends: fewer than a batch
+        append_expected(j, [seq])
+    assert j.index._due                          # (still waiting: what this test is about)
+    assert_index_matches_scan(j)                 # a read takes them in first
+    for seq in range(51, 61):
+        append_expected(j, [seq])
+    last_terminal = j.get(60).terminal
+    assert j.last(last_terminal).seq == 60
+    for seq in range(61, 66):
+        append_expected(j, [seq])
+    terminal = j.get(65).terminal
+    j.close()                                    # the save takes in the 5 still due
+    replays.clear()
+    with posfast.Journal.open(j.path) as again:
+        assert replays == [(66, 65)]             # the file covered all 65: nothing replayed
+        assert_index_matches_scan(again)
+        assert list(again.query(terminal=terminal)["seq"])[-1] == 65
+
+
 def test_records_appended_after_an_index_save_are_found_after_a_crash(make_journal, replays):
     j = make_journal(capacity=256)
     append_expected(j, range(1, 51))

@@ -17,6 +17,7 @@ from typing import (TYPE_CHECKING, Any, ClassVar, Dict, Iterable, Optional, Sequ
 
 import numpy as np
 
+from . import _core
 from .errors import InvalidArgument, InvalidRecord
 
 
@@ -127,6 +128,9 @@ RECORD_DTYPE = np.dtype({
 """One decoded record: the columns `Journal.query` returns (little-endian on every CPU).
 `ext_len` is the size of the record's extension (format 2: client_ref, order_ref, host_ref,
 which `Journal.get` returns on the Record); `channel` is empty in format-1 journals."""
+_FIELD_AT: Dict[str, Any] = {name: RECORD_DTYPE.fields[name][:2]  # type: ignore[index]
+                              for name in RECORD_DTYPE.names or ()}
+
 
 _TEXT_FIELDS = {"pan_last4": 4, "auth_code": 6, "rrn": 12, "client_ref": 16, "channel": 10}
 #: Order and host references (format 2): opaque text of at most 64 bytes each, stored in the
@@ -1183,7 +1187,7 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
         raise InvalidRecord("posfast: columns differ in length: %s" % lengths)
     if "kind" not in columns:
         raise InvalidRecord("posfast: append_many needs a kind column (or a scalar kind=)")
-    rows = np.zeros(n, dtype=RECORD_DTYPE)
+    values: dict = {}           # validated columns, packed into rows at the end
     for name, col in columns.items():
         if name in _ENUM_FIELDS:
             enum_cls = _ENUM_FIELDS[name]
@@ -1214,9 +1218,9 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
                 i = int(np.argmax(bad))
                 raise InvalidRecord("posfast: row %d: %s=%d is not a %s" % (i, name, arr[i],
                                                                             enum_cls.__name__))
-            rows[name] = arr
+            values[name] = arr
         elif name in _TEXT_FIELDS:
-            rows[name] = _text_column(name, col, n)
+            values[name] = _text_column(name, col, n)
         else:
             arr = _int_column(name, col, n)
             lo, hi = _INT_FIELDS[name]
@@ -1224,30 +1228,53 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
                 i = int(np.argmax(np.broadcast_to((arr < lo) | (arr > hi), (n,))))
                 raise InvalidRecord("posfast: row %d: %s=%d is out of range [%d, %d]"
                                     % (i, name, int(np.broadcast_to(arr, (n,))[i]), lo, hi))
-            rows[name] = arr
+            values[name] = arr
     if "ts" not in columns or columns["ts"] is None:
-        rows["ts"] = now_us()
-    elif n:
+        values["ts"] = np.int64(now_us())
+    ts = np.broadcast_to(np.asarray(values["ts"]).astype(np.int64, copy=False), (n,))
+    if n and "ts" in columns and columns["ts"] is not None:
         hi = now_us() + TS_FUTURE_US
-        ts = rows["ts"]
         bad = (ts < TS_MIN_US) | (ts > hi)
         if bad.any():
             i = int(np.argmax(bad))
             check_ts(int(ts[i]), "row %d: " % i, now=hi - TS_FUTURE_US)
     if n:
-        payment = IS_PAYMENT_KIND[rows["kind"]]
+        kinds = _column(values, "kind", n)
+        payment = IS_PAYMENT_KIND[kinds]
         if payment.any():
-            bad = payment & (rows["amount"] < 0)
+            amounts = _column(values, "amount", n)
+            bad = payment & (amounts < 0)
             if "currency" in columns and columns["currency"] is not None:
-                cur = rows["currency"]
+                cur = _column(values, "currency", n)
                 bad |= payment & ((cur == 0) | (cur == 999))
             if bad.any():
                 i = int(np.argmax(bad))
-                _check_money(int(rows["kind"][i]), int(rows["amount"][i]),
-                             int(rows["currency"][i]) if "currency" in columns else None,
-                             "row %d: " % i)
-    rows["day"] = day_rule.day_numbers(rows["ts"])
+                _check_money(int(kinds[i]), int(amounts[i]),
+                             int(_column(values, "currency", n)[i]) if "currency" in columns
+                             else None, "row %d: " % i)
+    values["day"] = day_rule.day_numbers(ts)
+    rows = np.zeros(n, dtype=RECORD_DTYPE)
+    _core.pack_columns(rows.view(np.uint8).reshape(n, RECORD_DTYPE.itemsize),
+                       [(_FIELD_AT[name][1], _packable(name, arr, n))
+                        for name, arr in values.items()])
     return rows
+
+
+def _column(values: dict, name: str, n: int) -> np.ndarray:
+    """A validated column as the row field's dtype, one value per row (0 where not given)."""
+    dtype = _FIELD_AT[name][0]
+    if name not in values:
+        return np.zeros(n, dtype=dtype)
+    return np.broadcast_to(np.asarray(values[name]).astype(dtype, copy=False), (n,))
+
+
+def _packable(name: str, arr, n: int) -> np.ndarray:
+    """A validated column as `pack_columns` takes it: the field's dtype, C-contiguous, one
+    value per row or a single value (a scalar or a broadcast one) for all rows."""
+    arr = np.asarray(arr)
+    if arr.ndim == 0 or (arr.ndim == 1 and len(arr) and arr.strides[0] == 0):
+        arr = arr.reshape(-1)[:1]
+    return np.ascontiguousarray(arr, dtype=_FIELD_AT[name][0])
 
 
 #: Sign of an approved payment of each kind in net totals: +1 sale and completion, -1 refund,

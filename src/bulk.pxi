@@ -126,3 +126,57 @@ def ring_drop_pages(Ring ring):
     with nogil:
         r = pf_drop_pages(<void *>ring.map, ring.map_len)
     return r
+
+
+def pack_columns(uint8_t[:, ::1] out, list columns):
+    """Copy columns into rows, one pass over the rows: `columns` holds (offset, array) pairs,
+    each array C-contiguous and one-dimensional, of the row field's exact dtype, with one value
+    per row or a single value for every row.  (make_rows validates; this only moves bytes:
+    numpy's field by field assignment went over the 120-byte rows once a column.)"""
+    cdef Py_ssize_t n = out.shape[0], ncols = len(columns), i, c, w
+    cdef const uint8_t *base[32]
+    cdef Py_ssize_t step[32]
+    cdef Py_ssize_t off[32]
+    cdef Py_ssize_t width[32]
+    cdef const uint8_t[::1] view
+    cdef uint8_t *row
+    cdef const uint8_t *src
+    keep = []
+    if ncols > 32:
+        raise ValueError("at most 32 columns")
+    for c in range(ncols):
+        offset, arr = columns[c]
+        w = arr.dtype.itemsize
+        if arr.ndim != 1 or not arr.flags.c_contiguous or w == 0 or \
+                (arr.shape[0] != n and arr.shape[0] != 1) or offset < 0 or \
+                offset + w > out.shape[1]:
+            raise ValueError("column %d does not fit the rows" % c)
+        view = arr.view(numpy_uint8())
+        keep.append(view)
+        base[c] = &view[0]
+        step[c] = w if arr.shape[0] == n else 0
+        off[c] = offset
+        width[c] = w
+    if n == 0:
+        return
+    with nogil:
+        for i in range(n):
+            row = &out[i, 0]
+            for c in range(ncols):
+                src = base[c] + i * step[c]
+                w = width[c]
+                if w == 8:
+                    memcpy(row + off[c], src, 8)
+                elif w == 4:
+                    memcpy(row + off[c], src, 4)
+                elif w == 1:
+                    row[off[c]] = src[0]
+                elif w == 2:
+                    memcpy(row + off[c], src, 2)
+                else:
+                    memcpy(row + off[c], src, w)
+
+
+cdef object numpy_uint8():
+    import numpy
+    return numpy.uint8

@@ -22,7 +22,7 @@ ALLOWED = {
     "_version": set(),
     "_files": {"errors"},
     "_core": {"errors"},
-    "records": {"errors"},
+    "records": {"errors", "_core"},                 # (the core packs validated columns into rows)
     "index": {"records", "errors", "_files", "_core"},
     "totals": {"records"},                          # day totals kept as records are appended
     "storage": {"index", "records"},               # the protocol the journal's parts see

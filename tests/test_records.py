@@ -4,6 +4,7 @@ import datetime as dt
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import posfast
 from posfast import DayRule, InvalidRecord, Kind, Method, State
@@ -348,3 +349,53 @@ def test_bulk_client_refs_are_stored_as_single_appends_store_them(make_journal):
             assert (a.client_ref, a.payload) == (b.client_ref, b.payload) == (
                 refs[seq - first[0]], pays[seq - first[0]] if pays else b"")
     assert bulk.verify().ok and one.verify().ok
+
+
+_COLUMN_VALUES = {
+    "ts": st.integers(1_700_000_000_000_000, 1_790_000_000_000_000),
+    "terminal": st.integers(0, 2**32 - 1), "kind": st.sampled_from(["sale", "refund", "print"]),
+    "state": st.sampled_from(["approved", "pending", "declined"]),
+    "method": st.sampled_from(["card", "cash", "qr"]), "flags": st.integers(0, 255),
+    "currency": st.sampled_from([156, 978, 840]), "amount": st.integers(0, 2**62),
+    "txn_id": st.integers(0, 2**63 - 1), "ref_seq": st.integers(0, 2**63 - 1),
+    "receipt_no": st.integers(0, 2**32 - 1), "operator": st.integers(0, 2**32 - 1),
+    "client_ref": st.binary(min_size=1, max_size=16).filter(lambda b: not b.endswith(b"\0")),
+    "pan_last4": st.sampled_from([b"", b"4242", b"0005"]),
+    "auth_code": st.text("ABC123", max_size=6), "rrn": st.text("0123456789", max_size=12),
+    "channel": st.sampled_from(["", "wechat", "alipay", "unionpay"]),
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.integers(1, 40))
+def test_append_many_rows_equal_single_record_validation(data, n):
+    """make_rows (validated columns packed by the core in one pass) gives each row exactly
+    what row_values + pack_row give that record alone: columns as numpy arrays, lists or one
+    value for every row, text narrower than its field, fields left out."""
+    from posfast.records import make_rows, pack_row, row_values
+    rule = DayRule(utc_offset="+08:00", starts_at="04:00")
+    names = data.draw(st.sets(st.sampled_from(sorted(_COLUMN_VALUES))), label="fields") | {"ts"}
+    columns, per_row = {"kind": "sale"}, [{"kind": "sale"} for _ in range(n)]
+    for name in sorted(names):
+        how = data.draw(st.sampled_from(["list", "array"] if name == "ts" else
+                                        ["scalar", "list", "array"]), label=name)
+        if how == "scalar":
+            value = data.draw(_COLUMN_VALUES[name], label=name)
+            columns[name] = value
+            for fields in per_row:
+                fields[name] = value
+            continue
+        values = [data.draw(_COLUMN_VALUES[name], label=name) for _ in range(n)]
+        for fields, value in zip(per_row, values):
+            fields[name] = value
+        if how == "array" and name not in ("kind", "state", "method", "channel", "auth_code",
+                                           "rrn"):
+            columns[name] = np.array(values, dtype="S16" if name in ("client_ref", "pan_last4")
+                                     else np.uint64 if name in ("txn_id", "ref_seq")
+                                     else np.int64)
+        else:
+            columns[name] = values
+    rows = make_rows(columns, rule)
+    assert len(rows) == n
+    for i, fields in enumerate(per_row):
+        assert rows[i].tobytes() == pack_row(row_values(fields, rule)), (i, fields)

@@ -144,6 +144,8 @@ def pack_columns(uint8_t[:, ::1] out, list columns):
     keep = []
     if ncols > 32:
         raise ValueError("at most 32 columns")
+    if n == 0:
+        return
     for c in range(ncols):
         offset, arr = columns[c]
         w = arr.dtype.itemsize
@@ -157,8 +159,6 @@ def pack_columns(uint8_t[:, ::1] out, list columns):
         step[c] = w if arr.shape[0] == n else 0
         off[c] = offset
         width[c] = w
-    if n == 0:
-        return
     with nogil:
         for i in range(n):
             row = &out[i, 0]

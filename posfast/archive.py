@@ -723,6 +723,20 @@ class Archive:
                 self.index.add_rows(rows)
         self.index_through = self.through
         self.index.compacted_below = min(self.index.compacted_below, self.pruned_below)
+        self.index.rebuild = self._rebuild_index
+
+    def _rebuild_index(self, index, why):
+        """The archive index found one of its own bitmaps damaged (read when first used): it
+        is filled again from the segments, reported by verify and rewritten on close."""
+        self.notes.append((0, "index", "archive index %s is damaged (%s); rebuilt from the "
+                           "segments" % (self.index_path, why)))
+        for seg in self.segments:
+            try:
+                body = self._body(seg)
+            except CorruptRecord:
+                continue                # (verify reports the segment itself)
+            index.add_rows(body.rows[body.rows["seq"] >= self.pruned_below])
+        self._unsaved_segments += 1
 
     def _reload_if_changed(self):
         """Readers in other processes pick up segments the writer added since."""
@@ -1330,6 +1344,7 @@ class Archive:
             if not self.unreadable and not rebuilt.equals(self.index, self.pruned_below):
                 problems.append((0, "index", "archive index disagrees with the segments (rebuilt "
                                  "in memory; rewritten on close)"))
+                rebuilt.rebuild = self._rebuild_index
                 self.index = rebuilt
                 self._unsaved_segments += 1
         return problems, checked

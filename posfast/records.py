@@ -1229,10 +1229,12 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
                 raise InvalidRecord("posfast: row %d: %s=%d is out of range [%d, %d]"
                                     % (i, name, int(np.broadcast_to(arr, (n,))[i]), lo, hi))
             values[name] = arr
+    if not n:
+        return np.zeros(0, dtype=RECORD_DTYPE)      # (scalars given for no rows: never read)
     if "ts" not in columns or columns["ts"] is None:
         values["ts"] = np.int64(now_us())
     ts = np.broadcast_to(np.asarray(values["ts"]).astype(np.int64, copy=False), (n,))
-    if n and "ts" in columns and columns["ts"] is not None:
+    if "ts" in columns and columns["ts"] is not None:
         hi = now_us() + TS_FUTURE_US
         bad = (ts < TS_MIN_US) | (ts > hi)
         if bad.any():

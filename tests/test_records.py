@@ -399,3 +399,14 @@ def test_append_many_rows_equal_single_record_validation(data, n):
     assert len(rows) == n
     for i, fields in enumerate(per_row):
         assert rows[i].tobytes() == pack_row(row_values(fields, rule)), (i, fields)
+
+
+@pytest.mark.parametrize("value", [None, "abc", b"abc", 2**70, "1234567890123456789"])
+@pytest.mark.parametrize("name", ["terminal", "amount", "currency", "flags", "ts", "operator"])
+def test_append_many_of_no_rows_reads_no_scalar(make_journal, name, value):
+    """A batch of no rows with a scalar column writes nothing and refuses nothing, as before
+    the core packed the rows (the scalar would fill no row)."""
+    j = make_journal()
+    assert j.append_many({"kind": "sale", "receipt_no": np.zeros(0, np.int64), name: value}) \
+        == range(1, 1)
+    assert j.head_seq == 0

@@ -1121,6 +1121,8 @@ def _int_column(name, col, n):
     if arr.ndim > 1:
         raise InvalidRecord("posfast: column %s has shape %s; a column is one value per record "
                             "(one-dimensional)" % (name, arr.shape))
+    if arr.size == 0 and isinstance(col, (list, tuple)):
+        arr = np.zeros(0, dtype=np.int64)       # (numpy reads an empty list as floats)
     if arr.dtype.kind == "f":
         raise InvalidRecord("posfast: column %s is floating point; %s must be integers%s"
                             % (name, name, " of minor units" if name == "amount" else ""))
@@ -1199,6 +1201,8 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
             if arr.ndim > 1:
                 raise InvalidRecord("posfast: column %s has shape %s; a column is one value per "
                                     "record (one-dimensional)" % (name, arr.shape))
+            if arr.size == 0 and isinstance(col, (list, tuple)):
+                arr = np.zeros(0, dtype=np.int64)   # (numpy reads an empty list as floats)
             if arr.dtype.kind in "fbc":
                 flat = arr.ravel()
                 enum_cls.coerce(flat[0].item() if flat.size else 0.5,

@@ -410,3 +410,12 @@ def test_append_many_of_no_rows_reads_no_scalar(make_journal, name, value):
     assert j.append_many({"kind": "sale", "receipt_no": np.zeros(0, np.int64), name: value}) \
         == range(1, 1)
     assert j.head_seq == 0
+
+
+def test_append_many_of_empty_lists_writes_nothing(make_journal):
+    """Empty lists (a batch with nothing in it) are no rows, not 'floating point' columns."""
+    j = make_journal()
+    assert j.append_many({"terminal": [], "kind": [], "amount": [], "client_ref": []}) \
+        == range(1, 1)
+    assert j.append_many({"terminal": [], "kind": "sale"}) == range(1, 1)
+    assert j.head_seq == 0

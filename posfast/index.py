@@ -12,7 +12,6 @@ from __future__ import annotations
 import array
 import os
 import struct
-from typing import Optional
 
 import numpy as np
 from pyroaring import BitMap64
@@ -226,9 +225,32 @@ class Index:
         self.blobs[name] = data
         return data
 
-    def set_blob(self, name: bytes, data: Optional[bytes]) -> None:
+    def blob_view(self, name: bytes, check: bool = True):
+        """`blob`, as a read-only view of the mapped index file (not copied into memory: its
+        pages are page cache, read where used), CRC-checked; None if absent or damaged.
+        `check=False`: the CRC is not checked here (a blob that checks its own parts as they
+        are used, so that a lookup reads only the pages it needs)."""
+        spec = self._blob_specs.get(name)
+        if spec is None or self._map is None:
+            return None
+        offset, length, crc = spec
+        if offset + length > len(self._map):
+            return None
+        view = memoryview(self._map)[offset:offset + length]
+        if check and _core.crc32c(view) != crc:
+            view.release()
+            return None
+        return view
+
+    def blob_offset(self, name: bytes) -> int:
+        """Where the blob `name` of the loaded file starts in it (-1: none)."""
+        spec = self._blob_specs.get(name)
+        return -1 if spec is None else spec[0]
+
+    def set_blob(self, name: bytes, data) -> None:
         """What another part saves with the index under `name` from the next save on (None:
-        nothing, and the one read from the file is dropped).  Names are at most 8 bytes."""
+        nothing, and the one read from the file is dropped).  Names are at most 8 bytes.
+        `data` is bytes, or a list of buffers saved one after the other (no copy joins them)."""
         if len(name) > 8:
             raise ValueError("index blob name %r is longer than 8 bytes" % (name,))
         self._blob_specs.pop(name, None)
@@ -475,9 +497,20 @@ class Index:
                 offset += len(blob)
         directory.append(struct.pack("<I", len(extra)))
         for name, data in extra:
-            directory.append(_BLOB.pack(name, offset, len(data), _core.crc32c(data)))
-            blobs.append(data)
-            offset += len(data)
+            # named blobs start at a multiple of 8 (zeros before): their arrays map aligned
+            pad = -offset % 8
+            if pad:
+                blobs.append(bytes(pad))
+                offset += pad
+            pieces = data if isinstance(data, list) else [data]
+            length, crc = 0, 0
+            for piece in pieces:
+                piece = memoryview(piece).cast("B")
+                crc = _core.crc32c(piece, crc)
+                length += len(piece)
+            directory.append(_BLOB.pack(name, offset, length, crc))
+            blobs.extend(pieces)
+            offset += length
         pos_offset = -(-offset // _PAGE) * _PAGE      # page-aligned: mapped, read where used
         lost = int(np.count_nonzero(positions == 0))
         head = _HEAD.pack(_MAGIC, _VERSION, journal_id, head_seq, oldest_seq, head_link,

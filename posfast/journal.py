@@ -29,7 +29,7 @@ from .errors import (CorruptRecord, InvalidArgument, InvalidRecord, IOFailure, J
                      JournalExists, JournalNotFound, PosfastError)
 from .index import Index
 from .dayclose import DayBook, DayClose
-from .payments import Payments
+from .payments import MAPS_BLOB, Payments
 from .storage import Problem
 from .records import (IS_PAYMENT_KIND, PAYMENT_KIND_VALUES, RECORD_DTYPE, DayRule, Flag, Kind,
                       State, day_number, day_to_date, make_rows, now_us, pack_row, row_values,
@@ -232,6 +232,26 @@ class _JournalStorage:
     def distrust_index(self, why):
         self._journal._distrust_index(why)
 
+    def saved_blob(self, name):
+        """(a view of blob `name`, the head it was saved at) of the index this open trusted as
+        the one its writer saved (as the day totals are), else None.  Its CRC is not checked
+        here: the caller checks its parts."""
+        journal = self._journal
+        at = journal._totals_saved_at
+        if not at or at > journal._ring.head_seq or journal.index.blob_offset(name) < 0:
+            return None
+        # (not CRC-checked whole: the payment maps check their head, then each map when it is
+        # first used, so a lookup reads the pages of the map it needs, not the whole blob)
+        view = journal.index.blob_view(name, check=False)
+        return None if view is None else (view, at)
+
+    crc32c = staticmethod(_core.crc32c)
+
+    def index_problem(self, why):
+        message = "index %s.idx: %s" % (self.path, why)
+        _log.warning("posfast: %s", message)
+        self._journal.index_problems.append(message)
+
     def day_totals(self, day, terminal=None):
         return self._journal._day_totals(day, terminal)
 
@@ -269,6 +289,7 @@ class Journal:
         self.on_evict = None     # archive hook: called with (first_seq, last_seq) before eviction
         self.archive = None      # posfast.archive.Archive when retention == "archive"
         self._saved_head = 0     # head seq of the last index saved (checkpoints)
+        self._maps_saved: Optional[bool] = None   # its payment maps too (None: as loaded)
         self._repairs_noted = 0  # index positions the core found wrong, already reported
         self._repairs_at = 0
         self._saved_at = time.monotonic()
@@ -502,20 +523,27 @@ class Journal:
                 if self.archive is not None:
                     self.archive.flush()
 
-    def _save_index(self, name_it=True):
+    def _save_index(self, name_it=True, maps=True):
         """Save the index; in format 2 also name it in the header (`name_it`; close names it
-        with the clean mark instead), which makes it an index checkpoint."""
+        with the clean mark instead), which makes it an index checkpoint.  `maps`: with the
+        payment maps (close and flush; the timed checkpoints leave them out, 8 bytes a
+        payment not rewritten every 300 s)."""
         ring = self._ring
         if ring.failed:
             return
         self._note_repairs()
+        maps_due = maps and ring.version >= 2 and self._payments.maps_wanted()
+        maps_kept = self._maps_saved if self._maps_saved is not None else \
+            self.index.blob_offset(MAPS_BLOB) >= 0          # (the loaded file holds them)
         if not self.index.dirty and self._saved_head == ring.head_seq \
-                and os.path.exists(self.path + ".idx"):
+                and os.path.exists(self.path + ".idx") and (maps_kept or not maps_due):
             return
         # the day totals go with the index when they hold exactly the records it covers
         totals = self._totals_book()
         self.index.set_blob(_TOTALS_BLOB, totals.to_bytes() if totals is not None
                             and totals.upto == ring.head_seq and ring.version >= 2 else None)
+        maps_blob = self._payments.saved_maps() if maps_due else None
+        self.index.set_blob(MAPS_BLOB, maps_blob)
         try:
             digest = self.index.save(self.path + ".idx", ring.journal_id, ring.head_seq,
                                      ring.oldest_seq, ring.head_link, ring.positions(),
@@ -536,6 +564,9 @@ class Journal:
             raise IOFailure(exc.errno, "posfast: could not save the index %s.idx (%s); every record "
                             "is safe in %s and the next open rebuilds the index from it. %s"
                             % (self.path, exc.strerror or exc, self.path, action)) from exc
+        # (the maps' pieces are their own arrays: not kept a second time by the index)
+        self.index.blobs.pop(MAPS_BLOB, None)
+        self._maps_saved = maps_blob is not None
         self._saved_head = ring.head_seq
         self._saved_at = time.monotonic()
         ring.name_index(digest, ring.head_seq, name_it)
@@ -549,7 +580,7 @@ class Journal:
         if unsaved >= CHECKPOINT_RECORDS or (
                 unsaved and time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS):
             try:
-                self._save_index()
+                self._save_index(maps=False)
             except IOFailure as exc:        # the records are safe; the next open re-reads more
                 _log.warning("%s", exc)
 

@@ -10,11 +10,12 @@ payment's state.  Nothing is ever rewritten.
 from __future__ import annotations
 
 import operator
+import struct
 from typing import Optional
 
 import numpy as np
 
-from .errors import CorruptRecord, InvalidRecord, PaymentError
+from .errors import CorruptRecord, InvalidRecord, PaymentError, PosfastError
 from .dayclose import TXN_DTYPE, payment_transactions
 from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, RECEIPT_KINDS, ROW_INDEX,
                       ROW_OFFSET, Flag, Kind, Method, State, check_ref, day_number, now_us,
@@ -22,6 +23,7 @@ from .records import (KIND_SIGN_TABLE, PAYMENT_KIND_VALUES, PAYMENT_KINDS, RECEI
 from .storage import Storage
 
 _KIND_AT, _CLIENT_REF_AT = ROW_OFFSET["kind"], ROW_OFFSET["client_ref"]
+_TXN_AT, _REF_AT = ROW_OFFSET["txn_id"], ROW_OFFSET["ref_seq"]
 _TXN_FIELD, _STATE_FIELD, _CLIENT_FIELD = ROW_INDEX["txn_id"], ROW_INDEX["state"], ROW_INDEX["client_ref"]
 _RECEIPT_FIELD, _TERMINAL_FIELD = ROW_INDEX["receipt_no"], ROW_INDEX["terminal"]
 _KIND_BY_NAME = {k.name.lower(): k for k in Kind}      # (the usual spelling, looked up first)
@@ -106,9 +108,45 @@ class _Pairs:
         self.seqs = np.zeros(0, dtype=np.uint64)
         self.base: Optional[int] = None
         self._pending: list = []
+        # what the index file holds (`load`): read-only arrays mapped from it, searched beside
+        # the ones in memory (which then hold only the keys added since)
+        self.saved_packed = np.zeros(0, dtype=np.uint64)
+        self.saved_keys = np.zeros(0, dtype=self.key_dtype)
+        self.saved_seqs = np.zeros(0, dtype=np.uint64)
+        self._check = None          # (load: run on first use)
 
     def nbytes(self) -> int:
+        """Bytes of memory the pairs take (not counting those mapped from the index file)."""
         return (self.packed.nbytes if self.packed is not None else 0) + self.keys.nbytes + self.seqs.nbytes
+
+    def load(self, base: Optional[int], packed: np.ndarray, keys: np.ndarray, seqs: np.ndarray,
+             check=None) -> None:
+        """Take the sorted pairs saved in the index file (before any key is added); `check`
+        runs when they are first used (why they are unusable, or "")."""
+        self.base = base
+        self.saved_packed, self.saved_keys, self.saved_seqs = packed, keys, seqs
+        self._check = check
+
+    def _verify(self) -> None:
+        check, self._check = self._check, None
+        why = check() if check is not None else ""
+        if why:
+            raise _MapsDamaged(why)
+
+    def saved_layout(self) -> tuple:
+        """(base, packed pieces, packed count, key pieces, seq pieces, wide count): every pair,
+        sorted, as pieces of the mapped and the in-memory arrays (nothing copied whole)."""
+        if self._check is not None:
+            self._verify()
+        self._merge()
+        packed = self.packed if self.packed is not None else np.zeros(0, dtype=np.uint64)
+        packed_pieces = _merged_pieces(self.saved_packed, packed, [(self.saved_packed, packed)])[0]
+        key_pieces, seq_pieces = _merged_pieces(self.saved_keys, self.keys,
+                                                [(self.saved_keys, self.keys),
+                                                 (self.saved_seqs, self.seqs)])
+        return (self.base if self.base is not None and self.base >= 0 else 0, packed_pieces,
+                len(self.saved_packed) + len(packed), key_pieces, seq_pieces,
+                len(self.saved_keys) + len(self.keys))
 
     def extend(self, keys, seqs) -> None:
         keys = np.asarray(keys, dtype=self.key_dtype)
@@ -127,8 +165,12 @@ class _Pairs:
 
     def _unpack(self) -> None:
         """Leave the packed layout (a seq outside base .. base + 2^32)."""
+        if self._check is not None:
+            self._verify()
         parts = ([self.packed] if self.packed is not None else []) + \
+            ([self.saved_packed] if len(self.saved_packed) else []) + \
             [p for p in self._pending if isinstance(p, np.ndarray)]
+        self.saved_packed = np.zeros(0, dtype=np.uint64)
         self._pending = [p for p in self._pending if not isinstance(p, np.ndarray)]
         self.packed = None
         for part in parts:
@@ -153,21 +195,51 @@ class _Pairs:
             self.keys, self.seqs = keys[order], seqs[order]
 
     def find(self, key) -> list:
+        if self._check is not None:
+            self._verify()
         self._merge()
         out = []
-        if self.packed is not None and len(self.packed):
-            lo_key = np.uint64(int(key) << 32)
-            hi_key = np.uint64(int(key) << 32 | 0xFFFF_FFFF)
-            lo = int(self.packed.searchsorted(lo_key, side="left"))
-            hi = int(self.packed.searchsorted(hi_key, side="right"))
-            base = self.base or 0
-            out += [base + (int(x) & 0xFFFF_FFFF) for x in self.packed[lo:hi].tolist()]
-        if len(self.keys):
-            k = self.key_dtype.type(key)
-            lo = int(self.keys.searchsorted(k, side="left"))
-            hi = int(self.keys.searchsorted(k, side="right"))
-            out += [int(x) for x in self.seqs[lo:hi].tolist()]
+        for packed in (self.saved_packed, self.packed):
+            if packed is not None and len(packed):
+                lo_key = np.uint64(int(key) << 32)
+                hi_key = np.uint64(int(key) << 32 | 0xFFFF_FFFF)
+                lo = int(packed.searchsorted(lo_key, side="left"))
+                hi = int(packed.searchsorted(hi_key, side="right"))
+                base = self.base or 0
+                out += [base + (int(x) & 0xFFFF_FFFF) for x in packed[lo:hi].tolist()]
+        for keys, seqs in ((self.saved_keys, self.saved_seqs), (self.keys, self.seqs)):
+            if len(keys):
+                k = self.key_dtype.type(key)
+                lo = int(keys.searchsorted(k, side="left"))
+                hi = int(keys.searchsorted(k, side="right"))
+                out += [int(x) for x in seqs[lo:hi].tolist()]
         return sorted(out)
+
+
+def _merged_pieces(big: np.ndarray, small: np.ndarray, columns: list) -> list:
+    """Two sorted arrays merged in order, as pieces (slices of each, in turn) rather than one
+    new array: for each (of big, of small) column pair in `columns`, its list of pieces."""
+    out: list = [[] for _ in columns]
+    if not len(small) or not len(big):
+        for k, (a, b) in enumerate(columns):
+            out[k] = [x for x in (a, b) if len(x)]
+        return out
+    at = np.searchsorted(big, small, side="right")
+    cuts = np.flatnonzero(np.diff(at)) + 1
+    starts = [0] + cuts.tolist()
+    ends = cuts.tolist() + [len(small)]
+    prev = 0
+    for lo, hi in zip(starts, ends):
+        where = int(at[lo])
+        for k, (a, b) in enumerate(columns):
+            if where > prev:
+                out[k].append(a[prev:where])
+            out[k].append(b[lo:hi])
+        prev = where
+    for k, (a, _b) in enumerate(columns):
+        if prev < len(a):
+            out[k].append(a[prev:])
+    return out
 
 
 class _RefMap:
@@ -197,6 +269,14 @@ class _RefMap:
         out.extend(self.pairs.find(_hash_one(key) >> 32))
         return out
 
+    def fold(self) -> None:
+        """The recent dict into the sorted arrays (before they are saved)."""
+        if self.recent:
+            keys, seqs = list(self.recent), list(self.recent.values())
+            self.recent = {}
+            hashes = (_hash_refs(np.array(keys, dtype="S")) >> np.uint64(32)).astype(np.uint32)
+            self.pairs.extend(hashes, np.array(seqs, dtype=np.uint64))
+
 
 # ---------------------------------------------------------------- receipt codes
 def receipt_code_key(terminal: int, receipt_no: int) -> int:
@@ -216,13 +296,26 @@ def parse_receipt_code(code) -> tuple:
     return (int(terminal) if dash else 0), int(number)
 
 
+_CODE_MIX = 0x9E37_79B9_7F4A_7C15       # odd: code * this mod 2^64, high 32 bits: its hash
+
+
+def _code_hashes(keys: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return ((keys.astype(np.uint64) * np.uint64(_CODE_MIX)) >> np.uint64(32)).astype(np.uint32)
+
+
+def _code_hash(key: int) -> int:
+    return (key * _CODE_MIX & 0xFFFF_FFFF_FFFF_FFFF) >> 32
+
+
 class _CodeMap:
     """(terminal, receipt_no) -> seqs of the payments whose receipt has that code: like the
-    refs maps, a small dict of recent keys folded into sorted (key, seq) arrays once it grows,
-    with the exact 64-bit key (no hash collisions) and every seq of a reused code kept."""
+    refs maps, a small dict of recent keys folded into sorted (hash, seq) arrays once it grows
+    (8 bytes a receipt: the code's 32-bit hash and the seq; a shared hash only costs reading
+    the other record, which the caller checks), every seq of a reused code kept."""
 
     def __init__(self):
-        self.pairs = _Pairs(np.uint64)
+        self.pairs = _Pairs(np.uint32)
         self.recent: dict = {}
 
     def add_rows(self, rows):
@@ -251,12 +344,66 @@ class _CodeMap:
         held = [(key, seq) for key, listed in self.recent.items() for seq in listed]
         self.recent = {}
         if held:
-            self.pairs.extend(np.array([k for k, _ in held], dtype=np.uint64),
+            self.pairs.extend(_code_hashes(np.array([k for k, _ in held], dtype=np.uint64)),
                               np.array([q for _, q in held], dtype=np.uint64))
-        self.pairs.extend(keys, seqs)
+        if len(keys):
+            self.pairs.extend(_code_hashes(np.asarray(keys, dtype=np.uint64)), seqs)
 
     def find(self, key: int) -> list:
-        return sorted(set(self.recent.get(key, []) + self.pairs.find(key)))
+        """Seqs that may be this code's payments (a shared hash adds another code's)."""
+        return sorted(set(self.recent.get(key, []) + self.pairs.find(_code_hash(key))))
+
+    def fold(self) -> None:
+        """The recent dict into the sorted arrays (before they are saved)."""
+        if self.recent:
+            self._fold(np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64))
+
+
+class _Referrers:
+    """seq -> seqs of the records that name it: as their txn_id (a payment's outcome, its
+    prints) or their ref_seq (a refund, void or reversal of it; a print's final record).
+    What a payment's records are found by, without reading its terminal's records since.
+    Exact keys: those below 2^32 packed with the seq (8 bytes a pair), the rest wide."""
+
+    def __init__(self):
+        self.low = _Pairs(np.uint32)
+        self.high = _Pairs(np.uint64)
+        self.recent: dict = {}
+
+    def add(self, keys, seqs) -> None:
+        if len(keys) < 64 and len(self.recent) < 4096:
+            for key, seq in zip(keys, seqs):
+                self.recent.setdefault(int(key), []).append(int(seq))
+            return
+        self.fold()
+        self._extend(np.asarray(keys, dtype=np.uint64), np.asarray(seqs, dtype=np.uint64))
+
+    def _extend(self, keys: np.ndarray, seqs: np.ndarray) -> None:
+        low = keys < np.uint64(1 << 32)
+        self.low.extend(keys[low].astype(np.uint32), seqs[low])
+        if not low.all():
+            self.high.extend(keys[~low], seqs[~low])
+
+    def fold(self) -> None:
+        """The recent dict into the sorted arrays (before they are saved)."""
+        if self.recent:
+            held = [(key, seq) for key, listed in self.recent.items() for seq in listed]
+            self.recent = {}
+            self._extend(np.array([k for k, _ in held], dtype=np.uint64),
+                         np.array([q for _, q in held], dtype=np.uint64))
+
+    def find(self, key: int) -> list:
+        found = self.recent.get(key, []) + (self.low.find(key) if key < 1 << 32 else self.high.find(key))
+        return sorted(set(found))
+
+
+def _referring(txn_ids: np.ndarray, ref_seqs: np.ndarray, seqs: np.ndarray):
+    """(keys, seqs) of what `_Referrers` holds for these records: (txn_id, seq) where the
+    txn_id is another record's, (ref_seq, seq) where there is one (and not the same)."""
+    by_txn = (txn_ids != seqs) & (txn_ids != 0)
+    by_ref = (ref_seqs != 0) & ~(by_txn & (ref_seqs == txn_ids))
+    return (np.concatenate((txn_ids[by_txn], ref_seqs[by_ref])),
+            np.concatenate((seqs[by_txn], seqs[by_ref])))
 
 
 _RECEIPT_KIND_VALUES = np.array(sorted(int(k) for k in RECEIPT_KINDS), dtype=np.uint8)
@@ -264,6 +411,62 @@ _RECEIPT_KIND_VALUES = np.array(sorted(int(k) for k in RECEIPT_KINDS), dtype=np.
 
 _CATCHUP_CHUNK = 1 << 15
 _TRIM_AFTER = 1 << 17      # records read by one catch-up after which the heap is trimmed
+
+# The maps saved with the index (its blob ``paymaps``, FORMAT.md §2): a head (version,
+# number of maps, CRC32C of the heads and the in-doubt list, the seq they cover up to, the
+# in-doubt count), a head per map (packing base, packed pairs, wide pairs, key bytes, CRC32C
+# of its arrays), the in-doubt txn ids, then each map's arrays; 8-byte aligned.
+MAPS_BLOB = b"paymaps"
+MAPS_VERSION = 1
+SAVE_MAPS_FROM = 1024      # live records from which the maps are saved with the index
+_MAPS_HEAD = struct.Struct("<BB2xIQQ")       # version, maps, CRC32C, upto, in-doubt count
+_MAPS_SECTION = struct.Struct("<QQQB3xI")    # base, packed, wide, key bytes, CRC32C of its arrays
+_SECTION_NAMES = ("client_ref", "order_ref", "host_ref", "receipt code", "referrer", "referrer")
+_CHECK_CHUNK = 1 << 16
+
+
+class _MapsDamaged(PosfastError):
+    """A map saved with the index fails its check when first used (the lookup's caller
+    rebuilds the maps from the records and reports it)."""
+
+
+def _crc_of(crc32c, pieces) -> int:
+    crc = 0
+    for piece in pieces:
+        if len(piece):
+            crc = crc32c(memoryview(piece).cast("B"), crc)
+    return crc
+
+
+def _saved_check(crc32c, name, body, crc, packed, keys, seqs, base, upto):
+    """What `_Pairs` runs on first using a map mapped from the file: why it is unusable, or ""."""
+    def check() -> str:
+        if _crc_of(crc32c, [body]) != crc:
+            return "(the %s map) fail their checksum" % name
+        if not (_ascending(packed) and _ascending(keys)):
+            return "(the %s map) are not sorted" % name
+        if (len(packed) and _top(packed, 0xFFFF_FFFF) + base > upto) or _top(seqs, 0) > upto:
+            return "(the %s map) name seqs past %d, the newest they cover" % (name, upto)
+        return ""
+    return check
+
+
+def _ascending(values: np.ndarray) -> bool:
+    """Sorted (ascending, ties allowed), checked 64k values at a time (little scratch)."""
+    for start in range(0, len(values) - 1, _CHECK_CHUNK):
+        part = values[start:start + _CHECK_CHUNK + 1]
+        if (part[1:] < part[:-1]).any():
+            return False
+    return True
+
+
+def _top(values: np.ndarray, mask: int) -> int:
+    """The largest value (of its low bits under `mask`, if given), 64k values at a time."""
+    top = 0
+    for start in range(0, len(values), _CHECK_CHUNK):
+        part = values[start:start + _CHECK_CHUNK]
+        top = max(top, int((part & np.uint64(mask)).max() if mask else part.max()))
+    return top
 
 
 def _give_back_memory() -> None:
@@ -290,7 +493,89 @@ class _Catchup:
         self.by_order_ref = _RefMap()
         self.by_host_ref = _RefMap()
         self.by_receipt_code = _CodeMap()
+        self.by_referrer = _Referrers()
         self.pending: set = set()
+        self.from_file = False      # loaded from the index file (load_saved), not from the records
+
+    def _sections(self) -> list:
+        return [self.by_client_ref.pairs, self.by_order_ref.pairs, self.by_host_ref.pairs,
+                self.by_receipt_code.pairs, self.by_referrer.low, self.by_referrer.high]
+
+    def saved_pieces(self, crc32c) -> list:
+        """The maps as the index file's ``paymaps`` blob (FORMAT.md §2), a list of buffers:
+        the arrays already mapped from the file and those in memory, never joined in one."""
+        for folding in (self.by_client_ref, self.by_order_ref, self.by_host_ref,
+                        self.by_receipt_code, self.by_referrer):
+            folding.fold()
+        sections = self._sections()
+        heads, bodies = [], []
+        for pairs in sections:
+            base, packed, n_packed, keys, seqs, n_wide = pairs.saved_layout()
+            width = pairs.key_dtype.itemsize
+            body: list = [np.ascontiguousarray(a, dtype="<u8") for a in packed]
+            body += [np.ascontiguousarray(a, dtype="<u%d" % width) for a in keys]
+            if (n_wide * width) % 8:
+                body.append(bytes(-(n_wide * width) % 8))
+            body += [np.ascontiguousarray(a, dtype="<u8") for a in seqs]
+            body = [b for b in body if len(b)]
+            heads.append(_MAPS_SECTION.pack(base, n_packed, n_wide, width, _crc_of(crc32c, body)))
+            bodies.append(body)
+        pending = np.array(sorted(self.pending), dtype="<u8")
+        head = _MAPS_HEAD.pack(MAPS_VERSION, len(sections), 0, self.upto, len(pending))
+        crc = _crc_of(crc32c, [head] + heads + [pending])
+        head = _MAPS_HEAD.pack(MAPS_VERSION, len(sections), crc, self.upto, len(pending))
+        pieces: list = [head] + heads + [pending]
+        for body in bodies:
+            pieces += body
+        return [p for p in pieces if len(p)]
+
+    def load_saved(self, view, at: int, crc32c) -> None:
+        """Take the maps from a ``paymaps`` blob of the index this open trusted, saved when it
+        covered the records up to `at`; their arrays stay mapped, each map checked (its CRC,
+        order and seqs) when first used, so a lookup reads only the pages of the maps it
+        needs.  ValueError (saying why) if the blob is not that: then nothing is taken."""
+        size = len(view)
+        if size < _MAPS_HEAD.size:
+            raise ValueError("are a blob of %d bytes" % size)
+        version, count, crc, upto, n_pending = _MAPS_HEAD.unpack_from(view, 0)
+        if version != MAPS_VERSION:
+            raise ValueError("are of version %d (this posfast reads %d)" % (version, MAPS_VERSION))
+        sections = self._sections()
+        heads_end = _MAPS_HEAD.size + len(sections) * _MAPS_SECTION.size
+        if count != len(sections) or heads_end + n_pending * 8 > size:
+            raise ValueError("hold %d maps, not %d, or are cut short" % (count, len(sections)))
+        pending = np.frombuffer(view, dtype="<u8", count=n_pending, offset=heads_end)
+        zeroed = _MAPS_HEAD.pack(version, count, 0, upto, n_pending)
+        if _crc_of(crc32c, [zeroed, view[_MAPS_HEAD.size:heads_end], pending]) != crc:
+            raise ValueError("fail their checksum")
+        if upto != at:
+            raise ValueError("cover the records up to seq %d, the index up to %d" % (upto, at))
+        offset = heads_end + n_pending * 8
+        taken = []
+        for k, pairs in enumerate(sections):
+            base, n_packed, n_wide, width, body_crc = _MAPS_SECTION.unpack_from(
+                view, _MAPS_HEAD.size + k * _MAPS_SECTION.size)
+            wide_bytes = n_wide * width + (-(n_wide * width) % 8)
+            if width != pairs.key_dtype.itemsize or \
+                    offset + n_packed * 8 + wide_bytes + n_wide * 8 > size:
+                raise ValueError("are cut short or of another layout")
+            body = view[offset:offset + n_packed * 8 + wide_bytes + n_wide * 8]
+            packed = np.frombuffer(view, dtype="<u8", count=n_packed, offset=offset)
+            offset += n_packed * 8
+            keys = np.frombuffer(view, dtype="<u%d" % width, count=n_wide, offset=offset)
+            offset += wide_bytes
+            seqs = np.frombuffer(view, dtype="<u8", count=n_wide, offset=offset)
+            offset += n_wide * 8
+            taken.append((base if n_packed else None, packed, keys, seqs,
+                          _saved_check(crc32c, _SECTION_NAMES[k], body, body_crc, packed, keys, seqs,
+                                       base, upto)))
+        if offset != size:
+            raise ValueError("are %d bytes, their counts say %d" % (size, offset))
+        for pairs, (base, packed, keys, seqs, check) in zip(sections, taken):
+            pairs.load(base, packed, keys, seqs, check)
+        self.pending = set(pending.tolist())
+        self.upto = upto
+        self.from_file = True
 
     def catch_up(self, store: Storage):
         first = max(self.upto + 1, store.oldest_seq)
@@ -302,9 +587,8 @@ class _Catchup:
             self._absorb(store, store.read_rows(seqs))
         self.upto = store.head_seq
         if store.head_seq - first >= _TRIM_AFTER:
-            for refmap in (self.by_client_ref, self.by_order_ref, self.by_host_ref):
-                refmap.pairs.find(0)               # merge now, then trim what the merge freed
-            self.by_receipt_code.pairs.find(0)
+            for pairs in self._sections():
+                pairs.find(0)                      # merge now, then trim what the merge freed
             _give_back_memory()
 
     def absorb_one(self, store: Storage, seq: int, row: bytes, order_ref: bytes,
@@ -316,6 +600,13 @@ class _Catchup:
             return
         self.upto = seq
         kind = row[_KIND_AT]
+        txn = int.from_bytes(row[_TXN_AT:_TXN_AT + 8], "little")
+        ref = int.from_bytes(row[_REF_AT:_REF_AT + 8], "little")
+        if ref or (txn != seq and txn):
+            if txn != seq and txn:
+                self.by_referrer.add([txn], [seq])
+            if ref and not (txn != seq and ref == txn):
+                self.by_referrer.add([ref], [seq])
         if row[_CLIENT_REF_AT] or order_ref or host_ref or kind in PAYMENT_KINDS:
             values = unpack_row(row)
             txn_id, state = values[_TXN_FIELD], values[_STATE_FIELD]
@@ -341,6 +632,9 @@ class _Catchup:
 
     def _absorb(self, store, rows):
         self.by_receipt_code.add_rows(rows)
+        keys, seqs = _referring(rows["txn_id"], rows["ref_seq"], rows["seq"])
+        if len(keys):
+            self.by_referrer.add(keys, seqs)
         with_ref = rows[rows["client_ref"] != b""]
         if len(with_ref):
             begins = with_ref[with_ref["txn_id"] == with_ref["seq"]]
@@ -375,6 +669,7 @@ class Payments:
     def __init__(self, store: Storage):
         self._store = store
         self._catchup = _Catchup()         # client_ref map and pending set, kept current
+        self._saved_tried = False           # the maps saved with the index were looked for
         self._summary_cache: dict = {}      # (what, key) -> (terminal's newest seq, summary)
         self._receipt_counters: dict = {}   # terminal -> last receipt_no handed out
 
@@ -386,29 +681,102 @@ class Payments:
 
     def _seen(self, name: str, ref: bytes) -> bool:
         """Whether any record may carry this reference (False: certainly none does)."""
-        derived = self._derived()
-        return bool((derived.by_client_ref if name == "client_ref" else
-                     derived.by_order_ref).find(ref))
+        return bool(self._looked_up(lambda derived: (
+            derived.by_client_ref if name == "client_ref" else derived.by_order_ref).find(ref)))
 
     def _derived(self) -> _Catchup:
-        self._catchup.catch_up(self._store)
+        if not self._saved_tried:
+            self._load_saved()
+        try:
+            self._catchup.catch_up(self._store)
+        except _MapsDamaged as exc:
+            self._maps_damaged(exc)
+            self._catchup.catch_up(self._store)
         return self._catchup
+
+    def _maps_damaged(self, exc) -> None:
+        self._catchup = _Catchup()
+        self._maps_problem("its payment maps %s" % exc)
+
+    def _looked_up(self, lookup):
+        """`lookup(maps)`, the maps current; maps from the file that fail their check on
+        this first use are rebuilt from the records (reported) and asked again."""
+        try:
+            return lookup(self._derived())
+        except _MapsDamaged as exc:
+            self._maps_damaged(exc)
+            return lookup(self._derived())
+
+    def _load_saved(self) -> None:
+        """The maps saved with the index this open trusted (mapped, not read: the first
+        lookup reads no record but those appended since), else they are built from the
+        records at the first lookup."""
+        self._saved_tried = True
+        saved_blob = getattr(self._store, "saved_blob", None)
+        crc32c = getattr(self._store, "crc32c", None)
+        saved = saved_blob(MAPS_BLOB) if saved_blob is not None and crc32c is not None \
+            and not self._catchup.upto else None
+        if saved is None:
+            return
+        view, at = saved
+        try:
+            self._catchup.load_saved(view, at, crc32c)
+        except ValueError as exc:
+            self._catchup = _Catchup()
+            self._maps_problem("its payment maps %s" % exc)
+
+    def _maps_problem(self, why: str) -> None:
+        problem = getattr(self._store, "index_problem", None)
+        if problem is not None:
+            problem("%s; the maps are rebuilt from the records" % why)
+
+    def _maps_disagree(self, why: str) -> bool:
+        """A map read from the index file names a record that does not fit it: report it and
+        drop the maps (rebuilt from the records at the next lookup); True if it did (then the
+        lookup is asked again).  Maps built from the records here are not doubted."""
+        if not self._catchup.from_file:
+            return False
+        self._catchup = _Catchup()
+        self._maps_problem("its payment maps disagree with the records (%s)" % why)
+        return True
+
+    def maps_wanted(self) -> bool:
+        """Whether the maps are worth saving with the index: from SAVE_MAPS_FROM live records
+        on (below, building them reads a few hundred KB; a small journal's index, and so the
+        digest its header names, stays what it was)."""
+        return self._store.head_seq - self._store.oldest_seq + 1 >= SAVE_MAPS_FROM
+
+    def saved_maps(self) -> Optional[list]:
+        """The maps, current to the newest record, as the buffers of the index file's
+        ``paymaps`` blob (the journal saves them with the index), or None."""
+        derived = self._derived()
+        crc32c = getattr(self._store, "crc32c", None)
+        if derived.upto != self._store.head_seq or not derived.upto or crc32c is None:
+            return None
+        return self._looked_up(lambda maps: maps.saved_pieces(crc32c))
 
     # ---------------------------------------------------------------- queries
     def txn_records(self, txn_id: int) -> np.ndarray:
-        """Every live record of payment `txn_id` and of payments referring to it, seq order."""
+        """Every live record of payment `txn_id` and of payments referring to it, seq order:
+        its first record and those the referrer map names (their txn_id or ref_seq is it),
+        each checked by its own columns."""
         txn_id = int(txn_id)
         with self._store.lock:
-            first = self._store.get(txn_id)
-            seqs = self._store.index.select(max(txn_id, self._store.oldest_seq), self._store.head_seq,
-                                     terminal=first.terminal)
-            # a payment of months ago: its terminal's records since then, read 8,192 at a
-            # time (1 MB of rows at most in memory, not the whole span at once)
-            kept = []
-            for start in range(0, max(1, len(seqs)), 8192):
-                rows = self._store.read_rows(seqs[start:start + 8192])
-                kept.append(rows[(rows["txn_id"] == txn_id) | (rows["ref_seq"] == txn_id)])
-        return kept[0] if len(kept) == 1 else np.concatenate(kept)
+            self._store.get(txn_id)          # KeyError if it is not in the journal
+            for _attempt in range(2):
+                oldest = self._store.oldest_seq
+                found = [s for s in self._looked_up(lambda maps: maps.by_referrer.find(txn_id))
+                         if s >= oldest]
+                seqs = sorted(set(found + ([txn_id] if txn_id >= oldest else [])))
+                rows = self._store.read_rows(np.array(seqs, dtype=np.uint64))
+                mine = (rows["txn_id"] == txn_id) | (rows["ref_seq"] == txn_id)
+                # (the record `txn_id` itself is mine only if it is a payment's first record)
+                wrong = ~mine & (rows["seq"] != txn_id)
+                if not wrong.any() or not self._maps_disagree(
+                        "seq %d is filed as naming seq %d, it does not"
+                        % (int(rows["seq"][wrong][0]), txn_id)):
+                    break
+        return rows[mine]
 
     def payment(self, txn_id: int):
         """Current state of a payment: its newest record (a `Record`)."""
@@ -458,15 +826,19 @@ class Payments:
             hit = self._cache_hit((name, ref))
             if hit is not None:
                 return hit
-            derived = self._derived()
-            refmap = getattr(derived, "by_" + name)
-            for seq in refmap.find(ref):
+            for seq in self._looked_up(lambda maps: getattr(maps, "by_" + name).find(ref)):
                 if seq < self._store.oldest_seq:
                     continue
                 try:
                     rec = self._store.get(seq)
                 except (KeyError, CorruptRecord):
                     continue            # gone or damaged: verify reports it
+                if not (getattr(rec, name) and (name != "client_ref" or rec.txn_id == rec.seq)):
+                    # (a shared hash names another key's record; this one carries none)
+                    if self._maps_disagree("seq %d is filed under a %s it does not carry"
+                                           % (seq, name)):
+                        return self.find(**{name: value})
+                    continue
                 if (rec.client_ref == ref if name == "client_ref" else getattr(rec, name) == text):
                     begin = rec
                     if rec.txn_id != rec.seq:
@@ -483,15 +855,21 @@ class Payments:
         with self._store.lock:
             self._store.refresh()
             found = []
-            for seq in self._derived().by_receipt_code.find(receipt_code_key(terminal, receipt_no)):
+            key = receipt_code_key(terminal, receipt_no)
+            for seq in self._looked_up(lambda maps: maps.by_receipt_code.find(key)):
                 if seq < self._store.oldest_seq:
                     continue
                 try:
                     rec = self._store.get(int(seq))
                 except (KeyError, CorruptRecord):
                     continue            # gone or damaged: verify reports it
-                if rec.terminal == terminal and rec.receipt_no == receipt_no and rec.txn_id == rec.seq:
+                begins = rec.txn_id == rec.seq and rec.receipt_no and rec.kind in RECEIPT_KINDS
+                if begins and rec.terminal == terminal and rec.receipt_no == receipt_no:
                     found.append(int(seq))
+                elif not begins and self._maps_disagree(
+                        "seq %d is filed under a receipt code, it begins no payment with a receipt"
+                        % seq):
+                    return self.receipt_payments(terminal, receipt_no)
             return found
 
     def _find_receipt(self, terminal: int, receipt_no: int):

@@ -4,14 +4,14 @@ A terminal gives the journal a fixed budget of flash (say 64 MB).  The ring is
 created once at full size and never grows, so the question "how far back can
 the cashier reprint?" has an exact answer from the format: every record takes
 ``ceil((128 + payload) / slot_size)`` slots, the file adds an 8 KiB header, and
-the index file beside it (``<journal>.idx``) adds about 14 bytes per record
-(its saved positions and the day/terminal/kind bitmaps), twice over for the
-moment it is rewritten.
+the index file beside it (``<journal>.idx``) adds about 22 bytes per record
+(its saved positions, the day/terminal/kind bitmaps and the payment maps), twice
+over for the moment it is rewritten.
 
 >>> from posfast.retention import capacity_plan, parse_size
 >>> plan = capacity_plan(parse_size("64MB"), per_day=800, payload_bytes=300)
 >>> plan.slots_per_record, plan.capacity, round(plan.days, 1)
-(4, 496981, 155.3)
+(4, 482679, 150.8)
 
 ``capacity_plan(..., measure=True)`` fills a real journal of that capacity in a
 temporary directory (retention="overwrite", durability="none"), lapping the ring,
@@ -35,7 +35,9 @@ from .errors import InvalidArgument
 
 HEAD_BYTES = _core.HEAD_SIZE        # record head (PFR_HEAD_SIZE in src/pf_format.h)
 HEADER_BYTES = _core.DATA_OFFSET    # two header copies before the first slot
-INDEX_BYTES_PER_RECORD = 14   # .idx: 8-byte saved position + bitmaps (measured 10-13 B)
+# .idx: 8-byte saved position + bitmaps (measured 10-13 B) + the payment maps saved at close
+# (8 bytes for each key a record gives them: a receipt code, a client_ref, its outcome)
+INDEX_BYTES_PER_RECORD = 22
 INDEX_FIXED_BYTES = 4096
 # The index is rewritten atomically (a temp file, then rename), so for a moment two
 # copies exist: the budget must hold the ring plus twice the index.
@@ -163,7 +165,7 @@ def capacity_plan(budget_bytes, per_day: int, payload_bytes: int = 0, slot_size:
 
     >>> plan = capacity_plan(8 << 20, per_day=2000)
     >>> plan.capacity, plan.records, round(plan.days, 2)
-    (53668, 53668, 26.83)
+    (48675, 48675, 24.34)
     """
     budget = parse_size(budget_bytes)
     per_day = int(per_day)

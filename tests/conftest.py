@@ -15,6 +15,18 @@ from posfast.index import Index
 
 from _writer_child import MAX_PAYLOAD, columns_for, expected, expected_dict  # noqa: F401
 
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:             # (only the property tests need it)
+    pass
+else:
+    # Every property test asserts what it finds, never how fast: no per-example deadline and
+    # no too-slow health check, so a slow CPU (armhf under emulation) cannot fail them.  A
+    # test's own @settings still override this for what they name.
+    settings.register_profile("posfast", deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("posfast")
+
 FIXED_JID = uuid.UUID("5f0c7a3e-2b1d-4c8e-9a6f-0123456789ab")
 DATA_OFFSET = _core.DATA_OFFSET
 HEAD = _core.HEAD_SIZE

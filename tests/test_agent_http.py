@@ -151,7 +151,8 @@ def test_malformed_requests_are_a_json_4xx_and_the_agent_lives_on(agent, raw, st
     sock.close()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                     HealthCheck.too_slow])
 @given(st.binary(max_size=300), st.sampled_from([b"", b"GET / HTTP/1.1\r\n", b"POST /v1/payments HTTP/1.1\r\n"]))
 def test_random_bytes_never_get_a_5xx_and_never_stop_the_agent(agent, junk, prefix):
     sock = connect(agent)

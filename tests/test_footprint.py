@@ -18,8 +18,8 @@ import posfast
 from posfast.printing import reprint
 from posfast.receipt import Payment, Receipt, ReceiptItem
 path = sys.argv[1]
-j = posfast.Journal.create(path, capacity=4096, max_payload=1024)
-for k in range(50):
+j = posfast.Journal.create(path, capacity=4096, max_payload=1024, durability="none")
+for k in range(600):            # (1,200 records: past SAVE_MAPS_FROM, the maps are saved)
     r = Receipt(merchant="Shop", receipt_no=k + 1, terminal=3, currency=156,
                 items=[ReceiptItem("Tea", unit_price=600)], total=600,
                 payments=[Payment("card", 600, pan_last4="1234")])
@@ -28,14 +28,22 @@ for k in range(50):
     j.finish_payment(txn, "approved", auth_code="123456", rrn="000000000042")
 j.close()
 j = posfast.Journal.open(path)
+from posfast import payments
+absorbed = []
+_absorb = payments._Catchup._absorb
+payments._Catchup._absorb = lambda self, store, rows: (absorbed.append(len(rows)),
+                                                       _absorb(self, store, rows))
 last = j.last_transaction(3)
 found = j.find("K-7")
 rec = j.get(found["txn_id"])
 assert rec.receipt_no == 8
 preview = reprint(j, seq=rec.seq, printer=None, now=1_795_000_000_000_000)
-j.close()
+maps = j._payments._catchup
 print(json.dumps({"modules": sorted(sys.modules), "last_state": str(last["state"]),
-                  "copy": "COPY" in preview.text}))
+                  "copy": "COPY" in preview.text, "records_read_for_maps": sum(absorbed),
+                  "maps_from_file": maps.from_file,
+                  "maps_bytes_in_memory": sum(p.nbytes() for p in maps._sections())}))
+j.close()
 """
 
 
@@ -51,6 +59,21 @@ def test_a_terminal_session_loads_no_numpy_random_and_no_libcrypto(tmp_path):
     loaded = set(report["modules"])
     assert "numpy.random" not in loaded
     assert "hashlib" not in loaded and "_hashlib" not in loaded
+
+
+def test_after_a_restart_lookups_map_the_saved_maps_and_a_preview_loads_no_printer_db(tmp_path):
+    """The same session: after the restart, find / reprint take the payment maps the index
+    file holds (mapped: no byte of them in the process's own memory, no record read to build
+    them, where a 1M-record journal read its whole ring and kept 8 MB); the reprint preview
+    does not load python-escpos's printer database (about 5 MB resident)."""
+    out = subprocess.run([sys.executable, "-c", SESSION, str(tmp_path / "till.pfj")],
+                         capture_output=True, text=True, env=child_env(), cwd=CHILD_CWD, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["copy"]
+    assert report["maps_from_file"] and report["records_read_for_maps"] == 0
+    assert report["maps_bytes_in_memory"] == 0
+    assert not [m for m in report["modules"] if m == "escpos" or m.startswith("escpos.")]
 
 
 def test_hash_weights_are_the_ones_the_maps_were_built_with():

@@ -147,3 +147,11 @@ def test_the_readme_table_of_tested_profiles_is_what_they_get():
         data = render_escpos(RECEIPT, profile=name.strip("`"))
         assert (b"\x1d(k" in data) == (got["qr"] == "native") and (b"\x1dV" in data) == (got["cut"] == "cut")
     assert re.search(r"ZJ-5870", table)
+
+
+def test_a_preview_knows_the_default_columns_without_the_database():
+    """profile_columns("default") answers without loading the printer database (a preview or
+    reprint on screen needs no printer model); it is what the database's own "default" says."""
+    assert profiles_module.profile_columns("default") == get_profile("default").columns == 42
+    assert profiles_module.profile_columns("ZJ-5870") == get_profile("ZJ-5870").columns
+

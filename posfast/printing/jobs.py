@@ -21,7 +21,7 @@ from posfast.errors import PosfastError, ReprintRefused
 from posfast.payments import parse_receipt_code
 from posfast.printing.escpos import render_escpos
 from posfast.printing.printers import FAILED, OK, UNKNOWN, Printer, PrintResult
-from posfast.printing.profiles import get_profile
+from posfast.printing.profiles import profile_columns
 from posfast.receipt import InvalidReceipt, Receipt, render_text
 from posfast.records import RECEIPT_KINDS, Flag, Kind, State, print_jobs
 
@@ -94,7 +94,23 @@ def _print_records(journal, payment) -> np.ndarray:
     made through another record of the same transaction (pending/final) count,
     and the records that finalise those prints (their ref_seq is the print's).
     """
-    prints = journal.query(kind=Kind.PRINT)
+    records = getattr(journal, "txn_records", None)
+    prints = None
+    if callable(records) and payment.txn_id == payment.seq and payment.seq >= journal.oldest_seq:
+        # a live payment's begin: its prints name it (txn_id, ref_seq), and so do their final
+        # records (txn_id): found through the journal's referrer map, not a scan of every print
+        try:
+            rows = records(int(payment.seq))
+            rows = rows[rows["kind"] == Kind.PRINT]
+            # (and the records finalising those prints by their ref_seq alone)
+            rows = np.concatenate([rows] + [records(int(s)) for s in rows["seq"].tolist()])
+        except (KeyError, PosfastError):
+            pass
+        else:
+            rows = rows[rows["kind"] == Kind.PRINT]
+            prints = rows[np.unique(rows["seq"], return_index=True)[1]]
+    if prints is None:
+        prints = journal.query(kind=Kind.PRINT)
     mine = prints["ref_seq"] == payment.seq
     if payment.receipt_no:
         mine |= ((prints["txn_id"] == payment.txn_id) & (prints["receipt_no"] == payment.receipt_no)
@@ -353,7 +369,7 @@ def reprint(journal: Journal, seq: Optional[int] = None, receipt_no: Optional[in
     training = bool(int(payment.flags) & int(Flag.TRAINING))
     rendered = None
     if printer is None or text:
-        rendered = render_text(receipt, width=width or get_profile(profile).columns, copy=copy, reprinted_at=reprinted_at, training=training)
+        rendered = render_text(receipt, width=width or profile_columns(profile), copy=copy, reprinted_at=reprinted_at, training=training)
     if printer is None:
         return PrintResult("preview", "", 0, "", 0, copy, rendered)
     if taken >= max_copies:

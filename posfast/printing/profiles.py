@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, Optional, Tuple
 
-__all__ = ["PrinterProfile", "get_profile", "profile_names", "CHINESE_FONTS", "DEFAULT_PROFILE",
-           "PRINTER_EXTRA"]
+__all__ = ["PrinterProfile", "get_profile", "profile_columns", "profile_names", "CHINESE_FONTS",
+           "DEFAULT_PROFILE", "PRINTER_EXTRA"]
 
 #: The optional dependency behind ``posfast[printer]``: python-escpos (with its QR encoder,
 #: ``qrcode``) and the USB and serial libraries its devices need.
@@ -118,6 +118,17 @@ def _database() -> dict:
     except ImportError:
         return {}
     return capabilities.CAPABILITIES.get("profiles", {})
+
+
+def profile_columns(name="default") -> int:
+    """Font A's columns of a printer model: what a text preview needs, found without loading
+    the printer database (about 5 MB resident) for the built-in ``"default"`` profile, whose
+    columns the database's own "default" entry shares (tests/test_printer_profiles.py)."""
+    if isinstance(name, PrinterProfile):
+        return name.columns
+    if name == "default":
+        return DEFAULT_PROFILE.columns
+    return get_profile(name).columns
 
 
 def profile_names() -> Tuple[str, ...]:

@@ -108,7 +108,7 @@ class Fields:
             return None, length
         if width == 0:
             return np.zeros((len(length), 0), np.uint8), length
-        mat = np.lib.stride_tricks.sliding_window_view(self.buf, width)[start]
+        mat = _windows(self.buf, width)[start]
         if zero and int(length.min()) < width:
             mat *= np.arange(width, dtype=np.int64)[None, :] < length[:, None]
         return mat, length
@@ -121,7 +121,16 @@ class Fields:
         width = int(length.max()) if len(length) else 0
         if width > _PAD:
             return None, length
-        return np.lib.stride_tricks.sliding_window_view(self.buf, width)[end - width], length
+        return _windows(self.buf, width)[end - width], length
+
+
+def _windows(buf, width):
+    """Every `width` consecutive bytes of `buf`, as rows of a read-only view (no copy):
+    numpy's sliding_window_view, which Debian 11's numpy 1.19 does not have."""
+    n = len(buf) - width + 1
+    return np.lib.stride_tricks.as_strided(buf, shape=(max(n, 0), width),
+                                           strides=(buf.strides[0], buf.strides[0]),
+                                           writeable=False)
 
 
 def printable(mat, length, utf8=False) -> bool:

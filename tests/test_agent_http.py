@@ -381,3 +381,55 @@ def test_the_bearer_token_on_tcp_is_compared_as_sent_and_its_scheme_in_any_case(
         sock.close()
     finally:
         assert agent.stop() == 0, agent.output()
+
+
+def test_idle_connections_and_partial_requests_are_closed_after_the_idle_timeout(tmp_path, monkeypatch):
+    """One sweep closes what sat idle for IDLE_TIMEOUT (no per-request timer): a connection
+    that sent nothing, and one trickling a request's head byte by byte (a slowloris: bytes
+    arriving are not requests answered); one sending a request every 0.2 s stays open."""
+    import asyncio
+    from posfast.agent import http1
+    monkeypatch.setattr(http1, "IDLE_TIMEOUT", 0.6)
+    router = http1.Router()
+    router.add("GET", "/ping", lambda request: (200, b'{"ok": true}', None))
+    path = str(tmp_path / "idle.sock")
+
+    async def closed_after(reader, start):
+        try:
+            while await reader.read(4096):
+                pass
+        except ConnectionResetError:          # closed with the trickled bytes unread
+            pass
+        return time.monotonic() - start
+
+    async def main():
+        server = http1.HttpServer(router, 1024)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(8)
+        await server.start_unix(listener)
+        start = time.monotonic()
+        idle_r, _ = await asyncio.open_unix_connection(path)
+        slow_r, slow_w = await asyncio.open_unix_connection(path)
+        busy_r, busy_w = await asyncio.open_unix_connection(path)
+        idle = asyncio.ensure_future(closed_after(idle_r, start))
+        slow = asyncio.ensure_future(closed_after(slow_r, start))
+        answered = 0
+        head = b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100
+        for step in range(10):                    # 2 s
+            if not slow_w.is_closing():
+                slow_w.write(head[step * 5:step * 5 + 5] + head[50 + step * 5:55 + step * 5])
+            busy_w.write(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"200 OK" in await busy_r.readuntil(b'{"ok": true}')
+            answered += 1
+            await asyncio.sleep(0.2)
+        took = await asyncio.wait_for(asyncio.gather(idle, slow), 5)
+        busy_w.write(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200 OK" in await busy_r.readuntil(b'{"ok": true}')
+        await server.close()
+        return took, answered
+
+    (idle_s, slow_s), answered = asyncio.run(main())
+    assert 0.55 <= idle_s <= 1.5, idle_s
+    assert 0.55 <= slow_s <= 1.5, slow_s
+    assert answered == 10

@@ -25,7 +25,7 @@ from ..errors import (CorruptRecord, DayClosed, InvalidRecord, IOFailure, Journa
                       SyncRefused, SyncUnavailable)
 from ..records import Flag, Kind, Method, State, format_day, ts_datetime
 from .http1 import Router, error_body
-from .schema import BadRequest, check, load_openapi, parse_query
+from .schema import BadRequest, compile_check, compile_params, load_openapi
 
 log = logging.getLogger("posfast.agent")
 
@@ -417,8 +417,10 @@ def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, 
     ops = _Ops(journal, printer, syncers, info, make_target, printer_profile)
     expected = token.encode("utf-8") if token else None
 
+    encode = json.JSONEncoder(ensure_ascii=False, default=str).encode   # built once, not per reply
+
     def reply(status: int, doc) -> tuple:
-        return status, json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8"), None
+        return status, encode(doc).encode("utf-8"), None
 
     def refusal(answer: _Answer, headers=None) -> tuple:
         return answer.status, error_body(answer.reason, answer.message[:2 * _ECHO], answer.field), headers
@@ -449,6 +451,9 @@ def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, 
         path_params = [p["name"] for p in parameters if p["in"] == "path"]
         key_field = path_params[0] if path_params else next(
             (name for name in ("txn_id", "seq") if name in fields), None)
+        # the checks of this operation's parameters and body, built once from the document
+        parse_params = compile_params(spec, parameters)
+        check_body = compile_check(spec, body_schema) if body_schema is not None else None
 
         def handle(request):
             if expected is not None and not public:
@@ -461,13 +466,13 @@ def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, 
                                                         "(Authorization: Bearer <--token-file's token>)",
                                            "Authorization"), {"WWW-Authenticate": "Bearer"})
             try:
-                params = parse_query(spec, parameters, request.query, request.match)
+                params = parse_params(request.query, request.match)
                 body: dict = {}
                 raw = request.body
-                if body_schema is not None:
-                    if raw.strip() or body_required:
+                if check_body is not None:
+                    if body_required or raw.strip():
                         body = _parse_json(raw)
-                        check(spec, body_schema, body, "")
+                        check_body(body, "")
                 elif raw.strip():
                     raise _Answer(400, "invalid", "this request takes no body")
                 result = method(params, body)
@@ -485,11 +490,19 @@ def make_app(journal, *, printer=None, syncers=(), token: Optional[str] = None, 
     return AgentApp(router, ops, max_body)
 
 
+def _no_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+_DECODE = json.JSONDecoder(parse_constant=_no_constant).decode     # built once, not per request
+
+
 def _parse_json(raw: bytes) -> Any:
-    def no_constant(name):
-        raise ValueError("%s is not JSON" % name)
     try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=no_constant)
+        text = raw.decode("utf-8")
+        if text.startswith("\ufeff"):          # as json.loads says it
+            raise ValueError("Unexpected UTF-8 BOM (decode using utf-8-sig)")
+        doc = _DECODE(text)
     except UnicodeDecodeError:
         raise BadRequest(None, "the body is not UTF-8 text") from None
     except RecursionError:

@@ -433,3 +433,52 @@ def test_idle_connections_and_partial_requests_are_closed_after_the_idle_timeout
     assert 0.55 <= idle_s <= 1.5, idle_s
     assert 0.55 <= slow_s <= 1.5, slow_s
     assert answered == 10
+
+
+def _few_descriptors():
+    import resource
+    # the agent then holds at most max(8, (200 - 160) // 2) = 20 connections
+    resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts the agent's descriptors in /proc")
+def test_tls_clients_that_never_finish_a_handshake_count_against_the_connection_cap(tmp_path):
+    """60 TCP connections to a TLS listener that never send a ClientHello: each counts from
+    its accept (asyncio's TLS listener let the application see a connection only after its
+    handshake, so these held 60 descriptors past a cap of 20), the longest idle are closed,
+    and a real TLS client is answered."""
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "agent.key", "-out",
+                    "agent.crt", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    token = "agent-token-tls-cap-5e1f7b2d"
+    (tmp_path / "token").write_text(token)
+    agent = AgentProcess(new_journal(tmp_path / "tls.pfj"), "--listen", "127.0.0.1:0", "--token-file",
+                         tmp_path / "token", "--tls-cert", tmp_path / "agent.crt", "--tls-key",
+                         tmp_path / "agent.key", preexec_fn=_few_descriptors)
+    held = []
+    try:
+        def descriptors():
+            return len(os.listdir("/proc/%d/fd" % agent.proc.pid))
+        baseline = descriptors()
+        host, port = agent.url.split("//")[1].rsplit(":", 1)
+        for _ in range(60):
+            held.append(socket.create_connection((host, int(port)), timeout=10))
+        time.sleep(0.5)
+        assert wait_for(lambda: descriptors() <= baseline + 20), (descriptors(), baseline)
+        with agent.client(token=token, ca_file=str(tmp_path / "agent.crt")) as client:
+            assert client.call("GET", "/v1/health")[0] == 200
+            assert client.call("POST", "/v1/payments", {"terminal": 2, "amount": 9})[0] == 201
+        held[0].settimeout(5)
+        try:
+            assert held[0].recv(10) == b""               # the oldest: closed
+        except ConnectionResetError:
+            pass
+    finally:
+        for sock in held:
+            sock.close()
+        assert agent.stop() == 0, agent.output()
+    assert "Traceback" not in agent.output(), agent.output()[:2000]

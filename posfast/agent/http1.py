@@ -35,6 +35,8 @@ IDLE_TIMEOUT = 75.0
 #: over it closes the connection idle the longest, so a client holding many open (slowloris)
 #: cannot starve the till of descriptors for its journal, printer and back office.
 MAX_CONNECTIONS = 256
+#: Seconds a TLS client has for its handshake.
+TLS_HANDSHAKE_TIMEOUT = 10.0
 #: Connections asyncio accepts at once before the server sees any (its listen backlog too), and
 #: the descriptors kept for the journal, printer, back offices and threads.
 _BACKLOG = 100
@@ -133,8 +135,10 @@ class Router:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, server: "HttpServer"):
+    def __init__(self, server: "HttpServer", tls=None):
         self.server = server
+        self.tls = tls                    # the SSLContext of a TLS listener: the handshake is ours
+        self.handshaking = tls is not None  # requests wait in buf until the handshake is done
         self.buf = bytearray()
         self.transport: Any = None
         self.busy = False                 # a handler is waiting: later requests queue in buf
@@ -157,6 +161,24 @@ class _Connection(asyncio.Protocol):
         if not self.server.admit(self):
             return
         self.server.connections.add(self)
+        if self.tls is not None:
+            # counted from the accept, not from a finished handshake (asyncio's own TLS
+            # listener calls connection_made only then, so a client that never finishes one
+            # held a descriptor outside the cap)
+            self.tls_task: Optional[asyncio.Future] = asyncio.ensure_future(self._start_tls(transport))
+
+    async def _start_tls(self, raw) -> None:
+        try:
+            self.transport = await asyncio.get_running_loop().start_tls(
+                raw, self, self.tls, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except (OSError, EOFError, asyncio.TimeoutError, asyncio.CancelledError):   # ssl.SSLError is an OSError
+            self.server.connections.discard(self)   # start_tls closed it
+            return
+        # requests that came with the handshake's last flight reached data_received before
+        # start_tls returned the transport to answer them on
+        self.handshaking = False
+        if self.buf or self.eof:
+            self._serve()
 
     def connection_lost(self, exc):
         self.server.connections.discard(self)
@@ -168,7 +190,7 @@ class _Connection(asyncio.Protocol):
             self.skip -= cut
             data = data[cut:]
         self.buf += data
-        if not self.busy and not self.paused:
+        if not self.busy and not self.paused and not self.handshaking:
             self._serve()
         elif len(self.buf) > _READ_AHEAD and self.reading:
             self.reading = False
@@ -561,7 +583,7 @@ class HttpServer:
         if not self.servers:
             self._quiet_accept_errors()
             self._sweep()
-        server = await asyncio.get_running_loop().create_server(lambda: _Connection(self), host, port, ssl=ssl,
+        server = await asyncio.get_running_loop().create_server(lambda: _Connection(self, ssl), host, port,
                                                              backlog=_BACKLOG)
         self.servers.append(server)
         return server

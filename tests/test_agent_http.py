@@ -124,7 +124,7 @@ def test_http_1_0_gets_its_answer_and_the_connection_closes(agent):
     (b"POST /v1/payments HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
     (b"POST /v1/payments HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"POST /v1/payments HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413),
-    (b"GET /v1/payments/find?client_ref=%ff HTTP/1.1\r\n\r\n", 400),
+    (b"GET /v1/payments/find?client_ref=%ff HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET /v1/health HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
     # a digit Python's int() refuses (superscript two): a 400, not a traceback and a dropped line
     (b"POST /v1/payments HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", 400),
@@ -136,7 +136,7 @@ def test_http_1_0_gets_its_answer_and_the_connection_closes(agent):
     (b"GET /v1/health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
      + b"X-Trailer: " + b"t" * 1000 + b"\r\n" * 1 + (b"X-T: " + b"t" * 1000 + b"\r\n") * 20 + b"\r\n", 431),
     # raw bytes in the target that are not UTF-8 (as %ff is refused)
-    (b"GET /v1/payments/find?client_ref=\xff HTTP/1.1\r\n\r\n", 400),
+    (b"GET /v1/payments/find?client_ref=\xff HTTP/1.1\r\nHost: x\r\n\r\n", 400),
 ])
 def test_malformed_requests_are_a_json_4xx_and_the_agent_lives_on(agent, raw, status):
     sock = connect(agent)
@@ -146,7 +146,7 @@ def test_malformed_requests_are_a_json_4xx_and_the_agent_lives_on(agent, raw, st
     assert doc["ok"] is False and doc["reason"] in ("invalid", "too_large") and doc["message"]
     sock.close()
     sock = connect(agent)
-    sock.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
+    sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert read_replies(sock, 1)[0][0] == 200
     sock.close()
 
@@ -166,7 +166,7 @@ def test_random_bytes_never_get_a_5xx_and_never_stop_the_agent(agent, junk, pref
     finally:
         sock.close()
     probe = connect(agent)
-    probe.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
+    probe.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert read_replies(probe, 1)[0][0] == 200
     probe.close()
 
@@ -290,7 +290,7 @@ def test_many_held_connections_never_exhaust_the_agents_descriptors(tmp_path):
             sock.setblocking(False)
             try:
                 for _ in range(100):
-                    sock.send(b"GET /v1/health HTTP/1.1\r\n\r\n" * 1000)
+                    sock.send(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
             except BlockingIOError:
                 pass
             held.append(sock)
@@ -299,7 +299,7 @@ def test_many_held_connections_never_exhaust_the_agents_descriptors(tmp_path):
             sock.sendall(b"GET /v1/health HTTP/1.1\r\nX-Slow: ")
             held.append(sock)
         probe = connect(agent)
-        probe.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
+        probe.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_replies(probe, 1)[0][0] == 200
         assert wait_for(lambda: descriptors() <= baseline + 256), (descriptors(), baseline)
         held[3].settimeout(5)
@@ -307,7 +307,7 @@ def test_many_held_connections_never_exhaust_the_agents_descriptors(tmp_path):
             assert held[3].recv(10) == b""             # the first partial head: closed
         except ConnectionResetError:
             pass
-        probe.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
+        probe.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_replies(probe, 1)[0][0] == 200
         probe.close()
     finally:
@@ -482,3 +482,40 @@ def test_tls_clients_that_never_finish_a_handshake_count_against_the_connection_
             sock.close()
         assert agent.stop() == 0, agent.output()
     assert "Traceback" not in agent.output(), agent.output()[:2000]
+
+
+def test_an_http_1_1_request_without_host_is_a_400_and_the_connection_goes_on(agent):
+    """RFC 9112 3.2: a server must answer 400 to an HTTP/1.1 request with no Host (HTTP/1.0
+    has none to give); its body is read, so the next request on the connection is answered."""
+    sock = connect(agent)
+    body = json.dumps({"terminal": 9, "amount": 5}).encode()
+    sock.sendall(b"POST /v1/payments HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                 % (len(body), body) + b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    (status, _, doc), (after, _, health) = read_replies(sock, 2)
+    assert (status, doc["reason"]) == (400, "invalid") and "Host" in doc["message"], doc
+    assert (after, health["ok"]) == (200, True)
+    sock.sendall(b"GET /v1/terminals/9/last-transaction HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_replies(sock, 1)[0][0] == 404            # the refused begin wrote nothing
+    sock.close()
+    sock = connect(agent)
+    sock.sendall(b"GET /v1/health HTTP/1.0\r\n\r\n")
+    assert read_replies(sock, 1)[0][0] == 200
+    sock.close()
+
+
+def test_an_encoded_slash_stays_inside_its_path_segment(agent):
+    """/v1/terminals/3%2Flast-transaction is one segment "3/last-transaction" after
+    terminals (RFC 3986 2.2), not the route /v1/terminals/3/last-transaction; other encoded
+    characters are what they encode (%33 is 3)."""
+    sock = connect(agent)
+    sock.sendall(post("/v1/payments", {"terminal": 3, "amount": 77, "client_ref": "slash-3"}))
+    (status, _, begun), = read_replies(sock, 1)
+    assert status == 201
+    sock.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target for target in (
+        b"/v1/terminals/3%2Flast-transaction", b"/v1/terminals/3%2flast-transaction",
+        b"/v1/terminals/%33/last-transaction", b"/v1/payments/" + str(begun["txn_id"]).encode() + b"%2F1")))
+    (upper, _, _), (lower, _, _), (encoded, _, last), (param, _, refused) = read_replies(sock, 4)
+    assert (upper, lower) == (404, 404)
+    assert (encoded, last["txn_id"]) == (200, begun["txn_id"])
+    assert (param, refused["field"]) == (400, "txn_id"), refused
+    sock.close()

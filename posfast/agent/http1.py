@@ -69,12 +69,16 @@ class _Refusal(PosfastError):
 
 class Request:
     """One request: ``method``, ``path`` (decoded), ``query`` (``{name: [values]}``),
-    ``headers`` (lower-case names), ``body`` (bytes), ``match`` (the path's parameters)."""
+    ``headers`` (lower-case names), ``body`` (bytes), ``match`` (the path's parameters),
+    ``segments`` (the path's segments, each decoded on its own: ``%2F`` is a slash inside one,
+    never a separator; None when nothing in the path was percent-encoded)."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "match")
+    __slots__ = ("method", "path", "query", "headers", "body", "match", "segments")
 
-    def __init__(self, method: str, path: str, query: dict, headers: dict, body: bytes):
+    def __init__(self, method: str, path: str, query: dict, headers: dict, body: bytes,
+                 segments: Optional[list] = None):
         self.method, self.path, self.query, self.headers, self.body = method, path, query, headers, body
+        self.segments = segments
         self.match: dict = {}
 
 
@@ -111,9 +115,11 @@ class Router:
         """``[(method, template)]`` of every route."""
         return [(m, t) for t, _, methods in self._routes for m in methods]
 
-    def resolve(self, method: str, path: str):
+    def resolve(self, method: str, path: str, segments: Optional[list] = None):
+        """``(handler, {parameter: value})`` of `path` (its `segments` when given: decoded one
+        by one, so that an encoded slash stays inside its segment)."""
         allowed: list = []
-        parts = path.split("/")
+        parts = path.split("/") if segments is None else segments
         for segments, methods in self._by_length.get(len(parts), ()):
             found = {}
             for part, (literal, name) in zip(parts, segments):
@@ -250,7 +256,8 @@ class _Connection(asyncio.Protocol):
             request, keep = parsed
             self._arm()
             try:
-                handler, request.match = self.server.router.resolve(request.method, request.path)
+                handler, request.match = self.server.router.resolve(request.method, request.path,
+                                                                    request.segments)
             except _Refusal as refusal:
                 self._write(refusal.status, error_body(refusal.reason, refusal.message),
                             refusal.headers, close=not keep)
@@ -331,14 +338,23 @@ class _Connection(asyncio.Protocol):
         connection = headers.get("connection", "").lower()
         keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
         self.alive10 = keep and version == "HTTP/1.0"
+        if version == "HTTP/1.1" and "host" not in headers:
+            # refused once its body is read, so the connection goes on (RFC 9112 3.2: a 400)
+            raise _Refusal(400, "invalid", "an HTTP/1.1 request needs a Host header (any name "
+                           "will do over the Unix socket, e.g. Host: localhost)", close=not keep)
         path, _, query_text = target.partition("?")
         try:
             # the target's bytes are UTF-8, raw or percent-encoded (never read as Latin-1)
             if not target.isascii():
                 path = path.encode("latin-1").decode("utf-8")
                 query_text = query_text.encode("latin-1").decode("utf-8")
+            segments = None
             if "%" in path:
-                path = unquote(path, errors="strict")
+                # decoded segment by segment: /v1/x%2Fy is the one segment "x/y" after v1 (RFC
+                # 3986 2.2: an encoded delimiter is data), never the path /v1/x/y
+                segments = [unquote(part, errors="strict") if "%" in part else part
+                            for part in path.split("/")]
+                path = "/".join(segments)
             query: dict = {}
             if query_text:
                 for name, value in parse_qsl(query_text, keep_blank_values=True, errors="strict",
@@ -349,7 +365,7 @@ class _Connection(asyncio.Protocol):
         except ValueError:
             raise _Refusal(400, "invalid", "more than %d query parameters" % _MAX_FIELDS,
                            close=not keep) from None
-        return Request(method, path, query, headers, body), keep
+        return Request(method, path, query, headers, body, segments), keep
 
     def _head(self, end: int) -> tuple:
         """``(method, target, version, headers, length)`` of the head ending at `end` in

@@ -114,3 +114,20 @@ def test_the_router_finds_what_the_routes_regular_expressions_found(data):
     except Exception as exc:               # the router's refusal: its status and Allow header
         got = (str(exc.status), sorted(exc.headers["Allow"].split(", ")) if exc.status == 405 else None)
     assert got == _regex_route(templates, method, path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+                        | st.dates() | st.binary(max_size=4),
+                        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=5),
+                        max_leaves=20))
+def test_the_replies_encoder_writes_what_json_dumps_wrote(doc):
+    """The agent's replies: its encoder built once writes what ``json.dumps(doc,
+    ensure_ascii=False, default=str)`` wrote per reply (NaN and infinities too, dates and
+    bytes through str)."""
+    import json
+    from posfast.agent.app import _begun, _encoder, _finished
+    assert _encoder()(doc) == json.dumps(doc, ensure_ascii=False, default=str)
+    assert json.loads(_begun(7, 2, 3)) == {"txn_id": 7, "state": "pending", "created": True, "receipt_no": 2,
+                                           "terminal": 3}
+    assert json.loads(_finished(7, 9, "voided")) == {"txn_id": 7, "seq": 9, "state": "voided"}

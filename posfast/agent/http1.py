@@ -254,7 +254,7 @@ class _Connection(asyncio.Protocol):
             if parsed is None:
                 return
             request, keep = parsed
-            self._arm()
+            self.armed = time.monotonic()        # (_arm, inline: once a request)
             try:
                 handler, request.match = self.server.router.resolve(request.method, request.path,
                                                                     request.segments)
@@ -263,7 +263,8 @@ class _Connection(asyncio.Protocol):
                             refusal.headers, close=not keep)
                 continue
             try:
-                result = self.server.call(handler, request)
+                call = self.server.call
+                result = handler(request) if call is None else call(handler, request)
             except Exception:                 # (the app answers its own errors: this is a bug)
                 log.exception("error answering %s %s", request.method, request.path[:80])
                 result = (500, error_body("internal", "internal error (logged by the agent)"), None)
@@ -510,13 +511,14 @@ class HttpServer:
     """Serves `router` on listening sockets: ``await server.start_unix(sock)``,
     ``await server.start_tcp(host, port, ssl=...)``, then ``await server.close()``.
 
-    ``call(handler, request)`` runs a handler (the app wraps its errors into replies).
+    ``call(handler, request)``, if given, runs each handler (default: ``handler(request)``;
+    the app's handlers wrap their own errors into replies).
     """
 
     def __init__(self, router: Router, max_body: int, call: Optional[Callable] = None):
         self.router = router
         self.max_body = max_body
-        self.call = call or (lambda handler, request: handler(request))
+        self.call = call                  # None: handler(request)
         self.connections: set = set()
         self.servers: list = []
         self.max_connections = MAX_CONNECTIONS

@@ -314,6 +314,13 @@ def compile_params(spec: dict, parameters: list):
         plan.append((param["name"], param["in"] == "query", bool(param.get("required")),
                      schema.get("type") == "integer", compile_check(spec, schema)))
 
+    if not plan:
+        def parse_none(query: dict, path: dict) -> dict:
+            for name in query:
+                raise BadRequest(name, "is not a parameter of this request (parameters: none)")
+            return {}
+        return parse_none
+
     def parse(query: dict, path: dict) -> dict:
         for name in query:
             if name not in known:

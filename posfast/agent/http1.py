@@ -385,13 +385,23 @@ class _Connection(asyncio.Protocol):
             raise _Refusal(400, "invalid", "HTTP/1.1 or HTTP/1.0 only, not %r" % version[:20])
         headers: dict = {}
         if fields:
-            # the usual head (token names, each once) in two regular-expression passes; any
-            # other goes line by line
-            pairs = _FIELD.findall(fields) if _FIELDS.fullmatch(fields) else None
-            if pairs is not None:
-                headers = {name.lower(): value for name, value in pairs}
-            if pairs is None or len(headers) != len(pairs):
-                headers = _fields(fields.split("\r\n"))
+            # a client sends the same fields request after request: the ones parsed last
+            known = self.server.heads.get(fields)
+            if known is not None:
+                headers = dict(known)
+            else:
+                # the usual head (token names, each once) in two regular-expression passes;
+                # any other goes line by line
+                pairs = _FIELD.findall(fields) if _FIELDS.fullmatch(fields) else None
+                if pairs is not None:
+                    headers = {name.lower(): value for name, value in pairs}
+                if pairs is None or len(headers) != len(pairs):
+                    headers = _fields(fields.split("\r\n"))
+                if len(fields) <= 1024:
+                    heads = self.server.heads
+                    if len(heads) >= 64:
+                        heads.clear()
+                    heads[fields] = dict(headers)
         if "transfer-encoding" in headers:
             if "content-length" in headers:
                 raise _Refusal(400, "invalid", "both Content-Length and Transfer-Encoding")
@@ -532,6 +542,8 @@ class HttpServer:
         self._dropped = 0
         self._dropped_logged = 0.0
         self._sweeper: Optional[asyncio.TimerHandle] = None
+        #: the header fields of recent request heads, as text -> as parsed (at most 64)
+        self.heads: dict = {}
 
     def _sweep(self) -> None:
         """Close the connections idle (no request answered, none being answered) for

@@ -9,7 +9,9 @@ or ``chunked`` bodies, ``Expect: 100-continue``, HTTP/1.0) and refuses the rest 
 error, always a 4xx (a client's mistake is never answered as the agent's): a request head over
 :data:`MAX_HEAD` (431), a body over the server's limit (413), both ``Content-Length`` and
 ``Transfer-Encoding``, another transfer coding than chunked, another HTTP version, a malformed
-line or length (400, and the connection is closed, as nothing after it can be framed).
+line or length (400, and the connection is closed, as nothing after it can be framed), an
+HTTP/1.1 request without ``Host`` (400, RFC 9112 3.2; the connection goes on).  The path is
+split into segments before it is decoded, so ``%2F`` is a slash inside a segment.
 
 A handler takes a :class:`Request` and returns ``(status, body, headers)``, or an awaitable of
 that when it has to wait (a print, a sync); requests on one connection are answered in order.

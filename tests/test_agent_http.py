@@ -124,7 +124,7 @@ def test_http_1_0_gets_its_answer_and_the_connection_closes(agent):
     (b"POST /v1/payments HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
     (b"POST /v1/payments HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"POST /v1/payments HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413),
-    (b"GET /v1/payments/find?client_ref=%ff HTTP/1.1\r\n\r\n", 400),
+    (b"GET /v1/payments/find?client_ref=%ff HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET /v1/health HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
     # a digit Python's int() refuses (superscript two): a 400, not a traceback and a dropped line
     (b"POST /v1/payments HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", 400),
@@ -136,7 +136,7 @@ def test_http_1_0_gets_its_answer_and_the_connection_closes(agent):
     (b"GET /v1/health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
      + b"X-Trailer: " + b"t" * 1000 + b"\r\n" * 1 + (b"X-T: " + b"t" * 1000 + b"\r\n") * 20 + b"\r\n", 431),
     # raw bytes in the target that are not UTF-8 (as %ff is refused)
-    (b"GET /v1/payments/find?client_ref=\xff HTTP/1.1\r\n\r\n", 400),
+    (b"GET /v1/payments/find?client_ref=\xff HTTP/1.1\r\nHost: x\r\n\r\n", 400),
 ])
 def test_malformed_requests_are_a_json_4xx_and_the_agent_lives_on(agent, raw, status):
     sock = connect(agent)
@@ -146,7 +146,7 @@ def test_malformed_requests_are_a_json_4xx_and_the_agent_lives_on(agent, raw, st
     assert doc["ok"] is False and doc["reason"] in ("invalid", "too_large") and doc["message"]
     sock.close()
     sock = connect(agent)
-    sock.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
+    sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert read_replies(sock, 1)[0][0] == 200
     sock.close()
 
@@ -167,7 +167,7 @@ def test_random_bytes_never_get_a_5xx_and_never_stop_the_agent(agent, junk, pref
     finally:
         sock.close()
     probe = connect(agent)
-    probe.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
+    probe.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert read_replies(probe, 1)[0][0] == 200
     probe.close()
 
@@ -291,7 +291,7 @@ def test_many_held_connections_never_exhaust_the_agents_descriptors(tmp_path):
             sock.setblocking(False)
             try:
                 for _ in range(100):
-                    sock.send(b"GET /v1/health HTTP/1.1\r\n\r\n" * 1000)
+                    sock.send(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
             except BlockingIOError:
                 pass
             held.append(sock)
@@ -300,7 +300,7 @@ def test_many_held_connections_never_exhaust_the_agents_descriptors(tmp_path):
             sock.sendall(b"GET /v1/health HTTP/1.1\r\nX-Slow: ")
             held.append(sock)
         probe = connect(agent)
-        probe.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
+        probe.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_replies(probe, 1)[0][0] == 200
         assert wait_for(lambda: descriptors() <= baseline + 256), (descriptors(), baseline)
         held[3].settimeout(5)
@@ -308,7 +308,7 @@ def test_many_held_connections_never_exhaust_the_agents_descriptors(tmp_path):
             assert held[3].recv(10) == b""             # the first partial head: closed
         except ConnectionResetError:
             pass
-        probe.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
+        probe.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_replies(probe, 1)[0][0] == 200
         probe.close()
     finally:
@@ -382,3 +382,141 @@ def test_the_bearer_token_on_tcp_is_compared_as_sent_and_its_scheme_in_any_case(
         sock.close()
     finally:
         assert agent.stop() == 0, agent.output()
+
+
+def test_idle_connections_and_partial_requests_are_closed_after_the_idle_timeout(tmp_path, monkeypatch):
+    """One sweep closes what sat idle for IDLE_TIMEOUT (no per-request timer): a connection
+    that sent nothing, and one trickling a request's head byte by byte (a slowloris: bytes
+    arriving are not requests answered); one sending a request every 0.2 s stays open."""
+    import asyncio
+    from posfast.agent import http1
+    monkeypatch.setattr(http1, "IDLE_TIMEOUT", 1.0)
+    router = http1.Router()
+    router.add("GET", "/ping", lambda request: (200, b'{"ok": true}', None))
+    path = str(tmp_path / "idle.sock")
+
+    async def closed_after(reader, start):
+        try:
+            while await reader.read(4096):
+                pass
+        except (ConnectionResetError, BrokenPipeError):   # closed with the trickled bytes unread
+            pass
+        return time.monotonic() - start
+
+    async def main():
+        server = http1.HttpServer(router, 1024)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(8)
+        await server.start_unix(listener)
+        start = time.monotonic()
+        idle_r, _ = await asyncio.open_unix_connection(path)
+        slow_r, slow_w = await asyncio.open_unix_connection(path)
+        busy_r, busy_w = await asyncio.open_unix_connection(path)
+        idle = asyncio.ensure_future(closed_after(idle_r, start))
+        slow = asyncio.ensure_future(closed_after(slow_r, start))
+        answered = 0
+        head = b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100
+        for step in range(15):                    # 3 s
+            if not slow_w.is_closing() and not slow.done():
+                slow_w.write(head[step * 5:step * 5 + 5])
+            busy_w.write(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"200 OK" in await busy_r.readuntil(b'{"ok": true}')
+            answered += 1
+            await asyncio.sleep(0.2)
+        took = await asyncio.wait_for(asyncio.gather(idle, slow), 5)
+        busy_w.write(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200 OK" in await busy_r.readuntil(b'{"ok": true}')
+        await server.close()
+        return took, answered
+
+    (idle_s, slow_s), answered = asyncio.run(main())
+    assert 0.95 <= idle_s <= 3.0, idle_s
+    assert 0.95 <= slow_s <= 3.0, slow_s
+    assert answered == 15
+
+
+def _few_descriptors():
+    import resource
+    # the agent then holds at most max(8, (200 - 160) // 2) = 20 connections
+    resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts the agent's descriptors in /proc")
+def test_tls_clients_that_never_finish_a_handshake_count_against_the_connection_cap(tmp_path):
+    """60 TCP connections to a TLS listener that never send a ClientHello: each counts from
+    its accept (asyncio's TLS listener let the application see a connection only after its
+    handshake, so these held 60 descriptors past a cap of 20), the longest idle are closed,
+    and a real TLS client is answered."""
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "agent.key", "-out",
+                    "agent.crt", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    token = "agent-token-tls-cap-5e1f7b2d"
+    (tmp_path / "token").write_text(token)
+    agent = AgentProcess(new_journal(tmp_path / "tls.pfj"), "--listen", "127.0.0.1:0", "--token-file",
+                         tmp_path / "token", "--tls-cert", tmp_path / "agent.crt", "--tls-key",
+                         tmp_path / "agent.key", preexec_fn=_few_descriptors)
+    held = []
+    try:
+        def descriptors():
+            return len(os.listdir("/proc/%d/fd" % agent.proc.pid))
+        baseline = descriptors()
+        host, port = agent.url.split("//")[1].rsplit(":", 1)
+        for _ in range(60):
+            held.append(socket.create_connection((host, int(port)), timeout=10))
+        time.sleep(0.5)
+        assert wait_for(lambda: descriptors() <= baseline + 20), (descriptors(), baseline)
+        with agent.client(token=token, ca_file=str(tmp_path / "agent.crt")) as client:
+            assert client.call("GET", "/v1/health")[0] == 200
+            assert client.call("POST", "/v1/payments", {"terminal": 2, "amount": 9})[0] == 201
+        held[0].settimeout(5)
+        try:
+            assert held[0].recv(10) == b""               # the oldest: closed
+        except ConnectionResetError:
+            pass
+    finally:
+        for sock in held:
+            sock.close()
+        assert agent.stop() == 0, agent.output()
+    assert "Traceback" not in agent.output(), agent.output()[:2000]
+
+
+def test_an_http_1_1_request_without_host_is_a_400_and_the_connection_goes_on(agent):
+    """RFC 9112 3.2: a server must answer 400 to an HTTP/1.1 request with no Host (HTTP/1.0
+    has none to give); its body is read, so the next request on the connection is answered."""
+    sock = connect(agent)
+    body = json.dumps({"terminal": 9, "amount": 5}).encode()
+    sock.sendall(b"POST /v1/payments HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                 % (len(body), body) + b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    (status, _, doc), (after, _, health) = read_replies(sock, 2)
+    assert (status, doc["reason"]) == (400, "invalid") and "Host" in doc["message"], doc
+    assert (after, health["ok"]) == (200, True)
+    sock.sendall(b"GET /v1/terminals/9/last-transaction HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_replies(sock, 1)[0][0] == 404            # the refused begin wrote nothing
+    sock.close()
+    sock = connect(agent)
+    sock.sendall(b"GET /v1/health HTTP/1.0\r\n\r\n")
+    assert read_replies(sock, 1)[0][0] == 200
+    sock.close()
+
+
+def test_an_encoded_slash_stays_inside_its_path_segment(agent):
+    """/v1/terminals/3%2Flast-transaction is one segment "3/last-transaction" after
+    terminals (RFC 3986 2.2), not the route /v1/terminals/3/last-transaction; other encoded
+    characters are what they encode (%33 is 3)."""
+    sock = connect(agent)
+    sock.sendall(post("/v1/payments", {"terminal": 3, "amount": 77, "client_ref": "slash-3"}))
+    (status, _, begun), = read_replies(sock, 1)
+    assert status == 201
+    sock.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target for target in (
+        b"/v1/terminals/3%2Flast-transaction", b"/v1/terminals/3%2flast-transaction",
+        b"/v1/terminals/%33/last-transaction", b"/v1/payments/" + str(begun["txn_id"]).encode() + b"%2F1")))
+    (upper, _, _), (lower, _, _), (encoded, _, last), (param, _, refused) = read_replies(sock, 4)
+    assert (upper, lower) == (404, 404)
+    assert (encoded, last["txn_id"]) == (200, begun["txn_id"])
+    assert (param, refused["field"]) == (400, "txn_id"), refused
+    sock.close()

@@ -205,7 +205,7 @@ def run_agent(journal_path, socket_path: Optional[str] = None, listen: Optional[
 
 async def _serve(app, journal_path, socket_path, listen, ssl_context, info, threads, out):
     from .http1 import HttpServer
-    server = HttpServer(app.router, app.max_body, app.call)
+    server = HttpServer(app.router, app.max_body)         # the app's handlers answer their own errors
     where, made = [], []
     try:
         if socket_path is not None:

@@ -109,6 +109,10 @@ def build_posfast(path, cols, payloads):
             j.append_many({k: (v[s:s + 100_000] if hasattr(v, "__len__") else v)
                            for k, v in cols.items()}, payloads[s:s + 100_000])
         assert j.head_seq == n and j.oldest_seq == 1, (j.head_seq, j.oldest_seq)
+        # A terminal's payments (begin_payment, finish_payment) keep its payment maps current,
+        # so its close saves them; this bulk build does not, and a save does not read a million
+        # records to make them: one lookup builds them, as a till's first would.
+        j.find(client_ref=bytes(cols["client_ref"][0]))
 
 
 SQLITE_SCHEMA = """

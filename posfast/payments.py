@@ -419,6 +419,7 @@ _TRIM_AFTER = 1 << 17      # records read by one catch-up after which the heap i
 MAPS_BLOB = b"paymaps"
 MAPS_VERSION = 1
 SAVE_MAPS_FROM = 1024      # live records from which the maps are saved with the index
+SAVE_CATCHUP_MAX = 1 << 16  # records the maps may be behind for a save to bring them current
 _MAPS_HEAD = struct.Struct("<BB2xIQQ")       # version, maps, CRC32C, upto, in-doubt count
 _MAPS_SECTION = struct.Struct("<QQQB3xI")    # base, packed, wide, key bytes, CRC32C of its arrays
 _SECTION_NAMES = ("client_ref", "order_ref", "host_ref", "receipt code", "referrer", "referrer")
@@ -748,7 +749,15 @@ class Payments:
 
     def saved_maps(self) -> Optional[list]:
         """The maps, current to the newest record, as the buffers of the index file's
-        ``paymaps`` blob (the journal saves them with the index), or None."""
+        ``paymaps`` blob (the journal saves them with the index), or None.  None also when
+        they are more than SAVE_CATCHUP_MAX records behind (after a bulk import: bringing
+        them current would make that flush or close read every record): the next save after
+        a lookup built them has them."""
+        if not self._saved_tried:
+            self._load_saved()
+        behind = self._store.head_seq - max(self._catchup.upto, self._store.oldest_seq - 1)
+        if behind > SAVE_CATCHUP_MAX:
+            return None
         derived = self._derived()
         crc32c = getattr(self._store, "crc32c", None)
         if derived.upto != self._store.head_seq or not derived.upto or crc32c is None:

@@ -1244,20 +1244,18 @@ def make_rows(columns: dict, day_rule: DayRule) -> np.ndarray:
         if bad.any():
             i = int(np.argmax(bad))
             check_ts(int(ts[i]), "row %d: " % i, now=hi - TS_FUTURE_US)
-    if n:
-        kinds = _column(values, "kind", n)
-        payment = IS_PAYMENT_KIND[kinds]
-        if payment.any():
-            amounts = _column(values, "amount", n)
-            bad = payment & (amounts < 0)
-            if "currency" in columns and columns["currency"] is not None:
-                cur = _column(values, "currency", n)
-                bad |= payment & ((cur == 0) | (cur == 999))
-            if bad.any():
-                i = int(np.argmax(bad))
-                _check_money(int(kinds[i]), int(amounts[i]),
-                             int(_column(values, "currency", n)[i]) if "currency" in columns
-                             else None, "row %d: " % i)
+    kinds = _column(values, "kind", n)
+    payment = IS_PAYMENT_KIND[kinds]
+    if payment.any():
+        amounts = _column(values, "amount", n)
+        currency = _column(values, "currency", n) if "currency" in values else None
+        bad = payment & (amounts < 0)
+        if currency is not None:
+            bad |= payment & ((currency == 0) | (currency == 999))
+        if bad.any():
+            i = int(np.argmax(bad))
+            _check_money(int(kinds[i]), int(amounts[i]),
+                         None if currency is None else int(currency[i]), "row %d: " % i)
     values["day"] = day_rule.day_numbers(ts)
     rows = np.zeros(n, dtype=RECORD_DTYPE)
     _core.pack_columns(rows.view(np.uint8).reshape(n, RECORD_DTYPE.itemsize),
